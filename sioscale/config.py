@@ -217,7 +217,7 @@ def _line_of(text: str, key: str) -> int | None:
     return text[: m.start()].count("\n") + 1 if m else None
 
 
-def _where(path: str | None, text: str, key: str) -> str:
+def key_location(path: str | None, text: str, key: str) -> str:
     line = _line_of(text, key)
     loc = path or "<campaign>"
     return f"{loc}:{line}" if line else loc
@@ -263,7 +263,7 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
     for key in data:
         if key not in _TOP_KEYS:
             raise ConfigError(
-                f"{_where(source, text, key)}: unknown key {key!r}; top-level keys are {', '.join(sorted(_TOP_KEYS))}"
+                f"{key_location(source, text, key)}: unknown key {key!r}; top-level keys are {', '.join(sorted(_TOP_KEYS))}"
             )
     if "name" not in data or not re.fullmatch(r"[A-Za-z0-9_.-]+", str(data["name"])):
         raise ConfigError(f"{source or '<campaign>'}: 'name' is required (letters, digits, _ . -)")
@@ -271,11 +271,11 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
     def section(name: str, allowed: set[str]) -> dict[str, Any]:
         sec = data.get(name, {})
         if not isinstance(sec, dict):
-            raise ConfigError(f"{_where(source, text, name)}: [{name}] must be a table")
+            raise ConfigError(f"{key_location(source, text, name)}: [{name}] must be a table")
         for k in sec:
             if k not in allowed:
                 raise ConfigError(
-                    f"{_where(source, text, k)}: unknown key {k!r} in [{name}]; allowed: {', '.join(sorted(allowed))}"
+                    f"{key_location(source, text, k)}: unknown key {k!r} in [{name}]; allowed: {', '.join(sorted(allowed))}"
                 )
         return sec
 
@@ -287,7 +287,7 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
         axes: dict[str, tuple[Any, ...]] = {}
         for k, vals in axes_raw.items():
             if not isinstance(vals, list) or not vals:
-                raise ConfigError(f"{_where(source, text, k)}: axis {k!r} must be a non-empty list")
+                raise ConfigError(f"{key_location(source, text, k)}: axis {k!r} must be a non-empty list")
             if k == "transports":
                 axes[k] = tuple(_transports(v) for v in vals)
             elif k == "steps":

@@ -40,6 +40,8 @@ def _add_options(parser) -> None:  # noqa: ANN001 - Locust's configargparse pars
     g.add_argument("--sio-ca-file", default="", include_in_web_ui=True, help="CA bundle for https/wss targets")
     g.add_argument("--sio-insecure", action="store_true", default=False,
                    help="Do not verify TLS certificates (explicit opt-in)")
+    g.add_argument("--sio-steps", default="", include_in_web_ui=False,
+                   help="Step load for locustfiles/steps.py: USERS:HOLD_S,USERS:HOLD_S,... (ramp at --spawn-rate)")
     g.add_argument("--sio-run-dir", default="", include_in_web_ui=False,
                    help="Run directory for the per-step event log (events.csv) and live stats; empty: none")
     g.add_argument("--sio-run-name", default="", include_in_web_ui=False,

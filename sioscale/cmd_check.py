@@ -1,0 +1,57 @@
+"""`sioscale check`: thresholds against a report → exit code 1 and a list of violations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from sioscale.checks import FIGURES, describe_failed_run, evaluate, junit_xml
+from sioscale.config import ConfigError, Thresholds, load_campaign
+
+
+def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001
+    p = sub.add_parser(
+        "check",
+        help="thresholds on a report → exit code (and JUnit XML)",
+        description="Compare a report's summary.json against thresholds (from flags and/or a campaign "
+        "file's [thresholds]; flags win). Exit 0 when all hold, 1 when any is violated (each listed), "
+        "2 on bad input. A config that failed to run violates every threshold.",
+    )
+    p.add_argument("report", help="report directory (with summary.json) or a summary.json file")
+    p.add_argument("--campaign", default=None, help="take [thresholds] from this campaign TOML")
+    for key, (_, kind, label) in FIGURES.items():
+        p.add_argument(f"--{key.replace('_', '-')}", type=float, default=None,
+                       help=f"{'minimum' if kind == 'min' else 'maximum'} {label}")
+    p.add_argument("--only", default=None, help="check only configs whose name contains this text")
+    p.add_argument("--junit", default=None, help="write JUnit XML here (a test case per config × threshold)")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    path = Path(args.report)
+    if path.is_dir():
+        path = path / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror}); run `sioscale report` or a campaign first") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(summary, dict) or summary.get("schema") != 1 or not isinstance(summary.get("configs"), list):
+        raise ConfigError(f"{path}: not a sioscale summary (expected schema 1 with a 'configs' list)")
+    th = load_campaign(args.campaign).thresholds if args.campaign else Thresholds()
+    th = replace(th, **{k: getattr(args, k) for k in FIGURES if getattr(args, k) is not None})
+    if not th.active():
+        raise ConfigError("no thresholds: give flags such as --connect-ratio 0.99, or --campaign FILE with [thresholds]")
+    results = evaluate(summary, th, args.only)
+    if args.junit:
+        Path(args.junit).write_text(junit_xml(results))
+    bad = [r for r in results if not r.passed]
+    for r in results:
+        line = describe_failed_run(r) if (not r.passed and r.value is None) else r.describe()
+        print(line, file=sys.stderr if not r.passed else sys.stdout)
+    print(f"thresholds: {len(results) - len(bad)} held, {len(bad)} violated", file=sys.stdout)
+    return 1 if bad else 0

@@ -1,0 +1,52 @@
+"""`sioscale run`: one headless Locust run, against a URL or a local cluster, into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from sioscale.cliargs import add_cluster_args, add_load_args, cluster_from_args, load_from_args
+from sioscale.config import RunConfig, run_name
+
+
+def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's private subparsers type
+    p = sub.add_parser(
+        "run",
+        help="one headless run into a run directory",
+        description="Run one scenario headless, against --url or a local cluster built from the cluster flags, "
+        "and write the run directory (meta.json, events.csv, Locust CSV/JSON, logs). "
+        "Optionally write a report of it too.",
+    )
+    p.add_argument("--url", default=None, help="target an existing server (http[s]://host:port) instead of a local cluster")
+    p.add_argument("--out", default=None, help="run directory (default runs/<config-name>-<time>)")
+    p.add_argument("--report", action="store_true", help="also write index.html + summary.json into RUN_DIR/report")
+    add_cluster_args(p)
+    add_load_args(p)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from sioscale.runner import check_reachable, execute_run, locustfile_paths
+
+    cluster, load = cluster_from_args(args), load_from_args(args)
+    cfg = RunConfig(name=run_name(cluster, load), cluster=cluster, load=load)
+    locustfile_paths(cfg)  # a missing locustfile is an error before anything starts
+    if args.url:
+        check_reachable(args.url)
+    run_dir = Path(args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def progress(line: str) -> None:
+        print(f"[{cfg.name}] {line}", file=sys.stderr, flush=True)
+
+    print(f"[{cfg.name}] starting; run directory {run_dir}", file=sys.stderr, flush=True)
+    meta = execute_run(cfg, run_dir, url=args.url, progress=progress)
+    print(f"[{cfg.name}] {meta['status']}" + (f": {meta['error']}" if meta.get("error") else ""), file=sys.stderr)
+    if args.report and meta["status"] == "ok":
+        from analysis.report import write_report
+
+        write_report([run_dir], run_dir / "report", title=cfg.name)
+        print(f"report: {run_dir / 'report' / 'index.html'}", file=sys.stderr)
+    print(str(run_dir))
+    return 0 if meta["status"] == "ok" else 1

@@ -1,0 +1,216 @@
+"""One run, end to end: (cluster up) → headless Locust → run directory → (cluster down).
+
+`sioscale run` and `sioscale campaign` both call `execute_run`, so a campaign cell and a
+single run produce the same run directory (docs/contracts.md). Locust runs as a child
+process, not in-process: it monkey-patches the interpreter with gevent, forks workers for
+`--processes`, and must be killable as a group on Ctrl-C without taking the supervisor down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sioscale import environment
+from sioscale.config import ConfigError, RunConfig, to_jsonable
+
+ROOT = Path(__file__).resolve().parent.parent
+Progress = Callable[[str], None]
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic write, so a reader (or a crash) never sees half a meta.json."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def locustfile_paths(cfg: RunConfig) -> list[str]:
+    """The locustfile(s) for a run; checked before any load starts."""
+    lf = Path(cfg.load.locustfile)
+    if not lf.is_absolute():
+        lf = (Path.cwd() / lf) if (Path.cwd() / lf).exists() else ROOT / lf
+    if not lf.is_file():
+        raise ConfigError(f"locustfile = {cfg.load.locustfile!r}: no such file")
+    files = [str(lf)]
+    if cfg.load.steps:
+        files.append(str(ROOT / "locustfiles" / "steps.py"))
+    return files
+
+
+def locust_command(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None = None) -> list[str]:
+    lo = cfg.load
+    cmd = [
+        sys.executable, "-m", "locust",
+        "-f", ",".join(locustfile_paths(cfg)),
+        "--headless", "--host", url,
+        "-u", str(max(s.users for s in lo.steps) if lo.steps else lo.users),
+        "-r", str(lo.spawn_rate),
+        "--csv", str(run_dir / "locust"), "--csv-full-history",
+        "--json-file", str(run_dir / "locust"),
+        "--logfile", str(run_dir / "locust.log"),
+        "--exit-code-on-error", "0",
+        "--sio-run-dir", str(run_dir),
+        "--sio-run-name", cfg.name,
+        "--sio-transports", ",".join(lo.transports),
+        "--sio-eio", str(lo.eio),
+        "--sio-namespace", lo.namespace,
+        "--sio-room-size", str(lo.room_size),
+        "--sio-message-rate", str(lo.message_rate),
+        "--sio-payload-size", str(lo.payload_size),
+        "--sio-reconnect", "true" if lo.reconnect else "false",
+        "--sio-node-header", cfg.cluster.node_header,
+    ]  # fmt: skip
+    if lo.steps:
+        cmd += ["--sio-steps", ",".join(f"{s.users}:{s.hold:g}" for s in lo.steps)]
+    else:
+        cmd += ["-t", f"{lo.duration:g}s"]
+    if lo.processes > 1:
+        cmd += ["--processes", str(lo.processes)]
+    if lo.source_range:
+        cmd += ["--sio-source-range", lo.source_range]
+    if ca_file:
+        cmd += ["--sio-ca-file", ca_file]
+    return cmd + list(lo.extra_args)
+
+
+def check_reachable(url: str, path: str = "/socket.io/", timeout: float = 5.0) -> None:
+    """Fail before any load starts when nothing answers an Engine.IO handshake at `url`."""
+    probe = url.rstrip("/") + path + "?EIO=4&transport=polling"
+    try:
+        urllib.request.urlopen(probe, timeout=timeout).read(1)
+    except urllib.error.HTTPError:
+        return  # something answered HTTP; whether it is Socket.IO is the run's finding
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConfigError(f"--url {url}: unreachable ({reason}); is the server up and the URL right?") from None
+
+
+@contextlib.contextmanager
+def _process_group(cmd: list[str], out: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    with out.open("ab") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            # SIGINT first: Locust then writes its CSV/JSON and the event log flushes.
+            for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # stragglers (forked workers)
+
+
+def _locust_counts(run_dir: Path) -> tuple[int | None, int | None, int | None]:
+    """(users, requests, failures) from Locust's periodic CSVs, for the progress line."""
+    users = reqs = fails = None
+    with contextlib.suppress(OSError, ValueError, csv.Error, IndexError, KeyError):
+        with (run_dir / "locust_stats.csv").open() as fh:
+            for row in csv.DictReader(fh):
+                if row.get("Name") == "Aggregated":
+                    reqs, fails = int(row["Request Count"]), int(row["Failure Count"])
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with (run_dir / "locust_stats_history.csv").open("rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
+            last = fh.read().decode(errors="replace").strip().splitlines()[-1]
+            users = int(last.split(",")[1])
+    return users, reqs, fails
+
+
+def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, progress: Progress | None) -> dict:
+    cmd = locust_command(cfg, url, run_dir, ca_file)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    budget = cfg.load.run_seconds + 60 + 10 * cfg.load.processes
+    started = time.time()
+    with _process_group(cmd, run_dir / "locust.out", env) as proc:
+        last = 0.0
+        while proc.poll() is None:
+            elapsed = time.time() - started
+            if elapsed > budget:
+                raise TimeoutError(f"locust did not finish within {budget:.0f} s; stopped it")
+            if progress and elapsed - last >= 5:
+                last = elapsed
+                users, reqs, fails = _locust_counts(run_dir)
+                progress(
+                    f"{elapsed:5.0f}s/{cfg.load.run_seconds:.0f}s  users {users if users is not None else '-'}"
+                    f"  requests {reqs if reqs is not None else '-'}  failures {fails if fails is not None else '-'}"
+                )
+            time.sleep(0.5)
+    rc = proc.returncode
+    result = {"locust_command": cmd, "locust_exit_code": rc}
+    if rc != 0:
+        tail = ""
+        with contextlib.suppress(OSError):
+            tail = " | ".join((run_dir / "locust.out").read_text(errors="replace").strip().splitlines()[-3:])
+        result["error"] = f"locust exited with code {rc}: {tail}"
+    return result
+
+
+def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress: Progress | None = None) -> dict:
+    """Run one config into `run_dir`; never raises for a config that fails, records it instead.
+
+    With `url`, the load goes to an existing server (no local cluster). The returned dict is
+    the run's meta.json. KeyboardInterrupt still propagates, after everything is stopped.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {
+        "schema": 1,
+        "run": cfg.name,
+        "config": cfg.labels(),
+        "cluster": to_jsonable(cfg.cluster),
+        "load": to_jsonable(cfg.load),
+        "cluster_info": None,
+        "locust_command": None,
+        "versions": environment.versions(),
+        "machine": environment.machine(),
+        "started": time.time(),
+        "ended": None,
+        "status": "running",
+        "error": None,
+    }
+    if url:
+        meta["config"] = dict(meta["config"], balancer="external", policy="external", target_url=url)
+    write_json(run_dir / "meta.json", meta)
+    try:
+        if url:
+            meta.update(run_locust(cfg, url, run_dir, None, progress))
+        else:
+            from targets.cluster import Cluster, ClusterError
+
+            try:
+                with Cluster(cfg.cluster, workdir=run_dir / "cluster") as cluster:
+                    meta["cluster_info"] = cluster.info
+                    meta.update(run_locust(cfg, cluster.info["url"], run_dir, cluster.info.get("ca_file"), progress))
+            except ClusterError as e:
+                meta["error"] = f"cluster did not start: {e}"
+        meta["status"] = "failed" if meta.get("error") else "ok"
+    except (ConfigError, TimeoutError, OSError) as e:
+        meta["status"], meta["error"] = "failed", str(e)
+    except KeyboardInterrupt:
+        meta["status"], meta["error"] = "failed", "interrupted (Ctrl-C)"
+        raise
+    finally:
+        meta["ended"] = time.time()
+        # the event log may have added keys (e.g. "locust") while Locust ran: keep them
+        with contextlib.suppress(OSError, ValueError):
+            on_disk = json.loads((run_dir / "meta.json").read_text())
+            meta = {**on_disk, **{k: v for k, v in meta.items() if v is not None or k not in on_disk}}
+        write_json(run_dir / "meta.json", meta)
+    return meta
