@@ -14,7 +14,7 @@ from sioscale.config import NODE_HEADER
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser) -> None:  # noqa: ANN001 - Locust's configargparse parser
-    g = parser.add_argument_group("sioscale (Socket.IO)")
+    g = _LocustGroup(parser.add_argument_group("sioscale (Socket.IO)"))
     g.add_argument("--sio-transports", default="polling,websocket", include_in_web_ui=True,
                    help="Client transports, as socket.io-client's `transports`: polling,websocket | websocket | polling")
     g.add_argument("--sio-eio", type=int, default=4, choices=[3, 4], include_in_web_ui=True,
@@ -46,3 +46,23 @@ def _add_options(parser) -> None:  # noqa: ANN001 - Locust's configargparse pars
                    help="Run directory for the per-step event log (events.csv) and live stats; empty: none")
     g.add_argument("--sio-run-name", default="", include_in_web_ui=False,
                    help="Run name written in every event row (default: the run directory's name)")
+
+
+class _LocustGroup:
+    """An argument group that accepts Locust's extra add_argument keywords.
+
+    Why: argparse groups' add_argument is the plain one and rejects `include_in_web_ui`
+    (TypeError at startup); Locust's parser only handles those keywords on the parser itself.
+    """
+
+    _EXTRA = {"include_in_web_ui": True, "is_secret": False, "is_required": False, "is_multiple": False}
+
+    def __init__(self, group) -> None:  # noqa: ANN001 - argparse._ArgumentGroup
+        self._group = group
+
+    def add_argument(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - argparse's signature
+        extra = {k: kwargs.pop(k, default) for k, default in self._EXTRA.items()}
+        action = self._group.add_argument(*args, **kwargs)
+        for k, v in extra.items():
+            setattr(action, k, v)
+        return action

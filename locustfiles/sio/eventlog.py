@@ -1,0 +1,436 @@
+"""The event log: every client step's row, from every worker, into one `RUN_DIR/events.csv`.
+
+Why it is built this way:
+- `record()` is called for every client step, so it only appends to a list; a background
+  greenlet ships the rows (worker -> master, with Locust's own messages) or writes them (master
+  or local runner) every `FLUSH_INTERVAL_S`. A run killed with SIGKILL therefore keeps every
+  row older than about one flush interval (rows are handed to the OS, which keeps them).
+- Only the master (or the local runner) writes the file and feeds the live stats, so
+  `--processes N` and multi-machine runs produce one complete file and one set of numbers.
+  Rows flow to the master even when `--sio-run-dir` is empty: the web UI's Socket.IO tab is
+  computed from them.
+- Stop ordering: a worker flushes in its `test_stop` listener, which Locust runs before it
+  sends `client_stopped`; the master's `test_stop` then waits (bounded) until every live worker
+  has sent its final batch, asking stragglers with a `sio_flush` message. That also covers
+  headless `--run-time` ends, where Locust's master fires `test_stop` before telling workers to
+  quit and gives them only 0.5 s afterwards.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import events
+from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
+
+from locustfiles.sio.live import LiveStats
+from locustfiles.sio.rows import COLUMNS, Row
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.5
+"""How often buffered rows are written (master/local) or shipped (worker)."""
+STATS_INTERVAL_S = 2.0
+"""How often sio_stats.json is rewritten during a headless run (the UI reads it live anyway)."""
+FINAL_WAIT_S = 15.0
+"""How long the master waits at test stop for workers' final batches before saying who is missing."""
+MAX_BUFFER = 1_000_000
+"""Rows held on a worker that cannot reach its master; beyond this, rows are counted as dropped."""
+MSG_ROWS = "sio_rows"
+MSG_FLUSH = "sio_flush"
+_ATTR = "_sioscale_eventlog"
+
+
+@dataclass
+class WorkerInfo:
+    """What the master knows about one worker's row stream (to say what is missing)."""
+
+    rows: int = 0
+    batches: int = 0
+    last_seq: int = -1
+    gaps: int = 0  # batches that never arrived (sequence numbers skipped)
+    last_report: float = 0.0
+    final: bool = False
+    dropped: int = 0  # rows the worker itself had to drop (buffer full)
+
+
+@dataclass
+class _State:
+    environment: Any
+    buffer: list[Row] = field(default_factory=list)
+    live: LiveStats = field(default_factory=LiveStats)
+    workers: dict[str, WorkerInfo] = field(default_factory=dict)
+    rows_written: int = 0
+    produced: int = 0  # rows record()ed in this process (tests compare it with the master's file)
+    dropped: int = 0
+    seq: int = 0
+    started: float | None = None
+    ended: float | None = None
+    greenlets: list[Any] = field(default_factory=list)
+    wrote_meta: bool = False
+    header_checked: bool = False
+    last_stats_write: float = 0.0
+
+    # -- roles -------------------------------------------------------------------------
+    @property
+    def runner(self) -> Any:
+        return getattr(self.environment, "runner", None)
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.runner, WorkerRunner)
+
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.runner, MasterRunner)
+
+    def option(self, name: str, default: Any = "") -> Any:
+        opts = getattr(self.environment, "parsed_options", None)
+        return getattr(opts, name, default) if opts is not None else default
+
+    @property
+    def run_dir(self) -> Path | None:
+        d = self.option("sio_run_dir", "") or ""
+        return Path(d) if d else None
+
+    @property
+    def run_name(self) -> str:
+        name = self.option("sio_run_name", "") or ""
+        if name:
+            return name
+        d = self.run_dir
+        return d.resolve().name if d else ""
+
+
+def _state(environment: Any) -> _State:
+    st = getattr(environment, _ATTR, None)
+    if st is None:
+        st = _State(environment)
+        setattr(environment, _ATTR, st)
+    return st
+
+
+def record(environment: Any, row: Row) -> None:
+    """Queue one event row; cheap and non-blocking (the flusher greenlet does the I/O)."""
+    st = _state(environment)
+    st.produced += 1
+    if len(st.buffer) >= MAX_BUFFER:
+        st.dropped += 1
+        return
+    st.buffer.append(row)
+
+
+def live_stats(environment: Any) -> LiveStats:
+    """The master's (or local runner's) aggregate over every row seen so far."""
+    return _state(environment).live
+
+
+def flush(environment: Any, final: bool = False) -> None:
+    """Ship (worker) or write (master/local) everything buffered now. Safe to call any time."""
+    st = _state(environment)
+    if st.is_worker:
+        _ship(st, final)
+    else:
+        rows, st.buffer = st.buffer, []
+        _consume(st, rows, source=None)
+
+
+# -- worker side ----------------------------------------------------------------------------
+def _ship(st: _State, final: bool) -> None:
+    runner = st.runner
+    rows, st.buffer = st.buffer, []
+    wid = runner.client_id
+    for r in rows:
+        if r.get("worker") in ("", "local", None):
+            r["worker"] = wid
+    payload = {
+        "seq": st.seq,
+        "rows": [[r.get(c) for c in COLUMNS] for r in rows],
+        "final": final,
+        "dropped": st.dropped,
+        "sent": time.time(),
+    }
+    try:
+        runner.send_message(MSG_ROWS, payload)
+        st.seq += 1
+    except Exception as e:  # noqa: BLE001 - a lost master must not kill the worker's users
+        log.warning("sioscale event log: could not ship %d rows to master (%s); will retry", len(rows), e)
+        st.buffer[:0] = rows
+
+
+def _on_flush_request(environment: Any, msg: Any, **_kw: Any) -> None:
+    """Master asks for the final batch: stop users first, so no row is produced after it."""
+    st = _state(environment)
+    runner = st.runner
+    if runner is not None and runner.state in (STATE_RUNNING, STATE_SPAWNING):
+        runner.stop()  # fires test_stop, whose listener ships the final batch
+    _ship(st, final=True)
+
+
+# -- master / local side --------------------------------------------------------------------
+def _on_rows(environment: Any, msg: Any, **_kw: Any) -> None:
+    st = _state(environment)
+    data = msg.data or {}
+    wid = str(msg.node_id)
+    info = st.workers.setdefault(wid, WorkerInfo())
+    seq = int(data.get("seq", info.last_seq + 1))
+    if seq > info.last_seq + 1:
+        info.gaps += seq - info.last_seq - 1
+    info.last_seq = max(info.last_seq, seq)
+    info.batches += 1
+    info.last_report = time.time()
+    info.dropped = int(data.get("dropped", 0))
+    if data.get("final"):
+        info.final = True
+    rows: list[Row] = []
+    for values in data.get("rows", []):
+        if len(values) != len(COLUMNS):
+            log.warning("sioscale event log: worker %s sent a row with %d fields, expected %d; skipped",
+                        wid, len(values), len(COLUMNS))
+            continue
+        rows.append(dict(zip(COLUMNS, values, strict=True)))  # type: ignore[arg-type]
+    info.rows += len(rows)
+    st.buffer.extend(rows)
+
+
+def _consume(st: _State, rows: list[Row], source: str | None) -> None:
+    run = st.run_name
+    for r in rows:
+        if not r.get("run"):
+            r["run"] = run
+        if not r.get("worker"):
+            r["worker"] = "local"
+        st.live.add(r)
+    if rows:
+        _write(st, rows)
+    now = time.time()
+    if st.run_dir is not None and now - st.last_stats_write >= STATS_INTERVAL_S:
+        write_stats(st.environment)
+
+
+def _write(st: _State, rows: list[Row]) -> None:
+    d = st.run_dir
+    if d is None:
+        return
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / "events.csv"
+        new = not path.exists() or path.stat().st_size == 0
+        with path.open("a", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(COLUMNS)
+            for r in rows:
+                w.writerow(["" if r.get(c) is None else r.get(c) for c in COLUMNS])
+        st.rows_written += len(rows)
+    except OSError as e:
+        # Keep the rows for the next try rather than lose them; say why once per failure.
+        log.error("sioscale event log: cannot write %s/events.csv (%s); keeping %d rows", d, e, len(rows))
+        st.buffer[:0] = rows
+
+
+def _flusher(environment: Any) -> None:
+    while True:
+        gevent.sleep(FLUSH_INTERVAL_S)
+        try:
+            flush(environment)
+        except Exception:  # noqa: BLE001 - the flusher must survive anything and keep flushing
+            log.exception("sioscale event log: flush failed")
+
+
+# -- stats file and meta.json ---------------------------------------------------------------
+def stats(environment: Any, now: float | None = None) -> dict[str, Any]:
+    """The Socket.IO tab's numbers: live aggregate plus the state of every worker's stream."""
+    st = _state(environment)
+    now = time.time() if now is None else now
+    snap = st.live.snapshot()
+    snap["run"] = st.run_name
+    snap["generated"] = now
+    snap["workers"] = _workers_view(st, now)
+    snap["missing_workers"] = [w for w in snap["workers"] if w["status"] == "missing"]
+    snap["dropped_rows"] = st.dropped + sum(i.dropped for i in st.workers.values())
+    return snap
+
+
+def _workers_view(st: _State, now: float) -> list[dict[str, Any]]:
+    runner = st.runner
+    if not st.is_master:
+        return [{"id": "local", "rows": st.live.totals["rows"], "status": "ok", "last_report": now,
+                 "last_report_age_s": 0.0, "lost_batches": 0}]
+    states = {c.id: c.state for c in runner.clients.values()} if runner is not None else {}
+    out = []
+    for wid in sorted(set(st.workers) | set(states)):
+        info = st.workers.get(wid, WorkerInfo())
+        state = states.get(wid)
+        if info.final:
+            status = "done"
+        elif state == STATE_MISSING or (state is None and info.batches and not info.final):
+            status = "missing"
+        elif info.last_report and now - info.last_report > 5 * FLUSH_INTERVAL_S + 2:
+            status = "late"
+        else:
+            status = "ok"
+        out.append({
+            "id": wid,
+            "rows": info.rows,
+            "status": status,
+            "last_report": info.last_report or None,
+            "last_report_age_s": round(now - info.last_report, 1) if info.last_report else None,
+            "lost_batches": info.gaps,
+        })
+    return out
+
+
+def write_stats(environment: Any) -> None:
+    """Write RUN_DIR/sio_stats.json atomically (same numbers as the web UI's tab)."""
+    st = _state(environment)
+    d = st.run_dir
+    st.last_stats_write = time.time()
+    if d is None:
+        return
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        _atomic_json(d / "sio_stats.json", stats(environment))
+    except OSError as e:
+        log.error("sioscale event log: cannot write %s/sio_stats.json (%s)", d, e)
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("locust", "python-socketio", "python-engineio"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = ""
+    return out
+
+
+def _options(st: _State) -> dict[str, Any]:
+    opts = getattr(st.environment, "parsed_options", None)
+    if opts is None:
+        return {}
+    return {k: v for k, v in vars(opts).items() if isinstance(v, str | int | float | bool | type(None) | list)}
+
+
+def _write_meta(st: _State, final: bool) -> None:
+    """A minimal meta.json when nobody (sioscale run) wrote one; else add our keys under "locust"."""
+    d = st.run_dir
+    if d is None:
+        return
+    path = d / "meta.json"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        locust_block = {"options": _options(st), "eventlog": {"rows": st.rows_written,
+                                                               "dropped": st.dropped,
+                                                               "started": st.started, "ended": st.ended}}
+        if not path.exists():
+            meta = {"schema": 1, "run": st.run_name, "status": "ok" if final else "running",
+                    "started": st.started, "ended": st.ended if final else None,
+                    "versions": _versions(), "machine": {"platform": platform.platform()},
+                    "locust": locust_block, "written_by": "locustfiles.sio.eventlog"}
+            st.wrote_meta = True
+        else:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("meta.json is not a JSON object")
+            if st.wrote_meta:
+                meta["status"] = "ok" if final else "running"
+                meta["ended"] = st.ended if final else None
+            if final:
+                meta.setdefault("locust", {})
+                if isinstance(meta["locust"], dict):
+                    meta["locust"].update(locust_block)
+            elif not st.wrote_meta:
+                return  # someone else's meta.json: touch it only once, at the end
+        _atomic_json(path, meta)
+    except (OSError, ValueError) as e:
+        log.error("sioscale event log: cannot update %s (%s)", path, e)
+
+
+# -- Locust event listeners (registered at import) ------------------------------------------
+@events.init.add_listener
+def _on_init(environment: Any, **_kw: Any) -> None:
+    st = _state(environment)
+    runner = environment.runner
+    if runner is None:
+        return
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(MSG_FLUSH, _on_flush_request)
+    elif isinstance(runner, MasterRunner):
+        runner.register_message(MSG_ROWS, _on_rows)
+    st.greenlets.append(gevent.spawn(_flusher, environment))
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_kw: Any) -> None:
+    st = _state(environment)
+    if st.is_worker:
+        return
+    st.started = st.started or time.time()
+    for info in st.workers.values():
+        info.final = False
+    _write_meta(st, final=False)
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Any, **_kw: Any) -> None:
+    st = _state(environment)
+    if st.is_worker:
+        _ship(st, final=True)
+        return
+    if st.is_master:
+        _collect_final(st, FINAL_WAIT_S)
+    st.ended = time.time()
+    flush(environment)
+    write_stats(environment)
+
+
+def _collect_final(st: _State, timeout: float) -> None:
+    """Wait until every live worker has sent its final batch; ask the ones that did not yet."""
+    runner = st.runner
+    asked: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = [c.id for c in runner.clients.values()
+                   if c.state != STATE_MISSING and not st.workers.get(c.id, WorkerInfo()).final]
+        if not pending:
+            return
+        for wid in pending:
+            if wid not in asked:
+                runner.send_message(MSG_FLUSH, None, client_id=wid)
+                asked.add(wid)
+        gevent.sleep(0.05)
+    log.warning("sioscale event log: no final batch from worker(s) %s after %.0f s; their last rows may be "
+                "missing", ", ".join(pending), timeout)
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Any, **_kw: Any) -> None:
+    st = _state(environment)
+    if st.is_worker:
+        _ship(st, final=True)
+        return
+    if st.is_master and st.runner.state in (STATE_RUNNING, STATE_SPAWNING):
+        _collect_final(st, FINAL_WAIT_S)
+    st.ended = st.ended or time.time()
+    flush(environment)
+    write_stats(environment)
+    _write_meta(st, final=True)

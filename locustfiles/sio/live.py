@@ -1,0 +1,309 @@
+"""Live Socket.IO stats: a pure, incremental aggregate over event rows (no Locust, no I/O).
+
+The master feeds it every row of every worker (see eventlog.py), so the numbers are the same
+whether one process or many produced the rows. Broadcast delivery follows the ONE definition
+in docs/contracts.md ("Broadcast delivery, one definition"), which the analysis computes in
+pandas over events.csv; this is the incremental version of it.
+
+Why it is hand-written: rows of different workers arrive out of timestamp order (a receiver on
+worker B may report before the sender on worker A), so delivery is judged against membership
+*at the send's timestamp*, from each user's join/leave/disconnect history, not against the
+current state. Sends older than `settle_s` behind the newest row are folded into totals and
+forgotten, which bounds memory on long runs; a row arriving later than that is counted in
+`late_rows_ignored` rather than silently changing nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+DELIVERY_GRACE_S = 2.0
+"""A send this close to the end of the run's events is excluded (docs/contracts.md)."""
+
+_MEMBERSHIP_STEPS = ("join", "leave", "disconnect")
+
+
+def _is_ok(v: Any) -> bool:
+    return str(v).strip() in ("1", "1.0", "True", "true")
+
+
+def _num(v: Any) -> float | None:
+    if v is None or v == "":
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+class Quantiles:
+    """Latency distribution in bounded memory: values kept to 0.1 ms below 100 ms, 1 ms above.
+
+    Percentiles are linearly interpolated like numpy/pandas' default, over the rounded
+    values, so they agree with the analysis within the rounding step.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[float] = Counter()
+        self.n = 0
+        self.total = 0.0
+
+    def add(self, v: float) -> None:
+        key = round(v, 1) if v < 100 else float(round(v))
+        self.counts[key] += 1
+        self.n += 1
+        self.total += v
+
+    def quantile(self, q: float) -> float | None:
+        if self.n == 0:
+            return None
+        keys = sorted(self.counts)
+        pos = q * (self.n - 1)
+        lo_i, hi_i = math.floor(pos), math.ceil(pos)
+        lo = hi = None
+        seen = 0
+        for k in keys:
+            seen += self.counts[k]
+            if lo is None and seen > lo_i:
+                lo = k
+            if seen > hi_i:
+                hi = k
+                break
+        assert lo is not None and hi is not None
+        return lo + (hi - lo) * (pos - lo_i)
+
+    def mean(self) -> float | None:
+        return self.total / self.n if self.n else None
+
+
+@dataclass
+class _Send:
+    room: str
+    ts: float
+    receivers: set[str] = field(default_factory=set)
+
+
+class LiveStats:
+    """Feed rows with `add`; read a JSON-able dict with `snapshot`."""
+
+    def __init__(self, settle_s: float = 30.0) -> None:
+        self.settle_s = max(settle_s, DELIVERY_GRACE_S)
+        self.totals: Counter[str] = Counter()
+        self.users: set[str] = set()
+        # connections: node -> total connects; session key -> node for sessions open now
+        self.connects_by_node: Counter[str] = Counter()
+        self.open_sessions: dict[tuple[str, str], str] = {}
+        self.failures: Counter[tuple[str, str]] = Counter()
+        self.steps: Counter[str] = Counter()
+        self.node_switches: Counter[str] = Counter()
+        self.reconnects = {"attempts": 0, "ok": 0, "failed": 0}
+        self.reconnect_latency = Quantiles()
+        # broadcast delivery
+        self.delivery_latency = Quantiles()
+        self.pending: dict[str, _Send] = {}
+        self.early_recv: dict[str, set[str]] = defaultdict(set)  # recv seen before its send row
+        self.settled_expected = 0
+        self.settled_delivered = 0
+        self.settled_sends = 0
+        self.late_rows_ignored = 0
+        self.settled_until = -math.inf
+        # membership history: (user, room) -> sorted [(ts, +1 join / -1 leave)]; user -> disconnect ts
+        self.history: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
+        self.room_users: dict[str, set[str]] = defaultdict(set)
+        self.disconnects: dict[str, list[float]] = defaultdict(list)
+        self.max_ts = -math.inf
+        self.min_ts = math.inf
+
+    # -- ingest -------------------------------------------------------------------------
+    def add(self, row: dict[str, Any]) -> None:
+        step = str(row.get("step", ""))
+        ts = _num(row.get("ts"))
+        if ts is None:
+            self.totals["bad_rows"] += 1
+            return
+        ok = _is_ok(row.get("ok", 1))
+        user = str(row.get("user", ""))
+        node = str(row.get("node", "") or "")
+        self.totals["rows"] += 1
+        self.steps[step] += 1
+        if user:
+            self.users.add(user)
+        self.max_ts = max(self.max_ts, ts)
+        self.min_ts = min(self.min_ts, ts)
+        if not ok:
+            self.totals["failures"] += 1
+            self.failures[(step, str(row.get("error_kind", "") or "unknown"))] += 1
+
+        if step == "connect" and ok:
+            self.connects_by_node[node or "?"] += 1
+            self.open_sessions[(user, str(row.get("eio_sid", "")))] = node or "?"
+            self.totals["connects"] += 1
+        elif step == "disconnect":
+            self._close_session(user, str(row.get("eio_sid", "")))
+            self.totals["disconnects"] += 1
+        elif step == "node_switch":
+            self.node_switches[str(row.get("error", "") or f"?->{node}")] += 1
+            self.totals["node_switches"] += 1
+        elif step == "reconnect":
+            self.reconnects["attempts"] += 1
+            self.reconnects["ok" if ok else "failed"] += 1
+            lat = _num(row.get("latency_ms"))
+            if ok and lat is not None:
+                self.reconnect_latency.add(lat)
+        if step in _MEMBERSHIP_STEPS:
+            self._membership(step, ok, user, str(row.get("room", "")), ts)
+        elif step == "broadcast_send" and ok:
+            self._send(str(row.get("msg_id", "")), str(row.get("room", "")), ts)
+        elif step == "broadcast_recv" and ok:
+            self._recv(str(row.get("msg_id", "")), user, _num(row.get("latency_ms")))
+        self._settle()
+
+    def add_many(self, rows: Any) -> None:
+        for r in rows:
+            self.add(r)
+
+    def _close_session(self, user: str, eio_sid: str) -> None:
+        if (user, eio_sid) in self.open_sessions:
+            del self.open_sessions[(user, eio_sid)]
+            return
+        # The session id was not known to the caller: the user's sessions all ended.
+        for key in [k for k in self.open_sessions if k[0] == user]:
+            del self.open_sessions[key]
+
+    def _membership(self, step: str, ok: bool, user: str, room: str, ts: float) -> None:
+        if ts <= self.settled_until:
+            self.late_rows_ignored += 1
+        if step == "disconnect":
+            bisect.insort(self.disconnects[user], ts)
+        elif step == "join":
+            if ok:
+                bisect.insort(self.history[(user, room)], (ts, 1))
+                self.room_users[room].add(user)
+        else:  # leave
+            bisect.insort(self.history[(user, room)], (ts, -1))
+
+    def _send(self, msg_id: str, room: str, ts: float) -> None:
+        if ts <= self.settled_until:
+            self.late_rows_ignored += 1
+            return
+        s = _Send(room, ts)
+        s.receivers |= self.early_recv.pop(msg_id, set())
+        self.pending[msg_id] = s
+        self.totals["broadcast_sends"] += 1
+
+    def _recv(self, msg_id: str, user: str, latency: float | None) -> None:
+        self.totals["broadcast_recvs"] += 1
+        if latency is not None:
+            self.delivery_latency.add(latency)
+        s = self.pending.get(msg_id)
+        if s is not None:
+            s.receivers.add(user)
+        else:
+            # Its send row has not arrived yet (another worker), or was settled long ago.
+            self.early_recv[msg_id].add(user)
+
+    # -- delivery -----------------------------------------------------------------------
+    def is_member(self, user: str, room: str, t: float) -> bool:
+        """members(room, t) of docs/contracts.md: last ok join <= t, no leave/disconnect after it (<= t)."""
+        hist = self.history.get((user, room))
+        if not hist:
+            return False
+        last_join = None
+        for ts, kind in hist:
+            if ts > t:
+                break
+            if kind == 1:
+                last_join = ts
+        if last_join is None:
+            return False
+        if any(last_join < ts <= t and kind == -1 for ts, kind in hist):
+            return False
+        return not any(last_join < ts <= t for ts in self.disconnects.get(user, ()))
+
+    def _judge(self, s: _Send) -> tuple[int, int]:
+        members = {u for u in self.room_users.get(s.room, ()) if self.is_member(u, s.room, s.ts)}
+        return len(members), len(members & s.receivers)
+
+    def _settle(self) -> None:
+        """Fold sends far behind the newest row into totals; they can no longer change."""
+        horizon = self.max_ts - self.settle_s
+        if horizon <= self.settled_until:
+            return
+        # Only every so often (a second of progress), to keep add() cheap.
+        if horizon - self.settled_until < 1.0 and self.settled_until != -math.inf:
+            return
+        done = [m for m, s in self.pending.items() if s.ts <= horizon]
+        for m in done:
+            exp, dlv = self._judge(self.pending.pop(m))
+            self.settled_expected += exp
+            self.settled_delivered += dlv
+            self.settled_sends += 1
+        self.settled_until = horizon
+        for m in [m for m in self.early_recv if m not in self.pending]:
+            # Receipts whose send is older than the horizon or never came: not countable.
+            if len(self.early_recv) > 100_000:
+                del self.early_recv[m]
+
+    def delivery(self) -> dict[str, Any]:
+        """Delivery ratio over every countable send: settled ones plus pending outside the grace window."""
+        expected, delivered, sends, excluded = (self.settled_expected, self.settled_delivered,
+                                                self.settled_sends, 0)
+        end = self.max_ts
+        for s in self.pending.values():
+            if s.ts > end - DELIVERY_GRACE_S:
+                excluded += 1
+                continue
+            exp, dlv = self._judge(s)
+            expected += exp
+            delivered += dlv
+            sends += 1
+        return {
+            "sends_counted": sends,
+            "sends_in_grace": excluded,
+            "expected": expected,
+            "delivered": delivered,
+            "ratio": delivered / expected if expected else None,
+            "latency_p50_ms": self.delivery_latency.quantile(0.50),
+            "latency_p95_ms": self.delivery_latency.quantile(0.95),
+            "latency_mean_ms": self.delivery_latency.mean(),
+            "receipts": self.delivery_latency.n,
+        }
+
+    # -- output -------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able dict: the Socket.IO tab's tables and sio_stats.json."""
+        current = Counter(self.open_sessions.values())
+        nodes = sorted(set(self.connects_by_node) | set(current))
+        return {
+            "totals": {
+                "rows": self.totals["rows"],
+                "users": len(self.users),
+                "connects": self.totals["connects"],
+                "connected_now": len(self.open_sessions),
+                "disconnects": self.totals["disconnects"],
+                "failures": self.totals["failures"],
+                "node_switches": self.totals["node_switches"],
+                "reconnects": self.reconnects["attempts"],
+                "broadcast_sends": self.totals["broadcast_sends"],
+                "broadcast_recvs": self.totals["broadcast_recvs"],
+                "bad_rows": self.totals["bad_rows"],
+                "late_rows_ignored": self.late_rows_ignored,
+                "first_ts": None if self.min_ts == math.inf else self.min_ts,
+                "last_ts": None if self.max_ts == -math.inf else self.max_ts,
+            },
+            "nodes": [{"node": n, "connected_now": current.get(n, 0), "connects_total": self.connects_by_node.get(n, 0)}
+                      for n in nodes],
+            "failures": [{"step": s, "error_kind": k, "count": c}
+                         for (s, k), c in sorted(self.failures.items(), key=lambda x: (-x[1], x[0]))],
+            "node_switches": [{"switch": k, "count": c} for k, c in sorted(self.node_switches.items())],
+            "steps": dict(sorted(self.steps.items())),
+            "reconnects": {**self.reconnects,
+                           "latency_p95_ms": self.reconnect_latency.quantile(0.95),
+                           "latency_mean_ms": self.reconnect_latency.mean()},
+            "delivery": self.delivery(),
+        }
