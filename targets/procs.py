@@ -1,0 +1,142 @@
+"""Child processes of a cluster: each in its own process group, logged to a file, killed as a group.
+
+A cluster is a handful of servers that must never outlive the test or command that started
+them (the machine is shared, ports are few). Every child gets its own session, so one
+``killpg`` reaches anything it forks, and -- when started from the main thread -- a parent-death
+signal, so even a SIGKILLed supervisor leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(pdeathsig: bool) -> None:
+    # Runs in the child between fork and exec. PDEATHSIG fires when the *thread* that forked
+    # dies, so it is only armed for children started from the main thread.
+    if pdeathsig:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class Child:
+    """One supervised process: its command, log file and the port it must bind."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    port: int | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 -- handed to the child, closed below
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_make_setup(threading.current_thread() is threading.main_thread()),
+            )
+        finally:
+            log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def signal_group(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def log_tail(self, lines: int = 3) -> str:
+        """The last non-empty lines of the log, for one-line error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        rows = [r.strip() for r in text.splitlines() if r.strip()]
+        return " | ".join(rows[-lines:])
+
+
+def _make_setup(pdeathsig: bool):  # noqa: ANN202 -- a closure for Popen
+    return lambda: _child_setup(pdeathsig)
+
+
+def stop_all(children: list[Child], grace: float = 2.0) -> None:
+    """SIGTERM every group at once, SIGKILL whatever is left after `grace` seconds, reap all.
+
+    Terminating all groups before waiting on any keeps a full stop under ~grace seconds however
+    many children there are (the CLI promises to be gone within 5 s of Ctrl-C).
+    """
+    live = [c for c in children if c.proc is not None]
+    for c in live:
+        c.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for c in live:
+        assert c.proc is not None
+        try:
+            c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        # The group may hold more than the leader (e.g. a shell); kill it even if the leader exited.
+        c.signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            c.proc.wait(timeout=2.0)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the kernel's pick for an ephemeral bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could bind host:port now (TIME_WAIT leftovers do not count as taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+        return True
+
+
+def wait_port_free(port: int, host: str = "127.0.0.1", timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if port_is_free(port, host):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)

@@ -1,0 +1,110 @@
+"""Balancer configs as pure functions: (policy, nodes, port, TLS files) -> config text.
+
+Kept free of processes and sockets so every policy's rendering is unit-tested without
+starting anything; the supervisor (targets/cluster.py) only writes the text and runs the binary.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from sioscale.config import POLICIES
+
+TEMPLATES = Path(__file__).parent / "balancers"
+HAPROXY_COOKIE = "SIOSCALE_NODE"
+CADDY_COOKIE = "lb"
+# HAProxy policies balanced per TCP connection (mode tcp); the others are mode http.
+HAPROXY_TCP_POLICIES = ("l4-round-robin", "source", "leastconn")
+
+
+@dataclass(frozen=True)
+class Backend:
+    id: str
+    host: str
+    port: int
+
+
+class RenderError(ValueError):
+    """A balancer/policy combination this module cannot render."""
+
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,  # config files, not HTML
+)
+
+
+def fd_limit() -> int:
+    """The hard file-descriptor limit HAProxy may raise itself to."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+
+
+def haproxy_maxconn(limit: int) -> int:
+    """maxconn that fits `limit` descriptors: HAProxy wants ~2 per connection plus a reserve."""
+    return max(64, min(100_000, (limit - 256) // 2))
+
+
+def _check(balancer: str, policy: str) -> None:
+    allowed = POLICIES.get(balancer, ())
+    if policy not in allowed:
+        raise RenderError(
+            f"policy {policy!r} is not available for balancer {balancer!r}; choose one of: {', '.join(allowed)}"
+        )
+
+
+def haproxy_config(
+    policy: str,
+    nodes: list[Backend],
+    port: int,
+    host: str = "127.0.0.1",
+    pem_file: str | None = None,
+    limit: int | None = None,
+) -> str:
+    """haproxy.cfg for one policy; TLS is terminated on the frontend when pem_file is given."""
+    _check("haproxy", policy)
+    lim = fd_limit() if limit is None else limit
+    return _env.get_template("haproxy.cfg.j2").render(
+        policy=policy,
+        mode="tcp" if policy in HAPROXY_TCP_POLICIES else "http",
+        nodes=nodes,
+        port=port,
+        host=host,
+        tls=pem_file is not None,
+        pem_file=pem_file or "",
+        fd_limit=lim,
+        maxconn=haproxy_maxconn(lim),
+        cookie_name=HAPROXY_COOKIE,
+    )
+
+
+def caddy_config(
+    policy: str,
+    nodes: list[Backend],
+    port: int,
+    host: str = "127.0.0.1",
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    admin_port: int | None = None,
+) -> str:
+    """Caddyfile for one policy; TLS with the given cert/key when both are set."""
+    _check("caddy", policy)
+    if (cert_file is None) != (key_file is None):
+        raise RenderError("caddy TLS needs both cert_file and key_file")
+    return _env.get_template("Caddyfile.j2").render(
+        policy=policy,
+        nodes=nodes,
+        port=port,
+        host=host,
+        tls=cert_file is not None,
+        cert_file=cert_file or "",
+        key_file=key_file or "",
+        admin_port=admin_port,
+        cookie_name=CADDY_COOKIE,
+    )
