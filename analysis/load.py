@@ -1,0 +1,342 @@
+"""Run directories → tidy DataFrames, loading what is valid and saying what was not.
+
+A run can end badly (SIGKILL mid-write, a config that never started, a hand-edited CSV),
+and the report is most needed exactly then. So nothing here raises on bad input: every
+problem becomes a line in `Frames.warnings`, shown in the report, and the valid rest is kept.
+
+Config labels live once in meta.json (not per event row); they are joined here as
+categorical columns so every downstream function can group by them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from locustfiles.sio.rows import COLUMNS, STEPS
+
+CONFIG_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls")
+"""The config block of meta.json (RunConfig.labels()), in the order the report shows it."""
+
+# Columns kept as categoricals: few distinct values, repeated on every row (fast groupby, small memory).
+_CATEGORICAL = ("run", "worker", "user", "eio_sid", "sio_sid", "step", "name", "transport", "node",
+                "error_kind", "error", "room", "msg_id")
+_NUMERIC = ("ts", "latency_ms", "ok")
+_FAST_DTYPES: dict[str, Any] = {c: "category" for c in _CATEGORICAL} | {
+    "ts": "float64", "latency_ms": "float64", "ok": "float64"}
+
+
+@dataclass
+class Frames:
+    """Everything loaded from one or more run directories.
+
+    events: one row per client step (rows.COLUMNS) + `config` (the run's name) + CONFIG_KEYS.
+    runs: one row per run directory: config, dir, status, error, started, ended, n_events, + CONFIG_KEYS.
+    locust_stats / locust_history / locust_failures / locust_exceptions / locust_json: Locust's own
+    outputs, with a `config` column. meta / sio_stats: the raw JSON per config name.
+    warnings: what could not be loaded, one readable line each ("<config>: <what>").
+    """
+
+    events: pd.DataFrame
+    runs: pd.DataFrame
+    locust_stats: pd.DataFrame
+    locust_history: pd.DataFrame
+    locust_failures: pd.DataFrame
+    locust_exceptions: pd.DataFrame
+    locust_json: pd.DataFrame
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sio_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def empty_events() -> pd.DataFrame:
+    """An events frame with the right columns and dtypes and no rows."""
+    df = pd.DataFrame({c: pd.Series(dtype=_FAST_DTYPES[c]) for c in COLUMNS})
+    df["config"] = pd.Series(dtype="category")
+    for k in CONFIG_KEYS:
+        df[k] = pd.Series(dtype="category")
+    return df
+
+
+def config_label(value: Any) -> str:
+    """A config value as the string shown in tables and used as a category (transports joined by '+')."""
+    if isinstance(value, list | tuple):
+        return "+".join(str(v) for v in value)
+    if value is None:
+        return "?"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def load_run(run_dir: str | Path) -> Frames:
+    """Load one run directory. Never raises for bad content; problems go to `warnings`."""
+    d = Path(run_dir)
+    warn: list[str] = []
+    meta = _read_meta(d, warn)
+    name = str(meta.get("run") or d.name)
+    warn[:] = [f"{name}: {w}" for w in warn]
+
+    def w(msg: str) -> None:
+        warn.append(f"{name}: {msg}")
+
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    if not config and meta:
+        w("meta.json has no 'config' block; config columns are '?'")
+    labels = {k: config_label(config.get(k)) for k in CONFIG_KEYS}
+
+    events = read_events(d / "events.csv", w)
+    events["config"] = pd.Categorical([name] * len(events))
+    for k, v in labels.items():
+        events[k] = pd.Categorical([v] * len(events))
+
+    status = str(meta.get("status") or ("ok" if len(events) else "unknown"))
+    error = meta.get("error")
+    if status == "failed" and not error:
+        error = "run marked failed in meta.json (no reason given)"
+    if not (d / "events.csv").exists() and status != "failed":
+        error = error or "no events.csv: the load never produced events"
+
+    ts = events["ts"] if len(events) else pd.Series(dtype=float)
+    runs = pd.DataFrame([{
+        "config": name, "dir": str(d), "status": status, "error": error,
+        "started": meta.get("started"), "ended": meta.get("ended"),
+        "first_ts": float(ts.min()) if len(ts) else math.nan,
+        "last_ts": float(ts.max()) if len(ts) else math.nan,
+        "n_events": int(len(events)), **labels,
+    }])
+
+    stats = _read_locust_csv(d / "locust_stats.csv", name, w, required=("Type", "Name", "Request Count"))
+    history = _read_locust_csv(d / "locust_stats_history.csv", name, w, required=("Timestamp", "User Count"))
+    failures = _read_locust_csv(d / "locust_failures.csv", name, w, required=("Name", "Error", "Occurrences"))
+    exceptions = _read_locust_csv(d / "locust_exceptions.csv", name, w, required=("Count", "Message"))
+    ljson = _read_locust_json(d / "locust.json", name, w)
+    sio = _read_json(d / "sio_stats.json", w, required=False)
+    return Frames(events=events, runs=runs, locust_stats=stats, locust_history=history,
+                  locust_failures=failures, locust_exceptions=exceptions, locust_json=ljson,
+                  meta={name: meta}, sio_stats={name: sio} if sio else {}, warnings=warn)
+
+
+def load_runs(run_dirs: list[str | Path] | tuple[str | Path, ...]) -> Frames:
+    """Load several run directories (a campaign) into one set of frames with the config as columns."""
+    parts = [load_run(d) for d in run_dirs]
+    names: dict[str, int] = {}
+    for p in parts:  # two dirs with the same run name would merge silently: make the names unique
+        n = str(p.runs["config"].iloc[0])
+        names[n] = names.get(n, 0) + 1
+        if names[n] > 1:
+            _rename(p, f"{n}#{names[n]}")
+            p.warnings.append(f"{n}: a second run directory with the same run name; shown as {n}#{names[n]}")
+    if not parts:
+        return Frames(events=empty_events(), runs=pd.DataFrame(columns=["config", "status", "error", *CONFIG_KEYS]),
+                      locust_stats=pd.DataFrame(), locust_history=pd.DataFrame(), locust_failures=pd.DataFrame(),
+                      locust_exceptions=pd.DataFrame(), locust_json=pd.DataFrame(), warnings=["no run directories given"])
+    ev = [p.events for p in parts]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # concat of empty frames
+        events = _concat_categorical(ev) if ev else empty_events()
+    out = Frames(
+        events=events,
+        runs=pd.concat([p.runs for p in parts], ignore_index=True),
+        locust_stats=_concat([p.locust_stats for p in parts]),
+        locust_history=_concat([p.locust_history for p in parts]),
+        locust_failures=_concat([p.locust_failures for p in parts]),
+        locust_exceptions=_concat([p.locust_exceptions for p in parts]),
+        locust_json=_concat([p.locust_json for p in parts]),
+    )
+    for p in parts:
+        out.meta.update(p.meta)
+        out.sio_stats.update(p.sio_stats)
+        out.warnings.extend(p.warnings)
+    return out
+
+
+def read_events(path: Path, warn: Any) -> pd.DataFrame:
+    """events.csv → frame with rows.COLUMNS; drops (and reports) what cannot be a valid row.
+
+    Why by hand around read_csv: a SIGKILL leaves a half-written last line, and a single bad
+    value must not turn the whole float column into strings or abort the load.
+    """
+    if not path.exists():
+        warn("events.csv is missing")
+        return empty_events().drop(columns=["config", *CONFIG_KEYS])
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        warn(f"events.csv cannot be read: {e.strerror}")
+        return empty_events().drop(columns=["config", *CONFIG_KEYS])
+    if not raw.strip():
+        warn("events.csv is empty")
+        return empty_events().drop(columns=["config", *CONFIG_KEYS])
+    if not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n")
+        warn("events.csv: last line was cut off (run killed while writing?); dropped it")
+        raw = raw[: cut + 1] if cut >= 0 else b""
+    first = raw[: raw.find(b"\n")].decode("utf-8", "replace").strip().split(",")
+    header_present = "ts" in first and "step" in first
+    names = None if header_present else list(COLUMNS)
+    if not header_present:
+        warn("events.csv has no header line; assumed the rows.COLUMNS order")
+    cols = first if header_present else list(COLUMNS)
+    unknown = [c for c in cols if c not in COLUMNS]
+    if unknown:
+        warn(f"events.csv: unknown column(s) {', '.join(unknown)} ignored")
+    missing = [c for c in COLUMNS if c not in cols]
+    if missing:
+        warn(f"events.csv: missing column(s) {', '.join(missing)}; filled with empty values")
+    usecols = [c for c in cols if c in COLUMNS]
+    df = _parse(raw, names, usecols, warn)
+    if df is None:
+        return empty_events().drop(columns=["config", *CONFIG_KEYS])
+    for c in missing:
+        df[c] = pd.Series(np.nan if c in _NUMERIC else "", index=df.index, dtype=_FAST_DTYPES[c] if c in _NUMERIC else "category")
+    df = df[list(COLUMNS)]
+    bad = df["ts"].isna() | df["step"].isna() | ~df["ok"].isin([0.0, 1.0])
+    if bad.any():
+        warn(f"events.csv: {int(bad.sum())} row(s) without a valid ts, step or ok skipped")
+        df = df[~bad].reset_index(drop=True)
+    df["ok"] = df["ok"].astype("int8")
+    for c in _CATEGORICAL:
+        s = df[c]
+        if s.isna().any():
+            if "" not in s.cat.categories:
+                s = s.cat.add_categories([""])
+            df[c] = s.fillna("")
+    unknown_steps = sorted(set(df["step"].cat.categories) - set(STEPS) - {""})
+    if unknown_steps:
+        n = int(df["step"].isin(unknown_steps).sum())
+        warn(f"events.csv: {n} row(s) with unknown step(s) {', '.join(unknown_steps)} kept but not analysed")
+    return df
+
+
+def _parse(raw: bytes, names: list[str] | None, usecols: list[str], warn: Any) -> pd.DataFrame | None:
+    skipped: list[str] = []
+    for fast in (True, False):
+        dtypes = _FAST_DTYPES if fast else {c: "category" for c in usecols}
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                df = pd.read_csv(io.BytesIO(raw), engine="c", names=names, header=0 if names is None else None,
+                                 usecols=usecols, dtype={c: t for c, t in dtypes.items() if c in usecols},
+                                 on_bad_lines="warn", keep_default_na=False, na_values={c: [""] for c in _NUMERIC},
+                                 encoding_errors="replace", low_memory=False)
+            skipped = [str(x.message) for x in caught if "Skipping line" in str(x.message)]
+        except (ValueError, TypeError) as e:
+            if fast:
+                continue  # a non-numeric value in a numeric column: parse as text, coerce below
+            warn(f"events.csv cannot be parsed: {str(e).splitlines()[0]}")
+            return None
+        except pd.errors.ParserError as e:
+            warn(f"events.csv cannot be parsed: {str(e).splitlines()[0]}")
+            return None
+        if not fast:
+            for c in _NUMERIC:
+                if c in df:
+                    df[c] = pd.to_numeric(df[c].astype("object"), errors="coerce")
+        break
+    n_skipped = sum(m.count("Skipping line") for m in skipped)
+    if n_skipped:
+        warn(f"events.csv: {n_skipped} malformed line(s) (wrong number of fields) skipped")
+    return df
+
+
+def _read_meta(d: Path, warn: list[str]) -> dict[str, Any]:
+    meta = _read_json(d / "meta.json", warn.append, required=True)
+    return meta if isinstance(meta, dict) else {}
+
+
+def _read_json(path: Path, warn: Any, required: bool) -> Any:
+    if not path.exists():
+        if required:
+            warn(f"{path.name} is missing")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError) as e:
+        warn(f"{path.name} is not valid JSON ({str(e).splitlines()[0]}); ignored")
+        return None
+
+
+def _read_locust_csv(path: Path, name: str, warn: Any, required: tuple[str, ...]) -> pd.DataFrame:
+    """Locust's --csv outputs (stats, history, failures, exceptions); 'N/A' percentiles become NaN."""
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            df = pd.read_csv(path, on_bad_lines="warn", na_values=["N/A"], encoding_errors="replace")
+    except (ValueError, pd.errors.ParserError, OSError) as e:
+        warn(f"{path.name} cannot be parsed ({str(e).splitlines()[0]}); ignored")
+        return pd.DataFrame()
+    n = sum(str(x.message).count("Skipping line") for x in caught)
+    if n:
+        warn(f"{path.name}: {n} malformed line(s) skipped")
+    miss = [c for c in required if c not in df.columns]
+    if miss:
+        warn(f"{path.name}: not a Locust CSV (missing {', '.join(miss)}); ignored")
+        return pd.DataFrame()
+    df.insert(0, "config", name)
+    return df
+
+
+def _read_locust_json(path: Path, name: str, warn: Any) -> pd.DataFrame:
+    """Locust's --json-file output: a list of serialized StatsEntry dicts (with response-time histograms)."""
+    data = _read_json(path, warn, required=False)
+    if data is None:
+        return pd.DataFrame()
+    if not isinstance(data, list):
+        warn(f"{path.name}: expected a list of stats entries; ignored")
+        return pd.DataFrame()
+    rows = []
+    for e in data:
+        if not isinstance(e, dict) or "name" not in e:
+            continue
+        rt = e.get("response_times") or {}
+        rows.append({"config": name, "name": e.get("name"), "method": e.get("method"),
+                     "num_requests": e.get("num_requests", 0), "num_failures": e.get("num_failures", 0),
+                     "num_none_requests": e.get("num_none_requests", 0),
+                     "total_response_time": e.get("total_response_time", 0),
+                     "min_response_time": e.get("min_response_time"), "max_response_time": e.get("max_response_time"),
+                     "start_time": e.get("start_time"), "last_request_timestamp": e.get("last_request_timestamp"),
+                     "response_times": {int(float(k)): int(v) for k, v in rt.items()} if isinstance(rt, dict) else {}})
+    if len(rows) < len(data):
+        warn(f"{path.name}: {len(data) - len(rows)} malformed entr(y/ies) skipped")
+    return pd.DataFrame(rows)
+
+
+def _rename(p: Frames, new: str) -> None:
+    old = str(p.runs["config"].iloc[0])
+    p.runs["config"] = new
+    p.events["config"] = pd.Categorical([new] * len(p.events))
+    for df in (p.locust_stats, p.locust_history, p.locust_failures, p.locust_exceptions, p.locust_json):
+        if "config" in df:
+            df["config"] = new
+    p.meta = {new: p.meta.get(old, {})}
+    p.sio_stats = {new: p.sio_stats[old]} if old in p.sio_stats else {}
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _concat_categorical(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """concat that keeps categoricals categorical (plain concat falls back to object on differing categories)."""
+    frames = [f for f in frames if len(f)] or frames[:1]
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    cats = {c: pd.api.types.union_categoricals([f[c] for f in frames]).categories
+            for c in frames[0].columns if isinstance(frames[0][c].dtype, pd.CategoricalDtype)}
+    aligned = []
+    for f in frames:
+        f = f.copy()
+        for c, cat in cats.items():
+            f[c] = f[c].cat.set_categories(cat)
+        aligned.append(f)
+    return pd.concat(aligned, ignore_index=True)

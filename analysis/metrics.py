@@ -1,0 +1,374 @@
+"""Pure functions from the tidy events frame (analysis.load) to the report's numbers.
+
+Each takes the events frame (rows.COLUMNS + `config` + config labels) and returns a small
+frame keyed by `config` (and step / node / kind where that is the point). No I/O, no
+plotting: the report, the verdicts and `sioscale check` read the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sstats
+
+DELIVERY_GRACE_S = 2.0
+"""docs/contracts.md: a broadcast sent this close to the end of a run's events is not counted."""
+
+PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
+
+
+def _configs(events: pd.DataFrame) -> list[str]:
+    return [str(c) for c in pd.unique(events["config"])] if len(events) else []
+
+
+def _step(events: pd.DataFrame, step: str) -> pd.DataFrame:
+    return events[events["step"] == step]
+
+
+def connection_ratios(events: pd.DataFrame) -> pd.DataFrame:
+    """Connect and upgrade success per config.
+
+    attempted = handshake rows (each is one attempt by a user to open a session, reconnects included);
+    connected = connect rows with ok=1 (the namespace CONNECT was acknowledged);
+    upgraded = upgrade rows with ok=1 (the WebSocket took over from polling).
+    connect_ratio = connected / attempted. upgrade_ratio = upgraded / connected, only where an
+    upgrade is expected (transports polling+websocket); NaN otherwise (websocket-only clients open
+    the WebSocket directly, polling-only ones never upgrade). Ratios are NaN when the denominator is 0.
+    """
+    out = []
+    for cfg in _configs(events):
+        e = events[events["config"] == cfg]
+        attempted = int((e["step"] == "handshake").sum())
+        connected = int(((e["step"] == "connect") & (e["ok"] == 1)).sum())
+        upgraded = int(((e["step"] == "upgrade") & (e["ok"] == 1)).sum())
+        transports = str(e["transports"].iloc[0]) if "transports" in e and len(e) else ""
+        expects_upgrade = transports == "polling+websocket"
+        out.append({
+            "config": cfg, "attempted": attempted, "connected": connected, "upgraded": upgraded,
+            "connect_ratio": connected / attempted if attempted else math.nan,
+            "upgrade_ratio": (upgraded / connected if connected else math.nan) if expects_upgrade else math.nan,
+        })
+    return pd.DataFrame(out, columns=["config", "attempted", "connected", "upgraded", "connect_ratio", "upgrade_ratio"])
+
+
+def failures(events: pd.DataFrame) -> pd.DataFrame:
+    """Failed steps (ok=0) counted by config × error_kind × step × node ('?' where unknown)."""
+    f = events[events["ok"] == 0]
+    cols = ["config", "error_kind", "step", "node", "count"]
+    if not len(f):
+        return pd.DataFrame(columns=cols)
+    g = pd.DataFrame({
+        "config": f["config"].astype(str),
+        "error_kind": f["error_kind"].astype(str).replace("", "unclassified"),
+        "step": f["step"].astype(str),
+        "node": f["node"].astype(str).replace("", "?"),
+    })
+    return g.value_counts().rename("count").reset_index().sort_values(
+        ["config", "count"], ascending=[True, False], ignore_index=True)[cols]
+
+
+def failure_counts(events: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """{config: {error_kind: count}} — the summary.json `failures` block."""
+    f = failures(events)
+    out: dict[str, dict[str, int]] = {c: {} for c in _configs(events)}
+    for (cfg, kind), n in f.groupby(["config", "error_kind"])["count"].sum().items():
+        out[cfg][kind] = int(n)
+    return out
+
+
+def node_switch_attribution(events: pd.DataFrame) -> pd.DataFrame:
+    """How many session_unknown failures come from a session meeting a second node.
+
+    A session (config, eio_sid) "met two nodes" when its rows name two distinct nodes or it has a
+    node_switch row. share = attributed / session_unknown (NaN when there are none). A high share
+    says the balancer, not the server, lost the session: it needs sticky sessions.
+    """
+    cols = ["config", "session_unknown", "attributed", "share"]
+    su = events[(events["ok"] == 0) & (events["error_kind"] == "session_unknown")]
+    rows = []
+    for cfg in _configs(events):
+        s = su[su["config"] == cfg]
+        n = len(s)
+        if not n:
+            rows.append({"config": cfg, "session_unknown": 0, "attributed": 0, "share": math.nan})
+            continue
+        e = events[(events["config"] == cfg) & (events["eio_sid"] != "")]
+        sids = set(s["eio_sid"].astype(str)) - {""}
+        e = e[e["eio_sid"].isin(sids)]
+        named = e[e["node"] != ""]
+        multi = set(named.groupby("eio_sid", observed=True)["node"].nunique().loc[lambda x: x >= 2].index.astype(str))
+        multi |= set(e.loc[e["step"] == "node_switch", "eio_sid"].astype(str))
+        att = int(s["eio_sid"].astype(str).isin(multi).sum())
+        rows.append({"config": cfg, "session_unknown": n, "attributed": att, "share": att / n})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def node_distribution(events: pd.DataFrame, expected_nodes: dict[str, int] | None = None) -> pd.DataFrame:
+    """Sessions per node per config: distinct eio_sid of ok `connect` rows, by the node that acknowledged.
+
+    expected_nodes {config: N} adds the nodes n1..nN that got no session at all (an ip-hash balancer
+    from one source IP leaves two of three nodes empty — that emptiness is the finding).
+    """
+    c = events[(events["step"] == "connect") & (events["ok"] == 1) & (events["node"] != "")]
+    g = c.groupby(["config", "node"], observed=True)["eio_sid"].nunique().rename("sessions").reset_index()
+    g["config"], g["node"] = g["config"].astype(str), g["node"].astype(str)
+    rows = [g]
+    for cfg, n in (expected_nodes or {}).items():
+        have = set(g.loc[g["config"] == cfg, "node"])
+        miss = [f"n{i}" for i in range(1, int(n) + 1) if f"n{i}" not in have]
+        if miss:
+            rows.append(pd.DataFrame({"config": cfg, "node": miss, "sessions": 0}))
+    g = pd.concat(rows, ignore_index=True) if len(rows) > 1 else g
+    tot = g.groupby("config")["sessions"].transform("sum")
+    g["share"] = np.where(tot > 0, g["sessions"] / tot.where(tot > 0, 1), np.nan)
+    return g.sort_values(["config", "node"], key=lambda s: s.map(_node_key) if s.name == "node" else s,
+                         ignore_index=True)
+
+
+def _node_key(n: str) -> tuple[int, str]:
+    return (int(n[1:]), n) if n[:1] == "n" and n[1:].isdigit() else (10**9, n)
+
+
+def node_balance(dist: pd.DataFrame) -> pd.DataFrame:
+    """Per config: sessions, nodes used, max/mean imbalance and the chi-square p-value against uniform.
+
+    imbalance = max(sessions per node) / mean(sessions per node) over the nodes in `dist` (1.0 = even;
+    N = everything on one node of N). p_uniform: scipy.stats.chisquare; a small p (< 0.01) says the
+    spread is not chance. NaN with fewer than 2 nodes or no sessions.
+    """
+    rows = []
+    for cfg, g in dist.groupby("config", sort=False):
+        s = g["sessions"].to_numpy(dtype=float)
+        total = s.sum()
+        if total <= 0 or len(s) == 0:
+            rows.append({"config": cfg, "sessions": 0, "nodes_used": 0, "imbalance": math.nan, "p_uniform": math.nan})
+            continue
+        p = float(sstats.chisquare(s).pvalue) if len(s) >= 2 else math.nan
+        rows.append({"config": cfg, "sessions": int(total), "nodes_used": int((s > 0).sum()),
+                     "imbalance": float(s.max() / s.mean()), "p_uniform": p})
+    return pd.DataFrame(rows, columns=["config", "sessions", "nodes_used", "imbalance", "p_uniform"])
+
+
+def latency_percentiles(events: pd.DataFrame, by: tuple[str, ...] = ("config", "step", "node")) -> pd.DataFrame:
+    """p50/p95/p99/max/count of latency_ms over successful steps, grouped by `by`.
+
+    Only ok=1 rows with a duration: a timeout's "latency" is the timeout, not a service time.
+    """
+    e = events[(events["ok"] == 1) & events["latency_ms"].notna()]
+    cols = [*by, "count", "p50", "p95", "p99", "max"]
+    if not len(e):
+        return pd.DataFrame(columns=cols)
+    g = e.groupby(list(by), observed=True)["latency_ms"]
+    q = g.quantile(list(PERCENTILES.values())).unstack()
+    q.columns = list(PERCENTILES)
+    out = pd.concat([g.size().rename("count"), q, g.max().rename("max")], axis=1).reset_index()
+    for c in by:
+        out[c] = out[c].astype(str)
+    return out[cols]
+
+
+def latency_over_time(events: pd.DataFrame, bucket_s: float = 5.0,
+                      steps: tuple[str, ...] = ("connect", "ack", "broadcast_recv")) -> pd.DataFrame:
+    """p50/p95 per config × step × time bucket (t = seconds since the config's first event)."""
+    e = events[(events["ok"] == 1) & events["latency_ms"].notna() & events["step"].isin(steps)]
+    cols = ["config", "step", "t", "count", "p50", "p95"]
+    if not len(e):
+        return pd.DataFrame(columns=cols)
+    t0 = events.groupby("config", observed=True)["ts"].min()
+    t = e["ts"] - e["config"].map(t0).astype(float)
+    b = (np.floor(t / bucket_s) * bucket_s).rename("t")
+    g = e.assign(t=b).groupby(["config", "step", "t"], observed=True)["latency_ms"]
+    q = g.quantile([0.5, 0.95]).unstack()
+    q.columns = ["p50", "p95"]
+    out = pd.concat([g.size().rename("count"), q], axis=1).reset_index()
+    out["config"], out["step"] = out["config"].astype(str), out["step"].astype(str)
+    return out[cols]
+
+
+def active_users(events: pd.DataFrame, bucket_s: float = 1.0) -> pd.DataFrame:
+    """Connected users over time per config, rebuilt from events (+1 on ok connect, -1 on disconnect).
+
+    Used where Locust's history is missing; it counts sessions actually up, not users spawned.
+    """
+    conn = (events["step"] == "connect") & (events["ok"] == 1)
+    up = set(zip(events.loc[conn, "config"].astype(str), events.loc[conn, "eio_sid"].astype(str), strict=True))
+    disc = events["step"] == "disconnect"
+    was_up = pd.Series([(c, s) in up for c, s in zip(events.loc[disc, "config"].astype(str),
+                                                        events.loc[disc, "eio_sid"].astype(str), strict=True)],
+                       index=events.index[disc], dtype=bool)
+    # only a session that was up can go down: a failed attempt's disconnect row does not lower the count
+    e = events[conn | disc & was_up.reindex(events.index, fill_value=False)]
+    cols = ["config", "t", "active"]
+    if not len(e):
+        return pd.DataFrame(columns=cols)
+    t0 = events.groupby("config", observed=True)["ts"].min()
+    d = pd.DataFrame({"config": e["config"].astype(str),
+                      "t": np.floor((e["ts"] - e["config"].map(t0).astype(float)) / bucket_s) * bucket_s,
+                      "delta": np.where(e["step"] == "connect", 1, -1)})
+    d = d.groupby(["config", "t"])["delta"].sum().groupby(level=0).cumsum().rename("active").reset_index()
+    return d[cols]
+
+
+def failures_over_time(events: pd.DataFrame, bucket_s: float = 1.0) -> pd.DataFrame:
+    """Per config × time bucket: steps, failed steps, failure ratio, connected users; `t` in s from start."""
+    cols = ["config", "t", "steps", "failed", "failure_ratio", "active"]
+    if not len(events):
+        return pd.DataFrame(columns=cols)
+    t0 = events.groupby("config", observed=True)["ts"].min()
+    d = pd.DataFrame({"config": events["config"].astype(str),
+                      "t": np.floor((events["ts"] - events["config"].map(t0).astype(float)) / bucket_s) * bucket_s,
+                      "failed": (events["ok"] == 0).astype(int)})
+    g = d.groupby(["config", "t"]).agg(steps=("failed", "size"), failed=("failed", "sum")).reset_index()
+    g["failure_ratio"] = g["failed"] / g["steps"]
+    act = active_users(events, bucket_s)
+    g = g.merge(act, on=["config", "t"], how="left")
+    g["active"] = g.groupby("config")["active"].ffill().fillna(0).astype(int)
+    return g[cols]
+
+
+def first_failure_time(fot: pd.DataFrame, bound: float = 0.01) -> pd.DataFrame:
+    """When each config starts failing: first bucket whose failure ratio exceeds `bound`, and users then."""
+    rows = []
+    for cfg, g in fot.groupby("config", sort=False):
+        bad = g[g["failure_ratio"] > bound]
+        if len(bad):
+            r = bad.iloc[0]
+            rows.append({"config": cfg, "t": float(r["t"]), "active": int(r["active"]),
+                         "failure_ratio": float(r["failure_ratio"])})
+        else:
+            rows.append({"config": cfg, "t": math.nan, "active": math.nan, "failure_ratio": math.nan})
+    return pd.DataFrame(rows, columns=["config", "t", "active", "failure_ratio"])
+
+
+def broadcast_delivery(events: pd.DataFrame, grace_s: float = DELIVERY_GRACE_S) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Broadcast delivery by the one definition in docs/contracts.md.
+
+    members(room, t): users whose last ok `join` of the room is at or before t with no later `leave`
+    (same room) or `disconnect` at or before t. For each `broadcast_send` (msg_id, room, ts):
+    expected = |members(room, ts)|; delivered = distinct users with a `broadcast_recv` of that msg_id
+    who were members at ts, capped at expected. Sends within `grace_s` of the end of the config's
+    events are left out. Returns (per-config summary, per-send detail).
+
+    Per config: sent, expected, delivered, delivery_ratio = Σdelivered/Σexpected, and the receive
+    latency p50/p95/p99 (latency_ms of broadcast_recv rows).
+    """
+    cols = ["config", "sent", "expected", "delivered", "delivery_ratio", "lat_p50", "lat_p95", "lat_p99"]
+    sends = events[events["step"] == "broadcast_send"]
+    if not len(sends):
+        return pd.DataFrame(columns=cols), pd.DataFrame(columns=["config", "msg_id", "room", "ts", "expected", "delivered"])
+    key = ["config", "user", "room"]
+    ends = events.groupby("config", observed=True)["ts"].max()
+    # Membership intervals [start, end) per (config, user, room): a join opens one unless already open.
+    mem = events[((events["step"] == "join") & (events["ok"] == 1)) | (events["step"] == "leave")
+                 | (events["step"] == "disconnect")]
+    m = pd.DataFrame({"config": mem["config"].astype(str), "user": mem["user"].astype(str),
+                      "room": mem["room"].astype(str), "step": mem["step"].astype(str), "ts": mem["ts"].to_numpy()})
+    # a disconnect ends membership in every room the user joined: expand it to those rooms
+    joins = m[m["step"] == "join"]
+    disc = m[m["step"] == "disconnect"].drop(columns="room").merge(
+        joins[["config", "user", "room"]].drop_duplicates(), on=["config", "user"])
+    ev = pd.concat([joins.assign(kind=1), m[m["step"] == "leave"].assign(kind=0), disc.assign(kind=0)],
+                   ignore_index=True)
+    # at equal ts, an end sorts before a join so "join at t" counts as a member at t
+    ev = ev.sort_values([*key, "ts", "kind"], ignore_index=True)
+    intervals = _intervals(ev, key)
+    s = pd.DataFrame({"config": sends["config"].astype(str), "msg_id": sends["msg_id"].astype(str),
+                      "room": sends["room"].astype(str), "ts": sends["ts"].to_numpy()})
+    s = s[s["ts"] <= s["config"].map(ends.rename(index=str)).astype(float) - grace_s]
+    s = s.drop_duplicates(["config", "msg_id"])
+    s["expected"] = _count_members(s, intervals)
+    recv = events[(events["step"] == "broadcast_recv") & (events["ok"] == 1)]
+    r = pd.DataFrame({"config": recv["config"].astype(str), "msg_id": recv["msg_id"].astype(str),
+                      "user": recv["user"].astype(str)}).drop_duplicates()
+    r = r.merge(s[["config", "msg_id", "room", "ts"]], on=["config", "msg_id"])
+    r["member"] = _is_member(r, intervals)
+    d = r[r["member"]].groupby(["config", "msg_id"]).size().rename("delivered")
+    s = s.merge(d, left_on=["config", "msg_id"], right_index=True, how="left")
+    s["delivered"] = np.minimum(s["delivered"].fillna(0).astype(int), s["expected"])
+    lat = latency_percentiles(recv, by=("config",)).set_index("config") if len(recv) else pd.DataFrame()
+    out = []
+    for cfg in _configs(events):
+        g = s[s["config"] == cfg]
+        if not (sends["config"] == cfg).any():
+            continue
+        exp, dl = int(g["expected"].sum()), int(g["delivered"].sum())
+        row = {"config": cfg, "sent": int(len(g)), "expected": exp, "delivered": dl,
+               "delivery_ratio": dl / exp if exp else math.nan}
+        for p in ("p50", "p95", "p99"):
+            row[f"lat_{p}"] = float(lat.loc[cfg, p]) if cfg in lat.index else math.nan
+        out.append(row)
+    return pd.DataFrame(out, columns=cols), s.reset_index(drop=True)
+
+
+def _intervals(ev: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Sorted join/end events → disjoint [start, end) intervals per key (end = inf when still open)."""
+    rows = []
+    for k, g in ev.groupby(key, sort=False):
+        start = None
+        for ts, kind in zip(g["ts"].to_numpy(), g["kind"].to_numpy(), strict=True):
+            if kind == 1 and start is None:
+                start = ts
+            elif kind == 0 and start is not None:
+                rows.append((*k, start, ts))
+                start = None
+        if start is not None:
+            rows.append((*k, start, math.inf))
+    return pd.DataFrame(rows, columns=[*key, "start", "end"])
+
+
+def _count_members(s: pd.DataFrame, iv: pd.DataFrame) -> np.ndarray:
+    """members(room, ts) for each send: #interval starts ≤ ts − #interval ends ≤ ts, per (config, room)."""
+    out = np.zeros(len(s), dtype=int)
+    if not len(iv) or not len(s):
+        return out
+    groups = {k: (np.sort(g["start"].to_numpy()), np.sort(g["end"].to_numpy()))
+              for k, g in iv.groupby(["config", "room"], sort=False)}
+    pos = {k: idx for k, idx in s.reset_index(drop=True).groupby(["config", "room"], sort=False).indices.items()}
+    ts = s["ts"].to_numpy()
+    for k, idx in pos.items():
+        if k not in groups:
+            continue
+        st, en = groups[k]
+        out[idx] = np.searchsorted(st, ts[idx], side="right") - np.searchsorted(en, ts[idx], side="right")
+    return out
+
+
+def _is_member(r: pd.DataFrame, iv: pd.DataFrame) -> np.ndarray:
+    """Was (config, user, room) a member at the send's ts? merge_asof on the interval start."""
+    if not len(r) or not len(iv):
+        return np.zeros(len(r), dtype=bool)
+    left = r.reset_index(drop=True).assign(_i=np.arange(len(r))).sort_values("ts")
+    right = iv.sort_values("start")
+    m = pd.merge_asof(left, right, left_on="ts", right_on="start", by=["config", "user", "room"],
+                      direction="backward")
+    ok = (m["end"] > m["ts"]) & m["start"].notna()
+    out = np.zeros(len(r), dtype=bool)
+    out[m["_i"].to_numpy()] = ok.to_numpy()
+    return out
+
+
+def adapter_comparison(delivery: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Pair configs that differ only by adapter: delivery gain and p95 latency cost of Redis.
+
+    runs: the loader's runs frame (config + labels). One row per pair memory vs redis.
+    """
+    cols = ["memory", "redis", "ratio_memory", "ratio_redis", "gain", "p95_memory", "p95_redis", "p95_cost_ms"]
+    if not len(delivery) or "adapter" not in runs:
+        return pd.DataFrame(columns=cols)
+    d = delivery.set_index("config")
+    others = [k for k in ("balancer", "policy", "transports", "server", "nodes", "tls") if k in runs]
+    rows = []
+    mem = runs[runs["adapter"] == "memory"]
+    red = runs[runs["adapter"] == "redis"]
+    for _, a in mem.iterrows():
+        for _, b in red.iterrows():
+            if all(str(a[k]) == str(b[k]) for k in others) and a["config"] in d.index and b["config"] in d.index:
+                ra, rb = d.loc[a["config"]], d.loc[b["config"]]
+                rows.append({"memory": a["config"], "redis": b["config"],
+                             "ratio_memory": ra["delivery_ratio"], "ratio_redis": rb["delivery_ratio"],
+                             "gain": rb["delivery_ratio"] - ra["delivery_ratio"],
+                             "p95_memory": ra["lat_p95"], "p95_redis": rb["lat_p95"],
+                             "p95_cost_ms": rb["lat_p95"] - ra["lat_p95"]})
+    return pd.DataFrame(rows, columns=cols)

@@ -1,0 +1,192 @@
+"""Figures as SVG text (matplotlib), to be inlined in the one-file report and saved beside it.
+
+SVG keeps the report self-contained and crisp when zoomed; text stays text (svg.fonttype none)
+so the browser's fonts render it and the numbers can be searched. Each function returns None
+when there is nothing to draw, and the report says so instead of showing an empty axis.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .capacity import USLFit  # noqa: E402
+
+plt.rcParams.update({
+    "svg.fonttype": "none", "svg.hashsalt": "sioscale", "font.size": 9, "axes.titlesize": 10,
+    "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 96,
+})
+PALETTE = ["#2b6cb0", "#dd6b20", "#38a169", "#c53030", "#805ad5", "#d69e2e", "#319795", "#718096"]
+
+
+def _short(names: list[str], width: int = 28) -> list[str]:
+    return [n if len(n) <= width else n[: width - 1] + "…" for n in names]
+
+
+def to_svg(fig: plt.Figure) -> str:
+    """Figure → inline-ready <svg> (no XML prolog or DOCTYPE, which are invalid inside HTML)."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    s = buf.getvalue()
+    s = s[s.find("<svg"):]
+    return re.sub(r"<metadata>.*?</metadata>", "", s, flags=re.S)
+
+
+def connect_success(conn: pd.DataFrame) -> str | None:
+    if not len(conn):
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(conn) + 1.2))
+    y = np.arange(len(conn))
+    ax.barh(y - 0.2, conn["connect_ratio"].fillna(0) * 100, 0.4, label="connect", color=PALETTE[0])
+    ax.barh(y + 0.2, conn["upgrade_ratio"].fillna(0) * 100, 0.4, label="upgrade", color=PALETTE[2])
+    ax.set_yticks(y, _short(list(conn["config"]), 40))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("% of attempts (connect) / of connected sessions (upgrade)")
+    ax.set_title("Connect and upgrade success")
+    ax.legend(loc="lower right", fontsize=8)
+    return to_svg(fig)
+
+
+def failure_breakdown(fails: pd.DataFrame) -> str | None:
+    if not len(fails):
+        return None
+    t = fails.pivot_table(index="config", columns="error_kind", values="count", aggfunc="sum", fill_value=0)
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(t) + 1.4))
+    left = np.zeros(len(t))
+    for i, k in enumerate(t.columns):
+        ax.barh(range(len(t)), t[k], left=left, label=str(k), color=PALETTE[i % len(PALETTE)])
+        left += t[k].to_numpy()
+    ax.set_yticks(range(len(t)), _short(list(t.index), 40))
+    ax.invert_yaxis()
+    ax.set_xlabel("failed steps")
+    ax.set_title("Failures by kind")
+    ax.legend(fontsize=8, loc="lower right")
+    return to_svg(fig)
+
+
+def node_distribution(dist: pd.DataFrame) -> str | None:
+    if not len(dist):
+        return None
+    t = dist.pivot_table(index="config", columns="node", values="sessions", aggfunc="sum", fill_value=0)
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(t) + 1.4))
+    left = np.zeros(len(t))
+    for i, k in enumerate(t.columns):
+        ax.barh(range(len(t)), t[k], left=left, label=str(k), color=PALETTE[i % len(PALETTE)])
+        left += t[k].to_numpy()
+    ax.set_yticks(range(len(t)), _short(list(t.index), 40))
+    ax.invert_yaxis()
+    ax.set_xlabel("sessions (connected)")
+    ax.set_title("Sessions per node")
+    ax.legend(fontsize=8, loc="lower right", ncol=min(4, len(t.columns)))
+    return to_svg(fig)
+
+
+def latency_by_step(lat: pd.DataFrame) -> str | None:
+    """p95 per step and config (bars), p50 as a tick."""
+    if not len(lat):
+        return None
+    p95 = lat.pivot_table(index="step", columns="config", values="p95", aggfunc="max")
+    p50 = lat.pivot_table(index="step", columns="config", values="p50", aggfunc="max")
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    n = len(p95.columns)
+    w = 0.8 / max(1, n)
+    x = np.arange(len(p95.index))
+    for i, c in enumerate(p95.columns):
+        ax.bar(x + i * w - 0.4 + w / 2, p95[c].fillna(0), w, label=_short([str(c)], 40)[0],
+               color=PALETTE[i % len(PALETTE)])
+        ax.scatter(x + i * w - 0.4 + w / 2, p50[c], marker="_", color="black", s=60, zorder=3)
+    ax.set_xticks(x, list(p95.index), rotation=20)
+    ax.set_ylabel("ms (bar p95, tick p50)")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_title("Latency by step")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    return to_svg(fig)
+
+
+def latency_over_time(lot: pd.DataFrame, step: str = "ack") -> str | None:
+    d = lot[lot["step"] == step]
+    if not len(d):
+        d = lot[lot["step"] == "connect"]
+        step = "connect"
+    if not len(d):
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    for i, (c, g) in enumerate(d.groupby("config", sort=False)):
+        ax.plot(g["t"], g["p95"], marker=".", label=_short([str(c)], 40)[0], color=PALETTE[i % len(PALETTE)])
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel(f"{step} p95 ms")
+    ax.set_title(f"{step} latency over time (p95 per bucket)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    return to_svg(fig)
+
+
+def failures_over_time(fot: pd.DataFrame) -> str | None:
+    if not len(fot):
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    ax2 = ax.twinx()
+    for i, (c, g) in enumerate(fot.groupby("config", sort=False)):
+        col = PALETTE[i % len(PALETTE)]
+        ax.plot(g["t"], g["failure_ratio"] * 100, color=col, label=_short([str(c)], 40)[0])
+        ax2.plot(g["t"], g["active"], color=col, linestyle=":", alpha=0.7)
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("failed steps % (solid)")
+    ax2.set_ylabel("connected users (dotted)")
+    ax.set_title("Failures against connected users")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.12, 1))
+    return to_svg(fig)
+
+
+def broadcast_delivery(deliv: pd.DataFrame) -> str | None:
+    if not len(deliv):
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(deliv) + 1.2))
+    y = np.arange(len(deliv))
+    ax.barh(y, deliv["delivery_ratio"].fillna(0) * 100, color=PALETTE[1])
+    for i, (r, p) in enumerate(zip(deliv["delivery_ratio"], deliv["lat_p95"], strict=True)):
+        lab = "n/a" if r is None or (isinstance(r, float) and math.isnan(r)) else f"{100 * r:.0f}%"
+        if p is not None and not (isinstance(p, float) and math.isnan(p)):
+            lab += f"  p95 {p:.0f} ms"
+        ax.text(1, i, lab, va="center", fontsize=8, color="white" if (r or 0) > 0.25 else "black")
+    ax.set_yticks(y, _short(list(deliv["config"]), 40))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("% of expected room deliveries")
+    ax.set_title("Broadcast delivery")
+    return to_svg(fig)
+
+
+def capacity(stats: pd.DataFrame, fit: USLFit | None, knee_users: float | None, title: str) -> str | None:
+    if stats is None or not len(stats):
+        return None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.5, 3.0))
+    a1.plot(stats["users"], stats["throughput"], "o", color=PALETTE[0], label="measured")
+    if fit is not None:
+        xs = np.linspace(max(1, stats["users"].min() * 0.5), stats["users"].max() * 1.5, 100)
+        a1.plot(xs, fit.predict(xs), "-", color=PALETTE[1],
+                label=f"USL α={fit.alpha:.3g} β={fit.beta:.2g}" + ("" if fit.meaningful else " (weak)"))
+    a1.set_xlabel("users")
+    a1.set_ylabel("messages / s")
+    a1.set_title("Throughput vs users")
+    a1.legend(fontsize=7)
+    a2.plot(stats["users"], stats["p95_connect_ms"], "o-", label="p95 connect", color=PALETTE[2])
+    a2.plot(stats["users"], stats["p95_ack_ms"], "s-", label="p95 ack", color=PALETTE[3])
+    if knee_users:
+        a2.axvline(knee_users, color="black", linestyle="--", linewidth=1, label="knee")
+    a2.set_yscale("symlog", linthresh=1)
+    a2.set_xlabel("users")
+    a2.set_ylabel("ms")
+    a2.set_title("Latency per step")
+    a2.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return to_svg(fig)

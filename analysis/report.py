@@ -1,0 +1,323 @@
+"""Run directories → reports/NAME/ (index.html, summary.json, plots/*.svg).
+
+The summary dict is built first from the metric functions; verdicts, the HTML and summary.json
+are all views of it, so the page and the CI-readable JSON cannot disagree. Nothing the run
+directories contain can make this raise: bad input shows up as warnings and "n/a" cells.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import platform
+import sys
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from . import capacity as C
+from . import metrics as M
+from . import plots as P
+from .load import CONFIG_KEYS, Frames, load_runs
+from .verdicts import config_verdicts, describe
+
+SCHEMA = 1
+TARGET_USERS = (1_000, 10_000, 100_000)
+"""Targets for the 'nodes needed' table."""
+
+
+def write_report(run_dirs: list[str | Path] | tuple[str | Path, ...], out_dir: str | Path, title: str | None = None,
+                 thresholds: Any = None) -> dict[str, Any]:
+    """Load the runs, write index.html + summary.json + plots/*.svg into out_dir; return the summary.
+
+    thresholds: a sioscale.config.Thresholds or a dict of the same keys; used as the capacity SLO and
+    checked per config (summary `checks`). None: the capacity SLO defaults (capacity.DEFAULT_SLO).
+    """
+    out = Path(out_dir)
+    frames = load_runs([Path(d) for d in run_dirs])
+    th = _thresholds(thresholds)
+    summary, tables, figures = build(frames, th, title or _default_title(run_dirs))
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    for name, svg in figures.items():
+        if svg:
+            (out / "plots" / f"{name}.svg").write_text(svg, encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2, allow_nan=False), encoding="utf-8")
+    html = render(summary, tables, figures)
+    (out / "index.html").write_text(html, encoding="utf-8")
+    return _jsonable(summary)
+
+
+def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str | None]]:
+    """The summary (summary.json), the tables the page shows, and the figures (name → svg)."""
+    ev = frames.events
+    runs = frames.runs
+    conn = M.connection_ratios(ev).set_index("config") if len(ev) else pd.DataFrame()
+    fails = M.failures(ev)
+    fcounts = M.failure_counts(ev)
+    attrib = M.node_switch_attribution(ev).set_index("config") if len(ev) else pd.DataFrame()
+    expected_nodes = {str(r["config"]): _int(r.get("nodes")) for _, r in runs.iterrows() if _int(r.get("nodes"))}
+    dist = M.node_distribution(ev, expected_nodes)
+    bal = M.node_balance(dist).set_index("config")
+    lat_node = M.latency_percentiles(ev)
+    lat_step = M.latency_percentiles(ev, by=("config", "step"))
+    lot = M.latency_over_time(ev)
+    fot = M.failures_over_time(ev)
+    ff = M.first_failure_time(fot, thresholds.get("failure_ratio", C.DEFAULT_SLO["failure_ratio"])).set_index("config")
+    deliv, _ = M.broadcast_delivery(ev)
+    adapters = M.adapter_comparison(deliv, runs)
+    dset = deliv.set_index("config") if len(deliv) else pd.DataFrame()
+
+    configs: list[dict[str, Any]] = []
+    cap_figs: dict[str, str] = {}
+    figures: dict[str, str | None] = {}
+    for _, r in runs.iterrows():
+        name = str(r["config"])
+        meta = frames.meta.get(name, {})
+        cfg_block = _config_block(meta, r)
+        status = "failed" if r["status"] == "failed" else "ok"
+        entry: dict[str, Any] = {"name": name, "status": status, "error": r.get("error") if status == "failed" or r.get("error") else None,
+                                 "config": cfg_block, "events": int(r["n_events"])}
+        if name in conn.index:
+            c = conn.loc[name]
+            entry["connections"] = {**{k: int(c[k]) for k in ("attempted", "connected", "upgraded")},
+                                    **{k: _num(c[k]) for k in ("connect_ratio", "upgrade_ratio")}}
+        else:
+            entry["connections"] = {"attempted": 0, "connected": 0, "upgraded": 0, "connect_ratio": None, "upgrade_ratio": None}
+        entry["failures"] = fcounts.get(name, {})
+        entry["node_switch"] = ({"session_unknown": int(attrib.loc[name, "session_unknown"]),
+                                 "attributed": int(attrib.loc[name, "attributed"]), "share": _num(attrib.loc[name, "share"])}
+                                if name in attrib.index else None)
+        if name in dset.index:
+            d = dset.loc[name]
+            entry["broadcast"] = {"sent": int(d["sent"]), "expected": int(d["expected"]), "delivered": int(d["delivered"]),
+                                  "delivery_ratio": _num(d["delivery_ratio"]),
+                                  "latency_ms": {p: _num(d[f"lat_{p}"]) for p in ("p50", "p95", "p99")}}
+        else:
+            entry["broadcast"] = {"sent": 0, "expected": 0, "delivered": 0, "delivery_ratio": None, "latency_ms": None}
+        ls = lat_step[lat_step["config"] == name]
+        entry["latency_ms"] = {row["step"]: _lat(row)
+                               for _, row in ls.iterrows()}
+        ln = lat_node[lat_node["config"] == name]
+        entry["latency_by_node"] = {}
+        for _, row in ln.iterrows():
+            entry["latency_by_node"].setdefault(row["step"], {})[row["node"]] = _lat(row)
+        dn = dist[dist["config"] == name]
+        entry["nodes"] = {str(n): int(s) for n, s in zip(dn["node"], dn["sessions"], strict=True)}
+        entry["imbalance"] = _num(bal.loc[name, "imbalance"]) if name in bal.index else None
+        entry["p_uniform"] = _num(bal.loc[name, "p_uniform"]) if name in bal.index else None
+        entry["first_failure"] = ({"t_s": _num(ff.loc[name, "t"]), "active_users": _num(ff.loc[name, "active"])}
+                                  if name in ff.index and not math.isnan(ff.loc[name, "t"]) else None)
+        cap, stats, fit = _capacity(frames, name, ev, cfg_block, thresholds, entry["imbalance"])
+        entry["capacity"] = cap
+        if stats is not None and len(stats):
+            cap_figs[name] = f"capacity-{_slug(name)}"
+            figures[cap_figs[name]] = P.capacity(stats, fit, cap.get("users"), name)
+        pair = adapters[adapters["redis"] == name]
+        entry["redis_vs_memory"] = ({k: _num(v) if not isinstance(v, str) else v for k, v in pair.iloc[0].items()}
+                                    if len(pair) else None)
+        entry["checks"] = _checks(entry, thresholds)
+        entry["verdicts"] = config_verdicts(entry)
+        entry["description"] = describe(entry)
+        configs.append(entry)
+
+    figures.update({
+        "connect": P.connect_success(conn.reset_index()) if len(conn) else None,
+        "failures": P.failure_breakdown(fails),
+        "nodes": P.node_distribution(dist),
+        "latency": P.latency_by_step(lat_step),
+        "latency-time": P.latency_over_time(lot),
+        "failures-time": P.failures_over_time(fot),
+        "broadcast": P.broadcast_delivery(deliv),
+    })
+    summary = {
+        "schema": SCHEMA, "title": title,
+        "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "configs": configs,
+        "environment": _environment(frames),
+        "thresholds": thresholds,
+        "warnings": list(frames.warnings),
+    }
+    tables = {
+        "failures": fails.head(200).to_dict("records"),
+        "failures_total": int(fails["count"].sum()) if len(fails) else 0,
+        "latency_node": lat_node.to_dict("records"),
+        "nodes": dist.to_dict("records"),
+        "adapters": adapters.to_dict("records"),
+        "capacity_fig": cap_figs,
+        "config_keys": CONFIG_KEYS,
+        "assumptions": C.NODES_NEEDED_ASSUMPTIONS,
+        "targets": TARGET_USERS,
+    }
+    return summary, tables, figures
+
+
+def render(summary: dict[str, Any], tables: dict[str, Any], figures: dict[str, str | None]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    env.filters["pct"] = _fmt_pct
+    env.filters["ms"] = _fmt_ms
+    env.filters["num"] = _fmt_num
+    return env.get_template("report.html.j2").render(s=summary, t=tables, fig=figures, Markup=jinja2.utils.markupsafe.Markup)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: dict[str, Any], thresholds: dict[str, float],
+              imbalance: float | None) -> tuple[dict[str, Any], pd.DataFrame | None, C.USLFit | None]:
+    nodes = _int(cfg_block.get("nodes")) or 1
+    e = ev[ev["config"] == name]
+    users = _users_series(frames, name, e)
+    windows = C.step_windows(users)
+    if len(windows) < 2:
+        return ({"stages": int(len(windows)), "users_per_node": None, "users": None, "usl": None, "nodes_needed": None,
+                 "note": "one load level only: run a step load ([load] steps) to find the knee"}, None, None)
+    stats = C.step_stats(e, windows, nodes)
+    k = C.knee(stats, thresholds)
+    fit = None
+    usl: dict[str, Any] | None = None
+    if len(stats) >= 3 and (stats["throughput"] > 0).sum() >= 3:
+        try:
+            fit = C.fit_usl(stats["users"], stats["throughput"])
+            usl = fit.as_dict()
+        except ValueError as err:
+            usl = {"error": str(err)}
+    need = {str(t): C.nodes_needed(t, k["users_per_node"], imbalance or 1.0) for t in TARGET_USERS}
+    return ({"stages": int(len(stats)), "users_per_node": k["users_per_node"], "users": k["users"],
+             "limit": k["limit"], "slo": k["slo"], "note": k.get("note"), "table": k["stages"], "usl": usl,
+             "nodes_needed": need if k["users_per_node"] else None,
+             "assumptions": list(C.NODES_NEEDED_ASSUMPTIONS)}, stats, fit)
+
+
+def _users_series(frames: Frames, name: str, e: pd.DataFrame) -> pd.DataFrame:
+    h = frames.locust_history
+    if len(h) and {"config", "Timestamp", "User Count", "Name"} <= set(h.columns):
+        a = h[(h["config"] == name) & (h["Name"] == "Aggregated")]
+        if len(a):
+            return pd.DataFrame({"ts": pd.to_numeric(a["Timestamp"], errors="coerce"),
+                                 "users": pd.to_numeric(a["User Count"], errors="coerce")}).dropna()
+    au = M.active_users(e)
+    if not len(au):
+        return pd.DataFrame(columns=["ts", "users"])
+    t0 = float(e["ts"].min())
+    return pd.DataFrame({"ts": au["t"] + t0, "users": au["active"]})
+
+
+def _checks(entry: dict[str, Any], th: dict[str, float]) -> dict[str, Any]:
+    conn, b = entry["connections"], entry["broadcast"]
+    lat = entry["latency_ms"]
+    total = sum(v.get("count") or 0 for v in lat.values()) + sum(entry["failures"].values())
+    values = {
+        "connect_ratio": conn.get("connect_ratio"), "upgrade_ratio": conn.get("upgrade_ratio"),
+        "delivery_ratio": b.get("delivery_ratio"),
+        "p95_connect_ms": (lat.get("connect") or {}).get("p95"), "p95_ack_ms": (lat.get("ack") or {}).get("p95"),
+        "failure_ratio": (sum(entry["failures"].values()) / total) if total else None,
+    }
+    out = {}
+    for k, limit in th.items():
+        v = values.get(k)
+        if k not in values:
+            continue
+        is_max = k.startswith("p95") or k == "failure_ratio"
+        out[k] = {"value": v, "limit": limit, "kind": "max" if is_max else "min",
+                  "pass": None if v is None else (v <= limit if is_max else v >= limit)}
+    return out
+
+
+def _config_block(meta: dict[str, Any], r: pd.Series) -> dict[str, Any]:
+    c = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    tr = c.get("transports")
+    if isinstance(tr, str):
+        tr = tr.replace("+", ",").split(",")
+    return {"balancer": c.get("balancer"), "policy": c.get("policy"), "adapter": c.get("adapter"),
+            "transports": list(tr) if isinstance(tr, list | tuple) else [], "server": c.get("server"),
+            "nodes": _int(c.get("nodes")), "tls": bool(c.get("tls")) if c.get("tls") is not None else None}
+
+
+def _environment(frames: Frames) -> dict[str, Any]:
+    per = {}
+    for name, m in frames.meta.items():
+        per[name] = {k: m.get(k) for k in ("versions", "machine", "locust_command", "started", "ended", "cluster_info")
+                     if m.get(k) is not None}
+    return {"report_python": sys.version.split()[0], "report_platform": platform.platform(),
+            "pandas": pd.__version__, "runs": per}
+
+
+def _thresholds(th: Any) -> dict[str, float]:
+    if th is None:
+        return {}
+    if is_dataclass(th):
+        th = asdict(th)
+    return {k: float(v) for k, v in dict(th).items() if v is not None}
+
+
+def _default_title(run_dirs: Any) -> str:
+    dirs = [Path(d) for d in run_dirs]
+    if dirs and all(d.parent.name == "runs" for d in dirs):
+        return f"sioscale report — {dirs[0].parent.parent.name}"
+    return "sioscale report"
+
+
+def _slug(s: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _lat(row: pd.Series) -> dict[str, Any]:
+    return {"p50": _num(row["p50"]), "p95": _num(row["p95"]), "p99": _num(row["p99"]), "max": _num(row["max"]),
+            "count": int(row["count"])}
+
+
+def _num(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, np.integer | int) and not isinstance(v, bool):
+        return int(v)
+    if isinstance(v, np.floating | float):
+        return None if math.isnan(v) or math.isinf(v) else float(v)
+    return v
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.bool_ | bool):
+        return bool(o)
+    if isinstance(o, np.integer | np.floating | float | int):
+        return _num(o)
+    if isinstance(o, str) or o is None:
+        return o
+    return str(o)
+
+
+def _fmt_pct(x: Any) -> str:
+    x = _num(x)
+    if x is None:
+        return "n/a"
+    return f"{100 * x:.1f}%" if 0 < 100 * x < 99.95 and abs(100 * x - round(100 * x)) >= 0.05 else f"{100 * x:.0f}%"
+
+
+def _fmt_ms(x: Any) -> str:
+    x = _num(x)
+    return "n/a" if x is None else (f"{x:.1f}" if x < 100 else f"{x:.0f}")
+
+
+def _fmt_num(x: Any, digits: int = 3) -> str:
+    x = _num(x)
+    if x is None:
+        return "n/a"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:.{digits}g}"

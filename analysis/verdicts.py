@@ -1,0 +1,96 @@
+"""Plain-word verdicts generated from a config's summary numbers.
+
+The verdict table is what most readers look at first, so every sentence is computed from the
+same summary.json figures the tables show (never typed in), and names the fix when there is one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+GOOD_RATIO = 0.99
+BAD_RATIO = 0.5
+
+
+def _pct(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    v = 100 * x
+    return f"{v:.0f}%" if v in (0, 100) or abs(v - round(v)) < 0.05 else f"{v:.1f}%"
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def describe(cfg: dict[str, Any]) -> str:
+    """'polling+websocket behind haproxy l4-round-robin, memory adapter, 3 python nodes'."""
+    c = cfg.get("config") or {}
+    tr = "+".join(c.get("transports") or []) or "?"
+    return (f"{tr} behind {c.get('balancer', '?')} {c.get('policy', '?')}, {c.get('adapter', '?')} adapter, "
+            f"{c.get('nodes', '?')} {c.get('server', '?')} node(s){' (TLS)' if c.get('tls') else ''}")
+
+
+def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[str]:
+    """Sentences for one config entry of summary.json (before `verdicts` is filled in)."""
+    out: list[str] = []
+    c = cfg.get("config") or {}
+    who = f"{'+'.join(c.get('transports') or []) or '?'} behind {c.get('balancer', '?')}-{c.get('policy', '?')}"
+    if cfg.get("status") == "failed":
+        return [f"{who}: did not run — {cfg.get('error') or 'no reason recorded'}"]
+    conn = cfg.get("connections") or {}
+    if not conn.get("attempted"):
+        return [f"{who}: no connection attempts recorded — nothing to judge (see the loader warnings)"]
+    cr = _num(conn.get("connect_ratio"))
+    sticky_fix = "needs sticky sessions (cookie / source hash) or websocket-only clients"
+    fails = cfg.get("failures") or {}
+    su = fails.get("session_unknown", 0)
+    attribution = _num((cfg.get("node_switch") or {}).get("share"))
+    if cr is not None and cr < BAD_RATIO:
+        why = ""
+        if su:
+            why = f" ({su} 'session unknown' failures"
+            why += f", {_pct(attribution)} of them in sessions that met two nodes)" if attribution is not None else ")"
+        fix = f" — {sticky_fix}" if su and "polling" in (c.get("transports") or []) else ""
+        out.append(f"{who}: {_pct(cr)} connect success{why}{fix}")
+    elif cr is not None and cr < GOOD_RATIO:
+        out.append(f"{who}: {_pct(cr)} connect success — {conn.get('attempted', 0) - conn.get('connected', 0)} "
+                   f"of {conn.get('attempted')} attempts failed" + (f"; {sticky_fix}" if su else ""))
+    else:
+        out.append(f"{who}: {_pct(cr)} connect success")
+    ur = _num(conn.get("upgrade_ratio"))
+    if ur is not None and ur < GOOD_RATIO:
+        out.append(f"only {_pct(ur)} of connected sessions upgraded to WebSocket"
+                   + (" — the upgrade request reached another node" if su else ""))
+    b = cfg.get("broadcast") or {}
+    dr = _num(b.get("delivery_ratio"))
+    if dr is not None:
+        nodes = c.get("nodes")
+        lat = (cfg.get("broadcast") or {}).get("latency_ms") or {}
+        p95 = _num(lat.get("p95"))
+        extra = f", p95 {p95:.0f} ms" if p95 is not None else ""
+        if c.get("adapter") == "memory" and dr < GOOD_RATIO and (nodes or 1) > 1:
+            out.append(f"memory adapter: {_pct(dr)} of broadcast deliveries across {nodes} nodes{extra} — "
+                       "rooms span nodes: use the Redis adapter")
+        else:
+            out.append(f"{c.get('adapter', '?')} adapter: {_pct(dr)} of broadcast deliveries{extra}")
+    gain = cfg.get("redis_vs_memory")
+    if gain:
+        out.append(f"Redis adapter vs memory: delivery {_pct(gain.get('ratio_memory'))} → "
+                   f"{_pct(gain.get('ratio_redis'))}, p95 delivery latency "
+                   f"{'+' if (gain.get('p95_cost_ms') or 0) >= 0 else ''}{(gain.get('p95_cost_ms') or 0):.1f} ms")
+    imb = _num(cfg.get("imbalance"))
+    nodes_n = c.get("nodes") or 0
+    counts = cfg.get("nodes") or {}
+    used = sum(1 for v in counts.values() if v)
+    if nodes_used_note and nodes_n and nodes_n > 1 and counts and used == 1:
+        out.append(f"all sessions landed on one node of {nodes_n} ({c.get('policy')}): "
+                   "the balancer's hash sees one client address — spread source IPs or hash a per-user key")
+    elif imb is not None and imb > 1.5 and nodes_n > 1:
+        out.append(f"uneven spread over nodes: the busiest node has {imb:.1f}× the mean")
+    cap = cfg.get("capacity") or {}
+    if cap.get("users_per_node") is not None:
+        lim = f" (next step: {cap['limit']})" if cap.get("limit") else ""
+        out.append(f"capacity: {cap['users_per_node']:.0f} users per node within the SLO{lim}")
+    return out
