@@ -1,0 +1,153 @@
+// Node.js socket.io 4.8 reference node for sioscale: the same event contract and the same
+// `x-served-by: <node id>` header as targets/app.py (docs/contracts.md), so a finding can be
+// checked against the reference implementation of Socket.IO itself.
+//
+//   node server.js --id n1 --port 8001 [--host 127.0.0.1] [--redis-url redis://...]
+//                  [--certfile cert.pem --keyfile key.pem]
+"use strict";
+
+const fs = require("fs");
+const http = require("http");
+const https = require("https");
+const { Server } = require("socket.io");
+
+const HEADER = "x-served-by";
+
+function parseArgs(argv) {
+  const out = { id: process.env.SIOSCALE_NODE_ID || "n1", host: "127.0.0.1", port: 8001 };
+  for (let i = 0; i < argv.length; i++) {
+    const key = argv[i].replace(/^--/, "");
+    const val = argv[i + 1];
+    if (val === undefined) throw new Error(`missing value for ${argv[i]}`);
+    i++;
+    if (key === "id") out.id = val;
+    else if (key === "host") out.host = val;
+    else if (key === "port") out.port = Number(val);
+    else if (key === "redis-url") out.redisUrl = val;
+    else if (key === "certfile") out.certfile = val;
+    else if (key === "keyfile") out.keyfile = val;
+    else throw new Error(`unknown option --${key}`);
+  }
+  return out;
+}
+
+// The ack is the LAST argument: `emitWithAck("whoami")` with no payload passes it first.
+function ackOf(args) {
+  const last = args[args.length - 1];
+  return typeof last === "function" ? last : null;
+}
+
+function attachHandlers(io, nodeId) {
+  io.on("connection", (socket) => {
+    socket.on("echo", (...args) => {
+      const ack = ackOf(args);
+      if (ack) ack(args.length > 1 ? args[0] : null);
+    });
+    socket.on("join", (...args) => {
+      const ack = ackOf(args);
+      const room = args[0];
+      if (typeof room !== "string") return ack && ack(false);
+      socket.join(room);
+      if (ack) ack(true);
+    });
+    socket.on("leave", (...args) => {
+      const ack = ackOf(args);
+      const room = args[0];
+      if (typeof room !== "string") return ack && ack(false);
+      socket.leave(room);
+      if (ack) ack(true);
+    });
+    socket.on("broadcast", (...args) => {
+      const ack = ackOf(args);
+      const payload = args[0];
+      // The payload goes out untouched: the client measures latency from its own "sent" field.
+      if (!payload || typeof payload !== "object" || typeof payload.room !== "string") return ack && ack(false);
+      io.to(payload.room).emit("broadcast", payload);
+      if (ack) ack(true);
+    });
+    socket.on("whoami", (...args) => {
+      const ack = ackOf(args);
+      if (ack) ack(nodeId);
+    });
+  });
+}
+
+// engine.io writes refused upgrades (e.g. an unknown sid) straight to the socket, bypassing
+// every header hook; inject the header into that raw status block so refusals stay attributable.
+function stampRawUpgradeAnswers(httpServer, nodeId) {
+  httpServer.prependListener("upgrade", (_req, socket) => {
+    const write = socket.write;
+    let first = true;
+    socket.write = function (chunk, ...rest) {
+      if (first) {
+        first = false;
+        if (typeof chunk === "string" && chunk.startsWith("HTTP/1.1 ") && !/\r\nx-served-by:/i.test(chunk)) {
+          const eol = chunk.indexOf("\r\n");
+          chunk = chunk.slice(0, eol + 2) + `${HEADER}: ${nodeId}\r\n` + chunk.slice(eol + 2);
+        }
+      }
+      return write.call(this, chunk, ...rest);
+    };
+  });
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  const httpServer = args.certfile
+    ? https.createServer({ cert: fs.readFileSync(args.certfile), key: fs.readFileSync(args.keyfile) })
+    : http.createServer();
+  const io = new Server(httpServer, {
+    cors: { origin: true, credentials: true },
+    pingInterval: 25000,
+    pingTimeout: 20000,
+  });
+  // Polling answers and the WebSocket 101 (socket.io's own hooks) ...
+  io.engine.on("initial_headers", (headers) => { headers[HEADER] = args.id; });
+  io.engine.on("headers", (headers) => { headers[HEADER] = args.id; });
+  // ... and every other HTTP answer, errors included: runs before engine.io's request handler.
+  httpServer.prependListener("request", (_req, res) => res.setHeader(HEADER, args.id));
+  stampRawUpgradeAnswers(httpServer, args.id);
+  attachHandlers(io, args.id);
+
+  if (args.redisUrl) {
+    const { createClient } = require("redis");
+    const { createAdapter } = require("@socket.io/redis-adapter");
+    const pub = createClient({ url: args.redisUrl });
+    const sub = pub.duplicate();
+    // A lost Redis must not crash the node (the redis client reconnects by itself).
+    pub.on("error", (e) => console.error(`${args.id} redis pub: ${e.message}`));
+    sub.on("error", (e) => console.error(`${args.id} redis sub: ${e.message}`));
+    try {
+      // The client retries forever (so a Redis restart later is survived); at start, give up
+      // after 3 s instead: a node that cannot broadcast must not look healthy.
+      let timer;
+      const timeout = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("no answer within 3 s")), 3000);
+      });
+      await Promise.race([Promise.all([pub.connect(), sub.connect()]), timeout]);
+      clearTimeout(timer);
+    } catch (e) {
+      console.error(`node ${args.id}: cannot reach Redis at ${args.redisUrl}: ${e.message}`);
+      process.exit(3);
+    }
+    io.adapter(createAdapter(pub, sub));
+  }
+
+  httpServer.on("error", (e) => {
+    console.error(`node ${args.id}: ${e.code || ""} ${e.message}`);
+    process.exit(e.code === "EADDRINUSE" ? 4 : 1);
+  });
+  httpServer.listen(args.port, args.host);
+
+  const shutdown = () => {
+    io.close();
+    setTimeout(() => process.exit(0), 500).unref();
+  };
+  process.on("SIGTERM", shutdown);
+  process.on("SIGINT", shutdown);
+}
+
+main().catch((e) => {
+  console.error(`node: ${e.stack || e}`);
+  process.exit(1);
+});
