@@ -1,0 +1,95 @@
+"""Opening TCP/TLS connections the way each virtual user needs them.
+
+Why hand-written: source-address spreading (one loopback IP per user, so source-IP stickiness
+can be tested and the ~28k ephemeral ports per source IP stop being the limit) and TLS
+opt-outs must apply identically to polling and WebSocket sockets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket as _stdsocket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from gevent import socket, ssl
+
+from locustfiles.sio.transport.errors import TransportError, classify_os_error
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a user connects: parsed once from the target URL."""
+
+    host: str
+    port: int
+    tls: bool
+    host_header: str  # Host header value (host[:port] as in the URL)
+    prefix: str  # path before the Engine.IO path, normally ""
+
+    @classmethod
+    def from_url(cls, url: str) -> Endpoint:
+        parts = urlsplit(url)
+        scheme = (parts.scheme or "http").lower()
+        if scheme not in ("http", "https", "ws", "wss"):
+            raise ValueError(f"target URL {url!r}: scheme must be http, https, ws or wss")
+        if not parts.hostname:
+            raise ValueError(f"target URL {url!r}: no host")
+        tls = scheme in ("https", "wss")
+        port = parts.port or (443 if tls else 80)
+        return cls(parts.hostname, port, tls, parts.netloc, parts.path.rstrip("/"))
+
+
+def tls_context(ca_file: str = "", insecure: bool = False) -> ssl.SSLContext:
+    """Verifying context (system CAs or `ca_file`); verification off only when asked explicitly."""
+    ctx = ssl.create_default_context(cafile=ca_file or None)
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def parse_source_range(text: str) -> list[str]:
+    """'127.0.0.2-127.0.0.254' (or one address) → the list of addresses; loopback only."""
+    text = (text or "").strip()
+    if not text:
+        return []
+    first, _, last = text.partition("-")
+    try:
+        lo = ipaddress.IPv4Address(first.strip())
+        hi = ipaddress.IPv4Address(last.strip()) if last else lo
+    except ValueError:
+        raise ValueError(f"--sio-source-range {text!r}: expected A.B.C.D-A.B.C.D") from None
+    if hi < lo:
+        raise ValueError(f"--sio-source-range {text!r}: the range is empty")
+    net = ipaddress.IPv4Network("127.0.0.0/8")
+    if lo not in net or hi not in net:
+        raise ValueError(f"--sio-source-range {text!r}: sioscale binds loopback (127.0.0.0/8) only")
+    if int(hi) - int(lo) > 1 << 20:
+        raise ValueError(f"--sio-source-range {text!r}: more than 2^20 addresses")
+    return [str(ipaddress.IPv4Address(i)) for i in range(int(lo), int(hi) + 1)]
+
+
+def open_socket(
+    ep: Endpoint,
+    timeout: float,
+    source_ip: str | None = None,
+    ctx: ssl.SSLContext | None = None,
+) -> socket.socket:
+    """Connected (and TLS-wrapped for https/wss) gevent socket, or a classified TransportError."""
+    sock = None
+    try:
+        sock = socket.create_connection(
+            (ep.host, ep.port), timeout=timeout, source_address=(source_ip, 0) if source_ip else None
+        )
+        sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+        if ep.tls:
+            sock = (ctx or tls_context()).wrap_socket(sock, server_hostname=ep.host)
+        sock.settimeout(None)  # waits are bounded by gevent.Timeout around each operation
+        return sock
+    except BaseException as e:  # noqa: BLE001 - classify everything, re-raise as TransportError
+        if sock is not None:
+            sock.close()
+        if isinstance(e, TransportError | OSError | ssl.SSLError | TimeoutError):
+            raise classify_os_error(e, "connect") from None
+        raise
