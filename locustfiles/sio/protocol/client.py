@@ -19,15 +19,57 @@ Contract with the driver:
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
-from .actions import Action
+from socketio import packet as sio_packet
+
+from . import codec
+from .actions import (
+    AckFailed,
+    AckReceived,
+    Action,
+    CancelPolling,
+    Closed,
+    CloseWebSocket,
+    Connected,
+    EventReceived,
+    HttpRequest,
+    OpenWebSocket,
+    StepResult,
+    WsSend,
+)
+from .classify import body_text, classify_http, is_session_unknown
 
 # Public states, in order.
 NEW, HANDSHAKING, CONNECTING, CONNECTED, CLOSING, CLOSED = (
     "new", "handshaking", "connecting", "connected", "closing", "closed")
+
+POLLING, WEBSOCKET = "polling", "websocket"
+_TRANSPORT_SETS = ((POLLING, WEBSOCKET), (WEBSOCKET,), (POLLING,))
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_MAX_ATTACHMENTS = 256
+
+# Probe states (upgrade polling → websocket).
+_P_OPENING, _P_PROBING, _P_PAUSING = "opening", "probing", "pausing"
+
+
+class _ProtocolError(Exception):
+    """Malformed or out-of-place input; becomes a protocol_error failure, never escapes."""
+
+
+class _PendingAck:
+    __slots__ = ("event", "t0", "deadline", "step", "name")
+
+    def __init__(self, event: str, t0: float, deadline: float, step: str, name: str) -> None:
+        self.event, self.t0, self.deadline, self.step, self.name = event, t0, deadline, step, name
+
+
+def _ms(t0: float, t1: float) -> float:
+    return round((t1 - t0) * 1000.0, 3)
 
 
 class ClientProtocol:
@@ -39,7 +81,8 @@ class ClientProtocol:
     auth: CONNECT payload (EIO4 only; Socket.IO v4 has no auth). query: extra query params
     added to every request, like socket.io-client's `query` option.
     connect_timeout: seconds for the whole connect (first request → namespace connected), and
-    for each later step the machine waits on (probe answer, ack, POST answer, disconnect).
+    for each later step the machine waits on (probe answer, POST answer, disconnect).
+    ack_timeout: seconds to wait for an ack (default: connect_timeout).
     rng: the randomness source for cache-busters (a `random.Random`; pass a seeded one in tests).
     """
 
@@ -47,7 +90,7 @@ class ClientProtocol:
         self,
         *,
         eio: int = 4,
-        transports: Sequence[str] = ("polling", "websocket"),
+        transports: Sequence[str] = (POLLING, WEBSOCKET),
         path: str = "/socket.io/",
         namespace: str = "/",
         auth: Mapping[str, Any] | None = None,
@@ -56,75 +99,308 @@ class ClientProtocol:
         ack_timeout: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        raise NotImplementedError
+        if eio not in (3, 4):
+            raise ValueError(f"eio = {eio!r}: 3 (socket.io 2.x) or 4 (socket.io 3.x/4.x)")
+        transports = tuple(transports)
+        if transports not in _TRANSPORT_SETS:
+            raise ValueError(f"transports = {list(transports)!r}: one of {[list(t) for t in _TRANSPORT_SETS]}")
+        if not namespace.startswith("/"):
+            raise ValueError(f"namespace = {namespace!r}: must start with '/'")
+        if auth is not None and eio == 3:
+            raise ValueError("auth: Socket.IO v2 (eio=3) has no CONNECT payload; pass it in `query`")
+        if connect_timeout <= 0 or (ack_timeout is not None and ack_timeout <= 0):
+            raise ValueError("timeouts must be positive")
+        self.path = path
+        self._eio = eio
+        self._transports = transports
+        self._ns = namespace
+        self._auth = dict(auth) if auth is not None else None
+        self._qprefix = (urlencode(dict(query)) + "&") if query else ""
+        self._timeout = float(connect_timeout)
+        self._ack_timeout = float(ack_timeout) if ack_timeout is not None else self._timeout
+        self._rng = rng or random.Random()
+
+        self._state = NEW
+        self._transport = ""
+        self._sid = ""
+        self._sio_sid = ""
+        self._node = ""
+        self._ping_interval = 25.0
+        self._ping_timeout = 20.0
+        self._max_payload = 1_000_000
+        self._upgrades: list[str] = []
+        self._connected_once = False  # Connected was emitted
+        self._opened = False  # Engine.IO open packet accepted
+
+        self._rid = 0
+        self._get_rid: int | None = None
+        self._get_purpose = ""
+        self._post_rid: int | None = None
+        self._post_closes = False  # the in-flight POST carries the close packet
+        self._out: list[str | bytes] = []  # Engine.IO packets waiting to be written
+        self._sio_buffer: list[list[str | bytes]] = []  # Socket.IO packets emitted before connect
+
+        self._ws = ""  # "" | "opening" | "open"
+        self._ws_purpose = ""
+        self._probe = ""  # "" | opening | probing | pausing
+        self._upgraded = False
+
+        self._t_start = 0.0
+        self._t_probe = 0.0
+        self._t_close = 0.0
+        self._last_ping = 0.0
+        self._connect_deadline: float | None = None
+        self._ping_deadline: float | None = None
+        self._next_ping: float | None = None  # EIO3: when the client sends its next ping
+        self._ping_sent: float | None = None  # EIO3: outstanding ping
+        self._probe_deadline: float | None = None
+        self._post_deadline: float | None = None
+        self._close_deadline: float | None = None
+
+        self._next_ack = 0
+        self._acks: dict[int, _PendingAck] = {}
+        self._partial: sio_packet.Packet | None = None  # binary packet awaiting attachments
 
     # -- properties ---------------------------------------------------------------------------
     @property
     def state(self) -> str:
         """One of new, handshaking, connecting, connected, closing, closed."""
-        raise NotImplementedError
+        return self._state
 
     @property
     def eio_sid(self) -> str:
         """Engine.IO session id ("" before the open packet)."""
-        raise NotImplementedError
+        return self._sid
 
     @property
     def sio_sid(self) -> str:
         """Socket.IO namespace sid ("" before CONNECT is acknowledged)."""
-        raise NotImplementedError
+        return self._sio_sid
 
     @property
     def transport(self) -> str:
         """"polling" | "websocket" | "" (before start)."""
-        raise NotImplementedError
+        return self._transport
 
     @property
     def node(self) -> str:
         """The node that served the latest response of this session ("" when unknown)."""
-        raise NotImplementedError
+        return self._node
+
+    @property
+    def namespace(self) -> str:
+        return self._ns
 
     # -- inputs -------------------------------------------------------------------------------
     def start(self, now: float) -> list[Action]:
         """Begin the session: the handshake GET (or the WebSocket in websocket-only mode)."""
-        raise NotImplementedError
+        if self._state != NEW:
+            return []
+        self._state = HANDSHAKING
+        self._t_start = now
+        self._connect_deadline = now + self._timeout
+        if self._transports[0] == WEBSOCKET:
+            self._transport = WEBSOCKET
+            self._ws, self._ws_purpose = "opening", "websocket"
+            return [OpenWebSocket(self._query(WEBSOCKET), "websocket")]
+        self._transport = POLLING
+        rid = self._new_get("handshake")
+        return [HttpRequest(rid, "GET", self._query(POLLING), None, None, "handshake")]
 
     def http_response(self, rid: int, status: int, body: bytes, now: float, *, node: str = "",
                       content_type: str = "") -> list[Action]:
         """An HTTP answer to HttpRequest `rid` (any status). `node` = the serving node's id."""
-        raise NotImplementedError
+        out: list[Action] = []
+        try:
+            self._http_response(rid, status, body, now, node, content_type, out)
+        except Exception as e:  # noqa: BLE001 - the machine must classify, never raise
+            self._protocol_error(now, f"{type(e).__name__}: {e}", out)
+        return out
 
     def http_failed(self, rid: int, error_kind: str, error: str, now: float) -> list[Action]:
         """HttpRequest `rid` failed below HTTP: error_kind connection_refused | connection_reset |
         timeout | transport_closed | protocol_error (unparsable HTTP)."""
-        raise NotImplementedError
+        out: list[Action] = []
+        if self._state == CLOSED:
+            return out
+        kind = error_kind or "transport_closed"
+        if rid == self._get_rid:
+            self._get_rid = None
+            if self._get_purpose == "handshake":
+                self._fail_step("handshake", kind, error, now, out)
+                self._close(now, "connect error", kind, error, out)
+            else:
+                self._fail_step("poll", kind, error, now, out, name="poll")
+                self._close(now, "transport error", kind, error, out)
+        elif rid == self._post_rid:
+            self._post_rid = None
+            self._post_deadline = None
+            self._fail_step("poll", kind, error, now, out, name="post")
+            if self._state == CLOSING:
+                self._finish_client_close(now, out)
+            else:
+                self._close(now, "transport error", kind, error, out)
+        return out
 
     def ws_opened(self, now: float, *, node: str = "") -> list[Action]:
         """The WebSocket of the last OpenWebSocket is open (HTTP 101)."""
-        raise NotImplementedError
+        out: list[Action] = []
+        if self._state in (CLOSED,) or self._ws != "opening":
+            return out
+        self._ws = "open"
+        self._see_node(node, now, out)
+        if self._ws_purpose == "probe":
+            self._probe = _P_PROBING
+            out.append(WsSend("2probe"))
+        return out
 
     def ws_failed(self, status: int | None, body: bytes, error_kind: str, error: str, now: float, *,
                   node: str = "") -> list[Action]:
         """The WebSocket could not be opened: `status`/`body` of a non-101 answer when there was
         one (None otherwise), error_kind as in http_failed for I/O failures."""
-        raise NotImplementedError
+        out: list[Action] = []
+        if self._state == CLOSED or self._ws != "opening":
+            return out
+        self._ws = ""
+        prev_node = self._node
+        self._see_node(node, now, out)
+        body = body or b""
+        if status is not None:
+            excerpt = body_text(body)
+            error = f"HTTP {status} on websocket" + (f": {excerpt}" if excerpt else "") + (
+                f" ({error})" if error else "")
+        if self._ws_purpose == "probe":
+            # A probe that meets an unknown sid (Node: 400 "Session ID unknown"; python-engineio
+            # under uvicorn: 403 without body, the ASGI websocket cannot carry the 400) is the
+            # non-sticky signature; anything else is a plain upgrade failure.
+            if status is not None and (is_session_unknown(status, body)
+                                       or (status in (400, 403) and node and prev_node and node != prev_node)):
+                kind = "session_unknown"
+            else:
+                kind = "upgrade_failed"
+            self._probe_failed(now, kind, error or "websocket upgrade failed", out, close_ws=False)
+        else:
+            if status is not None:
+                kind = "handshake_rejected" if status in (400, 403) else f"http_{status}"
+            else:
+                kind = error_kind or "transport_closed"
+            self._fail_step("handshake", kind, error, now, out, transport=WEBSOCKET)
+            self._close(now, "connect error", kind, error, out)
+        return out
 
     def ws_message(self, data: str | bytes, now: float) -> list[Action]:
         """One WebSocket frame (str = text frame, bytes = binary frame)."""
-        raise NotImplementedError
+        out: list[Action] = []
+        if self._state == CLOSED or self._ws != "open":
+            return out
+        try:
+            if isinstance(data, str):
+                pkt = codec.decode_text_packet(data)
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                data = bytes(data)
+                if self._eio == 3:  # EIO3 binary frames carry the packet type byte first
+                    if data[:1] != b"\x04":
+                        raise _ProtocolError("EIO3 binary frame that is not a message")
+                    data = data[1:]
+                pkt = (codec.MESSAGE, data)
+            else:
+                raise _ProtocolError(f"frame of type {type(data).__name__}")
+            if self._probe == _P_PROBING:
+                # socket.io-client's _probe(): the first packet must be pong "probe".
+                if pkt == (codec.PONG, "probe"):
+                    self._probe = _P_PAUSING
+                    self._probe_deadline = now + self._timeout
+                    out.append(StepResult("upgrade_probe", True, _ms(self._t_probe, now), WEBSOCKET,
+                                          self._node, "", "", "upgrade_probe"))
+                    self._maybe_finish_upgrade(now, out)
+                else:
+                    self._probe_failed(now, "upgrade_failed", f"probe answered with {str(data)[:60]!r}", out)
+                return out
+            self._on_packets([pkt], now, WEBSOCKET, out)
+        except Exception as e:  # noqa: BLE001 - the machine must classify, never raise
+            self._protocol_error(now, f"{type(e).__name__}: {e}" if not isinstance(e, _ProtocolError) else str(e),
+                                 out)
+        return out
 
     def ws_closed(self, now: float, error: str = "", *, error_kind: str = "transport_closed") -> list[Action]:
         """The WebSocket ended (peer close, reset, EOF). error_kind: transport_closed or
         connection_reset."""
-        raise NotImplementedError
+        out: list[Action] = []
+        if self._state == CLOSED or not self._ws:
+            return out
+        was = self._ws
+        self._ws = ""
+        if self._ws_purpose == "probe" and not self._upgraded:
+            self._probe_failed(now, "upgrade_failed", error or "websocket closed during probe", out,
+                               close_ws=False)
+            return out
+        kind = error_kind or "transport_closed"
+        error = error or "websocket closed"
+        if self._state == CLOSING:
+            self._finish_client_close(now, out)
+        elif not self._opened:
+            self._fail_step("handshake", kind, error if was == "open" else error, now, out, transport=WEBSOCKET)
+            self._close(now, "connect error", kind, error, out)
+        else:
+            self._close(now, "transport close", kind, error, out)
+        return out
 
     def tick(self, now: float) -> list[Action]:
         """Fire every timer due at `now`: timeouts, EIO3 pings."""
-        raise NotImplementedError
+        out: list[Action] = []
+        if self._state == CLOSED:
+            return out
+        if self._connect_deadline is not None and now >= self._connect_deadline:
+            self._connect_deadline = None
+            err = f"no {'open packet' if not self._opened else 'CONNECT answer'} within {self._timeout:g} s"
+            if not self._opened:
+                self._fail_step("handshake", "timeout", err, now, out)
+            self._close(now, "connect error", "timeout", err, out)
+            return out
+        if self._close_deadline is not None and now >= self._close_deadline:
+            self._finish_client_close(now, out)
+            return out
+        if self._post_deadline is not None and now >= self._post_deadline:
+            self._post_deadline = None
+            self._post_rid = None
+            err = f"POST not answered within {self._timeout:g} s"
+            self._fail_step("poll", "timeout", err, now, out, name="post")
+            self._close(now, "transport error", "timeout", err, out)
+            return out
+        if self._ping_deadline is not None and now >= self._ping_deadline:
+            self._ping_deadline = None
+            if self._eio == 3 and self._ping_sent is not None:
+                err = f"no pong within pingTimeout {self._ping_timeout:g} s"
+                self._fail_step("ping", "timeout", err, now, out)
+            else:
+                err = f"no ping within pingInterval + pingTimeout ({self._ping_interval + self._ping_timeout:g} s)"
+            self._close(now, "ping timeout", "timeout", err, out)
+            return out
+        if self._probe_deadline is not None and now >= self._probe_deadline:
+            self._probe_failed(now, "upgrade_failed", f"no probe answer within {self._timeout:g} s", out)
+        if self._next_ping is not None and now >= self._next_ping:
+            self._next_ping = None
+            self._ping_sent = now
+            self._ping_deadline = now + self._ping_timeout
+            self._send(["2"], now, out)
+        if self._acks:
+            for ack_id in [a for a, p in self._acks.items() if now >= p.deadline]:
+                p = self._acks.pop(ack_id)
+                err = f"no ack within {self._ack_timeout:g} s"
+                out.append(StepResult(p.step, False, None, self._transport, self._node, "timeout", err, p.name,
+                                      ack_id))
+                out.append(AckFailed(self._ns, ack_id, "timeout", err))
+        return out
 
     def next_deadline(self) -> float | None:
         """When `tick` must be called next (monotonic seconds), None if no timer is armed."""
-        raise NotImplementedError
+        if self._state == CLOSED:
+            return None
+        ts = [t for t in (self._connect_deadline, self._ping_deadline, self._next_ping, self._probe_deadline,
+                          self._post_deadline, self._close_deadline) if t is not None]
+        if self._acks:
+            ts.append(min(p.deadline for p in self._acks.values()))
+        return min(ts) if ts else None
 
     # -- application calls --------------------------------------------------------------------
     def emit(self, event: str, *args: Any, namespace: str | None = None, ack: bool = False,
@@ -138,13 +414,436 @@ class ClientProtocol:
         (default "emit", name "emit:<event>", no latency) is returned right away. After the
         session closed, the emit fails at once with transport_closed.
         """
-        raise NotImplementedError
+        out: list[Action] = []
+        step = step or ("ack" if ack else "emit")
+        name = name or f"{'ack' if ack else 'emit'}:{event}"
+        ns = namespace or self._ns
+        if self._state in (CLOSING, CLOSED):
+            out.append(StepResult(step, False, None, self._transport, self._node, "transport_closed",
+                                  "session closed", name))
+            return None, out
+        ack_id = None
+        if ack:
+            ack_id = self._next_ack
+            self._next_ack += 1
+        try:
+            encoded = sio_packet.Packet(sio_packet.EVENT, data=[event, *args], namespace=ns, id=ack_id).encode()
+        except (TypeError, ValueError) as e:  # unserialisable args: the caller's bug, said plainly
+            raise ValueError(f"emit({event!r}): cannot encode arguments: {e}") from e
+        parts = self._sio_to_eio(encoded)
+        if ack_id is not None:
+            self._acks[ack_id] = _PendingAck(event, now, now + self._ack_timeout, step, name)
+        if self._state == CONNECTED:
+            self._send(parts, now, out)
+        else:
+            self._sio_buffer.append(parts)
+        if not ack:
+            out.append(StepResult(step, True, None, self._transport, self._node, "", "", name))
+        return ack_id, out
 
     def send_ack(self, ack_id: int, *args: Any, namespace: str | None = None, now: float) -> list[Action]:
         """Answer a server event that asked for an ack (EventReceived.ack_id)."""
-        raise NotImplementedError
+        out: list[Action] = []
+        if self._state != CONNECTED:
+            return out
+        encoded = sio_packet.Packet(sio_packet.ACK, data=list(args), namespace=namespace or self._ns,
+                                    id=ack_id).encode()
+        self._send(self._sio_to_eio(encoded), now, out)
+        return out
 
     def disconnect(self, now: float) -> list[Action]:
         """Client-side disconnect ("io client disconnect"): DISCONNECT + Engine.IO close, then
         Closed(error_kind="") -- on polling once the close POST is answered."""
-        raise NotImplementedError
+        out: list[Action] = []
+        if self._state in (CLOSING, CLOSED):
+            return out
+        if not self._opened:
+            self._close(now, "io client disconnect", "", "", out)
+            return out
+        self._t_close = now
+        self._connect_deadline = None
+        if self._probe:
+            self._abort_probe(out)
+        if self._state == CONNECTED:
+            self._out.append("41" if self._ns == "/" else f"41{self._ns},")
+        if self._transport == WEBSOCKET:
+            self._flush(now, out)
+            self._close(now, "io client disconnect", "", "", out)
+            return out
+        # polling: the close packet rides a POST; Closed follows its answer (or the timeout).
+        self._out.append("1")
+        self._state = CLOSING
+        self._close_deadline = now + self._timeout
+        self._flush(now, out, closing=True)
+        return out
+
+    # -- internals: HTTP ------------------------------------------------------------------------
+    def _http_response(self, rid: int, status: int, body: bytes, now: float, node: str, content_type: str,
+                       out: list[Action]) -> None:
+        if self._state == CLOSED:
+            return
+        if rid == self._get_rid:
+            self._get_rid = None
+            purpose = self._get_purpose
+            self._see_node(node, now, out)
+            if status != 200:
+                kind, err = classify_http(status, body, handshake=purpose == "handshake")
+                if purpose == "handshake":
+                    self._fail_step("handshake", kind, err, now, out)
+                    self._close(now, "connect error", kind, err, out)
+                else:
+                    self._fail_step("poll", kind, err, now, out, name="poll")
+                    self._close(now, "transport error", kind, err, out)
+                return
+            if purpose == "handshake":
+                pkts = self._decode_payload(body, content_type)
+                if not pkts or pkts[0][0] != codec.OPEN:
+                    raise _ProtocolError(f"handshake answer is not an open packet: {body_text(body, 80)!r}")
+            else:
+                pkts = self._decode_payload(body, content_type)
+            self._on_packets(pkts, now, POLLING, out)
+            if self._state in (CONNECTING, CONNECTED) and self._transport == POLLING:
+                if self._probe == _P_PAUSING:
+                    self._maybe_finish_upgrade(now, out)
+                else:
+                    self._poll(out)
+        elif rid == self._post_rid:
+            self._post_rid = None
+            self._post_deadline = None
+            self._see_node(node, now, out)
+            closes = self._post_closes
+            self._post_closes = False
+            if status != 200:
+                kind, err = classify_http(status, body, handshake=False)
+                self._fail_step("poll", kind, err, now, out, name="post")
+                if self._state == CLOSING:
+                    self._finish_client_close(now, out)
+                else:
+                    self._close(now, "transport error", kind, err, out)
+                return
+            if body.strip().lower() != b"ok":
+                raise _ProtocolError(f"POST answered {body_text(body, 60)!r} instead of 'ok'")
+            if self._state == CLOSING and closes:
+                self._finish_client_close(now, out)
+                return
+            if self._probe == _P_PAUSING:
+                self._maybe_finish_upgrade(now, out)
+            else:
+                self._flush(now, out, closing=self._state == CLOSING)
+
+    def _decode_payload(self, body: bytes, content_type: str) -> list[codec.Packet]:
+        try:
+            if self._eio == 4:
+                return codec.decode_payload_v4(body)
+            return codec.decode_payload_v3(body, content_type)
+        except ValueError as e:
+            raise _ProtocolError(f"bad payload ({e}): {body_text(body, 60)!r}") from None
+
+    def _new_get(self, purpose: str) -> int:
+        self._rid += 1
+        self._get_rid, self._get_purpose = self._rid, purpose
+        return self._rid
+
+    def _poll(self, out: list[Action]) -> None:
+        if self._get_rid is None and not self._probe == _P_PAUSING and not self._upgraded:
+            rid = self._new_get("poll")
+            out.append(HttpRequest(rid, "GET", self._query(POLLING), None, None, "poll"))
+
+    def _query(self, transport: str) -> str:
+        # socket.io-client's key order: user query, EIO, transport, sid, then t (polling only).
+        q = f"{self._qprefix}EIO={self._eio}&transport={transport}"
+        if self._sid:
+            q += f"&sid={self._sid}"
+        if transport == POLLING:
+            q += "&t=" + "".join(self._rng.choice(_B36) for _ in range(7))
+        return q
+
+    def _send(self, packets: list[str | bytes], now: float, out: list[Action]) -> None:
+        self._out.extend(packets)
+        self._flush(now, out)
+
+    def _flush(self, now: float, out: list[Action], *, closing: bool = False) -> None:
+        if not self._out or self._state == CLOSED:
+            return
+        if self._transport == WEBSOCKET:
+            if self._ws != "open":
+                return
+            v3 = self._eio == 3
+            for p in self._out:
+                out.append(WsSend(b"\x04" + p if v3 and isinstance(p, bytes) else p))
+            self._out.clear()
+            return
+        if self._post_rid is not None or self._probe == _P_PAUSING or self._upgraded or not self._sid:
+            return
+        # engine.io-client batches the write buffer up to maxPayload bytes per POST.
+        take, size = 0, 0
+        for p in self._out:
+            n = len(p) + 2 if isinstance(p, bytes) else len(p)
+            if take and size + n > self._max_payload:
+                break
+            size += n + 1
+            take += 1
+        batch, self._out[:take] = self._out[:take], []
+        if self._eio == 4:
+            body, ctype = codec.encode_payload_v4(batch)
+        else:
+            body, ctype = codec.encode_payload_v3(batch)
+        self._rid += 1
+        self._post_rid = self._rid
+        self._post_closes = closing and not self._out and batch[-1] == "1"
+        self._post_deadline = now + self._timeout
+        out.append(HttpRequest(self._rid, "POST", self._query(POLLING), body, ctype, "post"))
+
+    # -- internals: Engine.IO packets -----------------------------------------------------------
+    def _on_packets(self, pkts: list[codec.Packet], now: float, via: str, out: list[Action]) -> None:
+        for ptype, data in pkts:
+            if self._state == CLOSED:
+                return
+            if ptype == codec.MESSAGE:
+                self._on_message(data, now, out)
+            elif ptype == codec.OPEN:
+                self._on_open(data, now, via, out)
+            elif ptype == codec.PING:
+                if self._eio == 3:
+                    raise _ProtocolError("EIO3 server sent a ping (the client pings in EIO3)")
+                self._ping_deadline = now + self._ping_interval + self._ping_timeout
+                late = max(0.0, (now - self._last_ping) - self._ping_interval)
+                self._last_ping = now
+                self._send(["3"], now, out)
+                out.append(StepResult("ping", True, round(late * 1000.0, 3), self._transport, self._node, "", "",
+                                      "ping"))
+            elif ptype == codec.PONG:
+                if self._eio == 4 or self._ping_sent is None:
+                    raise _ProtocolError(f"unexpected pong {data!r}")
+                out.append(StepResult("ping", True, _ms(self._ping_sent, now), self._transport, self._node, "",
+                                      "", "ping"))
+                self._ping_sent = None
+                self._next_ping = now + self._ping_interval
+                self._ping_deadline = now + self._ping_interval + self._ping_timeout
+            elif ptype == codec.CLOSE:
+                self._close(now, "transport close", "transport_closed", "server closed the session", out)
+            elif ptype == codec.NOOP:
+                pass
+            else:
+                raise _ProtocolError(f"unexpected Engine.IO packet type {ptype}")
+            if self._eio == 3 and self._ping_sent is None and self._opened and self._state != CLOSED:
+                # EIO3: any packet proves the server alive (engine.io-client 3.x onHeartbeat).
+                self._ping_deadline = now + self._ping_interval + self._ping_timeout
+
+    def _on_open(self, data: object, now: float, via: str, out: list[Action]) -> None:
+        if self._opened:
+            sid = data.get("sid") if isinstance(data, dict) else None
+            raise _ProtocolError(f"second open packet (sid {sid!r}, session {self._sid!r})")
+        if not isinstance(data, dict):
+            raise _ProtocolError(f"open packet without a JSON object: {str(data)[:60]!r}")
+        sid, pi, pt = data.get("sid"), data.get("pingInterval"), data.get("pingTimeout")
+        ups = data.get("upgrades", [])
+        mp = data.get("maxPayload", 1_000_000)
+        if not isinstance(sid, str) or not sid or "&" in sid or "=" in sid:
+            raise _ProtocolError(f"open packet with bad sid {sid!r}")
+        for k, v in (("pingInterval", pi), ("pingTimeout", pt), ("maxPayload", mp)):
+            if type(v) is not int or v <= 0:
+                raise _ProtocolError(f"open packet with bad {k} {v!r}")
+        if not isinstance(ups, list) or not all(isinstance(u, str) for u in ups):
+            raise _ProtocolError(f"open packet with bad upgrades {ups!r}")
+        self._opened = True
+        self._sid = sid
+        self._ping_interval, self._ping_timeout = pi / 1000.0, pt / 1000.0
+        self._max_payload, self._upgrades = mp, ups
+        self._state = CONNECTING
+        self._last_ping = now
+        self._ping_deadline = now + self._ping_interval + self._ping_timeout
+        if self._eio == 3:
+            self._next_ping = now + self._ping_interval
+        out.append(StepResult("handshake", True, _ms(self._t_start, now), via, self._node, "", "", "handshake"))
+        # socket.io-client on engine open: CONNECT first (its POST), then probes, then the poll.
+        if self._eio == 4:
+            if self._ns == "/":
+                connect = "40" + (json.dumps(self._auth, separators=(",", ":")) if self._auth is not None else "")
+            else:
+                connect = f"40{self._ns}," + (json.dumps(self._auth, separators=(",", ":"))
+                                              if self._auth is not None else "")
+            self._send([connect], now, out)
+        elif self._ns != "/":
+            self._send([f"40{self._ns},"], now, out)
+        if via == POLLING and WEBSOCKET in self._transports and WEBSOCKET in self._upgrades:
+            self._probe = _P_OPENING
+            self._t_probe = now
+            self._probe_deadline = now + self._timeout
+            self._ws, self._ws_purpose = "opening", "probe"
+            out.append(OpenWebSocket(self._query(WEBSOCKET), "probe"))
+
+    # -- internals: upgrade ---------------------------------------------------------------------
+    def _maybe_finish_upgrade(self, now: float, out: list[Action]) -> None:
+        # engine.io-client pauses polling: wait for the parked GET (released by the server's
+        # noop) and any POST in flight, then send "5" and move the write buffer to the socket.
+        if self._get_rid is not None or self._post_rid is not None or self._state == CLOSED:
+            return
+        self._probe = ""
+        self._probe_deadline = None
+        self._upgraded = True
+        self._transport = WEBSOCKET
+        out.append(WsSend("5"))
+        out.append(StepResult("upgrade", True, _ms(self._t_probe, now), WEBSOCKET, self._node, "", "", "upgrade"))
+        self._flush(now, out)
+
+    def _abort_probe(self, out: list[Action]) -> None:
+        if self._ws:
+            out.append(CloseWebSocket())
+        self._ws = ""
+        self._probe = ""
+        self._probe_deadline = None
+
+    def _probe_failed(self, now: float, kind: str, error: str, out: list[Action], *, close_ws: bool = True) -> None:
+        # socket.io-client: "probe error" → upgradeError; the session stays on polling.
+        was_pausing = self._probe == _P_PAUSING
+        if close_ws:
+            self._abort_probe(out)
+        else:
+            self._ws, self._probe, self._probe_deadline = "", "", None
+        step = "upgrade" if was_pausing else "upgrade_probe"
+        out.append(StepResult(step, False, _ms(self._t_probe, now), WEBSOCKET, self._node, kind, error, step))
+        if self._state in (CONNECTING, CONNECTED):
+            self._poll(out)
+            self._flush(now, out)
+
+    # -- internals: Socket.IO packets -----------------------------------------------------------
+    def _sio_to_eio(self, encoded: str | list) -> list[str | bytes]:
+        if isinstance(encoded, str):
+            return ["4" + encoded]
+        return ["4" + encoded[0], *(bytes(a) for a in encoded[1:])]
+
+    def _on_message(self, data: object, now: float, out: list[Action]) -> None:
+        if isinstance(data, bytes):
+            if self._partial is None:
+                raise _ProtocolError("binary message without a pending binary packet")
+            if self._partial.add_attachment(data):
+                pkt, self._partial = self._partial, None
+                self._dispatch(pkt, now, out)
+            return
+        if not isinstance(data, str) or not data:
+            raise _ProtocolError(f"bad Socket.IO packet {data!r}")
+        if self._partial is not None:
+            raise _ProtocolError("text packet while binary attachments were pending")
+        if data[0] < "0" or data[0] > "6":
+            raise _ProtocolError(f"unknown Socket.IO packet type in {data[:40]!r}")
+        try:
+            pkt = sio_packet.Packet(encoded_packet=data)
+        except Exception as e:  # noqa: BLE001 - the decoder raises ValueError, IndexError, ...
+            raise _ProtocolError(f"bad Socket.IO packet ({e}): {data[:60]!r}") from None
+        if pkt.attachment_count:
+            if pkt.packet_type not in (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK):
+                raise _ProtocolError(f"attachments on a non-binary packet: {data[:60]!r}")
+            if pkt.attachment_count > _MAX_ATTACHMENTS:
+                raise _ProtocolError(f"{pkt.attachment_count} attachments announced")
+            self._partial = pkt
+            return
+        self._dispatch(pkt, now, out)
+
+    def _dispatch(self, pkt: sio_packet.Packet, now: float, out: list[Action]) -> None:
+        ns = pkt.namespace or "/"
+        if ns != self._ns:
+            return  # another namespace multiplexed on this session: not ours
+        t, data = pkt.packet_type, pkt.data
+        if t in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
+            if not isinstance(data, list) or not data or not isinstance(data[0], str):
+                raise _ProtocolError(f"EVENT without a name: {data!r:.60}")
+            if self._state == CONNECTED:
+                out.append(EventReceived(ns, data[0], data[1:], pkt.id))
+        elif t in (sio_packet.ACK, sio_packet.BINARY_ACK):
+            if pkt.id is None or not (data is None or isinstance(data, list)):
+                raise _ProtocolError(f"bad ACK {pkt.id!r} {data!r:.60}")
+            p = self._acks.pop(pkt.id, None)
+            if p is None:
+                return  # late ack after a timeout (socket.io-client ignores it too)
+            out.append(StepResult(p.step, True, _ms(p.t0, now), self._transport, self._node, "", "", p.name, pkt.id))
+            out.append(AckReceived(ns, pkt.id, data or []))
+        elif t == sio_packet.CONNECT:
+            self._on_connect(data, now, out)
+        elif t == sio_packet.CONNECT_ERROR:
+            msg = data.get("message") if isinstance(data, dict) else data
+            err = f"CONNECT refused: {str(msg)[:120]}"
+            self._close(now, "connect error", "namespace_rejected", err, out)
+        elif t == sio_packet.DISCONNECT:
+            self._close(now, "io server disconnect", "transport_closed", "server disconnected the namespace", out)
+        else:
+            raise _ProtocolError(f"unknown Socket.IO packet type {t!r}")
+
+    def _on_connect(self, data: object, now: float, out: list[Action]) -> None:
+        if self._state != CONNECTING:
+            return  # duplicate CONNECT: harmless
+        if self._eio == 4:
+            sid = data.get("sid") if isinstance(data, dict) else None
+            if not isinstance(sid, str) or not sid:
+                raise _ProtocolError("CONNECT without sid (a Socket.IO v2 server answering a v3+ client?)")
+            self._sio_sid = sid
+        else:
+            self._sio_sid = self._sid if self._ns == "/" else f"{self._ns}#{self._sid}"
+        self._state = CONNECTED
+        self._connected_once = True
+        self._connect_deadline = None
+        out.append(StepResult("connect", True, _ms(self._t_start, now), self._transport, self._node, "", "",
+                              "connect"))
+        out.append(Connected(self._ns, self._sio_sid))
+        buffered, self._sio_buffer = self._sio_buffer, []
+        for parts in buffered:
+            self._out.extend(parts)
+        self._flush(now, out)
+
+    # -- internals: failures and close ----------------------------------------------------------
+    def _see_node(self, node: str, now: float, out: list[Action]) -> None:
+        if not node:
+            return
+        if self._node and node != self._node:
+            out.append(StepResult("node_switch", True, None, self._transport, node, "", f"{self._node}->{node}",
+                                  "node_switch"))
+        self._node = node
+
+    def _fail_step(self, step: str, kind: str, error: str, now: float, out: list[Action], *,
+                   name: str | None = None, transport: str | None = None) -> None:
+        out.append(StepResult(step, False, None, transport or self._transport, self._node, kind, error, name or step))
+
+    def _protocol_error(self, now: float, error: str, out: list[Action]) -> None:
+        if self._state == CLOSED:
+            return
+        if not self._opened:
+            self._fail_step("handshake", "protocol_error", error, now, out)
+            self._close(now, "connect error", "protocol_error", error, out)
+        else:
+            self._close(now, "transport error", "protocol_error", error, out)
+
+    def _finish_client_close(self, now: float, out: list[Action]) -> None:
+        latency = _ms(self._t_close, now)
+        self._close(now, "io client disconnect", "", "", out, latency=latency)
+
+    def _close(self, now: float, reason: str, kind: str, error: str, out: list[Action], *,
+               latency: float | None = None) -> None:
+        if self._state == CLOSED:
+            return
+        clean = kind == "" and reason == "io client disconnect"
+        if self._connected_once:
+            out.append(StepResult("disconnect", clean, latency, self._transport, self._node,
+                                  "" if clean else kind, "" if clean else f"{reason}: {error}".rstrip(": "),
+                                  "disconnect"))
+        elif not clean:
+            out.append(StepResult("connect", False, None, self._transport, self._node, kind, error, "connect"))
+        if self._ws:
+            out.append(CloseWebSocket())
+        if self._get_rid is not None or self._post_rid is not None or (self._transport == POLLING and self._opened):
+            out.append(CancelPolling())
+        for ack_id, p in self._acks.items():
+            akind = kind or "transport_closed"
+            aerr = error or "socket has been disconnected"
+            out.append(StepResult(p.step, False, None, self._transport, self._node, akind, aerr, p.name, ack_id))
+            out.append(AckFailed(self._ns, ack_id, akind, aerr))
+        self._acks.clear()
+        self._sio_buffer.clear()
+        self._out.clear()
+        self._partial = None
+        self._ws = ""
+        self._probe = ""
+        self._get_rid = self._post_rid = None
+        self._connect_deadline = self._ping_deadline = self._next_ping = None
+        self._probe_deadline = self._post_deadline = self._close_deadline = None
+        self._state = CLOSED
+        out.append(Closed(reason, kind, error))
