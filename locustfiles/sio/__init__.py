@@ -1,0 +1,15 @@
+"""sioscale's Locust client: `from locustfiles.sio import SocketIOUser`.
+
+Importing this package also registers the --sio-* options, the event log (RUN_DIR/events.csv)
+and the web UI's Socket.IO tab, so a locustfile needs nothing else.
+"""
+
+from locustfiles.sio import eventlog, options  # noqa: F401 - registration on import
+from locustfiles.sio.user import SioError, SocketIOUser
+
+try:  # the web UI tab is optional (headless runs work without it)
+    from locustfiles.sio import webui  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+__all__ = ["SioError", "SocketIOUser"]

@@ -1,0 +1,310 @@
+"""Runs one sans-IO `ClientProtocol` over gevent I/O: the only place sockets meet the core.
+
+One `Session` = one Engine.IO session of one virtual user. Its greenlets: one per outstanding
+polling request (a parked GET and a POST, on separate keep-alive connections of the user's
+`HttpSession`, as a browser does), one reader per WebSocket, and one timer that calls
+`tick()` at the core's `next_deadline()`. Every wait is bounded (HTTP and WebSocket
+handshakes by the transport timeout, everything else by the core's own deadlines).
+Application-facing actions (StepResult, Connected, EventReceived, AckReceived, AckFailed,
+Closed) go to one `on_action` callback, in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from gevent import ssl
+
+from locustfiles.sio.protocol.actions import (
+    Action,
+    CancelPolling,
+    Closed,
+    CloseWebSocket,
+    HttpRequest,
+    OpenWebSocket,
+    StepResult,
+    WsSend,
+)
+from locustfiles.sio.protocol.client import ClientProtocol
+from locustfiles.sio.transport import Endpoint, HttpSession, TransportError, WebSocket
+from locustfiles.sio.transport.http import HttpResponse
+from locustfiles.sio.transport.websocket import HandshakeRefused
+
+POLL_SAFETY_S = 60.0
+"""Transport bound on a parked long-poll GET: above pingInterval + pingTimeout (45 s by default),
+which the core enforces itself; this only catches a core that forgot to."""
+HAPROXY_COOKIE = "SIOSCALE_NODE"
+CADDY_COOKIE = "lb"
+
+
+@dataclass
+class SessionConfig:
+    """How one user connects; built from the Locust options by user.py."""
+
+    url: str
+    eio: int = 4
+    transports: tuple[str, ...] = ("polling", "websocket")
+    path: str = "/socket.io/"
+    namespace: str = "/"
+    auth: dict[str, Any] | None = None
+    timeout: float = 10.0
+    node_header: str = "x-served-by"
+    source_ip: str | None = None
+    tls: ssl.SSLContext | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def node_of(headers: dict[str, str], http: HttpSession, node_header: str) -> str:
+    """Which backend served a response: the node header, else the balancer's sticky cookie."""
+    node = headers.get(node_header)
+    if node:
+        return node
+    v = http.cookies.get(HAPROXY_COOKIE)
+    if v:
+        return v
+    v = http.cookies.get(CADDY_COOKIE)
+    return f"lb:{v}" if v else ""
+
+
+class Session:
+    """One Engine.IO/Socket.IO session; `http` may be shared across a user's sessions (cookie jar)."""
+
+    def __init__(
+        self,
+        cfg: SessionConfig,
+        on_action: Callable[[Action, dict[str, str] | None], None],
+        http: HttpSession | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.endpoint = Endpoint.from_url(cfg.url)
+        self.http = http or HttpSession(
+            self.endpoint, cfg.timeout, cfg.source_ip, cfg.tls, extra_headers=cfg.headers
+        )
+        self.proto = ClientProtocol(
+            eio=cfg.eio,
+            transports=cfg.transports,
+            path=cfg.path,
+            namespace=cfg.namespace,
+            auth=cfg.auth,
+            connect_timeout=cfg.timeout,
+        )
+        self._on_action = on_action
+        self._path = cfg.path if cfg.path.endswith("/") else cfg.path + "/"
+        self._polls: set[gevent.Greenlet] = set()
+        self._ws: WebSocket | None = None
+        self._ws_greenlet: gevent.Greenlet | None = None
+        self._ws_closing = False
+        self._ws_error: TransportError | None = None
+        self._timer: gevent.Greenlet | None = None
+        self._timer_at: float | None = None
+        self._ctx: dict[int, dict[str, str]] = {}  # ack id -> row context (room, msg_id)
+        self._sync_ctx: dict[str, str] | None = None
+        self.closed = False
+
+    # -- application calls ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._feed(self.proto.start(time.monotonic()))
+
+    def emit(
+        self,
+        event: str,
+        *args: Any,
+        ack: bool = False,
+        step: str | None = None,
+        name: str | None = None,
+        ctx: dict[str, str] | None = None,
+    ) -> int | None:
+        """Emit; `ctx` (room, msg_id) is attached to the step row(s) of this emit."""
+        ack_id, actions = self.proto.emit(event, *args, ack=ack, now=time.monotonic(), step=step, name=name)
+        if ctx and ack_id is not None:
+            self._ctx[ack_id] = ctx
+        self._sync_ctx = ctx
+        try:
+            self._feed(actions)
+        finally:
+            self._sync_ctx = None
+        return ack_id
+
+    def send_ack(self, ack_id: int, *args: Any) -> None:
+        self._feed(self.proto.send_ack(ack_id, *args, now=time.monotonic()))
+
+    def disconnect(self) -> None:
+        self._feed(self.proto.disconnect(time.monotonic()))
+
+    def abort(self) -> None:
+        """Stop all I/O now (Locust stopping the user): no protocol, no more callbacks."""
+        self.closed = True
+        self._ws_closing = True
+        if self._ws is not None:
+            self._ws.close(send_frame=False)
+        cur = gevent.getcurrent()
+        others = [g for g in (*self._polls, self._ws_greenlet, self._timer) if g is not None and g is not cur]
+        self._polls.clear()
+        self._timer = None
+        gevent.killall(others, block=False)
+
+    # -- the action loop ---------------------------------------------------------------------
+    def _feed(self, actions: list[Action]) -> None:
+        for a in actions:
+            if self.closed and not isinstance(a, StepResult | Closed):
+                continue
+            t = type(a)
+            if t is HttpRequest:
+                g = gevent.spawn(self._http, a)
+                self._polls.add(g)
+            elif t is WsSend:
+                self._ws_send(a.data)
+            elif t is OpenWebSocket:
+                self._ws_closing = False
+                self._ws_greenlet = gevent.spawn(self._websocket, a)
+            elif t is CloseWebSocket:
+                self._close_ws()
+            elif t is CancelPolling:
+                self._cancel_polls()
+            else:
+                ctx = None
+                if t is StepResult:
+                    ctx = self._ctx.pop(a.ack_id, None) if a.ack_id is not None else self._sync_ctx
+                elif t is Closed:
+                    self.closed = True
+                self._on_action(a, ctx)
+        if self.closed:
+            self._finish()
+        else:
+            self._arm_timer()
+
+    def _finish(self) -> None:
+        """After Closed: release every socket and greenlet still held (except the caller)."""
+        self._close_ws()
+        self._cancel_polls()
+        if self._timer is not None and self._timer is not gevent.getcurrent():
+            self._timer.kill(block=False)
+        self._timer = None
+
+    def _arm_timer(self) -> None:
+        d = self.proto.next_deadline()
+        if d is None:
+            if self._timer is not None and self._timer is not gevent.getcurrent():
+                self._timer.kill(block=False)
+            self._timer = None
+            self._timer_at = None
+            return
+        if self._timer is not None and self._timer_at is not None and self._timer_at <= d:
+            return  # an earlier (or equal) tick is already scheduled; it will re-arm
+        if self._timer is not None and self._timer is not gevent.getcurrent():
+            self._timer.kill(block=False)
+        self._timer_at = d
+        self._timer = gevent.spawn_later(max(0.0, d - time.monotonic()), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if not self.closed:
+            self._feed(self.proto.tick(time.monotonic()))
+
+    # -- HTTP long-polling ---------------------------------------------------------------------
+    def _http(self, req: HttpRequest) -> None:
+        me = gevent.getcurrent()
+        target = f"{self._path}?{req.query}"
+        bound = POLL_SAFETY_S if req.purpose == "poll" else self.cfg.timeout + 1.0
+        try:
+            resp: HttpResponse = self.http.request(req.method, target, req.body or b"", timeout=bound)
+        except TransportError as e:
+            self._polls.discard(me)
+            if not self.closed:
+                self._feed(self.proto.http_failed(req.rid, e.kind, e.detail or str(e), time.monotonic()))
+            return
+        self._polls.discard(me)
+        if self.closed:
+            return
+        node = node_of(resp.headers, self.http, self.cfg.node_header)
+        self._feed(
+            self.proto.http_response(
+                req.rid,
+                resp.status,
+                resp.body,
+                time.monotonic(),
+                node=node,
+                content_type=resp.headers.get("content-type", ""),
+            )
+        )
+
+    def _cancel_polls(self) -> None:
+        cur = gevent.getcurrent()
+        polls = [g for g in self._polls if g is not cur]
+        self._polls.clear()
+        if polls:
+            gevent.killall(polls, block=False)
+
+    # -- WebSocket -----------------------------------------------------------------------------
+    def _websocket(self, req: OpenWebSocket) -> None:
+        target = f"{self._path}?{req.query}"
+        try:
+            ws = WebSocket.connect(
+                self.endpoint,
+                target,
+                timeout=self.cfg.timeout,
+                source_ip=self.cfg.source_ip,
+                tls=self.cfg.tls,
+                cookie=self.http.cookies.header(),
+                extra_headers=self.cfg.headers,
+            )
+        except HandshakeRefused as e:
+            if e.response.set_cookie:
+                self.http.cookies.update(e.response.set_cookie)
+            if not self.closed and not self._ws_closing:
+                node = node_of(e.response.headers, self.http, self.cfg.node_header)
+                self._feed(
+                    self.proto.ws_failed(
+                        e.response.status, e.response.body, e.kind, e.detail, time.monotonic(), node=node
+                    )
+                )
+            return
+        except TransportError as e:
+            if not self.closed and not self._ws_closing:
+                self._feed(self.proto.ws_failed(None, b"", e.kind, e.detail or str(e), time.monotonic()))
+            return
+        if self.closed or self._ws_closing:
+            ws.close()
+            return
+        if ws.response.set_cookie:
+            self.http.cookies.update(ws.response.set_cookie)
+        self._ws = ws
+        self._feed(self.proto.ws_opened(time.monotonic(), node=node_of(ws.response.headers, self.http, self.cfg.node_header)))
+        proto = self.proto
+        while True:
+            try:
+                data = ws.recv()
+            except TransportError as e:
+                if self.closed or self._ws_closing:
+                    return
+                err = self._ws_error or e
+                kind = err.kind if err.kind in ("transport_closed", "connection_reset") else err.kind
+                self._feed(proto.ws_closed(time.monotonic(), err.detail or str(err), error_kind=kind))
+                return
+            if self.closed:
+                return
+            self._feed(proto.ws_message(data, time.monotonic()))
+
+    def _ws_send(self, data: str | bytes) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return  # the reader reports the close; the core then fails what was pending
+        try:
+            ws.send(data)
+        except TransportError as e:
+            self._ws_error = e
+            ws.close(send_frame=False)  # wakes the reader, which reports ws_closed once
+
+    def _close_ws(self) -> None:
+        self._ws_closing = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.close()
+        g, self._ws_greenlet = self._ws_greenlet, None
+        if g is not None and g is not gevent.getcurrent() and ws is None:
+            g.kill(block=False)  # still connecting
