@@ -207,6 +207,7 @@ def knee(stats: pd.DataFrame, slo: dict[str, float] | None = None) -> dict[str, 
             if not (isinstance(v, float) and math.isnan(v)) and v > slo[key]:
                 why.append(f"{col} {v:.4g} > {slo[key]:.4g}")
         st = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.to_dict().items()}
+        st["stage"], st["users"] = int(s["stage"]), int(s["users"])
         st["pass"] = not why
         st["why"] = why
         res["stages"].append(st)

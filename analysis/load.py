@@ -201,6 +201,8 @@ def read_events(path: Path, warn: Any) -> pd.DataFrame:
     if bad.any():
         warn(f"events.csv: {int(bad.sum())} row(s) without a valid ts, step or ok skipped")
         df = df[~bad].reset_index(drop=True)
+        for c in _CATEGORICAL:
+            df[c] = df[c].cat.remove_unused_categories()
     df["ok"] = df["ok"].astype("int8")
     for c in _CATEGORICAL:
         s = df[c]

@@ -158,7 +158,7 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
 
 def render(summary: dict[str, Any], tables: dict[str, Any], figures: dict[str, str | None]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined)  # optional keys render empty
     env.filters["pct"] = _fmt_pct
     env.filters["ms"] = _fmt_ms
     env.filters["num"] = _fmt_num
