@@ -67,7 +67,8 @@ class WorkerInfo:
 @dataclass
 class _State:
     environment: Any
-    buffer: list[Row] = field(default_factory=list)
+    buffer: list[Row] = field(default_factory=list)  # recorded here, not yet shipped/ingested
+    to_write: list[Row] = field(default_factory=list)  # ingested (counted live), not yet on disk
     live: LiveStats = field(default_factory=LiveStats)
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     rows_written: int = 0
@@ -80,6 +81,7 @@ class _State:
     wrote_meta: bool = False
     header_checked: bool = False
     last_stats_write: float = 0.0
+    last_write_error: float = -1e9
 
     # -- roles -------------------------------------------------------------------------
     @property
@@ -140,9 +142,14 @@ def flush(environment: Any, final: bool = False) -> None:
     st = _state(environment)
     if st.is_worker:
         _ship(st, final)
-    else:
-        rows, st.buffer = st.buffer, []
-        _consume(st, rows, source=None)
+        return
+    rows, st.buffer = st.buffer, []
+    _ingest(st, rows)
+    pending, st.to_write = st.to_write, []
+    if pending:
+        _write(st, pending)
+    if st.run_dir is not None and time.time() - st.last_stats_write >= STATS_INTERVAL_S:
+        write_stats(environment)
 
 
 # -- worker side ----------------------------------------------------------------------------
@@ -200,10 +207,11 @@ def _on_rows(environment: Any, msg: Any, **_kw: Any) -> None:
             continue
         rows.append(dict(zip(COLUMNS, values, strict=True)))  # type: ignore[arg-type]
     info.rows += len(rows)
-    st.buffer.extend(rows)
+    _ingest(st, rows)  # live numbers at once; the file is written by the flusher
 
 
-def _consume(st: _State, rows: list[Row], source: str | None) -> None:
+def _ingest(st: _State, rows: list[Row]) -> None:
+    """Complete the rows, count them in the live stats and queue them for the file."""
     run = st.run_name
     for r in rows:
         if not r.get("run"):
@@ -211,11 +219,7 @@ def _consume(st: _State, rows: list[Row], source: str | None) -> None:
         if not r.get("worker"):
             r["worker"] = "local"
         st.live.add(r)
-    if rows:
-        _write(st, rows)
-    now = time.time()
-    if st.run_dir is not None and now - st.last_stats_write >= STATS_INTERVAL_S:
-        write_stats(st.environment)
+    st.to_write.extend(rows)
 
 
 def _write(st: _State, rows: list[Row]) -> None:
@@ -235,8 +239,10 @@ def _write(st: _State, rows: list[Row]) -> None:
         st.rows_written += len(rows)
     except OSError as e:
         # Keep the rows for the next try rather than lose them; say why once per failure.
-        log.error("sioscale event log: cannot write %s/events.csv (%s); keeping %d rows", d, e, len(rows))
-        st.buffer[:0] = rows
+        if time.monotonic() - st.last_write_error > 10:  # say it, but not twice a second
+            log.error("sioscale event log: cannot write %s/events.csv (%s); keeping %d rows", d, e, len(rows))
+            st.last_write_error = time.monotonic()
+        st.to_write[:0] = rows
 
 
 def _flusher(environment: Any) -> None:

@@ -88,7 +88,7 @@ def test_unwritable_run_dir_keeps_rows_and_does_not_raise(tmp_path: Path) -> Non
     env = _env(blocker / "sub")  # a directory below a regular file cannot be created
     eventlog.record(env, make_row("ack"))
     eventlog.flush(env)
-    assert len(eventlog._state(env).buffer) == 1
+    assert len(eventlog._state(env).to_write) == 1
 
 
 def _worker_env(sent: list) -> SimpleNamespace:
