@@ -82,3 +82,60 @@ def wait_ready(url: str, timeout: float, ssl_context: ssl.SSLContext | None = No
         time.sleep(delay)
         delay = min(0.3, delay * 1.5)
     return None
+
+
+@dataclass
+class Upgrade:
+    """The answer to a WebSocket upgrade request; `conn` stays open when the upgrade succeeded."""
+
+    status: int
+    served_by: str | None
+    headers: dict[str, str]
+    body: str
+    conn: http.client.HTTPConnection | None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def ws_upgrade(url: str, query: str = "EIO=4&transport=websocket", source: str | None = None,
+               headers: dict[str, str] | None = None, timeout: float = 5.0,
+               ssl_context: ssl.SSLContext | None = None, keep_open: bool = False) -> Upgrade:
+    """Send one raw WebSocket upgrade for the Engine.IO endpoint and read the status line + headers.
+
+    Raw on purpose: it lets a test pick the source address (source-hash policies), send a
+    sticky cookie by hand, and see refusals (400/403) that WebSocket libraries turn into
+    exceptions. With keep_open the connection is held (for leastconn); otherwise closed.
+    """
+    u = urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port or (443 if u.scheme == "https" else 80)
+    src = (source, 0) if source else None
+    conn: http.client.HTTPConnection
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_context, source_address=src)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout, source_address=src)
+    h = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        **(headers or {}),
+    }
+    try:
+        conn.request("GET", f"/socket.io/?{query}", headers=h)
+        r = conn.getresponse()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        body = "" if r.status == 101 else r.read().decode("utf-8", "replace")
+    except http.client.HTTPException as e:
+        conn.close()
+        raise OSError(f"bad HTTP answer from {url}: {e!r}") from e
+    except BaseException:
+        conn.close()
+        raise
+    up = Upgrade(r.status, hdrs.get(NODE_HEADER), hdrs, body, conn)
+    if not (keep_open and r.status == 101):
+        up.close()
+    return up
