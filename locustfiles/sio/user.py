@@ -199,8 +199,8 @@ class SocketIOUser(User):
         ctx = {"room": room, "msg_id": msg_id} if room or msg_id else None
         res = AsyncResult()
         ack_id = self.session.emit(event, *args, ack=True, step=step, name=name, ctx=ctx)
-        if ack_id is None:
-            raise SioError("protocol_error", "the core gave no ack id")
+        if ack_id is None:  # the core failed the emit at once: the session is closed
+            raise SioError("transport_closed", f"{event!r}: the session is closed")
         if ack_id in self._early:
             res = self._early.pop(ack_id)
         else:
