@@ -78,6 +78,8 @@ class _State:
     started: float | None = None
     ended: float | None = None
     greenlets: list[Any] = field(default_factory=list)
+    user_worker: dict[str, str] = field(default_factory=dict)
+    colliding_users: set[str] = field(default_factory=set)
     wrote_meta: bool = False
     header_checked: bool = False
     last_stats_write: float = 0.0
@@ -207,6 +209,10 @@ def _on_rows(environment: Any, msg: Any, **_kw: Any) -> None:
             continue
         rows.append(dict(zip(COLUMNS, values, strict=True)))  # type: ignore[arg-type]
     info.rows += len(rows)
+    for r in rows:  # a user id must belong to one worker, or per-user numbers mix two users up
+        owner = st.user_worker.setdefault(str(r.get("user", "")), wid)
+        if owner != wid and r.get("user"):
+            st.colliding_users.add(str(r["user"]))
     _ingest(st, rows)  # live numbers at once; the file is written by the flusher
 
 
@@ -265,6 +271,8 @@ def stats(environment: Any, now: float | None = None) -> dict[str, Any]:
     snap["workers"] = _workers_view(st, now)
     snap["missing_workers"] = [w for w in snap["workers"] if w["status"] == "missing"]
     snap["dropped_rows"] = st.dropped + sum(i.dropped for i in st.workers.values())
+    snap["colliding_user_ids"] = sorted(st.colliding_users)[:20]
+    snap["colliding_user_count"] = len(st.colliding_users)
     return snap
 
 

@@ -51,7 +51,17 @@ log = logging.getLogger(__name__)
 EIO_STEPS = frozenset({"handshake", "upgrade_probe", "upgrade", "poll", "ping", "node_switch"})
 BROADCAST_STEPS = frozenset({"broadcast_send", "broadcast_recv"})
 _user_ids = itertools.count(1)
-_PROC_TAG = f"{os.getpid():x}{random.getrandbits(16):04x}"
+_proc_tags: dict[int, str] = {}
+
+
+def _proc_tag() -> str:
+    """This process's user-id tag, made lazily: `locust --processes N` forks the workers after
+    the locustfile is imported, so a tag made at import time was shared by every worker and
+    user ids collided across workers (breaking per-user rows, membership and delivery)."""
+    pid = os.getpid()
+    if pid not in _proc_tags:
+        _proc_tags[pid] = f"{pid:x}{random.SystemRandom().getrandbits(16):04x}"
+    return _proc_tags[pid]
 
 
 class SioError(Exception):
@@ -83,7 +93,7 @@ class SocketIOUser(User):
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
-        self.user_id = f"u{_PROC_TAG}-{next(_user_ids)}"
+        self.user_id = f"u{_proc_tag()}-{next(_user_ids)}"
         self.session: Session | None = None
         self._http: HttpSession | None = None
         self._handlers: dict[str, list[Callable[..., Any]]] = {}

@@ -77,6 +77,9 @@ def table_rows(s: dict[str, Any]) -> list[dict[str, str]]:
         add("Worker", str(w["id"]), w["status"], detail)
     if s.get("dropped_rows"):
         add("Totals", "dropped rows", s["dropped_rows"], "workers' buffers overflowed: numbers are incomplete")
+    if s.get("colliding_user_count"):
+        add("Totals", "user ids seen on two workers", s["colliding_user_count"],
+            "per-user numbers are mixed up: the locustfile's user ids are not unique per worker")
     if t.get("late_rows_ignored"):
         add("Totals", "late rows ignored", t["late_rows_ignored"], "arrived after their window was settled")
     return out

@@ -220,3 +220,13 @@ def test_sio_stats_json_and_tab_rows_carry_the_same_numbers(tmp_path: Path) -> N
     assert by[("Node", "n1")] == "2" and by[("Node", "n2")] == "2"
     assert by[("Failures", "poll × session_unknown")] == "1"
     assert webui.to_csv(rows).splitlines()[0] == "section,metric,value,detail"
+
+
+def test_master_flags_user_ids_seen_on_two_workers(tmp_path: Path) -> None:
+    master = _master_env(tmp_path, {})
+    for wid in ("w1", "w2"):
+        row = [make_row("ack", user="u-1", worker=wid).get(c) for c in COLUMNS]
+        eventlog._on_rows(master, SimpleNamespace(node_id=wid, data={"seq": 0, "rows": [row]}))
+    s = eventlog.stats(master)
+    assert s["colliding_user_ids"] == ["u-1"] and s["colliding_user_count"] == 1
+    assert ("Totals", "user ids seen on two workers") in {(r["section"], r["metric"]) for r in webui.table_rows(s)}
