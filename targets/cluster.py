@@ -97,8 +97,8 @@ class Cluster:
         except ConfigError as e:
             raise ClusterError(str(e)) from None
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="sioscale-cluster-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        # A temporary workdir is made at start(), so a Cluster that never starts leaves no trace.
+        self.workdir: Path = Path(workdir) if workdir is not None else Path()
         self.node_ids = [f"n{i}" for i in range(1, config.nodes + 1)]
         self.nodes: dict[str, Child] = {}
         self.balancer: Child | None = None
@@ -116,17 +116,21 @@ class Cluster:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.stop(raise_on_leak=exc_type is None)
+        # After an error inside the block, keep the logs for diagnosis.
+        self.stop(raise_on_leak=exc_type is None, keep_workdir=exc_type is not None)
 
     def start(self) -> None:
         """Start Redis, the nodes and the balancer; on any failure stop everything and raise."""
         if self._started:
             raise ClusterError("cluster already started: use a new Cluster or stop() first")
         self._started = True
+        if self._own_workdir:
+            self.workdir = Path(tempfile.mkdtemp(prefix="sioscale-cluster-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_all()
         except BaseException:
-            self.stop(raise_on_leak=False)
+            self.stop(raise_on_leak=False, keep_workdir=True)  # its logs explain the failure
             raise
 
     def _start_all(self) -> None:
@@ -160,13 +164,16 @@ class Cluster:
         if c.balancer != "none":
             self._spawn_balancer(c.port or free_port(c.host), retry_port=not c.port)
 
-    def stop(self, raise_on_leak: bool = True) -> None:
-        """Kill every child's process group; then check that every port is free again."""
+    def stop(self, raise_on_leak: bool = True, keep_workdir: bool = False) -> None:
+        """Kill every child's process group; then check that every port is free again.
+
+        A temporary workdir is removed after a clean stop; an explicit one is always kept.
+        """
         children = [ch for ch in [self.balancer, *self.nodes.values(), self.redis] if ch is not None]
         stop_all(children)
         leaked = [f"{ch.name}:{ch.port}" for ch in children
                   if ch.port and not wait_port_free(ch.port, self.config.host, timeout=3.0)]
-        if self._own_workdir and not leaked:
+        if self._own_workdir and self._started and not leaked and not keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if leaked and raise_on_leak:
             raise ClusterError(f"ports still bound after stop: {', '.join(leaked)}; "

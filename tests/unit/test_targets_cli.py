@@ -1,0 +1,78 @@
+"""`sioscale cluster` flags -> ClusterConfig, and supervisor errors raised before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from sioscale import cmd_cluster
+from sioscale.config import ClusterConfig, ConfigError
+from targets.cluster import Cluster, ClusterError, find_binary
+from targets.procs import Child
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    cmd_cluster.add_parser(sub)
+    return parser.parse_args(["cluster", *argv])
+
+
+def test_flags_build_the_config() -> None:
+    a = _parse("--nodes", "4", "--balancer", "haproxy", "--policy", "l4-round-robin", "--adapter", "redis",
+               "--server", "node", "--tls", "--port", "8080")
+    assert a.func is cmd_cluster.main
+    assert cmd_cluster.config_from_args(a) == ClusterConfig(
+        nodes=4, balancer="haproxy", policy="l4-round-robin", adapter="redis", server="node", tls=True, port=8080)
+
+
+def test_defaults_and_implied_values() -> None:
+    assert cmd_cluster.config_from_args(_parse()) == ClusterConfig()
+    assert cmd_cluster.config_from_args(_parse("--balancer", "none")).policy == "direct"
+    c = cmd_cluster.config_from_args(_parse("--redis-url", "redis://127.0.0.1:6379/0"))
+    assert (c.adapter, c.redis_url) == ("redis", "redis://127.0.0.1:6379/0")
+    c = cmd_cluster.config_from_args(_parse("--redis-url", "redis://x", "--adapter", "memory"))
+    assert c.adapter == "memory"
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (("--balancer", "caddy", "--policy", "source"), "not valid for balancer 'caddy'"),
+        (("--nodes", "0"), "nodes = 0"),
+        (("--host", "0.0.0.0"), "loopback"),
+        (("--port", "70000"), "port = 70000"),
+        (("--server", "go"), "server = 'go'"),
+    ],
+)
+def test_bad_flags_are_config_errors(argv: tuple[str, ...], msg: str) -> None:
+    with pytest.raises(ConfigError, match=msg):
+        cmd_cluster.config_from_args(_parse(*argv))
+
+
+def test_cluster_refuses_an_invalid_config_with_a_cluster_error(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match="choose one of: l7-round-robin, cookie, ip-hash"):
+        Cluster(ClusterConfig(balancer="caddy", policy="leastconn"), workdir=tmp_path)
+
+
+def test_binary_override_that_is_not_executable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    f = tmp_path / "haproxy"
+    f.write_text("not a program")
+    monkeypatch.setenv("SIOSCALE_HAPROXY", str(f))
+    with pytest.raises(ClusterError, match="SIOSCALE_HAPROXY=.*point it at an executable"):
+        find_binary("haproxy")
+
+
+def test_fault_hooks_name_the_node_list(tmp_path: Path) -> None:
+    c = Cluster(ClusterConfig(nodes=2), workdir=tmp_path)
+    with pytest.raises(ClusterError, match="no node 'n7': this cluster has n1, n2"):
+        c.stop_node("n7")
+
+
+def test_log_tail_is_one_line(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text("a\n\nb\nc\nTraceback...\nValueError: boom\n")
+    assert Child("x", ["true"], log).log_tail() == "c | Traceback... | ValueError: boom"
+    assert Child("y", ["true"], tmp_path / "missing.log").log_tail() == ""
