@@ -57,6 +57,21 @@ _MAX_ATTACHMENTS = 256
 _P_OPENING, _P_PROBING, _P_PAUSING = "opening", "probing", "pausing"
 
 
+class _BrowserJson:
+    """JSON as the browser's JSON.stringify writes it: non-ASCII stays as is (python's default
+    escapes it to \\uXXXX, which changes EIO3 length prefixes and payload sizes)."""
+
+    loads = staticmethod(json.loads)
+
+    @staticmethod
+    def dumps(obj: Any, **kw: Any) -> str:
+        return json.dumps(obj, ensure_ascii=False, **kw)
+
+
+class _SioPacket(sio_packet.Packet):
+    json = _BrowserJson
+
+
 class _ProtocolError(Exception):
     """Malformed or out-of-place input; becomes a protocol_error failure, never escapes."""
 
@@ -427,7 +442,7 @@ class ClientProtocol:
             ack_id = self._next_ack
             self._next_ack += 1
         try:
-            encoded = sio_packet.Packet(sio_packet.EVENT, data=[event, *args], namespace=ns, id=ack_id).encode()
+            encoded = _SioPacket(sio_packet.EVENT, data=[event, *args], namespace=ns, id=ack_id).encode()
         except (TypeError, ValueError) as e:  # unserialisable args: the caller's bug, said plainly
             raise ValueError(f"emit({event!r}): cannot encode arguments: {e}") from e
         parts = self._sio_to_eio(encoded)
@@ -446,7 +461,7 @@ class ClientProtocol:
         out: list[Action] = []
         if self._state != CONNECTED:
             return out
-        encoded = sio_packet.Packet(sio_packet.ACK, data=list(args), namespace=namespace or self._ns,
+        encoded = _SioPacket(sio_packet.ACK, data=list(args), namespace=namespace or self._ns,
                                     id=ack_id).encode()
         self._send(self._sio_to_eio(encoded), now, out)
         return out
@@ -659,9 +674,9 @@ class ClientProtocol:
         # socket.io-client on engine open: CONNECT first (its POST), then probes, then the poll.
         if self._eio == 4:
             if self._ns == "/":
-                connect = "40" + (json.dumps(self._auth, separators=(",", ":")) if self._auth is not None else "")
+                connect = "40" + (_BrowserJson.dumps(self._auth, separators=(",", ":")) if self._auth is not None else "")
             else:
-                connect = f"40{self._ns}," + (json.dumps(self._auth, separators=(",", ":"))
+                connect = f"40{self._ns}," + (_BrowserJson.dumps(self._auth, separators=(",", ":"))
                                               if self._auth is not None else "")
             self._send([connect], now, out)
         elif self._ns != "/":
@@ -728,7 +743,7 @@ class ClientProtocol:
         if data[0] < "0" or data[0] > "6":
             raise _ProtocolError(f"unknown Socket.IO packet type in {data[:40]!r}")
         try:
-            pkt = sio_packet.Packet(encoded_packet=data)
+            pkt = _SioPacket(encoded_packet=data)
         except Exception as e:  # noqa: BLE001 - the decoder raises ValueError, IndexError, ...
             raise _ProtocolError(f"bad Socket.IO packet ({e}): {data[:60]!r}") from None
         if pkt.attachment_count:
