@@ -48,14 +48,17 @@ def run_sioscale(url: str, n: int) -> dict[str, float]:
     from gevent.event import AsyncResult
 
     from locustfiles.sio.driver import Session, SessionConfig
-    from locustfiles.sio.protocol.actions import AckReceived, Closed, Connected
+    from locustfiles.sio.protocol.actions import AckReceived, Closed, Connected, StepResult
 
     def connect(transports: tuple[str, ...]) -> Session:
         done = AsyncResult()
         closed = AsyncResult()
+        upgraded = AsyncResult()
 
         def on(a, _ctx) -> None:  # noqa: ANN001
-            if type(a) is Connected:
+            if type(a) is StepResult and a.step == "upgrade":
+                upgraded.set(a.ok)
+            elif type(a) is Connected:
                 done.set(True)
             elif type(a) is Closed:
                 if not done.ready():
@@ -63,17 +66,14 @@ def run_sioscale(url: str, n: int) -> dict[str, float]:
                 closed.set(a)
 
         s = Session(SessionConfig(url=url, transports=transports, timeout=10), on)
-        s._done, s._closed_r = done, closed  # noqa: SLF001 - benchmark bookkeeping
+        s._done, s._closed_r, s._upgraded = done, closed, upgraded  # noqa: SLF001 - benchmark bookkeeping
         s.start()
         assert done.get(timeout=15), "connect failed"
         return s
 
     def full() -> None:
         s = connect(("polling", "websocket"))
-        while s.proto.transport != "websocket":  # connected AND upgraded
-            import gevent
-
-            gevent.sleep(0.001)
+        assert s._upgraded.get(timeout=10), "upgrade failed"  # connected AND upgraded
         s.disconnect()
         s._closed_r.get(timeout=10)
 
@@ -177,7 +177,7 @@ def run_python_socketio(url: str, n: int) -> dict[str, float]:
         c = conn(["polling", "websocket"])
         deadline = time.monotonic() + 5
         while c.transport() != "websocket" and time.monotonic() < deadline:
-            time.sleep(0.001)
+            time.sleep(0.002)
         c.disconnect()
 
     def ws_only() -> None:

@@ -70,6 +70,28 @@ def parse_source_range(text: str) -> list[str]:
     return [str(ipaddress.IPv4Address(i)) for i in range(int(lo), int(hi) + 1)]
 
 
+_resolved: dict[tuple[str, int], tuple[int, tuple]] = {}
+
+
+def _resolve(host: str, port: int) -> tuple[int, tuple]:
+    """Address of host:port, resolved once per process.
+
+    Why: gevent resolves names in a thread pool, which cost more CPU than the whole connect
+    in benchmarks/client.py; targets are a handful of fixed local addresses.
+    """
+    key = (host, port)
+    hit = _resolved.get(key)
+    if hit is None:
+        try:
+            ip = ipaddress.ip_address(host)
+            hit = (_stdsocket.AF_INET6 if ip.version == 6 else _stdsocket.AF_INET, (host, port))
+        except ValueError:
+            info = socket.getaddrinfo(host, port, 0, _stdsocket.SOCK_STREAM)
+            hit = (info[0][0], info[0][4])
+        _resolved[key] = hit
+    return hit
+
+
 def open_socket(
     ep: Endpoint,
     timeout: float,
@@ -79,9 +101,12 @@ def open_socket(
     """Connected (and TLS-wrapped for https/wss) gevent socket, or a classified TransportError."""
     sock = None
     try:
-        sock = socket.create_connection(
-            (ep.host, ep.port), timeout=timeout, source_address=(source_ip, 0) if source_ip else None
-        )
+        family, addr = _resolve(ep.host, ep.port)
+        sock = socket.socket(family, _stdsocket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        if source_ip:
+            sock.bind((source_ip, 0))
+        sock.connect(addr)
         sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
         if ep.tls:
             sock = (ctx or tls_context()).wrap_socket(sock, server_hostname=ep.host)
