@@ -116,8 +116,9 @@ class Cluster:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        # After an error inside the block, keep the logs for diagnosis.
-        self.stop(raise_on_leak=exc_type is None, keep_workdir=exc_type is not None)
+        # After an error inside the block, keep the logs for diagnosis (Ctrl-C is no error).
+        failed = exc_type is not None and not issubclass(exc_type, KeyboardInterrupt)
+        self.stop(raise_on_leak=exc_type is None, keep_workdir=failed)
 
     def start(self) -> None:
         """Start Redis, the nodes and the balancer; on any failure stop everything and raise."""
