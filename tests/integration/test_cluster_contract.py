@@ -6,10 +6,12 @@ kind of answer, and cross-node room broadcasts through the Redis adapter.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 import socketio
 
 from sioscale.config import ClusterConfig
@@ -66,8 +68,6 @@ def test_every_answer_carries_the_node_header(cluster: Cluster) -> None:
         assert (up.status, up.served_by) == (101, nid)
         bad = probe.ws_upgrade(url, query="EIO=4&transport=websocket&sid=nosuchsid")
         assert bad.status in (400, 403) and bad.served_by == nid, (bad.status, bad.headers)
-        import requests
-
         r = requests.post(f"{url}/socket.io/?EIO=4&transport=polling&sid=nosuchsid", data="40", timeout=5)
         assert r.status_code == 400 and r.headers.get("x-served-by") == nid
         assert "Invalid session" in r.text or "Session ID unknown" in r.text, r.text
@@ -87,3 +87,16 @@ def test_redis_adapter_reaches_room_members_on_every_node(cluster: Cluster) -> N
     finally:
         for c in clients:
             c.disconnect()
+
+
+def test_node_server_serves_tls_itself_without_a_balancer() -> None:
+    problem = node_server_problem()
+    if problem:
+        pytest.skip(f"Node.js server unavailable: {problem}")
+    with Cluster(ClusterConfig(nodes=1, balancer="none", policy="direct", server="node", tls=True)) as c:
+        ctx = ssl.create_default_context(cafile=c.info["ca_file"])
+        assert c.url.startswith("https://")
+        assert probe.handshake(c.url, ssl_context=ctx).served_by == "n1"
+        assert probe.ws_upgrade(c.url, ssl_context=ctx).status == 101
+        with pytest.raises(ssl.SSLCertVerificationError):
+            probe.handshake(c.url, ssl_context=ssl.create_default_context())
