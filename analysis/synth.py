@@ -56,6 +56,7 @@ class SynthConfig:
     message_rate: float = 1.0
     base_latency_ms: float = 4.0
     capacity_per_node: float = 1e9  # users per node where latency starts to climb steeply
+    timeout_s: float = 10.0  # a step that gets no answer fails after this long (--sio-timeout)
     seed: int = 0
     start: float = 1_760_000_000.0
     status: str = "ok"
@@ -110,8 +111,10 @@ def simulate(cfg: SynthConfig) -> tuple[list[tuple], list[tuple[float, int]]]:
     end = t
     n_users = len(spawn)
 
+    spawn_arr = np.array(spawn)
+
     def active_at(ts: float) -> int:
-        return int(np.searchsorted(np.array(spawn), ts, side="right"))
+        return int(np.searchsorted(spawn_arr, ts, side="right"))
 
     def lat(ts: float, scale: float = 1.0) -> float:
         per_node = active_at(ts) / max(1, (1 if one_node else cfg.nodes))
@@ -205,8 +208,11 @@ def simulate(cfg: SynthConfig) -> tuple[list[tuple], list[tuple[float, int]]]:
                 next_ping += 25.0
             if k % 2:
                 if overload_fail(ts):
-                    rows.append(_row(ts + 10, run, user, sids[u], f"n{sids[u]}", "ack", _tr(cfg), session_node[u], None,
-                                     0, "timeout", "no ack within 10 s", name="ack:echo"))
+                    if ts + cfg.timeout_s >= end:  # the timeout would fire after the run stopped: never logged
+                        ts += rng.exponential(1 / cfg.message_rate)
+                        continue
+                    rows.append(_row(ts + cfg.timeout_s, run, user, sids[u], f"n{sids[u]}", "ack", _tr(cfg), session_node[u], None,
+                                     0, "timeout", f"no ack within {cfg.timeout_s:g} s", name="ack:echo"))
                 else:
                     rows.append(_row(ts, run, user, sids[u], f"n{sids[u]}", "ack", _tr(cfg), session_node[u], lat(ts), 1,
                                      name="ack:echo"))

@@ -96,7 +96,7 @@ def test_bad_runs_give_a_report_not_a_traceback(tmp_path: Path) -> None:
 def test_step_load_run_gets_a_capacity_section(tmp_path: Path) -> None:
     d = write_run(tmp_path / "ramp", SynthConfig("ramp", transports=("websocket",), policy="l4-round-robin",
                                                  adapter="redis", steps=((15, 4), (30, 4), (45, 4), (60, 4)),
-                                                 capacity_per_node=14, spawn_rate=60, message_rate=2, seed=5))
+                                                 capacity_per_node=8, timeout_s=1.0, spawn_rate=60, message_rate=2, seed=5))
     s = write_report([d], tmp_path / "rep", thresholds={"p95_ack_ms": 50.0})
     cap = s["configs"][0]["capacity"]
     assert cap["stages"] == 4 and cap["users_per_node"] is not None and cap["users_per_node"] < 20
