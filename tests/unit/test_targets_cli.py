@@ -76,3 +76,16 @@ def test_log_tail_is_one_line(tmp_path: Path) -> None:
     log.write_text("a\n\nb\nc\nTraceback...\nValueError: boom\n")
     assert Child("x", ["true"], log).log_tail() == "c | Traceback... | ValueError: boom"
     assert Child("y", ["true"], tmp_path / "missing.log").log_tail() == ""
+
+
+def test_missing_node_modules_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import targets.cluster as tc
+
+    monkeypatch.setattr(tc, "NODE_DIR", tmp_path)
+    monkeypatch.setenv("SIOSCALE_NODEJS", "/bin/true")
+    problem = tc.node_server_problem()
+    assert problem and "make node" in problem and "npm ci" in problem
+    with pytest.raises(ClusterError, match="--server node unavailable: .*make node"):
+        Cluster(ClusterConfig(nodes=1, server="node"), workdir=tmp_path / "w").start()
+    monkeypatch.setenv("SIOSCALE_NODEJS", str(tmp_path / "no-node"))
+    assert "SIOSCALE_NODEJS" in (tc.node_server_problem() or "")
