@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import operator
 import os
 import platform
 import sys
@@ -49,6 +50,9 @@ MAX_BUFFER = 1_000_000
 MSG_ROWS = "sio_rows"
 MSG_FLUSH = "sio_flush"
 _ATTR = "_sioscale_eventlog"
+_ROW_VALUES = operator.itemgetter(*COLUMNS)
+STATS_CACHE_S = 1.0
+"""stats() is asked by every UI poll and the stats file; one snapshot a second serves them all."""
 
 
 @dataclass
@@ -79,6 +83,7 @@ class _State:
     ended: float | None = None
     greenlets: list[Any] = field(default_factory=list)
     user_worker: dict[str, str] = field(default_factory=dict)
+    stats_cache: tuple[float, int, dict[str, Any]] | None = None
     colliding_users: set[str] = field(default_factory=set)
     wrote_meta: bool = False
     header_checked: bool = False
@@ -240,8 +245,10 @@ def _write(st: _State, rows: list[Row]) -> None:
             w = csv.writer(f)
             if new:
                 w.writerow(COLUMNS)
-            for r in rows:
-                w.writerow(["" if r.get(c) is None else r.get(c) for c in COLUMNS])
+            try:  # the csv module writes None as "": no per-cell Python work on the hot path
+                w.writerows(map(_ROW_VALUES, rows))
+            except KeyError:  # a caller's hand-made dict without every column
+                w.writerows([r.get(c) for c in COLUMNS] for r in rows)
         st.rows_written += len(rows)
     except OSError as e:
         # Keep the rows for the next try rather than lose them; say why once per failure.
@@ -265,6 +272,15 @@ def stats(environment: Any, now: float | None = None) -> dict[str, Any]:
     """The Socket.IO tab's numbers: live aggregate plus the state of every worker's stream."""
     st = _state(environment)
     now = time.time() if now is None else now
+    cached = st.stats_cache
+    if cached is not None and 0 <= now - cached[0] < STATS_CACHE_S and cached[1] == st.live.totals["rows"]:
+        return cached[2]
+    snap = _compute_stats(st, now)
+    st.stats_cache = (now, st.live.totals["rows"], snap)
+    return snap
+
+
+def _compute_stats(st: _State, now: float) -> dict[str, Any]:
     snap = st.live.snapshot()
     snap["run"] = st.run_name
     snap["generated"] = now

@@ -8,9 +8,9 @@ pandas over events.csv; this is the incremental version of it.
 Why it is hand-written: rows of different workers arrive out of timestamp order (a receiver on
 worker B may report before the sender on worker A), so delivery is judged against membership
 *at the send's timestamp*, from each user's join/leave/disconnect history, not against the
-current state. Sends older than `settle_s` behind the newest row are folded into totals and
-forgotten, which bounds memory on long runs; a row arriving later than that is counted in
-`late_rows_ignored` rather than silently changing nothing.
+current state. Sends older than `settle_s` (60 s) behind the newest row are folded into totals
+and forgotten, which bounds memory and snapshot time on long runs; a row arriving later than
+that (a receipt more than 60 s late) is counted in `late_rows_ignored`, not silently dropped.
 """
 
 from __future__ import annotations
@@ -86,12 +86,14 @@ class _Send:
     room: str
     ts: float
     receivers: set[str] = field(default_factory=set)
+    members: frozenset[str] | None = None  # members(room, ts), cached until the room's history changes
+    version: int = -1
 
 
 class LiveStats:
     """Feed rows with `add`; read a JSON-able dict with `snapshot`."""
 
-    def __init__(self, settle_s: float = 30.0) -> None:
+    def __init__(self, settle_s: float = 60.0) -> None:
         self.settle_s = max(settle_s, DELIVERY_GRACE_S)
         self.totals: Counter[str] = Counter()
         self.users: set[str] = set()
@@ -115,6 +117,8 @@ class LiveStats:
         # membership history: (user, room) -> sorted [(ts, +1 join / -1 leave)]; user -> disconnect ts
         self.history: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
         self.room_users: dict[str, set[str]] = defaultdict(set)
+        self.user_rooms: dict[str, set[str]] = defaultdict(set)
+        self.room_version: Counter[str] = Counter()  # bumped by every membership row of the room
         self.disconnects: dict[str, list[float]] = defaultdict(list)
         self.max_ts = -math.inf
         self.min_ts = math.inf
@@ -160,7 +164,7 @@ class LiveStats:
         elif step == "broadcast_send" and ok:
             self._send(str(row.get("msg_id", "")), str(row.get("room", "")), ts)
         elif step == "broadcast_recv" and ok:
-            self._recv(str(row.get("msg_id", "")), user, _num(row.get("latency_ms")))
+            self._recv(str(row.get("msg_id", "")), user, _num(row.get("latency_ms")), ts)
         self._settle()
 
     def add_many(self, rows: Any) -> None:
@@ -180,10 +184,15 @@ class LiveStats:
             self.late_rows_ignored += 1
         if step == "disconnect":
             bisect.insort(self.disconnects[user], ts)
-        elif step == "join":
+            for room_of_user in self.user_rooms.get(user, ()):
+                self.room_version[room_of_user] += 1
+            return
+        self.room_version[room] += 1
+        if step == "join":
             if ok:
                 bisect.insort(self.history[(user, room)], (ts, 1))
                 self.room_users[room].add(user)
+                self.user_rooms[user].add(room)
         else:  # leave
             bisect.insort(self.history[(user, room)], (ts, -1))
 
@@ -196,13 +205,15 @@ class LiveStats:
         self.pending[msg_id] = s
         self.totals["broadcast_sends"] += 1
 
-    def _recv(self, msg_id: str, user: str, latency: float | None) -> None:
+    def _recv(self, msg_id: str, user: str, latency: float | None, ts: float) -> None:
         self.totals["broadcast_recvs"] += 1
         if latency is not None:
             self.delivery_latency.add(latency)
         s = self.pending.get(msg_id)
         if s is not None:
             s.receivers.add(user)
+        elif ts - (latency or 0.0) / 1000.0 <= self.settled_until:
+            self.late_rows_ignored += 1  # its send was settled already: it cannot count any more
         else:
             # Its send row has not arrived yet (another worker), or was settled long ago.
             self.early_recv[msg_id].add(user)
@@ -226,8 +237,11 @@ class LiveStats:
         return not any(last_join < ts <= t for ts in self.disconnects.get(user, ()))
 
     def _judge(self, s: _Send) -> tuple[int, int]:
-        members = {u for u in self.room_users.get(s.room, ()) if self.is_member(u, s.room, s.ts)}
-        return len(members), len(members & s.receivers)
+        version = self.room_version[s.room]
+        if s.members is None or s.version != version:
+            s.members = frozenset(u for u in self.room_users.get(s.room, ()) if self.is_member(u, s.room, s.ts))
+            s.version = version
+        return len(s.members), len(s.members & s.receivers)
 
     def _settle(self) -> None:
         """Fold sends far behind the newest row into totals; they can no longer change."""

@@ -232,3 +232,25 @@ def test_agrees_with_the_analysis_implementation(seed: int) -> None:
     summary, detail = metrics.broadcast_delivery(df)
     assert int(detail["expected"].sum()) == d["expected"]
     assert int(detail["delivered"].sum()) == d["delivered"]
+
+
+def test_membership_rows_arriving_after_a_snapshot_change_the_judgement() -> None:
+    """Snapshots cache members(room, ts) per send; a late membership row must invalidate it."""
+    s = LiveStats()
+    s.add_many([R("join", 0, user="a", room="r"), R("broadcast_send", 5, user="a", room="r", msg_id="m"),
+                R("broadcast_recv", 5.1, user="b", room="r", msg_id="m", latency_ms=100.0),
+                R("ack", 10, user="a", latency_ms=1.0)])
+    assert (s.delivery()["expected"], s.delivery()["delivered"]) == (1, 0)
+    s.add(R("join", 1, user="b", room="r"))  # from another worker, late
+    assert (s.delivery()["expected"], s.delivery()["delivered"]) == (2, 1)
+    s.add(R("disconnect", 3, user="b"))  # b had gone before the send after all
+    assert (s.delivery()["expected"], s.delivery()["delivered"]) == (1, 0)
+
+
+def test_a_receipt_for_a_settled_send_is_counted_as_late() -> None:
+    s = LiveStats(settle_s=5.0)
+    s.add_many([R("join", 0, user="a", room="r"), R("broadcast_send", 1, user="a", room="r", msg_id="m")])
+    for i in range(10):
+        s.add(R("ack", 2 + i, user="a", latency_ms=1.0))
+    s.add(R("broadcast_recv", 12, user="a", room="r", msg_id="m", latency_ms=11_000.0))
+    assert s.snapshot()["totals"]["late_rows_ignored"] == 1
