@@ -212,7 +212,8 @@ class Session:
         target = f"{self._path}?{req.query}"
         bound = POLL_SAFETY_S if req.purpose == "poll" else self.cfg.timeout + 1.0
         try:
-            resp: HttpResponse = self.http.request(req.method, target, req.body or b"", timeout=bound)
+            resp: HttpResponse = self.http.request(req.method, target, req.body or b"", timeout=bound,
+                                                   content_type=req.content_type)
         except TransportError as e:
             self._polls.discard(me)
             if not self.closed:

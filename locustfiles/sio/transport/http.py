@@ -188,7 +188,8 @@ class HttpSession:
         self._fixed = fixed
 
     def request(
-        self, method: str, target: str, body: bytes = b"", timeout: float | None = None
+        self, method: str, target: str, body: bytes = b"", timeout: float | None = None,
+        content_type: str | None = None,
     ) -> HttpResponse:
         """One request on a free keep-alive connection; a classified TransportError on failure."""
         if self._closed:
@@ -197,7 +198,7 @@ class HttpSession:
         timer.start()
         try:
             with self._slots:
-                return self._request(method, target, body)
+                return self._request(method, target, body, content_type)
         except gevent.Timeout as t:
             if t is not timer:
                 raise
@@ -205,12 +206,13 @@ class HttpSession:
         finally:
             timer.close()
 
-    def _request(self, method: str, target: str, body: bytes) -> HttpResponse:
+    def _request(self, method: str, target: str, body: bytes, content_type: str | None = None) -> HttpResponse:
         head = f"{method} {self.endpoint.prefix}{target} HTTP/1.1\r\n{self._fixed}"
         if self.cookies:
             head += f"Cookie: {self.cookies.header()}\r\n"
         if method == "POST":
-            head += f"Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {len(body)}\r\n"
+            # EIO3 binary payloads must go as application/octet-stream (the core says which)
+            head += f"Content-Type: {content_type or 'text/plain;charset=UTF-8'}\r\nContent-Length: {len(body)}\r\n"
         raw = (head + "\r\n").encode("latin-1") + body
         for attempt in (0, 1):
             conn = self._take()

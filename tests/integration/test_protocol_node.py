@@ -1,0 +1,133 @@
+"""The protocol core against the reference implementation: Node.js socket.io 4.8 with
+`allowEIO3: true`, so both EIO4 and EIO3 framing meet a real engine.io parser (python-engineio
+4.x serves EIO4 only). Driven by the real gevent driver (locustfiles/sio/driver.py).
+
+Short heartbeats (pingInterval 400 ms) so pings in both directions happen within a second.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+
+from locustfiles.sio.driver import Session, SessionConfig
+from locustfiles.sio.protocol.actions import AckReceived, Closed, Connected, EventReceived, StepResult
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_MODULES = ROOT / "targets" / "node" / "node_modules"
+
+SERVER_JS = r"""
+const http = require("http");
+const { Server } = require("socket.io");
+const srv = http.createServer();
+const io = new Server(srv, { allowEIO3: true, pingInterval: 400, pingTimeout: 800, cors: { origin: true } });
+function handlers(nsp) {
+  nsp.on("connection", (s) => {
+    s.on("echo", (...a) => { const ack = a[a.length - 1]; if (typeof ack === "function") ack(...a.slice(0, -1)); });
+    s.on("ask", () => s.emit("q", "question?", (ans) => s.emit("answered", ans)));
+  });
+}
+handlers(io);
+handlers(io.of("/admin"));
+srv.listen(Number(process.argv[2]), "127.0.0.1", () => console.log("ready"));
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def node_url(tmp_path_factory):
+    if not (NODE_MODULES / "socket.io").is_dir():
+        pytest.skip("targets/node/node_modules/socket.io is not installed (npm ci in targets/node)")
+    script = tmp_path_factory.mktemp("node") / "eio3_server.js"
+    script.write_text(SERVER_JS)
+    port = _free_port()
+    proc = subprocess.Popen(["node", str(script), str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "NODE_PATH": str(NODE_MODULES)}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None:
+                raise RuntimeError(f"node server exited: {proc.stdout.read().decode()[-500:]}")
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("node server did not listen within 15 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+def _wait(actions: list, pred, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for a in actions:
+            if pred(a):
+                return a
+        gevent.sleep(0.01)
+    raise AssertionError(f"timed out; actions so far: {actions}")
+
+
+@pytest.mark.parametrize("eio", [3, 4])
+@pytest.mark.parametrize("transports,namespace", [
+    (("polling", "websocket"), "/"),
+    (("websocket",), "/"),
+    (("polling",), "/"),
+    (("polling", "websocket"), "/admin"),
+])
+def test_session_against_node_socketio(node_url, eio, transports, namespace):
+    actions: list = []
+    s = Session(SessionConfig(url=node_url, eio=eio, transports=transports, namespace=namespace, timeout=5.0),
+                lambda a, ctx: actions.append(a))
+    try:
+        s.start()
+        conn = _wait(actions, lambda a: isinstance(a, Connected))
+        assert conn.namespace == namespace and conn.sid
+        if len(transports) == 2:
+            _wait(actions, lambda a: isinstance(a, StepResult) and a.step == "upgrade")
+            assert s.proto.transport == "websocket"
+        # text with non-BMP characters (EIO3 counts UTF-16 units) and a binary attachment
+        text = "héllo 😀 𝄞"
+        ack_id = s.emit("echo", text, b"\x00\x01\xff", ack=True)
+        ack = _wait(actions, lambda a: isinstance(a, AckReceived) and a.ack_id == ack_id)
+        assert ack.args == [text, b"\x00\x01\xff"]
+        # a server event that asks for an ack, answered through send_ack
+        s.emit("ask")
+        q = _wait(actions, lambda a: isinstance(a, EventReceived) and a.event == "q")
+        assert q.args == ["question?"] and q.ack_id is not None
+        s.send_ack(q.ack_id, "answer 😀")
+        answered = _wait(actions, lambda a: isinstance(a, EventReceived) and a.event == "answered")
+        assert answered.args == ["answer 😀"]
+        # heartbeats in the version's direction keep the session alive
+        gevent.sleep(1.0)
+        pings = [a for a in actions if isinstance(a, StepResult) and a.step == "ping"]
+        assert pings and all(p.ok for p in pings), pings
+        assert not any(isinstance(a, Closed) for a in actions)
+        s.disconnect()
+        closed = _wait(actions, lambda a: isinstance(a, Closed))
+        assert closed.error_kind == "", closed
+        failures = [a for a in actions if isinstance(a, StepResult) and not a.ok]
+        assert failures == []
+        steps = [a.step for a in actions if isinstance(a, StepResult)]
+        assert steps[0] == "handshake" and "connect" in steps and steps[-1] == "disconnect"
+    finally:
+        s.abort()
