@@ -174,7 +174,8 @@ class Cluster:
         stop_all(children)
         leaked = [f"{ch.name}:{ch.port}" for ch in children
                   if ch.port and not wait_port_free(ch.port, self.config.host, timeout=3.0)]
-        if self._own_workdir and self._started and not leaked and not keep_workdir:
+        keep = keep_workdir and any(self.workdir.glob("*.log"))  # nothing to diagnose without logs
+        if self._own_workdir and self._started and not leaked and not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if leaked and raise_on_leak:
             raise ClusterError(f"ports still bound after stop: {', '.join(leaked)}; "

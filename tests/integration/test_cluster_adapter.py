@@ -57,7 +57,7 @@ def test_memory_adapter_reaches_only_the_senders_node(cluster: Cluster) -> None:
         assert set(nodes) == {"n1", "n2", "n3"}  # round-robin: members on every node
         msg = {"room": "r", "id": "m-mem", "sent": time.time(), "from": "u0", "pad": ""}
         clients[0].emit("broadcast", msg)
-        got = _receivers(clients, msg)
+        got = _receivers(clients, msg, wait=1.0)
         assert sorted(got) == [i for i, n in enumerate(nodes) if n == nodes[0]], (got, nodes)
     finally:
         for c in clients:
