@@ -238,3 +238,31 @@ def test_web_ui_tab_data_under_processes_2_equals_workers_sum(procs: Procs, tmp_
         body = r.read().decode()
         assert r.headers["Content-Type"].startswith("text/csv")
     assert f"Totals,failed steps,{stats['totals']['failures']}," in body
+
+
+def test_worker_joining_late_is_counted_completely(procs: Procs, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    port = free_port()
+    master = procs.start([*LOCUST, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+                          "--expect-workers", "1", "--headless", "-u", "6", "-r", "6", "-t", "7s",
+                          "--sio-run-dir", str(run)], "master", ROWFIRE_COUNTS_DIR=str(counts))
+    worker_args = [*LOCUST, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+    procs.start(worker_args, "worker_a", ROWFIRE_COUNTS_DIR=str(counts))
+    deadline = time.monotonic() + 30
+    while not (run / "events.csv").exists() or len(read_events(run / "events.csv")) < 50:
+        assert time.monotonic() < deadline, log_of(tmp_path)
+        time.sleep(0.2)
+    procs.start(worker_args, "worker_b", ROWFIRE_COUNTS_DIR=str(counts))  # joins mid-run
+    master.wait(timeout=90)
+    time.sleep(1.0)  # workers write their counts as they quit
+    produced = read_counts(counts)
+    rows = read_events(run / "events.csv")
+    assert len(produced) == 2, (produced, log_of(tmp_path))
+    assert dict(Counter(r["worker"] for r in rows)) == produced
+    stats = json.loads((run / "sio_stats.json").read_text())
+    assert_stats_match_rows(stats, rows)
+    assert stats["missing_workers"] == []
+    steps = Counter(r["step"] for r in rows)
+    assert steps["connect"] == steps["disconnect"] >= 6  # users moved to the late worker stopped cleanly
