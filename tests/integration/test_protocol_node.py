@@ -131,3 +131,47 @@ def test_session_against_node_socketio(node_url, eio, transports, namespace):
         assert steps[0] == "handshake" and "connect" in steps and steps[-1] == "disconnect"
     finally:
         s.abort()
+
+
+def test_node_unknown_sid_answers_are_session_unknown(node_url):
+    """Node's real refusals for a sid it never issued (what a non-sticky balancer provokes):
+    polling → 400 {"code":1,...}; WebSocket upgrade → raw 400 "Session ID unknown"."""
+    import http.client
+
+    from locustfiles.sio.protocol.classify import is_session_unknown
+    from locustfiles.sio.protocol.client import ClientProtocol
+
+    host, port = node_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    conn.request("GET", "/socket.io/?EIO=4&transport=polling&sid=NOPE&t=abc")
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    assert resp.status == 400 and is_session_unknown(resp.status, body), body
+    c = ClientProtocol(transports=("polling",))
+    (hs,) = c.start(0.0)
+    c.http_response(hs.rid, 200, b'0{"sid":"NOPE","upgrades":[],"pingInterval":25000,"pingTimeout":20000}', 0.01)
+    a = c.http_response(2, resp.status, body, 0.02)
+    assert a[-1].error_kind == "session_unknown"
+
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall((f"GET /socket.io/?EIO=4&transport=websocket&sid=NOPE HTTP/1.1\r\nHost: {host}\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode())
+        raw = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            raw += d
+    head, _, ws_body = raw.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    assert status == 400, raw
+    c = ClientProtocol()
+    (hs,) = c.start(0.0)
+    c.http_response(hs.rid, 200, b'0{"sid":"NOPE","upgrades":["websocket"],"pingInterval":25000,'
+                                 b'"pingTimeout":20000}', 0.01)
+    a = c.ws_failed(status, ws_body, "", "", 0.02)
+    probe = [x for x in a if isinstance(x, StepResult)][0]
+    assert (probe.step, probe.error_kind) == ("upgrade_probe", "session_unknown"), (raw, a)
+    assert c.state == "connecting"  # a failed probe leaves the session on polling

@@ -330,6 +330,17 @@ def test_client_disconnect_on_polling_waits_for_close_post():
     assert ok is None and a[0].error_kind == "transport_closed"
 
 
+@pytest.mark.parametrize("status,body", [(200, b"1"), (200, b"6"), (400, b'"Session is disconnected"')])
+def test_parked_get_released_by_our_close_is_not_a_failure(status, body):
+    c, poll = connected_polling()
+    (post,) = of(c.disconnect(2.0), HttpRequest)
+    assert post.body == b"41\x1e1"
+    assert c.http_response(poll.rid, status, body, 2.05) == []
+    a = c.http_response(post.rid, 200, b"ok", 2.1)
+    assert [s.ok for s in of(a, StepResult)] == [True]
+    assert a[-1] == Closed("io client disconnect", "")
+
+
 def test_ack_timeout_and_late_ack_ignored():
     c, poll = connected_polling(ack_timeout=3.0)
     ack_id, a = c.emit("slow", ack=True, now=1.0)

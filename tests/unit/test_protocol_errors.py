@@ -114,6 +114,16 @@ def test_io_failures_of_polls(kind):
     assert last_closed(a) == Closed("transport error", kind, "boom")
 
 
+@pytest.mark.parametrize("frame", ['40{"sid":"X"}', "2", "6", "1", b"\x01"])
+def test_websocket_only_packets_before_open_are_protocol_errors(frame):
+    c = ClientProtocol(transports=("websocket",))
+    c.start(0.0)
+    c.ws_opened(0.0)
+    a = c.ws_message(frame, 0.01)
+    assert [s.step for s in of(a, StepResult)] == ["handshake", "connect"]
+    assert last_closed(a).error_kind == "protocol_error"
+
+
 def test_websocket_closed_mid_session():
     c = ClientProtocol(transports=("websocket",))
     c.start(0.0)

@@ -99,6 +99,22 @@ class ClientProtocol:
     for each later step the machine waits on (probe answer, POST answer, disconnect).
     ack_timeout: seconds to wait for an ack (default: connect_timeout).
     rng: the randomness source for cache-busters (a `random.Random`; pass a seeded one in tests).
+
+    StepResults it emits (latency_ms from the `now` values passed in):
+    - handshake: first request → open packet (transport "polling", or "websocket" when ws-only).
+    - connect: first request → CONNECT acknowledged (the whole connect as the user sees it).
+      Exactly one per session, ok or failed with the cause's kind (also when the handshake failed),
+      unless the caller disconnects first.
+    - upgrade_probe: probe OpenWebSocket → "3probe". Failed probes (upgrade_failed, or
+      session_unknown when the refusal says so) leave the session on polling, like the browser.
+    - upgrade: probe OpenWebSocket → "5" sent (polling paused, websocket took over).
+    - poll: only failures, of the long-poll GET (name "poll") or of a POST (name "post").
+    - ping: EIO4 (server pings): ok when answered; latency = how late the ping came against
+      the pingInterval schedule (a server event-loop lag signal). EIO3 (client pings): ping → pong RTT.
+    - ack (or `emit(step=...)`): emit → ack, per ack id; emit (or `step`): no latency.
+    - node_switch: ok=True, error "n1->n2": a response of this session came from another node.
+    - disconnect: only after a Connected; ok=True for a client disconnect (latency = close POST
+      round trip on polling, None on websocket), else failed with the close's kind.
     """
 
     def __init__(
@@ -241,6 +257,8 @@ class ClientProtocol:
         kind = error_kind or "transport_closed"
         if rid == self._get_rid:
             self._get_rid = None
+            if self._state == CLOSING:
+                return
             if self._get_purpose == "handshake":
                 self._fail_step("handshake", kind, error, now, out)
                 self._close(now, "connect error", kind, error, out)
@@ -501,6 +519,8 @@ class ClientProtocol:
             self._get_rid = None
             purpose = self._get_purpose
             self._see_node(node, now, out)
+            if self._state == CLOSING:
+                return  # the parked GET released by our own close: its answer no longer matters
             if status != 200:
                 kind, err = classify_http(status, body, handshake=purpose == "handshake")
                 if purpose == "handshake":
@@ -614,6 +634,8 @@ class ClientProtocol:
         for ptype, data in pkts:
             if self._state == CLOSED:
                 return
+            if not self._opened and ptype != codec.OPEN:
+                raise _ProtocolError(f"packet type {ptype} before the open packet")
             if ptype == codec.MESSAGE:
                 self._on_message(data, now, out)
             elif ptype == codec.OPEN:
