@@ -72,6 +72,10 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
     adapters = M.adapter_comparison(deliv, runs)
     dset = deliv.set_index("config") if len(deliv) else pd.DataFrame()
 
+    # failed steps / all steps per config: what `sioscale check --failure-ratio` bounds
+    step_totals = ({str(k): (int(v["n"]), int(v["n"] - v["ok"])) for k, v in
+                    ev.groupby("config", observed=True)["ok"].agg(n="size", ok="sum").iterrows()}
+                   if len(ev) else {})
     configs: list[dict[str, Any]] = []
     cap_figs: dict[str, str] = {}
     figures: dict[str, str | None] = {}
@@ -89,6 +93,9 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
         else:
             entry["connections"] = {"attempted": 0, "connected": 0, "upgraded": 0, "connect_ratio": None, "upgrade_ratio": None}
         entry["failures"] = fcounts.get(name, {})
+        n_steps, n_failed = step_totals.get(name, (0, 0))
+        entry["steps"] = {"total": n_steps, "failed": n_failed,
+                          "failure_ratio": (n_failed / n_steps) if n_steps else None}
         entry["node_switch"] = ({"session_unknown": int(attrib.loc[name, "session_unknown"]),
                                  "attributed": int(attrib.loc[name, "attributed"]), "share": _num(attrib.loc[name, "share"])}
                                 if name in attrib.index else None)
@@ -120,6 +127,9 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
         pair = adapters[adapters["redis"] == name]
         entry["redis_vs_memory"] = ({k: _num(v) if not isinstance(v, str) else v for k, v in pair.iloc[0].items()}
                                     if len(pair) else None)
+        # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
+        entry["faults"] = [{k: f.get(k) for k in ("at", "action", "target", "error")}
+                           for f in (meta.get("faults") or []) if isinstance(f, dict)]
         entry["checks"] = _checks(entry, thresholds)
         entry["verdicts"] = config_verdicts(entry)
         entry["description"] = describe(entry)

@@ -42,13 +42,15 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(summary, dict) or summary.get("schema") != 1 or not isinstance(summary.get("configs"), list):
         raise ConfigError(f"{path}: not a sioscale summary (expected schema 1 with a 'configs' list)")
-    th = load_campaign(args.campaign).thresholds if args.campaign else Thresholds()
+    camp = load_campaign(args.campaign) if args.campaign else None
+    th = camp.thresholds if camp else Thresholds()
     th = replace(th, **{k: getattr(args, k) for k in FIGURES if getattr(args, k) is not None})
     if not th.active():
         raise ConfigError("no thresholds: give flags such as --connect-ratio 0.99, or --campaign FILE with [thresholds]")
     results = evaluate(summary, th, args.only)
     if args.junit:
-        Path(args.junit).write_text(junit_xml(results))
+        suite = camp.name if camp else str(summary.get("title") or "sioscale")
+        Path(args.junit).write_text(junit_xml(results, suite=suite))
     bad = [r for r in results if not r.passed]
     for r in results:
         line = describe_failed_run(r) if (not r.passed and r.value is None) else r.describe()

@@ -69,6 +69,34 @@ class Step:
     hold: float
 
 
+FAULT_ACTIONS = ("stop_node", "start_node", "stop_redis", "start_redis", "stop_balancer", "start_balancer")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault injected into the local cluster `at` seconds after the load started.
+
+    Why in the config: a failover finding (reconnects, lost broadcasts while Redis is away) is
+    only comparable across configs when the fault hits every config at the same moment.
+    """
+
+    at: float
+    action: str
+    target: str | None = None  # node id for stop_node / start_node
+
+    def validate(self, nodes: int) -> Fault:
+        _choice("faults.action", self.action, FAULT_ACTIONS)
+        if not isinstance(self.at, int | float) or self.at < 0:
+            raise ConfigError(f"faults.at = {self.at!r}: seconds after the load started, >= 0")
+        if self.action.endswith("_node"):
+            ids = [f"n{i}" for i in range(1, nodes + 1)]
+            if self.target not in ids:
+                raise ConfigError(f"faults.target = {self.target!r} for {self.action}: one of {', '.join(ids)}")
+        elif self.target is not None:
+            raise ConfigError(f"faults.target is only for stop_node / start_node, not {self.action}")
+        return self
+
+
 @dataclass(frozen=True)
 class LoadConfig:
     locustfile: str = "locustfiles/chat.py"
@@ -143,6 +171,7 @@ class RunConfig:
     name: str
     cluster: ClusterConfig
     load: LoadConfig
+    faults: tuple[Fault, ...] = ()
 
     def labels(self) -> dict[str, Any]:
         """The config columns every event row of this run is labelled with at load time."""
@@ -167,6 +196,7 @@ class Campaign:
     thresholds: Thresholds = Thresholds()
     description: str = ""
     source: str | None = None  # file it was read from
+    faults: tuple[Fault, ...] = ()
 
     def runs(self) -> list[RunConfig]:
         """The cartesian product of the axes over the base cluster and load, in file order."""
@@ -180,14 +210,18 @@ class Campaign:
                 else:
                     lo = replace(lo, **{key: val})
             cl, lo = cl.validate(), lo.validate()
-            out.append(RunConfig(name=run_name(cl, lo), cluster=cl, load=lo))
+            faults = tuple(f.validate(cl.nodes) for f in self.faults)
+            if faults and cl.balancer == "none" and any("balancer" in f.action for f in faults):
+                raise ConfigError("faults: stop_balancer / start_balancer need a balancer (balancer = 'none')")
+            out.append(RunConfig(name=run_name(cl, lo), cluster=cl, load=lo, faults=faults))
         return out
 
 
 _CLUSTER_KEYS = {f.name for f in fields(ClusterConfig)}
 _LOAD_KEYS = {f.name for f in fields(LoadConfig)}
 _THRESHOLD_KEYS = {f.name for f in fields(Thresholds)}
-_TOP_KEYS = {"name", "description", "cluster", "load", "axes", "thresholds"}
+_FAULT_KEYS = {f.name for f in fields(Fault)}
+_TOP_KEYS = {"name", "description", "cluster", "load", "axes", "thresholds", "faults"}
 
 
 def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
@@ -294,7 +328,17 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
                 axes[k] = tuple(_steps(v) for v in vals)
             else:
                 axes[k] = tuple(vals)
+        faults_raw = data.get("faults", [])
+        if not isinstance(faults_raw, list) or not all(isinstance(f, dict) for f in faults_raw):
+            raise ConfigError(f"{key_location(source, text, 'faults')}: faults must be [[faults]] tables")
+        for f in faults_raw:
+            for k in f:
+                if k not in _FAULT_KEYS:
+                    raise ConfigError(
+                        f"{key_location(source, text, k)}: unknown key {k!r} in [[faults]]; allowed: at, action, target"
+                    )
         camp = Campaign(
+            faults=tuple(Fault(**f) for f in faults_raw),
             name=str(data["name"]),
             description=str(data.get("description", "")),
             cluster=cluster,

@@ -134,8 +134,34 @@ def _locust_counts(run_dir: Path) -> tuple[int | None, int | None, int | None]:
     return users, reqs, fails
 
 
-def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, progress: Progress | None) -> dict:
+class FaultSchedule:
+    """Fires the run's faults on the cluster as the run's clock passes them; records what happened."""
+
+    def __init__(self, cfg: RunConfig, cluster: Any | None) -> None:
+        self.pending = sorted(cfg.faults, key=lambda f: f.at) if cluster is not None else []
+        self.cluster = cluster
+        self.done: list[dict[str, Any]] = []
+
+    def fire_due(self, elapsed: float, progress: Progress | None) -> None:
+        while self.pending and self.pending[0].at <= elapsed:
+            f = self.pending.pop(0)
+            rec: dict[str, Any] = {"at": f.at, "action": f.action, "target": f.target, "ts": time.time(), "error": None}
+            try:
+                method = getattr(self.cluster, f.action)
+                method(f.target) if f.target else method()
+            except Exception as e:  # noqa: BLE001 - a fault that cannot be applied is recorded, the run goes on
+                rec["error"] = f"{type(e).__name__}: {e}"
+            self.done.append(rec)
+            if progress:
+                progress(f"fault {f.action}{' ' + f.target if f.target else ''} at {elapsed:.1f}s"
+                         + (f": FAILED {rec['error']}" if rec["error"] else ""))
+
+
+def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, progress: Progress | None,
+               cluster: Any | None = None) -> dict:
+    """Run Locust to completion; faults (if any) are applied to `cluster` at their times."""
     cmd = locust_command(cfg, url, run_dir, ca_file)
+    faults = FaultSchedule(cfg, cluster)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     budget = cfg.load.run_seconds + 60 + 10 * cfg.load.processes
     started = time.time()
@@ -145,6 +171,7 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
             elapsed = time.time() - started
             if elapsed > budget:
                 raise TimeoutError(f"locust did not finish within {budget:.0f} s; stopped it")
+            faults.fire_due(elapsed, progress)
             if progress and elapsed - last >= 5:
                 last = elapsed
                 users, reqs, fails = _locust_counts(run_dir)
@@ -154,7 +181,12 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
                 )
             time.sleep(0.5)
     rc = proc.returncode
-    result = {"locust_command": cmd, "locust_exit_code": rc}
+    result: dict[str, Any] = {"locust_command": cmd, "locust_exit_code": rc}
+    if cfg.faults:
+        result["faults"] = faults.done + [
+            {"at": f.at, "action": f.action, "target": f.target, "ts": None, "error": "not reached: the run ended first"}
+            for f in faults.pending
+        ]
     if rc != 0:
         tail = ""
         with contextlib.suppress(OSError):
@@ -185,19 +217,22 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
         "status": "running",
         "error": None,
     }
+    if cfg.faults:
+        meta["faults_planned"] = to_jsonable(cfg.faults)
     if url:
         meta["config"] = dict(meta["config"], balancer="external", policy="external", target_url=url)
     write_json(run_dir / "meta.json", meta)
     try:
         if url:
-            meta.update(run_locust(cfg, url, run_dir, None, progress))
+            meta.update(run_locust(cfg, url, run_dir, None, progress))  # no cluster here: faults need a local one
         else:
             from targets.cluster import Cluster, ClusterError
 
             try:
                 with Cluster(cfg.cluster, workdir=run_dir / "cluster") as cluster:
                     meta["cluster_info"] = cluster.info
-                    meta.update(run_locust(cfg, cluster.info["url"], run_dir, cluster.info.get("ca_file"), progress))
+                    meta.update(run_locust(cfg, cluster.info["url"], run_dir, cluster.info.get("ca_file"), progress,
+                                           cluster=cluster))
             except ClusterError as e:
                 meta["error"] = f"cluster did not start: {e}"
         meta["status"] = "failed" if meta.get("error") else "ok"

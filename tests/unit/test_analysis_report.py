@@ -47,6 +47,8 @@ def test_summary_numbers_tell_the_seed_story(campaign: tuple[dict, Path]) -> Non
     assert rr["connections"]["connect_ratio"] < 0.5 and rr["failures"]["session_unknown"] > 0
     assert "needs sticky sessions" in " ".join(rr["verdicts"])
     assert rr["checks"]["connect_ratio"]["pass"] is False
+    st = rr["steps"]  # failed steps / all steps, read by `sioscale check --failure-ratio`
+    assert 0 < st["failed"] < st["total"] and st["failure_ratio"] == pytest.approx(st["failed"] / st["total"])
     mem, red = by["haproxy-cookie-poll+ws-memory-python-3n"], by["haproxy-cookie-poll+ws-redis-python-3n"]
     assert mem["connections"]["connect_ratio"] == 1.0 and mem["checks"]["connect_ratio"]["pass"] is True
     assert 0.2 < mem["broadcast"]["delivery_ratio"] < 0.5 and red["broadcast"]["delivery_ratio"] == 1.0

@@ -1,5 +1,6 @@
 """The one config schema: campaigns, validation, errors that name the key and line."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,20 @@ def test_run_name_is_stable_and_distinguishes_configs():
 def test_cluster_only_binds_loopback():
     with pytest.raises(ConfigError, match="loopback"):
         ClusterConfig(host="0.0.0.0").validate()
+
+
+def test_faults_parse_validate_and_reach_every_run():
+    camp = parse_campaign(
+        'name = "f"\n[axes]\npolicy = ["cookie", "source"]\n'
+        '[[faults]]\nat = 5\naction = "stop_node"\ntarget = "n3"\n[[faults]]\nat = 9\naction = "stop_redis"\n'
+    )
+    assert all(len(r.faults) == 2 and r.faults[0].target == "n3" for r in camp.runs())
+    for text, needle in [
+        ('name="f"\n[[faults]]\nat = 1\naction = "stop_node"\ntarget = "n4"\n', "one of n1, n2, n3"),
+        ('name="f"\n[[faults]]\nat = -1\naction = "stop_redis"\n', "faults.at = -1"),
+        ('name="f"\n[[faults]]\nat = 1\naction = "stop_redis"\ntarget = "n1"\n', "only for stop_node"),
+        ('name="f"\n[[faults]]\nat = 1\naction = "reboot"\n', "faults.action = 'reboot'"),
+        ('name="f"\n\n[[faults]]\nat = 1\naction = "stop_redis"\nwhen = 2\n', "<campaign>:6: unknown key 'when' in [[faults]]"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            parse_campaign(text)
