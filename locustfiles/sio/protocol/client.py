@@ -590,7 +590,13 @@ class ClientProtocol:
         if self._sid:
             q += f"&sid={self._sid}"
         if transport == POLLING:
-            q += "&t=" + "".join(self._rng.choice(_B36) for _ in range(7))
+            # 7 base-36 digits from one getrandbits call (7 rng.choice calls cost 4x more).
+            n = self._rng.getrandbits(37) % 78_364_164_096  # 36 ** 7
+            t = ""
+            for _ in range(7):
+                n, r = divmod(n, 36)
+                t += _B36[r]
+            q += "&t=" + t
         return q
 
     def _send(self, packets: list[str | bytes], now: float, out: list[Action]) -> None:
