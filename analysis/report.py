@@ -196,8 +196,16 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: dict[str, 
             usl = fit.as_dict()
         except ValueError as err:
             usl = {"error": str(err)}
+    # No stage broke the SLO: the knee lies beyond the largest step, so the capacity is a lower
+    # bound, node counts are upper bounds, and a USL fit of an unsaturated ramp only extrapolates.
+    reached = k["first_failing_stage"] is not None
+    if not reached and usl and "error" not in usl:
+        usl["meaningful"] = False
+        usl["notes"] = [*usl.get("notes", []), "no stage broke the SLO: the system was not saturated, so α, β "
+                        "and the peak extrapolate beyond the data; raise the steps until a stage fails"]
     need = {str(t): C.nodes_needed(t, k["users_per_node"], imbalance or 1.0) for t in TARGET_USERS}
     return ({"stages": int(len(stats)), "users_per_node": k["users_per_node"], "users": k["users"],
+             "reached": reached,
              "limit": k["limit"], "slo": k["slo"], "note": k.get("note"), "table": k["stages"], "usl": usl,
              "nodes_needed": need if k["users_per_node"] else None,
              "assumptions": list(C.NODES_NEEDED_ASSUMPTIONS)}, stats, fit)

@@ -92,5 +92,7 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
     cap = cfg.get("capacity") or {}
     if cap.get("users_per_node") is not None:
         lim = f" (next step: {cap['limit']})" if cap.get("limit") else ""
-        out.append(f"capacity: {cap['users_per_node']:.0f} users per node within the SLO{lim}")
+        at_least = "" if cap.get("reached", True) else "at least "
+        out.append(f"capacity: {at_least}{cap['users_per_node']:.0f} users per node within the SLO{lim}"
+                   + ("" if cap.get("reached", True) else " (no step broke the SLO: load more to find the knee)"))
     return out
