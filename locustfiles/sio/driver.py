@@ -6,11 +6,14 @@ polling request (a parked GET and a POST, on separate keep-alive connections of 
 `tick()` at the core's `next_deadline()`. Every wait is bounded (HTTP and WebSocket
 handshakes by the transport timeout, everything else by the core's own deadlines).
 Application-facing actions (StepResult, Connected, EventReceived, AckReceived, AckFailed,
-Closed) go to one `on_action` callback, in order.
+Closed) go to one `on_action` callback, in order. WebSocket frames of one core step are
+written together at the end of the step (before an EventReceived callback, which may block),
+so other callbacks must not block.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from locustfiles.sio.protocol.actions import (
     CancelPolling,
     Closed,
     CloseWebSocket,
+    EventReceived,
     HttpRequest,
     OpenWebSocket,
     StepResult,
@@ -37,6 +41,9 @@ from locustfiles.sio.transport.websocket import HandshakeRefused
 POLL_SAFETY_S = 60.0
 """Transport bound on a parked long-poll GET: above pingInterval + pingTimeout (45 s by default),
 which the core enforces itself; this only catches a core that forgot to."""
+_RNG = random.Random()
+"""Cache-busters only: one generator per process (a new Random per session seeds itself from
+os.urandom, which cost more than building the rest of the session)."""
 HAPROXY_COOKIE = "SIOSCALE_NODE"
 CADDY_COOKIE = "lb"
 
@@ -91,6 +98,7 @@ class Session:
             namespace=cfg.namespace,
             auth=cfg.auth,
             connect_timeout=cfg.timeout,
+            rng=_RNG,
         )
         self._on_action = on_action
         self._path = cfg.path if cfg.path.endswith("/") else cfg.path + "/"
@@ -150,14 +158,16 @@ class Session:
     # -- the action loop ---------------------------------------------------------------------
     def _feed(self, actions: list[Action]) -> None:
         for a in actions:
-            if self.closed and not isinstance(a, StepResult | Closed):
-                continue
             t = type(a)
+            if self.closed and t is not StepResult and t is not Closed:
+                continue
             if t is HttpRequest:
                 g = gevent.spawn(self._http, a)
                 self._polls.add(g)
             elif t is WsSend:
-                self._ws_send(a.data)
+                ws = self._ws
+                if ws is not None and not ws.closed:  # else the reader reports the close
+                    ws.queue(a.data)
             elif t is OpenWebSocket:
                 self._ws_closing = False
                 self._ws_greenlet = gevent.spawn(self._websocket, a)
@@ -166,12 +176,16 @@ class Session:
             elif t is CancelPolling:
                 self._cancel_polls()
             else:
+                if t is EventReceived and self._ws is not None:
+                    self._ws_flush()  # event handlers are user code that may block: write first
                 ctx = None
                 if t is StepResult:
                     ctx = self._ctx.pop(a.ack_id, None) if a.ack_id is not None else self._sync_ctx
                 elif t is Closed:
                     self.closed = True
                 self._on_action(a, ctx)
+        if self._ws is not None:
+            self._ws_flush()
         if self.closed:
             self._finish()
         else:
@@ -291,12 +305,13 @@ class Session:
                 return
             self._feed(proto.ws_message(data, time.monotonic()))
 
-    def _ws_send(self, data: str | bytes) -> None:
+    def _ws_flush(self) -> None:
+        """Write the frames this step queued (WsSend actions), in one write."""
         ws = self._ws
         if ws is None or ws.closed:
             return  # the reader reports the close; the core then fails what was pending
         try:
-            ws.send(data)
+            ws.flush()
         except TransportError as e:
             self._ws_error = e
             ws.close(send_frame=False)  # wakes the reader, which reports ws_closed once

@@ -23,7 +23,11 @@ class FakeSock:
         return self.chunks.pop(0) if self.chunks else b""
 
     def sendall(self, data: bytes) -> None:
-        self.sent += data
+        self.sent += bytes(data)
+
+    def send(self, data: bytes, flags: int = 0, timeout: float | None = None) -> int:
+        self.sent += bytes(data)
+        return len(data)
 
     def close(self) -> None:
         self.closed = True

@@ -18,7 +18,7 @@ from gevent.lock import Semaphore
 
 from locustfiles.sio.transport.cookies import CookieJar
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
-from locustfiles.sio.transport.net import Endpoint, open_socket
+from locustfiles.sio.transport.net import Endpoint, open_socket, send_all
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) sioscale/0.1"
 MAX_HEADER_BYTES = 64 * 1024
@@ -66,7 +66,7 @@ class HttpConnection:
 
     def roundtrip(self, request: bytes, head_only: bool) -> HttpResponse:
         self.uses += 1
-        self.sock.sendall(request)
+        send_all(self.sock, request)
         buf = self.buf
         while True:
             idx = buf.find(b"\r\n\r\n")

@@ -29,6 +29,15 @@ class Endpoint:
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
+        # Parsed once per URL and process (frozen, so sessions may share it): urlsplit per
+        # session was measurable on the connect path.
+        ep = _endpoints.get(url)
+        if ep is None:
+            ep = _endpoints[url] = cls._parse(url)
+        return ep
+
+    @classmethod
+    def _parse(cls, url: str) -> Endpoint:
         parts = urlsplit(url)
         scheme = (parts.scheme or "http").lower()
         if scheme not in ("http", "https", "ws", "wss"):
@@ -38,6 +47,21 @@ class Endpoint:
         tls = scheme in ("https", "wss")
         port = parts.port or (443 if tls else 80)
         return cls(parts.hostname, port, tls, parts.netloc, parts.path.rstrip("/"))
+
+
+_endpoints: dict[str, Endpoint] = {}
+
+
+def send_all(sock, data: bytes) -> None:  # noqa: ANN001 - gevent socket or SSLSocket
+    """`sock.sendall(data)` for the small writes of this client, with less work per call.
+
+    Why: gevent's sendall asks the kernel for SO_SNDBUF on every call (one extra syscall) and
+    goes through three Python layers; a request or a frame fits the socket buffer, so one
+    send() normally takes it all. Whatever it did not take goes through sendall as before.
+    """
+    n = sock.send(data)
+    if n < len(data):
+        sock.sendall(memoryview(data)[n:])
 
 
 def tls_context(ca_file: str = "", insecure: bool = False) -> ssl.SSLContext:

@@ -21,7 +21,7 @@ from gevent.lock import Semaphore
 
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
 from locustfiles.sio.transport.http import USER_AGENT, HttpConnection, HttpResponse, _Eof
-from locustfiles.sio.transport.net import Endpoint, open_socket
+from locustfiles.sio.transport.net import Endpoint, open_socket, send_all
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -68,6 +68,7 @@ class WebSocket:
         self._frag: bytearray | None = None
         self._frag_op = 0
         self._send_lock = Semaphore()
+        self._wbuf: list[bytes] = []  # frames queued by queue(), written by flush() / close()
         self.closed = False
         self.close_code: int | None = None
         self._error: TransportError | None = None  # delivered by recv() once the queue is empty
@@ -142,12 +143,31 @@ class WebSocket:
             frame = encode_frame(0x2, bytes(message))
         self._send_raw(frame)
 
+    def queue(self, message: str | bytes) -> None:
+        """Encode one message now, write it with the next flush() or close().
+
+        Why: the frames one protocol step produces ("41" then the close frame, "5" then the
+        buffered packets) go out in one write instead of one syscall each; same frames, same order.
+        """
+        if isinstance(message, str):
+            self._wbuf.append(encode_frame(0x1, message.encode("utf-8")))
+        else:
+            self._wbuf.append(encode_frame(0x2, bytes(message)))
+
+    def flush(self) -> None:
+        """Write the queued frames; classified TransportError on failure."""
+        wbuf = self._wbuf
+        if wbuf:
+            data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
+            wbuf.clear()
+            self._send_raw(data)
+
     def _send_raw(self, frame: bytes) -> None:
         if self.closed:
             raise TransportError("transport_closed", "WebSocket closed")
         try:
             with self._send_lock:
-                self._conn.sock.sendall(frame)
+                send_all(self._conn.sock, frame)
         except (OSError, ssl.SSLError) as e:
             raise classify_os_error(e, "WebSocket send") from None
 
@@ -267,10 +287,19 @@ class WebSocket:
         """Close (best-effort close frame first); wakes a parked recv() with transport_closed."""
         if self.closed:
             return
-        if send_frame:
+        wbuf, self._wbuf = self._wbuf, []
+        if send_frame:  # queued frames, then the close frame, in one write
+            wbuf.append(encode_frame(0x8, struct.pack("!H", 1000)))
+            data = b"".join(wbuf)
+            sock = self._conn.sock
             try:
-                with gevent.Timeout(1.0, False):
-                    self._conn.sock.sendall(encode_frame(0x8, struct.pack("!H", 1000)))
+                try:
+                    n = sock.send(data, 0, 0.0)  # never waits: no timer needed when it all fits
+                except (BlockingIOError, ssl.SSLWantWriteError):
+                    n = 0
+                if n < len(data):
+                    with gevent.Timeout(1.0, False):
+                        sock.sendall(memoryview(data)[n:])
             except (OSError, ssl.SSLError):
                 pass
         self.closed = True
