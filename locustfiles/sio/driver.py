@@ -103,6 +103,8 @@ class Session:
         self._on_action = on_action
         self._path = cfg.path if cfg.path.endswith("/") else cfg.path + "/"
         self._polls: set[gevent.Greenlet] = set()
+        self._adopter: gevent.Greenlet | None = None  # the HTTP greenlet feeding its answer now
+        self._adopted: HttpRequest | None = None  # the request it will run next
         self._ws: WebSocket | None = None
         self._ws_greenlet: gevent.Greenlet | None = None
         self._ws_closing = False
@@ -162,8 +164,10 @@ class Session:
             if self.closed and t is not StepResult and t is not Closed:
                 continue
             if t is HttpRequest:
-                g = gevent.spawn(self._http, a)
-                self._polls.add(g)
+                if self._adopted is None and self._adopter is not None and self._adopter is gevent.getcurrent():
+                    self._adopted = a  # run by the HTTP greenlet feeding this step, once it returns
+                else:
+                    self._polls.add(gevent.spawn(self._http, a))
             elif t is WsSend:
                 ws = self._ws
                 if ws is not None and not ws.closed:  # else the reader reports the close
@@ -222,7 +226,31 @@ class Session:
 
     # -- HTTP long-polling ---------------------------------------------------------------------
     def _http(self, req: HttpRequest) -> None:
+        """Greenlet body: this request, then the first request its answer caused (if any).
+
+        Why the loop: a finished request's greenlet takes over the next HttpRequest of the step
+        its answer fed (handshake → CONNECT POST, POST answer → next GET) instead of spawning a
+        new greenlet for it. The wire order is unchanged: that request is the step's first, and
+        spawned greenlets only start after this one blocks on its send/receive.
+        """
         me = gevent.getcurrent()
+        nxt: HttpRequest | None = req
+        while nxt is not None:
+            nxt = self._http_once(nxt, me)
+
+    def _feed_adopting(self, actions: list[Action], me: gevent.Greenlet) -> HttpRequest | None:
+        self._adopter = me
+        try:
+            self._feed(actions)
+        finally:
+            self._adopter = None
+        nxt, self._adopted = self._adopted, None
+        if nxt is None or self.closed:
+            return None
+        self._polls.add(me)
+        return nxt
+
+    def _http_once(self, req: HttpRequest, me: gevent.Greenlet) -> HttpRequest | None:
         target = f"{self._path}?{req.query}"
         bound = POLL_SAFETY_S if req.purpose == "poll" else self.cfg.timeout + 1.0
         try:
@@ -231,13 +259,14 @@ class Session:
         except TransportError as e:
             self._polls.discard(me)
             if not self.closed:
-                self._feed(self.proto.http_failed(req.rid, e.kind, e.detail or str(e), time.monotonic()))
-            return
+                return self._feed_adopting(
+                    self.proto.http_failed(req.rid, e.kind, e.detail or str(e), time.monotonic()), me)
+            return None
         self._polls.discard(me)
         if self.closed:
-            return
+            return None
         node = node_of(resp.headers, self.http, self.cfg.node_header)
-        self._feed(
+        return self._feed_adopting(
             self.proto.http_response(
                 req.rid,
                 resp.status,
@@ -245,10 +274,12 @@ class Session:
                 time.monotonic(),
                 node=node,
                 content_type=resp.headers.get("content-type", ""),
-            )
+            ),
+            me,
         )
 
     def _cancel_polls(self) -> None:
+        self._adopted = None
         cur = gevent.getcurrent()
         polls = [g for g in self._polls if g is not cur]
         self._polls.clear()
