@@ -122,6 +122,33 @@ class LiveStats:
         self.disconnects: dict[str, list[float]] = defaultdict(list)
         self.max_ts = -math.inf
         self.min_ts = math.inf
+        self.reset_at: float | None = None
+
+    def reset(self, now: float) -> None:
+        """The web UI's "Reset stats": zero every counter, keep what is a state.
+
+        Open sessions (connected now, per node) and room membership stay: the sessions are
+        still there, and a later send must still be judged against its room's real members.
+        Broadcasts sent before `now` are dropped and stay out of delivery (a receipt of one
+        arriving later is not counted either), so the ratio covers the new window only.
+        Rows that arrive after the reset are counted, whatever their timestamp, as Locust's
+        own counters do with workers' reports.
+        """
+        self.reset_at = now
+        self.totals = Counter()
+        self.users = {u for u, _sid in self.open_sessions}
+        self.connects_by_node = Counter()
+        self.failures = Counter()
+        self.steps = Counter()
+        self.node_switches = Counter()
+        self.reconnects = {"attempts": 0, "ok": 0, "failed": 0}
+        self.reconnect_latency = Quantiles()
+        self.delivery_latency = Quantiles()
+        self.pending = {}
+        self.early_recv = defaultdict(set)
+        self.settled_expected = self.settled_delivered = self.settled_sends = 0
+        self.late_rows_ignored = 0
+        self.min_ts = math.inf
 
     # -- ingest -------------------------------------------------------------------------
     def add(self, row: dict[str, Any]) -> None:
@@ -197,6 +224,9 @@ class LiveStats:
             bisect.insort(self.history[(user, room)], (ts, -1))
 
     def _send(self, msg_id: str, room: str, ts: float) -> None:
+        if self.reset_at is not None and ts < self.reset_at:
+            self.early_recv.pop(msg_id, None)
+            return  # sent before a reset: outside the window being measured
         if ts <= self.settled_until:
             self.late_rows_ignored += 1
             return
@@ -206,6 +236,8 @@ class LiveStats:
         self.totals["broadcast_sends"] += 1
 
     def _recv(self, msg_id: str, user: str, latency: float | None, ts: float) -> None:
+        if self.reset_at is not None and msg_id not in self.pending and ts - (latency or 0.0) / 1000.0 < self.reset_at:
+            return  # a receipt of a broadcast sent before a reset
         self.totals["broadcast_recvs"] += 1
         if latency is not None:
             self.delivery_latency.add(latency)
@@ -310,6 +342,7 @@ class LiveStats:
                 "first_ts": None if self.min_ts == math.inf else self.min_ts,
                 "last_ts": None if self.max_ts == -math.inf else self.max_ts,
             },
+            "reset_at": self.reset_at,
             "nodes": [{"node": n, "connected_now": current.get(n, 0), "connects_total": self.connects_by_node.get(n, 0)}
                       for n in nodes],
             "failures": [{"step": s, "error_kind": k, "count": c}

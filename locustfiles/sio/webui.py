@@ -6,6 +6,8 @@ that endpoint every couple of seconds already, so the tab is live with no JavaSc
 The numbers come from `eventlog.stats()`, the same function that writes `sio_stats.json`, so
 the tab, the CSV, the JSON endpoint and the run directory cannot disagree.
 
+"Reset stats" (Locust's reset_stats event) restarts the tab's counters too; see LiveStats.reset.
+
 The React table shows one flat table per tab, so the stats are flattened into long rows
 (section, metric, value, detail): one table a person can read top to bottom.
 """
@@ -80,6 +82,9 @@ def table_rows(s: dict[str, Any]) -> list[dict[str, str]]:
     if s.get("colliding_user_count"):
         add("Totals", "user ids seen on two workers", s["colliding_user_count"],
             "per-user numbers are mixed up: the locustfile's user ids are not unique per worker")
+    if s.get("reset_at"):
+        add("Totals", "counting since reset", time.strftime("%H:%M:%S", time.localtime(s["reset_at"])),
+            "Reset stats: counters restarted; connected now and rooms are kept; events.csv is complete")
     if t.get("late_rows_ignored"):
         add("Totals", "late rows ignored", t["late_rows_ignored"], "arrived after their window was settled")
     return out
@@ -98,6 +103,13 @@ def _on_init(environment: Any, web_ui: Any = None, **_kw: Any) -> None:
     web_ui = web_ui or getattr(environment, "web_ui", None)
     if web_ui is None:
         return
+
+    def _on_reset_stats(**_kw: Any) -> None:
+        # Only the web UI fires reset_stats, and only in its own process: the master (or the
+        # local runner), which is where the live numbers are. events.csv is not touched.
+        eventlog.live_stats(environment).reset(time.time())
+
+    environment.events.reset_stats.add_listener(_on_reset_stats)
     from flask import Response, jsonify, request
 
     web_ui.template_args.update({
