@@ -24,6 +24,7 @@ from typing import Any
 
 from sioscale import environment
 from sioscale.config import ConfigError, RunConfig, to_jsonable
+from targets.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 Progress = Callable[[str], None]
@@ -77,7 +78,11 @@ def locust_command(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None 
     else:
         cmd += ["-t", f"{lo.duration:g}s"]
     if lo.processes > 1:
-        cmd += ["--processes", str(lo.processes)]
+        # A private master port on loopback: by default every `--processes` run on a machine
+        # uses *:5557, so two concurrent runs adopt each other's workers and mix their rows.
+        port = str(free_port())
+        cmd += ["--processes", str(lo.processes), "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", port, "--master-port", port]
     if lo.source_range:
         cmd += ["--sio-source-range", lo.source_range]
     if ca_file:
