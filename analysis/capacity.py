@@ -23,6 +23,10 @@ MIN_R2 = 0.8
 BETA_EPS = 1e-9
 """β at or below this is taken as zero: no coherency cost, no retrograde peak (Amdahl's law)."""
 
+GENERATOR_SATURATED = 90.0
+"""A Locust process at or above this CPU % is saturated (Locust's own warning threshold): its users
+wait for the process, not for the servers, so latency and throughput then measure the generator."""
+
 DEFAULT_SLO = {"p95_connect_ms": 1000.0, "p95_ack_ms": 250.0, "failure_ratio": 0.01}
 """Used where the campaign's thresholds do not set these (campaign [thresholds] win)."""
 
@@ -156,8 +160,18 @@ def step_windows(users: pd.DataFrame, min_hold_s: float = 2.0) -> pd.DataFrame:
 _MESSAGE_STEPS = ("ack", "emit", "broadcast_send")
 
 
-def step_stats(events: pd.DataFrame, windows: pd.DataFrame, nodes: int) -> pd.DataFrame:
-    """Per stage: users, users_per_node, throughput, p95 connect/ack, failure ratio.
+_STATS_COLUMNS = ["stage", "users", "users_per_node", "hold_s", "throughput", "p95_connect_ms", "p95_ack_ms",
+                  "failure_ratio", "steps"]
+_GEN_COLUMNS = ["generator_cpu_max", "generator_cpu_p90", "generator_process", "generator_samples",
+                "generator_bound"]
+
+
+def step_stats(events: pd.DataFrame, windows: pd.DataFrame, nodes: int,
+               generator: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per stage: users, users_per_node, throughput, p95 connect/ack, failure ratio (+ generator CPU).
+
+    generator: generator.csv samples (ts, worker, cpu_percent); adds `generator_stage_cpu`'s columns
+    (NaN / False when there are none, i.e. unknown, not "fine").
 
     throughput = successful messages sent per second over the hold (ack + emit + broadcast_send rows,
     ok=1); if the scenario sends none (hold/churn), all ok steps except receives and disconnects.
@@ -182,8 +196,66 @@ def step_stats(events: pd.DataFrame, windows: pd.DataFrame, nodes: int) -> pd.Da
                      "p95_ack_ms": float(ack.quantile(0.95)) if len(ack) else math.nan,
                      "failure_ratio": float((hold["ok"] == 0).mean()) if len(hold) else math.nan,
                      "steps": int(len(hold))})
-    return pd.DataFrame(rows, columns=["stage", "users", "users_per_node", "hold_s", "throughput",
-                                       "p95_connect_ms", "p95_ack_ms", "failure_ratio", "steps"])
+    out = pd.DataFrame(rows, columns=_STATS_COLUMNS)
+    gen = generator_stage_cpu(generator, windows)
+    return out.merge(gen, on="stage", how="left") if len(out) else out.assign(**{c: [] for c in _GEN_COLUMNS})
+
+
+def generator_stage_cpu(generator: pd.DataFrame | None, windows: pd.DataFrame) -> pd.DataFrame:
+    """Per stage hold: the busiest generator process's max and p90 CPU %, and whether it was saturated.
+
+    A sample at ts is Locust's reading of the second before ts, so the hold [hold_start, end) is
+    covered by samples with hold_start < ts ≤ end. Max and p90 are taken per process (a master
+    idling at 3% must not dilute a worker at 97%), then the busiest process is reported.
+    generator_bound = that max ≥ GENERATOR_SATURATED. No samples: NaN and False (unknown).
+    """
+    rows = []
+    g = generator if generator is not None and len(generator) else None
+    for _, w in windows.iterrows():
+        r: dict[str, Any] = {"stage": int(w["stage"]), "generator_cpu_max": math.nan, "generator_cpu_p90": math.nan,
+                             "generator_process": None, "generator_samples": 0, "generator_bound": False}
+        if g is not None:
+            h = g[(g["ts"] > w["hold_start"]) & (g["ts"] <= w["end"])]
+            if len(h):
+                per = h.groupby("worker", sort=True)["cpu_percent"].agg(mx="max", p90=lambda x: x.quantile(0.9))
+                busiest = per["mx"].idxmax()
+                r.update(generator_cpu_max=float(per["mx"].max()), generator_cpu_p90=float(per["p90"].max()),
+                         generator_process=str(busiest), generator_samples=int(len(h)),
+                         generator_bound=bool(per["mx"].max() >= GENERATOR_SATURATED))
+        rows.append(r)
+    return pd.DataFrame(rows, columns=["stage", *_GEN_COLUMNS])
+
+
+def generator_summary(generator: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The generator's CPU over a whole run (summary.json `generator`); None without samples.
+
+    cpu_max: the highest reading of any process; cpu_p90: the busiest process's p90 (per process, as
+    in generator_stage_cpu); saturated: cpu_max ≥ GENERATOR_SATURATED; saturated_samples: readings
+    (process-seconds) at or above it.
+    """
+    if generator is None or not len(generator):
+        return None
+    per = generator.groupby("worker", sort=True)["cpu_percent"].agg(mx="max", p90=lambda x: x.quantile(0.9))
+    mx = float(per["mx"].max())
+    return {"cpu_max": mx, "cpu_p90": float(per["p90"].max()), "saturated": mx >= GENERATOR_SATURATED,
+            "saturated_samples": int((generator["cpu_percent"] >= GENERATOR_SATURATED).sum()),
+            "busiest": str(per["mx"].idxmax()), "processes": int(len(per)), "samples": int(len(generator))}
+
+
+def generator_over_time(generator: pd.DataFrame, t0: dict[str, float], bucket_s: float = 1.0) -> pd.DataFrame:
+    """Per config and second: the busiest process's CPU (t = seconds since the config's first event, like
+    metrics.latency_over_time, so the plots line up)."""
+    cols = ["config", "t", "cpu_percent"]
+    if generator is None or not len(generator):
+        return pd.DataFrame(columns=cols)
+    g = generator[generator["config"].astype(str).isin(t0)]
+    if not len(g):
+        return pd.DataFrame(columns=cols)
+    t = g["ts"] - g["config"].astype(str).map(t0).astype(float)
+    out = (g.assign(t=np.floor(t / bucket_s) * bucket_s).groupby(["config", "t"], sort=True)["cpu_percent"]
+           .max().reset_index())
+    out["config"] = out["config"].astype(str)
+    return out[cols]
 
 
 def knee(stats: pd.DataFrame, slo: dict[str, float] | None = None) -> dict[str, Any]:
@@ -192,10 +264,16 @@ def knee(stats: pd.DataFrame, slo: dict[str, float] | None = None) -> dict[str, 
     A stage passes when p95 connect ≤ slo p95_connect_ms, p95 ack ≤ p95_ack_ms and failure ratio ≤
     failure_ratio (a missing measurement, e.g. no acks in a hold scenario, does not fail a stage).
     capacity = the last passing stage before the first failing one; `limit` names what failed next.
+
+    A generator-bound stage (stats column `generator_bound`, see generator_stage_cpu) measures the
+    load generator, not the servers: it is neither a pass nor the knee. The scan stops there; the
+    capacity found so far is a lower bound (`generator_stage` names the stage, `first_failing_stage`
+    stays None unless a real SLO failure came before it).
     """
     slo = {**DEFAULT_SLO, **{k: v for k, v in (slo or {}).items() if k in DEFAULT_SLO and v is not None}}
     res: dict[str, Any] = {"slo": slo, "stages": [], "users_per_node": None, "users": None,
-                           "limit": None, "first_failing_stage": None}
+                           "limit": None, "first_failing_stage": None, "generator_stage": None,
+                           "generator_bound_stages": []}
     if stats is None or not len(stats):
         res["note"] = "no step-load stages found (needs a run with [load] steps and Locust's history CSV)"
         return res
@@ -210,14 +288,30 @@ def knee(stats: pd.DataFrame, slo: dict[str, float] | None = None) -> dict[str, 
         st["stage"], st["users"] = int(s["stage"]), int(s["users"])
         st["pass"] = not why
         st["why"] = why
+        st["generator_bound"] = bool(st.get("generator_bound") or False)
         res["stages"].append(st)
+    res["generator_bound_stages"] = [st["stage"] for st in res["stages"] if st["generator_bound"]]
     for st in res["stages"]:
+        if st["generator_bound"]:
+            res["generator_stage"] = st["stage"]
+            res["limit"] = (f"the load generator was at {st['generator_cpu_max']:.0f}% CPU at {st['users']} users "
+                            "(generator-bound: not a server limit)")
+            break
         if not st["pass"]:
             res["first_failing_stage"] = st["stage"]
             res["limit"] = "; ".join(st["why"]) + f" at {st['users']} users"
             break
         res["users_per_node"], res["users"] = st["users_per_node"], st["users"]
-    if res["users"] is None:
+    gs = res["generator_stage"]
+    if gs is not None and res["users"] is None:
+        res["note"] = (f"stage {gs}, the first, was generator-bound: this run measured the load generator, not the "
+                       "servers; rerun with --processes or more machines")
+    elif gs is not None:
+        res["note"] = (f"from stage {gs} on the load generator was saturated (≥ {GENERATOR_SATURATED:.0f}% CPU), so "
+                       f"those stages measure the generator, not the servers: capacity is at least "
+                       f"{res['users_per_node']:.4g} users per node (a lower bound); use --processes or more machines "
+                       "to find the servers' knee")
+    elif res["users"] is None:
         res["note"] = "even the first stage broke the SLO: capacity is below the smallest step"
     elif res["first_failing_stage"] is None:
         res["note"] = "every stage met the SLO: capacity is at least the largest step (not reached)"

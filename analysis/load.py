@@ -55,6 +55,8 @@ class Frames:
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     sio_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    generator: pd.DataFrame = field(default_factory=lambda: empty_generator())
+    """The load generator's CPU: config, ts, worker (Locust process), cpu_percent, users (generator.csv)."""
 
 
 def empty_events() -> pd.DataFrame:
@@ -64,6 +66,16 @@ def empty_events() -> pd.DataFrame:
     for k in CONFIG_KEYS:
         df[k] = pd.Series(dtype="category")
     return df
+
+
+GENERATOR_COLUMNS: tuple[str, ...] = ("ts", "worker", "cpu_percent", "users")
+"""generator.csv (docs/contracts.md, Run directory)."""
+
+
+def empty_generator() -> pd.DataFrame:
+    """A generator frame with the right columns and no rows."""
+    return pd.DataFrame({"config": pd.Series(dtype=str), "ts": pd.Series(dtype=float), "worker": pd.Series(dtype=str),
+                         "cpu_percent": pd.Series(dtype=float), "users": pd.Series(dtype=float)})
 
 
 def config_label(value: Any) -> str:
@@ -118,9 +130,11 @@ def load_run(run_dir: str | Path) -> Frames:
     exceptions = _read_locust_csv(d / "locust_exceptions.csv", name, w, required=("Count", "Message"))
     ljson = _read_locust_json(d / "locust.json", name, w)
     sio = _read_json(d / "sio_stats.json", w, required=False)
+    gen = read_generator(d / "generator.csv", w)
+    gen.insert(0, "config", name)
     return Frames(events=events, runs=runs, locust_stats=stats, locust_history=history,
                   locust_failures=failures, locust_exceptions=exceptions, locust_json=ljson,
-                  meta={name: meta}, sio_stats={name: sio} if sio else {}, warnings=warn)
+                  meta={name: meta}, sio_stats={name: sio} if sio else {}, warnings=warn, generator=gen)
 
 
 def load_runs(run_dirs: list[str | Path] | tuple[str | Path, ...]) -> Frames:
@@ -149,6 +163,7 @@ def load_runs(run_dirs: list[str | Path] | tuple[str | Path, ...]) -> Frames:
         locust_failures=_concat([p.locust_failures for p in parts]),
         locust_exceptions=_concat([p.locust_exceptions for p in parts]),
         locust_json=_concat([p.locust_json for p in parts]),
+        generator=_concat([p.generator for p in parts]) if any(len(p.generator) for p in parts) else empty_generator(),
     )
     for p in parts:
         out.meta.update(p.meta)
@@ -215,6 +230,52 @@ def read_events(path: Path, warn: Any) -> pd.DataFrame:
         n = int(df["step"].isin(unknown_steps).sum())
         warn(f"events.csv: {n} row(s) with unknown step(s) {', '.join(unknown_steps)} kept but not analysed")
     return df
+
+
+def read_generator(path: Path, warn: Any) -> pd.DataFrame:
+    """generator.csv → ts, worker, cpu_percent, users; bad lines dropped and reported, never raises.
+
+    A missing file is not a warning (runs made before it existed, or without the event log, like the
+    other optional Locust files): the report shows the generator's CPU as "unknown" where it matters.
+    """
+    cols = list(GENERATOR_COLUMNS)
+    empty = empty_generator().drop(columns=["config"])
+    if not path.exists():
+        return empty
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        warn(f"generator.csv cannot be read: {e.strerror}")
+        return empty
+    if not raw.strip():
+        warn("generator.csv is empty")
+        return empty
+    if not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        warn("generator.csv: last line was cut off (run killed while writing?); dropped it")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, on_bad_lines="warn",
+                             encoding_errors="replace")
+    except (ValueError, pd.errors.ParserError) as e:
+        warn(f"generator.csv cannot be parsed ({str(e).splitlines()[0]}); ignored")
+        return empty
+    n_bad_lines = sum(str(x.message).count("Skipping line") for x in caught)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        warn(f"generator.csv: missing column(s) {', '.join(missing)}; ignored")
+        return empty
+    out = pd.DataFrame({"ts": pd.to_numeric(df["ts"], errors="coerce"), "worker": df["worker"].astype(str),
+                        "cpu_percent": pd.to_numeric(df["cpu_percent"], errors="coerce"),
+                        "users": pd.to_numeric(df["users"], errors="coerce")})
+    # CPU is a share of wall time summed over the process's threads: ≥ 0, and (generously) under 100 × 64 cores
+    bad = out["ts"].isna() | ~np.isfinite(out["ts"]) | out["cpu_percent"].isna() | (out["cpu_percent"] < 0) \
+        | (out["cpu_percent"] > 6400) | (out["worker"] == "")
+    n_bad = int(bad.sum()) + n_bad_lines
+    if n_bad:
+        warn(f"generator.csv: {n_bad} malformed line(s) skipped")
+    return out[~bad].sort_values(["ts", "worker"], kind="stable").reset_index(drop=True)
 
 
 def _parse(raw: bytes, names: list[str] | None, usecols: list[str], warn: Any) -> pd.DataFrame | None:
@@ -319,6 +380,8 @@ def _rename(p: Frames, new: str) -> None:
     for df in (p.locust_stats, p.locust_history, p.locust_failures, p.locust_exceptions, p.locust_json):
         if "config" in df:
             df["config"] = new
+    if "config" in p.generator:
+        p.generator["config"] = new
     p.meta = {new: p.meta.get(old, {})}
     p.sio_stats = {new: p.sio_stats[old]} if old in p.sio_stats else {}
 

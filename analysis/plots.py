@@ -130,6 +130,22 @@ def latency_over_time(lot: pd.DataFrame, step: str = "ack") -> str | None:
     return to_svg(fig)
 
 
+def generator_cpu_over_time(gen: pd.DataFrame, saturated: float = 90.0) -> str | None:
+    """The busiest Locust process's CPU per second, a line per config, with the saturation line."""
+    if gen is None or not len(gen):
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 2.6))
+    for i, (c, g) in enumerate(gen.groupby("config", sort=False)):
+        ax.plot(g["t"], g["cpu_percent"], color=PALETTE[i % len(PALETTE)], label=_short([str(c)], 40)[0])
+    ax.axhline(saturated, color="#c53030", linestyle="--", linewidth=1, label=f"saturated ({saturated:.0f}%)")
+    ax.set_ylim(0, max(105.0, float(gen["cpu_percent"].max()) * 1.05))
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("CPU % (busiest process)")
+    ax.set_title("Load generator CPU (Locust processes)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    return to_svg(fig)
+
+
 def failures_over_time(fot: pd.DataFrame) -> str | None:
     if not len(fot):
         return None

@@ -119,6 +119,8 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
         entry["p_uniform"] = _num(bal.loc[name, "p_uniform"]) if name in bal.index else None
         entry["first_failure"] = ({"t_s": _num(ff.loc[name, "t"]), "active_users": _num(ff.loc[name, "active"])}
                                   if name in ff.index and not math.isnan(ff.loc[name, "t"]) else None)
+        gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
+        entry["generator"] = C.generator_summary(gen)
         cap, stats, fit = _capacity(frames, name, ev, cfg_block, thresholds, entry["imbalance"])
         entry["capacity"] = cap
         if stats is not None and len(stats):
@@ -141,6 +143,8 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
         "nodes": P.node_distribution(dist),
         "latency": P.latency_by_step(lat_step),
         "latency-time": P.latency_over_time(lot),
+        "generator-time": P.generator_cpu_over_time(C.generator_over_time(frames.generator, _first_ts(runs)),
+                                                    C.GENERATOR_SATURATED),
         "failures-time": P.failures_over_time(fot),
         "broadcast": P.broadcast_delivery(deliv),
     })
@@ -162,6 +166,7 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
         "config_keys": CONFIG_KEYS,
         "assumptions": C.NODES_NEEDED_ASSUMPTIONS,
         "targets": TARGET_USERS,
+        "generator_saturated": C.GENERATOR_SATURATED,
     }
     return summary, tables, figures
 
@@ -186,18 +191,26 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: dict[str, 
     if len(windows) < 2:
         return ({"stages": int(len(windows)), "users_per_node": None, "users": None, "usl": None, "nodes_needed": None,
                  "note": "one load level only: run a step load ([load] steps) to find the knee"}, None, None)
-    stats = C.step_stats(e, windows, nodes)
+    gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
+    stats = C.step_stats(e, windows, nodes, gen)
     k = C.knee(stats, thresholds)
     fit = None
     usl: dict[str, Any] | None = None
-    if len(stats) >= 3 and (stats["throughput"] > 0).sum() >= 3:
+    # A generator-bound stage's throughput is the generator's: fit the servers' curve without it.
+    fit_stats = stats[~stats["generator_bound"].astype(bool)]
+    if len(fit_stats) >= 3 and (fit_stats["throughput"] > 0).sum() >= 3:
         try:
-            fit = C.fit_usl(stats["users"], stats["throughput"])
+            fit = C.fit_usl(fit_stats["users"], fit_stats["throughput"])
             usl = fit.as_dict()
         except ValueError as err:
             usl = {"error": str(err)}
-    # No stage broke the SLO: the knee lies beyond the largest step, so the capacity is a lower
-    # bound, node counts are upper bounds, and a USL fit of an unsaturated ramp only extrapolates.
+    elif len(fit_stats) < len(stats):
+        usl = {"error": f"only {len(fit_stats)} stage(s) not generator-bound: too few to fit"}
+    if usl and "error" not in usl and k["generator_bound_stages"]:
+        usl["notes"] = [*usl.get("notes", []), "generator-bound stage(s) "
+                        + ", ".join(str(x) for x in k["generator_bound_stages"]) + " left out of the fit"]
+    # No stage broke the SLO (or the generator saturated first): the knee lies beyond, so the capacity
+    # is a lower bound, node counts are upper bounds, and a USL fit of an unsaturated ramp only extrapolates.
     reached = k["first_failing_stage"] is not None
     if not reached and usl and "error" not in usl:
         usl["meaningful"] = False
@@ -205,10 +218,18 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: dict[str, 
                         "and the peak extrapolate beyond the data; raise the steps until a stage fails"]
     need = {str(t): C.nodes_needed(t, k["users_per_node"], imbalance or 1.0) for t in TARGET_USERS}
     return ({"stages": int(len(stats)), "users_per_node": k["users_per_node"], "users": k["users"],
-             "reached": reached,
+             "reached": reached, "generator_stage": k["generator_stage"],
+             "generator_bound_stages": k["generator_bound_stages"],
+             "generator_known": bool(gen is not None and len(gen)),
              "limit": k["limit"], "slo": k["slo"], "note": k.get("note"), "table": k["stages"], "usl": usl,
              "nodes_needed": need if k["users_per_node"] else None,
              "assumptions": list(C.NODES_NEEDED_ASSUMPTIONS)}, stats, fit)
+
+
+def _first_ts(runs: pd.DataFrame) -> dict[str, float]:
+    """Each config's first event time: the t = 0 of every over-time plot."""
+    return {str(r["config"]): float(r["first_ts"]) for _, r in runs.iterrows()
+            if "first_ts" in r and r["first_ts"] is not None and not math.isnan(float(r["first_ts"]))}
 
 
 def _users_series(frames: Frames, name: str, e: pd.DataFrame) -> pd.DataFrame:

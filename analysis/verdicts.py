@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .capacity import GENERATOR_SATURATED
+
 GOOD_RATIO = 0.99
 BAD_RATIO = 0.5
 
@@ -90,9 +92,39 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
     elif imb is not None and imb > 1.5 and nodes_n > 1:
         out.append(f"uneven spread over nodes: the busiest node has {imb:.1f}× the mean")
     cap = cfg.get("capacity") or {}
+    out.extend(generator_verdicts(cfg))
     if cap.get("users_per_node") is not None:
         lim = f" (next step: {cap['limit']})" if cap.get("limit") else ""
         at_least = "" if cap.get("reached", True) else "at least "
-        out.append(f"capacity: {at_least}{cap['users_per_node']:.0f} users per node within the SLO{lim}"
-                   + ("" if cap.get("reached", True) else " (no step broke the SLO: load more to find the knee)"))
+        if cap.get("reached", True):
+            why = ""
+        elif cap.get("generator_stage") is not None:
+            why = " (the load generator saturated before any server limit: spread it over more processes to find the knee)"
+        else:
+            why = " (no step broke the SLO: load more to find the knee)"
+        out.append(f"capacity: {at_least}{cap['users_per_node']:.0f} users per node within the SLO{lim}{why}")
     return out
+
+
+_GEN_FIX = "use --processes or more machines"
+
+
+def generator_verdicts(cfg: dict[str, Any]) -> list[str]:
+    """Say plainly where the numbers measure the load generator rather than the servers."""
+    cap = cfg.get("capacity") or {}
+    bound = [st for st in (cap.get("table") or []) if st.get("generator_bound")]
+    if len(bound) == 1:
+        st = bound[0]
+        return [f"stage {st['stage']} ({st['users']} users): the load generator was at "
+                f"{st['generator_cpu_max']:.0f}% CPU — this stage measures the generator, not the servers; {_GEN_FIX}"]
+    if bound:
+        cpus = [st["generator_cpu_max"] for st in bound]
+        span = f"{min(cpus):.0f}–{max(cpus):.0f}%" if round(min(cpus)) != round(max(cpus)) else f"{max(cpus):.0f}%"
+        return [f"stages {', '.join(str(st['stage']) for st in bound)} ({bound[0]['users']}–{bound[-1]['users']} users): "
+                f"the load generator was at {span} CPU — these stages measure the generator, not the servers; {_GEN_FIX}"]
+    gen = cfg.get("generator") or {}
+    if gen.get("saturated"):
+        where = " outside the stage holds (ramps, start or stop)" if cap.get("table") else ""
+        return [f"the load generator reached {gen['cpu_max']:.0f}% CPU{where} ({gen.get('saturated_samples', 0)} "
+                f"process-second(s) ≥ {GENERATOR_SATURATED:.0f}%) — latencies then include the generator's own delay; {_GEN_FIX}"]
+    return []

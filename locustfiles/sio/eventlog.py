@@ -14,6 +14,8 @@ Why it is built this way:
   has sent its final batch, asking stragglers with a `sio_flush` message. That also covers
   headless `--run-time` ends, where Locust's master fires `test_stop` before telling workers to
   quit and gives them only 0.5 s afterwards.
+- The generator's own CPU samples (generator_cpu.py) ride the same batches and flushes into
+  `RUN_DIR/generator.csv`, so they survive a SIGKILL the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import gevent
 from locust import events
 from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
+from locustfiles.sio import generator_cpu
 from locustfiles.sio.live import LiveStats
 from locustfiles.sio.rows import COLUMNS, Row
 
@@ -155,6 +158,7 @@ def flush(environment: Any, final: bool = False) -> None:
     pending, st.to_write = st.to_write, []
     if pending:
         _write(st, pending)
+    generator_cpu.write(environment, st.run_dir)
     if st.run_dir is not None and time.time() - st.last_stats_write >= STATS_INTERVAL_S:
         write_stats(environment)
 
@@ -173,6 +177,7 @@ def _ship(st: _State, final: bool) -> None:
         "final": final,
         "dropped": st.dropped,
         "sent": time.time(),
+        "cpu": generator_cpu.take(st.environment),  # this process's CPU samples (generator.csv)
     }
     try:
         runner.send_message(MSG_ROWS, payload)
@@ -180,6 +185,7 @@ def _ship(st: _State, final: bool) -> None:
     except Exception as e:  # noqa: BLE001 - a lost master must not kill the worker's users
         log.warning("sioscale event log: could not ship %d rows to master (%s); will retry", len(rows), e)
         st.buffer[:0] = rows
+        generator_cpu.give_back(st.environment, payload["cpu"])
 
 
 def _on_flush_request(environment: Any, msg: Any, **_kw: Any) -> None:
@@ -213,6 +219,7 @@ def _on_rows(environment: Any, msg: Any, **_kw: Any) -> None:
                         wid, len(values), len(COLUMNS))
             continue
         rows.append(dict(zip(COLUMNS, values, strict=True)))  # type: ignore[arg-type]
+    generator_cpu.receive(environment, wid, data.get("cpu"))
     info.rows += len(rows)
     for r in rows:  # a user id must belong to one worker, or per-user numbers mix two users up
         owner = st.user_worker.setdefault(str(r.get("user", "")), wid)
@@ -370,7 +377,8 @@ def _write_meta(st: _State, final: bool) -> None:
         d.mkdir(parents=True, exist_ok=True)
         locust_block = {"options": _options(st), "eventlog": {"rows": st.rows_written,
                                                                "dropped": st.dropped,
-                                                               "started": st.started, "ended": st.ended}}
+                                                               "started": st.started, "ended": st.ended},
+                        "generator_cpu": generator_cpu.summary(st.environment)}
         if not path.exists():
             meta = {"schema": 1, "run": st.run_name, "status": "ok" if final else "running",
                     "started": st.started, "ended": st.ended if final else None,
