@@ -13,6 +13,7 @@ from .capacity import GENERATOR_SATURATED
 
 GOOD_RATIO = 0.99
 BAD_RATIO = 0.5
+HASH_POLICIES = ("source", "ip-hash")  # balancers that pick the node from the client address
 
 
 def _pct(x: float | None) -> str:
@@ -76,7 +77,11 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
             out.append(f"memory adapter: {_pct(dr)} of broadcast deliveries across {nodes} nodes{extra} — "
                        "rooms span nodes: use the Redis adapter")
         else:
-            out.append(f"{c.get('adapter', '?')} adapter: {_pct(dr)} of broadcast deliveries{extra}")
+            one_node = (c.get("adapter") == "memory" and (nodes or 1) > 1
+                        and sum(1 for v in (cfg.get("nodes") or {}).values() if v) == 1)
+            out.append(f"{c.get('adapter', '?')} adapter: {_pct(dr)} of broadcast deliveries{extra}"
+                       + (" — only because every session is on one node; rooms spanning nodes would need Redis"
+                          if one_node else ""))
     gain = cfg.get("redis_vs_memory")
     if gain:
         out.append(f"Redis adapter vs memory: delivery {_pct(gain.get('ratio_memory'))} → "
@@ -86,10 +91,13 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
     nodes_n = c.get("nodes") or 0
     counts = cfg.get("nodes") or {}
     used = sum(1 for v in counts.values() if v)
-    if nodes_used_note and nodes_n and nodes_n > 1 and counts and used == 1:
-        out.append(f"all sessions landed on one node of {nodes_n} ({c.get('policy')}): "
-                   "the balancer's hash sees one client address — spread source IPs or hash a per-user key")
-    elif imb is not None and imb > 1.5 and nodes_n > 1:
+    sessions = sum(int(v or 0) for v in counts.values())
+    # One node out of several only means something with enough sessions to have spread.
+    if nodes_used_note and nodes_n and nodes_n > 1 and used == 1 and sessions >= 2 * nodes_n:
+        why = ("the balancer's hash sees one client address — spread source IPs (--sio-source-range) "
+               "or use cookie stickiness" if c.get("policy") in HASH_POLICIES else "the balancer did not spread them")
+        out.append(f"all {sessions} sessions landed on one node of {nodes_n} ({c.get('policy')}): {why}")
+    elif imb is not None and imb > 1.5 and nodes_n > 1 and sessions >= 2 * nodes_n:
         out.append(f"uneven spread over nodes: the busiest node has {imb:.1f}× the mean")
     cap = cfg.get("capacity") or {}
     out.extend(generator_verdicts(cfg))

@@ -1,0 +1,32 @@
+"""Verdict wording follows the numbers, and does not over-read thin data."""
+
+from analysis.verdicts import config_verdicts
+
+
+def _cfg(policy: str, adapter: str, nodes: dict[str, int], connect_ratio: float = 1.0, delivery: float | None = 1.0):
+    return {
+        "name": f"haproxy-{policy}", "status": "ok",
+        "config": {"balancer": "haproxy", "policy": policy, "adapter": adapter, "transports": ["websocket"],
+                   "server": "python", "nodes": 3, "tls": False},
+        "connections": {"attempted": 30, "connected": round(30 * connect_ratio), "upgraded": 0,
+                        "connect_ratio": connect_ratio, "upgrade_ratio": None},
+        "failures": {}, "broadcast": {"delivery_ratio": delivery, "latency_ms": {"p95": 10.0}},
+        "nodes": nodes, "imbalance": (max(nodes.values()) / (sum(nodes.values()) / 3)) if sum(nodes.values()) else None,
+    }
+
+
+def test_source_hash_on_one_node_names_the_cause_and_qualifies_memory_delivery():
+    v = " | ".join(config_verdicts(_cfg("source", "memory", {"n1": 0, "n2": 30, "n3": 0})))
+    assert "all 30 sessions landed on one node of 3 (source): the balancer's hash sees one client address" in v
+    assert "only because every session is on one node" in v
+
+
+def test_one_or_two_sessions_on_one_node_is_not_a_finding():
+    v = " | ".join(config_verdicts(_cfg("l7-round-robin", "redis", {"n1": 1, "n2": 0, "n3": 0}, connect_ratio=0.03)))
+    assert "landed on one node" not in v and "uneven spread" not in v
+    assert "3% connect success" in v
+
+
+def test_non_hash_policy_on_one_node_does_not_blame_the_client_address():
+    v = " | ".join(config_verdicts(_cfg("leastconn", "redis", {"n1": 12, "n2": 0, "n3": 0})))
+    assert "the balancer did not spread them" in v and "client address" not in v
