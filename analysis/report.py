@@ -221,6 +221,7 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: dict[str, 
              "reached": reached, "generator_stage": k["generator_stage"],
              "generator_bound_stages": k["generator_bound_stages"],
              "generator_known": bool(gen is not None and len(gen)),
+             "generator_cpu_max_hold": _num(stats["generator_cpu_max"].max()) if len(stats) else None,
              "limit": k["limit"], "slo": k["slo"], "note": k.get("note"), "table": k["stages"], "usl": usl,
              "nodes_needed": need if k["users_per_node"] else None,
              "assumptions": list(C.NODES_NEEDED_ASSUMPTIONS)}, stats, fit)

@@ -249,6 +249,7 @@ def test_report_flags_generator_bound_stages(tmp_path: Path) -> None:
     assert [st["generator_bound"] for st in cap["table"]] == [False, False, False, False, True]
     assert cap["table"][4]["generator_cpu_max"] == 97.5 and cap["table"][0]["generator_cpu_max"] == 30.0
     assert cap["generator_stage"] == 5 and cap["users"] == 40 and cap["reached"] is False
+    assert cap["generator_cpu_max_hold"] == 97.5
     assert cap["usl"]["n_points"] == 4 and any("left out of the fit" in n for n in cap["usl"]["notes"])
     assert c["generator"]["cpu_max"] == 97.5 and c["generator"]["saturated"] is True
     assert any(v.startswith("stage 5 (50 users): the load generator was at 98% CPU") for v in c["verdicts"])
@@ -257,10 +258,18 @@ def test_report_flags_generator_bound_stages(tmp_path: Path) -> None:
     assert (tmp_path / "rep" / "plots" / "generator-time.svg").exists()
     summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert summary["configs"][0]["generator"]["cpu_p90"] == c["generator"]["cpu_p90"]
+    # an unsaturated generator: the capacity section says so, with its peak
+    g = (d / "generator.csv").read_text().replace(",97.5,", ",50.0,")
+    (d / "generator.csv").write_text(g)
+    s = write_report([d], tmp_path / "rep1", thresholds={"p95_ack_ms": 5000.0})
+    assert s["configs"][0]["capacity"]["generator_bound_stages"] == [] and s["configs"][0]["generator"]["cpu_max"] == 80
+    assert "No stage was generator-bound: the busiest generator process peaked at 80% CPU" in (
+        tmp_path / "rep1" / "index.html").read_text()
     # without generator.csv: null, and the stage table says "unknown"
     (d / "generator.csv").unlink()
     s = write_report([d], tmp_path / "rep2", thresholds={"p95_ack_ms": 5000.0})
     assert s["configs"][0]["generator"] is None
     assert all(st["generator_cpu_max"] is None for st in s["configs"][0]["capacity"]["table"])
     assert "no generator.csv" in (tmp_path / "rep2" / "index.html").read_text()
+    assert s["configs"][0]["capacity"]["generator_cpu_max_hold"] is None
     assert not math.isnan(s["configs"][0]["capacity"]["users"])
