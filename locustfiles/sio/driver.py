@@ -2,8 +2,8 @@
 
 One `Session` = one Engine.IO session of one virtual user. Its greenlets: one per outstanding
 polling request (a parked GET and a POST, on separate keep-alive connections of the user's
-`HttpSession`, as a browser does), one reader per WebSocket, and one timer that calls
-`tick()` at the core's `next_deadline()`. Every wait is bounded (HTTP and WebSocket
+`HttpSession`, as a browser does), one reader per WebSocket, and a plain event-loop timer
+at the core's `next_deadline()` that starts a greenlet to call `tick()` only if it fires. Every wait is bounded (HTTP and WebSocket
 handshakes by the transport timeout, everything else by the core's own deadlines).
 Application-facing actions (StepResult, Connected, EventReceived, AckReceived, AckFailed,
 Closed) go to one `on_action` callback, in order. WebSocket frames of one core step are
@@ -109,8 +109,9 @@ class Session:
         self._ws_greenlet: gevent.Greenlet | None = None
         self._ws_closing = False
         self._ws_error: TransportError | None = None
-        self._timer: gevent.Greenlet | None = None
+        self._timer = None  # libev timer watcher armed at _timer_at (None: nothing armed)
         self._timer_at: float | None = None
+        self._ticker: gevent.Greenlet | None = None  # the greenlet running tick(), while it runs
         self._ctx: dict[int, dict[str, str]] = {}  # ack id -> row context (room, msg_id)
         self._sync_ctx: dict[str, str] | None = None
         self.closed = False
@@ -151,10 +152,10 @@ class Session:
         self._ws_closing = True
         if self._ws is not None:
             self._ws.close(send_frame=False)
+        self._stop_timer()
         cur = gevent.getcurrent()
-        others = [g for g in (*self._polls, self._ws_greenlet, self._timer) if g is not None and g is not cur]
+        others = [g for g in (*self._polls, self._ws_greenlet, self._ticker) if g is not None and g is not cur]
         self._polls.clear()
-        self._timer = None
         gevent.killall(others, block=False)
 
     # -- the action loop ---------------------------------------------------------------------
@@ -199,30 +200,50 @@ class Session:
         """After Closed: release every socket and greenlet still held (except the caller)."""
         self._close_ws()
         self._cancel_polls()
-        if self._timer is not None and self._timer is not gevent.getcurrent():
-            self._timer.kill(block=False)
-        self._timer = None
+        self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        t, self._timer, self._timer_at = self._timer, None, None
+        if t is not None:
+            t.close()
 
     def _arm_timer(self) -> None:
+        """Keep one event-loop timer at the core's next deadline.
+
+        Why a bare libev timer rather than gevent.spawn_later: deadlines are armed and moved on
+        almost every step but rarely fire; a timer watcher costs a fraction of a greenlet (no
+        Greenlet object, no stack) per arming and per idle session. Its callback runs in the
+        hub, which must not block, so it only starts the greenlet that calls tick().
+        """
         d = self.proto.next_deadline()
         if d is None:
-            if self._timer is not None and self._timer is not gevent.getcurrent():
-                self._timer.kill(block=False)
-            self._timer = None
-            self._timer_at = None
+            if self._timer is not None:
+                self._stop_timer()
             return
         if self._timer is not None and self._timer_at is not None and self._timer_at <= d:
             return  # an earlier (or equal) tick is already scheduled; it will re-arm
-        if self._timer is not None and self._timer is not gevent.getcurrent():
-            self._timer.kill(block=False)
+        if self._timer is not None:
+            self._timer.close()
         self._timer_at = d
-        self._timer = gevent.spawn_later(max(0.0, d - time.monotonic()), self._tick)
+        t = self._timer = gevent.get_hub().loop.timer(max(0.0, d - time.monotonic()))
+        t.start(self._timer_fired, t)
 
-    def _tick(self) -> None:
+    def _timer_fired(self, t) -> None:  # noqa: ANN001 - the libev timer watcher
+        if t is not self._timer:
+            return  # replaced or stopped after it fired (same loop iteration)
         self._timer = None
         self._timer_at = None
+        t.close()
         if not self.closed:
-            self._feed(self.proto.tick(time.monotonic()))
+            self._ticker = gevent.spawn(self._tick)
+
+    def _tick(self) -> None:
+        try:
+            if not self.closed:
+                self._feed(self.proto.tick(time.monotonic()))
+        finally:
+            if self._ticker is gevent.getcurrent():
+                self._ticker = None
 
     # -- HTTP long-polling ---------------------------------------------------------------------
     def _http(self, req: HttpRequest) -> None:

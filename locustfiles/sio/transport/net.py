@@ -12,6 +12,7 @@ import socket as _stdsocket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import gevent
 from gevent import socket, ssl
 
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
@@ -122,19 +123,25 @@ def open_socket(
     source_ip: str | None = None,
     ctx: ssl.SSLContext | None = None,
 ) -> socket.socket:
-    """Connected (and TLS-wrapped for https/wss) gevent socket, or a classified TransportError."""
+    """Connected (and TLS-wrapped for https/wss) gevent socket, or a classified TransportError.
+
+    The connect (and TLS handshake) is bounded by one gevent timer raising TimeoutError, not
+    by `settimeout`: a socket timeout costs two settimeout calls plus one timer per connect and
+    another per wait inside it, on every connection of every handshake. The socket is left
+    without a timeout; later waits are bounded by the caller's timer.
+    """
     sock = None
+    timer = gevent.Timeout(timeout, TimeoutError("timed out"))
+    timer.start()
     try:
         family, addr = _resolve(ep.host, ep.port)
         sock = socket.socket(family, _stdsocket.SOCK_STREAM)
-        sock.settimeout(timeout)
         if source_ip:
             sock.bind((source_ip, 0))
         sock.connect(addr)
         sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
         if ep.tls:
             sock = (ctx or tls_context()).wrap_socket(sock, server_hostname=ep.host)
-        sock.settimeout(None)  # waits are bounded by gevent.Timeout around each operation
         return sock
     except BaseException as e:  # noqa: BLE001 - classify everything, re-raise as TransportError
         if sock is not None:
@@ -142,3 +149,5 @@ def open_socket(
         if isinstance(e, TransportError | OSError | ssl.SSLError | TimeoutError):
             raise classify_os_error(e, "connect") from None
         raise
+    finally:
+        timer.close()
