@@ -22,34 +22,13 @@ import pytest
 from locustfiles.sio.live import LiveStats
 from sioscale.config import ClusterConfig
 from targets.cluster import Cluster
+from tests.integration.support import ROOT, Procs, free_port, log_of, processes, read_counts
 from tests.integration.test_client_cluster import Probe, close_all, users
-from tests.integration.test_distributed_eventlog import ROOT, Procs, free_port, log_of, read_counts
 
 pytestmark = pytest.mark.slow
 
 LOCUST = [str(ROOT / ".venv/bin/locust")]
 CHAT_COUNTED = Path(__file__).parent / "locustfiles_el" / "chat_counted.py"
-
-
-@pytest.fixture
-def procs(tmp_path: Path):  # noqa: ANN201
-    ps = Procs(tmp_path)
-    try:
-        yield ps
-    finally:
-        ps.close()
-
-
-def processes(n: int) -> list[str]:
-    """`--processes n` on a private master port bound to loopback.
-
-    Why: by default the forked workers meet their master on 127.0.0.1:5557 (bound on every
-    interface), so two `--processes` runs on one machine (parallel tests, two engineers, two
-    campaigns) join each other's workers and mix their users and rows.
-    """
-    port = str(free_port())
-    return ["--processes", str(n), "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
-            "--master-port", port]
 
 
 def connect_all(us: list[Probe], timeout: float = 20) -> None:
@@ -236,7 +215,7 @@ def test_churn_repeats_clean_sessions(procs: Procs, tmp_path: Path, cookie_clust
 
 
 # -- 5. "Reset stats" in the web UI resets the Socket.IO tab (master owns the numbers) --------------
-def _get_json(url: str) -> dict:
+def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
 
@@ -255,7 +234,7 @@ def test_web_ui_reset_stats_resets_socketio_tab(procs: Procs, tmp_path: Path, co
         assert time.monotonic() < deadline, log_of(tmp_path)
         time.sleep(0.5)
         try:
-            before = _get_json(base + "/sio/stats")
+            before = get_json(base + "/sio/stats")
         except OSError:
             continue
     assert before["totals"]["connects"] == 4 and before["totals"]["connected_now"] == 4
@@ -263,7 +242,7 @@ def test_web_ui_reset_stats_resets_socketio_tab(procs: Procs, tmp_path: Path, co
     req = urllib.request.Request(base + "/stats/reset", method="POST")
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.read() == b"ok"
-    after = _get_json(base + "/sio/stats")
+    after = get_json(base + "/sio/stats")
     t = after["totals"]
     assert t["rows"] < rows_before and t["connects"] == 0 and t["broadcast_sends"] < before["totals"]["broadcast_sends"]
     assert t["connected_now"] == 4  # the sessions are still open: a state, not a counter
@@ -272,7 +251,7 @@ def test_web_ui_reset_stats_resets_socketio_tab(procs: Procs, tmp_path: Path, co
     assert after["reset_at"] is not None
     # counting goes on after the reset, and delivery is judged on the new window only
     time.sleep(3.5)
-    later = _get_json(base + "/sio/stats")
+    later = get_json(base + "/sio/stats")
     assert later["totals"]["broadcast_sends"] > t["broadcast_sends"]
     d = later["delivery"]
     # only broadcasts sent after the reset are judged (memory adapter: rooms split over 2 nodes lose some)
@@ -283,7 +262,7 @@ def test_web_ui_reset_stats_resets_socketio_tab(procs: Procs, tmp_path: Path, co
     rows = read_events(run / "events.csv")
     assert len(rows) >= rows_before and sum(1 for r in rows if r["step"] == "connect") == 4
     tab = {(e["section"], e["metric"]): e["value"] for e in next(
-        x["data"] for x in _get_json(base + "/stats/requests")["extended_stats"])}
+        x["data"] for x in get_json(base + "/stats/requests")["extended_stats"])}
     assert tab[("Totals", "connected now")] == "4"
 
 

@@ -16,20 +16,11 @@ import pytest
 
 from locustfiles.sio.live import LiveStats
 from sioscale.config import ClusterConfig
-from tests.integration.test_distributed_eventlog import ROOT, Procs, log_of, read_counts
+from tests.integration.support import ROOT, Procs, log_of, processes, read_counts
 
 pytestmark = pytest.mark.slow
 
 CHAT = Path(__file__).parent / "locustfiles_el" / "chat_counted.py"
-
-
-@pytest.fixture
-def procs(tmp_path: Path):  # noqa: ANN201
-    ps = Procs(tmp_path)
-    try:
-        yield ps
-    finally:
-        ps.close()
 
 
 def test_chat_processes_2_master_numbers_are_the_complete_rows(procs: Procs, tmp_path: Path) -> None:
@@ -41,7 +32,7 @@ def test_chat_processes_2_master_numbers_are_the_complete_rows(procs: Procs, tmp
     with Cluster(ClusterConfig(nodes=3, balancer="haproxy", policy="cookie", adapter="memory"),
                  workdir=tmp_path / "cluster") as c:
         p = procs.start([str(ROOT / ".venv/bin/locust"), "-f", str(CHAT), "--host", c.info["url"], "--headless",
-                         "-u", "12", "-r", "12", "-t", "6s", "--processes", "2", "--sio-room-size", "4",
+                         "-u", "12", "-r", "12", "-t", "6s", *processes(2), "--sio-room-size", "4",
                          "--sio-message-rate", "2", "--sio-run-dir", str(run)], "locust",
                         ROWFIRE_COUNTS_DIR=str(counts))
         p.wait(timeout=120)

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -22,73 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.support import LOCUST, Procs, free_port, get_json, log_of, processes, read_counts
+
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-LOCUSTFILE = Path(__file__).parent / "locustfiles_el" / "rowfire.py"
-LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Procs:
-    """Processes started by a test, each in its own process group, all killed at the end."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, args: list[str], name: str, **env: str) -> subprocess.Popen:
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-        log = (self.tmp / f"{name}.log").open("w")
-        p = subprocess.Popen(args, cwd=self.tmp, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-        self.procs.append(p)
-        return p
-
-    def kill(self, p: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-        try:
-            os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def close(self) -> None:
-        for p in self.procs:
-            self.kill(p)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-@pytest.fixture
-def procs(tmp_path: Path):  # noqa: ANN201
-    ps = Procs(tmp_path)
-    try:
-        yield ps
-    finally:
-        ps.close()
 
 
 def read_events(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-def read_counts(d: Path) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for p in d.glob("*.json"):
-        c = json.loads(p.read_text())
-        out[c["worker"]] = out.get(c["worker"], 0) + c["produced"]
-    return {k: v for k, v in out.items() if v}
-
-
-def log_of(tmp: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in tmp.glob("*.log"))
 
 
 def assert_stats_match_rows(stats: dict, rows: list[dict[str, str]]) -> None:
@@ -107,7 +43,7 @@ def test_processes_2_events_csv_complete_and_stats_summed(procs: Procs, tmp_path
     run = tmp_path / "run"
     counts = tmp_path / "counts"
     counts.mkdir()
-    p = procs.start([*LOCUST, "--headless", "-u", "6", "-r", "6", "-t", "4s", "--processes", "2",
+    p = procs.start([*LOCUST, "--headless", "-u", "6", "-r", "6", "-t", "4s", *processes(2),
                      "--sio-run-dir", str(run)], "locust", ROWFIRE_COUNTS_DIR=str(counts))
     assert p.wait(timeout=90) == 0, log_of(tmp_path)
     produced = read_counts(counts)
@@ -188,16 +124,11 @@ def test_sigkill_keeps_every_row_older_than_a_second(procs: Procs, tmp_path: Pat
     assert not missing, f"{len(missing)} rows older than 1 s lost, e.g. {sorted(missing)[:3]}"
 
 
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
-
-
 def test_web_ui_tab_data_under_processes_2_equals_workers_sum(procs: Procs, tmp_path: Path) -> None:
     counts = tmp_path / "counts"
     counts.mkdir()
     port = free_port()
-    procs.start([*LOCUST, "--autostart", "-u", "6", "-r", "6", "-t", "4s", "--processes", "2",
+    procs.start([*LOCUST, "--autostart", "-u", "6", "-r", "6", "-t", "4s", *processes(2),
                  "--web-host", "127.0.0.1", "--web-port", str(port)], "locust",
                 ROWFIRE_COUNTS_DIR=str(counts))  # no --sio-run-dir: the tab must work without one
     base = f"http://127.0.0.1:{port}"
@@ -206,7 +137,7 @@ def test_web_ui_tab_data_under_processes_2_equals_workers_sum(procs: Procs, tmp_
     while True:
         assert time.monotonic() < deadline, log_of(tmp_path)
         try:
-            req = _get_json(base + "/stats/requests")
+            req = get_json(base + "/stats/requests")
         except OSError:
             time.sleep(0.3)
             continue
@@ -221,7 +152,7 @@ def test_web_ui_tab_data_under_processes_2_equals_workers_sum(procs: Procs, tmp_
         time.sleep(0.3)
     assert live_seen is not None, "the tab never showed the 6 connected users while running"
     time.sleep(0.5)
-    stats = _get_json(base + "/sio/stats")
+    stats = get_json(base + "/sio/stats")
     produced = read_counts(counts)
     assert len(produced) == 2
     assert {w["id"]: w["rows"] for w in stats["workers"]} == produced
@@ -232,7 +163,7 @@ def test_web_ui_tab_data_under_processes_2_equals_workers_sum(procs: Procs, tmp_
     assert stats["totals"]["failures"] == (sum(produced.values()) - 12) // 2
     # the tab (via /stats/requests) and the CSV download show the same numbers as /sio/stats
     tab = {(r["section"], r["metric"]): r["value"]
-           for r in next(e["data"] for e in _get_json(base + "/stats/requests")["extended_stats"])}
+           for r in next(e["data"] for e in get_json(base + "/stats/requests")["extended_stats"])}
     assert tab[("Totals", "failed steps")] == str(stats["totals"]["failures"])
     with urllib.request.urlopen(base + "/sio/stats/csv", timeout=5) as r:
         body = r.read().decode()

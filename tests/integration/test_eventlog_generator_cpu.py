@@ -16,21 +16,12 @@ from pathlib import Path
 import pytest
 
 from sioscale.config import ClusterConfig
-from tests.integration.test_distributed_eventlog import ROOT, Procs, free_port, log_of
+from tests.integration.support import ROOT, Procs, log_of, processes
 
 pytestmark = pytest.mark.slow
 
 USERS = 5
 BURN = Path(__file__).parent / "locustfiles_el" / "burn.py"
-
-
-@pytest.fixture
-def procs(tmp_path: Path):  # noqa: ANN201
-    ps = Procs(tmp_path)
-    try:
-        yield ps
-    finally:
-        ps.close()
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +102,7 @@ def test_a_busy_generator_shows_as_saturated(procs: Procs, tmp_path: Path) -> No
 
 
 def test_processes_2_writes_every_worker_and_the_master(procs: Procs, tmp_path: Path, cluster) -> None:  # noqa: ANN001
-    port = str(free_port())  # not Locust's default 5557: other suites may run a master at the same time
-    run = _run(procs, tmp_path, cluster.info["url"], "--processes", "2", "--master-bind-port", port,
-               "--master-port", port)
+    run = _run(procs, tmp_path, cluster.info["url"], *processes(2))
     per = _samples(run)
     workers = sorted(w for w in per if w != "master")
     assert "master" in per and len(workers) == 2, sorted(per)

@@ -15,20 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_distributed_eventlog import LOCUST, Procs, _get_json, free_port, log_of
+from tests.integration.support import LOCUST, Procs, free_port, get_json, log_of, processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture
-def procs(tmp_path: Path):  # noqa: ANN201
-    ps = Procs(tmp_path)
-    try:
-        yield ps
-    finally:
-        ps.close()
 
 
 def _chromium(args: list[str], tmp: Path) -> str:
@@ -56,14 +47,14 @@ def _cells(dom: str) -> list[list[str]]:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_socketio_tab_renders_live_numbers(procs: Procs, tmp_path: Path) -> None:
     port = free_port()
-    procs.start([*LOCUST, "--autostart", "-u", "6", "-r", "6", "-t", "60s", "--processes", "2",
+    procs.start([*LOCUST, "--autostart", "-u", "6", "-r", "6", "-t", "60s", *processes(2),
                  "--web-host", "127.0.0.1", "--web-port", str(port)], "locust", ROWFIRE_WAIT="0.5")
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         assert time.monotonic() < deadline, log_of(tmp_path)
         try:
-            s = _get_json(base + "/sio/stats")
+            s = get_json(base + "/sio/stats")
             if s["totals"]["connected_now"] == 6 and len(s["workers"]) == 2:
                 break
         except OSError:
@@ -85,7 +76,7 @@ def test_socketio_tab_renders_live_numbers(procs: Procs, tmp_path: Path) -> None
     failed = int(table[("Totals", "failed steps")][0])
     assert failed > 0 and int(table[("Failures", "poll × session_unknown")][0]) == failed
     # the rendered numbers come from the same aggregate as the JSON endpoint (read after: it only grows)
-    assert _get_json(base + "/sio/stats")["totals"]["failures"] >= failed
+    assert get_json(base + "/sio/stats")["totals"]["failures"] >= failed
     assert (tmp_path / "tab.png").stat().st_size > 10_000
     with urllib.request.urlopen(base + "/", timeout=5) as r:
         assert b"extended_tabs" in r.read()

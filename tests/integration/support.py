@@ -1,0 +1,82 @@
+"""Plumbing shared by the integration tests that run Locust as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# a test locustfile whose users fire known, uniquely named rows (no server needed)
+LOCUSTFILE = Path(__file__).parent / "locustfiles_el" / "rowfire.py"
+LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes(n: int) -> list[str]:
+    """`--processes n` on a private master port bound to loopback.
+
+    Why: by default the forked workers meet their master on 127.0.0.1:5557 (bound on every
+    interface), so two `--processes` runs on one machine (parallel tests, two engineers, two
+    campaigns) join each other's workers and mix their users and rows.
+    """
+    port = str(free_port())
+    return ["--processes", str(n), "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+            "--master-port", port]
+
+
+class Procs:
+    """Processes started by a test, each in its own process group, all killed at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], name: str, **env: str) -> subprocess.Popen:
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+        log = (self.tmp / f"{name}.log").open("w")
+        p = subprocess.Popen(args, cwd=self.tmp, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def kill(self, p: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        for p in self.procs:
+            self.kill(p)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def read_counts(d: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in d.glob("*.json"):
+        c = json.loads(p.read_text())
+        out[c["worker"]] = out.get(c["worker"], 0) + c["produced"]
+    return {k: v for k, v in out.items() if v}
+
+
+def log_of(tmp: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in tmp.glob("*.log"))
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
