@@ -206,6 +206,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
     With `url`, the load goes to an existing server (no local cluster). The returned dict is
     the run's meta.json. KeyboardInterrupt still propagates, after everything is stopped.
     """
+    run_dir = run_dir.resolve()  # Locust and the cluster's children get paths that hold from any cwd
     run_dir.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
         "schema": 1,

@@ -98,7 +98,8 @@ class Cluster:
             raise ClusterError(str(e)) from None
         self._own_workdir = workdir is None
         # A temporary workdir is made at start(), so a Cluster that never starts leaves no trace.
-        self.workdir: Path = Path(workdir) if workdir is not None else Path()
+        # absolute: children run with the workdir as their cwd, so a relative path would point elsewhere
+        self.workdir: Path = Path(workdir).resolve() if workdir is not None else Path()
         self.node_ids = [f"n{i}" for i in range(1, config.nodes + 1)]
         self.nodes: dict[str, Child] = {}
         self.balancer: Child | None = None

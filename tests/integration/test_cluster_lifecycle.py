@@ -206,3 +206,13 @@ def test_cli_bad_flags_exit_2_with_one_line() -> None:
     out, err = p.communicate(timeout=30)
     assert p.returncode == 2 and out == ""
     assert err.strip().count("\n") == 0 and "policy = 'source' is not valid for balancer 'caddy'" in err
+
+
+def test_relative_workdir_works_from_any_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sioscale campaign` passes run directories relative to the user's cwd (reports/NAME/runs/...)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = ClusterConfig(nodes=2, balancer="haproxy", policy="cookie", adapter="redis")
+    with Cluster(cfg, workdir="reports/x/runs/y/cluster") as c:
+        assert Path(c.info["workdir"]).is_absolute()
+        assert probe.handshake(c.info["url"]).sid
+    assert (tmp_path / "reports/x/runs/y/cluster/haproxy.cfg").is_file()
