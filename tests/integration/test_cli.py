@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SIOSCALE = [sys.executable, "-m", "sioscale.cli"]
 
 
-def sioscale(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*SIOSCALE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def sioscale(*args: str, timeout: float = 60, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([*SIOSCALE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def test_help_is_complete_for_every_subcommand():
@@ -68,7 +68,8 @@ def test_smoke_campaign_end_to_end(tmp_path):
     """The seed's effect in miniature, measured through the real CLI, cluster and balancer."""
     out_dir = tmp_path / "smoke"
     t0 = time.monotonic()
-    proc = sioscale("campaign", "campaigns/smoke.toml", "--out", str(out_dir), timeout=240)
+    # from another cwd with a relative --out, as a user would (paths must hold for every child process)
+    proc = sioscale("campaign", str(ROOT / "campaigns/smoke.toml"), "--out", "smoke", timeout=240, cwd=tmp_path)
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert elapsed < 180, f"smoke campaign took {elapsed:.0f}s"
