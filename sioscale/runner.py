@@ -123,20 +123,18 @@ def _process_group(cmd: list[str], out: Path, env: dict[str, str]) -> Iterator[s
             os.killpg(proc.pid, signal.SIGKILL)  # stragglers (forked workers)
 
 
-def _locust_counts(run_dir: Path) -> tuple[int | None, int | None, int | None]:
-    """(users, requests, failures) from Locust's periodic CSVs, for the progress line."""
-    users = reqs = fails = None
-    with contextlib.suppress(OSError, ValueError, csv.Error, IndexError, KeyError):
+def _live_counts(run_dir: Path) -> tuple[int | None, int | None, int | None]:
+    """(connected now, requests, failures) for the progress line: the event log's live stats
+    (rewritten every 2 s) and Locust's stats CSV (rewritten every 2 s)."""
+    connected = reqs = fails = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        connected = int(json.loads((run_dir / "sio_stats.json").read_text())["totals"]["connected_now"])
+    with contextlib.suppress(OSError, ValueError, csv.Error, KeyError):
         with (run_dir / "locust_stats.csv").open() as fh:
             for row in csv.DictReader(fh):
                 if row.get("Name") == "Aggregated":
                     reqs, fails = int(row["Request Count"]), int(row["Failure Count"])
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with (run_dir / "locust_stats_history.csv").open("rb") as fh:
-            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
-            last = fh.read().decode(errors="replace").strip().splitlines()[-1]
-            users = int(last.split(",")[1])
-    return users, reqs, fails
+    return connected, reqs, fails
 
 
 class FaultSchedule:
@@ -179,9 +177,9 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
             faults.fire_due(elapsed, progress)
             if progress and elapsed - last >= 5:
                 last = elapsed
-                users, reqs, fails = _locust_counts(run_dir)
+                users, reqs, fails = _live_counts(run_dir)
                 progress(
-                    f"{elapsed:5.0f}s/{cfg.load.run_seconds:.0f}s  users {users if users is not None else '-'}"
+                    f"{elapsed:5.0f}s/{cfg.load.run_seconds:.0f}s  connected {users if users is not None else '-'}"
                     f"  requests {reqs if reqs is not None else '-'}  failures {fails if fails is not None else '-'}"
                 )
             time.sleep(0.5)
