@@ -106,3 +106,12 @@ def test_faults_parse_validate_and_reach_every_run():
     ]:
         with pytest.raises(ConfigError, match=re.escape(needle)):
             parse_campaign(text)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "campaigns").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_campaign_is_valid(path):
+    camp = load_campaign(path)
+    runs = camp.runs()
+    assert runs and camp.name == path.stem
+    for r in runs:
+        assert (ROOT / r.load.locustfile).is_file()
