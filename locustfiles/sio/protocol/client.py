@@ -258,7 +258,7 @@ class ClientProtocol:
         if rid == self._get_rid:
             self._get_rid = None
             if self._state == CLOSING:
-                return
+                return out  # the parked GET our own close released or broke: no longer matters
             if self._get_purpose == "handshake":
                 self._fail_step("handshake", kind, error, now, out)
                 self._close(now, "connect error", kind, error, out)
