@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
-DELIVERY_GRACE_S = 2.0
-"""docs/contracts.md: a broadcast sent this close to the end of a run's events is not counted."""
+from locustfiles.sio.rows import DELIVERY_GRACE_S  # the one constant of docs/contracts.md
 
 PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 
@@ -32,7 +31,9 @@ def connection_ratios(events: pd.DataFrame) -> pd.DataFrame:
 
     attempted = handshake rows (each is one attempt by a user to open a session, reconnects included);
     connected = connect rows with ok=1 (the namespace CONNECT was acknowledged);
-    upgraded = upgrade rows with ok=1 (the WebSocket took over from polling).
+    upgraded = distinct eio_sid with an ok=1 upgrade row (the WebSocket took over from polling) among
+    the sessions with an ok connect: a session whose upgrade succeeded but whose namespace CONNECT
+    then failed is not a connected session, and counting rows would let it push the ratio past 1.
     connect_ratio = connected / attempted. upgrade_ratio = upgraded / connected, only where an
     upgrade is expected (transports polling+websocket); NaN otherwise (websocket-only clients open
     the WebSocket directly, polling-only ones never upgrade). Ratios are NaN when the denominator is 0.
@@ -42,7 +43,9 @@ def connection_ratios(events: pd.DataFrame) -> pd.DataFrame:
         e = events[events["config"] == cfg]
         attempted = int((e["step"] == "handshake").sum())
         connected = int(((e["step"] == "connect") & (e["ok"] == 1)).sum())
-        upgraded = int(((e["step"] == "upgrade") & (e["ok"] == 1)).sum())
+        conn_sids = set(e.loc[(e["step"] == "connect") & (e["ok"] == 1), "eio_sid"].astype(str)) - {""}
+        up_sids = set(e.loc[(e["step"] == "upgrade") & (e["ok"] == 1), "eio_sid"].astype(str))
+        upgraded = len(up_sids & conn_sids)
         transports = str(e["transports"].iloc[0]) if "transports" in e and len(e) else ""
         expects_upgrade = transports == "polling+websocket"
         out.append({
@@ -246,7 +249,8 @@ def broadcast_delivery(events: pd.DataFrame, grace_s: float = DELIVERY_GRACE_S) 
     """Broadcast delivery by the one definition in docs/contracts.md.
 
     members(room, t): users whose last ok `join` of the room is at or before t with no later `leave`
-    (same room) or `disconnect` at or before t. For each `broadcast_send` (msg_id, room, ts):
+    (same room) or `disconnect` at or before t. For each `broadcast_send` with ok=1 (msg_id, room, ts;
+    a failed send, e.g. an emit on a closing session, never reached the wire and is not a send):
     expected = |members(room, ts)|; delivered = distinct users with a `broadcast_recv` of that msg_id
     who were members at ts, capped at expected. Sends within `grace_s` of the end of the config's
     events are left out. Returns (per-config summary, per-send detail).
@@ -255,7 +259,7 @@ def broadcast_delivery(events: pd.DataFrame, grace_s: float = DELIVERY_GRACE_S) 
     latency p50/p95/p99 (latency_ms of broadcast_recv rows).
     """
     cols = ["config", "sent", "expected", "delivered", "delivery_ratio", "lat_p50", "lat_p95", "lat_p99"]
-    sends = events[events["step"] == "broadcast_send"]
+    sends = events[(events["step"] == "broadcast_send") & (events["ok"] == 1)]
     if not len(sends):
         return pd.DataFrame(columns=cols), pd.DataFrame(columns=["config", "msg_id", "room", "ts", "expected", "delivered"])
     key = ["config", "user", "room"]

@@ -21,8 +21,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-DELIVERY_GRACE_S = 2.0
-"""A send this close to the end of the run's events is excluded (docs/contracts.md)."""
+from .rows import DELIVERY_GRACE_S  # one definition for live stats and analysis
 
 _MEMBERSHIP_STEPS = ("join", "leave", "disconnect")
 

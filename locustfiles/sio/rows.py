@@ -11,6 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any, TypedDict
 
+DELIVERY_GRACE_S = 2.0
+"""docs/contracts.md "Broadcast delivery, one definition": a broadcast sent this close to the end of
+a run's events is not counted (its receivers may have been stopped before it arrived). Defined once
+here, the shared contract module, for both the live stats and the analysis."""
+
 # Column order of events*.csv. Append new columns at the end only.
 COLUMNS: tuple[str, ...] = (
     "ts",  # float, epoch seconds when the step ended (or the event was seen)

@@ -40,6 +40,25 @@ def test_connection_ratios_definitions() -> None:
     assert M.connection_ratios(frame(rows).iloc[0:0]).empty
 
 
+def test_upgrade_ratio_counts_distinct_connected_sessions_only() -> None:
+    """upgraded = distinct eio_sid with an ok upgrade among sessions with an ok connect.
+
+    s1: connected, upgraded (two upgrade rows, e.g. a re-logged step: one session);
+    s2: upgraded but its CONNECT then failed — not a connected session, not counted;
+    s3: connected, upgrade failed. Upgraded 1 of 2 connected sessions = 0.5
+    (counting rows would say 3 of 2 = 1.5).
+    """
+    rows = [R("handshake", 0, user="a", eio_sid="s1"), R("upgrade", 0.05, user="a", eio_sid="s1"),
+            R("connect", 0.1, user="a", eio_sid="s1"), R("upgrade", 0.2, user="a", eio_sid="s1"),
+            R("handshake", 0, user="b", eio_sid="s2"), R("upgrade", 0.05, user="b", eio_sid="s2"),
+            R("connect", 0.1, user="b", eio_sid="s2", ok=0, error_kind="namespace_rejected"),
+            R("handshake", 1, user="c", eio_sid="s3"), R("connect", 1.1, user="c", eio_sid="s3"),
+            R("upgrade", 1.2, user="c", eio_sid="s3", ok=0, error_kind="upgrade_failed")]
+    c = M.connection_ratios(frame(rows)).set_index("config").loc["c"]
+    assert (c["attempted"], c["connected"], c["upgraded"]) == (3, 2, 1)
+    assert c["upgrade_ratio"] == 0.5
+
+
 def test_failures_by_kind_step_node_and_counts() -> None:
     rows = [R("connect", 0, node="n2", ok=0, error_kind="session_unknown"),
             R("connect", 1, node="n2", ok=0, error_kind="session_unknown"),

@@ -189,8 +189,14 @@ def test_quantiles_match_numpy_within_rounding(n: int) -> None:
     assert Quantiles().quantile(0.95) is None
 
 
-def test_grace_constant_matches_contract() -> None:
-    assert DELIVERY_GRACE_S == 2.0
+def test_grace_constant_is_the_one_shared_definition() -> None:
+    """Live stats and analysis must use the very same constant (rows.py), not two literals."""
+    metrics = pytest.importorskip("analysis.metrics")
+    from locustfiles.sio import live, rows
+    assert live.DELIVERY_GRACE_S is rows.DELIVERY_GRACE_S
+    assert metrics.DELIVERY_GRACE_S is rows.DELIVERY_GRACE_S
+    assert DELIVERY_GRACE_S is rows.DELIVERY_GRACE_S
+    assert metrics.broadcast_delivery.__defaults__ == (rows.DELIVERY_GRACE_S,)
 
 
 def _random_rows(seed: int) -> list:
@@ -209,9 +215,12 @@ def _random_rows(seed: int) -> list:
         elif k < 0.4:
             rows.append(R("disconnect", t, user=u))
         elif k < 0.6:
-            rows.append(R("broadcast_send", t, user=u, room=room, msg_id=f"m{i}"))
+            # a send on a closing session fails (ok=0) and never reaches the wire: no receipts
+            ok = int(rng.random() > 0.2)
+            rows.append(R("broadcast_send", t, user=u, room=room, msg_id=f"m{i}", ok=ok,
+                          error_kind="" if ok else "transport_closed"))
         else:
-            sends = [r for r in rows if r["step"] == "broadcast_send"]
+            sends = [r for r in rows if r["step"] == "broadcast_send" and r["ok"]]
             if sends:
                 m = rng.choice(sends)
                 rows.append(R("broadcast_recv", t, user=u, room=m["room"], msg_id=m["msg_id"],
@@ -230,8 +239,10 @@ def test_agrees_with_the_analysis_implementation(seed: int) -> None:
     d = s.snapshot()["delivery"]
     df = pd.DataFrame(rows).assign(config="c")
     summary, detail = metrics.broadcast_delivery(df)
+    assert any(not r["ok"] for r in rows if r["step"] == "broadcast_send")  # the case that once disagreed
     assert int(detail["expected"].sum()) == d["expected"]
     assert int(detail["delivered"].sum()) == d["delivered"]
+    assert int(summary["sent"].sum()) == d["sends_counted"]
 
 
 def test_membership_rows_arriving_after_a_snapshot_change_the_judgement() -> None:
