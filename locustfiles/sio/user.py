@@ -366,6 +366,12 @@ class SocketIOUser(User):
         for res in list(self._acks.values()):
             res.set((False, (a.error_kind or "transport_closed", a.reason)))
         self._acks.clear()
+        if a.reason == "io server disconnect" or a.error_kind == "namespace_rejected":
+            # socket.io-client does not reconnect when the server ended the namespace (DISCONNECT)
+            # or refused it (CONNECT_ERROR): the socket goes inactive until the app calls
+            # connect() again (PROTOCOL.md §3.3). Reconnecting here would turn a server's kick
+            # or an auth refusal into a reconnect storm the real client never makes.
+            self._want_connected = False
         lost = a.error_kind != "" and self._want_connected
         if lost and str(_opt(self.environment, "sio_reconnect", "true")) == "true":
             if self._reconnector is None or self._reconnector.dead:
