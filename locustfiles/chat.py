@@ -24,23 +24,17 @@ from locustfiles.sio import SioError, SocketIOUser
 _slots = itertools.count()
 
 
-def _opt(user: SocketIOUser, name: str, default: Any) -> Any:
-    opts = getattr(user.environment, "parsed_options", None)
-    v = getattr(opts, name, None) if opts is not None else None
-    return default if v is None else v
-
-
 class ChatUser(SocketIOUser):
     def wait_time(self) -> float:
-        rate = float(_opt(self, "sio_message_rate", 1.0))
+        rate = float(self.option("sio_message_rate", 1.0))
         return constant_pacing(1.0 / rate if rate > 0 else 1.0)(self)
 
     def on_start(self) -> None:
-        size = max(1, int(_opt(self, "sio_room_size", 10)))
+        size = max(1, int(self.option("sio_room_size", 10)))
         runner = self.environment.runner
         prefix = f"w{runner.worker_index}-" if isinstance(runner, WorkerRunner) else ""
         self.room = f"{prefix}room-{next(_slots) // size}"
-        self.pad = "x" * int(_opt(self, "sio_payload_size", 64))
+        self.pad = "x" * int(self.option("sio_payload_size", 64))
         self._seq = itertools.count()
         self._turn = itertools.cycle(("echo", "broadcast"))
         self.on("broadcast", self._received)

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 NODE_HEADER = "x-served-by"
-"""Response header carrying the backend node id; set by the reference servers, read by the client."""
+"""Response header carrying the backend node id; set by the reference servers, read by the client.
+Lower case: the client's HTTP layer lower-cases response header names."""
+NODE_COOKIE = "SIOSCALE_NODE"
+"""HAProxy's sticky cookie; its value is the node id (rendered by targets, read by the client)."""
+CADDY_COOKIE = "lb"
+"""Caddy's sticky cookie (an opaque hash of the upstream, not the node id)."""
 
 BALANCERS = ("haproxy", "caddy", "none")
 POLICIES: dict[str, tuple[str, ...]] = {

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import jinja2
 
-from sioscale.config import POLICIES
+from sioscale.config import CADDY_COOKIE, NODE_COOKIE, POLICIES
 
 TEMPLATES = Path(__file__).parent / "balancers"
-HAPROXY_COOKIE = "SIOSCALE_NODE"
-CADDY_COOKIE = "lb"
 # HAProxy policies balanced per TCP connection (mode tcp); the others are mode http.
 HAPROXY_TCP_POLICIES = ("l4-round-robin", "source", "leastconn")
 
@@ -80,7 +78,7 @@ def haproxy_config(
         pem_file=pem_file or "",
         fd_limit=lim,
         maxconn=haproxy_maxconn(lim),
-        cookie_name=HAPROXY_COOKIE,
+        cookie_name=NODE_COOKIE,
     )
 
 

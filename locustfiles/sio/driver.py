@@ -37,6 +37,7 @@ from locustfiles.sio.protocol.client import ClientProtocol
 from locustfiles.sio.transport import Endpoint, HttpSession, TransportError, WebSocket
 from locustfiles.sio.transport.http import HttpResponse
 from locustfiles.sio.transport.websocket import HandshakeRefused
+from sioscale.config import CADDY_COOKIE, NODE_COOKIE, NODE_HEADER
 
 POLL_SAFETY_S = 60.0
 """Transport bound on a parked long-poll GET: above pingInterval + pingTimeout (45 s by default),
@@ -44,8 +45,6 @@ which the core enforces itself; this only catches a core that forgot to."""
 _RNG = random.Random()
 """Cache-busters only: one generator per process (a new Random per session seeds itself from
 os.urandom, which cost more than building the rest of the session)."""
-HAPROXY_COOKIE = "SIOSCALE_NODE"
-CADDY_COOKIE = "lb"
 
 
 @dataclass
@@ -59,10 +58,15 @@ class SessionConfig:
     namespace: str = "/"
     auth: dict[str, Any] | None = None
     timeout: float = 10.0
-    node_header: str = "x-served-by"
+    node_header: str = NODE_HEADER
     source_ip: str | None = None
     tls: ssl.SSLContext | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The HTTP layer lower-cases response header names, so `--sio-node-header X-Served-By`
+        # found nothing before this.
+        self.node_header = self.node_header.strip().lower()
 
 
 def node_of(headers: dict[str, str], http: HttpSession, node_header: str) -> str:
@@ -70,7 +74,7 @@ def node_of(headers: dict[str, str], http: HttpSession, node_header: str) -> str
     node = headers.get(node_header)
     if node:
         return node
-    v = http.cookies.get(HAPROXY_COOKIE)
+    v = http.cookies.get(NODE_COOKIE)
     if v:
         return v
     v = http.cookies.get(CADDY_COOKIE)
@@ -350,8 +354,7 @@ class Session:
                 if self.closed or self._ws_closing:
                     return
                 err = self._ws_error or e
-                kind = err.kind if err.kind in ("transport_closed", "connection_reset") else err.kind
-                self._feed(proto.ws_closed(time.monotonic(), err.detail or str(err), error_kind=kind))
+                self._feed(proto.ws_closed(time.monotonic(), err.detail or str(err), error_kind=err.kind))
                 return
             if self.closed:
                 return

@@ -45,6 +45,7 @@ from locustfiles.sio.protocol.backoff import reconnect_delay_ms
 from locustfiles.sio.rows import make_row
 from locustfiles.sio.transport import HttpSession, parse_source_range, tls_context
 from locustfiles.sio.transport.net import Endpoint
+from sioscale.config import NODE_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,11 @@ class SocketIOUser(User):
         self.rooms: set[str] = set()
 
     # -- options ---------------------------------------------------------------------------------
+    def option(self, name: str, default: Any) -> Any:
+        """A Locust option by its dest name (e.g. "sio_room_size"); `default` when absent or None,
+        as when a test builds the Environment without parsed options."""
+        return _opt(self.environment, name, default)
+
     @property
     def timeout(self) -> float:
         return float(_opt(self.environment, "sio_timeout", 10.0))
@@ -138,7 +144,7 @@ class SocketIOUser(User):
             namespace=namespace or _opt(env, "sio_namespace", "/"),
             auth=auth,
             timeout=self.timeout,
-            node_header=_opt(env, "sio_node_header", "x-served-by"),
+            node_header=_opt(env, "sio_node_header", NODE_HEADER),
             source_ip=source_ip,
             tls=tls,
             headers=dict(headers or {}),

@@ -88,6 +88,18 @@ def test_transports_direct(direct: Cluster, transports: str) -> None:
     assert u.session.closed and not u.session._polls and u._http.open_connections == 0
 
 
+def test_node_header_option_in_the_servers_case(direct: Cluster) -> None:
+    # the node stamps "x-served-by"; an option written "X-Served-By" must still attribute
+    # (no balancer here, so there is no sticky cookie to fall back on)
+    [u] = users(direct.url, 1, sio_node_header="X-Served-By")
+    try:
+        assert u.connect(), u.steps
+        assert u.call("echo", 1) == [1]
+    finally:
+        close_all([u])
+    assert {s["node"] for s in u.steps if s["name"] in ("handshake", "connect", "ack:echo")} == {"n1"}, u.steps
+
+
 def test_polling_uses_two_keepalive_connections(direct: Cluster) -> None:
     [u] = users(direct.url, 1, sio_transports="polling")
     try:

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from sioscale.config import ClusterConfig
+from sioscale.config import CADDY_COOKIE, ClusterConfig
+from sioscale.config import NODE_COOKIE as HAPROXY_COOKIE
 from targets import probe
 from targets.cluster import Cluster
-from targets.render import CADDY_COOKIE, HAPROXY_COOKIE
 
 pytestmark = pytest.mark.slow
 
