@@ -126,11 +126,12 @@ def node_distribution(events: pd.DataFrame, expected_nodes: dict[str, int] | Non
     g = pd.concat(rows, ignore_index=True) if len(rows) > 1 else g
     tot = g.groupby("config")["sessions"].transform("sum")
     g["share"] = np.where(tot > 0, g["sessions"] / tot.where(tot > 0, 1), np.nan)
-    return g.sort_values(["config", "node"], key=lambda s: s.map(_node_key) if s.name == "node" else s,
+    return g.sort_values(["config", "node"], key=lambda s: s.map(node_key) if s.name == "node" else s,
                          ignore_index=True)
 
 
-def _node_key(n: str) -> tuple[int, str]:
+def node_key(n: str) -> tuple[int, str]:
+    """Natural node order, n1 < n2 < n10 (text order would put n10 before n2); other names last."""
     return (int(n[1:]), n) if n[:1] == "n" and n[1:].isdigit() else (10**9, n)
 
 

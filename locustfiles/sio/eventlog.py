@@ -24,9 +24,6 @@ import csv
 import json
 import logging
 import operator
-import os
-import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +36,8 @@ from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterR
 from locustfiles.sio import generator_cpu
 from locustfiles.sio.live import LiveStats
 from locustfiles.sio.rows import COLUMNS, Row
+from sioscale import environment  # stdlib-only, like sioscale.jsonfile (test_fmt.py checks)
+from sioscale.jsonfile import write_json
 
 log = logging.getLogger(__name__)
 
@@ -337,27 +336,9 @@ def write_stats(environment: Any) -> None:
         return
     try:
         d.mkdir(parents=True, exist_ok=True)
-        _atomic_json(d / "sio_stats.json", stats(environment))
+        write_json(d / "sio_stats.json", stats(environment))
     except OSError as e:
         log.error("sioscale event log: cannot write %s/sio_stats.json (%s)", d, e)
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("locust", "python-socketio", "python-engineio"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = ""
-    return out
 
 
 def _options(st: _State) -> dict[str, Any]:
@@ -382,7 +363,7 @@ def _write_meta(st: _State, final: bool) -> None:
         if not path.exists():
             meta = {"schema": 1, "run": st.run_name, "status": "ok" if final else "running",
                     "started": st.started, "ended": st.ended if final else None,
-                    "versions": _versions(), "machine": {"platform": platform.platform()},
+                    "versions": environment.package_versions(), "machine": environment.machine(),
                     "locust": locust_block, "written_by": "locustfiles.sio.eventlog"}
             st.wrote_meta = True
         else:
@@ -398,7 +379,7 @@ def _write_meta(st: _State, final: bool) -> None:
                     meta["locust"].update(locust_block)
             elif not st.wrote_meta:
                 return  # someone else's meta.json: touch it only once, at the end
-        _atomic_json(path, meta)
+        write_json(path, meta)
     except (OSError, ValueError) as e:
         log.error("sioscale event log: cannot update %s (%s)", path, e)
 

@@ -21,6 +21,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from analysis._fmt import num  # stdlib-only: no numpy/pandas in the workers (see test_fmt.py)
+
 from .rows import DELIVERY_GRACE_S  # one definition for live stats and analysis
 
 _MEMBERSHIP_STEPS = ("join", "leave", "disconnect")
@@ -28,16 +30,6 @@ _MEMBERSHIP_STEPS = ("join", "leave", "disconnect")
 
 def _is_ok(v: Any) -> bool:
     return str(v).strip() in ("1", "1.0", "True", "true")
-
-
-def _num(v: Any) -> float | None:
-    if v is None or v == "":
-        return None
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(x) else x
 
 
 class Quantiles:
@@ -152,7 +144,7 @@ class LiveStats:
     # -- ingest -------------------------------------------------------------------------
     def add(self, row: dict[str, Any]) -> None:
         step = str(row.get("step", ""))
-        ts = _num(row.get("ts"))
+        ts = num(row.get("ts"))
         if ts is None:
             self.totals["bad_rows"] += 1
             return
@@ -182,7 +174,7 @@ class LiveStats:
         elif step == "reconnect":
             self.reconnects["attempts"] += 1
             self.reconnects["ok" if ok else "failed"] += 1
-            lat = _num(row.get("latency_ms"))
+            lat = num(row.get("latency_ms"))
             if ok and lat is not None:
                 self.reconnect_latency.add(lat)
         if step in _MEMBERSHIP_STEPS:
@@ -190,7 +182,7 @@ class LiveStats:
         elif step == "broadcast_send" and ok:
             self._send(str(row.get("msg_id", "")), str(row.get("room", "")), ts)
         elif step == "broadcast_recv" and ok:
-            self._recv(str(row.get("msg_id", "")), user, _num(row.get("latency_ms")), ts)
+            self._recv(str(row.get("msg_id", "")), user, num(row.get("latency_ms")), ts)
         self._settle()
 
     def add_many(self, rows: Any) -> None:

@@ -186,6 +186,18 @@ def test_meta_json_minimal_then_completed(tmp_path: Path) -> None:
     assert meta["status"] == "ok" and meta["ended"] == 200.0 and meta["locust"]["options"]["num_users"] == 3
 
 
+def test_meta_json_uses_the_runners_versions_machine_and_atomic_writer(tmp_path: Path) -> None:
+    """One version lookup and one atomic JSON writer for `sioscale run` and the Locust side."""
+    from sioscale import environment, jsonfile, runner
+    env = _env(tmp_path / "r")
+    eventlog._write_meta(eventlog._state(env), final=False)
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert meta["versions"] == environment.package_versions()
+    assert meta["machine"]["cpus"] == environment.machine()["cpus"]
+    assert eventlog.write_json is jsonfile.write_json is runner.write_json
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["meta.json"]  # no temporary file left
+
+
 def test_existing_meta_json_only_gains_a_locust_block(tmp_path: Path) -> None:
     (tmp_path / "meta.json").write_text(json.dumps({"schema": 1, "run": "x", "status": "running", "config": {"a": 1}}))
     env = _env(tmp_path)
