@@ -18,7 +18,6 @@ line: one JSON object with the figures and the ratios.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import subprocess
@@ -223,7 +222,7 @@ def main() -> None:
         print(json.dumps(fn()))
         return
 
-    from benchmarks._server import python_node
+    from benchmarks._server import python_node, python_nodes
 
     res: dict[str, float] = {}
     with python_node() as url:
@@ -235,8 +234,7 @@ def main() -> None:
         res[f"{k}_ratio"] = round(mine[k] / theirs[k], 2)
         print(f"{k:5s} sioscale {mine[k]:8.0f}/cpu-s   python-socketio {theirs[k]:8.0f}/cpu-s   x{mine[k] / theirs[k]:.2f}")
     if args.idle > 0:
-        with contextlib.ExitStack() as stack:
-            urls = [stack.enter_context(python_node(f"n{i + 1}")) for i in range(args.idle_nodes)]
+        with python_nodes(args.idle_nodes) as urls:
             idle = sub("idle", "--urls", ",".join(urls), "--idle", str(args.idle))
         print(f"idle  held {idle['idle_held']} (lost {idle['idle_lost']}) in {idle['idle_ramp_s']:.1f}s, "
               f"RSS +{idle['idle_rss_kib']} KiB = {idle['idle_kib_per_conn']:.1f} KiB/connection")

@@ -5,22 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
+from targets.procs import free_port  # re-exported: the tests import it from here
+
 ROOT = Path(__file__).resolve().parents[2]
 # a test locustfile whose users fire known, uniquely named rows (no server needed)
 LOCUSTFILE = Path(__file__).parent / "locustfiles_el" / "rowfire.py"
 LOCUST = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def processes(n: int) -> list[str]:

@@ -19,6 +19,7 @@ import pytest
 
 from locustfiles.sio.driver import Session, SessionConfig
 from locustfiles.sio.protocol.actions import AckReceived, Closed, Connected, EventReceived, StepResult
+from targets.procs import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -42,19 +43,13 @@ srv.listen(Number(process.argv[2]), "127.0.0.1", () => console.log("ready"));
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def node_url(tmp_path_factory):
     if not (NODE_MODULES / "socket.io").is_dir():
         pytest.skip("targets/node/node_modules/socket.io is not installed (npm ci in targets/node)")
     script = tmp_path_factory.mktemp("node") / "eio3_server.js"
     script.write_text(SERVER_JS)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["node", str(script), str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "NODE_PATH": str(NODE_MODULES)}, start_new_session=True)
     try:
