@@ -31,10 +31,17 @@ DEFAULT_SLO = {"p95_connect_ms": 1000.0, "p95_ack_ms": 250.0, "failure_ratio": 0
 """Used where the campaign's thresholds do not set these (campaign [thresholds] win)."""
 
 NODES_NEEDED_ASSUMPTIONS = (
-    "capacity per node is the measured knee (users per node within the SLO) on this machine's nodes;",
+    "capacity per node = the busiest node's load at the knee: knee users × the knee stage's imbalance "
+    "(max/mean sessions per node over the sessions up during that stage's hold) / configured nodes. The "
+    "busiest node is the one that reached the SLO limit while the mean node carried less, so this is what one "
+    "node of this machine carries within the SLO (the run's whole imbalance stands in when the stage's is unknown);",
+    "nodes needed for N users = ceil(N × expected imbalance / (capacity per node × (1 − headroom))): with n "
+    "nodes the busiest carries N × imbalance / n, and it must stay within the capacity minus the headroom;",
+    "expected imbalance: 'at the measured spread' keeps the knee stage's imbalance (the balancer spreads the "
+    "target's sessions as unevenly as it spread this run's); 'even spread' uses 1.0. A hash of one client "
+    "address puts every session on one node whatever n is: then no node count helps, fix the spread first;",
     "nodes scale out linearly: the balancer keeps sessions sticky and, for rooms across nodes, the "
     "Redis adapter is used (its fan-out cost is inside the measured knee only if the run used Redis);",
-    "sessions spread over nodes as unevenly as measured (the max/mean imbalance multiplies the need);",
     "the same message rate, room size and payload per user as in the measured run;",
     "a headroom fraction is kept free for node loss and bursts (default 0.25).",
 )
@@ -161,7 +168,7 @@ _MESSAGE_STEPS = ("ack", "emit", "broadcast_send")
 
 
 _STATS_COLUMNS = ["stage", "users", "users_per_node", "hold_s", "throughput", "p95_connect_ms", "p95_ack_ms",
-                  "failure_ratio", "steps"]
+                  "failure_ratio", "steps", "imbalance"]
 _GEN_COLUMNS = ["generator_cpu_max", "generator_cpu_p90", "generator_process", "generator_samples",
                 "generator_bound"]
 
@@ -176,8 +183,9 @@ def step_stats(events: pd.DataFrame, windows: pd.DataFrame, nodes: int,
     throughput = successful messages sent per second over the hold (ack + emit + broadcast_send rows,
     ok=1); if the scenario sends none (hold/churn), all ok steps except receives and disconnects.
     p95 ack and the failure ratio (failed rows / all rows) are over the hold only; p95 connect is over
-    ramp + hold, because users connect during the ramp.
+    ramp + hold, because users connect during the ramp. imbalance: see stage_imbalance.
     """
+    imb = stage_imbalance(events, windows, nodes)
     rows = []
     for _, w in windows.iterrows():
         hold = events[(events["ts"] >= w["hold_start"]) & (events["ts"] < w["end"])]
@@ -195,10 +203,45 @@ def step_stats(events: pd.DataFrame, windows: pd.DataFrame, nodes: int,
                      "p95_connect_ms": float(conn.quantile(0.95)) if len(conn) else math.nan,
                      "p95_ack_ms": float(ack.quantile(0.95)) if len(ack) else math.nan,
                      "failure_ratio": float((hold["ok"] == 0).mean()) if len(hold) else math.nan,
-                     "steps": int(len(hold))})
+                     "steps": int(len(hold)), "imbalance": imb.get(int(w["stage"]), math.nan)})
     out = pd.DataFrame(rows, columns=_STATS_COLUMNS)
     gen = generator_stage_cpu(generator, windows)
     return out.merge(gen, on="stage", how="left") if len(out) else out.assign(**{c: [] for c in _GEN_COLUMNS})
+
+
+def stage_imbalance(events: pd.DataFrame, windows: pd.DataFrame, nodes: int) -> dict[int, float]:
+    """Per stage: max/mean sessions per node over the sessions up during the stage's hold.
+
+    A session (eio_sid) is up during [hold_start, end) when its first ok `connect` (which names the
+    node) came before `end` and its first `disconnect` after that, if any, came after hold_start. The
+    mean is over the configured nodes n1..nN (an empty node counts: everything on one node of 3 is 3.0)
+    and any other node name seen. NaN when no session with a known node was up. Why per stage, not the
+    whole run's: the knee stage is where the busiest node hit the limit, so its spread is what matters.
+    """
+    if not len(windows) or not len(events) or "eio_sid" not in events or "node" not in events:
+        return {}
+    c = events[(events["step"] == "connect") & (events["ok"] == 1) & (events["node"].astype(str) != "")
+               & (events["eio_sid"].astype(str) != "")]
+    if not len(c):
+        return {}
+    first = c.sort_values("ts").drop_duplicates("eio_sid")[["eio_sid", "ts", "node"]]
+    d = events[(events["step"] == "disconnect") & events["eio_sid"].isin(first["eio_sid"])][["eio_sid", "ts"]]
+    d = d.merge(first[["eio_sid", "ts"]], on="eio_sid", suffixes=("", "_c"))
+    ends = d[d["ts"] >= d["ts_c"]].groupby("eio_sid")["ts"].min()
+    up_ts = first["ts"].to_numpy(dtype=float)
+    down_ts = first["eio_sid"].map(ends).fillna(math.inf).to_numpy(dtype=float)
+    node = first["node"].astype(str).to_numpy()
+    names = [f"n{i}" for i in range(1, max(1, int(nodes)) + 1)]
+    names += sorted(set(node) - set(names))
+    out: dict[int, float] = {}
+    for _, w in windows.iterrows():
+        alive = (up_ts < float(w["end"])) & (down_ts > float(w["hold_start"]))
+        if not alive.any():
+            out[int(w["stage"])] = math.nan
+            continue
+        counts = pd.Series(node[alive]).value_counts().reindex(names, fill_value=0).to_numpy(dtype=float)
+        out[int(w["stage"])] = float(counts.max() / counts.mean())
+    return out
 
 
 def generator_stage_cpu(generator: pd.DataFrame | None, windows: pd.DataFrame) -> pd.DataFrame:
@@ -264,6 +307,8 @@ def knee(stats: pd.DataFrame, slo: dict[str, float] | None = None) -> dict[str, 
     A stage passes when p95 connect ≤ slo p95_connect_ms, p95 ack ≤ p95_ack_ms and failure ratio ≤
     failure_ratio (a missing measurement, e.g. no acks in a hold scenario, does not fail a stage).
     capacity = the last passing stage before the first failing one; `limit` names what failed next.
+    users_per_node is that stage's mean (users / configured nodes); `imbalance` its max/mean spread
+    (None when unknown), from which capacity_plan gets the busiest node's load.
 
     A generator-bound stage (stats column `generator_bound`, see generator_stage_cpu) measures the
     load generator, not the servers: it is neither a pass nor the knee. The scan stops there; the
@@ -271,7 +316,7 @@ def knee(stats: pd.DataFrame, slo: dict[str, float] | None = None) -> dict[str, 
     stays None unless a real SLO failure came before it).
     """
     slo = {**DEFAULT_SLO, **{k: v for k, v in (slo or {}).items() if k in DEFAULT_SLO and v is not None}}
-    res: dict[str, Any] = {"slo": slo, "stages": [], "users_per_node": None, "users": None,
+    res: dict[str, Any] = {"slo": slo, "stages": [], "users_per_node": None, "users": None, "imbalance": None,
                            "limit": None, "first_failing_stage": None, "generator_stage": None,
                            "generator_bound_stages": []}
     if stats is None or not len(stats):
@@ -302,6 +347,7 @@ def knee(stats: pd.DataFrame, slo: dict[str, float] | None = None) -> dict[str, 
             res["limit"] = "; ".join(st["why"]) + f" at {st['users']} users"
             break
         res["users_per_node"], res["users"] = st["users_per_node"], st["users"]
+        res["imbalance"] = st.get("imbalance")
     gs = res["generator_stage"]
     if gs is not None and res["users"] is None:
         res["note"] = (f"stage {gs}, the first, was generator-bound: this run measured the load generator, not the "
@@ -318,13 +364,44 @@ def knee(stats: pd.DataFrame, slo: dict[str, float] | None = None) -> dict[str, 
     return res
 
 
-def nodes_needed(target_users: int, users_per_node: float | None, imbalance: float = 1.0,
+def nodes_needed(target_users: int, capacity_per_node: float | None, imbalance: float = 1.0,
                  headroom: float = 0.25) -> int | None:
     """Nodes to serve `target_users` concurrent users; see NODES_NEEDED_ASSUMPTIONS.
 
-    ceil(target × imbalance / (users_per_node × (1 − headroom))); None without a measured capacity.
+    capacity_per_node is what ONE node carries within the SLO (the busiest node's load at the knee, see
+    capacity_plan), not the knee's mean users per node: that mean already has the run's imbalance in
+    it, and multiplying by the imbalance again would count it twice.
+    ceil(target × imbalance / (capacity_per_node × (1 − headroom))); None without a measured capacity.
     """
-    if not users_per_node or users_per_node <= 0 or not 0 <= headroom < 1:
+    if not capacity_per_node or capacity_per_node <= 0 or not 0 <= headroom < 1:
         return None
     imb = imbalance if imbalance and math.isfinite(imbalance) and imbalance >= 1 else 1.0
-    return max(1, math.ceil(target_users * imb / (users_per_node * (1 - headroom))))
+    return max(1, math.ceil(target_users * imb / (capacity_per_node * (1 - headroom))))
+
+
+def capacity_plan(k: dict[str, Any], nodes: int, run_imbalance: float | None, targets: tuple[int, ...],
+                  headroom: float = 0.25) -> dict[str, Any]:
+    """From a knee (see knee) to the per-node capacity and the nodes needed per target; see NODES_NEEDED_ASSUMPTIONS.
+
+    imbalance = the knee stage's max/mean spread, else the run's (`run_imbalance`), else 1.0 (named in
+    `imbalance_source`). capacity_per_node = knee users × imbalance / nodes: the busiest node's load.
+    nodes_needed keeps that imbalance (the measured spread); nodes_needed_even assumes 1.0.
+    """
+    out: dict[str, Any] = {"capacity_per_node": None, "imbalance": None, "imbalance_source": None,
+                           "nodes_needed": None, "nodes_needed_even": None, "headroom": headroom}
+    if not k.get("users"):
+        return out
+    imb, src = k.get("imbalance"), "knee stage"
+    if not _finite_ge1(imb):
+        imb, src = run_imbalance, "whole run"
+    if not _finite_ge1(imb):
+        imb, src = 1.0, "unknown (taken as even)"
+    cap = k["users"] * float(imb) / max(1, int(nodes))
+    out.update(capacity_per_node=cap, imbalance=float(imb), imbalance_source=src,
+               nodes_needed={str(t): nodes_needed(t, cap, float(imb), headroom) for t in targets},
+               nodes_needed_even={str(t): nodes_needed(t, cap, 1.0, headroom) for t in targets})
+    return out
+
+
+def _finite_ge1(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x >= 1

@@ -217,14 +217,17 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: dict[str, 
         usl["meaningful"] = False
         usl["notes"] = [*usl.get("notes", []), "no stage broke the SLO: the system was not saturated, so α, β "
                         "and the peak extrapolate beyond the data; raise the steps until a stage fails"]
-    need = {str(t): C.nodes_needed(t, k["users_per_node"], imbalance or 1.0) for t in TARGET_USERS}
+    # per-node capacity = the busiest node's load at the knee; the imbalance is applied once (capacity_plan)
+    plan = C.capacity_plan(k, nodes, imbalance, TARGET_USERS)
     return ({"stages": int(len(stats)), "users_per_node": k["users_per_node"], "users": k["users"],
              "reached": reached, "generator_stage": k["generator_stage"],
              "generator_bound_stages": k["generator_bound_stages"],
              "generator_known": bool(gen is not None and len(gen)),
              "generator_cpu_max_hold": num(stats["generator_cpu_max"].max()) if len(stats) else None,
              "limit": k["limit"], "slo": k["slo"], "note": k.get("note"), "table": k["stages"], "usl": usl,
-             "nodes_needed": need if k["users_per_node"] else None,
+             "capacity_per_node": plan["capacity_per_node"], "imbalance_at_knee": plan["imbalance"],
+             "imbalance_source": plan["imbalance_source"], "headroom": plan["headroom"],
+             "nodes_needed": plan["nodes_needed"], "nodes_needed_even": plan["nodes_needed_even"],
              "assumptions": list(C.NODES_NEEDED_ASSUMPTIONS)}, stats, fit)
 
 

@@ -107,7 +107,11 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
             why = " (the load generator saturated before any server limit: spread it over more processes to find the knee)"
         else:
             why = " (no step broke the SLO: load more to find the knee)"
-        out.append(f"capacity: {at_least}{cap['users_per_node']:.0f} users per node within the SLO{lim}{why}")
+        busiest = num(cap.get("capacity_per_node"))
+        spread = (f" ({cap['users_per_node']:.0f} on average; the sessions were spread unevenly)"
+                  if busiest is not None and busiest > 1.05 * cap["users_per_node"] else "")
+        per_node = busiest if busiest is not None else cap["users_per_node"]
+        out.append(f"capacity: {at_least}{per_node:.0f} users per node within the SLO{spread}{lim}{why}")
     return out
 
 

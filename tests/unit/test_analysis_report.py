@@ -4,6 +4,7 @@ self-contained index.html, and bad input (failed config, empty run, only failure
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -103,6 +104,12 @@ def test_step_load_run_gets_a_capacity_section(tmp_path: Path) -> None:
     cap = s["configs"][0]["capacity"]
     assert cap["stages"] == 4 and cap["users_per_node"] is not None and cap["users_per_node"] < 20
     assert cap["limit"] and cap["nodes_needed"]["10000"] >= 10_000 / cap["users_per_node"]
+    # the busiest node's load at the knee is the capacity, and the imbalance is applied once
+    imb = cap["imbalance_at_knee"]
+    assert cap["imbalance_source"] == "knee stage" and imb >= 1
+    assert cap["capacity_per_node"] == pytest.approx(cap["users"] * imb / 3)  # SynthConfig.nodes = 3
+    assert cap["nodes_needed"]["10000"] == math.ceil(10_000 * imb / (cap["capacity_per_node"] * 0.75))
+    assert cap["nodes_needed_even"]["10000"] == math.ceil(10_000 / (cap["capacity_per_node"] * 0.75))
     assert cap["usl"]["n_points"] == 4 and cap["usl"]["meaningful"] is False
     assert (tmp_path / "rep" / "plots" / "capacity-ramp.svg").exists()
 

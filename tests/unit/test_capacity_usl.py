@@ -21,7 +21,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.capacity import fit_usl, knee, nodes_needed, step_stats, step_windows
+from analysis.capacity import (
+    capacity_plan,
+    fit_usl,
+    knee,
+    nodes_needed,
+    stage_imbalance,
+    step_stats,
+    step_windows,
+)
 
 SPECSDM91_LOAD = [1, 18, 36, 72, 108, 144, 216]
 SPECSDM91_X = [64.9, 995.9, 1652.4, 1853.2, 1828.9, 1775.0, 1702.2]
@@ -144,3 +152,65 @@ def test_nodes_needed_formula() -> None:
     assert nodes_needed(10_000, 500, imbalance=1.2) == 32
     assert nodes_needed(10, 500) == 1
     assert nodes_needed(1000, None) is None and nodes_needed(1000, 0) is None
+
+
+def _windows(*holds: tuple[int, float, float]) -> pd.DataFrame:
+    rows, prev = [], 0.0
+    for i, (users, start, end) in enumerate(holds, 1):
+        rows.append({"stage": i, "users": users, "ramp_start": prev, "hold_start": start, "end": end})
+        prev = end
+    return pd.DataFrame(rows)
+
+
+def test_stage_imbalance_counts_sessions_up_during_each_hold() -> None:
+    """3 nodes. Stage 1 hold [10, 14): s1-s3 on n1 (s4 on n2 left at 5, s8's connect failed) → 3/1 = 3.0.
+    Stage 2 hold [20, 24): n1 = s1, s2, s3, s5; n2 = s6; n3 = s7 → max 4 / mean 2 = 2.0."""
+    def c(t: float, sid: str, node: str, ok: int = 1) -> dict:
+        return {"ts": t, "step": "connect", "ok": ok, "eio_sid": sid, "node": node}
+    ev = pd.DataFrame([c(1, "s1", "n1"), c(1, "s2", "n1"), c(1, "s3", "n1"), c(2, "s4", "n2"),
+                       {"ts": 5, "step": "disconnect", "ok": 1, "eio_sid": "s4", "node": "n2"},
+                       c(3, "s8", "n3", ok=0), c(15, "s5", "n1"), c(16, "s6", "n2"), c(16, "s7", "n3")])
+    assert stage_imbalance(ev, _windows((3, 10, 14), (6, 20, 24)), nodes=3) == {1: 3.0, 2: 2.0}
+
+
+def test_capacity_is_the_busiest_nodes_load_and_imbalance_counts_once() -> None:
+    """Source hashing from one address: every session on n1 of 3 nodes.
+
+    Stages of 30, 60, 90 users; 90 breaks the ack SLO, so the knee is 60 users = 20 per node on
+    average, but n1 alone carried all 60 within the SLO: capacity per node = 60 × 3 / 3 = 60.
+    1,000 users at the measured spread (imbalance 3): ceil(1000 × 3 / (60 × 0.75)) = ceil(66.7) = 67;
+    even spread: ceil(1000 / 45) = 23. (Multiplying the mean 20 per node by the imbalance again
+    would say ceil(1000 × 3 / (20 × 0.75)) = 200.)
+    """
+    rows, t, uid = [], 0.0, 0
+    w = []
+    for users, ack in ((30, 10.0), (60, 20.0), (90, 900.0)):
+        ramp = t
+        for i in range(uid, users):
+            rows.append({"ts": t + 0.01 * (i - uid), "step": "connect", "ok": 1, "eio_sid": f"s{i}", "node": "n1",
+                         "latency_ms": 5.0, "user": f"u{i}"})
+        uid = users
+        t += 1.0
+        for k in range(4):
+            rows += [{"ts": t + k + 0.001 * u, "step": "ack", "ok": 1, "eio_sid": f"s{u}", "node": "n1",
+                      "latency_ms": ack, "user": f"u{u}"} for u in range(users)]
+        w.append({"stage": len(w) + 1, "users": users, "ramp_start": ramp, "hold_start": t, "end": t + 4})
+        t += 4
+    st = step_stats(pd.DataFrame(rows), pd.DataFrame(w), nodes=3)
+    assert list(st["imbalance"]) == [3.0, 3.0, 3.0]
+    k = knee(st, {"p95_ack_ms": 250})
+    assert (k["users"], k["users_per_node"], k["imbalance"]) == (60, 20, 3.0)
+    plan = capacity_plan(k, nodes=3, run_imbalance=3.0, targets=(1_000, 10_000))
+    assert plan["capacity_per_node"] == 60 and plan["imbalance_source"] == "knee stage"
+    assert plan["nodes_needed"] == {"1000": 67, "10000": 667}
+    assert plan["nodes_needed_even"] == {"1000": 23, "10000": 223}
+
+
+def test_capacity_plan_falls_back_to_the_run_imbalance_then_even() -> None:
+    k = {"users": 60, "users_per_node": 20.0, "imbalance": None}
+    p = capacity_plan(k, nodes=3, run_imbalance=1.5, targets=(1_000,))
+    assert (p["capacity_per_node"], p["imbalance_source"]) == (30.0, "whole run")
+    assert p["nodes_needed"] == {"1000": 67}  # ceil(1000 × 1.5 / (30 × 0.75)) = ceil(66.7)
+    p = capacity_plan(k, nodes=3, run_imbalance=None, targets=(1_000,))
+    assert (p["capacity_per_node"], p["imbalance_source"]) == (20.0, "unknown (taken as even)")
+    assert capacity_plan({"users": None}, 3, 2.0, (1_000,))["nodes_needed"] is None

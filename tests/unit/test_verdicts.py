@@ -30,3 +30,16 @@ def test_one_or_two_sessions_on_one_node_is_not_a_finding():
 def test_non_hash_policy_on_one_node_does_not_blame_the_client_address():
     v = " | ".join(config_verdicts(_cfg("leastconn", "redis", {"n1": 12, "n2": 0, "n3": 0})))
     assert "the balancer did not spread them" in v and "client address" not in v
+
+
+def test_capacity_verdict_names_the_busiest_nodes_load() -> None:
+    """All 60 knee users on n1 of 3 nodes: one node carried 60 within the SLO, not the mean 20."""
+    from analysis.verdicts import config_verdicts
+    cfg = {"status": "ok", "config": {"transports": ["websocket"], "balancer": "haproxy", "policy": "source",
+                                      "adapter": "memory", "nodes": 3},
+           "connections": {"attempted": 60, "connected": 60, "connect_ratio": 1.0},
+           "capacity": {"users_per_node": 20.0, "capacity_per_node": 60.0, "users": 60, "reached": True,
+                        "limit": "p95_ack_ms 900 > 250 at 90 users"}}
+    v = [x for x in config_verdicts(cfg) if x.startswith("capacity:")]
+    assert v == ["capacity: 60 users per node within the SLO (20 on average; the sessions were spread unevenly)"
+                 " (next step: p95_ack_ms 900 > 250 at 90 users)"]
