@@ -81,21 +81,36 @@ def failure_counts(events: pd.DataFrame) -> dict[str, dict[str, int]]:
     return out
 
 
+PROBE_STEPS = ("upgrade_probe",)
+FOLLOW_ON_STEPS = ("reconnect", "disconnect")
+
+
 def node_switch_attribution(events: pd.DataFrame) -> pd.DataFrame:
-    """How many session_unknown failures come from a session meeting a second node.
+    """How many session_unknown failures come from a session meeting a second node, per kind of request.
 
     A session (config, eio_sid) "met two nodes" when its rows name two distinct nodes or it has a
-    node_switch row. share = attributed / session_unknown (NaN when there are none). A high share
-    says the balancer, not the server, lost the session: it needs sticky sessions.
+    node_switch row. The failures are split by what failed, because the attribution means different
+    things for each:
+    - polling: a polling request (handshake POST, poll, an emit...) refused with 400 "Session ID unknown" /
+      "Invalid session". The client classifies these from the server's answer alone, so the share that
+      met two nodes is a measurement: a high share says the balancer, not the server, lost the session.
+    - probe: the WebSocket upgrade probe refused. python-engineio under uvicorn answers 403 without a body,
+      which the client calls session_unknown only when the node header changed: for those the attribution
+      holds by construction and is no evidence, so probes are counted apart.
+    - follow_on: reconnect attempts and disconnects that carry the kind of the failure that caused them
+      (they repeat one of the above, not a new request).
+    share = polling_attributed / polling (NaN when there are none); `attributed` counts every kind.
     """
-    cols = ["config", "session_unknown", "attributed", "share"]
+    cols = ["config", "session_unknown", "attributed", "share", "polling", "polling_attributed",
+            "probe", "probe_attributed", "follow_on"]
     su = events[(events["ok"] == 0) & (events["error_kind"] == "session_unknown")]
     rows = []
     for cfg in _configs(events):
         s = su[su["config"] == cfg]
         n = len(s)
         if not n:
-            rows.append({"config": cfg, "session_unknown": 0, "attributed": 0, "share": math.nan})
+            rows.append({"config": cfg, "session_unknown": 0, "attributed": 0, "share": math.nan, "polling": 0,
+                         "polling_attributed": 0, "probe": 0, "probe_attributed": 0, "follow_on": 0})
             continue
         e = events[(events["config"] == cfg) & (events["eio_sid"] != "")]
         sids = set(s["eio_sid"].astype(str)) - {""}
@@ -103,8 +118,15 @@ def node_switch_attribution(events: pd.DataFrame) -> pd.DataFrame:
         named = e[e["node"] != ""]
         multi = set(named.groupby("eio_sid", observed=True)["node"].nunique().loc[lambda x: x >= 2].index.astype(str))
         multi |= set(e.loc[e["step"] == "node_switch", "eio_sid"].astype(str))
-        att = int(s["eio_sid"].astype(str).isin(multi).sum())
-        rows.append({"config": cfg, "session_unknown": n, "attributed": att, "share": att / n})
+        met = s["eio_sid"].astype(str).isin(multi)
+        probe = s["step"].isin(PROBE_STEPS)
+        follow = s["step"].isin(FOLLOW_ON_STEPS)
+        poll = ~probe & ~follow
+        np_, pa = int(poll.sum()), int((met & poll).sum())
+        rows.append({"config": cfg, "session_unknown": n, "attributed": int(met.sum()),
+                     "share": pa / np_ if np_ else math.nan, "polling": np_, "polling_attributed": pa,
+                     "probe": int(probe.sum()), "probe_attributed": int((met & probe).sum()),
+                     "follow_on": int(follow.sum())})
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -97,8 +97,10 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
         n_steps, n_failed = step_totals.get(name, (0, 0))
         entry["steps"] = {"total": n_steps, "failed": n_failed,
                           "failure_ratio": (n_failed / n_steps) if n_steps else None}
-        entry["node_switch"] = ({"session_unknown": int(attrib.loc[name, "session_unknown"]),
-                                 "attributed": int(attrib.loc[name, "attributed"]), "share": num(attrib.loc[name, "share"])}
+        # share: over the polling 400s only (the probe refusals' attribution is by construction, see metrics)
+        entry["node_switch"] = ({k: num(attrib.loc[name, k]) for k in
+                                 ("session_unknown", "attributed", "share", "polling", "polling_attributed",
+                                  "probe", "probe_attributed", "follow_on")}
                                 if name in attrib.index else None)
         if name in dset.index:
             d = dset.loc[name]

@@ -46,12 +46,20 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
     sticky_fix = "needs sticky sessions (cookie / source hash) or websocket-only clients"
     fails = cfg.get("failures") or {}
     su = fails.get("session_unknown", 0)
-    attribution = num((cfg.get("node_switch") or {}).get("share"))
+    ns = cfg.get("node_switch") or {}
+    attribution = num(ns.get("share"))
     if cr is not None and cr < BAD_RATIO:
         why = ""
         if su:
             why = f" ({su} 'session unknown' failures"
-            why += f", {_pct(attribution)} of them in sessions that met two nodes)" if attribution is not None else ")"
+            if attribution is not None:
+                # measured over the polling 400s only: a bare 403 on the WebSocket probe is called
+                # session-unknown by the client only after a node change, so it cannot count as evidence
+                why += (f"; {_pct(attribution)} of the {ns.get('polling')} polling requests refused with 400 "
+                        "came from sessions that met two nodes")
+            if ns.get("probe"):
+                why += f"; {ns['probe']} WebSocket-probe refusals counted apart"
+            why += ")"
         fix = f" — {sticky_fix}" if su and "polling" in (c.get("transports") or []) else ""
         out.append(f"{who}: {_pct(cr)} connect success{why}{fix}")
     elif cr is not None and cr < GOOD_RATIO:

@@ -85,6 +85,27 @@ def test_node_switch_attribution() -> None:
     assert a["share"] == pytest.approx(2 / 3)
 
 
+def test_node_switch_attribution_by_kind_of_request() -> None:
+    """Polling 400s are the measurement; probe refusals and follow-on rows are counted apart.
+
+    s1: a poll 400 after a switch (attributed) and its reconnect row (follow-on, attributed);
+    s2: a poll 400 on the same node (not attributed); s3: a WebSocket probe 403 after a switch
+    (probe, attributed). Polling share = 1 / 2, although 3 of the 4 rows met two nodes.
+    """
+    su = {"ok": 0, "error_kind": "session_unknown"}
+    rows = [R("handshake", 0, eio_sid="s1", node="n1"), R("node_switch", 0.1, eio_sid="s1", node="n2"),
+            R("poll", 0.1, eio_sid="s1", node="n2", transport="polling", **su),
+            R("reconnect", 0.2, eio_sid="s1", node="", **su),
+            R("handshake", 0, eio_sid="s2", node="n1"),
+            R("poll", 0.5, eio_sid="s2", node="n1", transport="polling", **su),
+            R("handshake", 0, eio_sid="s3", node="n1"),
+            R("upgrade_probe", 0.5, eio_sid="s3", node="n3", transport="websocket", **su)]
+    a = M.node_switch_attribution(frame(rows)).iloc[0]
+    assert (a["session_unknown"], a["attributed"]) == (4, 3)
+    assert (a["polling"], a["polling_attributed"], a["share"]) == (2, 1, 0.5)
+    assert (a["probe"], a["probe_attributed"], a["follow_on"]) == (1, 1, 1)
+
+
 def test_node_distribution_counts_sessions_and_fills_empty_nodes() -> None:
     rows = [R("connect", 0, eio_sid=f"s{i}", node="n1") for i in range(6)]
     rows += [R("connect", 0, eio_sid="s0", node="n1")]  # same session twice: counted once

@@ -43,3 +43,16 @@ def test_capacity_verdict_names_the_busiest_nodes_load() -> None:
     v = [x for x in config_verdicts(cfg) if x.startswith("capacity:")]
     assert v == ["capacity: 60 users per node within the SLO (20 on average; the sessions were spread unevenly)"
                  " (next step: p95_ack_ms 900 > 250 at 90 users)"]
+
+
+def test_session_unknown_verdict_attributes_over_polling_400s_and_counts_probes_apart() -> None:
+    from analysis.verdicts import config_verdicts
+    cfg = {"status": "ok", "config": {"transports": ["polling", "websocket"], "balancer": "haproxy",
+                                      "policy": "l4-round-robin", "adapter": "memory", "nodes": 3},
+           "connections": {"attempted": 100, "connected": 19, "connect_ratio": 0.19},
+           "failures": {"session_unknown": 205},
+           "node_switch": {"session_unknown": 205, "attributed": 205, "share": 1.0, "polling": 128,
+                           "polling_attributed": 128, "probe": 30, "probe_attributed": 30, "follow_on": 47}}
+    v = config_verdicts(cfg)[0]
+    assert "100% of the 128 polling requests refused with 400 came from sessions that met two nodes" in v
+    assert "30 WebSocket-probe refusals counted apart" in v
