@@ -20,7 +20,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import operator
@@ -35,7 +34,7 @@ from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterR
 
 from locustfiles.sio import generator_cpu
 from locustfiles.sio.live import LiveStats
-from locustfiles.sio.rows import COLUMNS, Row
+from locustfiles.sio.rows import COLUMNS, Row, append_csv
 from sioscale import environment  # stdlib-only, like sioscale.jsonfile (test_fmt.py checks)
 from sioscale.jsonfile import write_json
 
@@ -244,17 +243,11 @@ def _write(st: _State, rows: list[Row]) -> None:
     if d is None:
         return
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / "events.csv"
-        new = not path.exists() or path.stat().st_size == 0
-        with path.open("a", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(COLUMNS)
-            try:  # the csv module writes None as "": no per-cell Python work on the hot path
-                w.writerows(map(_ROW_VALUES, rows))
-            except KeyError:  # a caller's hand-made dict without every column
-                w.writerows([r.get(c) for c in COLUMNS] for r in rows)
+        try:  # itemgetter over the columns: no per-cell Python work on the hot path
+            values = list(map(_ROW_VALUES, rows))
+        except KeyError:  # a caller's hand-made dict without every column
+            values = [[r.get(c) for c in COLUMNS] for r in rows]
+        append_csv(d / "events.csv", COLUMNS, values)
         st.rows_written += len(rows)
     except OSError as e:
         # Keep the rows for the next try rather than lose them; say why once per failure.

@@ -21,7 +21,6 @@ would); the master (as "master") or the local runner (as "local") writes them wi
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -32,6 +31,8 @@ from typing import Any
 import locust.runners
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
+
+from locustfiles.sio.rows import append_csv
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +143,7 @@ def write(environment: Any, run_dir: Path | None) -> None:
     rows, st.pending = st.pending, []
     rows.sort(key=lambda r: r[0])  # batches of several workers interleave; the file reads better in time order
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path = run_dir / "generator.csv"
-        new = not path.exists() or path.stat().st_size == 0
-        with path.open("a", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(COLUMNS)
-            w.writerows(rows)
+        append_csv(run_dir / "generator.csv", COLUMNS, rows)
         st.written += len(rows)
     except OSError as e:
         if time.monotonic() - st.last_error > 10:

@@ -8,7 +8,10 @@ per row: they live in the run's meta.json and are joined at load time.
 
 from __future__ import annotations
 
+import csv
 import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypedDict
 
 DELIVERY_GRACE_S = 2.0
@@ -112,3 +115,19 @@ def make_row(step: str, **kw: Any) -> Row:
         raise KeyError(f"unknown event row column(s): {sorted(unknown)}")
     row.update(kw)
     return row  # type: ignore[return-value]
+
+
+def append_csv(path: Path, columns: Sequence[str], rows: Iterable[Iterable[Any]]) -> None:
+    """Append rows to a CSV run-directory file, writing the header first when the file is new.
+
+    The run directory's incremental files (events.csv, generator.csv) are appended at every
+    flush, so a killed run keeps what was flushed; OSError is the caller's to handle (keep the
+    rows and retry). The csv module writes None as "".
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(columns)
+        w.writerows(rows)
