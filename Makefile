@@ -14,10 +14,18 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
-# Node.js reference server's packages (optional: only for --server node)
+# Node.js reference server's packages (optional: only for --server node). Stamped on the
+# lockfile, so a second `make test` neither needs the network nor replaces node_modules
+# under a running node server.
+NODE_STAMP := targets/node/node_modules/.installed
+
 node:
-	@if command -v npm >/dev/null 2>&1; then cd targets/node && npm ci --no-audit --no-fund --silent; \
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(NODE_STAMP); \
 	else echo "npm not found: the Node.js target (--server node) is unavailable; install nodejs + npm"; fi
+
+$(NODE_STAMP): targets/node/package-lock.json targets/node/package.json
+	cd targets/node && npm ci --no-audit --no-fund --silent
+	touch $(NODE_STAMP)
 
 seed: venv node
 	$(VENV)/bin/sioscale campaign campaigns/seed.toml
