@@ -1,12 +1,30 @@
-"""Thresholds against a report's summary.json: pure evaluation + JUnit XML for CI systems."""
+"""Thresholds against a report's summary.json: pure evaluation + JUnit XML for CI systems.
+
+A check passes only on evidence. When a figure is missing, the question is whether it *could*
+apply to this config:
+
+- connect_ratio, p95_connect_ms, failure_ratio apply to every config that ran: missing means nothing
+  was measured (no attempt, or nothing connected) → violation.
+- upgrade_ratio applies only to polling+websocket clients (websocket-only clients open the WebSocket
+  directly, polling-only ones never upgrade) → skipped for those; missing for polling+websocket
+  (nothing connected, so nothing could upgrade) → violation.
+- delivery_ratio / p95_ack_ms apply when the scenario broadcasts / emits with ack. That is only
+  visible from what happened: when recipients were expected / ack steps were attempted, a missing
+  figure is a violation. When none were, the check is skipped only if sessions connected and no
+  step failed (the scenario simply does not broadcast / ack); otherwise failures may be why nothing
+  was sent → violation.
+- A config that did not run (status "failed") or attempted no connection at all violates every
+  threshold: it measured nothing.
+"""
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
-from sioscale.config import Thresholds
+from sioscale.config import ConfigError, Thresholds
 
 # threshold name → (how to read the figure from one summary config, "min" | "max", label)
 FIGURES: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -18,6 +36,8 @@ FIGURES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "failure_ratio": (("steps", "failure_ratio"), "max", "failed steps / all steps"),
 }
 
+DID_NOT_RUN = "the config did not run (see its error in the report)"
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -26,13 +46,16 @@ class CheckResult:
     limit: float
     value: float | None
     passed: bool
-    skipped: str = ""  # why no figure (e.g. websocket-only has no upgrade), "" when evaluated
+    skipped: str = ""  # why the figure cannot apply (e.g. websocket-only has no upgrade); "" when judged
+    missing: str = ""  # why a violated check has no figure; "" when it has one
 
     def describe(self) -> str:
         label, kind = FIGURES[self.threshold][2], FIGURES[self.threshold][1]
+        op = ">=" if kind == "min" else "<="
         if self.skipped:
             return f"{self.config}: {label}: skipped ({self.skipped})"
-        op = ">=" if kind == "min" else "<="
+        if self.value is None:
+            return f"{self.config}: {label}: no figure, required {op} {self.limit:g}: VIOLATED ({self.missing})"
         verdict = "ok" if self.passed else "VIOLATED"
         return f"{self.config}: {label} = {self.value:.4g}, required {op} {self.limit:g}: {verdict}"
 
@@ -45,31 +68,84 @@ def _dig(d: Any, path: tuple[str, ...]) -> Any:
     return d
 
 
+def _number(cfg_name: str, what: str, v: Any) -> float | None:
+    """A figure as float; None (and NaN) = missing. Anything else is a broken summary → ConfigError."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(f"summary config {cfg_name!r}: {what} is {v!r}, not a number")
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _count(cfg: dict[str, Any], name: str, path: tuple[str, ...]) -> int:
+    v = _number(name, ".".join(path), _dig(cfg, path))
+    return int(v) if v is not None else 0
+
+
+def _judge_missing(cfg: dict[str, Any], name: str, key: str) -> tuple[str, str]:
+    """(skipped, missing): exactly one is non-empty. See the module docstring for the rules."""
+    attempted = _count(cfg, name, ("connections", "attempted"))
+    connected = _count(cfg, name, ("connections", "connected"))
+    failed = _count(cfg, name, ("steps", "failed"))
+    total = _count(cfg, name, ("steps", "total"))
+    transports = _dig(cfg, ("config", "transports"))
+    transports = [str(t) for t in transports] if isinstance(transports, list | tuple) else []
+    if attempted == 0:
+        return "", "no connection attempt recorded: nothing was measured"
+    if key == "upgrade_ratio" and transports and set(transports) != {"polling", "websocket"}:
+        return f"{'+'.join(transports)}-only clients do not upgrade", ""
+    if connected == 0:
+        return "", f"none of {attempted} connection attempt(s) connected"
+    if key == "delivery_ratio":
+        sent = _count(cfg, name, ("broadcast", "sent"))
+        expected = _count(cfg, name, ("broadcast", "expected"))
+        if expected:
+            return "", f"{expected} deliveries expected, none measured"
+        if failed == 0:
+            return ("the scenario sent no broadcast" if not sent else "no recipient was in the room at send time"), ""
+        return "", f"no broadcast delivery measured while {failed} of {total} steps failed"
+    if key == "p95_ack_ms":
+        acks = _count(cfg, name, ("steps", "by_step", "ack", "total"))
+        if acks:
+            return "", f"{acks} ack step(s), none succeeded"
+        if failed == 0:
+            return "the scenario emitted no ack", ""
+        return "", f"no ack measured while {failed} of {total} steps failed"
+    return "", "no such figure although connections were attempted"
+
+
 def evaluate(summary: dict[str, Any], thresholds: Thresholds, only: str | None = None) -> list[CheckResult]:
-    """One result per config × active threshold. A config that failed to run violates every threshold."""
+    """One result per config × active threshold (rules: module docstring). ConfigError on a broken summary."""
+    configs = summary.get("configs") if isinstance(summary, dict) else None
+    if not isinstance(configs, list):
+        raise ConfigError("summary has no 'configs' list")
     out: list[CheckResult] = []
-    for cfg in summary.get("configs", []):
+    for i, cfg in enumerate(configs):
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"summary configs[{i}] is {type(cfg).__name__}, not an object")
         name = str(cfg.get("name", "?"))
         if only and only not in name:
             continue
         failed_run = cfg.get("status") == "failed"
         for key, limit in thresholds.active().items():
             path, kind, _ = FIGURES[key]
-            value = _dig(cfg, path)
             if failed_run:
-                out.append(CheckResult(name, key, limit, None, False, ""))
+                out.append(CheckResult(name, key, limit, None, False, missing=DID_NOT_RUN))
                 continue
+            value = _number(name, ".".join(path), _dig(cfg, path))
             if value is None:
-                out.append(CheckResult(name, key, limit, None, True, "no such figure for this config"))
+                skipped, missing = _judge_missing(cfg, name, key)
+                out.append(CheckResult(name, key, limit, None, bool(skipped), skipped, missing))
                 continue
-            value = float(value)
             ok = value >= limit if kind == "min" else value <= limit
             out.append(CheckResult(name, key, limit, value, ok))
     return out
 
 
 def describe_failed_run(r: CheckResult) -> str:
-    return f"{r.config}: {FIGURES[r.threshold][2]}: the config did not run (see its error in the report)"
+    """Kept for callers written before CheckResult.describe covered every case."""
+    return r.describe()
 
 
 def junit_xml(results: list[CheckResult], suite: str = "sioscale") -> str:
@@ -83,6 +159,6 @@ def junit_xml(results: list[CheckResult], suite: str = "sioscale") -> str:
         if r.skipped:
             ET.SubElement(tc, "skipped", message=r.skipped)
         elif not r.passed:
-            msg = describe_failed_run(r) if r.value is None else r.describe()
+            msg = r.describe()
             ET.SubElement(tc, "failure", message=msg, type="threshold").text = msg
     return ET.tostring(ET.ElementTree(ts).getroot(), encoding="unicode", xml_declaration=True)

@@ -8,8 +8,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from sioscale.checks import FIGURES, describe_failed_run, evaluate, junit_xml
-from sioscale.config import ConfigError, Thresholds, load_campaign
+from sioscale.checks import FIGURES, evaluate, junit_xml
+from sioscale.config import Campaign, ConfigError, Thresholds, load_campaign
 
 
 def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001
@@ -21,13 +21,29 @@ def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001
         "2 on bad input. A config that failed to run violates every threshold.",
     )
     p.add_argument("report", help="report directory (with summary.json) or a summary.json file")
-    p.add_argument("--campaign", default=None, help="take [thresholds] from this campaign TOML")
-    for key, (_, kind, label) in FIGURES.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=float, default=None,
-                       help=f"{'minimum' if kind == 'min' else 'maximum'} {label}")
+    add_threshold_args(p)
     p.add_argument("--only", default=None, help="check only configs whose name contains this text")
     p.add_argument("--junit", default=None, help="write JUnit XML here (a test case per config × threshold)")
     return p
+
+
+def add_threshold_args(p: argparse.ArgumentParser) -> None:
+    """--campaign FILE and one flag per threshold; shared by `sioscale check` and `sioscale report`."""
+    p.add_argument("--campaign", default=None, help="take [thresholds] from this campaign TOML (flags win)")
+    for key, (_, kind, label) in FIGURES.items():
+        p.add_argument(f"--{key.replace('_', '-')}", type=float, default=None,
+                       help=f"{'minimum' if kind == 'min' else 'maximum'} {label}")
+
+
+def thresholds_from_args(args: argparse.Namespace) -> tuple[Thresholds, Campaign | None, str]:
+    """The campaign's [thresholds] overridden by the flags; plus the campaign and a phrase naming the source."""
+    camp = load_campaign(args.campaign) if args.campaign else None
+    th = camp.thresholds if camp else Thresholds()
+    flags = {k: getattr(args, k) for k in FIGURES if getattr(args, k, None) is not None}
+    th = replace(th, **flags)
+    parts = ([f"{args.campaign} [thresholds]"] if camp and camp.thresholds.active() else []) + (
+        ["flags " + ", ".join(f"--{k.replace('_', '-')}" for k in flags)] if flags else [])
+    return th, camp, " + ".join(parts)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -42,9 +58,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(summary, dict) or summary.get("schema") != 1 or not isinstance(summary.get("configs"), list):
         raise ConfigError(f"{path}: not a sioscale summary (expected schema 1 with a 'configs' list)")
-    camp = load_campaign(args.campaign) if args.campaign else None
-    th = camp.thresholds if camp else Thresholds()
-    th = replace(th, **{k: getattr(args, k) for k in FIGURES if getattr(args, k) is not None})
+    th, camp, _ = thresholds_from_args(args)
     if not th.active():
         raise ConfigError("no thresholds: give flags such as --connect-ratio 0.99, or --campaign FILE with [thresholds]")
     results = evaluate(summary, th, args.only)
@@ -53,7 +67,6 @@ def main(args: argparse.Namespace) -> int:
         Path(args.junit).write_text(junit_xml(results, suite=suite))
     bad = [r for r in results if not r.passed]
     for r in results:
-        line = describe_failed_run(r) if (not r.passed and r.value is None) else r.describe()
-        print(line, file=sys.stderr if not r.passed else sys.stdout)
+        print(r.describe(), file=sys.stderr if not r.passed else sys.stdout)
     print(f"thresholds: {len(results) - len(bad)} held, {len(bad)} violated", file=sys.stdout)
     return 1 if bad else 0
