@@ -28,10 +28,12 @@ def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's pri
 
 
 def main(args: argparse.Namespace) -> int:
-    from sioscale.runner import check_reachable, execute_run, locustfile_paths
+    from sioscale.runner import check_reachable, execute_run, external_run_name, locustfile_paths
 
     cluster, load = cluster_from_args(args), load_from_args(args)
-    cfg = RunConfig(name=run_name(cluster, load), cluster=cluster, load=load)
+    # with --url the cluster flags describe nothing that runs: the name must not claim them
+    name = external_run_name(load) if args.url else run_name(cluster, load)
+    cfg = RunConfig(name=name, cluster=cluster, load=load)
     locustfile_paths(cfg)  # a missing locustfile is an error before anything starts
     if args.url:
         check_reachable(args.url)

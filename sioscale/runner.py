@@ -15,17 +15,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from sioscale import environment
-from sioscale.config import ConfigError, RunConfig, to_jsonable
+from sioscale.config import ConfigError, LoadConfig, RunConfig, to_jsonable
 from sioscale.jsonfile import write_json  # also used by the Locust side's event log
-from targets.procs import free_port
+from targets.procs import Child, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 Progress = Callable[[str], None]
@@ -96,25 +98,88 @@ def check_reachable(url: str, path: str = "/socket.io/", timeout: float = 5.0) -
         raise ConfigError(f"--url {url}: unreachable ({reason}); is the server up and the URL right?") from None
 
 
+class interrupts_deferred:  # noqa: N801 - used like a function: `with interrupts_deferred():`
+    """Hold SIGINT/SIGTERM off while children are stopped; re-raise one interrupt afterwards.
+
+    Why: cli.py turns SIGTERM into KeyboardInterrupt, so a second Ctrl-C/SIGTERM arriving while
+    the first one's cleanup runs would abort that cleanup half-way and leave Locust or cluster
+    processes behind. The handlers (not the thread's signal mask: any thread may take a
+    process-directed signal) are swapped for one that only notes the signal. Nested use is a
+    no-op; off the main thread Python cannot set handlers, so it is a no-op there too.
+    """
+
+    _depth = 0
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> interrupts_deferred:
+        self.active = threading.current_thread() is threading.main_thread() and interrupts_deferred._depth == 0
+        self.noted: list[int] = []
+        if self.active:
+            self.saved = {s: signal.getsignal(s) for s in self.SIGNALS}
+            for s in self.SIGNALS:
+                signal.signal(s, self._note)
+        interrupts_deferred._depth += 1
+        return self
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.noted.append(signum)
+        # os.write, not print: a handler may run while the main thread is inside a print to stderr
+        os.write(2, b"sioscale: still stopping what it started; this takes a few seconds\n")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        interrupts_deferred._depth -= 1
+        if not self.active:
+            return
+        for s, handler in self.saved.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if self.noted and exc_type is None:
+            raise KeyboardInterrupt  # the interrupt that was held off, now that cleanup is done
+
+
+# SIGTERM, not SIGINT, asks Locust to stop: its gevent SIGTERM handler runs the same shutdown()
+# as Ctrl-C (locust/main.py: quitting event → our event log flushes, --json-file and the CSVs
+# are written) and is installed whatever the inherited disposition was, whereas a SIGINT that
+# sioscale inherited as ignored (nohup, a CI background job) stays ignored in Locust, which
+# then always sat out the whole grace period.
+LOCUST_STOP_GRACE = 10.0
+
+
 @contextlib.contextmanager
-def _process_group(cmd: list[str], out: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    with out.open("ab") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+def _locust_process(cmd: list[str], out: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """Locust as a supervised child: targets.procs gives it its own session (one killpg reaches
+    its `--processes` workers) and PR_SET_PDEATHSIG, so even a SIGKILLed sioscale leaves no Locust."""
+    child = Child(name="locust", argv=cmd, log_path=out, env=env)
+    child.start()
+    assert child.proc is not None
     try:
-        yield proc
+        yield child.proc
     finally:
-        if proc.poll() is None:
-            # SIGINT first: Locust then writes its CSV/JSON and the event log flushes.
-            for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # stragglers (forked workers)
+        with interrupts_deferred():
+            try:
+                if child.alive():
+                    child.signal_group(signal.SIGTERM)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.proc.wait(LOCUST_STOP_GRACE)
+            finally:
+                child.signal_group(signal.SIGKILL)  # whatever is left, and stragglers (forked workers)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(5)
+
+
+@contextlib.contextmanager
+def _exit_deferred(cm: Any) -> Iterator[Any]:
+    """`with cm:` whose __exit__ (the cluster's stop) runs with interrupts held off."""
+    value = cm.__enter__()
+    try:
+        yield value
+    except BaseException:
+        with interrupts_deferred():
+            if not cm.__exit__(*sys.exc_info()):
+                raise
+    else:
+        with interrupts_deferred():
+            cm.__exit__(None, None, None)
 
 
 def _live_counts(run_dir: Path) -> tuple[int | None, int | None, int | None]:
@@ -162,7 +227,7 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     budget = cfg.load.run_seconds + 60 + 10 * cfg.load.processes
     started = time.time()
-    with _process_group(cmd, run_dir / "locust.out", env) as proc:
+    with _locust_process(cmd, run_dir / "locust.out", env) as proc:
         last = 0.0
         while proc.poll() is None:
             elapsed = time.time() - started
@@ -192,19 +257,44 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
     return result
 
 
+def external_labels(url: str, cfg: RunConfig) -> dict[str, Any]:
+    """The config labels of a run against an existing server: only what the load decides is known.
+
+    The cluster flags describe a local cluster that is not started for `--url`, so adapter,
+    server, nodes and tls are None (unknown) rather than the flags' defaults; verdicts must not
+    talk about a "memory adapter" they never saw.
+    """
+    return dict(cfg.labels(), balancer="external", policy="external", adapter=None, server=None,
+                nodes=None, tls=None, target_url=url)
+
+
+def external_run_name(load: LoadConfig) -> str:
+    """`external-<transports>[-eio3]`: a run name that claims nothing about the server behind --url."""
+    return f"external-{load.transports_label}" + ("-eio3" if load.eio == 3 else "")
+
+
 def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress: Progress | None = None) -> dict:
     """Run one config into `run_dir`; never raises for a config that fails, records it instead.
 
+    Any error of one config (a cluster that does not start, a value a child rejects, a bug) is
+    caught and recorded in its meta.json, so one bad config never aborts a campaign. Only
+    impossible requests raise ConfigError, before anything starts: faults with `url` (faults
+    act on the local cluster, there is none). KeyboardInterrupt propagates, after everything
+    is stopped.
+
     With `url`, the load goes to an existing server (no local cluster). The returned dict is
-    the run's meta.json. KeyboardInterrupt still propagates, after everything is stopped.
+    the run's meta.json.
     """
+    if url and cfg.faults:
+        raise ConfigError(f"faults need the local cluster; they cannot be applied to --url {url} "
+                          f"(drop the faults or the url)")
     run_dir = run_dir.resolve()  # Locust and the cluster's children get paths that hold from any cwd
     run_dir.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
         "schema": 1,
         "run": cfg.name,
-        "config": cfg.labels(),
-        "cluster": to_jsonable(cfg.cluster),
+        "config": external_labels(url, cfg) if url else cfg.labels(),
+        "cluster": None if url else to_jsonable(cfg.cluster),
         "load": to_jsonable(cfg.load),
         "cluster_info": None,
         "locust_command": None,
@@ -217,33 +307,34 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
     }
     if cfg.faults:
         meta["faults_planned"] = to_jsonable(cfg.faults)
-    if url:
-        meta["config"] = dict(meta["config"], balancer="external", policy="external", target_url=url)
     write_json(run_dir / "meta.json", meta)
     try:
         if url:
-            meta.update(run_locust(cfg, url, run_dir, None, progress))  # no cluster here: faults need a local one
+            meta.update(run_locust(cfg, url, run_dir, None, progress))
         else:
             from targets.cluster import Cluster, ClusterError
 
             try:
-                with Cluster(cfg.cluster, workdir=run_dir / "cluster") as cluster:
+                with _exit_deferred(Cluster(cfg.cluster, workdir=run_dir / "cluster")) as cluster:
                     meta["cluster_info"] = cluster.info
                     meta.update(run_locust(cfg, cluster.info["url"], run_dir, cluster.info.get("ca_file"), progress,
                                            cluster=cluster))
             except ClusterError as e:
                 meta["error"] = f"cluster did not start: {e}"
         meta["status"] = "failed" if meta.get("error") else "ok"
-    except (ConfigError, TimeoutError, OSError) as e:
-        meta["status"], meta["error"] = "failed", str(e)
     except KeyboardInterrupt:
         meta["status"], meta["error"] = "failed", "interrupted (Ctrl-C)"
         raise
+    except (ConfigError, TimeoutError, OSError) as e:
+        meta["status"], meta["error"] = "failed", str(e)
+    except Exception as e:  # noqa: BLE001 - one config's failure is recorded, the campaign goes on
+        meta["status"], meta["error"] = "failed", f"{type(e).__name__}: {e}"
     finally:
-        meta["ended"] = time.time()
-        # the event log may have added keys (e.g. "locust") while Locust ran: keep them
-        with contextlib.suppress(OSError, ValueError):
-            on_disk = json.loads((run_dir / "meta.json").read_text())
-            meta = {**on_disk, **{k: v for k, v in meta.items() if v is not None or k not in on_disk}}
-        write_json(run_dir / "meta.json", meta)
+        with interrupts_deferred():
+            meta["ended"] = time.time()
+            # the event log may have added keys (e.g. "locust") while Locust ran: keep them
+            with contextlib.suppress(OSError, ValueError):
+                on_disk = json.loads((run_dir / "meta.json").read_text())
+                meta = {**on_disk, **{k: v for k, v in meta.items() if v is not None or k not in on_disk}}
+            write_json(run_dir / "meta.json", meta)
     return meta

@@ -1,0 +1,144 @@
+"""An interrupted `sioscale run` leaves nothing running: not after two SIGTERMs in quick succession
+(the second arrives while the first one's cleanup runs), not after a SIGKILL of sioscale itself.
+
+Real processes throughout: a local cluster of three python nodes, Locust, sioscale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = [sys.executable, "-m", "sioscale.cli", "run", "--balancer", "none", "--policy", "direct",
+       "-u", "3", "-t", "40"]
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `nohup` or a CI background job leaves it
+
+
+def _start(tmp_path: Path, sigint_ignored: bool = False) -> tuple[subprocess.Popen, Path]:
+    run_dir = tmp_path / "run"
+    err = (tmp_path / "sioscale.err").open("w")
+    p = subprocess.Popen([*RUN, "--out", str(run_dir)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                         start_new_session=True, preexec_fn=_ignore_sigint if sigint_ignored else None)
+    return p, run_dir
+
+
+def _wait_for_load(p: subprocess.Popen, run_dir: Path, tmp_path: Path, timeout: float = 60) -> None:
+    """Until Locust has spawned its users (the live stats say so), i.e. everything is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert p.poll() is None, (tmp_path / "sioscale.err").read_text()[-2000:]
+        try:
+            if json.loads((run_dir / "sio_stats.json").read_text())["totals"]["connected_now"] >= 1:
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.3)
+    raise AssertionError("the load never started: " + (tmp_path / "sioscale.err").read_text()[-2000:])
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _alive(ps: list[psutil.Process]) -> list[str]:
+    out = []
+    for q in ps:
+        try:
+            if q.is_running() and q.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{q.pid} {' '.join(q.cmdline())[:120]}")
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _naming(run_dir: Path) -> list[str]:
+    """Processes whose command line names the run directory (Locust's --csv, --sio-run-dir)."""
+    out = []
+    for q in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(q.info["cmdline"] or [])
+        if str(run_dir) in cmd:
+            out.append(f"{q.info['pid']} {cmd[:120]}")
+    return out
+
+
+def _wait_gone(ps: list[psutil.Process], run_dir: Path, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = _alive(ps) + _naming(run_dir)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _kill_all(p: subprocess.Popen, ps: list[psutil.Process]) -> None:
+    for q in [*ps]:
+        try:
+            os.killpg(q.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait(10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["sigint-default", "sigint-ignored"])
+def test_two_sigterms_stop_everything(tmp_path: Path, sigint_ignored: bool) -> None:
+    """Also with SIGINT inherited as ignored: Locust, which inherits that too, must still stop
+    gracefully (final JSON written) and at once, not after a grace period."""
+    p, run_dir = _start(tmp_path, sigint_ignored)
+    tree: list[psutil.Process] = []
+    try:
+        _wait_for_load(p, run_dir, tmp_path)
+        tree = _tree(p.pid)
+        names = " ".join(" ".join(q.cmdline()) for q in tree)
+        assert "locust" in names and "targets.app" in names, names  # Locust and the nodes are running
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)  # lands in the middle of the first one's cleanup
+        t0 = time.monotonic()
+        rc = p.wait(20)
+        took = time.monotonic() - t0
+        err = (tmp_path / "sioscale.err").read_text()
+        assert rc == 130, err[-2000:]
+        assert took < 15, f"sioscale took {took:.1f}s to exit"
+        assert "Traceback" not in err, err[-2000:]
+        left = _wait_gone(tree, run_dir, timeout=2)
+        assert not left, f"still running after sioscale exited: {left}"
+        meta = json.loads((run_dir / "meta.json").read_text())
+        assert meta["status"] == "failed" and "interrupted" in meta["error"]
+        # Locust was asked to stop, not killed: its final JSON and CSV are there
+        assert (run_dir / "locust.json").stat().st_size > 0
+        assert "Got SIGTERM signal" in (run_dir / "locust.log").read_text()
+    finally:
+        _kill_all(p, tree)
+
+
+@pytest.mark.slow
+def test_sigkilled_sioscale_leaves_no_locust(tmp_path: Path) -> None:
+    p, run_dir = _start(tmp_path)
+    tree: list[psutil.Process] = []
+    try:
+        _wait_for_load(p, run_dir, tmp_path)
+        tree = _tree(p.pid)
+        assert any("locust" in " ".join(q.cmdline()) for q in tree)
+        os.kill(p.pid, signal.SIGKILL)  # no cleanup code runs: only the kernel's PR_SET_PDEATHSIG
+        p.wait(5)
+        left = _wait_gone(tree, run_dir, timeout=5)
+        assert not left, f"still running after sioscale was SIGKILLed: {left}"
+    finally:
+        _kill_all(p, tree)
