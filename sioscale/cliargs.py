@@ -14,8 +14,8 @@ from sioscale.config import (
     SERVERS,
     ClusterConfig,
     LoadConfig,
-    _steps,
     _transports,
+    parse_steps_text,
 )
 
 _C = ClusterConfig()
@@ -23,27 +23,35 @@ _L = LoadConfig()
 
 
 def add_cluster_args(p: argparse.ArgumentParser) -> None:
+    """The cluster flags of every subcommand that builds a cluster (`cluster`, `run`): one definition."""
     g = p.add_argument_group("cluster (the local system under test)")
     g.add_argument("--nodes", type=int, default=_C.nodes, help=f"Socket.IO server nodes (default {_C.nodes})")
     g.add_argument("--balancer", choices=BALANCERS, default=_C.balancer, help=f"default {_C.balancer}")
-    g.add_argument("--policy", default=_C.policy,
+    g.add_argument("--policy", default=None,
                    help="haproxy: l4-round-robin, l7-round-robin, cookie, source, leastconn; "
-                        f"caddy: l7-round-robin, cookie, ip-hash; none: direct (default {_C.policy})")
-    g.add_argument("--adapter", choices=ADAPTERS, default=_C.adapter, help=f"default {_C.adapter}")
+                        f"caddy: l7-round-robin, cookie, ip-hash; none: direct (default {_C.policy}, "
+                        "or direct with --balancer none)")
+    g.add_argument("--adapter", choices=ADAPTERS, default=None,
+                   help=f"default {_C.adapter}, or redis with --redis-url")
     g.add_argument("--server", choices=SERVERS, default=_C.server, help=f"default {_C.server}")
     g.add_argument("--tls", action="store_true", help="TLS on the balancer with a private CA made for this cluster")
     g.add_argument("--port", type=int, default=_C.port, help="balancer port (default: a free one)")
-    g.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
+    g.add_argument("--host", default=_C.host, help=f"loopback address the cluster binds (default {_C.host})")
+    g.add_argument("--redis-url", default=None,
+                   help="use this Redis instead of starting one (implies --adapter redis)")
 
 
 def cluster_from_args(a: argparse.Namespace) -> ClusterConfig:
-    """Build and validate; ConfigError messages are user-facing."""
-    policy = a.policy
-    if a.balancer == "none" and policy == _C.policy:
-        policy = "direct"
+    """Build and validate; ConfigError messages are user-facing.
+
+    The one rule for every subcommand: --redis-url implies the redis adapter; with an explicit
+    --adapter memory it is a ConfigError (ClusterConfig.validate), never silently half-used.
+    """
+    policy = a.policy or ("direct" if a.balancer == "none" else _C.policy)
+    adapter = a.adapter or ("redis" if a.redis_url else _C.adapter)
     return ClusterConfig(
-        nodes=a.nodes, balancer=a.balancer, policy=policy, adapter=a.adapter, server=a.server,
-        tls=a.tls, port=a.port, redis_url=a.redis_url,
+        nodes=a.nodes, balancer=a.balancer, policy=policy, adapter=adapter, server=a.server,
+        tls=a.tls, port=a.port, host=a.host, redis_url=a.redis_url,
     ).validate()
 
 
@@ -66,9 +74,7 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(a: argparse.Namespace) -> LoadConfig:
-    steps = ()
-    if a.steps:
-        steps = _steps([part.split(":") for part in a.steps.split(",") if part])
+    steps = parse_steps_text(a.steps, "--steps") if a.steps else ()
     return LoadConfig(
         locustfile=a.locustfile, users=a.users, spawn_rate=a.spawn_rate, duration=a.duration, steps=steps,
         transports=_transports(a.transports), eio=a.eio, namespace=a.namespace, room_size=a.room_size,

@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sioscale.config import ADAPTERS, BALANCERS, SERVERS, ClusterConfig, ConfigError
+from sioscale.cliargs import add_cluster_args, cluster_from_args
+from sioscale.config import ClusterConfig, ConfigError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,32 +33,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    d = ClusterConfig()
-    p.add_argument("--nodes", type=int, default=d.nodes, help=f"number of nodes (default {d.nodes})")
-    p.add_argument("--balancer", default=d.balancer, help=f"one of {', '.join(BALANCERS)} (default {d.balancer})")
-    p.add_argument("--policy", default=None,
-                   help="balancing policy; haproxy: l4-round-robin, l7-round-robin, cookie, source, leastconn; "
-                   "caddy: l7-round-robin, cookie, ip-hash; none: direct (default: cookie, or direct for none)")
-    p.add_argument("--adapter", default=None,
-                   help=f"one of {', '.join(ADAPTERS)} (default {d.adapter}, or redis with --redis-url)")
-    p.add_argument("--server", default=d.server, help=f"one of {', '.join(SERVERS)} (default {d.server})")
-    p.add_argument("--tls", action="store_true", help="terminate TLS on the balancer with a private CA")
-    p.add_argument("--port", type=int, default=d.port, help="balancer port (default 0: a free port)")
-    p.add_argument("--host", default=d.host, help=f"loopback address to bind (default {d.host})")
-    p.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
+    add_cluster_args(p)  # the same flags and rules as `sioscale run` (sioscale.cliargs)
     p.add_argument("--workdir", type=Path, default=None,
                    help="directory for configs, logs and the CA (default: a temporary one, removed at exit)")
 
 
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:
     """The ClusterConfig the flags describe (validated: ConfigError messages are user-facing)."""
-    policy = args.policy or ("direct" if args.balancer == "none" else ClusterConfig().policy)
-    # --redis-url alone means "use this Redis".
-    adapter = args.adapter or ("redis" if args.redis_url else ClusterConfig().adapter)
-    return ClusterConfig(
-        nodes=args.nodes, balancer=args.balancer, policy=policy, adapter=adapter, server=args.server,
-        tls=args.tls, redis_url=args.redis_url, port=args.port, host=args.host,
-    ).validate()
+    return cluster_from_args(args)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@ the default.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import math
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -53,17 +55,31 @@ class ClusterConfig:
     node_header: str = NODE_HEADER
 
     def validate(self) -> ClusterConfig:
-        if not isinstance(self.nodes, int) or not 1 <= self.nodes <= 64:
-            raise ConfigError(f"nodes = {self.nodes!r}: must be an integer from 1 to 64")
+        _int("nodes", self.nodes, 1, 64)
         _choice("balancer", self.balancer, BALANCERS)
         _choice("policy", self.policy, POLICIES[self.balancer], f" for balancer {self.balancer!r}")
         _choice("adapter", self.adapter, ADAPTERS)
         _choice("server", self.server, SERVERS)
-        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+        _bool("tls", self.tls)
+        if self.redis_url is not None:
+            if not isinstance(self.redis_url, str) or not self.redis_url.startswith(_REDIS_SCHEMES):
+                raise ConfigError(f"redis_url = {self.redis_url!r}: a URL starting with "
+                                  f"{', '.join(_REDIS_SCHEMES)} (or leave it out to start a local Redis)")
+            if self.adapter != "redis":
+                # Why an error and not a silent pick: the nodes would use Redis while every label
+                # and verdict says "memory adapter".
+                raise ConfigError(f"redis_url = {self.redis_url!r}: redis_url is only used with adapter = 'redis' "
+                                  f"(adapter is {self.adapter!r}); set adapter = 'redis' or drop redis_url")
+        if not _is_int(self.port) or not 0 <= self.port <= 65535:
             raise ConfigError(f"port = {self.port!r}: must be 0 (free port) or 1-65535")
-        if not self.host.startswith("127."):
-            raise ConfigError(f"host = {self.host!r}: the local cluster binds loopback (127.0.0.0/8) only")
+        if not _is_loopback(self.host):
+            raise ConfigError(f"host = {self.host!r}: the local cluster binds loopback (127.0.0.0/8) only, "
+                              "an address such as '127.0.0.1'")
+        _str("node_header", self.node_header)
         return self
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True)
@@ -91,7 +107,7 @@ class Fault:
 
     def validate(self, nodes: int) -> Fault:
         _choice("faults.action", self.action, FAULT_ACTIONS)
-        if not isinstance(self.at, int | float) or self.at < 0:
+        if not _is_number(self.at) or self.at < 0:
             raise ConfigError(f"faults.at = {self.at!r}: seconds after the load started, >= 0")
         if self.action.endswith("_node"):
             ids = [f"n{i}" for i in range(1, nodes + 1)]
@@ -121,33 +137,40 @@ class LoadConfig:
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> LoadConfig:
-        if tuple(self.transports) not in TRANSPORT_SETS:
+        _str("locustfile", self.locustfile)
+        if not isinstance(self.transports, tuple | list) or tuple(self.transports) not in TRANSPORT_SETS:
             raise ConfigError(
-                f"transports = {list(self.transports)!r}: one of "
+                f"transports = {_listish(self.transports)!r}: one of "
                 + ", ".join(str(list(t)) for t in TRANSPORT_SETS)
             )
-        if self.eio not in (3, 4):
+        if not _is_int(self.eio) or self.eio not in (3, 4):
             raise ConfigError(f"eio = {self.eio!r}: 3 (socket.io 2.x) or 4 (socket.io 3.x/4.x)")
         for name in ("users", "room_size", "processes"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} = {v!r}: must be a positive integer")
+            _int(name, getattr(self, name), 1)
         for name in ("spawn_rate", "duration", "message_rate"):
             v = getattr(self, name)
-            if not isinstance(v, int | float) or v <= 0:
-                raise ConfigError(f"{name} = {v!r}: must be a positive number")
-        if not isinstance(self.payload_size, int) or self.payload_size < 0:
-            raise ConfigError(f"payload_size = {self.payload_size!r}: must be >= 0")
-        if not self.namespace.startswith("/"):
-            raise ConfigError(f"namespace = {self.namespace!r}: must start with '/'")
+            if not _is_number(v) or v <= 0:
+                raise ConfigError(f"{name} = {v!r}: must be a positive (finite) number")
+        _int("payload_size", self.payload_size, 0)
+        if not isinstance(self.namespace, str) or not self.namespace.startswith("/"):
+            raise ConfigError(f"namespace = {self.namespace!r}: a string starting with '/', e.g. '/' or '/chat'")
+        if not isinstance(self.steps, tuple | list):
+            raise ConfigError(f"steps = {self.steps!r}: a list of [users, hold_seconds] stages")
         for s in self.steps:
-            if s.users < 1 or s.hold <= 0:
-                raise ConfigError(f"steps: {s!r}: users >= 1 and hold > 0 required")
+            if not isinstance(s, Step):
+                raise ConfigError(f"steps: stage {s!r}: use Step(users, hold) (or [users, hold] in a campaign)")
+            _check_stage(s)
+        if self.source_range is not None:
+            _str("source_range", self.source_range)
+        _bool("reconnect", self.reconnect)
+        if not isinstance(self.extra_args, tuple | list) or not all(isinstance(a, str) for a in self.extra_args):
+            raise ConfigError(f"extra_args = {self.extra_args!r}: a list of strings (extra Locust arguments)")
         return self
 
     @property
     def run_seconds(self) -> float:
-        return sum(s.hold for s in self.steps) if self.steps else float(self.duration)
+        """How long the load runs: each stage's ramp plus its hold, or the duration (see step_plan)."""
+        return step_plan(self.steps, self.spawn_rate)[-1][0] if self.steps else float(self.duration)
 
     @property
     def transports_label(self) -> str:
@@ -164,6 +187,17 @@ class Thresholds:
     p95_connect_ms: float | None = None  # maximum
     p95_ack_ms: float | None = None  # maximum
     failure_ratio: float | None = None  # maximum, failed steps / all steps
+
+    def validate(self) -> Thresholds:
+        for name, v in asdict(self).items():
+            if v is None:
+                continue
+            if name.endswith("_ratio"):
+                if not _is_number(v) or not 0 <= v <= 1:
+                    raise ConfigError(f"thresholds.{name} = {v!r}: a ratio from 0 to 1 (0.99, not 99)")
+            elif not _is_number(v) or v < 0:
+                raise ConfigError(f"thresholds.{name} = {v!r}: milliseconds, a number >= 0")
+        return self
 
     def active(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -247,8 +281,70 @@ def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...], extra: str = "") -> None:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ConfigError(f"{name} = {value!r} is not valid{extra}; choose one of: {', '.join(allowed)}")
+
+
+# Type checks: TOML and the API can hand any type to any field; each one must end as a
+# ConfigError naming the key, never an AttributeError or TypeError deep in a run.
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # True is an int in Python, not a count
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(name: str, v: Any, lo: int, hi: int | None = None) -> None:
+    if not _is_int(v) or v < lo or (hi is not None and v > hi):
+        allowed = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"{name} = {v!r}: must be a whole number {allowed}")
+
+
+def _bool(name: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{name} = {v!r}: must be true or false")
+
+
+def _str(name: str, v: Any) -> None:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{name} = {v!r}: must be a non-empty string")
+
+
+def _is_loopback(host: Any) -> bool:
+    if not isinstance(host, str):
+        return False
+    try:
+        return ipaddress.IPv4Address(host) in ipaddress.IPv4Network("127.0.0.0/8")
+    except ValueError:
+        return False
+
+
+def _listish(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _check_stage(s: Step) -> None:
+    if not _is_int(s.users) or s.users < 1:
+        raise ConfigError(f"steps: stage {s.users!r}:{s.hold!r}: users must be a whole number >= 1")
+    if not _is_number(s.hold) or s.hold <= 0:
+        raise ConfigError(f"steps: stage {s.users!r}:{s.hold!r}: hold must be a finite number of seconds > 0")
+
+
+def step_plan(steps: tuple[Step, ...] | list[Step], spawn_rate: float) -> list[tuple[float, int]]:
+    """[(end_s, users)] per stage: a stage ramps |Δusers| / spawn_rate seconds, then holds.
+
+    The one definition of a step load's timeline: locustfiles/steps.py drives Locust by it and
+    LoadConfig.run_seconds (the runner's time limit, the campaign estimate) sums it, so the
+    limit can never cut a run short of its own ramps.
+    """
+    rate = float(spawn_rate) if spawn_rate and spawn_rate > 0 else 1.0
+    plan, t, prev = [], 0.0, 0
+    for s in steps:
+        t += abs(s.users - prev) / rate + s.hold
+        plan.append((t, s.users))
+        prev = s.users
+    return plan
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -269,6 +365,8 @@ def _coerce_load(d: dict[str, Any]) -> dict[str, Any]:
     if "steps" in d:
         d["steps"] = _steps(d["steps"])
     if "extra_args" in d:
+        if not isinstance(d["extra_args"], list):
+            raise ConfigError(f"extra_args = {d['extra_args']!r}: a list of strings (extra Locust arguments)")
         d["extra_args"] = tuple(d["extra_args"])
     return d
 
@@ -276,20 +374,50 @@ def _coerce_load(d: dict[str, Any]) -> dict[str, Any]:
 def _transports(v: Any) -> tuple[str, ...]:
     if isinstance(v, str):
         v = v.replace("+", ",").split(",")
-    return tuple(str(t).strip() for t in v)
+    if not isinstance(v, list | tuple) or not all(isinstance(t, str) for t in v):
+        raise ConfigError(f"transports = {v!r}: one of " + ", ".join(str(list(t)) for t in TRANSPORT_SETS))
+    return tuple(t.strip() for t in v)
+
+
+_STAGE_HELP = "a stage is [users, hold_seconds] or {users = N, hold = S}"
 
 
 def _steps(v: Any) -> tuple[Step, ...]:
+    """Campaign `steps` (a list of stages) → Steps; every malformed stage is a ConfigError naming it."""
+    if not isinstance(v, list | tuple):
+        raise ConfigError(f"steps = {v!r}: a list of stages; {_STAGE_HELP}")
     out = []
     for s in v:
         if isinstance(s, dict):
             unknown = set(s) - {"users", "hold"}
             if unknown:
                 raise ConfigError(f"steps: unknown key {sorted(unknown)[0]!r}; a step has users and hold")
-            out.append(Step(users=int(s["users"]), hold=float(s["hold"])))
-        else:
+            if set(s) != {"users", "hold"}:
+                raise ConfigError(f"steps: stage {s!r} needs both users and hold")
+            users, hold = s["users"], s["hold"]
+        elif isinstance(s, list | tuple) and len(s) == 2:
             users, hold = s
-            out.append(Step(users=int(users), hold=float(hold)))
+        else:
+            raise ConfigError(f"steps: stage {s!r} is malformed; {_STAGE_HELP}")
+        step = Step(users=users, hold=float(hold) if _is_int(hold) else hold)
+        _check_stage(step)
+        out.append(step)
+    return tuple(out)
+
+
+def parse_steps_text(text: str, flag: str = "--steps") -> tuple[Step, ...]:
+    """'10:20,30:20' (the --steps / --sio-steps flag) → Steps; ConfigError names the bad stage."""
+    out = []
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        users_s, sep, hold_s = part.partition(":")
+        try:
+            users, hold = int(users_s), float(hold_s)
+        except ValueError:
+            users = hold = None
+        if not sep or users is None or hold is None or users < 1 or not math.isfinite(hold) or hold <= 0:
+            raise ConfigError(f"{flag}: bad stage {part!r}: expected USERS:HOLD_SECONDS with users >= 1 "
+                              "and a finite hold > 0, e.g. 10:30,20:30")
+        out.append(Step(users=users, hold=hold))
     return tuple(out)
 
 
@@ -321,7 +449,9 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
     try:
         cluster = ClusterConfig(**section("cluster", _CLUSTER_KEYS))
         load = LoadConfig(**_coerce_load(section("load", _LOAD_KEYS)))
-        thresholds = Thresholds(**{k: float(v) for k, v in section("thresholds", _THRESHOLD_KEYS).items()})
+        thresholds = Thresholds(
+            **{k: float(v) if _is_int(v) else v for k, v in section("thresholds", _THRESHOLD_KEYS).items()}
+        ).validate()
         axes_raw = section("axes", _CLUSTER_KEYS | _LOAD_KEYS)
         axes: dict[str, tuple[Any, ...]] = {}
         for k, vals in axes_raw.items():
@@ -342,6 +472,8 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
                     raise ConfigError(
                         f"{key_location(source, text, k)}: unknown key {k!r} in [[faults]]; allowed: at, action, target"
                     )
+            if "at" not in f or "action" not in f:
+                raise ConfigError(f"{key_location(source, text, 'faults')}: every [[faults]] needs at and action")
         camp = Campaign(
             faults=tuple(Fault(**f) for f in faults_raw),
             name=str(data["name"]),

@@ -105,7 +105,8 @@ class Cluster:
         self.balancer: Child | None = None
         self.redis: Child | None = None
         self.tls: TLSFiles | None = None
-        self.redis_url: str | None = config.redis_url
+        # Only the redis adapter uses Redis (validate() refuses redis_url with memory; this is the backstop).
+        self.redis_url: str | None = config.redis_url if config.adapter == "redis" else None
         self.balancer_port: int | None = None
         self._started = False
         self._ssl_context: ssl.SSLContext | None = None
@@ -279,7 +280,7 @@ class Cluster:
         else:
             argv = [find_binary("node"), str(NODE_DIR / "server.js")]
         argv += ["--id", nid, "--port", str(port), "--host", c.host]
-        if self.redis_url:
+        if c.adapter == "redis" and self.redis_url:  # --redis-url switches a node to the Redis adapter
             argv += ["--redis-url", self.redis_url]
         if c.tls and c.balancer == "none" and self.tls:
             argv += ["--certfile", str(self.tls.cert_file), "--keyfile", str(self.tls.key_file)]

@@ -51,6 +51,45 @@ def test_smoke_campaign_is_small():
         ('name="x"\n[load\n', "not valid TOML"),
         ('name="x"\n[thresholds]\nconnect = 1\n', "unknown key 'connect' in [thresholds]"),
         ('name="x"\n[load]\nsteps = [{users = 5, hodl = 3}]\n', "unknown key 'hodl'"),
+        # every field type-checked: a ConfigError naming the key, never AttributeError/TypeError later
+        ('name="x"\n[cluster]\nhost = 5\n', "host = 5: the local cluster binds loopback"),
+        ('name="x"\n[cluster]\nhost = "127.evil"\n', "host = '127.evil'"),
+        ('name="x"\n[cluster]\ntls = "no"\n', "tls = 'no': must be true or false"),
+        ('name="x"\n[cluster]\nnodes = true\n', "nodes = True: must be a whole number from 1 to 64"),
+        ('name="x"\n[cluster]\nport = 80.5\n', "port = 80.5"),
+        ('name="x"\n[cluster]\nbalancer = 5\n', "balancer = 5 is not valid; choose one of: haproxy, caddy, none"),
+        ('name="x"\n[cluster]\nadapter = "redis"\nredis_url = 5\n', "redis_url = 5: a URL starting with redis://"),
+        ('name="x"\n[cluster]\nredis_url = "redis://127.0.0.1:6379/0"\n',
+         "redis_url is only used with adapter = 'redis'"),
+        ('name="x"\n[cluster]\nnode_header = 5\n', "node_header = 5: must be a non-empty string"),
+        ('name="x"\n[load]\nnamespace = 5\n', "namespace = 5: a string starting with '/'"),
+        ('name="x"\n[load]\nlocustfile = 5\n', "locustfile = 5: must be a non-empty string"),
+        ('name="x"\n[load]\nusers = true\n', "users = True: must be a whole number >= 1"),
+        ('name="x"\n[load]\nusers = 2.5\n', "users = 2.5"),
+        ('name="x"\n[load]\neio = 4.0\n', "eio = 4.0"),
+        ('name="x"\n[load]\nspawn_rate = inf\n', "spawn_rate = inf: must be a positive (finite) number"),
+        ('name="x"\n[load]\nduration = nan\n', "duration = nan"),
+        ('name="x"\n[load]\nmessage_rate = "1"\n', "message_rate = '1'"),
+        ('name="x"\n[load]\nreconnect = 1\n', "reconnect = 1: must be true or false"),
+        ('name="x"\n[load]\nsource_range = 5\n', "source_range = 5"),
+        ('name="x"\n[load]\ntransports = 5\n', "transports = 5: one of"),
+        ('name="x"\n[load]\nextra_args = "--foo"\n', "extra_args = '--foo': a list of strings"),
+        ('name="x"\n[load]\nsteps = [[10, inf], [20, 5]]\n', "hold must be a finite number"),
+        ('name="x"\n[load]\nsteps = [[10, 5], [20, nan]]\n', "hold must be a finite number"),
+        ('name="x"\n[load]\nsteps = [[true, 5]]\n', "users must be a whole number >= 1"),
+        ('name="x"\n[load]\nsteps = [[10, "a"]]\n', "hold must be a finite number"),
+        ('name="x"\n[load]\nsteps = [[10]]\n', "stage [10] is malformed"),
+        ('name="x"\n[load]\nsteps = 100\n', "steps = 100: a list of stages"),
+        ('name="x"\n[load]\nsteps = [{users = 5}]\n', "needs both users and hold"),
+        ('name="x"\n[axes]\nsteps = [[[5, inf]]]\n', "hold must be a finite number"),
+        ('name="x"\n[axes]\ntls = ["yes"]\n', "tls = 'yes'"),
+        ('name="x"\n[thresholds]\nconnect_ratio = 99\n', "thresholds.connect_ratio = 99"),
+        ('name="x"\n[thresholds]\np95_ack_ms = "fast"\n', "thresholds.p95_ack_ms = 'fast'"),
+        ('name="x"\n[thresholds]\nfailure_ratio = true\n', "thresholds.failure_ratio = True"),
+        ('name="x"\n[[faults]]\nat = "soon"\naction = "stop_redis"\n', "faults.at = 'soon'"),
+        ('name="x"\n[[faults]]\nat = inf\naction = "stop_redis"\n', "faults.at = inf"),
+        ('name="x"\n[[faults]]\nat = 1\naction = 5\n', "faults.action = 5"),
+        ('name="x"\n[[faults]]\nat = 1\n', "every [[faults]] needs at and action"),
     ],
 )
 def test_bad_campaigns_name_the_problem(text, needle):
@@ -72,11 +111,64 @@ def test_axes_override_base_and_steps_parse():
         (2, ("websocket",)),
         (2, ("polling", "websocket")),
     ]
-    assert runs[0].load.run_seconds == 40.0
+    assert runs[0].load.run_seconds == pytest.approx(41.0)  # holds 20 + 20, ramps 10/30 + 20/30 s
     assert runs[0].labels() == {
         "balancer": "caddy", "policy": "cookie", "adapter": "memory", "transports": ["websocket"],
         "server": "python", "nodes": 1, "tls": False,
     }
+
+
+def test_type_errors_in_the_api_are_config_errors_too():
+    """Code that builds the dataclasses directly gets the same checks as a campaign file."""
+    from sioscale.config import Fault, Step, Thresholds
+
+    for bad, needle in [
+        (lambda: LoadConfig(steps=((10, 5.0),)).validate(), "use Step(users, hold)"),
+        (lambda: LoadConfig(steps=(Step(10, float("nan")),)).validate(), "hold must be a finite number"),
+        (lambda: LoadConfig(transports="websocket").validate(), "transports = 'websocket'"),
+        (lambda: ClusterConfig(tls=1).validate(), "tls = 1"),
+        (lambda: Thresholds(p95_connect_ms=-1).validate(), "thresholds.p95_connect_ms = -1"),
+        (lambda: Fault(at=True, action="stop_redis").validate(3), "faults.at = True"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            bad()
+
+
+def test_step_plan_counts_each_ramp():
+    """The reviewer's case: ramps of 500 and 500 users at 5/s take 200 s on top of 2 x 10 s holds."""
+    from sioscale.config import Step, step_plan
+
+    steps = (Step(500, 10.0), Step(1000, 10.0))
+    assert step_plan(steps, 5) == [(110.0, 500), (220.0, 1000)]
+    assert LoadConfig(steps=steps, spawn_rate=5).validate().run_seconds == 220.0
+    # ramping down counts too (|Δusers|), and without steps the duration is the run time
+    assert step_plan((Step(10, 5.0), Step(4, 5.0)), 2) == [(10.0, 10), (18.0, 4)]
+    assert LoadConfig(duration=12).run_seconds == 12.0
+
+
+def test_steps_flag_text():
+    from sioscale.config import Step, parse_steps_text
+
+    assert parse_steps_text("10:20, 30:2.5,") == (Step(10, 20.0), Step(30, 2.5))
+    for bad in ["100", "a:b", "10:inf", "10:nan", "0:5", "10:0", "10:5:5", "10:-1"]:
+        with pytest.raises(ConfigError, match=re.escape(f"--steps: bad stage {bad!r}")):
+            parse_steps_text(bad)
+
+
+@pytest.mark.parametrize("steps", ["100", "a:b", "10:inf", "5:nan", "10:20,x"])
+def test_run_with_bad_steps_exits_2_with_one_line(steps, capsys):
+    """`sioscale run --steps ...` fails before anything starts: exit 2, one line naming the stage."""
+    import signal
+
+    from sioscale.cli import main
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["run", "--balancer", "none", "--steps", steps]) == 2
+    finally:
+        signal.signal(signal.SIGTERM, old)  # main() installs its own handler
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--steps: bad stage" in err and "USERS:HOLD_SECONDS" in err
 
 
 def test_run_name_is_stable_and_distinguishes_configs():

@@ -33,8 +33,34 @@ def test_defaults_and_implied_values() -> None:
     assert cmd_cluster.config_from_args(_parse("--balancer", "none")).policy == "direct"
     c = cmd_cluster.config_from_args(_parse("--redis-url", "redis://127.0.0.1:6379/0"))
     assert (c.adapter, c.redis_url) == ("redis", "redis://127.0.0.1:6379/0")
-    c = cmd_cluster.config_from_args(_parse("--redis-url", "redis://x", "--adapter", "memory"))
-    assert c.adapter == "memory"
+    with pytest.raises(ConfigError, match="redis_url is only used with adapter = 'redis'"):
+        cmd_cluster.config_from_args(_parse("--redis-url", "redis://x", "--adapter", "memory"))
+    assert cmd_cluster.config_from_args(_parse("--host", "127.0.0.3")).host == "127.0.0.3"
+
+
+@pytest.mark.parametrize("command", ["cluster", "run"])
+def test_cluster_and_run_share_one_definition_of_the_cluster_flags(command: str) -> None:
+    """`sioscale cluster` and `sioscale run` build a cluster from the same flags by the same rules."""
+    from sioscale.cli import build_parser
+    from sioscale.cliargs import cluster_from_args
+
+    parser = build_parser()
+
+    def cfg(*argv: str) -> ClusterConfig:
+        return cluster_from_args(parser.parse_args([command, *argv]))
+
+    assert cfg() == ClusterConfig()
+    assert cfg("--balancer", "none").policy == "direct"
+    c = cfg("--nodes", "2", "--balancer", "caddy", "--policy", "ip-hash", "--server", "node", "--tls",
+            "--port", "8081", "--host", "127.0.0.2", "--redis-url", "redis://127.0.0.1:6390/0")
+    assert c == ClusterConfig(nodes=2, balancer="caddy", policy="ip-hash", adapter="redis", server="node",
+                              tls=True, port=8081, host="127.0.0.2", redis_url="redis://127.0.0.1:6390/0")
+    with pytest.raises(ConfigError, match="only used with adapter = 'redis'"):
+        cfg("--adapter", "memory", "--redis-url", "redis://127.0.0.1:6390/0")
+    with pytest.raises(ConfigError, match="loopback"):
+        cfg("--host", "10.0.0.1")
+    with pytest.raises(SystemExit):  # argparse: choices are listed in the usage error
+        parser.parse_args([command, "--balancer", "nginx"])
 
 
 @pytest.mark.parametrize(
@@ -44,12 +70,34 @@ def test_defaults_and_implied_values() -> None:
         (("--nodes", "0"), "nodes = 0"),
         (("--host", "0.0.0.0"), "loopback"),
         (("--port", "70000"), "port = 70000"),
-        (("--server", "go"), "server = 'go'"),
+        (("--host", "localhost"), "host = 'localhost'"),
+        (("--redis-url", "127.0.0.1:6379"), "redis_url = '127.0.0.1:6379': a URL starting with redis://"),
     ],
 )
 def test_bad_flags_are_config_errors(argv: tuple[str, ...], msg: str) -> None:
     with pytest.raises(ConfigError, match=msg):
         cmd_cluster.config_from_args(_parse(*argv))
+
+
+def test_bad_choices_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as ei:
+        _parse("--server", "go")
+    assert ei.value.code == 2 and "invalid choice: 'go'" in capsys.readouterr().err
+
+
+def test_memory_adapter_never_hands_nodes_a_redis_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defence in depth behind validate(): a memory cluster built around validation uses no Redis."""
+    url = "redis://127.0.0.1:1/0"
+    redis = Cluster(ClusterConfig(nodes=1, balancer="none", policy="direct", adapter="redis", redis_url=url),
+                    workdir=tmp_path)
+    assert redis._make_node("n1", 1234).argv[-2:] == ["--redis-url", url]
+    monkeypatch.setattr(ClusterConfig, "validate", lambda self: self)  # as a caller skipping validation could
+    c = Cluster(ClusterConfig(nodes=1, balancer="none", policy="direct", adapter="memory", redis_url=url),
+                workdir=tmp_path)
+    assert c.redis_url is None  # what info["redis_url"] reports
+    assert "--redis-url" not in c._make_node("n1", 1234).argv
+    c.redis_url = url  # even with one set, the memory adapter's nodes do not get it
+    assert "--redis-url" not in c._make_node("n1", 1234).argv
 
 
 def test_cluster_refuses_an_invalid_config_with_a_cluster_error(tmp_path: Path) -> None:
