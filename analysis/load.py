@@ -360,17 +360,39 @@ def _read_locust_json(path: Path, name: str, warn: Any) -> pd.DataFrame:
     for e in data:
         if not isinstance(e, dict) or "name" not in e:
             continue
-        rt = e.get("response_times") or {}
+        rt = _histogram(e.get("response_times"), f"{path.name}: {e.get('name')!r}", warn)
         rows.append({"config": name, "name": e.get("name"), "method": e.get("method"),
                      "num_requests": e.get("num_requests", 0), "num_failures": e.get("num_failures", 0),
                      "num_none_requests": e.get("num_none_requests", 0),
                      "total_response_time": e.get("total_response_time", 0),
                      "min_response_time": e.get("min_response_time"), "max_response_time": e.get("max_response_time"),
                      "start_time": e.get("start_time"), "last_request_timestamp": e.get("last_request_timestamp"),
-                     "response_times": {int(float(k)): int(v) for k, v in rt.items()} if isinstance(rt, dict) else {}})
+                     "response_times": rt})
     if len(rows) < len(data):
         warn(f"{path.name}: {len(data) - len(rows)} malformed entr(y/ies) skipped")
     return pd.DataFrame(rows)
+
+
+def _histogram(rt: Any, where: str, warn: Any) -> dict[int, int]:
+    """Locust's response-time histogram {ms: count}; buckets that are not numbers are skipped with a warning."""
+    if not isinstance(rt, dict):
+        if rt:
+            warn(f"{where}: response_times histogram is not an object; ignored")
+        return {}
+    out: dict[int, int] = {}
+    bad: list[str] = []
+    for k, v in rt.items():
+        try:
+            ms, n = float(k), float(v)
+            if not (math.isfinite(ms) and math.isfinite(n)) or isinstance(v, bool):
+                raise ValueError
+        except (TypeError, ValueError):
+            bad.append(f"{k!r}: {v!r}")
+            continue
+        out[int(ms)] = out.get(int(ms), 0) + int(n)
+    if bad:
+        warn(f"{where}: {len(bad)} histogram bucket(s) not numbers ({', '.join(bad[:3])}); skipped")
+    return out
 
 
 def _rename(p: Frames, new: str) -> None:

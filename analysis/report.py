@@ -33,16 +33,18 @@ TARGET_USERS = (1_000, 10_000, 100_000)
 
 
 def write_report(run_dirs: list[str | Path] | tuple[str | Path, ...], out_dir: str | Path, title: str | None = None,
-                 thresholds: Any = None) -> dict[str, Any]:
+                 thresholds: Any = None, thresholds_source: str | None = None) -> dict[str, Any]:
     """Load the runs, write index.html + summary.json + plots/*.svg into out_dir; return the summary.
 
     thresholds: a sioscale.config.Thresholds or a dict of the same keys; used as the capacity SLO and
-    checked per config (summary `checks`). None: the capacity SLO defaults (capacity.DEFAULT_SLO).
+    checked per config (summary `checks`). SLO keys they leave out take capacity.DEFAULT_SLO's value;
+    summary `slo` records which value came from where (thresholds_source names e.g. the campaign file).
     """
     out = Path(out_dir)
     frames = load_runs([Path(d) for d in run_dirs])
     th = _thresholds(thresholds)
     summary, tables, figures = build(frames, th, title or _default_title(run_dirs))
+    summary["slo"] = _slo_used(th, thresholds_source)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for name, svg in figures.items():
         if svg:
@@ -77,6 +79,10 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
     step_totals = ({str(k): (int(v["n"]), int(v["n"] - v["ok"])) for k, v in
                     ev.groupby("config", observed=True)["ok"].agg(n="size", ok="sum").iterrows()}
                    if len(ev) else {})
+    by_step: dict[str, dict[str, dict[str, int]]] = {}
+    if len(ev):
+        for (cfg, step), v in ev.groupby(["config", "step"], observed=True)["ok"].agg(n="size", ok="sum").iterrows():
+            by_step.setdefault(str(cfg), {})[str(step)] = {"total": int(v["n"]), "failed": int(v["n"] - v["ok"])}
     configs: list[dict[str, Any]] = []
     cap_figs: dict[str, str] = {}
     figures: dict[str, str | None] = {}
@@ -96,7 +102,8 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
         entry["failures"] = fcounts.get(name, {})
         n_steps, n_failed = step_totals.get(name, (0, 0))
         entry["steps"] = {"total": n_steps, "failed": n_failed,
-                          "failure_ratio": (n_failed / n_steps) if n_steps else None}
+                          "failure_ratio": (n_failed / n_steps) if n_steps else None,
+                          "by_step": by_step.get(name, {})}
         # share: over the polling 400s only (the probe refusals' attribution is by construction, see metrics)
         entry["node_switch"] = ({k: num(attrib.loc[name, k]) for k in
                                  ("session_unknown", "attributed", "share", "polling", "polling_attributed",
@@ -162,6 +169,7 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
     tables = {
         "failures": fails.head(200).to_dict("records"),
         "failures_total": int(fails["count"].sum()) if len(fails) else 0,
+        "failure_kinds": sorted({k for c in configs for k in (c.get("failures") or {})}),
         "latency_node": lat_node.to_dict("records"),
         "nodes": dist.to_dict("records"),
         "adapters": adapters.to_dict("records"),
@@ -180,6 +188,7 @@ def render(summary: dict[str, Any], tables: dict[str, Any], figures: dict[str, s
     env.filters["pct"] = _fmt_pct
     env.filters["ms"] = _fmt_ms
     env.filters["num"] = _fmt_num
+    env.filters["when"] = _fmt_when
     return env.get_template("report.html.j2").render(s=summary, t=tables, fig=figures, Markup=jinja2.utils.markupsafe.Markup)
 
 
@@ -254,24 +263,29 @@ def _users_series(frames: Frames, name: str, e: pd.DataFrame) -> pd.DataFrame:
 
 
 def _checks(entry: dict[str, Any], th: dict[str, float]) -> dict[str, Any]:
-    conn, b = entry["connections"], entry["broadcast"]
-    lat = entry["latency_ms"]
-    total = sum(v.get("count") or 0 for v in lat.values()) + sum(entry["failures"].values())
-    values = {
-        "connect_ratio": conn.get("connect_ratio"), "upgrade_ratio": conn.get("upgrade_ratio"),
-        "delivery_ratio": b.get("delivery_ratio"),
-        "p95_connect_ms": (lat.get("connect") or {}).get("p95"), "p95_ack_ms": (lat.get("ack") or {}).get("p95"),
-        "failure_ratio": (sum(entry["failures"].values()) / total) if total else None,
-    }
+    """The config's threshold checks by sioscale.checks.evaluate: the one definition `sioscale check` uses,
+    so the page, summary.json and the exit code agree (same value, same verdict, same sentence)."""
+    from sioscale.checks import FIGURES, evaluate
+    from sioscale.config import Thresholds
+
+    active = {k: v for k, v in th.items() if k in FIGURES}
+    if not active:
+        return {}
     out = {}
-    for k, limit in th.items():
-        v = values.get(k)
-        if k not in values:
-            continue
-        is_max = k.startswith("p95") or k == "failure_ratio"
-        out[k] = {"value": v, "limit": limit, "kind": "max" if is_max else "min",
-                  "pass": None if v is None else (v <= limit if is_max else v >= limit)}
+    for r in evaluate({"configs": [_jsonable(entry)]}, Thresholds(**active)):
+        out[r.threshold] = {"value": r.value, "limit": r.limit, "kind": FIGURES[r.threshold][1],
+                            "label": FIGURES[r.threshold][2],
+                            "pass": None if r.skipped else r.passed, "skipped": r.skipped or None,
+                            "missing": r.missing or None,
+                            "text": r.describe()}
     return out
+
+
+def _slo_used(th: dict[str, float], source: str | None) -> dict[str, Any]:
+    """The capacity SLO as capacity.knee applies it, and per key whether it came from the thresholds."""
+    return {"values": {k: th.get(k, v) for k, v in C.DEFAULT_SLO.items()},
+            "from": {k: ("thresholds" if k in th else "default") for k in C.DEFAULT_SLO},
+            "thresholds_source": source if th else None}
 
 
 def _config_block(meta: dict[str, Any], r: pd.Series) -> dict[str, Any]:
@@ -348,6 +362,16 @@ def _fmt_pct(x: Any) -> str:
 def _fmt_ms(x: Any) -> str:
     x = num(x)
     return "n/a" if x is None else (f"{x:.1f}" if x < 100 else f"{x:.0f}")
+
+
+def _fmt_when(x: Any) -> str:
+    """An epoch time (meta.json started/ended) as UTC; anything else as given."""
+    if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x):
+        try:
+            return _dt.datetime.fromtimestamp(x, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except (OverflowError, OSError, ValueError):
+            pass
+    return "?" if x is None else str(x)
 
 
 def _fmt_num(x: Any, digits: int = 3) -> str:

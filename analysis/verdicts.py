@@ -24,19 +24,43 @@ def _pct(x: float | None) -> str:
     return f"{v:.0f}%" if v in (0, 100) or abs(v - round(v)) < 0.05 else f"{v:.1f}%"
 
 
-def describe(cfg: dict[str, Any]) -> str:
-    """'polling+websocket behind haproxy l4-round-robin, memory adapter, 3 python nodes'."""
+def _external(cfg: dict[str, Any]) -> bool:
+    """A run against `--url`: sioscale did not build the target, so adapter/server/nodes are unknown (None)."""
     c = cfg.get("config") or {}
-    tr = "+".join(c.get("transports") or []) or "?"
-    return (f"{tr} behind {c.get('balancer', '?')} {c.get('policy', '?')}, {c.get('adapter', '?')} adapter, "
-            f"{c.get('nodes', '?')} {c.get('server', '?')} node(s){' (TLS)' if c.get('tls') else ''}")
+    return str(cfg.get("name") or "").startswith("external") or c.get("balancer") == "external"
+
+
+def _who(cfg: dict[str, Any]) -> str:
+    """'polling+websocket behind haproxy-cookie' — or 'against the external target' when sioscale did not build it."""
+    c = cfg.get("config") or {}
+    tr = "+".join(str(t) for t in (c.get("transports") or [])) or "?"
+    if _external(cfg):
+        return f"{tr} against the external target"
+    bal = "-".join(str(x) for x in (c.get("balancer"), c.get("policy")) if x) or "an unknown balancer"
+    return f"{tr} behind {bal}"
+
+
+def describe(cfg: dict[str, Any]) -> str:
+    """'polling+websocket behind haproxy l4-round-robin, memory adapter, 3 python nodes'; unknown labels left out."""
+    c = cfg.get("config") or {}
+    tr = "+".join(str(t) for t in (c.get("transports") or [])) or "?"
+    if _external(cfg):
+        parts = [f"{tr} against an external target (adapter, server and nodes unknown)"]
+    else:
+        parts = [f"{tr} behind " + (" ".join(str(x) for x in (c.get("balancer"), c.get("policy")) if x)
+                                    or "an unknown balancer")]
+    if c.get("adapter"):
+        parts.append(f"{c['adapter']} adapter")
+    if c.get("nodes") or c.get("server"):
+        parts.append(" ".join(str(x) for x in (c.get("nodes"), c.get("server")) if x) + " node(s)")
+    return ", ".join(parts) + (" (TLS)" if c.get("tls") else "")
 
 
 def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[str]:
     """Sentences for one config entry of summary.json (before `verdicts` is filled in)."""
     out: list[str] = []
     c = cfg.get("config") or {}
-    who = f"{'+'.join(c.get('transports') or []) or '?'} behind {c.get('balancer', '?')}-{c.get('policy', '?')}"
+    who = _who(cfg)
     if cfg.get("status") == "failed":
         return [f"{who}: did not run — {cfg.get('error') or 'no reason recorded'}"]
     conn = cfg.get("connections") or {}
@@ -84,7 +108,9 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
         else:
             one_node = (c.get("adapter") == "memory" and (nodes or 1) > 1
                         and sum(1 for v in (cfg.get("nodes") or {}).values() if v) == 1)
-            out.append(f"{c.get('adapter', '?')} adapter: {_pct(dr)} of broadcast deliveries{extra}"
+            whose = (f"{c['adapter']} adapter" if c.get("adapter")
+                     else "external target" if _external(cfg) else "unknown adapter")
+            out.append(f"{whose}: {_pct(dr)} of broadcast deliveries{extra}"
                        + (" — only because every session is on one node; rooms spanning nodes would need Redis"
                           if one_node else ""))
     gain = cfg.get("redis_vs_memory")
@@ -101,7 +127,7 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
     if nodes_used_note and nodes_n and nodes_n > 1 and used == 1 and sessions >= 2 * nodes_n:
         why = ("the balancer's hash sees one client address — spread source IPs (--sio-source-range) "
                "or use cookie stickiness" if c.get("policy") in HASH_POLICIES else "the balancer did not spread them")
-        out.append(f"all {sessions} sessions landed on one node of {nodes_n} ({c.get('policy')}): {why}")
+        out.append(f"all {sessions} sessions landed on one node of {nodes_n} ({c.get('policy') or 'policy unknown'}): {why}")
     elif imb is not None and imb > 1.5 and nodes_n > 1 and sessions >= 2 * nodes_n:
         out.append(f"uneven spread over nodes: the busiest node has {imb:.1f}× the mean")
     cap = cfg.get("capacity") or {}

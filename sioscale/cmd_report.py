@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sioscale.cmd_check import add_threshold_args, thresholds_from_args
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("report", help="Build the HTML capacity report from run directories",
@@ -19,6 +21,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="run directories (events.csv, meta.json, ...) or a campaign directory containing runs/")
     p.add_argument("--out", required=True, help="output directory, e.g. reports/NAME/")
     p.add_argument("--title", default=None, help="report title (default: from the campaign directory)")
+    g = p.add_argument_group("thresholds", "checked per config and used as the capacity SLO "
+                             "(p95 connect/ack, failure ratio; the rest of the SLO keeps its default)")
+    add_threshold_args(g)
     p.set_defaults(func=main)
     return p
 
@@ -42,6 +47,8 @@ def expand_run_dirs(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def main(args: argparse.Namespace) -> int:
+    import jinja2
+
     from analysis.report import write_report  # heavy imports (pandas, matplotlib) only when used
 
     dirs, problems = expand_run_dirs(args.run_dirs)
@@ -50,17 +57,30 @@ def main(args: argparse.Namespace) -> int:
     if not dirs:
         print("sioscale report: no run directory to report on", file=sys.stderr)
         return 2
+    th, _, source = thresholds_from_args(args)  # a bad campaign file → ConfigError → exit 2 (cli.py)
     out = Path(args.out)
     try:
-        summary = write_report(dirs, out, title=args.title)
+        summary = write_report(dirs, out, title=args.title, thresholds=th if th.active() else None,
+                               thresholds_source=source or None)
     except OSError as e:
         print(f"sioscale report: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, KeyError, AttributeError, jinja2.TemplateError) as e:
+        # The loader turns bad run files into warnings; whatever still slips through is bad input
+        # too, and deserves one line naming it rather than a traceback.
+        print(f"sioscale report: cannot build a report from these runs: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     n_failed = sum(1 for c in summary["configs"] if c["status"] == "failed")
     print(f"wrote {out / 'index.html'} and {out / 'summary.json'}: {len(summary['configs'])} config(s)"
           + (f", {n_failed} failed to run" if n_failed else "")
           + (f", {len(summary['warnings'])} loader warning(s)" if summary["warnings"] else ""))
+    slo = summary.get("slo") or {}
+    print("capacity SLO: " + ", ".join(f"{k} {v:g} ({slo['from'][k]})" for k, v in slo.get("values", {}).items())
+          + (f"; thresholds from {slo['thresholds_source']}" if slo.get("thresholds_source") else ""))
     for c in summary["configs"]:
         for v in c["verdicts"]:
             print(f"  {v}")
+        for ch in (c.get("checks") or {}).values():
+            if ch["pass"] is False:  # the same sentence `sioscale check` prints for it
+                print(f"  threshold: {ch['text']}")
     return 0

@@ -56,3 +56,34 @@ def test_session_unknown_verdict_attributes_over_polling_400s_and_counts_probes_
     v = config_verdicts(cfg)[0]
     assert "100% of the 128 polling requests refused with 400 came from sessions that met two nodes" in v
     assert "30 WebSocket-probe refusals counted apart" in v
+
+
+def _external(**over):
+    cfg = {"name": "external-poll+ws", "status": "ok",
+           "config": {"balancer": None, "policy": None, "adapter": None, "transports": ["polling", "websocket"],
+                      "server": None, "nodes": None, "tls": None},
+           "connections": {"attempted": 10, "connected": 10, "upgraded": 10, "connect_ratio": 1.0, "upgrade_ratio": 1.0},
+           "failures": {}, "broadcast": {"delivery_ratio": 0.5, "latency_ms": {"p95": 10.0}},
+           "nodes": {"n1": 5, "?": 5}, "imbalance": 1.0}
+    cfg.update(over)
+    return cfg
+
+
+def test_external_target_with_none_labels_reads_as_external_never_none() -> None:
+    from analysis.verdicts import describe
+    for cfg in (_external(), _external(config={**_external()["config"], "balancer": "external", "policy": "external"})):
+        text = " | ".join(config_verdicts(cfg)) + " | " + describe(cfg)
+        assert "None" not in text
+        assert "against the external target" in text and "external target: 50% of broadcast deliveries" in text
+        assert "memory adapter" not in text
+    assert describe(_external()) == ("polling+websocket against an external target (adapter, server and nodes unknown)")
+
+
+def test_missing_config_block_does_not_print_none() -> None:
+    from analysis.verdicts import describe
+    cfg = _external(name="some-run")
+    del cfg["config"]
+    text = " | ".join(config_verdicts(cfg)) + " | " + describe(cfg)
+    assert "None" not in text and "behind an unknown balancer" in text and "unknown adapter" in text
+    failed = {"name": "x", "status": "failed", "error": "boom", "config": None}
+    assert config_verdicts(failed) == ["? behind an unknown balancer: did not run — boom"]

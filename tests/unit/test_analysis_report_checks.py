@@ -1,0 +1,116 @@
+"""The report's per-config checks are sioscale.checks.evaluate's (one definition), `sioscale report`
+takes thresholds (--campaign and/or the check flags) and says which SLO it used, and bad run files
+give one line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from analysis.capacity import DEFAULT_SLO
+from analysis.report import write_report
+from analysis.synth import SynthConfig, seed_campaign, write_run
+from sioscale.checks import evaluate
+from sioscale.cli import main as cli_main
+from sioscale.config import Thresholds
+
+TH = Thresholds(connect_ratio=0.99, upgrade_ratio=0.9, delivery_ratio=0.99, p95_connect_ms=800, p95_ack_ms=400,
+                failure_ratio=0.01)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("runs")
+    dirs = seed_campaign(root, users=20, duration=6)
+    dirs.append(write_run(root / "caddy-failed", SynthConfig("caddy-failed", balancer="caddy", status="failed",
+                                                            error="caddy: address already in use")))
+    return dirs
+
+
+def test_report_checks_are_the_check_commands_verdicts(runs: list[Path], tmp_path: Path) -> None:
+    summary = write_report(runs, tmp_path / "rep", thresholds=TH)
+    on_disk = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    results = evaluate(on_disk, TH)  # what `sioscale check` computes from the same file
+    assert len(results) == 6 * len(summary["configs"])
+    for r in results:
+        ch = next(c for c in summary["configs"] if c["name"] == r.config)["checks"][r.threshold]
+        assert ch["text"] == r.describe()
+        assert ch["pass"] == (None if r.skipped else r.passed) and ch["limit"] == r.limit
+        assert ch["value"] == (pytest.approx(r.value) if r.value is not None else None)
+    by = {c["name"]: c for c in summary["configs"]}
+    failed = by["caddy-failed"]["checks"]
+    assert all(c["pass"] is False and "did not run" in c["text"] for c in failed.values())
+    rr = by["haproxy-l4-round-robin-poll+ws-memory-python-3n"]
+    # failure_ratio is failed steps / all steps, as in `sioscale check`
+    assert rr["checks"]["failure_ratio"]["value"] == pytest.approx(rr["steps"]["failed"] / rr["steps"]["total"])
+    assert by["haproxy-l4-round-robin-ws-memory-python-3n"]["checks"]["upgrade_ratio"]["skipped"]
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "required &lt;= 800" in html or "≤ 800" in html  # values and limits on the page
+
+
+def test_report_cli_takes_campaign_thresholds_and_says_which_slo(runs: list[Path], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    camp = tmp_path / "c.toml"
+    camp.write_text(Path("campaigns/capacity.toml").read_text())
+    rc = cli_main(["report", *map(str, runs), "--out", str(tmp_path / "r1"), "--campaign", str(camp),
+                   "--connect-ratio", "0.99"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    s = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert s["slo"]["values"]["p95_connect_ms"] == 500 and s["slo"]["from"]["p95_connect_ms"] == "thresholds"
+    assert str(camp) in s["slo"]["thresholds_source"] and "--connect-ratio" in s["slo"]["thresholds_source"]
+    assert set(s["configs"][0]["checks"]) == {"p95_connect_ms", "p95_ack_ms", "failure_ratio", "connect_ratio"}
+    assert all(c["capacity"].get("slo", {}).get("p95_connect_ms", 500) == 500 for c in s["configs"])
+    assert "capacity SLO: p95_connect_ms 500 (thresholds)" in out.out
+    assert "threshold: caddy-failed" in out.out
+    # without thresholds: the default SLO, said so, and no checks
+    assert cli_main(["report", *map(str, runs), "--out", str(tmp_path / "r2")]) == 0
+    s2 = json.loads((tmp_path / "r2" / "summary.json").read_text())
+    assert s2["slo"]["values"] == DEFAULT_SLO and set(s2["slo"]["from"].values()) == {"default"}
+    assert all(c["checks"] == {} for c in s2["configs"])
+    assert "(default)" in capsys.readouterr().out
+    assert "default" in (tmp_path / "r2" / "index.html").read_text()
+
+
+def test_report_cli_bad_campaign_file_is_exit_2(runs: list[Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[thresholds\n")
+    assert cli_main(["report", str(runs[0]), "--out", str(tmp_path / "r"), "--campaign", str(bad)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file():
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_bad_histogram_keys_and_meta_shapes_render_with_warnings(runs: list[Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    d = _copy_run(runs[2], tmp_path / "bad")
+    (d / "locust.json").write_text(json.dumps([
+        {"name": "connect", "method": "sio", "num_requests": 3, "response_times": {"abc": 1, "12": 2}},
+        {"name": "ack", "method": "sio", "num_requests": 1, "response_times": {"7": "x"}}]))
+    meta = json.loads((d / "meta.json").read_text())
+    meta.update(versions=["python 3.11"], machine="a laptop", started={"t": 1}, cluster_info=[1, 2])
+    (d / "meta.json").write_text(json.dumps(meta))
+    rc = cli_main(["report", str(d), "--out", str(tmp_path / "rep")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    s = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert any("histogram" in w and "abc" in w for w in s["warnings"])
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "a laptop" in html and "python 3.11" in html
+
+
+def test_checks_on_a_broken_summary_value_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "summary.json").write_text(json.dumps({"schema": 1, "configs": [
+        {"name": "a", "status": "ok", "connections": {"attempted": 3, "connect_ratio": "high"}}, 7]}))
+    assert cli_main(["check", str(tmp_path), "--connect-ratio", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "connect_ratio is 'high'" in err and "Traceback" not in err
