@@ -119,11 +119,14 @@ def _on_init(environment: Any, web_ui: Any = None, **_kw: Any) -> None:
     })
     app = web_ui.app
 
+    # auth_required_if_enabled: with --web-login, our routes ask for the same login as Locust's own
     @app.route(STATS_PATH)
+    @web_ui.auth_required_if_enabled
     def sio_stats() -> Any:
         return jsonify(eventlog.stats(environment))
 
     @app.route(CSV_PATH)
+    @web_ui.auth_required_if_enabled
     def sio_stats_csv() -> Any:
         body = to_csv(table_rows(eventlog.stats(environment)))
         return Response(body, mimetype="text/csv", headers={
