@@ -43,8 +43,27 @@ def _preflight(camp: Campaign) -> list:
     return runs
 
 
+def _interrupted(camp: Campaign, out: Path, run_dirs: list[Path], total: int, write_report) -> int:  # noqa: ANN001
+    """Ctrl-C mid-campaign: the configs that finished cost minutes of load; report them, exit 130.
+
+    The interrupted config is left out (its run directory stays, marked failed). No threshold
+    check: a verdict over part of the matrix would read as the campaign's.
+    """
+    print(f"campaign {camp.name}: interrupted after {len(run_dirs)} of {total} configs; "
+          "everything it started is stopped", file=sys.stderr, flush=True)
+    if run_dirs:
+        write_report(run_dirs, out, title=f"{camp.name} (interrupted: {len(run_dirs)} of {total} configs)",
+                     thresholds=camp.thresholds)
+        print(f"report of the finished configs: {out / 'index.html'}", file=sys.stderr)
+    return 130
+
+
 def main(args: argparse.Namespace) -> int:
     camp = load_campaign(args.file)
+    if args.junit and not camp.thresholds.active():
+        # a JUnit file is a verdict per threshold: without any there is nothing to write, and a CI job
+        # that asked for one must not pass on a file that never appears
+        raise ConfigError(f"--junit {args.junit}: {args.file} has no [thresholds] to check; add some or drop --junit")
     runs = _preflight(camp)
     if args.only:
         runs = [r for r in runs if args.only in r.name]
@@ -62,18 +81,21 @@ def main(args: argparse.Namespace) -> int:
     from sioscale.runner import execute_run
 
     t0 = time.time()
-    run_dirs = []
-    for i, cfg in enumerate(runs, 1):
-        tag = f"[{i}/{len(runs)} {cfg.name}]"
+    run_dirs: list[Path] = []
+    try:
+        for i, cfg in enumerate(runs, 1):
+            tag = f"[{i}/{len(runs)} {cfg.name}]"
 
-        def progress(line: str, tag: str = tag) -> None:
-            print(f"{tag} {line}  (campaign {time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+            def progress(line: str, tag: str = tag) -> None:
+                print(f"{tag} {line}  (campaign {time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
 
-        progress("starting cluster + load")
-        run_dir = out / "runs" / cfg.name
-        meta = execute_run(cfg, run_dir, progress=progress)
-        progress(meta["status"] + (f": {meta['error']}" if meta.get("error") else ""))
-        run_dirs.append(run_dir)
+            progress("starting cluster + load")
+            run_dir = out / "runs" / cfg.name
+            meta = execute_run(cfg, run_dir, progress=progress)
+            progress(meta["status"] + (f": {meta['error']}" if meta.get("error") else ""))
+            run_dirs.append(run_dir)
+    except KeyboardInterrupt:
+        return _interrupted(camp, out, run_dirs, len(runs), write_report)
 
     summary = write_report(run_dirs, out, title=camp.name, thresholds=camp.thresholds)
     print(f"campaign {camp.name}: done in {time.time() - t0:.0f}s; report {out / 'index.html'}", file=sys.stderr)

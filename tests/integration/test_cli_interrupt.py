@@ -142,3 +142,70 @@ def test_sigkilled_sioscale_leaves_no_locust(tmp_path: Path) -> None:
         assert not left, f"still running after sioscale was SIGKILLed: {left}"
     finally:
         _kill_all(p, tree)
+
+
+CAMPAIGN = """name = "interrupted"
+[cluster]
+nodes = 2
+balancer = "none"
+policy = "direct"
+[axes]
+nodes = [1, 2, 3]
+[load]
+users = 3
+spawn_rate = 3
+duration = 4
+[thresholds]
+connect_ratio = 0.99
+"""
+
+
+def test_junit_without_thresholds_is_an_error_before_load(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(CAMPAIGN.replace("[thresholds]\nconnect_ratio = 0.99\n", ""))
+    out = subprocess.run([sys.executable, "-m", "sioscale.cli", "campaign", str(f), "--out", str(tmp_path / "o"),
+                          "--junit", str(tmp_path / "j.xml")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "--junit" in out.stderr and "no [thresholds]" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_campaign_reports_the_finished_configs(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(CAMPAIGN)
+    out_dir = tmp_path / "o"
+    err_path = tmp_path / "campaign.err"
+    with err_path.open("w") as err:
+        p = subprocess.Popen([sys.executable, "-m", "sioscale.cli", "campaign", str(f), "--out", str(out_dir)],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        # config 2 is under load: its live stats show connected users
+        stats = out_dir / "runs" / "none-direct-poll+ws-memory-python-2n" / "sio_stats.json"
+        while time.monotonic() < deadline:
+            assert p.poll() is None, err_path.read_text()[-2000:]
+            try:
+                if json.loads(stats.read_text())["totals"]["connected_now"] >= 1:
+                    break
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            time.sleep(0.3)
+        else:
+            raise AssertionError("config 2 never got under load: " + err_path.read_text()[-2000:])
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(90)
+        text = err_path.read_text()
+        assert rc == 130, text[-2000:]
+        assert "interrupted after 1 of 3 configs" in text and "Traceback" not in text, text[-2000:]
+        summary = json.loads((out_dir / "summary.json").read_text())
+        names = [c["name"] for c in summary["configs"]]
+        assert names == ["none-direct-poll+ws-memory-python-1n"], names
+        assert (out_dir / "index.html").stat().st_size > 0
+        assert not (out_dir / "runs" / "none-direct-poll+ws-memory-python-3n").exists()  # never started
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(10)
