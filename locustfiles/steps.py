@@ -1,54 +1,60 @@
 """Step load shape: add it to any scenario with `-f locustfiles/chat.py,locustfiles/steps.py`.
 
 Each stage ramps to USERS at --spawn-rate, then holds for HOLD seconds; the capacity analysis
-reads latency and failures over the holds only, so a hold should be much longer than its ramp
-(a stage shorter than its ramp would never reach its user count).
+reads latency and failures over the holds only, so a hold should be much longer than its ramp.
+The timeline is sioscale.config.step_plan, the same one `sioscale run` sizes its time limit by.
 """
 
 from __future__ import annotations
 
-from locust import LoadTestShape
+import logging
+import sys
+
+from locust import LoadTestShape, events
 
 import locustfiles.sio.options  # noqa: F401  (registers --sio-steps)
+from sioscale.config import ConfigError, parse_steps_text, step_plan
+
+log = logging.getLogger(__name__)
 
 
-def parse_steps(text: str) -> list[tuple[int, float]]:
-    """'10:20,30:20' → [(10, 20.0), (30, 20.0)]; raises ValueError naming the bad stage."""
-    steps = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        try:
-            users, hold = part.split(":")
-            stage = (int(users), float(hold))
-        except ValueError:
-            raise ValueError(f"--sio-steps: bad stage {part!r}, expected USERS:HOLD_SECONDS") from None
-        if stage[0] < 1 or stage[1] <= 0:
-            raise ValueError(f"--sio-steps: bad stage {part!r}, users >= 1 and hold > 0")
-        steps.append(stage)
-    return steps
+def plan_from_options(opts) -> list[tuple[float, int]]:  # noqa: ANN001 - Locust's parsed options
+    """[(end_s, users)] from --sio-steps and --spawn-rate; ConfigError naming the bad stage."""
+    steps = parse_steps_text(getattr(opts, "sio_steps", "") or "", "--sio-steps")
+    if not steps:
+        raise ConfigError("locustfiles/steps.py needs --sio-steps USERS:HOLD_SECONDS,... (e.g. 10:30,20:30)")
+    return step_plan(steps, float(getattr(opts, "spawn_rate", None) or 1))
 
 
 class StepLoadShape(LoadTestShape):
+    use_common_options = True  # it reads --spawn-rate (Locust would otherwise warn it is ignored)
     def __init__(self) -> None:
         super().__init__()
         self._plan: list[tuple[float, int]] | None = None
 
-    def _build(self) -> list[tuple[float, int]]:
-        opts = self.runner.environment.parsed_options
-        rate = float(opts.spawn_rate or 1)
-        plan, t, prev = [], 0.0, 0
-        for users, hold in parse_steps(opts.sio_steps or ""):
-            t += abs(users - prev) / rate + hold  # the stage ends after its ramp and its hold
-            plan.append((t, users))
-            prev = users
-        if not plan:
-            raise ValueError("locustfiles/steps.py needs --sio-steps USERS:HOLD,...")
-        return plan
-
     def tick(self):
         if self._plan is None:
-            self._plan = self._build()
+            self._plan = plan_from_options(self.runner.environment.parsed_options)
         now = self.get_run_time()
         for end, users in self._plan:
             if now < end:
                 return users, float(self.runner.environment.parsed_options.spawn_rate or 1)
         return None
+
+
+@events.init.add_listener
+def _check_steps(environment, **_kwargs) -> None:  # noqa: ANN001 - Locust's Environment
+    """A bad --sio-steps stops Locust at start with one line and exit code 2.
+
+    Why here: tick() first runs in the runner's greenlet, where an error is a traceback and the
+    run goes on with no load. Workers take the shape from the master, so only it checks.
+    """
+    opts = environment.parsed_options
+    if opts is None or getattr(opts, "worker", False) or not isinstance(environment.shape_class, StepLoadShape):
+        return
+    try:
+        plan_from_options(opts)
+    except ConfigError as e:
+        log.error("%s", e)
+        sys.stderr.flush()
+        sys.exit(2)
