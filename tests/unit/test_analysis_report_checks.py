@@ -114,3 +114,31 @@ def test_checks_on_a_broken_summary_value_is_exit_2(tmp_path: Path, capsys: pyte
     assert cli_main(["check", str(tmp_path), "--connect-ratio", "0.9"]) == 2
     err = capsys.readouterr().err
     assert "connect_ratio is 'high'" in err and "Traceback" not in err
+
+
+def test_page_shows_what_summary_json_has(runs: list[Path], tmp_path: Path) -> None:
+    """steps, failure totals per kind, node-switch attribution, broadcast p99, generator and run times."""
+    from analysis.report import _fmt_ms, _fmt_num
+
+    rr_dir = _copy_run(runs[0], tmp_path / "runs" / runs[0].name)
+    assert rr_dir.name == "haproxy-l4-round-robin-poll+ws-memory-python-3n"
+    (rr_dir / "generator.csv").write_text("ts,worker,cpu_percent,users\n" + "".join(
+        f"{1000 + i}.0,w-{w},{cpu},10\n" for i in range(5) for w, cpu in (("A", 30 + i), ("B", 91 + i))))
+    s = write_report([rr_dir, *runs[1:]], tmp_path / "rep", thresholds=TH)
+    html = (tmp_path / "rep" / "index.html").read_text()
+    rr = next(c for c in s["configs"] if c["name"] == "haproxy-l4-round-robin-poll+ws-memory-python-3n")
+    row = html[html.index('id="matrix"'):html.index('id="connections"')]
+    row = row[row.index(rr["name"]):]
+    assert f'<td class="n">{_fmt_num(rr["steps"]["total"])}</td><td class="n">{_fmt_num(rr["steps"]["failed"])}</td>' in row
+    fails = html[html.index("Totals per kind"):html.index('id="nodes"')]
+    for kind, n in rr["failures"].items():
+        assert f"<th class=\"n\">{kind}</th>" in fails and _fmt_num(n) in fails
+    ns = html[html.index("Node-switch attribution"):]
+    assert f'<td class="n">{_fmt_num(rr["node_switch"]["follow_on"])}</td>' in ns
+    red = next(c for c in s["configs"] if c["name"].endswith("redis-python-3n"))
+    assert f'<td class="n">{_fmt_ms(red["broadcast"]["latency_ms"]["p99"])}</td></tr>' in html
+    assert rr["generator"]["busiest"] == "w-B" and rr["generator"]["saturated_samples"] == 5
+    gen = html[html.index('id="timeseries"'):html.index('id="capacity"')]
+    assert "<td>w-B <span" in gen and '5 <span class="muted small">of 10</span>' in gen
+    assert "p95 connect latency (ms)" in html and "≤ 800 ms" in html
+    assert s["environment"]["runs"][rr["name"]]["started"] is not None and " UTC → " in html
