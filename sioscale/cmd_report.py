@@ -46,6 +46,22 @@ def expand_run_dirs(paths: list[str]) -> tuple[list[Path], list[str]]:
     return dirs, problems
 
 
+def _note_earlier_thresholds(paths: list[str]) -> None:
+    """Rebuilding a campaign's report without thresholds would silently change its checks and SLO: say so."""
+    import json
+
+    for s in paths:
+        try:
+            old = json.loads((Path(s) / "summary.json").read_text()).get("thresholds")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(old, dict) and old:
+            flags = " ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in old.items() if isinstance(v, int | float))
+            print(f"sioscale report: note: {s}/summary.json was built with thresholds ({flags}); without them this "
+                  "report checks nothing and uses the default capacity SLO — pass --campaign FILE or those flags",
+                  file=sys.stderr)
+
+
 def main(args: argparse.Namespace) -> int:
     import jinja2
 
@@ -58,6 +74,8 @@ def main(args: argparse.Namespace) -> int:
         print("sioscale report: no run directory to report on", file=sys.stderr)
         return 2
     th, _, source = thresholds_from_args(args)  # a bad campaign file → ConfigError → exit 2 (cli.py)
+    if not th.active():
+        _note_earlier_thresholds(args.run_dirs)
     out = Path(args.out)
     try:
         summary = write_report(dirs, out, title=args.title, thresholds=th if th.active() else None,

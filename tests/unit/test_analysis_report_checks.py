@@ -142,3 +142,16 @@ def test_page_shows_what_summary_json_has(runs: list[Path], tmp_path: Path) -> N
     assert "<td>w-B <span" in gen and '5 <span class="muted small">of 10</span>' in gen
     assert "p95 connect latency (ms)" in html and "≤ 800 ms" in html
     assert s["environment"]["runs"][rr["name"]]["started"] is not None and " UTC → " in html
+
+
+def test_rebuilding_without_thresholds_names_the_earlier_ones(runs: list[Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    camp = tmp_path / "camp"
+    (camp / "runs").mkdir(parents=True)
+    for d in runs[:2]:
+        _copy_run(d, camp / "runs" / d.name)
+    assert cli_main(["report", str(camp), "--out", str(camp), "--p95-ack-ms", "300"]) == 0
+    capsys.readouterr()
+    assert cli_main(["report", str(camp), "--out", str(tmp_path / "again")]) == 0
+    err = capsys.readouterr().err
+    assert "was built with thresholds (--p95-ack-ms 300)" in err
