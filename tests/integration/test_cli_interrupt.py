@@ -209,3 +209,32 @@ def test_ctrl_c_mid_campaign_reports_the_finished_configs(tmp_path: Path) -> Non
         except ProcessLookupError:
             pass
         p.wait(10)
+
+
+@pytest.mark.slow
+def test_run_against_url_labels_the_cluster_unknown(tmp_path: Path) -> None:
+    """`sioscale run --url` against a real node: the run claims no balancer/adapter/server/nodes."""
+    from targets.procs import Child, free_port, port_is_free
+
+    port = free_port()
+    node = Child("node", [sys.executable, "-m", "targets.app", "--id", "n1", "--port", str(port),
+                          "--host", "127.0.0.1"], tmp_path / "node.log", port=port, cwd=str(ROOT))
+    node.start()
+    try:
+        deadline = time.monotonic() + 20
+        while port_is_free(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        out = subprocess.run([sys.executable, "-m", "sioscale.cli", "run", "--url", f"http://127.0.0.1:{port}",
+                              "--adapter", "redis", "-u", "2", "-t", "3", "--out", str(tmp_path / "r")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=90)
+        assert out.returncode == 0, out.stderr[-2000:]
+        meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+        assert meta["run"] == "external-polling+websocket"
+        c = meta["config"]
+        assert (c["balancer"], c["policy"]) == ("external", "external")
+        assert c["adapter"] is None and c["server"] is None and c["nodes"] is None and c["tls"] is None
+        assert meta["cluster"] is None and c["target_url"] == f"http://127.0.0.1:{port}"
+    finally:
+        node.signal_group(signal.SIGKILL)
+        assert node.proc is not None
+        node.proc.wait(10)
