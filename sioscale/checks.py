@@ -143,11 +143,6 @@ def evaluate(summary: dict[str, Any], thresholds: Thresholds, only: str | None =
     return out
 
 
-def describe_failed_run(r: CheckResult) -> str:
-    """Kept for callers written before CheckResult.describe covered every case."""
-    return r.describe()
-
-
 def junit_xml(results: list[CheckResult], suite: str = "sioscale") -> str:
     """A testsuite with one testcase per config × threshold; violations are <failure>s."""
     failures = sum(1 for r in results if not r.passed)

@@ -104,14 +104,14 @@ def main(args: argparse.Namespace) -> int:
             print(f"  {c.get('name')}: {v}", file=sys.stderr)
 
     if camp.thresholds.active():
-        from sioscale.checks import describe_failed_run, evaluate, junit_xml
+        from sioscale.checks import evaluate, junit_xml
 
         results = evaluate(summary, camp.thresholds)
         if args.junit:
             Path(args.junit).write_text(junit_xml(results, suite=camp.name))
         bad = [r for r in results if not r.passed]
         for r in bad:
-            print("  threshold: " + (describe_failed_run(r) if r.value is None else r.describe()), file=sys.stderr)
+            print("  threshold: " + r.describe(), file=sys.stderr)
         print(f"thresholds: {len(results) - len(bad)} held, {len(bad)} violated", file=sys.stderr)
         if args.check and bad:
             return 1
