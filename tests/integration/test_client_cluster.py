@@ -81,7 +81,12 @@ def test_transports_direct(direct: Cluster, transports: str) -> None:
     names = u.names()
     expected = {"polling,websocket": ["handshake", "upgrade_probe", "upgrade", "connect"],
                 "websocket": ["handshake", "connect"], "polling": ["handshake", "connect"]}[transports]
-    assert [n for n in names if n in ("handshake", "upgrade_probe", "upgrade", "connect")] == expected
+    seen = [n for n in names if n in ("handshake", "upgrade_probe", "upgrade", "connect")]
+    # Each step once, the handshake first, the probe before the upgrade. The CONNECT ack
+    # (40{sid}) races the probe, as in a browser: it may be reported before or after it.
+    assert sorted(seen) == sorted(expected) and seen[0] == "handshake", seen
+    if "upgrade" in expected:
+        assert seen.index("upgrade_probe") < seen.index("upgrade"), seen
     assert {"ack:echo", "ack:join", "emit:broadcast", "disconnect"} <= set(names)
     assert not u.failures()
     assert all(s["node"] == "n1" for s in u.steps if s["name"] in ("handshake", "connect"))
