@@ -34,6 +34,18 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def per_cpu_second(fn, n: int) -> float:  # noqa: ANN001
+    """Calls of `fn` per CPU-second of this process, after one warm-up call.
+
+    Both clients are measured by this one function, so the ratio compares like with like.
+    """
+    fn()
+    c0 = cpu()
+    for _ in range(n):
+        fn()
+    return n / (cpu() - c0)
+
+
 def rss_kib() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() // 1024
@@ -81,13 +93,7 @@ def run_sioscale(url: str, n: int) -> dict[str, float]:
         s.disconnect()
         s._closed_r.get(timeout=10)
 
-    out = {}
-    for key, fn in (("full", full), ("ws", ws_only)):
-        fn()
-        c0 = cpu()
-        for _ in range(n):
-            fn()
-        out[key] = n / (cpu() - c0)
+    out = {"full": per_cpu_second(full, n), "ws": per_cpu_second(ws_only, n)}
 
     acks = AsyncResult()
     count = {"n": 0}
@@ -182,13 +188,7 @@ def run_python_socketio(url: str, n: int) -> dict[str, float]:
     def ws_only() -> None:
         conn(["websocket"]).disconnect()
 
-    out = {}
-    for key, fn in (("full", full), ("ws", ws_only)):
-        fn()
-        c0 = cpu()
-        for _ in range(n):
-            fn()
-        out[key] = n / (cpu() - c0)
+    out = {"full": per_cpu_second(full, n), "ws": per_cpu_second(ws_only, n)}
     c = conn(["websocket"])
     c0 = cpu()
     for i in range(n * 4):
