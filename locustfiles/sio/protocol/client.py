@@ -20,10 +20,10 @@ Contract with the driver:
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
 
 from socketio import packet as sio_packet
 
@@ -53,6 +53,17 @@ _TRANSPORT_SETS = ((POLLING, WEBSOCKET), (WEBSOCKET,), (POLLING,))
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _MAX_ATTACHMENTS = 256
 
+# Bounds on what the open packet may carry (issue 9: "impossible ping values").
+# socket.io-client arms setTimeout(pingInterval + pingTimeout); a browser's timer holds at most
+# 2^31-1 ms and fires at once beyond it (a tight loop), and 0 ms would ping back to back: so each
+# value and their sum must lie in 1 .. 2^31-1 ms. maxPayload is a JS number used as a byte count:
+# 1 .. 2^53-1 (the largest integer a JS number holds exactly).
+MAX_TIMER_MS = 2**31 - 1
+MAX_PAYLOAD_LIMIT = 2**53 - 1
+# An Engine.IO sid is an id (20 chars from Node's and python-engineio's generators), and it rides
+# in every request line: a longer one is not an id, and refusing it keeps each request bounded.
+MAX_SID_CHARS = 4096
+
 # Probe states (upgrade polling → websocket).
 _P_OPENING, _P_PROBING, _P_PAUSING = "opening", "probing", "pausing"
 
@@ -81,6 +92,38 @@ class _PendingAck:
 
     def __init__(self, event: str, t0: float, deadline: float, step: str, name: str) -> None:
         self.event, self.t0, self.deadline, self.step, self.name = event, t0, deadline, step, name
+
+
+def _check_sid(sid: object) -> tuple[str, str]:
+    """(sid, its query form) of an open packet, or _ProtocolError.
+
+    Policy for a server-chosen sid (issue 9): percent-encode it as engine.io-client does
+    (encodeURIComponent), whatever it holds -- CR, LF, '&', non-ASCII -- because that is exactly
+    what a browser sends, so the session goes on as it would in a browser and nothing the server
+    wrote reaches the request line raw. Refused (protocol_error) only what no browser could send:
+    a non-string or empty sid, one with a lone surrogate (encodeURIComponent throws URIError), and
+    one longer than MAX_SID_CHARS.
+    """
+    if not isinstance(sid, str) or not sid:
+        raise _ProtocolError(f"open packet with bad sid {str(sid)[:60]!r}")
+    if len(sid) > MAX_SID_CHARS:
+        raise _ProtocolError(f"open packet with a sid of {len(sid)} chars (MAX_SID_CHARS = {MAX_SID_CHARS})")
+    try:
+        return sid, codec.encode_uri_component(sid)
+    except ValueError:
+        raise _ProtocolError(f"open packet with a sid no browser can send (lone surrogate): {sid[:60]!r}") from None
+
+
+def _check_number(data: dict, key: str, default: float | None, limit: int) -> float:
+    """An open packet's number in 1 .. `limit`, or _ProtocolError naming the key and the value.
+
+    JSON numbers: ints and finite floats (a JS number is either); bool, str, null, NaN and
+    infinities are refused, so no timer can be armed at NaN, in the past or never.
+    """
+    v = data.get(key, default)
+    if type(v) not in (int, float) or not math.isfinite(v) or not 1 <= v <= limit:
+        raise _ProtocolError(f"open packet with bad {key} {str(v)[:40]!r} (a number of 1 .. {limit} expected)")
+    return v
 
 
 def _ms(t0: float, t1: float) -> float:
@@ -146,7 +189,9 @@ class ClientProtocol:
         self._transports = transports
         self._ns = namespace
         self._auth = dict(auth) if auth is not None else None
-        self._qprefix = (urlencode(dict(query)) + "&") if query else ""
+        # engine.io-client's parseqs.encode: encodeURIComponent(key) + "=" + encodeURIComponent(value)
+        self._qprefix = "".join(f"{codec.encode_uri_component(str(k))}={codec.encode_uri_component(str(v))}&"
+                                for k, v in (query or {}).items())
         self._timeout = float(connect_timeout)
         self._ack_timeout = float(ack_timeout) if ack_timeout is not None else self._timeout
         self._rng = rng or random.Random()
@@ -154,6 +199,7 @@ class ClientProtocol:
         self._state = NEW
         self._transport = ""
         self._sid = ""
+        self._sid_q = ""  # the sid as it goes into a query: percent-encoded (codec.encode_uri_component)
         self._sio_sid = ""
         self._node = ""
         self._ping_interval = 25.0
@@ -587,8 +633,8 @@ class ClientProtocol:
     def _query(self, transport: str) -> str:
         # socket.io-client's key order: user query, EIO, transport, sid, then t (polling only).
         q = f"{self._qprefix}EIO={self._eio}&transport={transport}"
-        if self._sid:
-            q += f"&sid={self._sid}"
+        if self._sid_q:
+            q += f"&sid={self._sid_q}"
         if transport == POLLING:
             # 7 base-36 digits from one getrandbits call (7 rng.choice calls cost 4x more).
             n = self._rng.getrandbits(37) % 78_364_164_096  # 36 ** 7
@@ -676,21 +722,21 @@ class ClientProtocol:
     def _on_open(self, data: object, now: float, via: str, out: list[Action]) -> None:
         if self._opened:
             sid = data.get("sid") if isinstance(data, dict) else None
-            raise _ProtocolError(f"second open packet (sid {sid!r}, session {self._sid!r})")
+            raise _ProtocolError(f"second open packet (sid {str(sid)[:60]!r}, session {self._sid[:60]!r})")
         if not isinstance(data, dict):
             raise _ProtocolError(f"open packet without a JSON object: {str(data)[:60]!r}")
-        sid, pi, pt = data.get("sid"), data.get("pingInterval"), data.get("pingTimeout")
+        sid, sid_q = _check_sid(data.get("sid"))
+        pi = _check_number(data, "pingInterval", None, MAX_TIMER_MS)
+        pt = _check_number(data, "pingTimeout", None, MAX_TIMER_MS)
+        mp = _check_number(data, "maxPayload", 1_000_000, MAX_PAYLOAD_LIMIT)
+        if pi + pt > MAX_TIMER_MS:
+            raise _ProtocolError(f"open packet with pingInterval + pingTimeout = {pi + pt:g} ms, more than a "
+                                 f"browser timer holds ({MAX_TIMER_MS} ms)")
         ups = data.get("upgrades", [])
-        mp = data.get("maxPayload", 1_000_000)
-        if not isinstance(sid, str) or not sid or "&" in sid or "=" in sid:
-            raise _ProtocolError(f"open packet with bad sid {sid!r}")
-        for k, v in (("pingInterval", pi), ("pingTimeout", pt), ("maxPayload", mp)):
-            if type(v) is not int or v <= 0:
-                raise _ProtocolError(f"open packet with bad {k} {v!r}")
         if not isinstance(ups, list) or not all(isinstance(u, str) for u in ups):
-            raise _ProtocolError(f"open packet with bad upgrades {ups!r}")
+            raise _ProtocolError(f"open packet with bad upgrades {str(ups)[:60]!r}")
         self._opened = True
-        self._sid = sid
+        self._sid, self._sid_q = sid, sid_q
         self._ping_interval, self._ping_timeout = pi / 1000.0, pt / 1000.0
         self._max_payload, self._upgrades = mp, ups
         self._state = CONNECTING

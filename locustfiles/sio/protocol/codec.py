@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from urllib.parse import quote
 
 from engineio import json as eio_json
 from engineio import packet as eio_packet
@@ -35,6 +36,23 @@ _MAX_LEN_DIGITS = 10  # engine.io-parser v3 allowed 310; no real packet needs mo
 _EIO_JSON = json.JSONDecoder(parse_int=eio_json._safe_int)  # noqa: SLF001
 
 Packet = tuple[int, object]  # (packet type, data): data is str | dict | list | bytes
+
+# encodeURIComponent leaves A-Z a-z 0-9 and - _ . ! ~ * ' ( ) as they are; quote() always keeps
+# the letters, digits and - _ . ~, so these are the only extra safe marks.
+_URI_COMPONENT_SAFE = "!~*'()"
+
+
+def encode_uri_component(value: str) -> str:
+    """`value` as JavaScript's encodeURIComponent writes it: UTF-8, every other byte as %XX.
+
+    Why: engine.io-client builds its query with encodeURIComponent (parseqs.encode), so this is
+    what a browser puts on the wire for a server-chosen value; the result is plain ASCII with no
+    space, CR, LF, '&' or '=' and can go into a request line or a header as is. A lone surrogate
+    raises ValueError (UnicodeEncodeError), as encodeURIComponent throws URIError on it.
+    """
+    if value.isascii() and value.replace("-", "").replace("_", "").isalnum():
+        return value  # the common case (base64url-ish ids): nothing to escape, no quote() call
+    return quote(value, safe=_URI_COMPONENT_SAFE, encoding="utf-8", errors="strict")
 
 
 def decode_text_packet(s: str) -> Packet:
