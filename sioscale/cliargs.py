@@ -15,6 +15,7 @@ from sioscale.config import (
     ClusterConfig,
     LoadConfig,
     _transports,
+    check_source_target,
     parse_steps_text,
 )
 
@@ -74,10 +75,18 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(a: argparse.Namespace) -> LoadConfig:
+    """Build and validate the load, and check it against its target (`--url`, else the cluster's `--host`).
+
+    The cross-field rules live in sioscale.config (the same check_source_target a campaign cell
+    goes through in RunConfig.validate), so `sioscale run` refuses, before anything starts, a
+    source range that could never reach the server it is pointed at.
+    """
     steps = parse_steps_text(a.steps, "--steps") if a.steps else ()
-    return LoadConfig(
+    load = LoadConfig(
         locustfile=a.locustfile, users=a.users, spawn_rate=a.spawn_rate, duration=a.duration, steps=steps,
         transports=_transports(a.transports), eio=a.eio, namespace=a.namespace, room_size=a.room_size,
         message_rate=a.message_rate, payload_size=a.payload_size, processes=a.processes,
         source_range=a.source_range, reconnect=not a.no_reconnect,
     ).validate()
+    check_source_target(load.source_range, getattr(a, "url", None) or getattr(a, "host", None) or _C.host)
+    return load

@@ -38,7 +38,17 @@ TRANSPORT_SETS = (("polling", "websocket"), ("websocket",), ("polling",))
 
 
 class ConfigError(ValueError):
-    """A config value or key that is wrong; the message names it and says what is allowed."""
+    """A config value or key that is wrong; the message names it and says what is allowed.
+
+    `key` is the field the error is about ("users", "faults.target", "thresholds.connect_ratio")
+    and `index` the [[faults]] table it came from: parse_campaign turns them into the file:line
+    of that key, so a value error points at its line just as an unknown key does.
+    """
+
+    def __init__(self, message: str, key: str | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -64,17 +74,19 @@ class ClusterConfig:
         if self.redis_url is not None:
             if not isinstance(self.redis_url, str) or not self.redis_url.startswith(_REDIS_SCHEMES):
                 raise ConfigError(f"redis_url = {self.redis_url!r}: a URL starting with "
-                                  f"{', '.join(_REDIS_SCHEMES)} (or leave it out to start a local Redis)")
+                                  f"{', '.join(_REDIS_SCHEMES)} (or leave it out to start a local Redis)",
+                                  key="redis_url")
             if self.adapter != "redis":
                 # Why an error and not a silent pick: the nodes would use Redis while every label
                 # and verdict says "memory adapter".
                 raise ConfigError(f"redis_url = {self.redis_url!r}: redis_url is only used with adapter = 'redis' "
-                                  f"(adapter is {self.adapter!r}); set adapter = 'redis' or drop redis_url")
+                                  f"(adapter is {self.adapter!r}); set adapter = 'redis' or drop redis_url",
+                                  key="redis_url")
         if not _is_int(self.port) or not 0 <= self.port <= 65535:
-            raise ConfigError(f"port = {self.port!r}: must be 0 (free port) or 1-65535")
+            raise ConfigError(f"port = {self.port!r}: must be 0 (free port) or 1-65535", key="port")
         if not _is_loopback(self.host):
             raise ConfigError(f"host = {self.host!r}: the local cluster binds loopback (127.0.0.0/8) only, "
-                              "an address such as '127.0.0.1'")
+                              "an address such as '127.0.0.1'", key="host")
         _str("node_header", self.node_header)
         return self
 
@@ -108,14 +120,136 @@ class Fault:
     def validate(self, nodes: int) -> Fault:
         _choice("faults.action", self.action, FAULT_ACTIONS)
         if not _is_number(self.at) or self.at < 0:
-            raise ConfigError(f"faults.at = {self.at!r}: seconds after the load started, >= 0")
+            raise ConfigError(f"faults.at = {self.at!r}: seconds after the load started, >= 0", key="faults.at")
         if self.action.endswith("_node"):
             ids = [f"n{i}" for i in range(1, nodes + 1)]
             if self.target not in ids:
-                raise ConfigError(f"faults.target = {self.target!r} for {self.action}: one of {', '.join(ids)}")
+                raise ConfigError(f"faults.target = {self.target!r} for {self.action}: one of {', '.join(ids)}",
+                                  key="faults.target")
         elif self.target is not None:
-            raise ConfigError(f"faults.target is only for stop_node / start_node, not {self.action}")
+            raise ConfigError(f"faults.target is only for stop_node / start_node, not {self.action}",
+                              key="faults.target")
         return self
+
+
+def check_faults(faults: tuple[Fault, ...] | list[Fault], cluster: ClusterConfig, run_seconds: float) -> None:
+    """Each fault valid, possible on this cluster and within the run; ConfigError names the [[faults]] index.
+
+    Replays the faults in the order the runner fires them (by `at`, file order on ties) over the
+    state of each part, so "start_node n2" before any "stop_node n2" (the node is already up) or
+    "stop_redis" twice is refused here instead of failing as a ClusterError mid-run.
+    """
+    up: dict[str, bool] = {f"n{i}": True for i in range(1, cluster.nodes + 1)}
+    up |= {"redis": True, "balancer": True}
+    order = sorted(range(len(faults)), key=lambda i: (faults[i].at if _is_number(faults[i].at) else 0, i))
+    for i in order:
+        f = faults[i]
+        try:
+            f.validate(cluster.nodes)
+            _fault_fits(f, cluster, run_seconds, up)
+        except ConfigError as e:
+            e.index = i
+            raise
+
+
+def _fault_fits(f: Fault, cluster: ClusterConfig, run_seconds: float, up: dict[str, bool]) -> None:
+    """One fault against the cluster it would hit and the parts' state so far (updated in place)."""
+    if f.at >= run_seconds:
+        raise ConfigError(f"faults.at = {f.at!r}: the load runs {run_seconds:g} s, so this {f.action} would "
+                          "never fire; make it earlier or the run longer", key="faults.at")
+    part = f.target if f.action.endswith("_node") else f.action.split("_", 1)[1]
+    if part == "redis" and (cluster.adapter != "redis" or cluster.redis_url is not None):
+        why = "it uses an external redis_url" if cluster.redis_url else "adapter = 'memory'"
+        raise ConfigError(f"faults.action = {f.action!r}: this cluster runs no Redis of its own ({why}); "
+                          "use adapter = 'redis' without redis_url, or drop the fault", key="faults.action")
+    if part == "balancer" and cluster.balancer == "none":
+        raise ConfigError(f"faults.action = {f.action!r}: balancer = 'none' has no balancer to stop or start",
+                          key="faults.action")
+    starting = f.action.startswith("start_")
+    if up[str(part)] == starting:
+        state = "running" if starting else "already stopped"
+        raise ConfigError(f"faults.action = {f.action!r} at {f.at:g} s: {part} is {state} then "
+                          f"(every start_* needs an earlier stop_* of the same {'node' if part[0] == 'n' else part})",
+                          key="faults.action")
+    up[str(part)] = starting
+
+
+MAX_SOURCE_ADDRESSES = 1 << 20
+"""The client's own limit on --sio-source-range (locustfiles/sio/transport/net.py)."""
+_LOOPBACK4 = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+def source_range_bounds(text: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    """'127.0.0.2-127.0.0.254' (or one address) → (first, last); ConfigError unless the client can bind it.
+
+    The same rules as the client's --sio-source-range parser (IPv4 loopback, at most 2^20
+    addresses), checked here so a bad range is refused before any load instead of making every
+    Locust user raise. Written with stdlib ipaddress: this module must not import the client.
+    """
+    first, _, last = str(text).strip().partition("-")
+    try:
+        lo = ipaddress.ip_address(first.strip())
+        hi = ipaddress.ip_address(last.strip()) if last else lo
+    except ValueError:
+        raise ConfigError(f"source_range = {text!r}: expected A.B.C.D-A.B.C.D (or one address) in 127.0.0.0/8",
+                          key="source_range") from None
+    if lo.version != hi.version:
+        raise ConfigError(f"source_range = {text!r}: the two ends are of different address families",
+                          key="source_range")
+    if lo.version != 4:
+        raise ConfigError(f"source_range = {text!r}: the client binds IPv4 loopback addresses only "
+                          "(127.0.0.0/8), e.g. 127.0.0.2-127.0.0.254", key="source_range")
+    assert isinstance(lo, ipaddress.IPv4Address) and isinstance(hi, ipaddress.IPv4Address)
+    if lo not in _LOOPBACK4 or hi not in _LOOPBACK4:
+        raise ConfigError(f"source_range = {text!r}: sioscale binds loopback (127.0.0.0/8) source addresses only",
+                          key="source_range")
+    if hi < lo:
+        raise ConfigError(f"source_range = {text!r}: the range is empty (the last address is before the first)",
+                          key="source_range")
+    if int(hi) - int(lo) > MAX_SOURCE_ADDRESSES:
+        raise ConfigError(f"source_range = {text!r}: more than 2^20 addresses", key="source_range")
+    return lo, hi
+
+
+def check_source_target(source_range: str | None, target: str) -> None:
+    """A source range must be able to reach the target: IPv4 loopback sources reach IPv4 loopback only.
+
+    `target` is a host or a URL (`sioscale run --url`). A socket bound to 127.0.0.x cannot
+    connect to an IPv6 address (another family) nor leave the machine, so such a pair would
+    fail every connect; names other than localhost are not resolved here and are refused
+    (give the address). No source range: nothing to check.
+    """
+    if not source_range:
+        return
+    source_range_bounds(source_range)
+    host = _host_of(target)
+    if host.lower() == "localhost":
+        return
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"source_range = {source_range!r} with target {target!r}: source addresses are "
+                          "loopback, so give the target as a 127.0.0.0/8 address (or localhost), not a name",
+                          key="source_range") from None
+    if addr.version != 4:
+        raise ConfigError(f"source_range = {source_range!r} is IPv4 but the target {target!r} is IPv6: "
+                          "the address families must match (use 127.0.0.1 as the target)", key="source_range")
+    if addr not in _LOOPBACK4:
+        raise ConfigError(f"source_range = {source_range!r}: loopback sources cannot reach {host} "
+                          f"(target {target!r}); drop source_range for a non-local target", key="source_range")
+
+
+def _host_of(target: str) -> str:
+    """The host of 'http://h:p/...', '[::1]:80', '::1' or 'h'; IPv6 brackets removed."""
+    t = str(target).strip()
+    if "://" in t:
+        t = t.split("://", 1)[1]
+    t = t.split("/", 1)[0].rsplit("@", 1)[-1]
+    if t.startswith("["):
+        return t[1:].split("]", 1)[0]
+    if t.count(":") == 1:  # host:port (several colons: a bare IPv6 address)
+        return t.split(":", 1)[0]
+    return t
 
 
 @dataclass(frozen=True)
@@ -141,30 +275,34 @@ class LoadConfig:
         if not isinstance(self.transports, tuple | list) or tuple(self.transports) not in TRANSPORT_SETS:
             raise ConfigError(
                 f"transports = {_listish(self.transports)!r}: one of "
-                + ", ".join(str(list(t)) for t in TRANSPORT_SETS)
+                + ", ".join(str(list(t)) for t in TRANSPORT_SETS), key="transports"
             )
         if not _is_int(self.eio) or self.eio not in (3, 4):
-            raise ConfigError(f"eio = {self.eio!r}: 3 (socket.io 2.x) or 4 (socket.io 3.x/4.x)")
+            raise ConfigError(f"eio = {self.eio!r}: 3 (socket.io 2.x) or 4 (socket.io 3.x/4.x)", key="eio")
         for name in ("users", "room_size", "processes"):
             _int(name, getattr(self, name), 1)
         for name in ("spawn_rate", "duration", "message_rate"):
             v = getattr(self, name)
             if not _is_number(v) or v <= 0:
-                raise ConfigError(f"{name} = {v!r}: must be a positive (finite) number")
+                raise ConfigError(f"{name} = {v!r}: must be a positive (finite) number", key=name)
         _int("payload_size", self.payload_size, 0)
         if not isinstance(self.namespace, str) or not self.namespace.startswith("/"):
-            raise ConfigError(f"namespace = {self.namespace!r}: a string starting with '/', e.g. '/' or '/chat'")
+            raise ConfigError(f"namespace = {self.namespace!r}: a string starting with '/', e.g. '/' or '/chat'",
+                              key="namespace")
         if not isinstance(self.steps, tuple | list):
-            raise ConfigError(f"steps = {self.steps!r}: a list of [users, hold_seconds] stages")
+            raise ConfigError(f"steps = {self.steps!r}: a list of [users, hold_seconds] stages", key="steps")
         for s in self.steps:
             if not isinstance(s, Step):
-                raise ConfigError(f"steps: stage {s!r}: use Step(users, hold) (or [users, hold] in a campaign)")
+                raise ConfigError(f"steps: stage {s!r}: use Step(users, hold) (or [users, hold] in a campaign)",
+                                  key="steps")
             _check_stage(s)
         if self.source_range is not None:
             _str("source_range", self.source_range)
+            source_range_bounds(self.source_range)
         _bool("reconnect", self.reconnect)
         if not isinstance(self.extra_args, tuple | list) or not all(isinstance(a, str) for a in self.extra_args):
-            raise ConfigError(f"extra_args = {self.extra_args!r}: a list of strings (extra Locust arguments)")
+            raise ConfigError(f"extra_args = {self.extra_args!r}: a list of strings (extra Locust arguments)",
+                              key="extra_args")
         return self
 
     @property
@@ -194,9 +332,10 @@ class Thresholds:
                 continue
             if name.endswith("_ratio"):
                 if not _is_number(v) or not 0 <= v <= 1:
-                    raise ConfigError(f"thresholds.{name} = {v!r}: a ratio from 0 to 1 (0.99, not 99)")
+                    raise ConfigError(f"thresholds.{name} = {v!r}: a ratio from 0 to 1 (0.99, not 99)",
+                                      key=f"thresholds.{name}")
             elif not _is_number(v) or v < 0:
-                raise ConfigError(f"thresholds.{name} = {v!r}: milliseconds, a number >= 0")
+                raise ConfigError(f"thresholds.{name} = {v!r}: milliseconds, a number >= 0", key=f"thresholds.{name}")
         return self
 
     def active(self) -> dict[str, float]:
@@ -211,6 +350,23 @@ class RunConfig:
     cluster: ClusterConfig
     load: LoadConfig
     faults: tuple[Fault, ...] = ()
+
+    def validate(self, url: str | None = None) -> RunConfig:
+        """Every field, then the rules that span fields: faults vs the cluster, source range vs the target.
+
+        Why here and not where each part is used: a fault that cannot fire (stop_redis without a
+        Redis of ours, a node that does not exist) or a source range that cannot reach the target
+        fails only minutes into a campaign, or makes every user raise inside Locust while the
+        run still ends "ok". Campaign cells, `sioscale run` flags and `--dry-run` all come here.
+        `url`: the external server of `sioscale run --url` (no local cluster, no faults).
+        """
+        cl, lo = self.cluster.validate(), self.load.validate()
+        if url is not None and self.faults:
+            raise ConfigError(f"faults need the local cluster; they cannot be applied to --url {url} "
+                              "(drop the faults or the url)", key="faults.action", index=0)
+        check_faults(self.faults, cl, lo.run_seconds)
+        check_source_target(lo.source_range, url or cl.host)
+        return self
 
     def labels(self) -> dict[str, Any]:
         """The config columns every event row of this run is labelled with at load time."""
@@ -249,10 +405,7 @@ class Campaign:
                 else:
                     lo = replace(lo, **{key: val})
             cl, lo = cl.validate(), lo.validate()
-            faults = tuple(f.validate(cl.nodes) for f in self.faults)
-            if faults and cl.balancer == "none" and any("balancer" in f.action for f in faults):
-                raise ConfigError("faults: stop_balancer / start_balancer need a balancer (balancer = 'none')")
-            out.append(RunConfig(name=run_name(cl, lo), cluster=cl, load=lo, faults=faults))
+            out.append(RunConfig(name=run_name(cl, lo), cluster=cl, load=lo, faults=self.faults).validate())
         return out
 
 
@@ -282,7 +435,7 @@ def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...], extra: str = "") -> None:
     if not isinstance(value, str) or value not in allowed:
-        raise ConfigError(f"{name} = {value!r} is not valid{extra}; choose one of: {', '.join(allowed)}")
+        raise ConfigError(f"{name} = {value!r} is not valid{extra}; choose one of: {', '.join(allowed)}", key=name)
 
 
 # Type checks: TOML and the API can hand any type to any field; each one must end as a
@@ -298,17 +451,17 @@ def _is_number(v: Any) -> bool:
 def _int(name: str, v: Any, lo: int, hi: int | None = None) -> None:
     if not _is_int(v) or v < lo or (hi is not None and v > hi):
         allowed = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
-        raise ConfigError(f"{name} = {v!r}: must be a whole number {allowed}")
+        raise ConfigError(f"{name} = {v!r}: must be a whole number {allowed}", key=name)
 
 
 def _bool(name: str, v: Any) -> None:
     if not isinstance(v, bool):
-        raise ConfigError(f"{name} = {v!r}: must be true or false")
+        raise ConfigError(f"{name} = {v!r}: must be true or false", key=name)
 
 
 def _str(name: str, v: Any) -> None:
     if not isinstance(v, str) or not v:
-        raise ConfigError(f"{name} = {v!r}: must be a non-empty string")
+        raise ConfigError(f"{name} = {v!r}: must be a non-empty string", key=name)
 
 
 def _is_loopback(host: Any) -> bool:
@@ -326,9 +479,10 @@ def _listish(v: Any) -> Any:
 
 def _check_stage(s: Step) -> None:
     if not _is_int(s.users) or s.users < 1:
-        raise ConfigError(f"steps: stage {s.users!r}:{s.hold!r}: users must be a whole number >= 1")
+        raise ConfigError(f"steps: stage {s.users!r}:{s.hold!r}: users must be a whole number >= 1", key="steps")
     if not _is_number(s.hold) or s.hold <= 0:
-        raise ConfigError(f"steps: stage {s.users!r}:{s.hold!r}: hold must be a finite number of seconds > 0")
+        raise ConfigError(f"steps: stage {s.users!r}:{s.hold!r}: hold must be a finite number of seconds > 0",
+                          key="steps")
 
 
 def step_plan(steps: tuple[Step, ...] | list[Step], spawn_rate: float) -> list[tuple[float, int]]:
@@ -353,9 +507,100 @@ def _line_of(text: str, key: str) -> int | None:
 
 
 def key_location(path: str | None, text: str, key: str) -> str:
+    """'file:line' of the first `key =` line anywhere in the text ('file' alone when not found)."""
     line = _line_of(text, key)
     loc = path or "<campaign>"
     return f"{loc}:{line}" if line else loc
+
+
+TomlLines = dict[tuple[str, int | None, str], int]
+_TABLE_RE = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\- ]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY_RE = re.compile(r"""^\s*((?:"[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_\-]+))*)\s*=(.*)$""")
+_STRINGS_RE = re.compile(r""""(?:[^"\\]|\\.)*"|'[^']*'""")
+
+
+def toml_key_lines(text: str) -> TomlLines:
+    """{(table, array index, key): line} for every `key = ...` of a TOML text, and (table, i, "") for headers.
+
+    Why a scan of our own: tomllib gives values but no positions, and the README promises the
+    line of a bad value. Campaign files are flat (a few tables, [[faults]] arrays, one key per
+    line), so a line scan that skips multi-line arrays and strings finds each key's line; a
+    construct it does not follow (a key inside a multi-line string, an inline table) only costs
+    the line number (the error then names the table's line or the file), never the check.
+    """
+    out: TomlLines = {}
+    table, index, depth, in_string = "", None, 0, False
+    counts: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if in_string or line.count('"""') % 2 or line.count("'''") % 2:
+            if line.count('"""') % 2 or line.count("'''") % 2:
+                in_string = not in_string
+            continue
+        bare = _STRINGS_RE.sub('""', line).split("#", 1)[0]  # brackets in strings and comments do not count
+        if depth > 0:  # inside a value's multi-line array
+            depth += bare.count("[") - bare.count("]")
+            continue
+        m = _TABLE_RE.match(line)
+        if m:
+            table = m.group(2).replace(" ", "")
+            if m.group(1) == "[[":
+                index = counts[table] = counts.get(table, -1) + 1
+            else:
+                index = None
+            out.setdefault((table, index, ""), n)
+            continue
+        k = _KEY_RE.match(line)
+        if k:
+            parts = [p.strip().strip("\"'") for p in _split_dotted(k.group(1))]
+            sub = ".".join([table, *parts[:-1]]) if table else ".".join(parts[:-1])
+            out.setdefault((sub, index if not parts[:-1] else None, parts[-1]), n)
+            value = _STRINGS_RE.sub('""', k.group(2)).split("#", 1)[0]
+            depth = max(0, value.count("[") - value.count("]"))
+    return out
+
+
+def _split_dotted(key: str) -> list[str]:
+    """'a."b.c".d' → ['a', '"b.c"', 'd'] (dots inside quotes are part of the key)."""
+    parts, cur, quote = [], "", ""
+    for ch in key:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == ".":
+            parts.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    return [*parts, cur]
+
+
+def _location(source: str | None, lines: TomlLines, candidates: list[tuple[str, int | None, str]]) -> str:
+    """'file:line' of the first candidate (table, index, key) found, else the file alone."""
+    loc = source or "<campaign>"
+    for c in candidates:
+        if c in lines:
+            return f"{loc}:{lines[c]}"
+    return loc
+
+
+def _error_location(source: str | None, text: str, e: ConfigError, axes: set[str]) -> str:
+    """Where the value a ConfigError is about was written: its key's line in the table it came from.
+
+    A cell value may come from [axes] or from the base [cluster]/[load]; [axes] wins, as it does
+    in Campaign.runs(). A key the file does not set (a default that another key made invalid)
+    falls back to its table's header line.
+    """
+    lines = toml_key_lines(text)
+    key = e.key or ""
+    if key.startswith("faults."):
+        return _location(source, lines, [("faults", e.index, key[7:]), ("faults", e.index, "")])
+    if key.startswith("thresholds."):
+        return _location(source, lines, [("thresholds", None, key[11:]), ("thresholds", None, "")])
+    table = "cluster" if key in _CLUSTER_KEYS else "load"
+    cands: list[tuple[str, int | None, str]] = [("axes", None, key)] if key in axes else []
+    cands += [(table, None, key), ("", None, table), (table, None, "")]
+    return _location(source, lines, cands)
 
 
 def _coerce_load(d: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +611,8 @@ def _coerce_load(d: dict[str, Any]) -> dict[str, Any]:
         d["steps"] = _steps(d["steps"])
     if "extra_args" in d:
         if not isinstance(d["extra_args"], list):
-            raise ConfigError(f"extra_args = {d['extra_args']!r}: a list of strings (extra Locust arguments)")
+            raise ConfigError(f"extra_args = {d['extra_args']!r}: a list of strings (extra Locust arguments)",
+                              key="extra_args")
         d["extra_args"] = tuple(d["extra_args"])
     return d
 
@@ -375,7 +621,8 @@ def _transports(v: Any) -> tuple[str, ...]:
     if isinstance(v, str):
         v = v.replace("+", ",").split(",")
     if not isinstance(v, list | tuple) or not all(isinstance(t, str) for t in v):
-        raise ConfigError(f"transports = {v!r}: one of " + ", ".join(str(list(t)) for t in TRANSPORT_SETS))
+        raise ConfigError(f"transports = {v!r}: one of " + ", ".join(str(list(t)) for t in TRANSPORT_SETS),
+                          key="transports")
     return tuple(t.strip() for t in v)
 
 
@@ -385,20 +632,20 @@ _STAGE_HELP = "a stage is [users, hold_seconds] or {users = N, hold = S}"
 def _steps(v: Any) -> tuple[Step, ...]:
     """Campaign `steps` (a list of stages) → Steps; every malformed stage is a ConfigError naming it."""
     if not isinstance(v, list | tuple):
-        raise ConfigError(f"steps = {v!r}: a list of stages; {_STAGE_HELP}")
+        raise ConfigError(f"steps = {v!r}: a list of stages; {_STAGE_HELP}", key="steps")
     out = []
     for s in v:
         if isinstance(s, dict):
             unknown = set(s) - {"users", "hold"}
             if unknown:
-                raise ConfigError(f"steps: unknown key {sorted(unknown)[0]!r}; a step has users and hold")
+                raise ConfigError(f"steps: unknown key {sorted(unknown)[0]!r}; a step has users and hold", key="steps")
             if set(s) != {"users", "hold"}:
-                raise ConfigError(f"steps: stage {s!r} needs both users and hold")
+                raise ConfigError(f"steps: stage {s!r} needs both users and hold", key="steps")
             users, hold = s["users"], s["hold"]
         elif isinstance(s, list | tuple) and len(s) == 2:
             users, hold = s
         else:
-            raise ConfigError(f"steps: stage {s!r} is malformed; {_STAGE_HELP}")
+            raise ConfigError(f"steps: stage {s!r} is malformed; {_STAGE_HELP}", key="steps")
         step = Step(users=users, hold=float(hold) if _is_int(hold) else hold)
         _check_stage(step)
         out.append(step)
@@ -422,75 +669,85 @@ def parse_steps_text(text: str, flag: str = "--steps") -> tuple[Step, ...]:
 
 
 def parse_campaign(text: str, source: str | None = None) -> Campaign:
-    """Parse campaign TOML text; every error names the key and, where known, the file:line."""
+    """Parse campaign TOML text; every error, of a key or of a value, names the file:line."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source or '<campaign>'}: not valid TOML: {e}") from None
+    lines = toml_key_lines(text)
+
+    def at(*cands: tuple[str, int | None, str]) -> str:
+        return _location(source, lines, list(cands))
+
     for key in data:
         if key not in _TOP_KEYS:
-            raise ConfigError(
-                f"{key_location(source, text, key)}: unknown key {key!r}; top-level keys are {', '.join(sorted(_TOP_KEYS))}"
-            )
+            raise ConfigError(f"{at(('', None, key), (key, None, ''))}: unknown key {key!r}; "
+                              f"top-level keys are {', '.join(sorted(_TOP_KEYS))}")
     if "name" not in data or not re.fullmatch(r"[A-Za-z0-9_.-]+", str(data["name"])):
-        raise ConfigError(f"{source or '<campaign>'}: 'name' is required (letters, digits, _ . -)")
+        raise ConfigError(f"{at(('', None, 'name'))}: 'name' is required (letters, digits, _ . -)")
 
     def section(name: str, allowed: set[str]) -> dict[str, Any]:
         sec = data.get(name, {})
         if not isinstance(sec, dict):
-            raise ConfigError(f"{key_location(source, text, name)}: [{name}] must be a table")
+            raise ConfigError(f"{at(('', None, name))}: [{name}] must be a table")
         for k in sec:
             if k not in allowed:
-                raise ConfigError(
-                    f"{key_location(source, text, k)}: unknown key {k!r} in [{name}]; allowed: {', '.join(sorted(allowed))}"
-                )
+                raise ConfigError(f"{at((name, None, k), ('', None, name))}: unknown key {k!r} in [{name}]; "
+                                  f"allowed: {', '.join(sorted(allowed))}")
         return sec
 
+    axes_keys = set(data["axes"]) if isinstance(data.get("axes"), dict) else set()
     try:
-        cluster = ClusterConfig(**section("cluster", _CLUSTER_KEYS))
-        load = LoadConfig(**_coerce_load(section("load", _LOAD_KEYS)))
-        thresholds = Thresholds(
-            **{k: float(v) if _is_int(v) else v for k, v in section("thresholds", _THRESHOLD_KEYS).items()}
-        ).validate()
-        axes_raw = section("axes", _CLUSTER_KEYS | _LOAD_KEYS)
-        axes: dict[str, tuple[Any, ...]] = {}
-        for k, vals in axes_raw.items():
-            if not isinstance(vals, list) or not vals:
-                raise ConfigError(f"{key_location(source, text, k)}: axis {k!r} must be a non-empty list")
-            if k == "transports":
-                axes[k] = tuple(_transports(v) for v in vals)
-            elif k == "steps":
-                axes[k] = tuple(_steps(v) for v in vals)
-            else:
-                axes[k] = tuple(vals)
-        faults_raw = data.get("faults", [])
-        if not isinstance(faults_raw, list) or not all(isinstance(f, dict) for f in faults_raw):
-            raise ConfigError(f"{key_location(source, text, 'faults')}: faults must be [[faults]] tables")
-        for f in faults_raw:
-            for k in f:
-                if k not in _FAULT_KEYS:
-                    raise ConfigError(
-                        f"{key_location(source, text, k)}: unknown key {k!r} in [[faults]]; allowed: at, action, target"
-                    )
-            if "at" not in f or "action" not in f:
-                raise ConfigError(f"{key_location(source, text, 'faults')}: every [[faults]] needs at and action")
         camp = Campaign(
-            faults=tuple(Fault(**f) for f in faults_raw),
+            faults=_parse_faults(data.get("faults", []), at),
             name=str(data["name"]),
             description=str(data.get("description", "")),
-            cluster=cluster,
-            load=load,
-            axes=axes,
-            thresholds=thresholds,
+            cluster=ClusterConfig(**section("cluster", _CLUSTER_KEYS)),
+            load=LoadConfig(**_coerce_load(section("load", _LOAD_KEYS))),
+            axes=_parse_axes(section("axes", _CLUSTER_KEYS | _LOAD_KEYS)),
+            thresholds=Thresholds(
+                **{k: float(v) if _is_int(v) else v for k, v in section("thresholds", _THRESHOLD_KEYS).items()}
+            ).validate(),
             source=source,
         )
         camp.runs()  # validates every cell now, before any load starts
     except ConfigError as e:
         loc = source or "<campaign>"
-        raise ConfigError(str(e) if str(e).startswith(loc) else f"{loc}: {e}") from None
+        if str(e).startswith(loc):
+            raise ConfigError(str(e), key=e.key, index=e.index) from None
+        raise ConfigError(f"{_error_location(source, text, e, axes_keys)}: {e}", key=e.key, index=e.index) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source or '<campaign>'}: {e}") from None
     return camp
+
+
+def _parse_axes(axes_raw: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """[axes] → {key: values}; transports and steps parsed like their [load] keys."""
+    axes: dict[str, tuple[Any, ...]] = {}
+    for k, vals in axes_raw.items():
+        if not isinstance(vals, list) or not vals:
+            raise ConfigError(f"axis {k!r} must be a non-empty list", key=k)
+        if k == "transports":
+            axes[k] = tuple(_transports(v) for v in vals)
+        elif k == "steps":
+            axes[k] = tuple(_steps(v) for v in vals)
+        else:
+            axes[k] = tuple(vals)
+    return axes
+
+
+def _parse_faults(faults_raw: Any, at: Any) -> tuple[Fault, ...]:
+    """[[faults]] tables → Faults; unknown or missing keys name the table's line (values: Fault.validate)."""
+    if not isinstance(faults_raw, list) or not all(isinstance(f, dict) for f in faults_raw):
+        raise ConfigError(f"{at(('', None, 'faults'), ('faults', 0, ''))}: faults must be [[faults]] tables")
+    for i, f in enumerate(faults_raw):
+        for k in f:
+            if k not in _FAULT_KEYS:
+                raise ConfigError(f"{at(('faults', i, k), ('faults', i, ''))}: unknown key {k!r} in [[faults]]; "
+                                  "allowed: at, action, target")
+        if "at" not in f or "action" not in f:
+            raise ConfigError(f"{at(('faults', i, ''))}: every [[faults]] needs at and action")
+    return tuple(Fault(**f) for f in faults_raw)
 
 
 def load_campaign(path: str | Path) -> Campaign:

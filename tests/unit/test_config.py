@@ -185,7 +185,7 @@ def test_cluster_only_binds_loopback():
 
 def test_faults_parse_validate_and_reach_every_run():
     camp = parse_campaign(
-        'name = "f"\n[axes]\npolicy = ["cookie", "source"]\n'
+        'name = "f"\n[cluster]\nadapter = "redis"\n[axes]\npolicy = ["cookie", "source"]\n'
         '[[faults]]\nat = 5\naction = "stop_node"\ntarget = "n3"\n[[faults]]\nat = 9\naction = "stop_redis"\n'
     )
     assert all(len(r.faults) == 2 and r.faults[0].target == "n3" for r in camp.runs())
