@@ -1,0 +1,1 @@
+"""The hostile-server suite (issue 9): one misbehaving Engine.IO/Socket.IO server per mode."""

@@ -1,0 +1,170 @@
+"""Drive the real chat locustfile's users, in this process, against one hostile mode.
+
+Why in-process under Locust's own LocalRunner: it runs `locustfiles/chat.py`'s ChatUser exactly
+as `locust` would (spawn, tasks, stop, teardown), and lets the test see what a subprocess hides:
+each greenlet error the gevent hub reports, every log record with a traceback, the runner's
+exception table, each user's sockets after the stop, and how long the hub was starved (a
+watchdog greenlet that should wake every 10 ms). The server stays in its own process (see
+server.py), so a flood competes for the CPU, not for this event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import psutil
+from locust.env import Environment
+from locust.event import Events
+
+from locustfiles.chat import ChatUser
+from locustfiles.sio.rows import ERROR_KINDS
+
+HTTP_KIND = re.compile(r"^http_[1-5]\d\d$")
+WATCH_EVERY_S = 0.01
+
+
+class HostileChat(ChatUser):
+    """The chat user, unchanged, plus a registry so the test can inspect it after the stop."""
+
+    abstract = False
+    made: list[HostileChat] = []
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        HostileChat.made.append(self)
+
+
+@dataclass
+class Outcome:
+    """What one run against one mode showed."""
+
+    seconds: float = 0.0  # spawn → every user stopped
+    stop_seconds: float = 0.0  # runner.quit() alone
+    max_stall_ms: float = 0.0  # longest the watchdog greenlet was kept from running
+    rss_growth_mb: float = 0.0  # peak RSS over the run minus RSS before it
+    steps: Counter = field(default_factory=Counter)  # ok step names
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (user, step name, error)
+    hub_errors: list[str] = field(default_factory=list)
+    logged_tracebacks: list[str] = field(default_factory=list)
+    locust_exceptions: list[str] = field(default_factory=list)
+    leaks: list[str] = field(default_factory=list)
+
+    def kinds(self) -> Counter:
+        return Counter(kind_of(e) for _u, _n, e in self.failures)
+
+    def first_kinds(self) -> set[str]:
+        """The kind of each user's first failure: the one closest to the misbehaviour."""
+        seen: dict[str, str] = {}
+        for u, _n, e in self.failures:
+            seen.setdefault(u, kind_of(e))
+        return set(seen.values())
+
+    def unclassified(self) -> list[str]:
+        return [e for _u, _n, e in self.failures if not classified(kind_of(e))]
+
+
+def kind_of(error: str) -> str:
+    return error.split(":", 1)[0].strip()
+
+
+def classified(kind: str) -> bool:
+    return kind in ERROR_KINDS or bool(HTTP_KIND.match(kind))
+
+
+class _TracebackLog(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.ERROR)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.sink.append(f"{record.name}: {record.getMessage()} ({record.exc_info[1]!r})")
+
+
+def _watchdog(out: Outcome, rss0: int, proc: psutil.Process) -> None:
+    """Measure hub starvation (wake-up lateness) and peak RSS until killed."""
+    peak = rss0
+    last_rss = 0.0
+    while True:
+        t = time.monotonic()
+        gevent.sleep(WATCH_EVERY_S)
+        now = time.monotonic()
+        out.max_stall_ms = max(out.max_stall_ms, (now - t - WATCH_EVERY_S) * 1000.0)
+        if now - last_rss >= 0.05:
+            last_rss = now
+            peak = max(peak, proc.memory_info().rss)
+            out.rss_growth_mb = (peak - rss0) / 2**20
+
+
+def drive(url: str, *, transports: str, users: int = 3, duration: float = 1.5, timeout: float = 1.0,
+          message_rate: float = 10.0) -> Outcome:
+    """Run `users` chat users against `url` for `duration` s, stop them, and say what happened."""
+    out = Outcome()
+    opts = argparse.Namespace(sio_timeout=timeout, sio_reconnect="true", sio_transports=transports,
+                              sio_message_rate=message_rate, sio_room_size=users, sio_payload_size=16,
+                              sio_run_dir="", sio_run_name="")
+    env = Environment(user_classes=[HostileChat], events=Events(), host=url, parsed_options=opts)
+    env.events.request.add_listener(_collector(out))
+    runner = env.create_local_runner()
+    HostileChat.made = []
+    hub = gevent.get_hub()
+    original = hub.handle_error
+    tb_log = _TracebackLog(out.logged_tracebacks)
+    logging.getLogger().addHandler(tb_log)
+
+    def record_hub_error(context: Any, type_: Any, value: Any, tb: Any) -> None:
+        out.hub_errors.append(f"{type_.__name__}: {value} in {context!r:.80}")
+        original(context, type_, value, tb)
+
+    hub.handle_error = record_hub_error  # type: ignore[method-assign]
+    proc = psutil.Process()
+    dog = gevent.spawn(_watchdog, out, proc.memory_info().rss, proc)
+    t0 = time.monotonic()
+    try:
+        runner.start(users, spawn_rate=users * 20)
+        gevent.sleep(duration)
+        t_stop = time.monotonic()
+        runner.quit()
+        out.stop_seconds = time.monotonic() - t_stop
+        out.seconds = time.monotonic() - t0
+    finally:
+        dog.kill()
+        hub.handle_error = original  # type: ignore[method-assign]
+        logging.getLogger().removeHandler(tb_log)
+    out.locust_exceptions = [f"{e['msg']}\n{e['traceback']}" for e in runner.exceptions.values()]
+    out.leaks = _leaks(HostileChat.made)
+    return out
+
+
+def _collector(out: Outcome):  # noqa: ANN202 - a Locust request listener
+    def seen(request_type: str, name: str, response_time: Any, exception: Any, context: dict,
+             **_kw: Any) -> None:
+        if exception is None:
+            out.steps[name] += 1
+        else:
+            out.failures.append((str(context.get("user", "")), name, str(exception)))
+
+    return seen
+
+
+def _leaks(made: list[HostileChat]) -> list[str]:
+    """Sockets and greenlets a stopped user still holds."""
+    found = []
+    for u in made:
+        s = u.session
+        if s is not None and not s.closed:
+            found.append(f"{u.user_id}: session not closed")
+        if s is not None and [g for g in (*s._polls, s._ws_greenlet) if g is not None and not g.dead]:
+            found.append(f"{u.user_id}: session greenlets alive")
+        if u._http is not None and u._http.open_connections:
+            found.append(f"{u.user_id}: {u._http.open_connections} HTTP connections open")
+        if u._reconnector is not None and not u._reconnector.dead:
+            found.append(f"{u.user_id}: reconnect loop alive")
+    return found

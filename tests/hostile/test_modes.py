@@ -1,0 +1,68 @@
+"""Issue 9: the harness never lies and never hangs, whatever the server does.
+
+For every mode of tests/hostile/modes.py, real chat users (locustfiles/chat.py under Locust's
+LocalRunner, in this process) run against the hostile server (its own process) for DURATION s
+with a step timeout of TIMEOUT s, and the run must:
+- end (spawn → every user stopped) within DURATION + TIMEOUT + SLACK s;
+- never starve the gevent hub for more than MAX_STALL_MS (a stalled hub means every latency
+  measured meanwhile is false, and no timeout can fire);
+- report no greenlet error, no logged traceback, no Locust exception;
+- classify every failure (rows.ERROR_KINDS or http_<status>), and, where the mode says which,
+  with the right kind (e.g. a size limit named as protocol_error, not a timeout);
+- keep RSS growth under MAX_RSS_MB, and leave no session, socket or greenlet behind;
+- never put a server's bytes on the wire raw (the server reports injected or non-ASCII
+  request heads).
+`pytest tests/hostile -q -rA` prints the table of modes and their times at the end.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.hostile.conftest import TABLE, HostileServer
+from tests.hostile.harness import Outcome, drive
+from tests.hostile.modes import MODES, Mode
+
+pytestmark = pytest.mark.slow
+
+DURATION = 1.5
+TIMEOUT = 1.0
+SLACK = 0.5  # Locust's spawn and stop bookkeeping on a busy 2-core machine
+MAX_STALL_MS = 200.0
+MAX_RSS_MB = 50.0
+
+
+def problems(mode: Mode, out: Outcome, violations: list[str]) -> list[str]:
+    """Every way this run broke the suite's promises, as sentences (empty: it held)."""
+    found = []
+    if out.seconds > DURATION + TIMEOUT + SLACK:
+        found.append(f"run took {out.seconds:.2f} s (stop {out.stop_seconds:.2f} s) > "
+                     f"{DURATION} + {TIMEOUT} + {SLACK} s")
+    if out.max_stall_ms > MAX_STALL_MS:
+        found.append(f"event loop stalled {out.max_stall_ms:.0f} ms")
+    if out.rss_growth_mb > MAX_RSS_MB:
+        found.append(f"RSS grew {out.rss_growth_mb:.0f} MB")
+    for what, items in (("greenlet error", out.hub_errors), ("logged traceback", out.logged_tracebacks),
+                        ("Locust exception", out.locust_exceptions), ("leak", out.leaks),
+                        ("unclassified failure", out.unclassified()), ("wire violation", violations)):
+        found += [f"{what}: {x[:300]}" for x in items[:3]]
+    if mode.kinds is not None:
+        if not out.failures:
+            found.append(f"no failure reported (expected {sorted(mode.kinds)})")
+        elif not out.first_kinds() <= mode.kinds:
+            found.append(f"first failures {sorted(out.first_kinds())} not in {sorted(mode.kinds)}: "
+                         f"{[f for f in out.failures if f[2].split(':')[0] not in mode.kinds][:3]}")
+    return found
+
+
+@pytest.mark.parametrize("mode", MODES, ids=[m.name for m in MODES])
+def test_mode(hostile: HostileServer, mode: Mode) -> None:
+    out = drive(hostile.url(mode.name), transports=mode.transports, duration=DURATION, timeout=TIMEOUT)
+    seen = hostile.stats()[mode.name]
+    assert not seen["server_errors"], f"the hostile server itself failed; see {hostile.log}"
+    found = problems(mode, out, seen["violations"])
+    kinds = ",".join(f"{k}x{n}" for k, n in sorted(out.kinds().items()))
+    TABLE.append((mode.name, "FAIL" if found else "ok", out.seconds,
+                  f"stall {out.max_stall_ms:4.0f} ms, rss +{out.rss_growth_mb:3.0f} MB, ok steps "
+                  f"{sum(out.steps.values())}, failures {kinds or '-'}"))
+    assert not found, f"{mode.name} ({mode.doc}):\n  " + "\n  ".join(found)
