@@ -9,7 +9,6 @@ signal, so even a SIGKILLed supervisor leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import signal
@@ -20,15 +19,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
+from sioscale.pdeathsig import die_with_parent
 
 
-def _child_setup(pdeathsig: bool) -> None:
+def _child_setup(pdeathsig: bool, parent_pid: int) -> None:
     # Runs in the child between fork and exec. PDEATHSIG fires when the *thread* that forked
-    # dies, so it is only armed for children started from the main thread.
+    # dies, so it is only armed for children started from the main thread. die_with_parent also
+    # covers a supervisor SIGKILLed between the fork and this call (the child then ends itself).
     if pdeathsig:
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        die_with_parent(parent_pid)
 
 
 @dataclass
@@ -59,7 +58,7 @@ class Child:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_make_setup(threading.current_thread() is threading.main_thread()),
+                preexec_fn=_make_setup(threading.current_thread() is threading.main_thread(), os.getpid()),
             )
         finally:
             log.close()
@@ -86,8 +85,8 @@ class Child:
         return " | ".join(rows[-lines:])
 
 
-def _make_setup(pdeathsig: bool):  # noqa: ANN202 -- a closure for Popen
-    return lambda: _child_setup(pdeathsig)
+def _make_setup(pdeathsig: bool, parent_pid: int):  # noqa: ANN202 -- a closure for Popen
+    return lambda: _child_setup(pdeathsig, parent_pid)
 
 
 def stop_all(children: list[Child], grace: float = 2.0) -> None:

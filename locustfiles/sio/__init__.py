@@ -4,7 +4,8 @@ Importing this package also registers the --sio-* options, the event log (RUN_DI
 and the web UI's Socket.IO tab, so a locustfile needs nothing else.
 """
 
-from locustfiles.sio import eventlog, options  # noqa: F401 - registration on import
+# registration on import; lifeline: forked Locust workers die with their master (PR_SET_PDEATHSIG)
+from locustfiles.sio import eventlog, lifeline, options  # noqa: F401
 from locustfiles.sio.user import SioError, SocketIOUser
 
 try:  # the web UI tab is optional (headless runs work without it)
