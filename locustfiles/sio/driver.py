@@ -358,7 +358,17 @@ class Session:
                 return
             if self.closed:
                 return
-            self._feed(proto.ws_message(data, time.monotonic()))
+            now = time.monotonic()
+            at = self._timer_at
+            if at is not None and now >= at:
+                # Why: a deadline that passed while messages kept arriving is enforced here, by
+                # the clock, before the message that came too late; the hub's timer would fire
+                # late (or, were the reader to hog the hub, never) under a flood.
+                self._stop_timer()
+                self._feed(proto.tick(now))
+                if self.closed or self._ws_closing:
+                    return
+            self._feed(proto.ws_message(data, now))
 
     def _ws_flush(self) -> None:
         """Write the frames this step queued (WsSend actions), in one write."""

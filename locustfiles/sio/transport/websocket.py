@@ -5,15 +5,32 @@ messages, ping/pong and close; the opening handshake must carry the user's cooki
 source address, and a refused upgrade must hand its status, headers and body to the core
 (400 "Invalid session" is a finding, not just an error). On connect + message round trips the
 code below used less CPU than either library (benchmarks/transports.py).
+
+Why the frame parser stays hand-written too (wsproto's FrameProtocol was considered): it hands
+out partial frames and has no bound on a frame, a message or a flood of control frames, so every
+limit below would have to be written around it anyway, and it costs several Python calls and
+copies per frame on the path every message of every user takes. What it checks, this parser
+checks the same way (tests/unit/test_fuzz_websocket.py runs both on the same generated streams
+and compares their verdicts); the only deliberate differences are the limits below and close
+code 1014 (IANA-registered "bad gateway", which wsproto refuses and browsers accept).
+
+Hostile servers: every violation of RFC 6455 and every limit below ends the connection with a
+`WebSocketProtocolError` (kind protocol_error, the limit named in the message); the reader
+yields to the gevent hub after a bounded amount of work, so a server that writes faster than
+this process can parse cannot stall the other users of the generator.
 """
 
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import random
+import re
 import struct
+import time
 from collections import deque
+from urllib.parse import quote
 
 import gevent
 from gevent import ssl
@@ -25,7 +42,29 @@ from locustfiles.sio.transport.net import Endpoint, open_socket, send_all
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""Largest frame and largest reassembled message: the same bound as a polling body
+(http.MAX_BODY_BYTES), 16x Engine.IO's default maxPayload (1e6), so no real server reaches it."""
+MAX_FRAGMENTS = 1024
+"""Most frames one fragmented message may take: servers fragment at most a few times (the
+node `ws` library never on its own); empty continuation frames must not hold a message open."""
+MAX_CONTROL_FRAMES_PER_S = 1000
+"""Most ping/pong/close frames accepted per second. Real servers send a WebSocket ping every
+20-30 s at most (uvicorn's websockets: 20 s); a flood costs this process CPU that every other
+user's latencies would pay for, so it ends the connection as the finding it is."""
+YIELD_EVERY = 64
+"""Units of reader work (1 per frame, +1 per 64 KiB) before the reader yields to the hub. A
+gevent socket returns buffered bytes without yielding, so a server that always has bytes ready
+would otherwise own the process: timers stop firing and every latency measured is false."""
+_VALID_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
+"""RFC 6455 7.4 + IANA registry (1012-1014); 1004-1006 and 1015 must never be on the wire.
+3000-4999 (libraries, applications) are valid too; everything else is a protocol error."""
 _getrandbits = random.getrandbits
+_monotonic = time.monotonic
+_BAD_HEADER_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")  # CR, LF, NUL, controls, non-Latin-1
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_TARGET_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "#")
+"""Left as they are in a request target: printable ASCII except '#'; '%' too, so a query the
+core already percent-encoded goes out unchanged."""
 
 
 class HandshakeRefused(TransportError):
@@ -35,6 +74,14 @@ class HandshakeRefused(TransportError):
         self.response = response
         body = response.body[:200].decode("utf-8", "replace")
         super().__init__(f"http_{response.status}", f"WebSocket handshake refused: {response.status} {body}")
+
+
+class WebSocketProtocolError(TransportError):
+    """The server broke RFC 6455 or a limit of this module; `close_code` goes in our close frame."""
+
+    def __init__(self, detail: str, close_code: int = 1002) -> None:
+        super().__init__("protocol_error", f"WebSocket: {detail}")
+        self.close_code = close_code
 
 
 def _mask(key: bytes, data: bytes) -> bytes:
@@ -58,6 +105,69 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
     return head + key + _mask(key, payload)
 
 
+def _utf8(text: str) -> bytes:
+    """UTF-8 of a text message; a lone surrogate (a JSON escape a server sent, echoed back)
+    becomes U+FFFD, as a browser's WebSocket.send does (USVString), instead of raising."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def safe_target(target: str) -> str:
+    """`target` as it may go on the request line: percent-encoded where it must be.
+
+    Why here as well as in the protocol core (which already encodes the query as
+    engine.io-client does): the request line is the last place a server-chosen value (a sid
+    with CR LF, a non-ASCII sid) could reach the wire raw or make the encoding raise. Bytes
+    outside printable ASCII become %XX of their UTF-8, as a browser's URL parser does; text
+    that is not even encodable (a lone surrogate from a JSON escape) is a protocol error.
+    """
+    if target.isascii() and target.isprintable() and " " not in target and "#" not in target:
+        return target  # the common case: nothing to encode
+    try:
+        return quote(target, safe=_TARGET_SAFE, encoding="utf-8", errors="strict")
+    except UnicodeEncodeError:
+        raise WebSocketProtocolError(f"URL {target[:80]!r} holds text that cannot be encoded") from None
+
+
+def _header(name: str, value: str) -> str:
+    """One request header line, refused (never sent) when it would break the request head."""
+    if not _HEADER_NAME.fullmatch(name) or _BAD_HEADER_VALUE.search(value):
+        raise TransportError(
+            "protocol_error", f"WebSocket handshake: refusing to send header {name[:40]!r}: {value[:80]!r} "
+            "(control characters or non-Latin-1 text)")
+    return f"{name}: {value}\r\n"
+
+
+def request_head(endpoint: Endpoint, target: str, key: bytes, cookie: str = "",
+                 extra_headers: dict[str, str] | None = None) -> bytes:
+    """The opening request's bytes; a TransportError (never an encoding error) when it cannot be."""
+    head = (
+        f"GET {safe_target(endpoint.prefix + target)} HTTP/1.1\r\n{_header('Host', endpoint.host_header)}"
+        f"User-Agent: {USER_AGENT}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
+    )
+    if cookie:
+        head += _header("Cookie", cookie)
+    for k, v in (extra_headers or {}).items():
+        head += _header(str(k), str(v))
+    return (head + "\r\n").encode("latin-1")  # every piece checked above: cannot fail
+
+
+def _check_101(resp: HttpResponse, key: bytes) -> None:
+    """RFC 6455 4.1: what a client (a browser) must check in the 101 before using the socket."""
+    h = resp.headers
+    want = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
+    if h.get("upgrade", "").lower() != "websocket" or h.get("sec-websocket-accept", "") != want:
+        raise TransportError("upgrade_failed", "101 answer is not a valid WebSocket handshake")
+    if "upgrade" not in (t.strip().lower() for t in h.get("connection", "").split(",")):
+        raise TransportError("upgrade_failed", "101 answer without 'Connection: Upgrade'")
+    for name in ("sec-websocket-extensions", "sec-websocket-protocol"):
+        if h.get(name):
+            raise TransportError("upgrade_failed", f"101 answer chose {name} {h[name][:60]!r}, which was not offered")
+
+
 class WebSocket:
     """An open WebSocket; `recv()` from one reader greenlet, `send()` from any greenlet."""
 
@@ -65,8 +175,14 @@ class WebSocket:
         self._conn = conn
         self.response = response  # the 101, for node attribution (headers, cookies)
         self._ready: deque[str | bytes] = deque()
-        self._frag: bytearray | None = None
-        self._frag_op = 0
+        self._frag_op = 0  # opcode of the fragmented message being reassembled (0: none)
+        self._frag: list = []  # its pieces: bytes (binary) or str (text, decoded as they come)
+        self._frag_len = 0  # its payload bytes so far
+        self._utf8: codecs.IncrementalDecoder | None = None
+        self._pong: bytes | None = None  # payload of the latest ping not yet answered
+        self._work = 0  # reader work since the last yield to the hub (see YIELD_EVERY)
+        self._ctl_since = 0.0  # start of the current one-second control-frame window
+        self._ctl_n = 0
         self._send_lock = Semaphore()
         self._wbuf: list[bytes] = []  # frames queued by queue(), written by flush() / close()
         self.closed = False
@@ -84,34 +200,24 @@ class WebSocket:
         cookie: str = "",
         extra_headers: dict[str, str] | None = None,
     ) -> WebSocket:
-        """Open the TCP connection and do the opening handshake within `timeout` seconds."""
+        """Open the TCP connection and do the opening handshake within `timeout` seconds.
+
+        Any failure is a classified TransportError, whatever the server sent.
+        """
+        key = base64.b64encode(_getrandbits(128).to_bytes(16, "big"))
+        head = request_head(endpoint, target, key, cookie, extra_headers)  # before any socket
         timer = gevent.Timeout(timeout)
         timer.start()
         conn = None
         try:
             conn = HttpConnection(open_socket(endpoint, timeout, source_ip, tls))
-            key = base64.b64encode(_getrandbits(128).to_bytes(16, "big"))
-            head = (
-                f"GET {endpoint.prefix}{target} HTTP/1.1\r\nHost: {endpoint.host_header}\r\n"
-                f"User-Agent: {USER_AGENT}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
-            )
-            if cookie:
-                head += f"Cookie: {cookie}\r\n"
-            for k, v in (extra_headers or {}).items():
-                head += f"{k}: {v}\r\n"
             try:
-                resp = conn.roundtrip((head + "\r\n").encode("latin-1"), head_only=False)
+                resp = conn.roundtrip(head, head_only=False)
             except _Eof:
                 raise TransportError("upgrade_failed", "server closed the connection during the WebSocket handshake") from None
             if resp.status != 101:
                 raise HandshakeRefused(resp)
-            want = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
-            if (
-                resp.headers.get("upgrade", "").lower() != "websocket"
-                or resp.headers.get("sec-websocket-accept", "") != want
-            ):
-                raise TransportError("upgrade_failed", "101 answer is not a valid WebSocket handshake")
+            _check_101(resp, key)
             return cls(conn, resp)
         except gevent.Timeout as t:
             if conn is not None:
@@ -123,7 +229,7 @@ class WebSocket:
             if conn is not None:
                 conn.close()
             raise
-        except (OSError, ssl.SSLError, TimeoutError) as e:
+        except Exception as e:  # noqa: BLE001 - OSError, TLS, and whatever a parser raised on hostile bytes
             if conn is not None:
                 conn.close()
             raise classify_os_error(e, "WebSocket handshake") from None
@@ -138,7 +244,7 @@ class WebSocket:
     def send(self, message: str | bytes) -> None:
         """Send one text (str) or binary (bytes) message; classified TransportError on failure."""
         if isinstance(message, str):
-            frame = encode_frame(0x1, message.encode("utf-8"))
+            frame = encode_frame(0x1, _utf8(message))
         else:
             frame = encode_frame(0x2, bytes(message))
         self._send_raw(frame)
@@ -150,7 +256,7 @@ class WebSocket:
         buffered packets) go out in one write instead of one syscall each; same frames, same order.
         """
         if isinstance(message, str):
-            self._wbuf.append(encode_frame(0x1, message.encode("utf-8")))
+            self._wbuf.append(encode_frame(0x1, _utf8(message)))
         else:
             self._wbuf.append(encode_frame(0x2, bytes(message)))
 
@@ -176,13 +282,21 @@ class WebSocket:
         """The next message; blocks (no timeout: the core's heartbeat bounds silence).
 
         Messages that arrived before a close frame or a malformed frame are delivered first;
-        then TransportError(transport_closed) on a close frame or EOF, protocol_error on a
-        malformed frame.
+        then TransportError(transport_closed) on a close frame or EOF, protocol_error
+        (WebSocketProtocolError) on a malformed frame or a limit. Yields to the hub after
+        YIELD_EVERY units of work, however fast the server writes.
         """
-        while not self._ready:
-            if self._error is not None:
-                self.close(send_frame=self._error.kind == "transport_closed")
-                raise self._error
+        while True:
+            if self._work >= YIELD_EVERY:
+                self._work = 0
+                gevent.sleep(0)  # let timers and other users run (see YIELD_EVERY)
+            if self._ready:
+                return self._ready.popleft()
+            err = self._error
+            if err is not None:
+                code = err.close_code if isinstance(err, WebSocketProtocolError) else self.close_code
+                self.close(send_frame=code is not None, code=code or 1000)
+                raise err
             if self.closed:
                 raise TransportError("transport_closed", f"WebSocket closed (code {self.close_code})")
             try:
@@ -198,98 +312,159 @@ class WebSocket:
                 if was_closed:
                     raise TransportError("transport_closed", "WebSocket closed locally") from None
                 raise classify_os_error(e, "WebSocket recv") from None
-        return self._ready.popleft()
+            except Exception as e:  # noqa: BLE001 - a bug here must still be a classified failure
+                self._error = WebSocketProtocolError(f"reader failed: {type(e).__name__}: {e}", 1011)
 
     def _read_frames(self) -> None:
-        """Parse whatever is buffered (bytes may have arrived with the 101); read more if idle."""
+        """Parse what is buffered (bytes may have arrived with the 101); read more only when the
+        buffer holds no complete frame, so it never grows past one frame plus one read."""
+        if self._parse_frames() or self._error is not None:
+            return
+        self._conn._fill(False)
         self._parse_frames()
-        if not self._ready and self._error is None:
-            self._conn._fill(False)
-            self._parse_frames()
 
-    def _parse_frames(self) -> None:
+    def _parse_frames(self) -> bool:
+        """Consume complete frames until the buffer runs dry, an error, or the work budget is
+        spent; True if any frame was consumed. Headers are checked before their payload is
+        awaited, so a declared size is refused before a byte of it is buffered."""
         buf = self._conn.buf
-        while len(buf) >= 2:
-            b0, b1 = buf[0], buf[1]
-            if b0 & 0x70:
-                self._error = TransportError("protocol_error", "WebSocket frame with reserved bits set")
-                return
-            if b1 & 0x80:
-                self._error = TransportError("protocol_error", "masked WebSocket frame from the server")
-                return
-            n = b1 & 0x7F
-            pos = 2
-            if n == 126:
-                if len(buf) < 4:
-                    return
-                n = (buf[2] << 8) | buf[3]
-                pos = 4
-            elif n == 127:
-                if len(buf) < 10:
-                    return
-                n = struct.unpack_from("!Q", buf, 2)[0]
-                pos = 10
-            if n > MAX_MESSAGE_BYTES:
-                self._error = TransportError("protocol_error", f"WebSocket frame of {n} bytes")
-                return
-            if len(buf) < pos + n:
-                return
-            payload = bytes(buf[pos : pos + n])
-            del buf[: pos + n]
-            try:
+        consumed = False
+        try:
+            while self._work < YIELD_EVERY:
+                have = len(buf)
+                if have < 2:
+                    break
+                b0, b1 = buf[0], buf[1]
+                n = b1 & 0x7F
+                pos = 2
+                if n == 126:
+                    if have < 4:
+                        break
+                    n, pos = (buf[2] << 8) | buf[3], 4
+                    if n < 126:
+                        raise WebSocketProtocolError(f"16-bit length {n} where 7 bits suffice (RFC 6455 5.2: minimal encoding)")
+                elif n == 127:
+                    if have < 10:
+                        break
+                    n, pos = struct.unpack_from("!Q", buf, 2)[0], 10
+                    if n >> 63:
+                        raise WebSocketProtocolError("64-bit length with the most significant bit set")
+                    if n < 65536:
+                        raise WebSocketProtocolError(f"64-bit length {n} where 16 bits suffice (RFC 6455 5.2: minimal encoding)")
+                self._check_header(b0, b1, n)
+                if have < pos + n:
+                    break
+                payload = bytes(buf[pos : pos + n])
+                del buf[: pos + n]
+                consumed = True
+                self._work += 1 + (n >> 16)
                 self._on_frame(b0 & 0x80, b0 & 0x0F, payload)
+        except TransportError as e:
+            self._error = e
+        if self._pong is not None and (self._error is None or self._error.kind == "transport_closed"):
+            pong, self._pong = self._pong, None  # RFC 6455 5.5.3: answering the latest ping is enough
+            try:
+                self._send_raw(encode_frame(0xA, pong))
             except TransportError as e:
-                self._error = e
-                return
+                self._error = self._error or e
+        return consumed
+
+    def _check_header(self, b0: int, b1: int, n: int) -> None:
+        """Everything a frame header can be refused for, before its payload is read."""
+        op = b0 & 0x0F
+        if b0 & 0x70:
+            raise WebSocketProtocolError(f"reserved bits set (0x{b0 & 0x70:02x}) but no extension was negotiated")
+        if b1 & 0x80:
+            raise WebSocketProtocolError("masked frame from the server (RFC 6455 5.1)")
+        if op >= 0x8:
+            if op > 0xA:
+                raise WebSocketProtocolError(f"unknown opcode {op}")
+            if not b0 & 0x80:
+                raise WebSocketProtocolError(f"fragmented control frame (opcode {op})")
+            if n > 125:
+                raise WebSocketProtocolError(f"control frame of {n} bytes (opcode {op}; at most 125)")
+        elif op == 0x0:
+            if not self._frag_op:
+                raise WebSocketProtocolError("continuation frame without a first frame")
+            if len(self._frag) >= MAX_FRAGMENTS:
+                raise WebSocketProtocolError(f"message in more than MAX_FRAGMENTS ({MAX_FRAGMENTS}) frames", 1009)
+            if self._frag_len + n > MAX_MESSAGE_BYTES:
+                raise WebSocketProtocolError(
+                    f"fragmented message of {self._frag_len + n} bytes or more exceeds MAX_MESSAGE_BYTES "
+                    f"({MAX_MESSAGE_BYTES})", 1009)
+        elif op > 0x2:
+            raise WebSocketProtocolError(f"unknown opcode {op}")
+        elif self._frag_op:
+            raise WebSocketProtocolError(f"data frame (opcode {op}) inside a fragmented message")
+        elif n > MAX_MESSAGE_BYTES:
+            raise WebSocketProtocolError(f"frame of {n} bytes exceeds MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})", 1009)
 
     def _on_frame(self, fin: int, op: int, payload: bytes) -> None:
-        if op >= 0x8:  # control frames
-            if not fin or len(payload) > 125:
-                raise TransportError("protocol_error", "bad WebSocket control frame")
+        if op >= 0x8:  # control frames (header already checked)
+            now = _monotonic()
+            if now - self._ctl_since >= 1.0:
+                self._ctl_since, self._ctl_n = now, 0
+            self._ctl_n += 1
+            if self._ctl_n > MAX_CONTROL_FRAMES_PER_S:
+                raise WebSocketProtocolError(
+                    f"control-frame flood: more than MAX_CONTROL_FRAMES_PER_S ({MAX_CONTROL_FRAMES_PER_S}) "
+                    "ping/pong/close frames within one second", 1008)
             if op == 0x8:
-                self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                raise TransportError("transport_closed", f"WebSocket closed by the server (code {self.close_code})")
-            if op == 0x9:
-                self._send_raw(encode_frame(0xA, payload))
-            elif op != 0xA:
-                raise TransportError("protocol_error", f"unknown WebSocket opcode {op}")
-            return
-        if op == 0x0:
-            if self._frag is None:
-                raise TransportError("protocol_error", "WebSocket continuation without a first frame")
-            self._frag += payload
-            if len(self._frag) > MAX_MESSAGE_BYTES:
-                raise TransportError("protocol_error", "WebSocket message larger than 16 MiB")
-            if fin:
-                data, op = bytes(self._frag), self._frag_op
-                self._frag = None
-                self._deliver(op, data)
-            return
-        if op not in (0x1, 0x2):
-            raise TransportError("protocol_error", f"unknown WebSocket opcode {op}")
-        if self._frag is not None:
-            raise TransportError("protocol_error", "WebSocket data frame inside a fragmented message")
-        if fin:
+                self._on_close(payload)
+            elif op == 0x9:
+                self._pong = payload  # answered once the batch is parsed
+            return  # unsolicited pongs are allowed (RFC 6455 5.5.3) and ignored
+        if fin and op:  # the common case: one whole message in one frame
             self._deliver(op, payload)
-        else:
-            self._frag, self._frag_op = bytearray(payload), op
+            return
+        try:
+            if op:  # first frame of a fragmented message
+                self._frag_op = op
+                self._utf8 = codecs.getincrementaldecoder("utf-8")() if op == 0x1 else None
+            self._frag_len += len(payload)
+            # text is validated as it arrives, as browsers (and wsproto) fail it: at the first bad byte
+            self._frag.append(self._utf8.decode(payload, bool(fin)) if self._utf8 else payload)
+        except UnicodeDecodeError:
+            raise WebSocketProtocolError("text message is not valid UTF-8", 1007) from None
+        if fin:
+            parts, op = self._frag, self._frag_op
+            self._frag, self._frag_op, self._frag_len, self._utf8 = [], 0, 0, None
+            self._ready.append("".join(parts) if op == 0x1 else b"".join(parts))
 
     def _deliver(self, op: int, data: bytes) -> None:
         if op == 0x1:
             try:
                 self._ready.append(data.decode("utf-8"))
             except UnicodeDecodeError:
-                raise TransportError("protocol_error", "WebSocket text message is not UTF-8") from None
+                raise WebSocketProtocolError("text message is not valid UTF-8", 1007) from None
         else:
             self._ready.append(data)
 
-    def close(self, send_frame: bool = True) -> None:
-        """Close (best-effort close frame first); wakes a parked recv() with transport_closed."""
+    def _on_close(self, payload: bytes) -> None:
+        """A close frame: transport_closed with its code and reason, or protocol_error if invalid."""
+        if not payload:
+            self.close_code = 1005  # RFC 6455 7.1.5: no status code present
+            raise TransportError("transport_closed", "WebSocket closed by the server (code 1005, no status)")
+        if len(payload) == 1:
+            raise WebSocketProtocolError("close frame with a 1-byte payload (a code takes 2)")
+        code = (payload[0] << 8) | payload[1]
+        if code not in _VALID_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise WebSocketProtocolError(f"close frame with invalid close code {code}")
+        try:
+            reason = payload[2:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise WebSocketProtocolError("close reason is not valid UTF-8", 1007) from None
+        self.close_code = code
+        raise TransportError(
+            "transport_closed", f"WebSocket closed by the server (code {code}" + (f", {reason!r})" if reason else ")"))
+
+    def close(self, send_frame: bool = True, code: int = 1000) -> None:
+        """Close (best-effort close frame with `code` first); wakes a parked recv() with transport_closed."""
         if self.closed:
             return
         wbuf, self._wbuf = self._wbuf, []
         if send_frame:  # queued frames, then the close frame, in one write
-            wbuf.append(encode_frame(0x8, struct.pack("!H", 1000)))
+            wbuf.append(encode_frame(0x8, struct.pack("!H", code if code != 1005 else 1000)))
             data = b"".join(wbuf)
             sock = self._conn.sock
             try:
