@@ -1,8 +1,9 @@
 """`sioscale cluster`: run a local cluster until Ctrl-C, printing its info as one JSON line.
 
 The JSON line is the whole interface: a script (or another terminal) reads the balancer URL,
-node ports/pids and the CA file from it. Child logs go to files in the workdir, never to this
-terminal, so stdout stays machine-readable.
+node ports/pids and the CA file from it; later lines, one per child that died on its own, are
+`{"death": {...}}`. Child logs go to files in the workdir, never to this terminal, so stdout
+stays machine-readable.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="run a local Socket.IO cluster (nodes + balancer [+ Redis]) until Ctrl-C",
         description="Start N reference Socket.IO nodes behind a real balancer on 127.0.0.1, print one "
         "JSON line (url, nodes, balancer, policy, adapter, server, tls, redis_url, ca_file) and block "
-        "until Ctrl-C or SIGTERM, which stop every child.",
+        "until Ctrl-C or SIGTERM, which stop every child. A child that dies on its own is reported as one "
+        "JSON line {\"death\": {...}} and its logs are kept; the rest keep running while the URL can be served.",
     )
     _add_arguments(p)
     p.set_defaults(func=main)
@@ -60,15 +62,11 @@ def main(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt  # also interrupts a start that is still waiting on a node
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    cluster = None
     try:
         with Cluster(config, workdir=args.workdir) as cluster:
             print(json.dumps(cluster.info), flush=True)
-            while not stop.wait(0.5):
-                dead = cluster.dead()
-                if dead:
-                    print(f"sioscale cluster: {', '.join(dead)} died; see the logs in {cluster.workdir}",
-                          file=sys.stderr, flush=True)
-                    return 1
+            return _supervise(cluster, stop)
     except ClusterError as e:
         print(f"sioscale cluster: {e}", file=sys.stderr)
         return 1
@@ -77,8 +75,32 @@ def main(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    return 0
+        if cluster is not None and cluster.deaths:
+            # stop() kept the workdir for these: say so, since a temporary one is usually removed
+            print(f"sioscale cluster: {len(cluster.deaths)} unplanned death(s); logs kept in {cluster.workdir}",
+                  file=sys.stderr, flush=True)
 
+
+def _supervise(cluster: Any, stop: threading.Event) -> int:
+    """Until Ctrl-C: report each child that dies on its own, keep the rest running while they can serve.
+
+    Why not stop at the first death: a node that crashes under load is the finding a user came
+    for, and the surviving nodes (and the balancer routing around the dead one) are the rest of
+    it. Each death is one JSON line on stdout, `{"death": {...}}` (Cluster.check_deaths), and
+    one readable line on stderr. Only when nothing can answer at the cluster's URL any more (the
+    balancer died, or every node behind it) does the command stop, with exit code 1.
+    """
+    while not stop.wait(0.5):
+        for d in cluster.check_deaths():
+            print(json.dumps({"death": d}), flush=True)
+            how = f"killed by {d['signal']}" if d["signal"] else f"exit code {d['exit_code']}"
+            print(f"sioscale cluster: {d['name']} died ({how}); the rest keep running; its log: {d['log']}",
+                  file=sys.stderr, flush=True)
+        if not cluster.serving():
+            print(f"sioscale cluster: nothing left to serve {cluster.url} ({', '.join(cluster.dead())} dead); "
+                  "stopping the rest", file=sys.stderr, flush=True)
+            return 1
+    return 0
 
 if __name__ == "__main__":
     _p = argparse.ArgumentParser(prog="python -m sioscale.cmd_cluster")

@@ -10,8 +10,10 @@ message names the problem and the fix.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import sys
@@ -108,6 +110,10 @@ class Cluster:
         # Only the redis adapter uses Redis (validate() refuses redis_url with memory; this is the backstop).
         self.redis_url: str | None = config.redis_url if config.adapter == "redis" else None
         self.balancer_port: int | None = None
+        # Unplanned exits of children (crash, OOM kill): a finding to record, never a reason to
+        # tear the rest down. Appended by check_deaths(); also written to workdir/deaths.json.
+        self.deaths: list[dict[str, Any]] = []
+        self._reported: list[Any] = []  # the Popen objects already recorded (a restarted node has a new one)
         self._started = False
         self._ssl_context: ssl.SSLContext | None = None
 
@@ -173,10 +179,13 @@ class Cluster:
         A temporary workdir is removed after a clean stop; an explicit one is always kept.
         """
         children = [ch for ch in [self.balancer, *self.nodes.values(), self.redis] if ch is not None]
+        if self._started:
+            self.check_deaths()  # a child that died on its own before this stop is a finding, not our kill
         stop_all(children)
         leaked = [f"{ch.name}:{ch.port}" for ch in children
                   if ch.port and not wait_port_free(ch.port, self.config.host, timeout=3.0)]
-        keep = keep_workdir and any(self.workdir.glob("*.log"))  # nothing to diagnose without logs
+        # nothing to diagnose without logs; a recorded death points at its log, which must stay
+        keep = (keep_workdir or bool(self.deaths)) and any(self.workdir.glob("*.log"))
         if self._own_workdir and self._started and not leaked and not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if leaked and raise_on_leak:
@@ -227,15 +236,54 @@ class Cluster:
         children = [*self.nodes.values(), self.balancer, self.redis]
         return [ch.name for ch in children if ch is not None and ch.proc is not None and not ch.alive()]
 
+    def check_deaths(self) -> list[dict[str, Any]]:
+        """Record every child that exited without being asked to; return the ones new since the last call.
+
+        Why: a node that crashes under load (or is OOM-killed: that shows as SIGKILL) is what a
+        load test is for, so it is recorded -- which child, its exit code or signal, when it
+        was noticed, the last lines of its log and where the whole log is -- and the rest of the
+        cluster keeps running. The caller polls (`sioscale cluster` every 0.5 s, the runner
+        through stop() at the latest); `.deaths` keeps them all, workdir/deaths.json too.
+        """
+        new = []
+        for kind, nid, ch in self._children():
+            if ch.proc is None or ch.alive() or any(ch.proc is p for p in self._reported):
+                continue
+            self._reported.append(ch.proc)
+            new.append(_death_record(kind, nid, ch))
+        if new:
+            self.deaths.extend(new)
+            with contextlib.suppress(OSError):  # the record in memory stands even if the disk is full
+                (self.workdir / "deaths.json").write_text(json.dumps(self.deaths, indent=1) + "\n")
+        return new
+
+    def serving(self) -> bool:
+        """Whether the cluster can still answer at its URL: the balancer (if any) and >= 1 node up."""
+        if self.balancer is not None and not self.balancer.alive():
+            return False
+        if self.config.balancer == "none":
+            return self.nodes[self.node_ids[0]].alive()  # the URL is n1's
+        return any(ch.alive() for ch in self.nodes.values())
+
+    def _children(self) -> list[tuple[str, str | None, Child]]:
+        out: list[tuple[str, str | None, Child]] = [("node", nid, ch) for nid, ch in self.nodes.items()]
+        if self.balancer is not None:
+            out.append(("balancer", None, self.balancer))
+        if self.redis is not None:
+            out.append(("redis", None, self.redis))
+        return out
+
     # -------------------------------------------------------------- fault hooks
     def stop_node(self, node_id: str) -> None:
         ch = self._node(node_id)
+        self.check_deaths()  # a crash before this planned stop is still a crash
         stop_all([ch])
         ch.proc = None
         self._expect_free(ch)
 
     def start_node(self, node_id: str) -> None:
         ch = self._node(node_id)
+        self.check_deaths()  # record the crash before a restart replaces the process
         if ch.alive():
             raise ClusterError(f"node {node_id} is already running (pid {ch.pid})")
         ch.start()
@@ -243,12 +291,14 @@ class Cluster:
 
     def stop_redis(self) -> None:
         ch = self._own_redis()
+        self.check_deaths()
         stop_all([ch])
         ch.proc = None
         self._expect_free(ch)
 
     def start_redis(self) -> None:
         ch = self._own_redis()
+        self.check_deaths()
         if ch.alive():
             raise ClusterError(f"redis is already running (pid {ch.pid})")
         ch.start()
@@ -256,12 +306,14 @@ class Cluster:
 
     def stop_balancer(self) -> None:
         ch = self._own_balancer()
+        self.check_deaths()
         stop_all([ch])
         ch.proc = None
         self._expect_free(ch)
 
     def start_balancer(self) -> None:
         ch = self._own_balancer()
+        self.check_deaths()
         if ch.alive():
             raise ClusterError(f"balancer is already running (pid {ch.pid})")
         ch.start()
@@ -408,6 +460,19 @@ class Cluster:
     def _expect_free(self, ch: Child) -> None:
         if ch.port and not wait_port_free(ch.port, self.config.host):
             raise ClusterError(f"{ch.name} stopped but port {ch.port} is still bound: check with `ss -ltnp`")
+
+
+def _death_record(kind: str, nid: str | None, ch: Child) -> dict[str, Any]:
+    """One death as JSON: the exit status split the way a reader asks (code, or signal by name)."""
+    rc = ch.returncode()
+    sig = None
+    if rc is not None and rc < 0:
+        with contextlib.suppress(ValueError):
+            sig = signal.Signals(-rc).name
+        sig = sig or f"signal {-rc}"
+    return {"kind": kind, "node": nid, "name": ch.name, "pid": ch.pid,
+            "exit_code": rc if rc is not None and rc >= 0 else None, "signal": sig,
+            "ts": time.time(), "log": str(ch.log_path), "log_tail": ch.log_lines(10)}
 
 
 def _port_clash(ch: Child) -> bool:

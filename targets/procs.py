@@ -77,12 +77,23 @@ class Child:
 
     def log_tail(self, lines: int = 3) -> str:
         """The last non-empty lines of the log, for one-line error messages."""
+        return " | ".join(self.log_lines(lines))
+
+    def log_lines(self, lines: int = 10, max_bytes: int = 64 * 1024) -> list[str]:
+        """The last non-empty lines of the log, read from its last `max_bytes` only.
+
+        Why bounded: a node's log under load can be large, and this runs while the rest of the
+        cluster is still serving.
+        """
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - max_bytes))
+                text = fh.read().decode(errors="replace")
         except OSError:
-            return ""
+            return []
         rows = [r.strip() for r in text.splitlines() if r.strip()]
-        return " | ".join(rows[-lines:])
+        return rows[-lines:] if lines > 0 else []
 
 
 def _make_setup(pdeathsig: bool, parent_pid: int):  # noqa: ANN202 -- a closure for Popen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sioscale.config import ClusterConfig
@@ -216,3 +218,149 @@ def test_relative_workdir_works_from_any_cwd(tmp_path: Path, monkeypatch: pytest
         assert Path(c.info["workdir"]).is_absolute()
         assert probe.handshake(c.info["url"]).sid
     assert (tmp_path / "reports/x/runs/y/cluster/haproxy.cfg").is_file()
+
+
+# ------------------------------------------------------------------ unplanned deaths
+def _read_line(p: subprocess.Popen[str], timeout: float) -> str:
+    """One stdout line, or AssertionError after `timeout` (a hang must fail the test, not block it)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(p.stdout, selectors.EVENT_READ)
+    try:
+        assert sel.select(timeout), f"no line on stdout within {timeout} s"
+        return p.stdout.readline()
+    finally:
+        sel.close()
+
+
+def _served_by_through(url: str, tries: int = 30) -> set[str]:
+    return {s for s in (_served_by_or_error(url) for _ in range(tries)) if s and not s.startswith("error")}
+
+
+def test_cli_a_node_crash_is_recorded_the_rest_keep_serving_and_the_logs_stay() -> None:
+    """Before: the whole cluster was torn down, exit 1, pointing at a workdir it had just deleted."""
+    p = _cli("--nodes", "3", "--balancer", "haproxy", "--policy", "l4-round-robin")
+    workdir: Path | None = None
+    try:
+        info = json.loads(_read_line(p, 60))
+        workdir = Path(info["workdir"])
+        victim = info["nodes"][1]
+        os.killpg(victim["pid"], signal.SIGKILL)  # as the OOM killer would
+        death = json.loads(_read_line(p, 5))["death"]
+        assert (death["kind"], death["node"], death["name"]) == ("node", "n2", "node n2")
+        assert death["signal"] == "SIGKILL" and death["exit_code"] is None and death["pid"] == victim["pid"]
+        assert Path(death["log"]) == workdir / "node-n2.log" and Path(death["log"]).is_file()
+        assert isinstance(death["log_tail"], list)  # a quiet node's log may well be empty
+        assert abs(death["ts"] - time.time()) < 5
+        time.sleep(1.0)
+        assert p.poll() is None, p.stderr.read()  # still running
+        deadline = time.monotonic() + 10  # HAProxy's health check takes n2 out within ~2 s
+        while (seen := _served_by_through(info["url"])) != {"n1", "n3"} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert seen == {"n1", "n3"}, seen
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=5) == 0
+        err = p.stderr.read()
+        assert "node n2 died (killed by SIGKILL); the rest keep running" in err, err
+        assert f"logs kept in {workdir}" in err, err
+        assert "Traceback" not in err
+        assert (workdir / "node-n2.log").is_file() and (workdir / "haproxy.cfg").is_file()  # kept, as promised
+        assert json.loads((workdir / "deaths.json").read_text())[0]["node"] == "n2"
+        _assert_gone(info)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_cli_stops_with_exit_1_when_nothing_can_serve_and_keeps_the_logs_it_names() -> None:
+    p = _cli("--nodes", "2", "--balancer", "haproxy", "--policy", "cookie")
+    workdir: Path | None = None
+    try:
+        info = json.loads(_read_line(p, 60))
+        workdir = Path(info["workdir"])
+        balancer_pid = next(q.pid for q in psutil.Process(p.pid).children() if "haproxy" in q.name())
+        os.killpg(balancer_pid, signal.SIGKILL)
+        death = json.loads(_read_line(p, 5))["death"]
+        assert death["kind"] == "balancer" and death["node"] is None and death["signal"] == "SIGKILL"
+        assert p.wait(timeout=10) == 1
+        err = p.stderr.read()
+        assert "nothing left to serve" in err and f"logs kept in {workdir}" in err, err
+        assert workdir.is_dir() and (workdir / "haproxy.log").exists()
+        _assert_gone(info)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_deaths_are_recorded_once_planned_stops_never(tmp_path: Path) -> None:
+    """What the runner sees through the same class: crash, planned stop, restart, second crash."""
+    cfg = ClusterConfig(nodes=2, balancer="none", policy="direct")
+    with Cluster(cfg, workdir=tmp_path) as c:
+        c.stop_node("n2")  # planned: not a death
+        assert c.check_deaths() == [] and c.deaths == []
+        c.start_node("n2")
+        first = c.nodes["n2"].pid
+        os.killpg(first, signal.SIGKILL)
+        c.nodes["n2"].proc.wait(5)
+        c.start_node("n2")  # records the crash before the restart replaces the process
+        assert [(d["node"], d["pid"], d["signal"]) for d in c.deaths] == [("n2", first, "SIGKILL")]
+        os.killpg(c.nodes["n2"].pid, signal.SIGTERM)  # not from us: a crash too (uvicorn re-raises it)
+        c.nodes["n2"].proc.wait(10)
+        new = c.check_deaths()
+        assert [(d["node"], d["signal"], d["exit_code"]) for d in new] == [("n2", "SIGTERM", None)]
+        assert c.check_deaths() == []  # once
+        assert c.serving()  # n1 (the URL) is up
+    assert len(c.deaths) == 2
+    assert [d["pid"] for d in json.loads((tmp_path / "deaths.json").read_text())] == [d["pid"] for d in c.deaths]
+
+
+def test_a_death_by_exit_code_names_the_code_and_the_last_log_lines(tmp_path: Path) -> None:
+    from targets.cluster import _death_record
+    from targets.procs import Child
+
+    ch = Child("node n1", [sys.executable, "-c", "import sys; print('\\n'.join(map(str, range(30)))); "
+                           "print('boom', file=sys.stderr); sys.exit(7)"], tmp_path / "n1.log")
+    ch.start()
+    ch.proc.wait(10)
+    d = _death_record("node", "n1", ch)
+    assert (d["exit_code"], d["signal"], d["node"]) == (7, None, "n1")
+    assert d["log_tail"] == [*map(str, range(21, 30)), "boom"]
+
+
+def _cmdline(q: psutil.Process) -> str:
+    try:
+        return " ".join(q.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):  # short-lived children (version probes) come and go
+        return ""
+
+
+def test_a_node_killed_during_sioscale_run_is_recorded_in_the_run_directory(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "sioscale.cli", "run", "--balancer", "haproxy", "--policy", "cookie",
+                          "--nodes", "2", "-u", "4", "-t", "6", "--out", str(run_dir)],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        victim = None
+        while victim is None and time.monotonic() < deadline:  # once Locust runs, the cluster is up
+            kids = {q: _cmdline(q) for q in psutil.Process(p.pid).children()}
+            if any("-m locust" in c for c in kids.values()):
+                victim = next(q for q, c in kids.items() if "--id n2" in c)
+            time.sleep(0.2)
+        assert victim is not None, "the run never started Locust"
+        os.killpg(victim.pid, signal.SIGKILL)
+        assert p.wait(60) == 0, p.stderr.read()[-2000:]
+        deaths = json.loads((run_dir / "cluster" / "deaths.json").read_text())
+        assert [(d["node"], d["signal"]) for d in deaths] == [("n2", "SIGKILL")]
+        assert (run_dir / "cluster" / "node-n2.log").is_file()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
