@@ -20,6 +20,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from sioscale.status import RunStatus, Status, reconcile, worst  # stdlib-only: one status machine
+
 from . import capacity as C
 from . import metrics as M
 from . import plots as P
@@ -90,9 +92,11 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
         name = str(r["config"])
         meta = frames.meta.get(name, {})
         cfg_block = _config_block(meta, r)
-        status = "failed" if r["status"] == "failed" else "ok"
-        entry: dict[str, Any] = {"name": name, "status": status, "error": r.get("error") if status == "failed" or r.get("error") else None,
-                                 "config": cfg_block, "events": int(r["n_events"])}
+        rs = _status(meta, r, [i for i in getattr(frames, "data_issues", []) if i.get("config") == name])
+        entry: dict[str, Any] = {"name": name, **rs.as_meta(),
+                                 "error": r.get("error") if rs.status != Status.OK or r.get("error") else None,
+                                 "config": cfg_block, "events": int(r["n_events"]),
+                                 "warnings": [w for w in frames.warnings if w.startswith(f"{name}: ")]}
         if name in conn.index:
             c = conn.loc[name]
             entry["connections"] = {**{k: int(c[k]) for k in ("attempted", "connected", "upgraded")},
@@ -160,6 +164,7 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
     })
     summary = {
         "schema": SCHEMA, "title": title,
+        "status": worst(c["status"] for c in configs).value if configs else Status.FAILED.value,
         "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "configs": configs,
         "environment": _environment(frames),
@@ -240,6 +245,29 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: dict[str, 
              "imbalance_source": plan["imbalance_source"], "headroom": plan["headroom"],
              "nodes_needed": plan["nodes_needed"], "nodes_needed_even": plan["nodes_needed_even"],
              "assumptions": list(C.NODES_NEEDED_ASSUMPTIONS)}, stats, fit)
+
+
+def _status(meta: dict[str, Any], r: pd.Series, issues: list[dict[str, Any]]) -> RunStatus:
+    """The config's status, reconciled now (sioscale.status): what meta.json says, whether its writer still
+    lives, what the run's files say; plus what only the loaded data can tell (no meta.json, no rows, rows
+    the loader dropped as impossible or duplicated: the figures exclude them, so they cover less)."""
+    d = r.get("dir")
+    rs = reconcile(meta, Path(d) if isinstance(d, str) and d else None)
+    for file in dict.fromkeys(str(i.get("file")) for i in issues):
+        mine = [i for i in issues if str(i.get("file")) == file]
+        dropped = sum(int(i.get("count") or 0) for i in mine if i.get("action") == "dropped")
+        blanked = sum(int(i.get("count") or 0) for i in mine if i.get("action") != "dropped")
+        rs.add(Status.DEGRADED, f"{file}: the loader dropped {dropped} impossible or duplicated row(s) and blanked "
+                                f"{blanked} impossible value(s); the figures exclude them (see the warnings)")
+    n = int(r.get("n_events") or 0)
+    if not meta:
+        rs.add(Status.FAILED if not n else Status.DEGRADED,
+               "no readable meta.json: whether the run finished, and what it ran against, is unknown")
+    if rs.status == Status.FAILED and not rs.reasons:
+        rs.add(Status.FAILED, str(r.get("error") or "run marked failed in meta.json (no reason given)"))
+    if not n and rs.status in (Status.OK, Status.DEGRADED):
+        rs.add(Status.FAILED, "no event rows: nothing was measured")
+    return rs
 
 
 def _first_ts(runs: pd.DataFrame) -> dict[str, float]:

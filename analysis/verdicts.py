@@ -58,14 +58,14 @@ def describe(cfg: dict[str, Any]) -> str:
 
 def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[str]:
     """Sentences for one config entry of summary.json (before `verdicts` is filled in)."""
-    out: list[str] = []
     c = cfg.get("config") or {}
     who = _who(cfg)
-    if cfg.get("status") == "failed":
-        return [f"{who}: did not run — {cfg.get('error') or 'no reason recorded'}"]
+    out = status_verdicts(cfg, who)
+    if cfg.get("status") == "failed" and not cfg.get("events"):
+        return out
     conn = cfg.get("connections") or {}
     if not conn.get("attempted"):
-        return [f"{who}: no connection attempts recorded — nothing to judge (see the loader warnings)"]
+        return [*out, f"{who}: no connection attempts recorded — nothing to judge (see the loader warnings)"]
     cr = num(conn.get("connect_ratio"))
     sticky_fix = "needs sticky sessions (cookie / source hash) or websocket-only clients"
     fails = cfg.get("failures") or {}
@@ -147,6 +147,18 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
         per_node = busiest if busiest is not None else cap["users_per_node"]
         out.append(f"capacity: {at_least}{per_node:.0f} users per node within the SLO{spread}{lim}{why}")
     return out
+
+
+def status_verdicts(cfg: dict[str, Any], who: str) -> list[str]:
+    """A config that is not ok says so first (sioscale.status), so no reader takes its figures for the
+    whole run's: [] for ok, "did not run" for a failed config without rows, else the status and why."""
+    status = str(cfg.get("status") or "ok")
+    if status == "ok":
+        return []
+    why = "; ".join(str(r) for r in cfg.get("status_reasons") or []) or cfg.get("error") or "no reason recorded"
+    if status == "failed" and not cfg.get("events"):
+        return [f"{who}: did not run — {why}"]
+    return [f"{who}: {status.upper()} — {why} (the figures below cover only what was measured)"]
 
 
 _GEN_FIX = "use --processes or more machines"

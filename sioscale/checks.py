@@ -14,7 +14,10 @@ apply to this config:
   step failed (the scenario simply does not broadcast / ack); otherwise failures may be why nothing
   was sent → violation.
 - A config that did not run (status "failed") or attempted no connection at all violates every
-  threshold: it measured nothing.
+  threshold: it measured nothing. An "interrupted" config (or one still "running") violates every
+  threshold too: its figures cover only part of the run, and a partial run must not pass a gate.
+  A "degraded" one is judged on its figures (they are real, if partial); `sioscale check` prints
+  its reasons, and `sioscale run`/`campaign` already exited 3 for it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ FIGURES: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 
 DID_NOT_RUN = "the config did not run (see its error in the report)"
+NOT_JUDGED = {
+    "failed": DID_NOT_RUN,
+    "interrupted": "the run was interrupted: its figures cover only part of it (see the report's first screen)",
+    "running": "the run had not finished when the report was made",
+}
+"""Statuses (sioscale.status) whose figures no threshold may pass on, and why."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +136,11 @@ def evaluate(summary: dict[str, Any], thresholds: Thresholds, only: str | None =
         name = str(cfg.get("name", "?"))
         if only and only not in name:
             continue
-        failed_run = cfg.get("status") == "failed"
+        not_judged = NOT_JUDGED.get(str(cfg.get("status")))
         for key, limit in thresholds.active().items():
             path, kind, _ = FIGURES[key]
-            if failed_run:
-                out.append(CheckResult(name, key, limit, None, False, missing=DID_NOT_RUN))
+            if not_judged:
+                out.append(CheckResult(name, key, limit, None, False, missing=not_judged))
                 continue
             value = _number(name, ".".join(path), _dig(cfg, path))
             if value is None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from sioscale.config import Campaign, ConfigError, load_campaign
+from sioscale.status import EXIT_CODE_HELP, EXIT_CODES, worst
 
 
 def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001
@@ -17,7 +18,9 @@ def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001
         description="For each config of the campaign's axes: start the local cluster, run Locust headless "
         "into OUT/runs/<config>/, stop the cluster. A config that fails to start is recorded as failed "
         "with its reason and the campaign goes on. Then write OUT/index.html and OUT/summary.json and, "
-        "when the campaign has [thresholds], print the check (exit 1 on a violation only with --check).",
+        "when the campaign has [thresholds], print the check (exit 1 on a violation only with --check). "
+        "The exit code is that of the worst config's status (below).",
+        epilog=EXIT_CODE_HELP,
     )
     p.add_argument("file", help="campaign TOML (see campaigns/seed.toml)")
     p.add_argument("--out", default=None, help="output directory (default reports/<campaign name>/)")
@@ -46,7 +49,7 @@ def _preflight(camp: Campaign) -> list:
 def _interrupted(camp: Campaign, out: Path, run_dirs: list[Path], total: int, write_report) -> int:  # noqa: ANN001
     """Ctrl-C mid-campaign: the configs that finished cost minutes of load; report them, exit 130.
 
-    The interrupted config is left out (its run directory stays, marked failed). No threshold
+    The interrupted config is left out (its run directory stays, marked interrupted). No threshold
     check: a verdict over part of the matrix would read as the campaign's.
     """
     print(f"campaign {camp.name}: interrupted after {len(run_dirs)} of {total} configs; "
@@ -102,6 +105,10 @@ def main(args: argparse.Namespace) -> int:
     for c in summary.get("configs", []):
         for v in c.get("verdicts", []):
             print(f"  {c.get('name')}: {v}", file=sys.stderr)
+    for w in summary.get("warnings", []):
+        print(f"  warning: {w}", file=sys.stderr)
+    # the report's reconciled status, not the runner's: both agree, and the report's is what the page shows
+    code = EXIT_CODES[worst(c.get("status") for c in summary.get("configs", []))]
 
     if camp.thresholds.active():
         from sioscale.checks import evaluate, junit_xml
@@ -115,4 +122,4 @@ def main(args: argparse.Namespace) -> int:
         print(f"thresholds: {len(results) - len(bad)} held, {len(bad)} violated", file=sys.stderr)
         if args.check and bad:
             return 1
-    return 0
+    return code

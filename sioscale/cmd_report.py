@@ -88,10 +88,14 @@ def main(args: argparse.Namespace) -> int:
         # too, and deserves one line naming it rather than a traceback.
         print(f"sioscale report: cannot build a report from these runs: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    n_failed = sum(1 for c in summary["configs"] if c["status"] == "failed")
+    not_ok = [c for c in summary["configs"] if c["status"] != "ok"]
     print(f"wrote {out / 'index.html'} and {out / 'summary.json'}: {len(summary['configs'])} config(s)"
-          + (f", {n_failed} failed to run" if n_failed else "")
+          + (f", {len(not_ok)} not ok" if not_ok else "")
           + (f", {len(summary['warnings'])} loader warning(s)" if summary["warnings"] else ""))
+    for c in not_ok:  # what the page's first screen says, in the terminal too
+        print(f"  {c['name']}: {c['status'].upper()}: " + "; ".join(c.get("status_reasons") or [str(c.get("error"))]))
+    for w in summary["warnings"]:
+        print(f"  warning: {w}")
     slo = summary.get("slo") or {}
     print("capacity SLO: " + ", ".join(f"{k} {v:g} ({slo['from'][k]})" for k, v in slo.get("values", {}).items())
           + (f"; thresholds from {slo['thresholds_source']}" if slo.get("thresholds_source") else ""))

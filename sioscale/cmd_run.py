@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sioscale.cliargs import add_cluster_args, add_load_args, cluster_from_args, load_from_args
 from sioscale.config import RunConfig, run_name
+from sioscale.status import EXIT_CODE_HELP, EXIT_CODES, Status, parse
 
 
 def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's private subparsers type
@@ -17,7 +18,9 @@ def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's pri
         help="one headless run into a run directory",
         description="Run one scenario headless, against --url or a local cluster built from the cluster flags, "
         "and write the run directory (meta.json, events.csv, Locust CSV/JSON, logs). "
-        "Optionally write a report of it too.",
+        "Optionally write a report of it too. The run's status (ok, degraded, failed, interrupted) and its "
+        "reasons go to meta.json and the last line of stderr.",
+        epilog=EXIT_CODE_HELP,
     )
     p.add_argument("--url", default=None, help="target an existing server (http[s]://host:port) instead of a local cluster")
     p.add_argument("--out", default=None, help="run directory (default runs/<config-name>-<time>)")
@@ -44,11 +47,13 @@ def main(args: argparse.Namespace) -> int:
 
     print(f"[{cfg.name}] starting; run directory {run_dir}", file=sys.stderr, flush=True)
     meta = execute_run(cfg, run_dir, url=args.url, progress=progress)
-    print(f"[{cfg.name}] {meta['status']}" + (f": {meta['error']}" if meta.get("error") else ""), file=sys.stderr)
-    if args.report and meta["status"] == "ok":
+    status = parse(meta.get("status")) or Status.FAILED
+    why = "; ".join(meta.get("status_reasons") or []) or meta.get("error") or ""
+    print(f"[{cfg.name}] {status.value}" + (f": {why}" if why else ""), file=sys.stderr)
+    if args.report and status in (Status.OK, Status.DEGRADED):  # a degraded run's report says why, on top
         from analysis.report import write_report
 
         write_report([run_dir], run_dir / "report", title=cfg.name)
         print(f"report: {run_dir / 'report' / 'index.html'}", file=sys.stderr)
     print(str(run_dir))
-    return 0 if meta["status"] == "ok" else 1
+    return EXIT_CODES[status]

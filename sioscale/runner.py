@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from sioscale import environment
+from sioscale import status as run_status
 from sioscale.config import ConfigError, LoadConfig, RunConfig, to_jsonable
 from sioscale.jsonfile import write_json  # also used by the Locust side's event log
 from targets.procs import Child, free_port
@@ -182,18 +183,22 @@ def _exit_deferred(cm: Any) -> Iterator[Any]:
             cm.__exit__(None, None, None)
 
 
-def _live_counts(run_dir: Path) -> tuple[int | None, int | None, int | None]:
-    """(connected now, requests, failures) for the progress line: the event log's live stats
-    (rewritten every 2 s) and Locust's stats CSV (rewritten every 2 s)."""
+def _live_counts(run_dir: Path) -> tuple[int | None, int | None, int | None, int]:
+    """(connected now, requests, failures, missing workers) for the progress line: the event log's live
+    stats (rewritten every 2 s; connected_now already leaves out the sessions of workers that went
+    missing) and Locust's stats CSV (rewritten every 2 s)."""
     connected = reqs = fails = None
+    missing = 0
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        connected = int(json.loads((run_dir / "sio_stats.json").read_text())["totals"]["connected_now"])
+        stats = json.loads((run_dir / "sio_stats.json").read_text())
+        missing = len(stats.get("missing_workers") or [])
+        connected = int(stats["totals"]["connected_now"])
     with contextlib.suppress(OSError, ValueError, csv.Error, KeyError):
         with (run_dir / "locust_stats.csv").open() as fh:
             for row in csv.DictReader(fh):
                 if row.get("Name") == "Aggregated":
                     reqs, fails = int(row["Request Count"]), int(row["Failure Count"])
-    return connected, reqs, fails
+    return connected, reqs, fails, missing
 
 
 class FaultSchedule:
@@ -236,10 +241,11 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
             faults.fire_due(elapsed, progress)
             if progress and elapsed - last >= 5:
                 last = elapsed
-                users, reqs, fails = _live_counts(run_dir)
+                users, reqs, fails, missing = _live_counts(run_dir)
                 progress(
                     f"{elapsed:5.0f}s/{cfg.load.run_seconds:.0f}s  connected {users if users is not None else '-'}"
                     f"  requests {reqs if reqs is not None else '-'}  failures {fails if fails is not None else '-'}"
+                    + (f"  {missing} worker(s) missing (their sessions no longer counted)" if missing else "")
                 )
             time.sleep(0.5)
     rc = proc.returncode
@@ -303,11 +309,15 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
         "started": time.time(),
         "ended": None,
         "status": "running",
+        "status_reasons": [],
         "error": None,
+        # who writes "running": `sioscale report` checks it is alive, or calls the run interrupted
+        "writer": run_status.writer_identity(),
     }
     if cfg.faults:
         meta["faults_planned"] = to_jsonable(cfg.faults)
     write_json(run_dir / "meta.json", meta)
+    st = run_status.RunStatus()
     try:
         if url:
             meta.update(run_locust(cfg, url, run_dir, None, progress))
@@ -321,14 +331,18 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
                                            cluster=cluster))
             except ClusterError as e:
                 meta["error"] = f"cluster did not start: {e}"
-        meta["status"] = "failed" if meta.get("error") else "ok"
+        if meta.get("error"):
+            st.add(run_status.Status.FAILED, meta["error"])
     except KeyboardInterrupt:
-        meta["status"], meta["error"] = "failed", "interrupted (Ctrl-C)"
+        meta["error"] = "interrupted (Ctrl-C or SIGTERM)"
+        st.add(run_status.Status.INTERRUPTED, meta["error"] + ": the figures cover only the part that ran")
         raise
     except (ConfigError, TimeoutError, OSError) as e:
-        meta["status"], meta["error"] = "failed", str(e)
+        meta["error"] = str(e)
+        st.add(run_status.Status.FAILED, meta["error"])
     except Exception as e:  # noqa: BLE001 - one config's failure is recorded, the campaign goes on
-        meta["status"], meta["error"] = "failed", f"{type(e).__name__}: {e}"
+        meta["error"] = f"{type(e).__name__}: {e}"
+        st.add(run_status.Status.FAILED, meta["error"])
     finally:
         with interrupts_deferred():
             meta["ended"] = time.time()
@@ -336,5 +350,8 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
             with contextlib.suppress(OSError, ValueError):
                 on_disk = json.loads((run_dir / "meta.json").read_text())
                 meta = {**on_disk, **{k: v for k, v in meta.items() if v is not None or k not in on_disk}}
+            # what the files say (missing workers, dropped rows, Locust exceptions, faults not applied)
+            st.merge(run_status.assess(run_dir, meta))
+            meta.update(st.as_meta())
             write_json(run_dir / "meta.json", meta)
     return meta

@@ -37,6 +37,7 @@ from locustfiles.sio.live import LiveStats
 from locustfiles.sio.rows import COLUMNS, Row, append_csv
 from sioscale import environment  # stdlib-only, like sioscale.jsonfile (test_fmt.py checks)
 from sioscale.jsonfile import write_json
+from sioscale.status import RunStatus, Status, from_sio_stats, writer_identity  # stdlib-only too
 
 log = logging.getLogger(__name__)
 
@@ -280,11 +281,14 @@ def stats(environment: Any, now: float | None = None) -> dict[str, Any]:
 
 
 def _compute_stats(st: _State, now: float) -> dict[str, Any]:
-    snap = st.live.snapshot()
+    workers = _workers_view(st, now)
+    missing = [w for w in workers if w["status"] == "missing"]
+    # a missing worker's sessions are gone with it: not "connected now" (see LiveStats.snapshot)
+    snap = st.live.snapshot(lost_workers={str(w["id"]) for w in missing})
     snap["run"] = st.run_name
     snap["generated"] = now
-    snap["workers"] = _workers_view(st, now)
-    snap["missing_workers"] = [w for w in snap["workers"] if w["status"] == "missing"]
+    snap["workers"] = workers
+    snap["missing_workers"] = missing
     snap["dropped_rows"] = st.dropped + sum(i.dropped for i in st.workers.values())
     snap["colliding_user_ids"] = sorted(st.colliding_users)[:20]
     snap["colliding_user_count"] = len(st.colliding_users)
@@ -353,18 +357,20 @@ def _write_meta(st: _State, final: bool) -> None:
                                                                "dropped": st.dropped,
                                                                "started": st.started, "ended": st.ended},
                         "generator_cpu": generator_cpu.summary(st.environment)}
+        status = _status(st, final)
         if not path.exists():
-            meta = {"schema": 1, "run": st.run_name, "status": "ok" if final else "running",
+            # "writer": the process that says "running", so `sioscale report` can tell a killed run
+            meta = {"schema": 1, "run": st.run_name, **status.as_meta(),
                     "started": st.started, "ended": st.ended if final else None,
                     "versions": environment.package_versions(), "machine": environment.machine(),
-                    "locust": locust_block, "written_by": "locustfiles.sio.eventlog"}
+                    "locust": locust_block, "written_by": "locustfiles.sio.eventlog", "writer": writer_identity()}
             st.wrote_meta = True
         else:
             meta = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(meta, dict):
                 raise ValueError("meta.json is not a JSON object")
             if st.wrote_meta:
-                meta["status"] = "ok" if final else "running"
+                meta.update(status.as_meta())
                 meta["ended"] = st.ended if final else None
             if final:
                 meta.setdefault("locust", {})
@@ -375,6 +381,14 @@ def _write_meta(st: _State, final: bool) -> None:
         write_json(path, meta)
     except (OSError, ValueError) as e:
         log.error("sioscale event log: cannot update %s (%s)", path, e)
+
+
+def _status(st: _State, final: bool) -> RunStatus:
+    """The status of a run this event log owns (plain `locust --sio-run-dir`): running until the end,
+    then ok or degraded by the same rules as `sioscale run` (sioscale.status), from the live stats."""
+    if not final:
+        return RunStatus(Status.RUNNING)
+    return from_sio_stats(stats(st.environment))
 
 
 # -- Locust event listeners (registered at import) ------------------------------------------

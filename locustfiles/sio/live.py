@@ -91,6 +91,7 @@ class LiveStats:
         # connections: node -> total connects; session key -> node for sessions open now
         self.connects_by_node: Counter[str] = Counter()
         self.open_sessions: dict[tuple[str, str], str] = {}
+        self.session_worker: dict[tuple[str, str], str] = {}  # open session -> the worker that opened it
         self.failures: Counter[tuple[str, str]] = Counter()
         self.steps: Counter[str] = Counter()
         self.node_switches: Counter[str] = Counter()
@@ -163,7 +164,9 @@ class LiveStats:
 
         if step == "connect" and ok:
             self.connects_by_node[node or "?"] += 1
-            self.open_sessions[(user, str(row.get("eio_sid", "")))] = node or "?"
+            key = (user, str(row.get("eio_sid", "")))
+            self.open_sessions[key] = node or "?"
+            self.session_worker[key] = str(row.get("worker", "") or "")
             self.totals["connects"] += 1
         elif step == "disconnect":
             self._close_session(user, str(row.get("eio_sid", "")))
@@ -192,10 +195,12 @@ class LiveStats:
     def _close_session(self, user: str, eio_sid: str) -> None:
         if (user, eio_sid) in self.open_sessions:
             del self.open_sessions[(user, eio_sid)]
+            self.session_worker.pop((user, eio_sid), None)
             return
         # The session id was not known to the caller: the user's sessions all ended.
         for key in [k for k in self.open_sessions if k[0] == user]:
             del self.open_sessions[key]
+            self.session_worker.pop(key, None)
 
     def _membership(self, step: str, ok: bool, user: str, room: str, ts: float) -> None:
         if ts <= self.settled_until:
@@ -312,16 +317,28 @@ class LiveStats:
         }
 
     # -- output -------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-able dict: the Socket.IO tab's tables and sio_stats.json."""
-        current = Counter(self.open_sessions.values())
+    def snapshot(self, lost_workers: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+        """A JSON-able dict: the Socket.IO tab's tables and sio_stats.json.
+
+        `lost_workers`: workers that went missing. Their sessions are not "connected now" (no
+        disconnect row will ever close them, and no load comes from them): they are counted apart
+        as `sessions_lost_with_workers`, so the progress line and the tab show the live load only.
+        """
+        lost = 0
+        if lost_workers:
+            live = {k: n for k, n in self.open_sessions.items() if self.session_worker.get(k) not in lost_workers}
+            lost = len(self.open_sessions) - len(live)
+        else:
+            live = self.open_sessions
+        current = Counter(live.values())
         nodes = sorted(set(self.connects_by_node) | set(current))
         return {
             "totals": {
                 "rows": self.totals["rows"],
                 "users": len(self.users),
                 "connects": self.totals["connects"],
-                "connected_now": len(self.open_sessions),
+                "connected_now": len(live),
+                "sessions_lost_with_workers": lost,
                 "disconnects": self.totals["disconnects"],
                 "failures": self.totals["failures"],
                 "node_switches": self.totals["node_switches"],

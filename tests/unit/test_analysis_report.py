@@ -91,7 +91,9 @@ def test_bad_runs_give_a_report_not_a_traceback(tmp_path: Path) -> None:
     assert "events.csv is missing" in html and "shoe_size" in html
     by = {c["name"]: c for c in s["configs"]}
     assert by["empty"]["connections"]["attempted"] == 0
-    assert "nothing to judge" in by["empty"]["verdicts"][0]
+    # an empty directory measured nothing and cannot say how its run ended: failed, never ok (issue 9)
+    assert by["empty"]["status"] == "failed" and "did not run" in by["empty"]["verdicts"][0]
+    assert by["allfail"]["status"] == "ok" and "nothing to judge" not in by["allfail"]["verdicts"][0]
     assert by["allfail"]["connections"]["connected"] == 0
     assert write_report([], tmp_path / "none")["warnings"] == ["no run directories given"]
 

@@ -1,0 +1,265 @@
+"""The one status machine (sioscale.status) and where it shows: meta.json, the live stats, the
+report's first screen, `sioscale check`, and the exit codes of `run` and `campaign` (issue 9,
+part 3). No sockets, no processes: the real SIGKILLs are in tests/integration/test_run_status.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from analysis.report import write_report
+from analysis.synth import SynthConfig, write_run
+from locustfiles.sio.live import LiveStats
+from locustfiles.sio.rows import make_row
+from sioscale import runner
+from sioscale import status as S
+from sioscale.checks import evaluate
+from sioscale.config import ClusterConfig, LoadConfig, RunConfig, Thresholds
+
+EXC_CSV = "Count,Message,Traceback,Nodes\n4,ValueError('source_range 10.0.0.1'),Traceback...,local\n"
+
+
+def _dead_writer() -> dict:
+    """This process's identity with another start time: what a recycled pid of a dead writer looks like."""
+    w = S.writer_identity()
+    w["start_ticks"] = (w["start_ticks"] or 0) + 12345
+    return w
+
+
+def _first_screen(html: str) -> str:
+    return html.split('<section id="matrix"', 1)[0]
+
+
+# -- the machine ------------------------------------------------------------------------------
+
+def test_worse_status_wins_and_reasons_are_kept_once() -> None:
+    st = S.RunStatus()
+    st.add(S.Status.DEGRADED, "worker w1 missing").add(S.Status.OK, "worker w1 missing")
+    assert st.as_meta() == {"status": "degraded", "status_reasons": ["worker w1 missing"]}
+    st.merge(S.RunStatus(S.Status.INTERRUPTED, ["killed"])).add(S.Status.FAILED, "x")
+    assert st.status is S.Status.INTERRUPTED and st.reasons == ["worker w1 missing", "killed", "x"]
+    assert S.worst(["ok", "degraded", None]) is S.Status.FAILED  # an unknown status is never ok
+    assert S.worst(["ok", "degraded"]) is S.Status.DEGRADED and S.worst([]) is S.Status.OK
+    assert [S.EXIT_CODES[s] for s in ("ok", "failed", "degraded", "interrupted")] == [0, 1, 3, 130]
+
+
+def test_writer_alive_by_pid_start_time_boot_and_host() -> None:
+    me = S.writer_identity()
+    assert me["pid"] == os.getpid() and me["host"] == socket.gethostname()
+    assert S.writer_alive(me) is True
+    assert S.writer_alive(_dead_writer()) is False  # same pid, another process: the writer is gone
+    assert S.writer_alive({**me, "boot_id": "another-boot"}) is False  # the machine rebooted since
+    assert S.writer_alive({**me, "host": "elsewhere.example"}) is None  # cannot tell from here
+    assert S.writer_alive(None) is None and S.writer_alive({"pid": "12"}) is None
+
+
+def test_reconcile_running_meta() -> None:
+    dead = S.reconcile({"status": "running", "writer": _dead_writer()}, None)
+    assert dead.status is S.Status.INTERRUPTED and "is gone but meta.json still says running" in dead.reasons[0]
+    assert S.reconcile({"status": "running", "writer": S.writer_identity()}, None).status is S.Status.RUNNING
+    assert S.reconcile({"status": "running"}, None).status is S.Status.INTERRUPTED  # nothing will finish it
+    other = S.reconcile({"status": "running", "writer": {"pid": 1, "host": "elsewhere.example"}}, None)
+    assert other.status is S.Status.RUNNING and "cannot check" in other.reasons[0]
+    assert S.reconcile({"status": "failed", "error": "boom"}, None).as_meta() == {"status": "failed",
+                                                                                 "status_reasons": ["boom"]}
+    assert S.reconcile({"status": "weird"}, None).status is S.Status.DEGRADED
+
+
+def test_assess_missing_workers_dropped_rows_exceptions_faults(tmp_path: Path) -> None:
+    assert S.assess(tmp_path).as_meta() == {"status": "ok", "status_reasons": []}
+    (tmp_path / "sio_stats.json").write_text(json.dumps(
+        {"missing_workers": [{"id": "w-B", "rows": 40}], "dropped_rows": 7}))
+    st = S.assess(tmp_path, {"faults": [{"at": 8, "action": "stop_node", "target": "n2", "error": "no such node"}]})
+    assert st.status is S.Status.DEGRADED
+    assert "1 Locust worker(s) went missing mid-run (w-B; 40 row(s)" in st.reasons[0]
+    assert "dropped 7 row(s)" in st.reasons[1] and "fault stop_node n2 at 8 s: no such node" in st.reasons[2]
+    (tmp_path / "locust_exceptions.csv").write_text(EXC_CSV)
+    st = S.assess(tmp_path)
+    assert st.status is S.Status.FAILED and "4 exception(s)" in st.reasons[-1]  # no event rows: nothing measured
+    (tmp_path / "events.csv").write_text("ts,step\n1.0,connect\n")
+    assert S.assess(tmp_path).status is S.Status.DEGRADED
+    (tmp_path / "locust_exceptions.csv").write_text("Count,Message,Traceback,Nodes\n")
+    (tmp_path / "sio_stats.json").write_text("{broken")
+    assert S.assess(tmp_path).status is S.Status.OK
+
+
+# -- live stats: a missing worker's sessions are not "connected now" ----------------------------
+
+def test_live_snapshot_leaves_out_sessions_of_lost_workers() -> None:
+    live = LiveStats()
+    for w, users in (("w-A", ("a1", "a2")), ("w-B", ("b1", "b2", "b3"))):
+        for u in users:
+            live.add(make_row("connect", user=u, eio_sid=f"s-{u}", node="n1", worker=w))
+    live.add(make_row("disconnect", user="a2", eio_sid="s-a2", worker="w-A"))
+    assert live.snapshot()["totals"]["connected_now"] == 4
+    snap = live.snapshot(lost_workers={"w-B"})
+    assert snap["totals"]["connected_now"] == 1 and snap["totals"]["sessions_lost_with_workers"] == 3
+    assert snap["nodes"] == [{"node": "n1", "connected_now": 1, "connects_total": 5}]
+
+
+def test_eventlog_stats_and_progress_line_stop_counting_a_missing_worker(tmp_path: Path) -> None:
+    from locust.runners import STATE_MISSING, STATE_RUNNING, MasterRunner
+
+    from locustfiles.sio import eventlog
+
+    master_runner = object.__new__(MasterRunner)
+    master_runner.greenlet = None
+    master_runner.clients = {"w-A": SimpleNamespace(id="w-A", state=STATE_RUNNING),
+                             "w-B": SimpleNamespace(id="w-B", state=STATE_MISSING)}
+    master_runner.send_message = lambda *a, **k: None
+    env = SimpleNamespace(parsed_options=SimpleNamespace(sio_run_dir=str(tmp_path), sio_run_name="r", num_users=4),
+                          runner=master_runner)
+    for i, wid in enumerate(("w-A", "w-A", "w-B", "w-B")):
+        row = make_row("connect", user=f"u{i}", eio_sid=f"s{i}", node="n1", worker=wid)
+        eventlog._on_rows(env, SimpleNamespace(node_id=wid, data={"seq": i, "rows": [[row[c] for c in row]]}))
+    eventlog.write_stats(env)
+    stats = json.loads((tmp_path / "sio_stats.json").read_text())
+    assert stats["totals"]["connected_now"] == 2 and stats["totals"]["sessions_lost_with_workers"] == 2
+    assert runner._live_counts(tmp_path) == (2, None, None, 1)
+    # a plain `locust --sio-run-dir` run (no sioscale): the event log's own meta.json ends degraded
+    st = eventlog._state(env)
+    eventlog._write_meta(st, final=False)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["status"] == "running" and meta["writer"]["pid"] == os.getpid()
+    eventlog._write_meta(st, final=True)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["status"] == "degraded" and "went missing" in meta["status_reasons"][0]
+
+
+# -- the runner ------------------------------------------------------------------------------
+
+def _cfg() -> RunConfig:
+    return RunConfig("x", ClusterConfig(), LoadConfig())
+
+
+def test_execute_run_records_writer_and_degrades_on_locust_exceptions(tmp_path: Path, monkeypatch) -> None:
+    seen = {}
+
+    def fake_locust(cfg, url, run_dir, ca_file, progress, cluster=None):  # noqa: ANN001, ANN202
+        seen["meta"] = json.loads((run_dir / "meta.json").read_text())
+        (run_dir / "events.csv").write_text("ts,step\n1.0,connect\n")
+        (run_dir / "locust_exceptions.csv").write_text(EXC_CSV)
+        return {"locust_command": ["locust"], "locust_exit_code": 0}
+
+    monkeypatch.setattr(runner, "run_locust", fake_locust)
+    meta = runner.execute_run(_cfg(), tmp_path / "run", url="http://127.0.0.1:9")
+    assert seen["meta"]["status"] == "running" and seen["meta"]["writer"] == S.writer_identity()
+    assert meta["status"] == "degraded" and "exception" in meta["status_reasons"][0]
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["status"] == "degraded"
+
+
+def test_execute_run_interrupted_is_interrupted_not_failed(tmp_path: Path, monkeypatch) -> None:
+    def interrupted(*_a, **_kw):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_locust", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute_run(_cfg(), tmp_path / "run", url="http://127.0.0.1:9")
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and "interrupted" in meta["error"] and meta["ended"]
+
+
+@pytest.mark.parametrize(("status", "code"), [("ok", 0), ("degraded", 3), ("failed", 1)])
+def test_run_exit_code_follows_the_status(tmp_path: Path, monkeypatch, status: str, code: int,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from sioscale.cli import main
+
+    monkeypatch.setattr(runner, "execute_run", lambda cfg, run_dir, url=None, progress=None: {
+        "status": status, "status_reasons": [] if status == "ok" else [f"why {status}"], "error": None})
+    monkeypatch.setattr(runner, "check_reachable", lambda url: None)
+    assert main(["run", "--url", "http://127.0.0.1:9", "--out", str(tmp_path / "r")]) == code
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith(status if status == "ok" else f"{status}: why {status}")
+
+
+def test_campaign_exit_code_is_the_worst_configs(tmp_path: Path, monkeypatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from sioscale.cli import main
+
+    camp = tmp_path / "c.toml"
+    camp.write_text('name = "c"\n[cluster]\nbalancer = "none"\npolicy = "direct"\n[axes]\nnodes = [1, 2]\n'
+                    "[load]\nusers = 5\nduration = 3\n")
+
+    def fake_run(cfg, run_dir, url=None, progress=None):  # noqa: ANN001, ANN202
+        degraded = cfg.cluster.nodes == 2
+        write_run(run_dir, SynthConfig(cfg.name, users=5, duration=3))
+        if degraded:
+            (run_dir / "sio_stats.json").write_text(json.dumps({"missing_workers": [{"id": "w-B", "rows": 3}]}))
+        return {"status": "degraded" if degraded else "ok", "error": None}
+
+    monkeypatch.setattr(runner, "execute_run", fake_run)
+    assert main(["campaign", str(camp), "--out", str(tmp_path / "o")]) == 3
+    err = capsys.readouterr().err
+    assert "DEGRADED" in err and "went missing" in err
+
+
+# -- the report's first screen and the check -----------------------------------------------------
+
+@pytest.fixture
+def mixed_runs(tmp_path: Path) -> list[Path]:
+    ok = write_run(tmp_path / "a-ok", SynthConfig("a-ok", users=6, duration=3))
+    killed = write_run(tmp_path / "b-killed", SynthConfig("b-killed", users=6, duration=3, status="running",
+                                                          extra={"writer": _dead_writer()}))
+    lost = write_run(tmp_path / "c-lost", SynthConfig("c-lost", users=6, duration=3))
+    (lost / "sio_stats.json").write_text(json.dumps({"missing_workers": [{"id": "w-B", "rows": 12}],
+                                                     "dropped_rows": 0}))
+    raised = write_run(tmp_path / "d-raised", SynthConfig("d-raised", users=6, duration=3))
+    (raised / "locust_exceptions.csv").write_text(EXC_CSV)
+    return [ok, killed, lost, raised]
+
+
+def test_first_screen_shows_every_status_reason_and_warning(mixed_runs: list[Path], tmp_path: Path) -> None:
+    (mixed_runs[0] / "generator.csv").write_text("")  # a loader warning that changes no figure
+    s = write_report(mixed_runs, tmp_path / "rep")
+    by = {c["name"]: c for c in s["configs"]}
+    assert {n: c["status"] for n, c in by.items()} == {"a-ok": "ok", "b-killed": "interrupted",
+                                                       "c-lost": "degraded", "d-raised": "degraded"}
+    assert s["status"] == "interrupted" and s["warnings"]
+    assert by["b-killed"]["verdicts"][0].startswith("cookie") is False
+    assert "INTERRUPTED" in by["b-killed"]["verdicts"][0] and "DEGRADED" in by["c-lost"]["verdicts"][0]
+    assert by["a-ok"]["warnings"] and all(w.startswith("a-ok: ") for w in by["a-ok"]["warnings"])
+    top = _first_screen((tmp_path / "rep" / "index.html").read_text())
+    assert "3 of 4 configuration(s) not ok" in top
+    for c in by.values():
+        for r in c["status_reasons"]:
+            assert r in top or r.replace("'", "&#39;") in top, r
+    for w in s["warnings"]:
+        assert w in top or w.replace("'", "&#39;") in top, w
+    # the verdicts table: no config that is not ok wears the ok pill
+    for name in ("b-killed", "c-lost", "d-raised"):
+        row = top[top.index(f"<b>{name}</b>", top.index('id="verdicts"')):]
+        assert row.index(f'pill {by[name]["status"]}') < row.index("</tr>")
+
+
+def test_all_ok_says_so_in_one_line(tmp_path: Path) -> None:
+    d = write_run(tmp_path / "a", SynthConfig("a", users=6, duration=3))
+    write_report([d], tmp_path / "rep")
+    top = _first_screen((tmp_path / "rep" / "index.html").read_text())
+    assert "All 1 configuration(s) ran as asked" in top and "not ok" not in top
+
+
+def test_check_fails_interrupted_and_judges_degraded(mixed_runs: list[Path], tmp_path: Path) -> None:
+    s = write_report(mixed_runs, tmp_path / "rep")
+    res = evaluate(s, Thresholds(connect_ratio=0.5))
+    by = {r.config: r for r in res}
+    assert not by["b-killed"].passed and "interrupted" in by["b-killed"].missing
+    assert by["c-lost"].passed and by["a-ok"].passed  # degraded: judged on its (real) figures
+
+
+def test_rows_the_loader_drops_degrade_the_config(tmp_path: Path) -> None:
+    """Duplicated rows (events.csv concatenated with itself) are dropped by the loader; the figures then
+    cover less than the file claimed, so the config is degraded, with the count, on the first screen."""
+    d = write_run(tmp_path / "dup", SynthConfig("dup", users=6, duration=3))
+    lines = (d / "events.csv").read_text().splitlines(keepends=True)
+    (d / "events.csv").write_text("".join(lines + lines[1:]))
+    s = write_report([d], tmp_path / "rep")
+    (c,) = s["configs"]
+    assert c["status"] == "degraded", c["status_reasons"]
+    assert any("the loader dropped" in r for r in c["status_reasons"])
+    assert "the loader dropped" in _first_screen((tmp_path / "rep" / "index.html").read_text())
