@@ -239,6 +239,9 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
             if elapsed > budget:
                 raise TimeoutError(f"locust did not finish within {budget:.0f} s; stopped it")
             faults.fire_due(elapsed, progress)
+            for d in cluster.check_deaths() if cluster is not None else []:  # a crash is a finding: say so now
+                if progress:
+                    progress(f"{d['name']} died at {elapsed:.1f}s ({_how_died(d)}); the run goes on; log: {d['log']}")
             if progress and elapsed - last >= 5:
                 last = elapsed
                 users, reqs, fails, missing = _live_counts(run_dir)
@@ -261,6 +264,22 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
             tail = " | ".join((run_dir / "locust.out").read_text(errors="replace").strip().splitlines()[-3:])
         result["error"] = f"locust exited with code {rc}: {tail}"
     return result
+
+
+def _how_died(d: dict[str, Any]) -> str:
+    return f"killed by {d['signal']}" if d.get("signal") else f"exit code {d.get('exit_code')}"
+
+
+def _record_deaths(meta: dict[str, Any], st: run_status.RunStatus, deaths: list[dict[str, Any]]) -> None:
+    """Children that died on their own (targets.cluster.Cluster.deaths) go to meta.json `deaths`.
+
+    A crash under load is a finding about the cluster, not a harness failure: the run stays
+    valid, but it is degraded with one reason per death, so the report's first screen says so.
+    """
+    meta["deaths"] = deaths
+    for d in deaths:
+        st.add(run_status.Status.DEGRADED, f"{d['name']} died during the run ({_how_died(d)}): "
+               f"a finding about the cluster, not a planned fault; its log: {d['log']}")
 
 
 def external_labels(url: str, cfg: RunConfig) -> dict[str, Any]:
@@ -329,6 +348,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
                     meta["cluster_info"] = cluster.info
                     meta.update(run_locust(cfg, cluster.info["url"], run_dir, cluster.info.get("ca_file"), progress,
                                            cluster=cluster))
+                _record_deaths(meta, st, cluster.deaths)  # after the cluster's stop, which looks once more
             except ClusterError as e:
                 meta["error"] = f"cluster did not start: {e}"
         if meta.get("error"):

@@ -356,10 +356,14 @@ def test_a_node_killed_during_sioscale_run_is_recorded_in_the_run_directory(tmp_
             time.sleep(0.2)
         assert victim is not None, "the run never started Locust"
         os.killpg(victim.pid, signal.SIGKILL)
-        assert p.wait(60) == 0, p.stderr.read()[-2000:]
+        assert p.wait(60) == 3, p.stderr.read()[-2000:]  # 3: degraded (sioscale.status.EXIT_CODES)
         deaths = json.loads((run_dir / "cluster" / "deaths.json").read_text())
         assert [(d["node"], d["signal"]) for d in deaths] == [("n2", "SIGKILL")]
         assert (run_dir / "cluster" / "node-n2.log").is_file()
+        meta = json.loads((run_dir / "meta.json").read_text())
+        assert [(d["node"], d["signal"]) for d in meta["deaths"]] == [("n2", "SIGKILL")]
+        assert meta["status"] == "degraded" and any("node n2 died" in r for r in meta["status_reasons"]), meta
+        assert "node n2 died at" in p.stderr.read()  # the progress line said so while the run went on
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
