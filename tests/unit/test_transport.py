@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 
 import pytest
 
@@ -206,3 +207,145 @@ def test_ws_frames_buffered_with_the_101_are_not_lost() -> None:
     ws, _ = _ws([])
     ws._conn.buf += _server_frame(0x1, b"0{}")  # arrived in the same read as the 101
     assert ws.recv() == "0{}"
+
+
+# -- issue 9: bounded, cooperative reads; nothing raw on the wire --------------------------------
+class EndlessSock(FakeSock):
+    """`head`, then `pattern` repeated forever, 64 KiB per recv: a server that never stops.
+
+    It refuses to serve more than `budget` bytes, so a reader without a bound fails the test
+    with AssertionError instead of eating the machine's memory.
+    """
+
+    def __init__(self, head: bytes, pattern: bytes, budget: int = 8 << 20) -> None:
+        super().__init__([])
+        self.pending = head
+        self.block = pattern * max(1, 65536 // len(pattern))
+        self.served = 0
+        self.budget = budget
+
+    def recv(self, n: int) -> bytes:
+        if self.served > self.budget:
+            raise AssertionError(f"the reader took {self.served} bytes of an endless stream without a bound")
+        data, self.pending = (self.pending or self.block), b""
+        self.served += len(data)
+        return data
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(("name", "head", "pattern", "limit"), [
+    ("endless trailer line", CHUNKED_HEAD + b"3\r\nabc\r\n0\r\n", b"X", "MAX_TRAILER_BYTES"),
+    ("endless trailer lines", CHUNKED_HEAD + b"0\r\n", b"X-T: y\r\n", "MAX_TRAILER_BYTES"),
+    ("endless header line", b"HTTP/1.1 200 OK\r\nX: ", b"y", "MAX_HEAD_BYTES"),
+    ("endless chunk-size line", CHUNKED_HEAD, b"0", "MAX_CHUNK_LINE_BYTES"),
+    ("endless chunk extension", CHUNKED_HEAD + b"5;", b"e", "MAX_CHUNK_LINE_BYTES"),
+    ("endless chunks", CHUNKED_HEAD, b"40\r\n" + b"x" * 64 + b"\r\n", "MAX_BODY_BYTES"),
+    ("endless big chunks", CHUNKED_HEAD, b"10000\r\n" + b"z" * 65536 + b"\r\n", "MAX_BODY_BYTES"),
+    ("endless body to close", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"b", "MAX_BODY_BYTES"),
+    ("endless interim responses", b"", b"HTTP/1.1 100 Continue\r\n\r\n", "MAX_INTERIM_RESPONSES"),
+])
+def test_endless_streams_hit_a_named_limit(name: str, head: bytes, pattern: bytes, limit: str) -> None:
+    sock = EndlessSock(head, pattern, budget=64 << 20)
+    with pytest.raises(TransportError) as ei:
+        HttpConnection(sock).roundtrip(b"GET / HTTP/1.1\r\n\r\n", False)
+    assert ei.value.kind == "protocol_error" and limit in str(ei.value), (name, str(ei.value))
+
+
+def test_endless_stream_within_limits_fails_at_its_deadline_by_the_clock() -> None:
+    # 1-byte chunks: 16 MiB of body is ~100 MB and seconds of parsing away, so only the clock
+    # can end this read in time (a gevent timer cannot fire while the reader never blocks).
+    sock = EndlessSock(CHUNKED_HEAD, b"1\r\nx\r\n", budget=1 << 40)
+    t0 = time.monotonic()
+    with pytest.raises(TransportError) as ei:
+        HttpConnection(sock).roundtrip(b"GET / HTTP/1.1\r\n\r\n", False, deadline=t0 + 0.3)
+    took = time.monotonic() - t0
+    assert ei.value.kind == "timeout" and 0.3 <= took < 0.6, (str(ei.value), took)
+
+
+def test_endless_trailer_reproducer_is_bounded_in_memory() -> None:
+    # issue 9: "the trailer has no size cap, and RSS grows at 2 MB/s"
+    sock = EndlessSock(CHUNKED_HEAD + b"0\r\n", b"T" * 1024, budget=8 << 20)
+    conn = HttpConnection(sock)
+    with pytest.raises(TransportError, match="MAX_TRAILER_BYTES"):
+        conn.roundtrip(b"GET / HTTP/1.1\r\n\r\n", False)
+    assert sock.served <= 256 * 1024 and len(conn.buf) <= 256 * 1024
+
+
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 \xb2\xb2\xb2 OK\r\n\r\n",  # latin-1 superscript digits: str.isdigit() says yes
+    b"HTTP/1.1 20 OK\r\n\r\n",
+    b"HTTP/1.1 2000 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nabc\r\n0\r\n\r\n",  # negative chunk
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nabcde\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcdeXY0\r\n\r\n",  # no CRLF after data
+    b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nabcde",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5_0\r\n\r\nabcde",
+    b"HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 0\r\n\r\n",  # bare CR in a field value
+    b"HTTP/1.1 200 OK\r\nX: a\nInjected: b\r\nContent-Length: 0\r\n\r\n",  # bare LF
+    b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 0\r\n\r\n",  # NUL
+    b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 300 + b"Content-Length: 0\r\n\r\n",  # > MAX_HEADER_LINES
+])
+def test_strict_http_parsing(raw: bytes) -> None:
+    with pytest.raises(TransportError) as ei:
+        HttpConnection(FakeSock([raw])).roundtrip(b"x", False)
+    assert ei.value.kind == "protocol_error"
+
+
+def test_interim_responses_are_skipped_like_a_browser() -> None:
+    raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n" \
+          b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    r = HttpConnection(FakeSock([raw])).roundtrip(b"x", False)
+    assert (r.status, r.body) == (200, b"ok")
+
+
+def _session_with(sock: FakeSock):  # noqa: ANN202
+    from locustfiles.sio.transport.http import HttpSession
+
+    s = HttpSession(Endpoint.from_url("http://127.0.0.1:9"))
+    s._idle.append(HttpConnection(sock))
+    return s
+
+
+@pytest.mark.parametrize("target", [
+    "/socket.io/?EIO=4&transport=polling&sid=ab\r\nX-Injected: 1\r\nHost: evil&t=x",  # issue 9 reproducer
+    "/socket.io/?EIO=4&transport=polling&sid=s\u2603id&t=x",  # issue 9 reproducer: UnicodeEncodeError
+    "/socket.io/?sid=a b",
+    "/socket.io/?sid=\x00",
+])
+def test_unsafe_request_targets_are_refused_before_the_wire(target: str) -> None:
+    sock = FakeSock([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    with pytest.raises(TransportError) as ei:
+        _session_with(sock).request("GET", target)
+    assert ei.value.kind == "protocol_error" and sock.sent == b""
+
+
+@pytest.mark.parametrize("cookie", [
+    "a=b\nX-Injected: 1", "a=b\rc", "a=\x00", "a=\x7f", "SIOSCALE_NODE=n1\x01",
+    "big=" + "v" * 4097,  # name + value over RFC 6265bis's 4096 bytes
+])
+def test_set_cookie_with_control_characters_or_oversized_is_ignored(cookie: str) -> None:
+    # RFC 6265bis 5.6 (what Chrome and Firefox do): ignore the whole set-cookie-string
+    jar = CookieJar()
+    jar.update(["keep=1", cookie])
+    assert jar.header() == "keep=1"
+
+
+def test_cookie_jar_is_bounded() -> None:
+    jar = CookieJar()
+    jar.update([f"c{i}=v" for i in range(1000)])
+    assert len(jar) == 180 and jar.get("c999") == "v" and jar.get("c0") is None
+
+
+def test_cookie_header_reaches_the_wire_unchanged_and_safe() -> None:
+    sock = FakeSock([b"HTTP/1.1 200 OK\r\nSet-Cookie: lb=\xe9t\xe9; Path=/\r\nSet-Cookie: x=1\n2\r\n"
+                     b"Content-Length: 0\r\n\r\n"])
+    with pytest.raises(TransportError):  # the bare LF in a header value is refused outright
+        _session_with(sock).request("GET", "/a")
+    sock = FakeSock([b"HTTP/1.1 200 OK\r\nSet-Cookie: lb=\xe9t\xe9; Path=/\r\nContent-Length: 0\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    s = _session_with(sock)
+    s.request("GET", "/a")
+    s.request("GET", "/b")
+    assert b"\r\nCookie: lb=\xe9t\xe9\r\n" in sock.sent  # the server's bytes, back as they came

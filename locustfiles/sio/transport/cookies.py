@@ -7,8 +7,15 @@ jar (name → value, Max-Age/Expires deletion honoured) is what a browser does f
 
 from __future__ import annotations
 
+import re
 import time
 from email.utils import parsedate_to_datetime
+
+# What a browser refuses (RFC 6265bis 5.6, as Chrome and Firefox implement it), so that a cookie
+# a server sets can only come back in the Cookie header as the harmless bytes it was set with:
+_CTL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")  # a control character (HTAB aside): ignore the whole cookie
+MAX_COOKIE_BYTES = 4096  # name + value longer than this: ignore the cookie
+MAX_COOKIES = 180  # Chrome's per-domain limit; beyond it the oldest cookie goes
 
 
 class CookieJar:
@@ -31,15 +38,21 @@ class CookieJar:
     def update(self, set_cookie_values: list[str]) -> None:
         """Apply Set-Cookie header values from one response."""
         for raw in set_cookie_values:
+            if _CTL.search(raw):
+                continue  # a CR/LF/NUL... could end the Cookie header: browsers drop such cookies
             first, *attrs = raw.split(";")
             name, sep, value = first.partition("=")
             name = name.strip()
             if not sep or not name:
                 continue  # malformed: browsers ignore it
             value = value.strip().strip('"')
+            if len(name) + len(value) > MAX_COOKIE_BYTES:
+                continue
             if _expired(attrs):
                 self._values.pop(name, None)
             else:
+                if name not in self._values and len(self._values) >= MAX_COOKIES:
+                    del self._values[next(iter(self._values))]
                 self._values[name] = value
         self._header = "; ".join(f"{k}={v}" for k, v in self._values.items())
 

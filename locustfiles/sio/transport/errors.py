@@ -20,6 +20,17 @@ class TransportError(Exception):
         super().__init__(f"{kind}: {detail}" if detail else kind)
 
 
+class LimitExceeded(TransportError):
+    """A server sent more than one of the readers' named bounds allows (issue 9: bound every
+    read). Kind protocol_error: the peer broke the protocol's size expectations; the message
+    names the limit (e.g. "MAX_TRAILER_BYTES = 16384 bytes") so the failure table says which."""
+
+    def __init__(self, limit_name: str, limit: int, what: str, unit: str = "bytes") -> None:
+        self.limit_name = limit_name
+        self.limit = limit
+        super().__init__("protocol_error", f"{what} exceeds {limit_name} = {limit} {unit}")
+
+
 def classify_os_error(exc: BaseException, during: str) -> TransportError:
     """Map a socket-level exception to a classified TransportError."""
     if isinstance(exc, TransportError):

@@ -10,6 +10,8 @@ read-to-close bodies.
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass, field
 
 import gevent
@@ -17,12 +19,38 @@ from gevent import ssl
 from gevent.lock import Semaphore
 
 from locustfiles.sio.transport.cookies import CookieJar
-from locustfiles.sio.transport.errors import TransportError, classify_os_error
+from locustfiles.sio.transport.errors import LimitExceeded, TransportError, classify_os_error
 from locustfiles.sio.transport.net import Endpoint, open_socket, send_all
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) sioscale/0.1"
-MAX_HEADER_BYTES = 64 * 1024
-MAX_BODY_BYTES = 16 * 1024 * 1024
+
+# Every read is bounded (issue 9: "bound every read"); a server that goes past a bound gets a
+# protocol_error naming it (LimitExceeded). Generous for real servers: Node's and nginx's own
+# header limits are 8-16 KiB, and a polling answer carries at most maxPayload (1e6 bytes by
+# default) plus framing, so 16 MiB leaves room for servers configured far above the default.
+MAX_HEAD_BYTES = 64 * 1024  # status line + header block
+MAX_HEADER_BYTES = MAX_HEAD_BYTES  # the name this limit had before issue 9
+MAX_HEADER_LINES = 256  # header fields in one response head
+MAX_CHUNK_LINE_BYTES = 1024  # one chunk-size line, extensions included
+MAX_TRAILER_BYTES = 16 * 1024  # the trailer block after the last chunk (read and discarded)
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a whole body: Content-Length, sum of chunks, or read-to-close
+MAX_INTERIM_RESPONSES = 8  # 1xx answers (100 Continue, 103 Early Hints) before the real one
+
+# A cooperative reader (issue 9: a server streaming at 200 MB/s must not freeze the process).
+# gevent's recv() yields to the hub only when the socket would block; a peer that keeps the
+# socket readable would keep one greenlet running forever, every other user's timer late and
+# every latency measured meanwhile false. So after every read the reader checks how long it has
+# run without the hub running: the hub's loop time (libev's ev_now) moves only when the hub
+# iterates, so an unchanged value means every read since then returned at once. Past
+# YIELD_AFTER_S of that, it sleeps one loop iteration (a timer, so the hub polls I/O and fires
+# timers; gevent.sleep(0) only runs callbacks and may not iterate the loop for many of them).
+# A read that waits for its data -- all normal traffic -- never pays for a yield. The clock is
+# compared with the request's deadline after every read too.
+RECV_BYTES = 65536
+YIELD_AFTER_S = 0.005
+_YIELD_SLEEP_S = 0.0005
+
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 @dataclass
@@ -43,14 +71,22 @@ class _Eof(Exception):
 
 
 class HttpConnection:
-    """One keep-alive TCP (or TLS) connection with a read buffer."""
+    """One keep-alive TCP (or TLS) connection with a read buffer.
 
-    __slots__ = ("sock", "buf", "uses")
+    `roundtrip` raises TransportError (classified) or _Eof, nothing else; `_fill` is shared
+    with the WebSocket reader (transport/websocket.py), so its frames are read cooperatively too.
+    """
+
+    __slots__ = ("sock", "buf", "uses", "deadline", "_loop", "_loop_now", "_busy_since")
 
     def __init__(self, sock) -> None:  # noqa: ANN001 - gevent socket or SSLSocket
         self.sock = sock
         self.buf = bytearray()
         self.uses = 0
+        self.deadline: float | None = None  # time.monotonic() by which the current response must end
+        self._loop = gevent.get_hub().loop
+        self._loop_now = 0.0  # the hub's loop time at the last read
+        self._busy_since = 0.0  # monotonic time of the first read since the hub last ran
 
     def close(self) -> None:
         try:
@@ -59,38 +95,67 @@ class HttpConnection:
             pass
 
     def _fill(self, got: bool) -> None:
-        data = self.sock.recv(65536)
+        """One recv() into the buffer: _Eof at end of stream; yields and checks the deadline."""
+        data = self.sock.recv(RECV_BYTES)
         if not data:
             raise _Eof(got)
         self.buf += data
+        now = time.monotonic()
+        loop_now = self._loop.now()
+        if loop_now != self._loop_now:  # the hub ran since the last read
+            self._loop_now = loop_now
+            self._busy_since = now
+        elif now - self._busy_since >= YIELD_AFTER_S:
+            gevent.sleep(_YIELD_SLEEP_S)  # let every other greenlet, I/O and timer run
+        if self.deadline is not None and now >= self.deadline:
+            raise TransportError("timeout", f"response still arriving at its deadline ({len(self.buf)} bytes buffered)")
 
-    def roundtrip(self, request: bytes, head_only: bool) -> HttpResponse:
+    def roundtrip(self, request: bytes, head_only: bool, deadline: float | None = None) -> HttpResponse:
+        """Send `request`, read one response; `deadline` (monotonic) is checked at every read."""
         self.uses += 1
-        send_all(self.sock, request)
+        self.deadline = deadline
+        try:
+            send_all(self.sock, request)
+            resp = self._read_head(False)
+            interim = 0
+            while 100 <= resp.status < 200 and resp.status != 101:  # a browser skips these, 101 excepted
+                interim += 1
+                if interim > MAX_INTERIM_RESPONSES:
+                    raise LimitExceeded("MAX_INTERIM_RESPONSES", MAX_INTERIM_RESPONSES, "1xx interim answers",
+                                        "responses")
+                resp = self._read_head(True)
+            if head_only or resp.status in (204, 304) or 100 <= resp.status < 200:
+                return resp
+            self._read_body(resp)
+            return resp
+        finally:
+            self.deadline = None
+
+    def _read_head(self, got: bool) -> HttpResponse:
         buf = self.buf
-        while True:
-            idx = buf.find(b"\r\n\r\n")
-            if idx >= 0:
-                break
-            if len(buf) > MAX_HEADER_BYTES:
-                raise TransportError("protocol_error", "HTTP response headers longer than 64 KiB")
-            self._fill(bool(buf))
+        start = 0
+        while (idx := buf.find(b"\r\n\r\n", start)) < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                raise LimitExceeded("MAX_HEAD_BYTES", MAX_HEAD_BYTES, "HTTP response head")
+            start = max(0, len(buf) - 3)  # rescanning from 0 made a byte-by-byte head quadratic
+            self._fill(got or bool(buf))
+        if idx > MAX_HEAD_BYTES:
+            raise LimitExceeded("MAX_HEAD_BYTES", MAX_HEAD_BYTES, "HTTP response head")
         head = bytes(buf[:idx]).decode("latin-1")
         del buf[: idx + 4]
-        resp = _parse_head(head)
-        status = resp.status
-        if head_only or status in (204, 304) or 100 <= status < 200:
-            return resp
-        te = resp.headers.get("transfer-encoding", "").lower()
-        if "chunked" in te:
+        return _parse_head(head)
+
+    def _read_body(self, resp: HttpResponse) -> None:
+        buf = self.buf
+        if "chunked" in resp.headers.get("transfer-encoding", "").lower():
             resp.body = self._read_chunked()
         elif "content-length" in resp.headers:
-            try:
-                n = int(resp.headers["content-length"])
-            except ValueError:
-                raise TransportError("protocol_error", "bad Content-Length") from None
-            if n < 0 or n > MAX_BODY_BYTES:
-                raise TransportError("protocol_error", f"Content-Length {n} out of range")
+            text = resp.headers["content-length"]
+            if not (text.isascii() and text.isdigit()):  # int() would take "+5", " 5", "5_0"
+                raise TransportError("protocol_error", f"bad Content-Length {text[:30]!r}")
+            n = int(text)
+            if n > MAX_BODY_BYTES:
+                raise LimitExceeded("MAX_BODY_BYTES", MAX_BODY_BYTES, f"Content-Length {n}")
             while len(buf) < n:
                 self._fill(True)
             resp.body = bytes(buf[:n])
@@ -103,44 +168,69 @@ class HttpConnection:
                 except _Eof:
                     break
                 if len(buf) > MAX_BODY_BYTES:
-                    raise TransportError("protocol_error", "HTTP body larger than 16 MiB")
+                    raise LimitExceeded("MAX_BODY_BYTES", MAX_BODY_BYTES, "HTTP body (read to close)")
             resp.body = bytes(buf)
             buf.clear()
-        return resp
+
+    def _read_line(self, limit: int, limit_name: str, what: str) -> bytes:
+        """One CRLF-terminated line of at most `limit` bytes, CRLF removed."""
+        buf = self.buf
+        start = 0
+        while (i := buf.find(b"\r\n", start)) < 0:
+            if len(buf) > limit:
+                raise LimitExceeded(limit_name, limit, what)
+            start = max(0, len(buf) - 1)
+            self._fill(True)
+        if i > limit:
+            raise LimitExceeded(limit_name, limit, what)
+        line = bytes(buf[:i])
+        del buf[: i + 2]
+        return line
 
     def _read_chunked(self) -> bytes:
         buf = self.buf
         out = bytearray()
         while True:
-            while (i := buf.find(b"\r\n")) < 0:
-                if len(buf) > 1024:
-                    raise TransportError("protocol_error", "bad chunk size line")
-                self._fill(True)
-            try:
-                size = int(bytes(buf[:i]).split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise TransportError("protocol_error", "bad chunk size") from None
-            del buf[: i + 2]
-            if size == 0:  # trailers until an empty line
-                while True:
-                    while (i := buf.find(b"\r\n")) < 0:
-                        self._fill(True)
-                    line = buf[:i]
-                    del buf[: i + 2]
-                    if not line:
-                        return bytes(out)
+            line = self._read_line(MAX_CHUNK_LINE_BYTES, "MAX_CHUNK_LINE_BYTES", "chunk-size line")
+            text = line.split(b";", 1)[0].strip(b" \t")
+            if not _HEX.fullmatch(text):  # int(x, 16) would take "-5", "0x5", "+5", "5_0"
+                raise TransportError("protocol_error", f"bad chunk size {text[:20]!r}")
+            size = int(text, 16)
+            if size == 0:
+                self._skip_trailer()
+                return bytes(out)
             if len(out) + size > MAX_BODY_BYTES:
-                raise TransportError("protocol_error", "HTTP body larger than 16 MiB")
+                raise LimitExceeded("MAX_BODY_BYTES", MAX_BODY_BYTES, "chunked HTTP body")
             while len(buf) < size + 2:
                 self._fill(True)
+            if buf[size : size + 2] != b"\r\n":
+                raise TransportError("protocol_error", "chunk data not followed by CRLF")
             out += buf[:size]
             del buf[: size + 2]
 
+    def _skip_trailer(self) -> None:
+        """Trailer fields until an empty line, at most MAX_TRAILER_BYTES in all (they carry
+        nothing Engine.IO uses, so they are dropped)."""
+        left = MAX_TRAILER_BYTES
+        while line := self._read_line(left, "MAX_TRAILER_BYTES", "chunked trailer"):
+            left -= len(line) + 2
+            if left < 0:
+                raise LimitExceeded("MAX_TRAILER_BYTES", MAX_TRAILER_BYTES, "chunked trailer")
+
 
 def _parse_head(head: str) -> HttpResponse:
+    # RFC 9110 5.5: CR, LF or NUL inside a field value must be rejected (or replaced); a bare LF
+    # is a line break to some parsers and not to others -- the stuff of header injection.
+    n_crlf = head.count("\r\n")
+    if head.count("\r") != n_crlf or head.count("\n") != n_crlf or "\x00" in head:
+        raise TransportError("protocol_error", "HTTP response head with a bare CR, LF or NUL")
     lines = head.split("\r\n")
+    if len(lines) - 1 > MAX_HEADER_LINES:
+        raise LimitExceeded("MAX_HEADER_LINES", MAX_HEADER_LINES, f"{len(lines) - 1} header fields", "fields")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    code = parts[1] if len(parts) > 1 else ""
+    # isdigit() alone would take latin-1 superscripts ("\xb2"), which int() then refuses
+    if not parts[0].startswith("HTTP/1.") or len(code) != 3 or not code.isascii() or not code.isdigit():
         raise TransportError("protocol_error", f"not an HTTP response: {lines[0][:60]!r}")
     headers: dict[str, str] = {}
     cookies: list[str] = []
@@ -157,7 +247,16 @@ def _parse_head(head: str) -> HttpResponse:
         else:
             headers[name] = value
     keep = parts[0] != "HTTP/1.0" and "close" not in headers.get("connection", "").lower()
-    return HttpResponse(int(parts[1]), parts[2] if len(parts) > 2 else "", headers, b"", cookies, keep)
+    return HttpResponse(int(code), parts[2] if len(parts) > 2 else "", headers, b"", cookies, keep)
+
+
+def _safe_target(target: str) -> bool:
+    """True when `target` can go into a request line as is: printable ASCII without space.
+
+    The protocol core percent-encodes every server value it puts in a query; this is the last
+    guard, so that nothing a server chose can end the request line or start a header.
+    """
+    return target.isascii() and target.isprintable() and " " not in target
 
 
 class HttpSession:
@@ -194,11 +293,12 @@ class HttpSession:
         """One request on a free keep-alive connection; a classified TransportError on failure."""
         if self._closed:
             raise TransportError("transport_closed", "HTTP session closed")
-        timer = gevent.Timeout(timeout if timeout is not None else self.timeout)
+        seconds = timeout if timeout is not None else self.timeout
+        timer = gevent.Timeout(seconds)
         timer.start()
         try:
             with self._slots:
-                return self._request(method, target, body, content_type)
+                return self._request(method, target, body, content_type, time.monotonic() + seconds)
         except gevent.Timeout as t:
             if t is not timer:
                 raise
@@ -206,21 +306,28 @@ class HttpSession:
         finally:
             timer.close()
 
-    def _request(self, method: str, target: str, body: bytes, content_type: str | None = None) -> HttpResponse:
+    def _request(self, method: str, target: str, body: bytes, content_type: str | None,
+                 deadline: float) -> HttpResponse:
+        if not _safe_target(target):
+            raise TransportError("protocol_error", f"{method}: request target with a character a URL cannot "
+                                                   f"carry raw: {target[:80]!r}")
         head = f"{method} {self.endpoint.prefix}{target} HTTP/1.1\r\n{self._fixed}"
         if self.cookies:
             head += f"Cookie: {self.cookies.header()}\r\n"
         if method == "POST":
             # EIO3 binary payloads must go as application/octet-stream (the core says which)
             head += f"Content-Type: {content_type or 'text/plain;charset=UTF-8'}\r\nContent-Length: {len(body)}\r\n"
-        raw = (head + "\r\n").encode("latin-1") + body
+        try:  # cookie values are the server's latin-1 bytes back; anything else cannot be sent
+            raw = (head + "\r\n").encode("latin-1") + body
+        except UnicodeEncodeError as e:
+            raise TransportError("protocol_error", f"{method}: request head not encodable: {e}") from None
         for attempt in (0, 1):
             conn = self._take()
             reused = conn.uses > 0
             done = False
             self._busy.add(conn)
             try:
-                resp = conn.roundtrip(raw, method == "HEAD")
+                resp = conn.roundtrip(raw, method == "HEAD", deadline)
                 done = True
             except _Eof as e:
                 if reused and not e.got_bytes and attempt == 0:
@@ -234,6 +341,8 @@ class HttpSession:
                 if self._closed:
                     raise TransportError("transport_closed", "HTTP session closed") from None
                 raise classify_os_error(e, method) from None
+            except Exception as e:  # noqa: BLE001 - the last net: a reader bug must not kill a user greenlet
+                raise TransportError("protocol_error", f"{method}: {type(e).__name__}: {e}") from None
             finally:
                 self._busy.discard(conn)
                 if not done:
