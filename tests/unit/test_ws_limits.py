@@ -324,7 +324,7 @@ VIOLATIONS = {
     "continuation first": (frame(0x0, b"a"), "continuation"),
     "data inside fragments": (frame(0x1, b"a", fin=False) + frame(0x1, b"b"), "inside a fragmented"),
     "fragmented ping": (frame(0x9, b"", fin=False), "fragmented control"),
-    "long ping": (bytes([0x89, 126, 0, 200]), "control frame of 200 bytes"),
+    "long ping": (bytes([0x89, 126, 0, 200]), "control frame of 126 bytes or more"),
     "long close": (bytes([0x88, 127]) + struct.pack("!Q", 1 << 20), "control frame of"),
     "text not utf-8": (frame(0x1, b"\xff\xfe"), "UTF-8"),
     "text surrogate": (frame(0x1, b"\xed\xa0\x80"), "UTF-8"),

@@ -336,6 +336,7 @@ class WebSocket:
                     break
                 b0, b1 = buf[0], buf[1]
                 n = b1 & 0x7F
+                self._check_head(b0, b1, n)  # fails as soon as 2 bytes show it, as browsers do
                 pos = 2
                 if n == 126:
                     if have < 4:
@@ -351,7 +352,8 @@ class WebSocket:
                         raise WebSocketProtocolError("64-bit length with the most significant bit set")
                     if n < 65536:
                         raise WebSocketProtocolError(f"64-bit length {n} where 16 bits suffice (RFC 6455 5.2: minimal encoding)")
-                self._check_header(b0, b1, n)
+                if not b0 & 0x08:
+                    self._check_size(b0 & 0x0F, n)
                 if have < pos + n:
                     break
                 payload = bytes(buf[pos : pos + n])
@@ -369,8 +371,8 @@ class WebSocket:
                 self._error = self._error or e
         return consumed
 
-    def _check_header(self, b0: int, b1: int, n: int) -> None:
-        """Everything a frame header can be refused for, before its payload is read."""
+    def _check_head(self, b0: int, b1: int, n: int) -> None:
+        """What the first two bytes of a frame can be refused for (n: the 7-bit length)."""
         op = b0 & 0x0F
         if b0 & 0x70:
             raise WebSocketProtocolError(f"reserved bits set (0x{b0 & 0x70:02x}) but no extension was negotiated")
@@ -382,22 +384,27 @@ class WebSocket:
             if not b0 & 0x80:
                 raise WebSocketProtocolError(f"fragmented control frame (opcode {op})")
             if n > 125:
-                raise WebSocketProtocolError(f"control frame of {n} bytes (opcode {op}; at most 125)")
+                raise WebSocketProtocolError(f"control frame of {n} bytes or more (opcode {op}; at most 125)")
+        elif op > 0x2:
+            raise WebSocketProtocolError(f"unknown opcode {op}")
         elif op == 0x0:
             if not self._frag_op:
                 raise WebSocketProtocolError("continuation frame without a first frame")
-            if len(self._frag) >= MAX_FRAGMENTS:
-                raise WebSocketProtocolError(f"message in more than MAX_FRAGMENTS ({MAX_FRAGMENTS}) frames", 1009)
-            if self._frag_len + n > MAX_MESSAGE_BYTES:
-                raise WebSocketProtocolError(
-                    f"fragmented message of {self._frag_len + n} bytes or more exceeds MAX_MESSAGE_BYTES "
-                    f"({MAX_MESSAGE_BYTES})", 1009)
-        elif op > 0x2:
-            raise WebSocketProtocolError(f"unknown opcode {op}")
         elif self._frag_op:
             raise WebSocketProtocolError(f"data frame (opcode {op}) inside a fragmented message")
-        elif n > MAX_MESSAGE_BYTES:
-            raise WebSocketProtocolError(f"frame of {n} bytes exceeds MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})", 1009)
+
+    def _check_size(self, op: int, n: int) -> None:
+        """A data frame's declared size, refused before a byte of its payload is buffered."""
+        if op:
+            if n > MAX_MESSAGE_BYTES:
+                raise WebSocketProtocolError(f"frame of {n} bytes exceeds MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})", 1009)
+            return
+        if len(self._frag) >= MAX_FRAGMENTS:
+            raise WebSocketProtocolError(f"message in more than MAX_FRAGMENTS ({MAX_FRAGMENTS}) frames", 1009)
+        if self._frag_len + n > MAX_MESSAGE_BYTES:
+            raise WebSocketProtocolError(
+                f"fragmented message of {self._frag_len + n} bytes or more exceeds MAX_MESSAGE_BYTES "
+                f"({MAX_MESSAGE_BYTES})", 1009)
 
     def _on_frame(self, fin: int, op: int, payload: bytes) -> None:
         if op >= 0x8:  # control frames (header already checked)
