@@ -24,6 +24,7 @@ from locust.env import Environment
 from locust.event import Events
 
 from locustfiles.chat import ChatUser
+from locustfiles.sio import eventlog
 from locustfiles.sio.rows import ERROR_KINDS
 
 HTTP_KIND = re.compile(r"^http_[1-5]\d\d$")
@@ -55,16 +56,10 @@ class Outcome:
     logged_tracebacks: list[str] = field(default_factory=list)
     locust_exceptions: list[str] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
+    bad_rows: list[str] = field(default_factory=list)  # event rows that would lie in a report
 
     def kinds(self) -> Counter:
         return Counter(kind_of(e) for _u, _n, e in self.failures)
-
-    def first_kinds(self) -> set[str]:
-        """The kind of each user's first failure: the one closest to the misbehaviour."""
-        seen: dict[str, str] = {}
-        for u, _n, e in self.failures:
-            seen.setdefault(u, kind_of(e))
-        return set(seen.values())
 
     def unclassified(self) -> list[str]:
         return [e for _u, _n, e in self.failures if not classified(kind_of(e))]
@@ -140,6 +135,8 @@ def drive(url: str, *, transports: str, users: int = 3, duration: float = 1.5, t
         logging.getLogger().removeHandler(tb_log)
     out.locust_exceptions = [f"{e['msg']}\n{e['traceback']}" for e in runner.exceptions.values()]
     out.leaks = _leaks(HostileChat.made)
+    # the rows the event log would write (no run dir here: they stay in its buffer)
+    out.bad_rows = _bad_rows(eventlog._state(env).buffer)  # noqa: SLF001
     return out
 
 
@@ -168,3 +165,17 @@ def _leaks(made: list[HostileChat]) -> list[str]:
         if u._reconnector is not None and not u._reconnector.dead:
             found.append(f"{u.user_id}: reconnect loop alive")
     return found
+
+
+def _bad_rows(rows: list[dict]) -> list[str]:
+    """Event rows a report would turn into false figures: a failure without a classified
+    error_kind (the request event may say protocol_error while the row says ""), or an
+    impossible latency."""
+    bad = []
+    for r in rows:
+        if not r["ok"] and not classified(r["error_kind"]):
+            bad.append(f"{r['step']} row with error_kind {r['error_kind']!r}: {r['error'][:120]}")
+        lat = r["latency_ms"]
+        if lat is not None and not (isinstance(lat, int | float) and 0 <= lat < 1e7):
+            bad.append(f"{r['step']} row with latency_ms {lat!r}")
+    return bad

@@ -93,8 +93,9 @@ class Mode:
     connect_reply: str | None = None  # "" = never answer the CONNECT
     ack_reply: Callable[[int, list[Any]], str | None] | None = None  # None result = never ack
     after_join: tuple[str, ...] = ()
-    on_ws_101: Callable[["Ctx", str], Awaitable[None]] | None = None
+    on_ws_101: Callable[[Ctx, str], Awaitable[None]] | None = None
     on_ws: Hook | None = None
+    sweep: str = ""  # "open" | "ws_101": the n-th connection's answer is cut after n-1 bytes
 
 
 # -- wire-level actions -------------------------------------------------------------------------
@@ -307,5 +308,11 @@ MODES: tuple[Mode, ...] = (
     M("rst_session", "RST after the upgrade, mid-session", frozenset(CLOSED_KINDS),
       on_ws=ws_after(WS_EVENT, then="rst")),
 )
-BY_NAME = {m.name: m for m in MODES}
-assert len(BY_NAME) == len(MODES), "mode names must be unique"
+SWEEPS: tuple[Mode, ...] = (
+    M("sweep_open", "the polling handshake answer cut at every byte offset", frozenset(BROKEN_KINDS),
+      sweep="open"),
+    M("sweep_ws_101", "the WebSocket-only 101 + open packet cut at every byte offset",
+      frozenset(BROKEN_KINDS | {"upgrade_failed"}), transports="websocket", sweep="ws_101"),
+)
+BY_NAME = {m.name: m for m in MODES + SWEEPS}
+assert len(BY_NAME) == len(MODES) + len(SWEEPS), "mode names must be unique"

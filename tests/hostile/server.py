@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 from socketio import packet as sio_packet
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from tests.hostile.modes import BY_NAME, MODES, NODE, PING_INTERVAL_MS, Mode, frame, http, open_packet
+from tests.hostile.modes import BY_NAME, MODES, NODE, PING_INTERVAL_MS, SWEEPS, Mode, frame, http, open_packet
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 FLOOD_MAX_S = 30.0  # a flood outlives no test: the server stops it by itself
@@ -237,6 +237,8 @@ async def polling(ctx: Ctx, req: Request) -> bool:
     st, mode = ctx.state, ctx.state.mode
     sid = req.query("sid")
     if sid is None:
+        if mode.sweep == "open":
+            return await cut(ctx, http(open_packet(ctx.new_session().sid, **mode.open_fields)))
         if mode.on_open is not None:
             await mode.on_open(ctx)
             return False
@@ -272,6 +274,16 @@ async def polling(ctx: Ctx, req: Request) -> bool:
     return await ctx.write(http("\x1e".join(out) or "6"))
 
 
+async def cut(ctx: Ctx, full: bytes) -> bool:
+    """Sweep: the n-th connection gets `full` cut after n-1 bytes (False: the caller closes);
+    once n-1 reaches len(full) it gets `full` whole (True: the session goes on, the sweep ends)."""
+    n = ctx.state.connections - 1
+    if n >= len(full):
+        return await ctx.write(full)
+    await ctx.write(full[:n])
+    return False
+
+
 # -- Engine.IO / Socket.IO --------------------------------------------------------------------
 def on_packet(s: Session, pkt: str) -> None:
     if not pkt:
@@ -291,7 +303,7 @@ def on_sio(s: Session, data: str) -> None:
     except Exception:  # noqa: BLE001 - the server tolerates a bad client packet
         return
     if p.packet_type == sio_packet.CONNECT:
-        reply = mode.connect_reply if mode.connect_reply is not None else '40{"sid":"%s"}' % secrets.token_urlsafe(8)
+        reply = mode.connect_reply if mode.connect_reply is not None else '40{"sid":"' + secrets.token_urlsafe(8) + '"}'
         if reply:
             s.send(reply)
     elif p.packet_type == sio_packet.DISCONNECT:
@@ -346,6 +358,14 @@ async def websocket(ctx: Ctx, req: Request) -> None:
     if mode.on_ws_101 is not None:
         await mode.on_ws_101(ctx, accept)
         return
+    if mode.sweep == "ws_101" and sid is None:
+        head = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\nx-served-by: {NODE}\r\n\r\n").encode()
+        if not await cut(ctx, head + frame(1, open_packet(ctx.new_session().sid))):
+            return
+        ctx.session.ws, ctx.session.upgraded = ctx, True  # type: ignore[union-attr]
+        await ws_loop(ctx, ctx.session)  # type: ignore[arg-type]
+        return
     s = st.sessions.get(sid) if sid is not None else None
     if sid is not None and (s is None or s.closed):
         await ctx.write(http('{"code":1,"message":"Session ID unknown"}', "400 Bad Request"))
@@ -360,6 +380,11 @@ async def websocket(ctx: Ctx, req: Request) -> None:
     else:
         s.ws = ctx
         ctx.session = s
+    await ws_loop(ctx, s)
+
+
+async def ws_loop(ctx: Ctx, s: Session) -> None:
+    """Read the client's frames until it closes; answer pings, feed text to Engine.IO."""
     proto = FrameProtocol(client=False, extensions=[])
     while True:
         data = await ctx.reader.read(65536)
@@ -431,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--modes", default="all", help="all, or comma-separated mode names")
     a = ap.parse_args(argv)
-    names = [m.name for m in MODES] if a.modes == "all" else a.modes.split(",")
+    names = [m.name for m in MODES + SWEEPS] if a.modes == "all" else a.modes.split(",")
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         print(f"unknown mode(s): {', '.join(unknown)}", file=sys.stderr)
