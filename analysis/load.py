@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from locustfiles.sio.rows import COLUMNS, STEPS
+from locustfiles.sio.rows import COLUMNS, ERROR_KINDS, STEPS
 
 CONFIG_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls")
 """The config block of meta.json (RunConfig.labels()), in the order the report shows it."""
@@ -32,6 +34,19 @@ _CATEGORICAL = ("run", "worker", "user", "eio_sid", "sio_sid", "step", "name", "
 _NUMERIC = ("ts", "latency_ms", "ok")
 _FAST_DTYPES: dict[str, Any] = {c: "category" for c in _CATEGORICAL} | {
     "ts": "float64", "latency_ms": "float64", "ok": "float64"}
+
+EPOCH_MIN = 946_684_800.0
+"""2000-01-01: no sioscale row is older. With the far-future bound (now + TS_SLACK_S), the sane range for
+a timestamp when meta.json gives no started/ended window."""
+TS_SLACK_S = 600.0
+"""How far a row's ts may lie outside the run's [started, ended] window (meta.json, the runner's clock):
+ts is each Locust process's own clock, so this absorbs clock skew between machines of a distributed
+run; anything further (nan, inf, 1e308, -1e20, a 1970 date) cannot be a step of this run."""
+MAX_LATENCY_MS = 86_400_000.0
+"""The ceiling of a step's duration: one day. Tighter still, a step cannot have begun before the run
+started (ts - latency >= started - TS_SLACK_S); both checks blank the value, not the row."""
+TRANSPORTS = ("polling", "websocket", "")
+_HTTP_KIND = re.compile(r"http_[1-5][0-9][0-9]")
 
 
 @dataclass
@@ -57,6 +72,89 @@ class Frames:
     warnings: list[str] = field(default_factory=list)
     generator: pd.DataFrame = field(default_factory=lambda: empty_generator())
     """The load generator's CPU: config, ts, worker (Locust process), cpu_percent, users (generator.csv)."""
+    data_issues: list[dict[str, Any]] = field(default_factory=list)
+    """What the loader dropped or blanked, one dict per (config, file, action, column, reason) with its
+    count: the same facts as the lines in `warnings`, for code (tests, the report) to read."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """The time range a row's ts must fall in: the run's [started, ended] ± TS_SLACK_S, or a sane epoch range."""
+
+    lo: float
+    hi: float
+    label: str
+
+    @staticmethod
+    def default() -> Window:
+        return Window(EPOCH_MIN, time.time() + TS_SLACK_S, f"2000-01-01 … now + {TS_SLACK_S / 60:g} min")
+
+    @staticmethod
+    def from_meta(meta: dict[str, Any], warn: Any) -> Window:
+        """From meta.json's started/ended (epoch seconds); ended missing (a killed run): up to now."""
+        now = time.time()
+        started, ended = _epoch(meta.get("started")), _epoch(meta.get("ended"))
+        if started is None or not EPOCH_MIN <= started <= now + TS_SLACK_S:
+            if meta.get("started") is not None:
+                warn(f"meta.json: started = {meta.get('started')!r} is not a plausible time; rows checked "
+                     "against 2000-01-01 … now instead")
+            return Window.default()
+        if ended is not None and not started <= ended <= now + TS_SLACK_S:
+            warn(f"meta.json: ended = {meta.get('ended')!r} is not after started; rows checked up to now")
+            ended = None
+        label = (f"the run's window ({_utc(started)} … {_utc(ended) if ended else 'now'} UTC "
+                 f"± {TS_SLACK_S / 60:g} min)")
+        return Window(started - TS_SLACK_S, (ended if ended is not None else now) + TS_SLACK_S, label)
+
+
+def _epoch(v: Any) -> float | None:
+    """A finite number of epoch seconds, else None (bool, text, nan, inf are not times)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+@dataclass
+class Tally:
+    """Counts what one file's loader dropped or blanked, per reason, and says it in one warning line each.
+
+    Why counts per reason: "3 rows dropped" does not tell a reader whether the run or the file is
+    at fault; "3 ts outside the run's window, 120 exact duplicates" does.
+    """
+
+    warn: Any
+    file: str
+    issues: list[dict[str, Any]] | None = None
+    dropped: list[tuple[str, str, int]] = field(default_factory=list)
+    blanked: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def drop(self, column: str, reason: str, n: int) -> None:
+        if n:
+            self.dropped.append((column, reason, n))
+
+    def blank(self, column: str, reason: str, n: int) -> None:
+        if n:
+            self.blanked.append((column, reason, n))
+
+    def flush(self, rows: int) -> None:
+        """Emit the warning lines (and `issues` entries); `rows` = rows kept, for scale."""
+        if self.dropped:
+            total = sum(n for _, _, n in self.dropped)
+            self.warn(f"{self.file}: dropped {total} malformed or impossible row(s) ({rows} kept): "
+                      + "; ".join(f"{n} {reason}" for _, reason, n in self.dropped))
+        if self.blanked:
+            total = sum(n for _, _, n in self.blanked)
+            self.warn(f"{self.file}: blanked {total} impossible value(s), their rows kept: "
+                      + "; ".join(f"{col} {reason}: {n}" for col, reason, n in self.blanked))
+        if self.issues is not None:
+            for action, items in (("dropped", self.dropped), ("blanked", self.blanked)):
+                self.issues.extend({"file": self.file, "action": action, "column": col, "reason": reason,
+                                    "count": n} for col, reason, n in items)
+        self.dropped, self.blanked = [], []
 
 
 def empty_events() -> pd.DataFrame:
@@ -103,7 +201,9 @@ def load_run(run_dir: str | Path) -> Frames:
         w("meta.json has no 'config' block; config columns are '?'")
     labels = {k: config_label(config.get(k)) for k in CONFIG_KEYS}
 
-    events = read_events(d / "events.csv", w)
+    window = Window.from_meta(meta, w)
+    issues: list[dict[str, Any]] = []
+    events = read_events(d / "events.csv", w, window, Tally(w, "events.csv", issues))
     events["config"] = pd.Categorical([name] * len(events))
     for k, v in labels.items():
         events[k] = pd.Categorical([v] * len(events))
@@ -126,15 +226,17 @@ def load_run(run_dir: str | Path) -> Frames:
 
     stats = _read_locust_csv(d / "locust_stats.csv", name, w, required=("Type", "Name", "Request Count"))
     history = _read_locust_csv(d / "locust_stats_history.csv", name, w, required=("Timestamp", "User Count"))
+    history = _validate_history(history, window, Tally(w, "locust_stats_history.csv", issues))
     failures = _read_locust_csv(d / "locust_failures.csv", name, w, required=("Name", "Error", "Occurrences"))
     exceptions = _read_locust_csv(d / "locust_exceptions.csv", name, w, required=("Count", "Message"))
     ljson = _read_locust_json(d / "locust.json", name, w)
     sio = _read_json(d / "sio_stats.json", w, required=False)
-    gen = read_generator(d / "generator.csv", w)
+    gen = read_generator(d / "generator.csv", w, window, Tally(w, "generator.csv", issues))
     gen.insert(0, "config", name)
     return Frames(events=events, runs=runs, locust_stats=stats, locust_history=history,
                   locust_failures=failures, locust_exceptions=exceptions, locust_json=ljson,
-                  meta={name: meta}, sio_stats={name: sio} if sio else {}, warnings=warn, generator=gen)
+                  meta={name: meta}, sio_stats={name: sio} if sio else {}, warnings=warn, generator=gen,
+                  data_issues=[{"config": name, **i} for i in issues])
 
 
 def load_runs(run_dirs: list[str | Path] | tuple[str | Path, ...]) -> Frames:
@@ -169,14 +271,17 @@ def load_runs(run_dirs: list[str | Path] | tuple[str | Path, ...]) -> Frames:
         out.meta.update(p.meta)
         out.sio_stats.update(p.sio_stats)
         out.warnings.extend(p.warnings)
+        out.data_issues.extend(p.data_issues)
     return out
 
 
-def read_events(path: Path, warn: Any) -> pd.DataFrame:
+def read_events(path: Path, warn: Any, window: Window | None = None, tally: Tally | None = None) -> pd.DataFrame:
     """events.csv → frame with rows.COLUMNS; drops (and reports) what cannot be a valid row.
 
     Why by hand around read_csv: a SIGKILL leaves a half-written last line, and a single bad
-    value must not turn the whole float column into strings or abort the load.
+    value must not turn the whole float column into strings or abort the load. `window`: the
+    time range a row's ts must fall in (default: 2000-01-01 … now); `tally` collects the counts
+    of what was dropped or blanked (see _validate_events) into one warning line per action.
     """
     if not path.exists():
         warn("events.csv is missing")
@@ -198,6 +303,9 @@ def read_events(path: Path, warn: Any) -> pd.DataFrame:
     names = None if header_present else list(COLUMNS)
     if not header_present:
         warn("events.csv has no header line; assumed the rows.COLUMNS order")
+    tally = tally or Tally(warn, "events.csv")
+    raw, n_headers = _drop_repeated_headers(raw, header_present)
+    tally.drop("row", "repeated header line (files concatenated?)", n_headers)
     cols = first if header_present else list(COLUMNS)
     unknown = [c for c in cols if c not in COLUMNS]
     if unknown:
@@ -212,31 +320,115 @@ def read_events(path: Path, warn: Any) -> pd.DataFrame:
     for c in missing:
         df[c] = pd.Series(np.nan if c in _NUMERIC else "", index=df.index, dtype=_FAST_DTYPES[c] if c in _NUMERIC else "category")
     df = df[list(COLUMNS)]
-    bad = df["ts"].isna() | df["step"].isna() | ~df["ok"].isin([0.0, 1.0])
-    if bad.any():
-        warn(f"events.csv: {int(bad.sum())} row(s) without a valid ts, step or ok skipped")
-        df = df[~bad].reset_index(drop=True)
-        for c in _CATEGORICAL:
-            df[c] = df[c].cat.remove_unused_categories()
-    df["ok"] = df["ok"].astype("int8")
     for c in _CATEGORICAL:
         s = df[c]
         if s.isna().any():
             if "" not in s.cat.categories:
                 s = s.cat.add_categories([""])
             df[c] = s.fillna("")
-    unknown_steps = sorted(set(df["step"].cat.categories) - set(STEPS) - {""})
-    if unknown_steps:
-        n = int(df["step"].isin(unknown_steps).sum())
-        warn(f"events.csv: {n} row(s) with unknown step(s) {', '.join(unknown_steps)} kept but not analysed")
+    df = _validate_events(df, window or Window.default(), tally)
+    df["ok"] = df["ok"].astype("int8")
     return df
 
 
-def read_generator(path: Path, warn: Any) -> pd.DataFrame:
+def _drop_repeated_headers(raw: bytes, header_present: bool) -> tuple[bytes, int]:
+    """Remove header lines found after the first line (two files concatenated); returns (raw, count).
+
+    A header line mid-file is not a row, and left in it would turn the ts column into text and
+    send the whole file down the slow parse; bytes.find first, so a clean file costs one scan.
+    """
+    nl = raw.find(b"\n")
+    head = raw[: nl + 1] if header_present else b""
+    body = raw[len(head):]
+    lines = {b",".join(c.encode() for c in COLUMNS)}
+    if head:
+        lines.add(head.rstrip(b"\r\n"))
+    if not any(h in body for h in lines):
+        return raw, 0
+    pat = re.compile(rb"(?m)^(?:" + b"|".join(re.escape(h) for h in lines) + rb")\r?\n")
+    body, n = pat.subn(b"", body)
+    return head + body, n
+
+
+def _validate_events(df: pd.DataFrame, window: Window, tally: Tally) -> pd.DataFrame:
+    """Drop the rows that cannot be a step of this run; blank the values that cannot be, keep their rows.
+
+    Dropped (the row cannot be placed or counted): ts missing, infinite or outside the run's window
+    (every over-time figure, the broadcast membership and the delivery grace are placed by ts), a
+    step that is not one of rows.STEPS, ok not 0/1, and exact duplicates of an earlier row: a real
+    row is made by `make_row` at `time.time()` for one user, and one user's consecutive rows are
+    separated by a Locust request event (microseconds) while float ts resolves 0.24 µs, so two
+    identical rows mean the file holds some rows twice (concatenated, copied into itself).
+    Blanked (the step happened; only this value is impossible, and dropping the row would lower a
+    ratio that the row rightly counts): latency_ms negative, infinite, over MAX_LATENCY_MS or
+    longer than the run so far; an error_kind that is not a kind (or set on an ok row); a transport
+    that is not polling/websocket.
+    """
+    ts = df["ts"]
+    finite = np.isfinite(ts.to_numpy(dtype=float, na_value=np.nan))
+    checks = [
+        ("ts", "ts missing or not a number", ts.isna()),
+        ("ts", "ts infinite", ts.notna() & ~finite),
+        ("ts", f"ts outside {window.label}", finite & ((ts < window.lo) | (ts > window.hi))),
+        ("step", "step not one of rows.STEPS", ~df["step"].isin(STEPS)),
+        ("ok", "ok not 0 or 1", ~df["ok"].isin([0.0, 1.0])),
+    ]
+    drop = pd.Series(False, index=df.index)
+    for col, reason, mask in checks:
+        tally.drop(col, reason, int((mask & ~drop).sum()))
+        drop |= mask
+    if drop.any():
+        df = df[~drop]
+    dup = df.duplicated(keep="first")
+    tally.drop("row", "exact duplicate of an earlier row (file holds rows twice?)", int(dup.sum()))
+    df = df[~dup].reset_index(drop=True) if dup.any() else df.reset_index(drop=True)
+    for c in _CATEGORICAL:
+        df[c] = df[c].cat.remove_unused_categories()
+    lat = df["latency_ms"]
+    began = df["ts"] - lat / 1000.0
+    blanks = [
+        ("latency_ms", "not finite", lat.notna() & ~np.isfinite(lat.to_numpy(dtype=float, na_value=0.0))),
+        ("latency_ms", "negative", lat < 0),
+        ("latency_ms", f"over the {MAX_LATENCY_MS / 3.6e6:g} h ceiling", lat > MAX_LATENCY_MS),
+        ("latency_ms", "longer than the run so far (began before it started)", lat.notna() & (began < window.lo)),
+    ]
+    _blank(df, "latency_ms", blanks, tally, np.nan)
+    kinds = df["error_kind"]
+    bad_kinds = [k for k in kinds.cat.categories if k and k not in ERROR_KINDS and not _HTTP_KIND.fullmatch(str(k))]
+    _blank(df, "error_kind", [("error_kind", "not a failure kind (rows.ERROR_KINDS or http_<status>)",
+                               kinds.isin(bad_kinds)),
+                              ("error_kind", "set on an ok=1 row", (kinds != "") & (df["ok"] == 1))], tally, "")
+    _blank(df, "transport", [("transport", "not polling or websocket", ~df["transport"].isin(TRANSPORTS))],
+           tally, "")
+    tally.flush(rows=len(df))
+    return df
+
+
+def _blank(df: pd.DataFrame, col: str, checks: list[tuple[str, str, pd.Series]], tally: Tally, empty: Any) -> None:
+    """Set `col` to `empty` where a check holds (first reason counted per row), in place."""
+    done = pd.Series(False, index=df.index)
+    for column, reason, mask in checks:
+        mask = mask.fillna(False).astype(bool) & ~done
+        n = int(mask.sum())
+        tally.blank(column, reason, n)
+        done |= mask
+    if done.any():
+        s = df[col]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            if empty not in s.cat.categories:
+                s = s.cat.add_categories([empty])
+            s = s.mask(done, empty).cat.remove_unused_categories()
+        else:
+            s = s.mask(done, empty)
+        df[col] = s
+
+
+def read_generator(path: Path, warn: Any, window: Window | None = None, tally: Tally | None = None) -> pd.DataFrame:
     """generator.csv → ts, worker, cpu_percent, users; bad lines dropped and reported, never raises.
 
     A missing file is not a warning (runs made before it existed, or without the event log, like the
     other optional Locust files): the report shows the generator's CPU as "unknown" where it matters.
+    `window`: the run's time range (None: only finite ts); `tally`: per-reason counts, as for events.csv.
     """
     cols = list(GENERATOR_COLUMNS)
     empty = empty_generator().drop(columns=["config"])
@@ -269,13 +461,46 @@ def read_generator(path: Path, warn: Any) -> pd.DataFrame:
     out = pd.DataFrame({"ts": pd.to_numeric(df["ts"], errors="coerce"), "worker": df["worker"].astype(str),
                         "cpu_percent": pd.to_numeric(df["cpu_percent"], errors="coerce"),
                         "users": pd.to_numeric(df["users"], errors="coerce")})
-    # CPU is a share of wall time summed over the process's threads: ≥ 0, and (generously) under 100 × 64 cores
-    bad = out["ts"].isna() | ~np.isfinite(out["ts"]) | out["cpu_percent"].isna() | (out["cpu_percent"] < 0) \
-        | (out["cpu_percent"] > 6400) | (out["worker"] == "")
-    n_bad = int(bad.sum()) + n_bad_lines
-    if n_bad:
-        warn(f"generator.csv: {n_bad} malformed line(s) skipped")
-    return out[~bad].sort_values(["ts", "worker"], kind="stable").reset_index(drop=True)
+    tally = tally or Tally(warn, "generator.csv")
+    header = (df[cols] == pd.Series(cols, index=cols)).all(axis=1)  # a second file's header, concatenated
+    lo, hi = (window.lo, window.hi) if window else (-math.inf, math.inf)
+    cpu, ts = out["cpu_percent"], out["ts"]
+    checks = [
+        ("row", "repeated header line (files concatenated?)", header),
+        ("row", "malformed line", ts.isna() | cpu.isna() | (out["worker"] == "")),
+        ("ts", "ts infinite" if window is None else f"ts infinite or outside {window.label}",
+         ~np.isfinite(ts.fillna(0)) | (ts < lo) | (ts > hi)),
+        # CPU is a share of wall time summed over the process's threads: ≥ 0, and (generously) under 100 × 64 cores
+        ("cpu_percent", "cpu_percent not in 0…6400", ~np.isfinite(cpu.fillna(0)) | (cpu < 0) | (cpu > 6400)),
+        ("users", "users negative or infinite", out["users"].notna() & (~np.isfinite(out["users"].fillna(0))
+                                                                       | (out["users"] < 0))),
+    ]
+    bad = pd.Series(False, index=out.index)
+    for col, reason, mask in checks:
+        tally.drop(col, reason, int((mask & ~bad).sum()))
+        bad |= mask
+    out = out[~bad]
+    dup = out.duplicated(["ts", "worker"])  # one reading per process per second: a repeat is a copied row
+    tally.drop("row", "duplicate reading (same ts and worker)", int(dup.sum()))
+    tally.drop("row", "line with a wrong number of fields", n_bad_lines)
+    tally.flush(rows=int((~dup).sum()))
+    return out[~dup].sort_values(["ts", "worker"], kind="stable").reset_index(drop=True)
+
+
+def _validate_history(h: pd.DataFrame, window: Window, tally: Tally) -> pd.DataFrame:
+    """locust_stats_history.csv rows with an impossible Timestamp or User Count dropped (they place and
+    size the capacity stages); the other columns are Locust's own and shown as they are."""
+    if not len(h):
+        return h
+    ts = pd.to_numeric(h["Timestamp"], errors="coerce")
+    users = pd.to_numeric(h["User Count"], errors="coerce")
+    bad_ts = ts.isna() | ~np.isfinite(ts.fillna(0)) | (ts < window.lo) | (ts > window.hi)
+    bad_users = ~bad_ts & (users.isna() | ~np.isfinite(users.fillna(0)) | (users < 0))
+    tally.drop("Timestamp", f"Timestamp not a time within {window.label}", int(bad_ts.sum()))
+    tally.drop("User Count", "User Count not a count", int(bad_users.sum()))
+    keep = ~(bad_ts | bad_users)
+    tally.flush(rows=int(keep.sum()))
+    return h[keep].reset_index(drop=True)
 
 
 def _parse(raw: bytes, names: list[str] | None, usecols: list[str], warn: Any) -> pd.DataFrame | None:

@@ -27,13 +27,15 @@ def _step(events: pd.DataFrame, step: str) -> pd.DataFrame:
 
 
 def connection_ratios(events: pd.DataFrame) -> pd.DataFrame:
-    """Connect and upgrade success per config.
+    """Connect and upgrade success per config, each numerator a subset of its denominator.
 
     attempted = handshake rows (each is one attempt by a user to open a session, reconnects included);
-    connected = connect rows with ok=1 (the namespace CONNECT was acknowledged);
-    upgraded = distinct eio_sid with an ok=1 upgrade row (the WebSocket took over from polling) among
-    the sessions with an ok connect: a session whose upgrade succeeded but whose namespace CONNECT
-    then failed is not a connected session, and counting rows would let it push the ratio past 1.
+    connected = distinct sessions (user, eio_sid) with an ok=1 connect row (the namespace CONNECT was
+    acknowledged) AND an ok=1 handshake row of the same session: a session is opened by exactly one
+    handshake, so connected <= the ok handshakes' sessions <= attempted by construction — a lost or
+    dropped handshake row, or a connect row repeated, can no longer push the ratio past 100 %;
+    upgraded = connected sessions with an ok=1 upgrade row (the WebSocket took over from polling): a
+    session whose upgrade succeeded but whose namespace CONNECT then failed is not a connected session.
     connect_ratio = connected / attempted. upgrade_ratio = upgraded / connected, only where an
     upgrade is expected (transports polling+websocket); NaN otherwise (websocket-only clients open
     the WebSocket directly, polling-only ones never upgrade). Ratios are NaN when the denominator is 0.
@@ -42,10 +44,10 @@ def connection_ratios(events: pd.DataFrame) -> pd.DataFrame:
     for cfg in _configs(events):
         e = events[events["config"] == cfg]
         attempted = int((e["step"] == "handshake").sum())
-        connected = int(((e["step"] == "connect") & (e["ok"] == 1)).sum())
-        conn_sids = set(e.loc[(e["step"] == "connect") & (e["ok"] == 1), "eio_sid"].astype(str)) - {""}
-        up_sids = set(e.loc[(e["step"] == "upgrade") & (e["ok"] == 1), "eio_sid"].astype(str))
-        upgraded = len(up_sids & conn_sids)
+        opened = _sessions(e, "handshake")
+        conn = _sessions(e, "connect") & opened
+        upgraded = len(_sessions(e, "upgrade") & conn)
+        connected = len(conn)
         transports = str(e["transports"].iloc[0]) if "transports" in e and len(e) else ""
         expects_upgrade = transports == "polling+websocket"
         out.append({
@@ -54,6 +56,13 @@ def connection_ratios(events: pd.DataFrame) -> pd.DataFrame:
             "upgrade_ratio": (upgraded / connected if connected else math.nan) if expects_upgrade else math.nan,
         })
     return pd.DataFrame(out, columns=["config", "attempted", "connected", "upgraded", "connect_ratio", "upgrade_ratio"])
+
+
+def _sessions(e: pd.DataFrame, step: str) -> set[tuple[str, str]]:
+    """Distinct (user, eio_sid) of the ok=1 rows of `step` (rows without a sid: one session per user)."""
+    s = e[(e["step"] == step) & (e["ok"] == 1)]
+    users = s["user"].astype(str) if "user" in s else pd.Series("", index=s.index)
+    return set(zip(users, s["eio_sid"].astype(str), strict=True))
 
 
 def failures(events: pd.DataFrame) -> pd.DataFrame:

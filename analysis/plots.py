@@ -32,6 +32,17 @@ def _short(names: list[str], width: int = 28) -> list[str]:
     return [n if len(n) <= width else n[: width - 1] + "…" for n in names]
 
 
+def _finite(df: pd.DataFrame) -> pd.DataFrame:
+    """Numeric ±inf → NaN: matplotlib cannot place an infinite bar or point (it warns, or a pivot that
+    dropped its all-NaN rows no longer lines up), and "no value" is what the tables show for it too."""
+    num = df.select_dtypes("number").columns
+    if not len(num):
+        return df
+    out = df.copy()
+    out[num] = out[num].where(np.isfinite(out[num].astype(float)))
+    return out
+
+
 def to_svg(fig: plt.Figure) -> str:
     """Figure → inline-ready <svg> (no XML prolog or DOCTYPE, which are invalid inside HTML)."""
     buf = io.StringIO()
@@ -93,8 +104,12 @@ def latency_by_step(lat: pd.DataFrame) -> str | None:
     """p95 per step and config (bars), p50 as a tick."""
     if not len(lat):
         return None
-    p95 = lat.pivot_table(index="step", columns="config", values="p95", aggfunc="max")
-    p50 = lat.pivot_table(index="step", columns="config", values="p50", aggfunc="max")
+    lat = _finite(lat)
+    # one grid for both: pivot_table drops all-NaN rows, so a step with a p50 but no p95 would leave
+    # the two tables of different shapes (the "x and y must be the same size" crash)
+    p95 = lat.pivot_table(index="step", columns="config", values="p95", aggfunc="max", dropna=False)
+    p50 = lat.pivot_table(index="step", columns="config", values="p50", aggfunc="max", dropna=False)
+    p50 = p50.reindex(index=p95.index, columns=p95.columns)
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     n = len(p95.columns)
     w = 0.8 / max(1, n)
@@ -112,6 +127,7 @@ def latency_by_step(lat: pd.DataFrame) -> str | None:
 
 
 def latency_over_time(lot: pd.DataFrame, step: str = "ack") -> str | None:
+    lot = _finite(lot)
     d = lot[lot["step"] == step]
     if not len(d):
         d = lot[lot["step"] == "connect"]
@@ -132,11 +148,13 @@ def generator_cpu_over_time(gen: pd.DataFrame, saturated: float = 90.0) -> str |
     """The busiest Locust process's CPU per second, a line per config, with the saturation line."""
     if gen is None or not len(gen):
         return None
+    gen = _finite(gen)
     fig, ax = plt.subplots(figsize=(7.5, 2.6))
     for i, (c, g) in enumerate(gen.groupby("config", sort=False)):
         ax.plot(g["t"], g["cpu_percent"], color=PALETTE[i % len(PALETTE)], label=_short([str(c)], 40)[0])
     ax.axhline(saturated, color="#c53030", linestyle="--", linewidth=1, label=f"saturated ({saturated:.0f}%)")
-    ax.set_ylim(0, max(105.0, float(gen["cpu_percent"].max()) * 1.05))
+    top = float(gen["cpu_percent"].max())
+    ax.set_ylim(0, max(105.0, top * 1.05 if np.isfinite(top) else 0.0))
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("CPU % (busiest process)")
     ax.set_title("Load generator CPU (Locust processes)")
@@ -183,6 +201,7 @@ def broadcast_delivery(deliv: pd.DataFrame) -> str | None:
 def capacity(stats: pd.DataFrame, fit: USLFit | None, knee_users: float | None, title: str) -> str | None:
     if stats is None or not len(stats):
         return None
+    stats = _finite(stats)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.5, 3.0))
     a1.plot(stats["users"], stats["throughput"], "o", color=PALETTE[0], label="measured")
     if fit is not None:

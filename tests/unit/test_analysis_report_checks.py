@@ -123,7 +123,7 @@ def test_page_shows_what_summary_json_has(runs: list[Path], tmp_path: Path) -> N
     rr_dir = _copy_run(runs[0], tmp_path / "runs" / runs[0].name)
     assert rr_dir.name == "haproxy-l4-round-robin-poll+ws-memory-python-3n"
     (rr_dir / "generator.csv").write_text("ts,worker,cpu_percent,users\n" + "".join(
-        f"{1000 + i}.0,w-{w},{cpu},10\n" for i in range(5) for w, cpu in (("A", 30 + i), ("B", 91 + i))))
+        f"{1_760_000_000 + i}.0,w-{w},{cpu},10\n" for i in range(5) for w, cpu in (("A", 30 + i), ("B", 91 + i))))
     s = write_report([rr_dir, *runs[1:]], tmp_path / "rep", thresholds=TH)
     html = (tmp_path / "rep" / "index.html").read_text()
     rr = next(c for c in s["configs"] if c["name"] == "haproxy-l4-round-robin-poll+ws-memory-python-3n")
