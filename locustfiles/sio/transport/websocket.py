@@ -336,7 +336,8 @@ class WebSocket:
                     break
                 b0, b1 = buf[0], buf[1]
                 n = b1 & 0x7F
-                self._check_head(b0, b1, n)  # fails as soon as 2 bytes show it, as browsers do
+                if (b0 != 0x81 and b0 != 0x82) or b1 & 0x80 or self._frag_op:  # else: a plain whole message
+                    self._check_head(b0, b1, n)  # fails as soon as 2 bytes show it, as browsers do
                 pos = 2
                 if n == 126:
                     if have < 4:
@@ -352,7 +353,7 @@ class WebSocket:
                         raise WebSocketProtocolError("64-bit length with the most significant bit set")
                     if n < 65536:
                         raise WebSocketProtocolError(f"64-bit length {n} where 16 bits suffice (RFC 6455 5.2: minimal encoding)")
-                if not b0 & 0x08:
+                if (n > MAX_MESSAGE_BYTES or self._frag_op) and not b0 & 0x08:
                     self._check_size(b0 & 0x0F, n)
                 if have < pos + n:
                     break
