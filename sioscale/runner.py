@@ -315,24 +315,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
                           f"(drop the faults or the url)")
     run_dir = run_dir.resolve()  # Locust and the cluster's children get paths that hold from any cwd
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {
-        "schema": 1,
-        "run": cfg.name,
-        "config": external_labels(url, cfg) if url else cfg.labels(),
-        "cluster": None if url else to_jsonable(cfg.cluster),
-        "load": to_jsonable(cfg.load),
-        "cluster_info": None,
-        "locust_command": None,
-        "versions": environment.versions(),
-        "machine": environment.machine(),
-        "started": time.time(),
-        "ended": None,
-        "status": "running",
-        "status_reasons": [],
-        "error": None,
-        # who writes "running": `sioscale report` checks it is alive, or calls the run interrupted
-        "writer": run_status.writer_identity(),
-    }
+    meta = _initial_meta(cfg, url)
     if cfg.faults:
         meta["faults_planned"] = to_jsonable(cfg.faults)
     write_json(run_dir / "meta.json", meta)
@@ -365,13 +348,41 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
         st.add(run_status.Status.FAILED, meta["error"])
     finally:
         with interrupts_deferred():
-            meta["ended"] = time.time()
-            # the event log may have added keys (e.g. "locust") while Locust ran: keep them
-            with contextlib.suppress(OSError, ValueError):
-                on_disk = json.loads((run_dir / "meta.json").read_text())
-                meta = {**on_disk, **{k: v for k, v in meta.items() if v is not None or k not in on_disk}}
-            # what the files say (missing workers, dropped rows, Locust exceptions, faults not applied)
-            st.merge(run_status.assess(run_dir, meta))
-            meta.update(st.as_meta())
-            write_json(run_dir / "meta.json", meta)
+            meta = _final_meta(run_dir, meta, st)
+    return meta
+
+
+def _initial_meta(cfg: RunConfig, url: str | None) -> dict[str, Any]:
+    """meta.json as the run starts: "running", written by this process (`writer`)."""
+    return {
+        "schema": 1,
+        "run": cfg.name,
+        "config": external_labels(url, cfg) if url else cfg.labels(),
+        "cluster": None if url else to_jsonable(cfg.cluster),
+        "load": to_jsonable(cfg.load),
+        "cluster_info": None,
+        "locust_command": None,
+        "versions": environment.versions(),
+        "machine": environment.machine(),
+        "started": time.time(),
+        "ended": None,
+        "status": "running",
+        "status_reasons": [],
+        "error": None,
+        # who writes "running": `sioscale report` checks it is alive, or calls the run interrupted
+        "writer": run_status.writer_identity(),
+    }
+
+
+def _final_meta(run_dir: Path, meta: dict[str, Any], st: run_status.RunStatus) -> dict[str, Any]:
+    """meta.json as the run ends: the status decided here, plus what the run's files say."""
+    meta["ended"] = time.time()
+    # the event log may have added keys (e.g. "locust") while Locust ran: keep them
+    with contextlib.suppress(OSError, ValueError):
+        on_disk = json.loads((run_dir / "meta.json").read_text())
+        meta = {**on_disk, **{k: v for k, v in meta.items() if v is not None or k not in on_disk}}
+    # what the files say (missing workers, dropped rows, Locust exceptions, faults not applied)
+    st.merge(run_status.assess(run_dir, meta))
+    meta.update(st.as_meta())
+    write_json(run_dir / "meta.json", meta)
     return meta

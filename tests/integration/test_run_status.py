@@ -138,3 +138,45 @@ def test_users_raising_never_end_ok(tmp_path: Path, at: str, status: str, code: 
     summary = _report(tmp_path / "run", tmp_path / "rep")
     assert summary["configs"][0]["status"] == status
     assert "exception" in _first_screen((tmp_path / "rep" / "index.html").read_text())
+
+
+CAMPAIGN = """name = "killed"
+[cluster]
+balancer = "none"
+policy = "direct"
+[axes]
+nodes = [1, 2]
+[load]
+locustfile = "locustfiles/hold.py"
+users = 3
+spawn_rate = 3
+duration = 6
+"""
+
+
+def test_sigkilled_campaign_leaves_a_report_that_says_what_happened(tmp_path: Path) -> None:
+    """SIGKILL mid-campaign (config 2 under load): nothing stays running, and a report of the campaign
+    directory shows config 1 ok and config 2 interrupted, on its first screen."""
+    f = tmp_path / "c.toml"
+    f.write_text(CAMPAIGN)
+    out_dir = tmp_path / "o"
+    err_path = tmp_path / "sioscale.err"  # where _wait_for_load looks when the load never starts
+    with err_path.open("w") as err:
+        p = subprocess.Popen([*SIOSCALE, "campaign", str(f), "--out", str(out_dir)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    tree: list[psutil.Process] = []
+    try:
+        second = out_dir / "runs" / "none-direct-poll+ws-memory-python-2n"
+        _wait_for_load(p, second, tmp_path, timeout=120)
+        tree = _tree(p.pid)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(5)
+        assert not _wait_gone(tree, second, timeout=10)
+        summary = _report(out_dir, tmp_path / "rep")
+        assert {c["name"]: c["status"] for c in summary["configs"]} == {
+            "none-direct-poll+ws-memory-python-1n": "ok", "none-direct-poll+ws-memory-python-2n": "interrupted"}
+        assert summary["status"] == "interrupted"
+        top = _first_screen((tmp_path / "rep" / "index.html").read_text())
+        assert "1 of 2 configuration(s) not ok" in top and "none-direct-poll+ws-memory-python-2n" in top
+    finally:
+        _kill_all(p, tree)
