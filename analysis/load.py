@@ -379,7 +379,7 @@ def _validate_events(df: pd.DataFrame, window: Window, tally: Tally) -> pd.DataF
         drop |= mask
     if drop.any():
         df = df[~drop]
-    dup = df.duplicated(keep="first")
+    dup = _duplicated(df)
     tally.drop("row", "exact duplicate of an earlier row (file holds rows twice?)", int(dup.sum()))
     df = df[~dup].reset_index(drop=True) if dup.any() else df.reset_index(drop=True)
     for c in _CATEGORICAL:
@@ -402,6 +402,20 @@ def _validate_events(df: pd.DataFrame, window: Window, tally: Tally) -> pd.DataF
            tally, "")
     tally.flush(rows=len(df))
     return df
+
+
+def _duplicated(df: pd.DataFrame) -> pd.Series:
+    """df.duplicated(keep="first"), exact, at the cost of one 64-bit hash per row.
+
+    Why not df.duplicated alone: over 16 columns it tripled the loader's validation time on a
+    million rows; hashing finds the (normally zero) candidates, and only they are compared exactly,
+    so a hash collision can never drop a real row.
+    """
+    cand = pd.util.hash_pandas_object(df, index=False).duplicated(keep=False)
+    out = pd.Series(False, index=df.index)
+    if cand.any():
+        out[cand] = df[cand].duplicated(keep="first")
+    return out
 
 
 def _blank(df: pd.DataFrame, col: str, checks: list[tuple[str, str, pd.Series]], tally: Tally, empty: Any) -> None:
