@@ -137,6 +137,8 @@ def writer_alive(writer: Any) -> bool | None:
     if writer.get("boot_id") and boot and writer["boot_id"] != boot:
         return False  # the machine rebooted since: nothing of that run can still run
     pid = writer["pid"]
+    if not 0 < pid < 2**31:
+        return None  # not a pid: os.kill(0 or -n) would address process groups
     ticks = _start_ticks(pid)
     if ticks is not None:
         want = writer.get("start_ticks")
@@ -148,7 +150,7 @@ def writer_alive(writer: Any) -> bool | None:
         return False
     except PermissionError:
         return True
-    except OSError:
+    except (OSError, OverflowError):
         return None
     return not _zombie(pid)
 
@@ -287,6 +289,6 @@ def _running(meta: dict[str, Any]) -> RunStatus:
     if alive is None:
         return out.add(Status.INTERRUPTED, "meta.json still says running but names no process to check: the run "
                                            "never finished (killed?); the figures cover only what it wrote")
-    return out.add(Status.INTERRUPTED, f"interrupted: the run's process ({who}) is gone but meta.json still says "
+    return out.add(Status.INTERRUPTED, f"the run's process ({who}) is gone but meta.json still says "
                                        "running — it was killed (SIGKILL, crash, reboot) before it could finish; "
                                        "the figures cover only what it wrote until then")
