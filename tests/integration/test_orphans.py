@@ -217,6 +217,19 @@ def test_sigkill_of_campaign_leaves_no_process(tmp_path: Path, moment: str) -> N
         w.kill_everything()
 
 
+# --------------------------------------------------------------------------- cluster
+@pytest.mark.slow
+def test_sigkill_of_sioscale_cluster_leaves_no_process(tmp_path: Path) -> None:
+    p, w = _start([sys.executable, "-m", "sioscale.cli", "cluster", "--nodes", "2", "--balancer", "haproxy",
+                   "--policy", "cookie", "--adapter", "redis", "--workdir", str(tmp_path / "c")], tmp_path)
+    try:
+        # up: two nodes, Redis and HAProxy each listening
+        _watch_until(w, lambda w_: _has(w_, "haproxy") and len(w_.ports) >= 4, tmp_path)
+        _kill_and_expect_nothing_left(w)
+    finally:
+        w.kill_everything()
+
+
 # ------------------------------------------------------------------ the helper itself
 _FORKER = """
 import os, sys, time
