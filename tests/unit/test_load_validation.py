@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from analysis import metrics as M
 from analysis import plots as P
 from analysis.load import MAX_LATENCY_MS, load_run
 from analysis.report import write_report
 from analysis.synth import SynthConfig, write_run
-from locustfiles.sio.rows import COLUMNS
+from locustfiles.sio.rows import COLUMNS, STEPS
 
 TS, STEP, LAT, OK, KIND, TRANSPORT = (COLUMNS.index(c) for c in ("ts", "step", "latency_ms", "ok", "error_kind",
                                                                   "transport"))
@@ -159,8 +161,7 @@ def test_bad_enums_are_counted(clean: Path, tmp_path: Path) -> None:
     text = " | ".join(f.warnings)
     assert "2 step not one of rows.STEPS" in text and "1 ok not 0 or 1" in text
     assert "transport not polling or websocket: 2" in text and "error_kind set on an ok=1 row: 1" in text
-    assert set(f.events["step"].cat.categories) <= set(M.PERCENTILES) | set(__import__(
-        "locustfiles.sio.rows", fromlist=["STEPS"]).STEPS)
+    assert set(f.events["step"].cat.categories) <= set(STEPS)
     assert set(f.events["transport"]) <= {"polling", "websocket", ""}
 
 
@@ -209,3 +210,39 @@ def test_locust_history_rows_with_impossible_times_are_dropped(clean: Path, tmp_
     f = load_run(d)
     assert len(f.locust_history) == n
     assert any("locust_stats_history.csv: dropped 2" in w for w in f.warnings), f.warnings
+
+
+_NUM = st.one_of(st.sampled_from(["", "nan", "inf", "-inf", "1e308", "-1e20", "0", "-5", "abc", "1e-300"]),
+                 st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                 st.floats(1_759_999_000.0, 1_760_001_000.0).map(repr))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(_NUM, st.sampled_from([*STEPS, "teleport", ""]),
+                               _NUM, st.sampled_from(["0", "1", "2", ""]),
+                               st.sampled_from(["", "timeout", "http_503", "gremlins"]),
+                               st.sampled_from(["u1", "u2"]), st.sampled_from(["s1", "s2", ""])),
+                     max_size=30),
+       repeat=st.integers(0, 2))
+def test_hostile_events_never_raise_and_never_exceed_bounds(tmp_path: Path, rows: list[tuple], repeat: int) -> None:
+    """Any mix of hostile values: the load never raises, what it keeps is in range, every ratio in [0, 1]."""
+    d = tmp_path / f"h{abs(hash((tuple(rows), repeat)))}"
+    d.mkdir()
+    (d / "meta.json").write_text(json.dumps({"run": "h", "started": 1_760_000_000.0, "ended": 1_760_000_060.0,
+                                             "config": {"transports": ["polling", "websocket"]}}))
+    lines = [",".join(COLUMNS)]
+    for ts, step, lat, ok, kind, user, sid in rows:
+        f = [""] * len(COLUMNS)
+        f[TS], f[STEP], f[LAT], f[OK], f[KIND] = ts, step, lat, ok, kind
+        f[COLUMNS.index("user")], f[COLUMNS.index("eio_sid")] = user, sid
+        lines.append(",".join(f))
+    (d / "events.csv").write_text("\n".join(lines + lines * repeat) + "\n")
+    fr = load_run(d)
+    ev = fr.events
+    assert ev["ts"].between(1_760_000_000.0 - 600, 1_760_000_060.0 + 600).all()
+    assert ev["latency_ms"].dropna().between(0, MAX_LATENCY_MS).all()
+    assert not ev.drop(columns=["config"]).duplicated().any()
+    c = M.connection_ratios(ev)
+    for col in ("connect_ratio", "upgrade_ratio"):
+        assert all(math.isnan(v) or 0 <= v <= 1 for v in c[col])
+    M.latency_percentiles(ev)
