@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -226,8 +227,7 @@ _NUM = st.one_of(st.sampled_from(["", "nan", "inf", "-inf", "1e308", "-1e20", "0
        repeat=st.integers(0, 2))
 def test_hostile_events_never_raise_and_never_exceed_bounds(tmp_path: Path, rows: list[tuple], repeat: int) -> None:
     """Any mix of hostile values: the load never raises, what it keeps is in range, every ratio in [0, 1]."""
-    d = tmp_path / f"h{abs(hash((tuple(rows), repeat)))}"
-    d.mkdir()
+    d = Path(tempfile.mkdtemp(dir=tmp_path))  # one fixture directory serves every generated example
     (d / "meta.json").write_text(json.dumps({"run": "h", "started": 1_760_000_000.0, "ended": 1_760_000_060.0,
                                              "config": {"transports": ["polling", "websocket"]}}))
     lines = [",".join(COLUMNS)]
