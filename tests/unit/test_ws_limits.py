@@ -413,3 +413,112 @@ def test_a_declared_huge_frame_allocates_nothing_up_front() -> None:
         tracemalloc.stop()
     assert err.kind == "transport_closed"
     assert peak < 1 << 20, f"peak {peak} bytes for a 1 KB stream"
+
+
+# -- the opening handshake: whatever the server answers, a classified TransportError ---------------
+def _accept_of(request: bytes) -> bytes:
+    key = next(ln.split(b":", 1)[1].strip() for ln in request.split(b"\r\n")
+               if ln.lower().startswith(b"sec-websocket-key:"))
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+def _good_101(accept: bytes, extra: bytes = b"") -> bytes:
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n" + extra + b"\r\n")
+
+
+class AnswerServer:
+    """Native-thread server: connection i gets `answers[i](request)`, then is closed."""
+
+    def __init__(self, answers: list[Callable[[bytes], bytes]]) -> None:
+        self.lsock = _socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.lsock.settimeout(10.0)
+        self.url = f"http://127.0.0.1:{self.lsock.getsockname()[1]}"
+        self.answers = answers
+        self.done = _allocate_lock()
+        self.done.acquire()
+        _start_thread(self._run, ())
+
+    def _run(self) -> None:
+        try:
+            for answer in self.answers:
+                conn, _ = self.lsock.accept()
+                try:
+                    conn.settimeout(10.0)
+                    buf = b""
+                    while b"\r\n\r\n" not in buf:
+                        d = conn.recv(65536)
+                        if not d:
+                            break
+                        buf += d
+                    conn.sendall(answer(buf))
+                except OSError:
+                    pass
+                finally:
+                    conn.close()
+        except OSError:
+            pass
+        finally:
+            self.lsock.close()
+            self.done.release()
+
+    def join(self) -> None:
+        deadline = time.monotonic() + 15
+        while not self.done.acquire(False):
+            assert time.monotonic() < deadline, "server thread did not end"
+            gevent.sleep(0.01)
+
+
+def _handshakes(answers: list[Callable[[bytes], bytes]]) -> list[object]:
+    """Each answer's outcome: the WebSocket (closed at once) or the exception connect raised."""
+    srv = AnswerServer(answers)
+    out: list[object] = []
+    for _ in answers:
+        try:
+            ws = WebSocket.connect(Endpoint.from_url(srv.url), "/socket.io/?EIO=4&transport=websocket", timeout=3)
+            out.append(ws)
+            ws.close(send_frame=False)
+        except Exception as e:  # noqa: BLE001 - the test inspects whatever came out
+            out.append(e)
+    srv.join()
+    return out
+
+
+def test_a_101_truncated_at_every_byte_is_upgrade_failed() -> None:
+    full = len(_good_101(b"x" * 28))
+    answers = [(lambda req, i=i: _good_101(_accept_of(req))[:i]) for i in range(full)]
+    for i, got in enumerate(_handshakes(answers)):
+        assert isinstance(got, TransportError) and got.kind == "upgrade_failed", (i, got)
+
+
+HOSTILE_101 = {
+    "wrong accept": (lambda req: _good_101(b"AAAAAAAAAAAAAAAAAAAAAAAAAAA="), "upgrade_failed"),
+    "no Connection": (lambda req: _good_101(_accept_of(req)).replace(b"Connection: Upgrade\r\n", b""),
+                      "upgrade_failed"),
+    "extension not offered": (lambda req: _good_101(_accept_of(req), b"Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+                              "upgrade_failed"),
+    "subprotocol not offered": (lambda req: _good_101(_accept_of(req), b"Sec-WebSocket-Protocol: chat\r\n"),
+                                "upgrade_failed"),
+    "superscript status": (lambda req: b"HTTP/1.1 \xb2\xb2\xb2 OK\r\n\r\n", "protocol_error"),
+    "not http": (lambda req: b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "protocol_error"),
+    "refused with a body": (lambda req: b'HTTP/1.1 400 Bad Request\r\nContent-Length: 17\r\n\r\n"Invalid session"',
+                            "http_400"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_101))
+def test_a_hostile_handshake_answer_is_classified(name: str) -> None:
+    answer, kind = HOSTILE_101[name]
+    [got] = _handshakes([answer])
+    assert isinstance(got, TransportError) and got.kind == kind, repr(got)
+
+
+def test_frames_in_the_same_packet_as_the_101_are_delivered() -> None:
+    srv = AnswerServer([lambda req: _good_101(_accept_of(req)) + frame(0x1, b"0{}") + frame(0x8, b"\x03\xe8")])
+    ws = WebSocket.connect(Endpoint.from_url(srv.url), "/socket.io/?EIO=4&transport=websocket", timeout=3)
+    assert ws.recv() == "0{}"
+    with pytest.raises(TransportError, match="code 1000"):
+        ws.recv()
+    srv.join()
