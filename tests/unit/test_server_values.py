@@ -170,6 +170,11 @@ BAD_JSON = ['{"a":', "[1,", '{"a":1}}', "[" * 100_000 + "]" * 100_000, '"\\ud800
 def _connected(eio: int = 4, transports=("polling",)) -> tuple[ClientProtocol, HttpRequest]:
     c = ClientProtocol(eio=eio, transports=transports, rng=random.Random(1))
     (hs,) = c.start(0.0)
+    if eio == 3:  # EIO3: length-prefixed payloads, and the server sends CONNECT on its own
+        text = _open("S1", upgrades=[]).decode()
+        (poll,) = of(c.http_response(hs.rid, 200, f"{len(text)}:{text}".encode(), 0.01), HttpRequest)
+        (poll,) = of(c.http_response(poll.rid, 200, b"2:40", 0.03), HttpRequest)
+        return c, poll
     post, poll = of(c.http_response(hs.rid, 200, _open("S1", upgrades=[]), 0.01), HttpRequest)
     c.http_response(post.rid, 200, b"ok", 0.02)
     (poll,) = of(c.http_response(poll.rid, 200, b'40{"sid":"X"}', 0.03), HttpRequest)
@@ -212,3 +217,32 @@ def test_malformed_json_over_websocket(bad: str) -> None:
     c.ws_message(_open("S1", upgrades=[]).decode(), 0.01)
     a = c.ws_message("40" + bad, 0.02)
     assert of(a, Closed)[0].error_kind == "protocol_error"
+
+
+# -- bounded work per payload ----------------------------------------------------------------------
+@pytest.mark.parametrize("eio", [3, 4])
+def test_ping_flood_payload_is_refused_by_a_named_limit(eio: int) -> None:
+    # 16 MiB of "2\x1e2\x1e..." was 8 M packets handled in one go: seconds of a frozen process,
+    # hundreds of MB of objects, and as many pong packets and ping rows.
+    import time
+
+    from locustfiles.sio.protocol.codec import MAX_PAYLOAD_PACKETS
+
+    c, poll = _connected(eio=eio)
+    n = 4_000_000
+    body = b"2\x1e" * (n - 1) + b"2" if eio == 4 else b"1:2" * n
+    t0 = time.process_time()
+    a = c.http_response(poll.rid, 200, body, 1.0)
+    assert time.process_time() - t0 < 0.5
+    closed = of(a, Closed)[0]
+    assert closed.error_kind == "protocol_error" and "MAX_PAYLOAD_PACKETS" in closed.error
+    assert len(a) < 10 and MAX_PAYLOAD_PACKETS >= 10_000
+
+
+@pytest.mark.parametrize("eio", [3, 4])
+def test_a_large_legitimate_batch_is_accepted(eio: int) -> None:
+    c, poll = _connected(eio=eio)
+    msgs = [f'42["broadcast",{{"id":"{i}"}}]' for i in range(5_000)]
+    body = ("\x1e".join(msgs) if eio == 4 else "".join(f"{len(m)}:{m}" for m in msgs)).encode()
+    a = c.http_response(poll.rid, 200, body, 1.0)
+    assert not of(a, Closed) and c.state == "connected"

@@ -31,6 +31,12 @@ SEPARATOR = "\x1e"
 TEXT = "text/plain;charset=UTF-8"
 BINARY = "application/octet-stream"
 _MAX_LEN_DIGITS = 10  # engine.io-parser v3 allowed 310; no real packet needs more than 10
+# Packets in one polling payload (issue 9: bound every read). The core handles a payload in one
+# go and cannot yield, and a 16 MiB body of "2\x1e2\x1e..." would be 8 M packets (and as many
+# pongs and ping rows): seconds of a frozen process and hundreds of MB of small objects. A server
+# batches what it buffered for one client during one poll round trip; 10,000 packets is far
+# beyond that (python-engineio's own server refuses more than 16 per payload).
+MAX_PAYLOAD_PACKETS = 10_000
 
 # engineio.json.loads(s) is json.loads(s, parse_int=_safe_int): the same decoder, built once.
 _EIO_JSON = json.JSONDecoder(parse_int=eio_json._safe_int)  # noqa: SLF001
@@ -89,6 +95,9 @@ def decode_payload_v4(body: bytes) -> list[Packet]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"payload is not UTF-8: {e}") from None
+    n = text.count(SEPARATOR) + 1  # counted before splitting: the split itself is the cost
+    if n > MAX_PAYLOAD_PACKETS:
+        raise ValueError(f"payload of {n} packets exceeds MAX_PAYLOAD_PACKETS = {MAX_PAYLOAD_PACKETS}")
     out: list[Packet] = []
     for rec in text.split(SEPARATOR):
         if rec[:1] == "b":
@@ -189,6 +198,8 @@ def split_v3_text(text: str) -> list[str]:
         if length == 0 or end > n:
             raise ValueError(f"length {length} at code unit {i // width} runs past the payload")
         out.append(_units(buf, start, end, width))
+        if len(out) > MAX_PAYLOAD_PACKETS:
+            raise ValueError(f"payload of more than MAX_PAYLOAD_PACKETS = {MAX_PAYLOAD_PACKETS} packets")
         i = end
     return out
 
@@ -247,5 +258,7 @@ def _decode_v3_binary(body: bytes) -> list[Packet]:
             if rec[0] != MESSAGE:
                 raise ValueError(f"binary record of packet type {rec[0]}")
             out.append((MESSAGE, bytes(rec[1:])))
+        if len(out) > MAX_PAYLOAD_PACKETS:
+            raise ValueError(f"payload of more than MAX_PAYLOAD_PACKETS = {MAX_PAYLOAD_PACKETS} packets")
         i = end
     return out
