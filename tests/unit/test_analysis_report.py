@@ -93,7 +93,7 @@ def test_bad_runs_give_a_report_not_a_traceback(tmp_path: Path) -> None:
     assert by["empty"]["connections"]["attempted"] == 0
     # an empty directory measured nothing and cannot say how its run ended: failed, never ok (issue 9)
     assert by["empty"]["status"] == "failed" and "did not run" in by["empty"]["verdicts"][0]
-    assert by["allfail"]["status"] == "ok" and "nothing to judge" not in by["allfail"]["verdicts"][0]
+    assert by["allfail"]["status"] == "ok"  # it ran: failures are its finding, not its status
     assert by["allfail"]["connections"]["connected"] == 0
     assert write_report([], tmp_path / "none")["warnings"] == ["no run directories given"]
 
