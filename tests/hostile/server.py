@@ -226,8 +226,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sta
         traceback.print_exc()
         state.server_errors += 1
     finally:
-        if ctx.session is not None and ctx.session.ws is ctx:
-            ctx.session.close()
+        s = ctx.session
+        if s is not None and s.ws is ctx and s.upgraded:  # the session's transport is gone
+            s.close()
         with contextlib.suppress(Exception):
             writer.close()
 

@@ -7,7 +7,8 @@ with a step timeout of TIMEOUT s, and the run must:
 - never starve the gevent hub for more than MAX_STALL_MS of this process's CPU time (a stalled
   hub means every latency measured meanwhile is false, and no timeout can fire; see
   harness._watchdog for why CPU time);
-- report no greenlet error, no logged traceback, no Locust exception;
+- print no traceback on stderr, and report no greenlet error, no logged traceback, no Locust
+  exception;
 - classify every failure (rows.ERROR_KINDS or http_<status>, in the Locust event and in the
   event row), and, where the mode says which, report the misbehaviour with the right kind (e.g. a
   size limit named as protocol_error, not only a timeout);
@@ -34,7 +35,7 @@ MAX_STALL_MS = 200.0
 MAX_RSS_MB = 50.0
 
 
-def problems(mode: Mode, out: Outcome, violations: list[str]) -> list[str]:
+def problems(mode: Mode, out: Outcome, violations: list[str], stderr: str) -> list[str]:
     """Every way this run broke the suite's promises, as sentences (empty: it held)."""
     found = []
     if out.seconds > DURATION + TIMEOUT + SLACK:
@@ -44,6 +45,8 @@ def problems(mode: Mode, out: Outcome, violations: list[str]) -> list[str]:
         found.append(f"event loop stalled {out.max_stall_ms:.0f} ms (woke up {out.max_late_ms:.0f} ms late)")
     if out.rss_growth_mb > MAX_RSS_MB:
         found.append(f"RSS grew {out.rss_growth_mb:.0f} MB")
+    if "Traceback" in stderr:
+        found.append("traceback on stderr: " + stderr[stderr.index("Traceback"):][:400])
     for what, items in (("greenlet error", out.hub_errors), ("logged traceback", out.logged_tracebacks),
                         ("Locust exception", out.locust_exceptions), ("leak", out.leaks),
                         ("unclassified failure", out.unclassified()), ("bad event row", out.bad_rows),
@@ -57,11 +60,12 @@ def problems(mode: Mode, out: Outcome, violations: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("mode", MODES, ids=[m.name for m in MODES])
-def test_mode(hostile: HostileServer, mode: Mode) -> None:
+def test_mode(hostile: HostileServer, mode: Mode, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
     out = drive(hostile.url(mode.name), transports=mode.transports, duration=DURATION, timeout=TIMEOUT)
     seen = hostile.stats()[mode.name]
     assert not seen["server_errors"], f"the hostile server itself failed; see {hostile.log}"
-    found = problems(mode, out, seen["violations"])
+    found = problems(mode, out, seen["violations"], capfd.readouterr().err)
     kinds = ",".join(f"{k}x{n}" for k, n in sorted(out.kinds().items()))
     TABLE.append((mode.name, "FAIL" if found else "ok", out.seconds,
                   f"stall {out.max_stall_ms:4.0f} ms (late {out.max_late_ms:4.0f}), rss +{out.rss_growth_mb:3.0f} MB, ok steps "
