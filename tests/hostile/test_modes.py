@@ -33,6 +33,7 @@ TIMEOUT = 1.0
 SLACK = 0.5  # Locust's spawn and stop bookkeeping on a busy 2-core machine
 MAX_STALL_MS = 200.0
 MAX_RSS_MB = 50.0
+SERVER_LAG_MS = 300.0  # the server itself late by this much voids a run (repeated once)
 
 
 def problems(mode: Mode, out: Outcome, violations: list[str], stderr: str) -> list[str]:
@@ -61,9 +62,17 @@ def problems(mode: Mode, out: Outcome, violations: list[str], stderr: str) -> li
 
 @pytest.mark.parametrize("mode", MODES, ids=[m.name for m in MODES])
 def test_mode(hostile: HostileServer, mode: Mode, capfd: pytest.CaptureFixture[str]) -> None:
-    capfd.readouterr()
-    out = drive(hostile.url(mode.name), transports=mode.transports, duration=DURATION, timeout=TIMEOUT)
-    seen = hostile.stats()[mode.name]
+    hostile.stats()  # resets the server's lag gauge
+    for _attempt in range(2):
+        capfd.readouterr()
+        out = drive(hostile.url(mode.name), transports=mode.transports, duration=DURATION, timeout=TIMEOUT)
+        stats = hostile.stats()
+        if stats["_lag_ms"] < SERVER_LAG_MS:
+            break
+        # the server could not keep its own timing (a busy shared machine): the run tested
+        # nothing about the client; run it once more, and say so if it happens again
+    seen = stats[mode.name]
+    assert stats["_lag_ms"] < SERVER_LAG_MS, f"the hostile server stalled {stats['_lag_ms']:.0f} ms twice"
     assert not seen["server_errors"], f"the hostile server itself failed; see {hostile.log}"
     found = problems(mode, out, seen["violations"], capfd.readouterr().err)
     kinds = ",".join(f"{k}x{n}" for k, n in sorted(out.kinds().items()))
