@@ -54,7 +54,10 @@ class Watched:
         for q in kids:
             self.procs.setdefault(q.pid, q)
             try:
-                self.cmds.setdefault(q.pid, " ".join(q.cmdline()))
+                # re-read while alive: seen between fork and exec, a child still shows sioscale's command line
+                cmd = " ".join(q.cmdline())
+                if cmd:  # a zombie's is empty: keep what it was
+                    self.cmds[q.pid] = cmd
                 self.ports.update(c.laddr.port for c in q.net_connections(kind="tcp")
                                   if c.status == psutil.CONN_LISTEN)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
