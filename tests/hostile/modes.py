@@ -10,9 +10,9 @@ with one hook replaced, so every step of a chat user before the misbehaviour is 
 - `on_ws_101`: the raw answer to a WebSocket opening request; `on_ws`: a coroutine started on
   the WebSocket once the session is upgraded (or WebSocket-only) and joined.
 
-`kinds` is what the test accepts as the failures' error kinds: None means any classified kind
-(or none at all: the client may legitimately cope), a set means every failure must be one of
-them (a bounded reader names a size limit as protocol_error; a timeout there means no bound).
+`kinds` says how the client must report the misbehaviour: a set means at least one failure of
+one of these kinds (a bounded reader names a size limit as protocol_error; timeouts alone there
+mean no bound); None means the client may cope (any failures must still be classified).
 
 Why the wire bytes are written by hand here: each mode must be able to break the protocol at
 any byte (a lying length, a reserved bit, a frame cut in half), which no library's writer does.
