@@ -30,10 +30,6 @@ transports = ["websocket"]
 at = 4
 action = "stop_node"
 target = "n2"
-[[faults]]
-at = 60
-action = "start_node"
-target = "n2"
 """
 
 
@@ -42,9 +38,8 @@ def test_stop_node_mid_run_sessions_fail_over(tmp_path: Path) -> None:
     (cfg,) = parse_campaign(CAMPAIGN).runs()
     meta = execute_run(cfg, tmp_path / "run")
     assert meta["status"] == "ok", meta.get("error")
-    stop, late = meta["faults"]
+    (stop,) = meta["faults"]
     assert stop["action"] == "stop_node" and stop["target"] == "n2" and stop["error"] is None
-    assert late["error"] == "not reached: the run ended first"  # recorded, not silently dropped
     rows = list(csv.DictReader((tmp_path / "run" / "events.csv").open()))
     connects = [r for r in rows if r["step"] == "connect" and r["ok"] == "1" and float(r["ts"]) < stop["ts"]]
     on_n2 = {r["user"] for r in connects if r["node"] == "n2"}
