@@ -69,16 +69,21 @@ class SessionConfig:
         self.node_header = self.node_header.strip().lower()
 
 
+# A node id is a short name (n1, a pod name, a cookie value); the server chooses it, and it goes
+# into every row: a longer value is cut here so that a hostile header cannot swell the event log.
+MAX_NODE_ID_CHARS = 128
+
+
 def node_of(headers: dict[str, str], http: HttpSession, node_header: str) -> str:
     """Which backend served a response: the node header, else the balancer's sticky cookie."""
     node = headers.get(node_header)
     if node:
-        return node
+        return node[:MAX_NODE_ID_CHARS]
     v = http.cookies.get(NODE_COOKIE)
     if v:
-        return v
+        return v[:MAX_NODE_ID_CHARS]
     v = http.cookies.get(CADDY_COOKIE)
-    return f"lb:{v}" if v else ""
+    return f"lb:{v[:MAX_NODE_ID_CHARS]}" if v else ""
 
 
 class Session:

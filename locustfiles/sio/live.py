@@ -32,6 +32,17 @@ def _is_ok(v: Any) -> bool:
     return str(v).strip() in ("1", "1.0", "True", "true")
 
 
+# A server names its node in a header it chooses: one that names a new node on every answer would
+# grow the per-node tables (and the tab) without end. Real clusters have tens of nodes.
+MAX_DISTINCT_NODES = 1000
+OTHER_NODES = "(other nodes)"
+
+
+def _bounded(counter: Counter[str], key: str) -> str:
+    """`key`, or OTHER_NODES once `counter` already holds MAX_DISTINCT_NODES other keys."""
+    return key if key in counter or len(counter) < MAX_DISTINCT_NODES else OTHER_NODES
+
+
 class Quantiles:
     """Latency distribution in bounded memory: values kept to 0.1 ms below 100 ms, 1 ms above.
 
@@ -163,16 +174,17 @@ class LiveStats:
             self.failures[(step, str(row.get("error_kind", "") or "unknown"))] += 1
 
         if step == "connect" and ok:
-            self.connects_by_node[node or "?"] += 1
+            node = _bounded(self.connects_by_node, node or "?")
+            self.connects_by_node[node] += 1
             key = (user, str(row.get("eio_sid", "")))
-            self.open_sessions[key] = node or "?"
+            self.open_sessions[key] = node
             self.session_worker[key] = str(row.get("worker", "") or "")
             self.totals["connects"] += 1
         elif step == "disconnect":
             self._close_session(user, str(row.get("eio_sid", "")))
             self.totals["disconnects"] += 1
         elif step == "node_switch":
-            self.node_switches[str(row.get("error", "") or f"?->{node}")] += 1
+            self.node_switches[_bounded(self.node_switches, str(row.get("error", "") or f"?->{node}"))] += 1
             self.totals["node_switches"] += 1
         elif step == "reconnect":
             self.reconnects["attempts"] += 1

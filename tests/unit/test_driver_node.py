@@ -42,3 +42,10 @@ def test_sticky_cookie_is_the_fallback() -> None:
     http = HttpSession(Endpoint.from_url("http://127.0.0.1:9"))
     http.cookies.update([f"{NODE_COOKIE}=n3; path=/"])
     assert node_of({}, http, NODE_HEADER) == "n3"
+
+
+def test_a_node_id_longer_than_a_name_is_cut() -> None:
+    from locustfiles.sio.driver import MAX_NODE_ID_CHARS
+
+    http = HttpSession(Endpoint.from_url("http://127.0.0.1:9"))
+    assert node_of({"x-served-by": "n" * 60_000}, http, "x-served-by") == "n" * MAX_NODE_ID_CHARS

@@ -265,3 +265,20 @@ def test_a_receipt_for_a_settled_send_is_counted_as_late() -> None:
         s.add(R("ack", 2 + i, user="a", latency_ms=1.0))
     s.add(R("broadcast_recv", 12, user="a", room="r", msg_id="m", latency_ms=11_000.0))
     assert s.snapshot()["totals"]["late_rows_ignored"] == 1
+
+
+def test_a_server_naming_a_new_node_on_every_answer_cannot_grow_the_tables() -> None:
+    from locustfiles.sio.live import MAX_DISTINCT_NODES, OTHER_NODES
+
+    s = LiveStats()
+    n = MAX_DISTINCT_NODES + 500
+    s.add_many([R("connect", i * 1e-3, user=f"u{i}", eio_sid=f"s{i}", node=f"node-{i}") for i in range(n)])
+    s.add_many([R("node_switch", 1 + i * 1e-3, user="u0", node=f"x{i}", ok=0, error_kind="session_unknown",
+                  error=f"a{i}->b{i}") for i in range(n)])
+    snap = s.snapshot()
+    assert len(snap["nodes"]) == MAX_DISTINCT_NODES + 1
+    other = {x["node"]: x for x in snap["nodes"]}[OTHER_NODES]
+    assert other["connects_total"] == other["connected_now"] == 500  # counts stay exact
+    assert snap["totals"]["connects"] == n
+    assert len(snap["node_switches"]) == MAX_DISTINCT_NODES + 1
+    assert sum(x["count"] for x in snap["node_switches"]) == n

@@ -381,3 +381,56 @@ def test_max_payload_splits_posts():
     c.emit("bbbbbbbb", now=0.03)
     (p2,) = of(c.http_response(post.rid, 200, b"ok", 0.04), HttpRequest)
     assert p2.body == b'42["aaaaaaaa"]'
+
+
+def _answer_posts(c, actions, now):
+    """Answer every POST among `actions` with ok; returns the parked GET that remains."""
+    gets = []
+    for r in of(actions, HttpRequest):
+        if r.method == "POST":
+            gets += [g for g in of(c.http_response(r.rid, 200, b"ok", now), HttpRequest) if g.method == "GET"]
+        else:
+            gets.append(r)
+    (get,) = gets
+    return get
+
+
+def test_pings_on_their_schedule_are_answered_for_a_long_session():
+    c, poll = connected_polling()
+    interval = 25.0  # OPEN's pingInterval
+    for i in range(1, 200):
+        now = 0.02 + i * interval
+        a = c.http_response(poll.rid, 200, b"2", now)
+        assert step(a, "ping").ok
+        poll = _answer_posts(c, a, now)
+
+
+def test_a_ping_flood_is_a_protocol_error_not_a_row_per_ping():
+    # a server far ahead of its own pingInterval floods: each ping would be a row and an answer
+    c, poll = connected_polling()
+    a = c.http_response(poll.rid, 200, b"\x1e".join([b"2"] * 1000), 0.05)
+    pings = [s for s in of(a, StepResult) if s.step == "ping"]
+    assert len(pings) <= 5
+    d = step(a, "disconnect")
+    assert (d.ok, d.error_kind) == (False, "protocol_error") and "pingInterval" in d.error
+
+
+def test_acks_given_up_by_our_own_close_are_not_failures():
+    # a user stopped mid-call at the end of a run closes cleanly: its pending ack is released
+    # (AckFailed) but is no failed row, since the server did nothing wrong
+    c, _poll = connected_polling()
+    _, a = c.emit("e", ack=True, now=1.0)
+    (post1,) = of(a, HttpRequest)
+    c.disconnect(2.0)
+    (post2,) = of(c.http_response(post1.rid, 200, b"ok", 2.1), HttpRequest)
+    a = c.http_response(post2.rid, 200, b"ok", 2.5)
+    assert [(s.step, s.ok) for s in of(a, StepResult)] == [("disconnect", True)]
+    assert of(a, AckFailed) == [AckFailed("/", 0, "transport_closed", "socket has been disconnected")]
+
+
+def test_acks_pending_when_the_server_drops_the_session_are_failures():
+    c, poll = connected_polling()
+    _, a = c.emit("e", ack=True, now=1.0)
+    a = c.http_response(poll.rid, 400, b'"Session is disconnected"', 1.5)
+    failed = [s for s in of(a, StepResult) if not s.ok]
+    assert {s.step for s in failed} >= {"ack", "disconnect"}
