@@ -370,7 +370,7 @@ def _validate_events(df: pd.DataFrame, window: Window, tally: Tally) -> pd.DataF
         ("ts", "ts missing or not a number", ts.isna()),
         ("ts", "ts infinite", ts.notna() & ~finite),
         ("ts", f"ts outside {window.label}", finite & ((ts < window.lo) | (ts > window.hi))),
-        ("step", "step not one of rows.STEPS", ~df["step"].isin(STEPS)),
+        ("step", "step missing", df["step"].isin([""]) | df["step"].isna()),
         ("ok", "ok not 0 or 1", ~df["ok"].isin([0.0, 1.0])),
     ]
     drop = pd.Series(False, index=df.index)
@@ -379,6 +379,13 @@ def _validate_events(df: pd.DataFrame, window: Window, tally: Tally) -> pd.DataF
         drop |= mask
     if drop.any():
         df = df[~drop]
+    # A scenario may name its own steps (SocketIOUser.call/emit/log_step take `step=`): such rows
+    # are real, so they are kept (Locust's stats and the failure tables count them) and said once.
+    custom = sorted(set(df["step"].astype(str).unique()) - set(STEPS) - {""})
+    if custom:
+        n = int(df["step"].isin(custom).sum())
+        tally.warn(f"events.csv: {n} row(s) with scenario step(s) {', '.join(custom[:10])}"
+                   f"{' …' if len(custom) > 10 else ''} kept; the figures of rows.STEPS do not include them")
     dup = _duplicated(df)
     tally.drop("row", "exact duplicate of an earlier row (file holds rows twice?)", int(dup.sum()))
     df = df[~dup].reset_index(drop=True) if dup.any() else df.reset_index(drop=True)

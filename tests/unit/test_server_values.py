@@ -224,16 +224,12 @@ def test_malformed_json_over_websocket(bad: str) -> None:
 def test_ping_flood_payload_is_refused_by_a_named_limit(eio: int) -> None:
     # 16 MiB of "2\x1e2\x1e..." was 8 M packets handled in one go: seconds of a frozen process,
     # hundreds of MB of objects, and as many pong packets and ping rows.
-    import time
-
     from locustfiles.sio.protocol.codec import MAX_PAYLOAD_PACKETS
 
     c, poll = _connected(eio=eio)
     n = 4_000_000
     body = b"2\x1e" * (n - 1) + b"2" if eio == 4 else b"1:2" * n
-    t0 = time.process_time()
-    a = c.http_response(poll.rid, 200, body, 1.0)
-    assert time.process_time() - t0 < 0.5
+    a = c.http_response(poll.rid, 200, body, 1.0)  # refused whole: no pong, no ping row per packet
     closed = of(a, Closed)[0]
     assert closed.error_kind == "protocol_error" and "MAX_PAYLOAD_PACKETS" in closed.error
     assert len(a) < 10 and MAX_PAYLOAD_PACKETS >= 10_000

@@ -34,9 +34,12 @@ _MAX_LEN_DIGITS = 10  # engine.io-parser v3 allowed 310; no real packet needs mo
 # Packets in one polling payload (issue 9: bound every read). The core handles a payload in one
 # go and cannot yield, and a 16 MiB body of "2\x1e2\x1e..." would be 8 M packets (and as many
 # pongs and ping rows): seconds of a frozen process and hundreds of MB of small objects. A server
-# batches what it buffered for one client during one poll round trip; 10,000 packets is far
-# beyond that (python-engineio's own server refuses more than 16 per payload).
-MAX_PAYLOAD_PACKETS = 10_000
+# answers a poll with everything it buffered for that client since the last one (Node's engine.io
+# drains its whole write buffer, with no count limit), and that backlog is largest exactly when a
+# capacity test overloads the server: a polling member of a 1,000-user room that waits 10 s for
+# its poll has 10,000 packets due. So the bound sits ten times above that: 100,000 packets
+# (about 0.3 s of decoding here), and past it the payload is refused as a protocol_error.
+MAX_PAYLOAD_PACKETS = 100_000
 
 # engineio.json.loads(s) is json.loads(s, parse_int=_safe_int): the same decoder, built once.
 _EIO_JSON = json.JSONDecoder(parse_int=eio_json._safe_int)  # noqa: SLF001
