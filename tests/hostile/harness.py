@@ -26,6 +26,7 @@ from locust.event import Events
 from locustfiles.chat import ChatUser
 from locustfiles.sio import eventlog
 from locustfiles.sio.rows import ERROR_KINDS
+from tests._stall import StallMeter
 
 HTTP_KIND = re.compile(r"^http_[1-5]\d\d$")
 WATCH_EVERY_S = 0.01
@@ -48,7 +49,7 @@ class Outcome:
 
     seconds: float = 0.0  # spawn → every user stopped
     stop_seconds: float = 0.0  # runner.quit() alone
-    max_stall_ms: float = 0.0  # longest the watchdog greenlet was kept from running by this process
+    max_stall_ms: float = 0.0  # longest the watchdog greenlet was kept from running by this thread's work
     max_late_ms: float = 0.0  # longest wake-up lateness, whoever used the CPU meanwhile
     rss_growth_mb: float = 0.0  # peak RSS over the run minus RSS before it
     steps: Counter = field(default_factory=Counter)  # ok step names
@@ -84,28 +85,18 @@ class _TracebackLog(logging.Handler):
             self.sink.append(f"{record.name}: {record.getMessage()} ({record.exc_info[1]!r})")
 
 
-def _watchdog(out: Outcome, rss0: int, proc: psutil.Process) -> None:
-    """Measure hub starvation (wake-up lateness) and peak RSS until killed.
+def _watchdog(out: Outcome, rss0: int, proc: psutil.Process) -> StallMeter:
+    """Measure hub starvation (tests/_stall.py: lateness while this thread was busy) and peak
+    RSS (sampled every 50 ms) until stopped; `_record` copies both into `out`."""
+    peak = [rss0, 0.0]
 
-    A late wake-up counts as a stall for as long as this process was busy meanwhile (CPU
-    time): a greenlet that keeps the hub from running burns CPU reading a flood, while a late
-    wake-up with the CPU idle is the OS running the other processes of a shared 2-core
-    machine, which says nothing about the client.
-    """
-    peak = rss0
-    last_rss = 0.0
-    while True:
-        t, c = time.monotonic(), time.process_time()
-        gevent.sleep(WATCH_EVERY_S)
-        now = time.monotonic()
-        late = (now - t - WATCH_EVERY_S) * 1000.0
-        busy = min(late, (time.process_time() - c) * 1000.0)
-        out.max_late_ms = max(out.max_late_ms, late)
-        out.max_stall_ms = max(out.max_stall_ms, busy)
-        if now - last_rss >= 0.05:
-            last_rss = now
-            peak = max(peak, proc.memory_info().rss)
-            out.rss_growth_mb = (peak - rss0) / 2**20
+    def sample(now: float) -> None:
+        if now - peak[1] >= 0.05:
+            peak[1] = now
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            out.rss_growth_mb = (peak[0] - rss0) / 2**20
+
+    return StallMeter(WATCH_EVERY_S, on_tick=sample)
 
 
 def drive(url: str, *, transports: str, users: int = 3, duration: float = 1.5, timeout: float = 1.0,
@@ -130,7 +121,7 @@ def drive(url: str, *, transports: str, users: int = 3, duration: float = 1.5, t
 
     hub.handle_error = record_hub_error  # type: ignore[method-assign]
     proc = psutil.Process()
-    dog = gevent.spawn(_watchdog, out, proc.memory_info().rss, proc)
+    dog = _watchdog(out, proc.memory_info().rss, proc)
     t0 = time.monotonic()
     try:
         runner.start(users, spawn_rate=users * 20)
@@ -140,7 +131,8 @@ def drive(url: str, *, transports: str, users: int = 3, duration: float = 1.5, t
         out.stop_seconds = time.monotonic() - t_stop
         out.seconds = time.monotonic() - t0
     finally:
-        dog.kill()
+        out.max_stall_ms = dog.stop() * 1000.0
+        out.max_late_ms = dog.max_late * 1000.0
         hub.handle_error = original  # type: ignore[method-assign]
         logging.getLogger().removeHandler(tb_log)
     out.locust_exceptions = [f"{e['msg']}\n{e['traceback']}" for e in runner.exceptions.values()]

@@ -213,7 +213,7 @@ MODES: tuple[Mode, ...] = (
       frozenset({"protocol_error"}),
       on_open=flood(CHUNKED + b"5\r\nhello\r\n0\r\n", b"X-T: " + b"y" * 1000 + b"\r\n", rate=2e6)),
     M("ws_pong_flood", "unsolicited WebSocket pongs at full speed on a valid session",
-      on_ws=ws_flood(_many(frame(0xA, b"p")))),
+      frozenset({"protocol_error"}), on_ws=ws_flood(_many(frame(0xA, b"p")))),
     # malformed JSON at every step
     M("open_bad_json", "open packet JSON cut short", frozenset({"protocol_error"}),
       open_raw='0{"sid":"abc","upgrades":["websocket"],'),
@@ -228,7 +228,8 @@ MODES: tuple[Mode, ...] = (
     M("ping_zero", "pingInterval 0, pingTimeout 0", frozenset({"protocol_error"}),
       open_fields={"pingInterval": 0, "pingTimeout": 0}),
     M("ping_nan_string", 'pingInterval "NaN"', frozenset({"protocol_error"}), open_fields={"pingInterval": "NaN"}),
-    M("ping_huge", "pingInterval and pingTimeout 2**63 ms", open_fields={"pingInterval": 2**63, "pingTimeout": 2**63}),
+    M("ping_huge", "pingInterval and pingTimeout 2**63 ms", frozenset({"protocol_error"}),
+      open_fields={"pingInterval": 2**63, "pingTimeout": 2**63}),
     M("ping_wrong_type", "pingInterval true, pingTimeout 2.5", frozenset({"protocol_error"}),
       open_fields={"pingInterval": True, "pingTimeout": 2.5}),
     # slowloris
@@ -270,7 +271,8 @@ MODES: tuple[Mode, ...] = (
       after_join=('51000-["broadcast",{"_placeholder":true,"num":0}]',)),
     M("ack_unknown_id", "acks for ids nobody asked for", after_join=("43999[true]", "43-1[true]", "43[true]")),
     M("disconnect_mid_handshake", "DISCONNECT as the answer to CONNECT", connect_reply="41"),
-    M("eio_ping_flood", "Engine.IO pings at full speed over the WebSocket", on_ws=ws_flood(_many(frame(1, "2")))),
+    M("eio_ping_flood", "Engine.IO pings at full speed over the WebSocket", frozenset({"protocol_error"}),
+      on_ws=ws_flood(_many(frame(1, "2")))),
     # WebSocket frames
     M("ws_rsv_bits", "frame with RSV1 set", frozenset({"protocol_error"}), on_ws=ws_after(frame(1, "6", rsv=4))),
     M("ws_reserved_opcode", "data frame with opcode 3", frozenset({"protocol_error"}), on_ws=ws_after(frame(3, "6"))),
@@ -288,7 +290,8 @@ MODES: tuple[Mode, ...] = (
       on_ws=ws_after(frame(8, struct.pack("!H", 1000) + b"\xff\xfe"))),
     M("ws_text_bad_utf8", "text frame that is not UTF-8", frozenset({"protocol_error"}),
       on_ws=ws_after(frame(1, b"42\xff\xfe"))),
-    M("ws_ping_flood", "WebSocket pings at full speed", on_ws=ws_flood(_many(frame(9, b"p")))),
+    M("ws_ping_flood", "WebSocket pings at full speed", frozenset({"protocol_error"}),
+      on_ws=ws_flood(_many(frame(9, b"p")))),
     M("ws_tiny_flood", "one-byte noop text frames at full speed", on_ws=ws_flood(_many(frame(1, "6")))),
     M("ws_continuation_endless", "a text message whose continuation frames never end",
       frozenset({"protocol_error"}), on_ws=flood(frame(1, "4", fin=False), _many(frame(0, "y" * 1000, fin=False)))),

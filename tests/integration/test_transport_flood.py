@@ -4,7 +4,8 @@ Issue 9, class 2: a reader that never yields starves every other user (a 10 s ru
 against an endless chunked trailer at 20-200 MB/s), so every latency measured meanwhile is
 false. The flooding server here runs in a real OS thread (not a greenlet: gevent's monkey
 patching, which importing Locust applies, is bypassed with get_original) writing over a real
-loopback socket; a second greenlet measures the hub's largest stall while one HttpSession reads.
+loopback socket (tests/_loopback.py); a StallMeter (tests/_stall.py) measures the hub's largest
+stall while one HttpSession reads.
 No processes are started, so the tests are not marked slow; each takes about a second.
 """
 
@@ -15,94 +16,43 @@ import time
 
 import gevent
 import pytest
-from gevent import monkey
 
 from locustfiles.sio.transport.errors import TransportError
 from locustfiles.sio.transport.http import HttpSession
 from locustfiles.sio.transport.net import Endpoint
-
-_RealSocket = monkey.get_original("socket", "socket")
-_start_thread = monkey.get_original("_thread", "start_new_thread")  # a native thread, patched or not
-_real_sleep = monkey.get_original("time", "sleep")
+from tests._loopback import ThreadServer, real_sleep
+from tests._stall import StallMeter
 
 HEAD_CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
 DEADLINE_S = 1.0
 MAX_STALL_S = 0.1
 
 
-def _flood_server(head: bytes, pattern: bytes, pause: float = 0.0):  # noqa: ANN202
-    """Listening real socket + real thread: answer the first request with `head`, then write
-    `pattern` forever (as fast as the kernel takes it, or every `pause` seconds) until the
-    client goes away or 15 s passed. Returns (port, stats); stats["done"] once the thread ended."""
-    srv = _RealSocket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    srv.settimeout(5.0)
-    stats = {"sent": 0, "done": False}
+def _flood_server(head: bytes, pattern: bytes, pause: float = 0.0) -> tuple[ThreadServer, dict]:
+    """Answer the first request with `head`, then write `pattern` forever (as fast as the kernel
+    takes it, or every `pause` seconds) until the client goes away or 15 s passed."""
+    stats = {"sent": 0}
     block = pattern if pause else pattern * max(1, 262144 // len(pattern))
 
-    def run() -> None:
-        try:
-            _serve()
-        finally:
-            stats["done"] = True
+    def serve(conn, _request: bytes) -> None:  # noqa: ANN001 - a native socket
+        conn.sendall(head)
+        end = time.monotonic() + 15.0
+        while time.monotonic() < end:
+            conn.sendall(block)
+            stats["sent"] += len(block)
+            if pause:
+                real_sleep(pause)
 
-    def _serve() -> None:
-        try:
-            conn, _ = srv.accept()
-        except OSError:
-            srv.close()
-            return
-        try:
-            conn.settimeout(5.0)
-            req = b""
-            while b"\r\n\r\n" not in req:
-                d = conn.recv(65536)
-                if not d:
-                    return
-                req += d
-            conn.sendall(head)
-            end = time.monotonic() + 15.0
-            while time.monotonic() < end:
-                conn.sendall(block)
-                stats["sent"] += len(block)
-                if pause:
-                    _real_sleep(pause)
-        except OSError:
-            pass  # the client closed: the flood is over
-        finally:
-            conn.close()
-            srv.close()
-
-    port = srv.getsockname()[1]
-    _start_thread(run, ())
-    return port, stats
+    return ThreadServer(serve, timeout=5.0), stats
 
 
-def _wait_done(stats: dict, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while not stats["done"] and time.monotonic() < end:
-        gevent.sleep(0.02)
-
-
-def _read_while_measuring(port: int) -> tuple[BaseException | None, float, float, int]:
-    """One GET through HttpSession while a greenlet ticks every 5 ms: (error, seconds, largest
-    stall of the ticker, peak RSS growth in KiB)."""
-    stall = {"max": 0.0}
-    done = {"flag": False}
-
-    def ticker() -> None:
-        last = time.monotonic()
-        while not done["flag"]:
-            gevent.sleep(0.005)
-            now = time.monotonic()
-            stall["max"] = max(stall["max"], now - last - 0.005)
-            last = now
-
+def _read_while_measuring(url: str) -> tuple[BaseException | None, float, float, int]:
+    """One GET through HttpSession while a StallMeter ticks every 5 ms: (error, seconds, largest
+    stall of the hub, peak RSS growth in KiB)."""
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    g = gevent.spawn(ticker)
+    meter = StallMeter()
     gevent.sleep(0.02)
-    http = HttpSession(Endpoint.from_url(f"http://127.0.0.1:{port}"), timeout=DEADLINE_S)
+    http = HttpSession(Endpoint.from_url(url), timeout=DEADLINE_S)
     t0 = time.monotonic()
     err: BaseException | None = None
     try:
@@ -110,10 +60,9 @@ def _read_while_measuring(port: int) -> tuple[BaseException | None, float, float
     except BaseException as e:  # noqa: BLE001 - the test asserts on what came out
         err = e
     took = time.monotonic() - t0
-    done["flag"] = True
-    g.join(1.0)
+    stall = meter.stop()
     http.close()
-    return err, took, stall["max"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
+    return err, took, stall, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
 
 
 FLOODS = {
@@ -132,14 +81,13 @@ FLOODS = {
 @pytest.mark.parametrize("mode", list(FLOODS))
 def test_flooding_server_neither_freezes_the_hub_nor_outlives_the_deadline(mode: str) -> None:
     head, pattern, pause, expect = FLOODS[mode]
-    port, stats = _flood_server(head, pattern, pause)
+    srv, stats = _flood_server(head, pattern, pause)
     try:
-        err, took, stall, rss_kib = _read_while_measuring(port)
+        err, took, stall, rss_kib = _read_while_measuring(srv.url)
     finally:
-        _wait_done(stats, 20.0)
+        srv.join(20.0)  # the server thread saw the client go (or fails the test)
     assert isinstance(err, TransportError), repr(err)
     assert expect in (err.kind, *str(err).split()) or expect in str(err), str(err)
     assert took < DEADLINE_S + 0.3, (took, stats)
     assert stall < MAX_STALL_S, f"the hub stalled {stall * 1000:.0f} ms while {stats['sent']} bytes arrived"
     assert rss_kib < 128 * 1024, rss_kib  # ru_maxrss is in KiB on Linux
-    assert stats["done"]  # the server thread saw the client go

@@ -25,36 +25,12 @@ from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 from locustfiles.sio.transport.errors import TransportError
 from locustfiles.sio.transport.http import HttpConnection
 from locustfiles.sio.transport.websocket import WebSocket, WebSocketProtocolError
+from tests._loopback import FakeSock
 
 CASES = int(os.environ.get("SIOSCALE_FUZZ_CASES", "10000"))
 """At least 10,000 per run of the suite (the issue's bar); the variable is for quick local runs."""
 CLOSE_CODES = [0, 999, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1011, 1012, 1013, 1014, 1015, 1016,
                2000, 2999, 3000, 4999, 5000, 65535]
-
-
-class MemSock:
-    """recv() hands out the stream in the given read sizes, then EOF; writes are kept."""
-
-    def __init__(self, data: bytes, reads: list[int]) -> None:
-        self.data, self.pos, self.reads = data, 0, reads
-        self.sent = bytearray()
-        self.closed = False
-
-    def recv(self, n: int) -> bytes:
-        step = self.reads.pop() if self.reads else n
-        chunk = self.data[self.pos : self.pos + min(n, max(1, step))]
-        self.pos += len(chunk)
-        return chunk
-
-    def send(self, data, flags: int = 0, timeout: float | None = None) -> int:  # noqa: ANN001
-        self.sent += data
-        return len(data)
-
-    def sendall(self, data) -> None:  # noqa: ANN001
-        self.sent += data
-
-    def close(self) -> None:
-        self.closed = True
 
 
 _LIES = [0, 1, 125, 126, 127, 200, 65535, 65536, 1 << 24, (1 << 24) + 1, (1 << 63) - 1, 1 << 63, 2**64 - 1]
@@ -151,7 +127,7 @@ def stream_from(seed: bytes) -> tuple[bytes, list[int]]:
 
 def run_reader(data: bytes, reads: list[int]) -> tuple[list[str | bytes], TransportError, WebSocket]:
     """Every message `recv` hands out, and the error it ends with."""
-    ws = WebSocket(HttpConnection(MemSock(data, reads)), None)  # type: ignore[arg-type]
+    ws = WebSocket(HttpConnection(FakeSock(data, reads=reads)), None)  # type: ignore[arg-type]
     got: list[str | bytes] = []
     for _ in range(len(data) + 3):  # each message takes >= 2 bytes: more calls would be a hang
         try:

@@ -15,7 +15,6 @@ import struct
 import time
 import tracemalloc
 from collections.abc import Callable
-from socket import SO_SNDBUF, SOL_SOCKET
 
 import gevent
 import pytest
@@ -23,16 +22,16 @@ from gevent import monkey
 
 from locustfiles.sio.driver import Session, SessionConfig
 from locustfiles.sio.protocol.actions import Closed
+from locustfiles.sio.transport import http as httpmod
 from locustfiles.sio.transport import websocket as wsmod
 from locustfiles.sio.transport.errors import TransportError
 from locustfiles.sio.transport.http import HttpConnection
 from locustfiles.sio.transport.net import Endpoint
 from locustfiles.sio.transport.websocket import MAX_FRAGMENTS, MAX_MESSAGE_BYTES, WebSocket
+from tests._loopback import FakeSock, ThreadServer
+from tests._stall import StallMeter
 
-# The unpatched socket and thread primitives: the server must run beside the hub, not in it.
-_socket = monkey.get_original("socket", "socket")
-_start_thread = monkey.get_original("_thread", "start_new_thread")
-_allocate_lock = monkey.get_original("_thread", "allocate_lock")
+_socket = monkey.get_original("socket", "socket")  # the unpatched one, to poke a native server
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -47,70 +46,26 @@ def frame(op: int, payload: bytes = b"", fin: bool = True, rsv: int = 0) -> byte
     return bytes([b0, 127]) + struct.pack("!Q", n) + payload
 
 
-class ThreadServer:
+def ws_server(script: Callable[[Callable[[bytes], None]], None], stop_after: float = 3.0) -> ThreadServer:
     """One-connection WebSocket server in a native thread: 101, then `script(send)`.
 
     `script` gets a `send(bytes)` that raises once the client is gone or `stop_after` seconds
     have passed since the 101, so the thread always ends by itself.
     """
 
-    def __init__(self, script: Callable[[Callable[[bytes], None]], None], stop_after: float = 3.0) -> None:
-        self.lsock = _socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(1)
-        self.lsock.settimeout(10.0)
-        self.port = self.lsock.getsockname()[1]
-        self.request = b""
-        self.script = script
-        self.stop_after = stop_after
-        self.done = _allocate_lock()
-        self.done.acquire()
-        _start_thread(self._run, ())
+    def serve(conn, request: bytes) -> None:  # noqa: ANN001 - a native socket
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + _accept_of(request) + b"\r\n\r\n")
+        end = time.monotonic() + stop_after
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        def send(data: bytes) -> None:
+            if time.monotonic() > end:
+                raise TimeoutError("flood time is over")
+            conn.sendall(data)
 
-    def _run(self) -> None:
-        conn = None
-        try:
-            conn, _ = self.lsock.accept()
-            conn.settimeout(10.0)
-            conn.setsockopt(SOL_SOCKET, SO_SNDBUF, 1 << 16)  # little to drain once the script ends
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = conn.recv(65536)
-                if not d:
-                    return
-                buf += d
-            self.request = buf[: buf.index(b"\r\n\r\n")]
-            key = next(ln.split(b":", 1)[1].strip() for ln in self.request.split(b"\r\n")
-                       if ln.lower().startswith(b"sec-websocket-key:"))
-            accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-            end = time.monotonic() + self.stop_after
+        script(send)
 
-            def send(data: bytes) -> None:
-                if time.monotonic() > end:
-                    raise TimeoutError("flood time is over")
-                conn.sendall(data)
-
-            self.script(send)
-        except OSError:
-            pass  # the client went away (or the flood ran its time): the thread's job is over
-        finally:
-            if conn is not None:
-                conn.close()
-            self.lsock.close()
-            self.done.release()
-
-    def join(self) -> None:
-        # Why poll: a native lock's blocking acquire would stop the hub of this thread.
-        deadline = time.monotonic() + 15
-        while not self.done.acquire(False):
-            assert time.monotonic() < deadline, "server thread did not end"
-            gevent.sleep(0.01)
+    return ThreadServer(serve, sndbuf=1 << 16)  # little to drain once the script ends
 
 
 def flood(chunk: bytes) -> Callable[[Callable[[bytes], None]], None]:
@@ -118,30 +73,6 @@ def flood(chunk: bytes) -> Callable[[Callable[[bytes], None]], None]:
         while True:
             send(chunk)
     return script
-
-
-class StallMeter:
-    """A greenlet that wakes every 5 ms and records the longest gap: the hub's largest stall."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self.last = time.monotonic()  # from now: a meter that never gets to run measures it all
-        self._g = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        while True:
-            gevent.sleep(0.005)
-            self._mark()
-
-    def _mark(self) -> None:
-        now = time.monotonic()
-        self.worst = max(self.worst, now - self.last)
-        self.last = now
-
-    def stop(self) -> float:
-        self._mark()
-        self._g.kill()
-        return self.worst
 
 
 def _consume(url: str, out: dict) -> None:
@@ -159,7 +90,7 @@ def _consume(url: str, out: dict) -> None:
 
 
 def _flood_run(chunk: bytes, seconds: float = 1.0) -> tuple[float, dict]:
-    srv = ThreadServer(flood(chunk), stop_after=seconds)
+    srv = ws_server(flood(chunk), stop_after=seconds)
     meter = StallMeter()
     out: dict = {}
     g = gevent.spawn(_consume, srv.url, out)
@@ -203,7 +134,7 @@ def _session_under_flood(timeout: float = 1.0) -> tuple[Closed | None, float, fl
         while True:
             send(frame(0x1, b"6") * 20000)
 
-    srv = ThreadServer(script, stop_after=4.0)
+    srv = ws_server(script, stop_after=4.0)
     closed: list[tuple[Closed, float]] = []
     t0 = time.monotonic()
 
@@ -235,8 +166,14 @@ def test_session_timer_fires_on_time_under_a_message_flood() -> None:
 
 def test_session_deadlines_are_checked_by_the_clock_even_if_the_hub_is_late(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the reader's yields disabled the hub's timer cannot fire; the driver's reader still
-    sees by the clock that the CONNECT deadline passed, and ends the session on time."""
+    sees by the clock that the CONNECT deadline passed, and ends the session on time.
+
+    Both yields go: the frame reader's (YIELD_EVERY) and the byte reader's under it
+    (http.YIELD_AFTER_S), or the hub would run, fire the timer and pass this test without the
+    driver's check (which then ended the session only when the flood stopped, at 4 s).
+    """
     monkeypatch.setattr(wsmod, "YIELD_EVERY", 10**12)
+    monkeypatch.setattr(httpmod, "YIELD_AFTER_S", 10.0**9)
     action, at, _ = _session_under_flood()
     assert action is not None and action.error_kind == "timeout", action
     assert at < 1.0 + 0.3, f"the 1 s CONNECT timeout fired after {at:.2f} s"
@@ -244,7 +181,7 @@ def test_session_deadlines_are_checked_by_the_clock_even_if_the_hub_is_late(monk
 
 # -- request head: server-chosen values never reach the wire raw --------------------------------
 def _capture(target: str, **kw) -> tuple[bytes, BaseException | None]:  # noqa: ANN003
-    srv = ThreadServer(lambda send: None, stop_after=1.0)
+    srv = ws_server(lambda send: None, stop_after=1.0)
     err: BaseException | None = None
     try:
         WebSocket.connect(Endpoint.from_url(srv.url), target, timeout=3, **kw).close()
@@ -280,32 +217,8 @@ def test_a_cookie_that_cannot_be_sent_is_a_protocol_error(cookie: str) -> None:
 
 
 # -- frame limits (in-memory: the bytes are the whole story) ------------------------------------
-class MemSock:
-    """Hands out `data` in `step`-byte reads, then EOF; records what the client wrote."""
-
-    def __init__(self, data: bytes, step: int = 1 << 16) -> None:
-        self.data, self.pos, self.step = data, 0, step
-        self.sent = bytearray()
-        self.closed = False
-
-    def recv(self, n: int) -> bytes:
-        chunk = self.data[self.pos : self.pos + min(n, self.step)]
-        self.pos += len(chunk)
-        return chunk
-
-    def send(self, data, flags: int = 0, timeout: float | None = None) -> int:  # noqa: ANN001
-        self.sent += data
-        return len(data)
-
-    def sendall(self, data) -> None:  # noqa: ANN001
-        self.sent += data
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def read_all(data: bytes, step: int = 1 << 16) -> tuple[list[str | bytes], TransportError, MemSock]:
-    sock = MemSock(data, step)
+def read_all(data: bytes, step: int = 1 << 16) -> tuple[list[str | bytes], TransportError, FakeSock]:
+    sock = FakeSock(data, step)
     ws = WebSocket(HttpConnection(sock), None)  # type: ignore[arg-type]
     got: list[str | bytes] = []
     while True:
@@ -427,53 +340,15 @@ def _good_101(accept: bytes, extra: bytes = b"") -> bytes:
             b"Sec-WebSocket-Accept: " + accept + b"\r\n" + extra + b"\r\n")
 
 
-class AnswerServer:
+def answer_server(answers: list[Callable[[bytes], bytes]]) -> ThreadServer:
     """Native-thread server: connection i gets `answers[i](request)`, then is closed."""
-
-    def __init__(self, answers: list[Callable[[bytes], bytes]]) -> None:
-        self.lsock = _socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.lsock.settimeout(10.0)
-        self.url = f"http://127.0.0.1:{self.lsock.getsockname()[1]}"
-        self.answers = answers
-        self.done = _allocate_lock()
-        self.done.acquire()
-        _start_thread(self._run, ())
-
-    def _run(self) -> None:
-        try:
-            for answer in self.answers:
-                conn, _ = self.lsock.accept()
-                try:
-                    conn.settimeout(10.0)
-                    buf = b""
-                    while b"\r\n\r\n" not in buf:
-                        d = conn.recv(65536)
-                        if not d:
-                            break
-                        buf += d
-                    conn.sendall(answer(buf))
-                except OSError:
-                    pass
-                finally:
-                    conn.close()
-        except OSError:
-            pass
-        finally:
-            self.lsock.close()
-            self.done.release()
-
-    def join(self) -> None:
-        deadline = time.monotonic() + 15
-        while not self.done.acquire(False):
-            assert time.monotonic() < deadline, "server thread did not end"
-            gevent.sleep(0.01)
+    it = iter(answers)
+    return ThreadServer(lambda conn, request: conn.sendall(next(it)(request)), connections=len(answers))
 
 
 def _handshakes(answers: list[Callable[[bytes], bytes]]) -> list[object]:
     """Each answer's outcome: the WebSocket (closed at once) or the exception connect raised."""
-    srv = AnswerServer(answers)
+    srv = answer_server(answers)
     out: list[object] = []
     for _ in answers:
         try:
@@ -516,7 +391,7 @@ def test_a_hostile_handshake_answer_is_classified(name: str) -> None:
 
 
 def test_frames_in_the_same_packet_as_the_101_are_delivered() -> None:
-    srv = AnswerServer([lambda req: _good_101(_accept_of(req)) + frame(0x1, b"0{}") + frame(0x8, b"\x03\xe8")])
+    srv = answer_server([lambda req: _good_101(_accept_of(req)) + frame(0x1, b"0{}") + frame(0x8, b"\x03\xe8")])
     ws = WebSocket.connect(Endpoint.from_url(srv.url), "/socket.io/?EIO=4&transport=websocket", timeout=3)
     assert ws.recv() == "0{}"
     with pytest.raises(TransportError, match="code 1000"):
