@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sioscale.config import ConfigError, Thresholds
+from sioscale.status import Status, parse
 
 # threshold name → (how to read the figure from one summary config, "min" | "max", label)
 FIGURES: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -40,10 +41,10 @@ FIGURES: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 
 DID_NOT_RUN = "the config did not run (see its error in the report)"
-NOT_JUDGED = {
-    "failed": DID_NOT_RUN,
-    "interrupted": "the run was interrupted: its figures cover only part of it (see the report's first screen)",
-    "running": "the run had not finished when the report was made",
+NOT_JUDGED: dict[Status, str] = {
+    Status.FAILED: DID_NOT_RUN,
+    Status.INTERRUPTED: "the run was interrupted: its figures cover only part of it (see the report's first screen)",
+    Status.RUNNING: "the run had not finished when the report was made",
 }
 """Statuses (sioscale.status) whose figures no threshold may pass on, and why."""
 
@@ -136,7 +137,8 @@ def evaluate(summary: dict[str, Any], thresholds: Thresholds, only: str | None =
         name = str(cfg.get("name", "?"))
         if only and only not in name:
             continue
-        not_judged = NOT_JUDGED.get(str(cfg.get("status")))
+        status = parse(cfg.get("status"))
+        not_judged = NOT_JUDGED.get(status) if status is not None else None
         for key, limit in thresholds.active().items():
             path, kind, _ = FIGURES[key]
             if not_judged:

@@ -15,7 +15,6 @@ from sioscale.config import (
     ClusterConfig,
     LoadConfig,
     _transports,
-    check_source_target,
     parse_steps_text,
 )
 
@@ -75,11 +74,11 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(a: argparse.Namespace) -> LoadConfig:
-    """Build and validate the load, and check it against its target (`--url`, else the cluster's `--host`).
+    """Build and validate the load on its own.
 
-    The cross-field rules live in sioscale.config (the same check_source_target a campaign cell
-    goes through in RunConfig.validate), so `sioscale run` refuses, before anything starts, a
-    source range that could never reach the server it is pointed at.
+    The rules that span fields (source range vs the target, faults vs the cluster) are
+    RunConfig.validate's: `sioscale run` calls it with its `--url`, as campaign cells and
+    `--dry-run` do, so each rule is checked in one place.
     """
     steps = parse_steps_text(a.steps, "--steps") if a.steps else ()
     load = LoadConfig(
@@ -88,5 +87,4 @@ def load_from_args(a: argparse.Namespace) -> LoadConfig:
         message_rate=a.message_rate, payload_size=a.payload_size, processes=a.processes,
         source_range=a.source_range, reconnect=not a.no_reconnect,
     ).validate()
-    check_source_target(load.source_range, getattr(a, "url", None) or getattr(a, "host", None) or _C.host)
     return load

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sioscale.checks import FIGURES, evaluate, junit_xml
 from sioscale.config import Campaign, ConfigError, Thresholds, load_campaign
+from sioscale.status import Status, parse
 
 
 def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001
@@ -63,7 +64,8 @@ def main(args: argparse.Namespace) -> int:
     if not th.active():
         raise ConfigError("no thresholds: give flags such as --connect-ratio 0.99, or --campaign FILE with [thresholds]")
     for c in summary["configs"]:  # a check passes on figures; say plainly when they are not the whole run's
-        if isinstance(c, dict) and c.get("status") not in (None, "ok") and (not args.only or args.only in str(c.get("name"))):
+        if (isinstance(c, dict) and c.get("status") is not None and parse(c.get("status")) is not Status.OK
+                and (not args.only or args.only in str(c.get("name")))):
             why = "; ".join(str(r) for r in c.get("status_reasons") or []) or str(c.get("error") or "no reason recorded")
             print(f"{c.get('name')}: status {c.get('status')}: {why}", file=sys.stderr)
     results = evaluate(summary, th, args.only)

@@ -90,11 +90,15 @@ def _supervise(cluster: Any, stop: threading.Event) -> int:
     one readable line on stderr. Only when nothing can answer at the cluster's URL any more (the
     balancer died, or every node behind it) does the command stop, with exit code 1.
     """
+    from targets.cluster import how_died
+
+    seen = 0  # our own cursor into cluster.deaths (Cluster.deaths_since)
     while not stop.wait(0.5):
-        for d in cluster.check_deaths():
+        fresh = cluster.deaths_since(seen)
+        seen += len(fresh)
+        for d in fresh:
             print(json.dumps({"death": d}), flush=True)
-            how = f"killed by {d['signal']}" if d["signal"] else f"exit code {d['exit_code']}"
-            print(f"sioscale cluster: {d['name']} died ({how}); the rest keep running; its log: {d['log']}",
+            print(f"sioscale cluster: {d['name']} died ({how_died(d)}); the rest keep running; its log: {d['log']}",
                   file=sys.stderr, flush=True)
         if not cluster.serving():
             print(f"sioscale cluster: nothing left to serve {cluster.url} ({', '.join(cluster.dead())} dead); "

@@ -36,7 +36,8 @@ def main(args: argparse.Namespace) -> int:
     cluster, load = cluster_from_args(args), load_from_args(args)
     # with --url the cluster flags describe nothing that runs: the name must not claim them
     name = external_run_name(load) if args.url else run_name(cluster, load)
-    cfg = RunConfig(name=name, cluster=cluster, load=load)
+    # the cross-field rules (source range vs --url or --host, ...): the same call as a campaign cell's
+    cfg = RunConfig(name=name, cluster=cluster, load=load).validate(url=args.url)
     locustfile_paths(cfg)  # a missing locustfile is an error before anything starts
     if args.url:
         check_reachable(args.url)

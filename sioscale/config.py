@@ -182,9 +182,9 @@ _LOOPBACK4 = ipaddress.IPv4Network("127.0.0.0/8")
 def source_range_bounds(text: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
     """'127.0.0.2-127.0.0.254' (or one address) → (first, last); ConfigError unless the client can bind it.
 
-    The same rules as the client's --sio-source-range parser (IPv4 loopback, at most 2^20
-    addresses), checked here so a bad range is refused before any load instead of making every
-    Locust user raise. Written with stdlib ipaddress: this module must not import the client.
+    The one definition of the rules (IPv4 loopback, at most 2^20 addresses): the client's
+    --sio-source-range parser (locustfiles/sio/transport/net.py) calls it too, and LoadConfig
+    checks it before any load instead of letting every Locust user raise.
     """
     first, _, last = str(text).strip().partition("-")
     try:
@@ -501,18 +501,6 @@ def step_plan(steps: tuple[Step, ...] | list[Step], spawn_rate: float) -> list[t
     return plan
 
 
-def _line_of(text: str, key: str) -> int | None:
-    m = re.search(rf"^\s*{re.escape(key)}\s*=", text, re.M)
-    return text[: m.start()].count("\n") + 1 if m else None
-
-
-def key_location(path: str | None, text: str, key: str) -> str:
-    """'file:line' of the first `key =` line anywhere in the text ('file' alone when not found)."""
-    line = _line_of(text, key)
-    loc = path or "<campaign>"
-    return f"{loc}:{line}" if line else loc
-
-
 TomlLines = dict[tuple[str, int | None, str], int]
 _TABLE_RE = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\- ]+?)\s*\]\]?\s*(?:#.*)?$")
 _KEY_RE = re.compile(r"""^\s*((?:"[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_\-]+))*)\s*=(.*)$""")
@@ -557,6 +545,17 @@ def toml_key_lines(text: str) -> TomlLines:
             value = _STRINGS_RE.sub('""', k.group(2)).split("#", 1)[0]
             depth = max(0, value.count("[") - value.count("]"))
     return out
+
+
+def key_location(path: str | None, text: str, key: str) -> str:
+    """'file:line' of the first line that sets `key`, in any table ('file' alone when none does).
+
+    Found by toml_key_lines, the one line finder: a `key =` inside a multi-line string or array
+    is not mistaken for the key.
+    """
+    hits = [n for (_table, _i, k), n in toml_key_lines(text).items() if k == key]
+    loc = path or "<campaign>"
+    return f"{loc}:{min(hits)}" if hits else loc
 
 
 def _split_dotted(key: str) -> list[str]:

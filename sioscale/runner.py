@@ -232,6 +232,7 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     budget = cfg.load.run_seconds + 60 + 10 * cfg.load.processes
     started = time.time()
+    seen = len(cluster.deaths) if cluster is not None else 0  # our cursor into cluster.deaths
     with _locust_process(cmd, run_dir / "locust.out", env) as proc:
         last = 0.0
         while proc.poll() is None:
@@ -239,9 +240,8 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
             if elapsed > budget:
                 raise TimeoutError(f"locust did not finish within {budget:.0f} s; stopped it")
             faults.fire_due(elapsed, progress)
-            for d in cluster.check_deaths() if cluster is not None else []:  # a crash is a finding: say so now
-                if progress:
-                    progress(f"{d['name']} died at {elapsed:.1f}s ({_how_died(d)}); the run goes on; log: {d['log']}")
+            if cluster is not None:
+                seen = _say_deaths(cluster, seen, elapsed, progress)
             if progress and elapsed - last >= 5:
                 last = elapsed
                 users, reqs, fails, missing = _live_counts(run_dir)
@@ -266,8 +266,19 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
     return result
 
 
-def _how_died(d: dict[str, Any]) -> str:
-    return f"killed by {d['signal']}" if d.get("signal") else f"exit code {d.get('exit_code')}"
+def _say_deaths(cluster: Any, seen: int, elapsed: float, progress: Progress | None) -> int:
+    """A crash is a finding: say so now, one line per death after our cursor `seen`; the new cursor.
+
+    A cursor of our own (Cluster.deaths_since), not check_deaths()'s return value: a fault hook
+    that ran just before may have recorded the death first, and it must still be said.
+    """
+    from targets.cluster import how_died
+
+    fresh = cluster.deaths_since(seen)
+    for d in fresh:
+        if progress:
+            progress(f"{d['name']} died at {elapsed:.1f}s ({how_died(d)}); the run goes on; log: {d['log']}")
+    return seen + len(fresh)
 
 
 def _record_deaths(meta: dict[str, Any], st: run_status.RunStatus, deaths: list[dict[str, Any]]) -> None:
@@ -276,9 +287,11 @@ def _record_deaths(meta: dict[str, Any], st: run_status.RunStatus, deaths: list[
     A crash under load is a finding about the cluster, not a harness failure: the run stays
     valid, but it is degraded with one reason per death, so the report's first screen says so.
     """
+    from targets.cluster import how_died
+
     meta["deaths"] = deaths
     for d in deaths:
-        st.add(run_status.Status.DEGRADED, f"{d['name']} died during the run ({_how_died(d)}): "
+        st.add(run_status.Status.DEGRADED, f"{d['name']} died during the run ({how_died(d)}): "
                f"a finding about the cluster, not a planned fault; its log: {d['log']}")
 
 
@@ -303,16 +316,15 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
 
     Any error of one config (a cluster that does not start, a value a child rejects, a bug) is
     caught and recorded in its meta.json, so one bad config never aborts a campaign. Only
-    impossible requests raise ConfigError, before anything starts: faults with `url` (faults
-    act on the local cluster, there is none). KeyboardInterrupt propagates, after everything
-    is stopped.
+    impossible requests raise ConfigError, before anything starts: whatever RunConfig.validate
+    refuses for this target (e.g. faults with `url`: faults act on the local cluster, there is
+    none). KeyboardInterrupt propagates, after everything is stopped.
 
     With `url`, the load goes to an existing server (no local cluster). The returned dict is
-    the run's meta.json.
+    the run's meta.json. Unplanned deaths of cluster children are recorded in it however the
+    run ends (a Locust that hung, Ctrl-C, an error at the cluster's stop).
     """
-    if url and cfg.faults:
-        raise ConfigError(f"faults need the local cluster; they cannot be applied to --url {url} "
-                          f"(drop the faults or the url)")
+    cfg.validate(url=url)  # the one set of rules (sioscale.config), as for `run` flags and campaign cells
     run_dir = run_dir.resolve()  # Locust and the cluster's children get paths that hold from any cwd
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = _initial_meta(cfg, url)
@@ -320,6 +332,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
         meta["faults_planned"] = to_jsonable(cfg.faults)
     write_json(run_dir / "meta.json", meta)
     st = run_status.RunStatus()
+    started: list[Any] = []  # the Cluster, once it is up: its deaths are recorded however the run ends
     try:
         if url:
             meta.update(run_locust(cfg, url, run_dir, None, progress))
@@ -328,12 +341,12 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
 
             try:
                 with _exit_deferred(Cluster(cfg.cluster, workdir=run_dir / "cluster")) as cluster:
+                    started.append(cluster)
                     meta["cluster_info"] = cluster.info
                     meta.update(run_locust(cfg, cluster.info["url"], run_dir, cluster.info.get("ca_file"), progress,
                                            cluster=cluster))
-                _record_deaths(meta, st, cluster.deaths)  # after the cluster's stop, which looks once more
             except ClusterError as e:
-                meta["error"] = f"cluster did not start: {e}"
+                meta["error"] = f"cluster: {e}" if started else f"cluster did not start: {e}"
         if meta.get("error"):
             st.add(run_status.Status.FAILED, meta["error"])
     except KeyboardInterrupt:
@@ -348,6 +361,8 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
         st.add(run_status.Status.FAILED, meta["error"])
     finally:
         with interrupts_deferred():
+            if started:  # after the cluster's stop, which looks once more
+                _record_deaths(meta, st, started[0].deaths)
             meta = _final_meta(run_dir, meta, st)
     return meta
 

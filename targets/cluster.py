@@ -111,7 +111,8 @@ class Cluster:
         self.redis_url: str | None = config.redis_url if config.adapter == "redis" else None
         self.balancer_port: int | None = None
         # Unplanned exits of children (crash, OOM kill): a finding to record, never a reason to
-        # tear the rest down. Appended by check_deaths(); also written to workdir/deaths.json.
+        # tear the rest down. Appended by check_deaths() (which the fault hooks and stop() call too);
+        # also written to workdir/deaths.json. A consumer keeps its own cursor: deaths_since().
         self.deaths: list[dict[str, Any]] = []
         self._reported: list[Any] = []  # the Popen objects already recorded (a restarted node has a new one)
         self._started = False
@@ -237,13 +238,16 @@ class Cluster:
         return [ch.name for ch in children if ch is not None and ch.proc is not None and not ch.alive()]
 
     def check_deaths(self) -> list[dict[str, Any]]:
-        """Record every child that exited without being asked to; return the ones new since the last call.
+        """Record every child that exited without being asked to; return the ones this call recorded.
 
         Why: a node that crashes under load (or is OOM-killed: that shows as SIGKILL) is what a
         load test is for, so it is recorded -- which child, its exit code or signal, when it
         was noticed, the last lines of its log and where the whole log is -- and the rest of the
-        cluster keeps running. The caller polls (`sioscale cluster` every 0.5 s, the runner
-        through stop() at the latest); `.deaths` keeps them all, workdir/deaths.json too.
+        cluster keeps running. `.deaths` keeps them all, workdir/deaths.json too.
+
+        The return value is only what *this* call found: the fault hooks and stop() call it too
+        (to record a crash before a planned stop or restart hides it), so a consumer that wants
+        to hear of every death reads `deaths_since(cursor)` instead of relying on it.
         """
         new = []
         for kind, nid, ch in self._children():
@@ -256,6 +260,15 @@ class Cluster:
             with contextlib.suppress(OSError):  # the record in memory stands even if the disk is full
                 (self.workdir / "deaths.json").write_text(json.dumps(self.deaths, indent=1) + "\n")
         return new
+
+    def deaths_since(self, cursor: int) -> list[dict[str, Any]]:
+        """Deaths recorded after the first `cursor` ones (looking once more first): one cursor per consumer.
+
+        The runner's progress line and `sioscale cluster`'s JSON lines each keep their own count,
+        so a death that a fault hook or stop() recorded first is still reported to both.
+        """
+        self.check_deaths()
+        return self.deaths[cursor:]
 
     def serving(self) -> bool:
         """Whether the cluster can still answer at its URL: the balancer (if any) and >= 1 node up."""
@@ -473,6 +486,11 @@ def _death_record(kind: str, nid: str | None, ch: Child) -> dict[str, Any]:
     return {"kind": kind, "node": nid, "name": ch.name, "pid": ch.pid,
             "exit_code": rc if rc is not None and rc >= 0 else None, "signal": sig,
             "ts": time.time(), "log": str(ch.log_path), "log_tail": ch.log_lines(10)}
+
+
+def how_died(d: dict[str, Any]) -> str:
+    """A death record (check_deaths) in words: 'killed by SIGKILL' or 'exit code 7'."""
+    return f"killed by {d['signal']}" if d.get("signal") else f"exit code {d.get('exit_code')}"
 
 
 def _port_clash(ch: Child) -> bool:

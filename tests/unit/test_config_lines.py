@@ -21,6 +21,7 @@ from sioscale.config import (
     LoadConfig,
     RunConfig,
     check_source_target,
+    key_location,
     load_campaign,
     parse_campaign,
     toml_key_lines,
@@ -155,6 +156,54 @@ def test_source_range_must_reach_the_target(target: str, ok: bool) -> None:
         with pytest.raises(ConfigError, match="source_range"):
             check_source_target("127.0.0.2-127.0.0.9", target)
     check_source_target(None, target)  # no source range: any target
+
+
+@pytest.mark.parametrize("text", [
+    "127.0.0.2-127.0.0.4", "127.0.0.9", " 127.0.0.2 - 127.0.0.3 ", "10.0.0.1-10.0.0.5", "127.0.0.5-127.0.0.1",
+    "nonsense", "::1", "127.0.0.1-::1", "127.0.0.0-127.255.255.255", "127.0.0.0-127.16.0.0", "127.0.0.1-",
+    "127.0.0.1-127.0.0.2-127.0.0.3", "0.0.0.0",
+])
+def test_the_client_and_the_config_apply_one_source_range_rule(text: str) -> None:
+    """The client's --sio-source-range parser is the config's rule: it accepts exactly what the config does,
+    and says why with the config's words."""
+    from locustfiles.sio.transport.net import parse_source_range
+
+    try:
+        LoadConfig(source_range=text).validate()
+        config_error = None
+    except ConfigError as e:
+        config_error = str(e)
+    if config_error is None:
+        assert parse_source_range(text)
+    else:
+        with pytest.raises(ValueError, match="--sio-source-range") as info:
+            parse_source_range(text)
+        assert config_error in str(info.value)
+
+
+def test_run_flags_are_checked_by_run_config_validate(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`sioscale run` goes through RunConfig.validate with its --url (the campaign cell's rules), once for
+    the flags: a rule added there reaches `run` without a second copy in cliargs."""
+    seen: list[str | None] = []
+
+    def refuse(self: RunConfig, url: str | None = None) -> RunConfig:
+        seen.append(url)
+        raise ConfigError("refused by RunConfig.validate")
+
+    monkeypatch.setattr(RunConfig, "validate", refuse)
+    assert _cli(["run", "--url", "http://127.0.0.1:9", "-t", "1"]) == 2
+    assert seen == ["http://127.0.0.1:9"] and "refused by RunConfig.validate" in capsys.readouterr().err
+
+
+def test_key_location_finds_the_key_not_text_inside_a_multiline_string() -> None:
+    """One TOML line finder (toml_key_lines) for key_location too: `locustfile =` written inside a
+    multi-line description is not the key."""
+    text = ('name = "x"\ndescription = """\nlocustfile = "not this one"\n"""\n[load]\n'
+            'users = 3\nlocustfile = "locustfiles/nope.py"\n')
+    assert key_location("c.toml", text, "locustfile") == "c.toml:7"
+    assert key_location("c.toml", text, "no_such_key") == "c.toml"
+    assert key_location(None, '[axes]\nlocustfile = ["a.py"]\n', "locustfile") == "<campaign>:2"
 
 
 def _cli(argv: list[str]) -> int:

@@ -289,3 +289,118 @@ def test_rows_the_loader_drops_degrade_the_config(tmp_path: Path) -> None:
     assert c["status"] == "degraded", c["status_reasons"]
     assert any("the loader dropped" in r for r in c["status_reasons"])
     assert "the loader dropped" in _first_screen((tmp_path / "rep" / "index.html").read_text())
+
+
+# -- unplanned deaths of cluster children (targets.cluster.Cluster.deaths) -------------------------
+
+DEATH = {"kind": "node", "node": "n2", "name": "node n2", "pid": 4242, "exit_code": None, "signal": "SIGKILL",
+         "ts": 1.0, "log": "/tmp/x/node-n2.log", "log_tail": []}
+
+
+class _CrashingCluster:
+    """Stands in for targets.cluster.Cluster: up, then n2 crashed; its stop (looking once more) finds it."""
+
+    stop_error: Exception | None = None
+
+    def __init__(self, config, workdir=None) -> None:  # noqa: ANN001
+        self.deaths: list[dict] = []
+        self.info = {"url": "http://127.0.0.1:9", "ca_file": None}
+
+    def __enter__(self):  # noqa: ANN204
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self.deaths.append(dict(DEATH))
+        if self.stop_error is not None:
+            raise self.stop_error
+
+
+@pytest.mark.parametrize("ending", ["locust-hung", "interrupt", "error-at-stop", "clean"])
+def test_deaths_reach_meta_however_the_run_ends(tmp_path: Path, monkeypatch, ending: str) -> None:
+    """A node that crashed is a finding in meta.json (`deaths`, a degraded reason) also when Locust then
+    hung (TimeoutError), on Ctrl-C, or when the cluster's stop raised -- not only after a clean end."""
+    import targets.cluster
+
+    class Cluster(_CrashingCluster):
+        stop_error = targets.cluster.ClusterError("ports still bound after stop: node n1:1234") \
+            if ending == "error-at-stop" else None
+
+    def locust(*_a, **_kw):  # noqa: ANN002, ANN003, ANN202
+        if ending == "locust-hung":
+            raise TimeoutError("locust did not finish within 75 s; stopped it")
+        if ending == "interrupt":
+            raise KeyboardInterrupt
+        return {"locust_command": ["locust"], "locust_exit_code": 0}
+
+    monkeypatch.setattr(targets.cluster, "Cluster", Cluster)
+    monkeypatch.setattr(runner, "run_locust", locust)
+    if ending == "interrupt":
+        with pytest.raises(KeyboardInterrupt):
+            runner.execute_run(_cfg(), tmp_path / "run")
+    else:
+        runner.execute_run(_cfg(), tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert [d["name"] for d in meta["deaths"]] == ["node n2"], meta
+    assert any("node n2 died during the run (killed by SIGKILL)" in r for r in meta["status_reasons"]), meta
+    expected = {"locust-hung": "failed", "interrupt": "interrupted", "error-at-stop": "failed", "clean": "degraded"}
+    assert meta["status"] == expected[ending], meta
+    if ending == "error-at-stop":
+        assert meta["error"].startswith("cluster: ports still bound"), meta["error"]  # it did start
+
+
+def test_a_cluster_that_never_started_records_no_deaths(tmp_path: Path, monkeypatch) -> None:
+    import targets.cluster
+
+    class Cluster(_CrashingCluster):
+        def __enter__(self):  # noqa: ANN204
+            self.deaths.append(dict(DEATH))  # a child that exited during start: the start failure, not a death
+            raise targets.cluster.ClusterError("node n2 exited with code 1 during start")
+
+    monkeypatch.setattr(targets.cluster, "Cluster", Cluster)
+    meta = runner.execute_run(_cfg(), tmp_path / "run")
+    assert meta["status"] == "failed" and meta["error"].startswith("cluster did not start: node n2 exited")
+    assert "deaths" not in meta and not any("died during the run" in r for r in meta["status_reasons"])
+
+
+def test_a_crash_a_fault_hook_recorded_first_still_gets_its_progress_line(tmp_path: Path, monkeypatch) -> None:
+    """The real Cluster: n1 crashed, then the planned `stop_node n2` fires; the hook records n1's death
+    before stopping n2, and the runner's progress line must still say that n1 died."""
+    import contextlib
+    import sys
+
+    from sioscale.config import Fault
+    from targets.cluster import Cluster
+    from targets.procs import Child
+
+    cfg = RunConfig("x", ClusterConfig(nodes=2, balancer="none", policy="direct"), LoadConfig(duration=5),
+                    faults=(Fault(at=0.0, action="stop_node", target="n2"),))
+    cluster = Cluster(cfg.cluster, workdir=tmp_path / "cluster")
+    crash = Child("node n1", [sys.executable, "-c", "import sys; sys.exit(7)"], tmp_path / "cluster" / "node-n1.log")
+    calm = Child("node n2", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "cluster" / "node-n2.log")
+    cluster.nodes = {"n1": crash, "n2": calm}
+    cluster._started = True
+    for ch in (crash, calm):
+        ch.start()
+    assert crash.proc is not None and crash.proc.wait(10) == 7
+
+    class Locust:  # runs for two polls of the runner's loop, then ends well
+        polls, returncode = 0, 0
+
+        def poll(self) -> int | None:
+            self.polls += 1
+            return None if self.polls <= 2 else 0
+
+    @contextlib.contextmanager
+    def fake_locust_process(cmd, out, env):  # noqa: ANN001, ANN202
+        yield Locust()
+
+    monkeypatch.setattr(runner, "_locust_process", fake_locust_process)
+    lines: list[str] = []
+    try:
+        result = runner.run_locust(cfg, "http://127.0.0.1:9", tmp_path, None, lines.append, cluster=cluster)
+    finally:
+        cluster.stop(raise_on_leak=False)
+    assert result["faults"][0]["error"] is None, result
+    assert [d["name"] for d in cluster.deaths] == ["node n1"]  # n2's stop was planned: no death
+    said = [ln for ln in lines if " died at " in ln]
+    assert len(said) == 1 and said[0].startswith("node n1 died at") and "(exit code 7)" in said[0], lines

@@ -16,6 +16,7 @@ import gevent
 from gevent import socket, ssl
 
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
+from sioscale.config import ConfigError, source_range_bounds
 
 
 @dataclass(frozen=True)
@@ -75,23 +76,18 @@ def tls_context(ca_file: str = "", insecure: bool = False) -> ssl.SSLContext:
 
 
 def parse_source_range(text: str) -> list[str]:
-    """'127.0.0.2-127.0.0.254' (or one address) → the list of addresses; loopback only."""
+    """'127.0.0.2-127.0.0.254' (or one address) → the list of addresses; loopback only.
+
+    The rules are sioscale.config's (source_range_bounds), the ones `sioscale run`, campaign
+    cells and `--dry-run` check before any load: one definition, so the two can never disagree.
+    """
     text = (text or "").strip()
     if not text:
         return []
-    first, _, last = text.partition("-")
     try:
-        lo = ipaddress.IPv4Address(first.strip())
-        hi = ipaddress.IPv4Address(last.strip()) if last else lo
-    except ValueError:
-        raise ValueError(f"--sio-source-range {text!r}: expected A.B.C.D-A.B.C.D") from None
-    if hi < lo:
-        raise ValueError(f"--sio-source-range {text!r}: the range is empty")
-    net = ipaddress.IPv4Network("127.0.0.0/8")
-    if lo not in net or hi not in net:
-        raise ValueError(f"--sio-source-range {text!r}: sioscale binds loopback (127.0.0.0/8) only")
-    if int(hi) - int(lo) > 1 << 20:
-        raise ValueError(f"--sio-source-range {text!r}: more than 2^20 addresses")
+        lo, hi = source_range_bounds(text)
+    except ConfigError as e:
+        raise ValueError(f"--sio-source-range: {e}") from None
     return [str(ipaddress.IPv4Address(i)) for i in range(int(lo), int(hi) + 1)]
 
 
