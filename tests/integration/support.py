@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
+
+import psutil
 
 from targets.procs import free_port  # re-exported: the tests import it from here
 
@@ -75,3 +78,41 @@ def log_of(tmp: Path) -> str:
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
+
+
+# -- processes a test watched (SIGKILL tests: test_orphans, test_cli_interrupt, test_run_status) ----
+def running(q: psutil.Process) -> bool:
+    """Whether a process a test saw is still running (a zombie is not: it only waits to be reaped)."""
+    try:
+        return q.is_running() and q.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def still_running(ps: Iterable[psutil.Process]) -> list[str]:
+    """'pid ppid=N command' of each process in `ps` still running: what an assertion message shows."""
+    out = []
+    for q in ps:
+        try:
+            if running(q):
+                out.append(f"{q.pid} ppid={q.ppid()} {' '.join(q.cmdline())[:120]}")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):  # gone between the two looks
+            pass
+    return out
+
+
+# -- what `sioscale report` / `check` say about a run directory ------------------------------------
+SIOSCALE = [sys.executable, "-m", "sioscale.cli"]
+
+
+def report_of(runs: Path, out: Path) -> dict:
+    """`sioscale report RUNS --out OUT` must succeed without a traceback; its summary.json."""
+    rep = subprocess.run([*SIOSCALE, "report", str(runs), "--out", str(out)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert rep.returncode == 0 and "Traceback" not in rep.stderr, rep.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+def first_screen(html: str) -> str:
+    """The top of the report page: everything before the second section (the configuration matrix)."""
+    return html.split('<section id="matrix"', 1)[0]

@@ -17,6 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.integration.support import still_running
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, "-m", "sioscale.cli", "run", "--balancer", "none", "--policy", "direct",
        "-u", "3", "-t", "40"]
@@ -52,17 +54,6 @@ def _tree(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
-def _alive(ps: list[psutil.Process]) -> list[str]:
-    out = []
-    for q in ps:
-        try:
-            if q.is_running() and q.status() != psutil.STATUS_ZOMBIE:
-                out.append(f"{q.pid} {' '.join(q.cmdline())[:120]}")
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def _naming(run_dir: Path) -> list[str]:
     """Processes whose command line names the run directory (Locust's --csv, --sio-run-dir)."""
     out = []
@@ -76,7 +67,7 @@ def _naming(run_dir: Path) -> list[str]:
 def _wait_gone(ps: list[psutil.Process], run_dir: Path, timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
-        left = _alive(ps) + _naming(run_dir)
+        left = still_running(ps) + _naming(run_dir)
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)

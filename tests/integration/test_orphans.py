@@ -1,4 +1,5 @@
-"""A SIGKILL at any moment of `sioscale run` or `sioscale campaign` leaves no process and no bound port.
+"""A SIGKILL at any moment of `sioscale run` or `sioscale campaign` leaves no process and no bound port,
+and a report that says what happened.
 
 SIGKILL runs no cleanup code in sioscale: only the kernel's parent-death signal (armed in every
 cluster child, in the Locust master and -- by locustfiles/sio/lifeline.py -- in every Locust
@@ -7,6 +8,12 @@ tree of a real sioscale (nodes, Locust master, forked workers) from its start, k
 one moment, and then expects every process it ever saw to be gone and every port they listened
 on to be free within a few seconds. Before lifeline.py, both `--processes 2` workers ran on
 under PID 1 for ~60 s (until their heartbeat to the dead master timed out).
+
+Two of the moments also read the report of what was left (issue 9, part 3), on the same kill
+rather than a second run of their own: a run SIGKILLed under load is reported interrupted (meta.json
+still says "running": nobody could finish it) on the report's first screen, and `sioscale check`
+fails it; a campaign SIGKILLed while config 2 starts is reported with config 1 ok and config 2
+interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import psutil
 import pytest
 
 from targets.procs import port_is_free
+from tests.integration.support import SIOSCALE, first_screen, report_of, running, still_running
 
 ROOT = Path(__file__).resolve().parents[2]
 GONE_WITHIN_S = 5.0
@@ -67,14 +75,7 @@ class Watched:
         return list(self.cmds.values())
 
     def alive(self) -> list[str]:
-        out = []
-        for q in self.procs.values():
-            try:
-                if q.is_running() and q.status() != psutil.STATUS_ZOMBIE:
-                    out.append(f"{q.pid} ppid={q.ppid()} {' '.join(q.cmdline())[:100]}")
-            except psutil.NoSuchProcess:
-                pass
-        return out
+        return still_running(self.procs.values())
 
     def bound(self) -> list[int]:
         return sorted(p for p in self.ports if not port_is_free(p))
@@ -151,14 +152,7 @@ def _tearing_down(w: Watched) -> bool:
     locusts = [w.procs[pid] for pid, cmd in w.cmds.items() if "-m locust" in cmd]
     if len(locusts) < 3:
         return False
-    return all(not _running(q) for q in locusts) and any(_running(q) for q in w.procs.values())
-
-
-def _running(q: psutil.Process) -> bool:
-    try:
-        return q.is_running() and q.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return all(not running(q) for q in locusts) and any(running(q) for q in w.procs.values())
 
 
 # ------------------------------------------------------------------------------- run
@@ -175,11 +169,31 @@ def test_sigkill_of_run_processes_2_leaves_no_process(tmp_path: Path, moment: st
             "teardown": _tearing_down}[moment]
     try:
         _watch_until(w, when, tmp_path)
+        if moment == "under-load":
+            time.sleep(1.5)  # a second of rows on disk, for the report below
         _kill_and_expect_nothing_left(w)
         if cluster is FULL:
             assert _has(w, "haproxy") and any(c.split(" ", 1)[0].endswith("redis-server") for c in w.cmdlines()), w.cmdlines()
+        if moment == "under-load":
+            _expect_reported_interrupted(run_dir, tmp_path)
     finally:
         w.kill_everything()
+
+
+def _expect_reported_interrupted(run_dir: Path, tmp_path: Path) -> None:
+    """The killed run: "running" on disk, interrupted in the report (first screen), failed by `check`."""
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "running"  # nobody could finish it
+    summary = report_of(run_dir, tmp_path / "rep")
+    (cfg,) = summary["configs"]
+    assert cfg["status"] == "interrupted", cfg.get("status_reasons")
+    assert any("gone" in r and "running" in r for r in cfg["status_reasons"]), cfg["status_reasons"]
+    top = first_screen((tmp_path / "rep" / "index.html").read_text())
+    assert "interrupted" in top and "is gone but meta.json still says running" in top
+    assert '<span class="pill ok">' not in top
+    chk = subprocess.run([*SIOSCALE, "check", str(tmp_path / "rep"), "--connect-ratio", "0.5"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert chk.returncode == 1, chk.stdout + chk.stderr
+    assert "interrupted" in chk.stderr
 
 
 # -------------------------------------------------------------------------- campaign
@@ -216,6 +230,14 @@ def test_sigkill_of_campaign_leaves_no_process(tmp_path: Path, moment: str) -> N
     try:
         _watch_until(w, when, tmp_path)
         _kill_and_expect_nothing_left(w)
+        if moment == "config-2-starting":
+            # the report of the campaign directory says what happened, on its first screen
+            summary = report_of(out, tmp_path / "rep")
+            second = "none-direct-poll+ws-memory-python-2n"
+            assert {c["name"]: c["status"] for c in summary["configs"]} == {first.name: "ok", second: "interrupted"}
+            assert summary["status"] == "interrupted"
+            top = first_screen((tmp_path / "rep" / "index.html").read_text())
+            assert "1 of 2 configuration(s) not ok" in top and second in top
     finally:
         w.kill_everything()
 
