@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from contract.wire import GENERATOR_SATURATED_PERCENT
+
 MIN_USL_POINTS = 6
 """Below this many distinct concurrency levels the fit is reported as not meaningful (the R `usl`
 package warns likewise): three parameters from four or five points fit almost anything."""
@@ -23,8 +25,8 @@ MIN_R2 = 0.8
 BETA_EPS = 1e-9
 """β at or below this is taken as zero: no coherency cost, no retrograde peak (Amdahl's law)."""
 
-GENERATOR_SATURATED = 90.0
-"""A Locust process at or above this CPU % is saturated (Locust's own warning threshold): its users
+GENERATOR_SATURATED = GENERATOR_SATURATED_PERCENT
+"""A Locust process at or above this CPU % (contract.wire) is saturated (Locust's own warning threshold): its users
 wait for the process, not for the servers, so latency and throughput then measure the generator."""
 
 DEFAULT_SLO = {"p95_connect_ms": 1000.0, "p95_ack_ms": 250.0, "failure_ratio": 0.01}

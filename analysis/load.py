@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from locustfiles.sio.rows import COLUMNS, ERROR_KINDS, STEPS
+from contract.rows import COLUMNS, ERROR_KINDS, GENERATOR_COLUMNS, STEPS
 
 CONFIG_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls")
 """The config block of meta.json (RunConfig.labels()), in the order the report shows it."""
@@ -164,10 +164,6 @@ def empty_events() -> pd.DataFrame:
     for k in CONFIG_KEYS:
         df[k] = pd.Series(dtype="category")
     return df
-
-
-GENERATOR_COLUMNS: tuple[str, ...] = ("ts", "worker", "cpu_percent", "users")
-"""generator.csv (docs/contracts.md, Run directory)."""
 
 
 def empty_generator() -> pd.DataFrame:

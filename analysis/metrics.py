@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
-from locustfiles.sio.rows import DELIVERY_GRACE_S  # the one constant of docs/contracts.md
+from contract.rows import DELIVERY_GRACE_S  # the one constant of docs/contracts.md
 
 PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 

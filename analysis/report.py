@@ -20,12 +20,12 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from sioscale.status import RunStatus, Status, reconcile, worst  # stdlib-only: one status machine
+from contract.fmt import num
+from contract.status import RunStatus, Status, reconcile, worst  # stdlib-only: one status machine
 
 from . import capacity as C
 from . import metrics as M
 from . import plots as P
-from ._fmt import num
 from .load import CONFIG_KEYS, Frames, load_runs
 from .verdicts import config_verdicts, describe
 
@@ -38,7 +38,7 @@ def write_report(run_dirs: list[str | Path] | tuple[str | Path, ...], out_dir: s
                  thresholds: Any = None, thresholds_source: str | None = None) -> dict[str, Any]:
     """Load the runs, write index.html + summary.json + plots/*.svg into out_dir; return the summary.
 
-    thresholds: a sioscale.config.Thresholds or a dict of the same keys; used as the capacity SLO and
+    thresholds: a contract.config.Thresholds or a dict of the same keys; used as the capacity SLO and
     checked per config (summary `checks`). SLO keys they leave out take capacity.DEFAULT_SLO's value;
     summary `slo` records which value came from where (thresholds_source names e.g. the campaign file).
     """
@@ -248,7 +248,7 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: dict[str, 
 
 
 def _status(meta: dict[str, Any], r: pd.Series, issues: list[dict[str, Any]]) -> RunStatus:
-    """The config's status, reconciled now (sioscale.status): what meta.json says, whether its writer still
+    """The config's status, reconciled now (contract.status): what meta.json says, whether its writer still
     lives, what the run's files say; plus what only the loaded data can tell (no meta.json, no rows, rows
     the loader dropped as impossible or duplicated: the figures exclude them, so they cover less)."""
     d = r.get("dir")
@@ -291,10 +291,10 @@ def _users_series(frames: Frames, name: str, e: pd.DataFrame) -> pd.DataFrame:
 
 
 def _checks(entry: dict[str, Any], th: dict[str, float]) -> dict[str, Any]:
-    """The config's threshold checks by sioscale.checks.evaluate: the one definition `sioscale check` uses,
+    """The config's threshold checks by analysis.checks.evaluate: the one definition `sioscale check` uses,
     so the page, summary.json and the exit code agree (same value, same verdict, same sentence)."""
-    from sioscale.checks import FIGURES, evaluate
-    from sioscale.config import Thresholds
+    from analysis.checks import FIGURES, evaluate
+    from contract.config import Thresholds
 
     active = {k: v for k, v in th.items() if k in FIGURES}
     if not active:

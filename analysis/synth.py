@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from locustfiles.sio.rows import COLUMNS
+from contract.rows import COLUMNS
+from contract.wire import DEFAULT_TRANSPORTS
 
 # Locust 2.47 stats.py: StatsCSV.requests_csv_columns / stats_history_csv_columns / failures / exceptions.
 LOCUST_PERCENTILES = ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%")
@@ -44,7 +45,7 @@ class SynthConfig:
     balancer: str = "haproxy"
     policy: str = "cookie"
     adapter: str = "memory"
-    transports: tuple[str, ...] = ("polling", "websocket")
+    transports: tuple[str, ...] = DEFAULT_TRANSPORTS
     server: str = "python"
     nodes: int = 3
     tls: bool = False

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._fmt import num
+from contract.fmt import num
+
 from .capacity import GENERATOR_SATURATED
 
 GOOD_RATIO = 0.99
@@ -150,7 +151,7 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
 
 
 def status_verdicts(cfg: dict[str, Any], who: str) -> list[str]:
-    """A config that is not ok says so first (sioscale.status), so no reader takes its figures for the
+    """A config that is not ok says so first (contract.status), so no reader takes its figures for the
     whole run's: [] for ok, "did not run" for a failed config without rows, else the status and why."""
     status = str(cfg.get("status") or "ok")
     if status == "ok":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from sioscale.config import ClusterConfig
+from contract.config import ClusterConfig
 from targets.cluster import Cluster
 
 

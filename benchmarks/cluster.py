@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sioscale.config import ClusterConfig  # noqa: E402
+from contract.config import ClusterConfig  # noqa: E402
 from targets import probe  # noqa: E402
 from targets.cluster import Cluster, node_server_problem  # noqa: E402
 

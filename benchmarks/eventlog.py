@@ -16,9 +16,9 @@ import time
 import tracemalloc
 from types import SimpleNamespace
 
+from contract.rows import make_row
 from locustfiles.sio import eventlog
 from locustfiles.sio.live import LiveStats
-from locustfiles.sio.rows import make_row
 
 
 def chat_rows(n: int, users: int = 200, room_size: int = 10) -> list[dict]:

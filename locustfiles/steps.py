@@ -2,7 +2,7 @@
 
 Each stage ramps to USERS at --spawn-rate, then holds for HOLD seconds; the capacity analysis
 reads latency and failures over the holds only, so a hold should be much longer than its ramp.
-The timeline is sioscale.config.step_plan, the same one `sioscale run` sizes its time limit by.
+The timeline is contract.config.step_plan, the same one `sioscale run` sizes its time limit by.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from locust import LoadTestShape, events
 
 import locustfiles.sio.options  # noqa: F401  (registers --sio-steps)
-from sioscale.config import ConfigError, parse_steps_text, step_plan
+from contract.config import ConfigError, parse_steps_text, step_plan
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import resource
 import signal
 import sys
 
-from sioscale.config import ConfigError
+from contract.config import ConfigError
 
 SUBCOMMANDS = ("cluster", "run", "campaign", "report", "check")
 

@@ -1,4 +1,4 @@
-"""Flags shared by subcommands, mapped onto the one config schema (sioscale.config).
+"""Flags shared by subcommands, mapped onto the one config schema (contract.config).
 
 Defaults come from the dataclasses themselves, so a flag and a campaign key can never
 disagree about what "not given" means.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from sioscale.config import (
+from contract.config import (
     ADAPTERS,
     BALANCERS,
     SERVERS,

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from sioscale.config import Campaign, ConfigError, load_campaign
-from sioscale.status import EXIT_CODE_HELP, EXIT_CODES, worst
+from contract.config import Campaign, ConfigError, load_campaign
+from contract.status import EXIT_CODE_HELP, EXIT_CODES, worst
 
 
 def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001
@@ -33,7 +33,7 @@ def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001
 
 def _preflight(camp: Campaign) -> list:
     """Everything that can be known wrong before any load starts: the campaign's cells, locustfiles."""
-    from sioscale.config import key_location
+    from contract.config import key_location
     from sioscale.runner import locustfile_paths
 
     runs = camp.runs()
@@ -111,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
     code = EXIT_CODES[worst(c.get("status") for c in summary.get("configs", []))]
 
     if camp.thresholds.active():
-        from sioscale.checks import evaluate, junit_xml
+        from analysis.checks import evaluate, junit_xml
 
         results = evaluate(summary, camp.thresholds)
         if args.junit:

@@ -8,9 +8,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from sioscale.checks import FIGURES, evaluate, junit_xml
-from sioscale.config import Campaign, ConfigError, Thresholds, load_campaign
-from sioscale.status import Status, parse
+from analysis.checks import FIGURES, evaluate, junit_xml
+from contract.config import Campaign, ConfigError, Thresholds, load_campaign
+from contract.status import Status, parse
 
 
 def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001

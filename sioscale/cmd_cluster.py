@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from contract.config import ClusterConfig, ConfigError
 from sioscale.cliargs import add_cluster_args, cluster_from_args
-from sioscale.config import ClusterConfig, ConfigError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

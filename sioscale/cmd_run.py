@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from contract.config import RunConfig, run_name
+from contract.status import EXIT_CODE_HELP, EXIT_CODES, Status, parse
 from sioscale.cliargs import add_cluster_args, add_load_args, cluster_from_args, load_from_args
-from sioscale.config import RunConfig, run_name
-from sioscale.status import EXIT_CODE_HELP, EXIT_CODES, Status, parse
 
 
 def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's private subparsers type

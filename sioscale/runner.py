@@ -24,10 +24,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sioscale import environment
-from sioscale import status as run_status
-from sioscale.config import ConfigError, LoadConfig, RunConfig, to_jsonable
-from sioscale.jsonfile import write_json  # also used by the Locust side's event log
+from contract import environment
+from contract import status as run_status
+from contract.config import ConfigError, LoadConfig, RunConfig, to_jsonable
+from contract.jsonfile import write_json  # also used by the Locust side's event log
 from targets.procs import Child, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -324,7 +324,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
     the run's meta.json. Unplanned deaths of cluster children are recorded in it however the
     run ends (a Locust that hung, Ctrl-C, an error at the cluster's stop).
     """
-    cfg.validate(url=url)  # the one set of rules (sioscale.config), as for `run` flags and campaign cells
+    cfg.validate(url=url)  # the one set of rules (contract.config), as for `run` flags and campaign cells
     run_dir = run_dir.resolve()  # Locust and the cluster's children get paths that hold from any cwd
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = _initial_meta(cfg, url)

@@ -21,7 +21,7 @@ from typing import Any
 import socketio
 import uvicorn
 
-from sioscale.config import NODE_HEADER
+from contract.wire import NODE_HEADER
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sioscale.config import ClusterConfig, ConfigError
+from contract.config import ClusterConfig, ConfigError
 from targets import probe, render
 from targets.procs import Child, free_port, port_is_free, stop_all, wait_port_free
 from targets.tls import TLSFiles, make_tls

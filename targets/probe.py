@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sioscale.config import NODE_HEADER
+from contract.wire import NODE_HEADER
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sioscale.pdeathsig import die_with_parent
+from contract.pdeathsig import die_with_parent
 
 
 def _child_setup(pdeathsig: bool, parent_pid: int) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import jinja2
 
-from sioscale.config import CADDY_COOKIE, NODE_COOKIE, POLICIES
+from contract.config import POLICIES
+from contract.wire import CADDY_COOKIE, NODE_COOKIE
 
 TEMPLATES = Path(__file__).parent / "balancers"
 # HAProxy policies balanced per TCP connection (mode tcp); the others are mode http.

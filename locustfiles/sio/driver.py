@@ -22,6 +22,7 @@ from typing import Any
 import gevent
 from gevent import ssl
 
+from contract.wire import CADDY_COOKIE, DEFAULT_TRANSPORTS, NODE_COOKIE, NODE_HEADER
 from locustfiles.sio.protocol.actions import (
     Action,
     CancelPolling,
@@ -37,7 +38,6 @@ from locustfiles.sio.protocol.client import ClientProtocol
 from locustfiles.sio.transport import Endpoint, HttpSession, TransportError, WebSocket
 from locustfiles.sio.transport.http import HttpResponse
 from locustfiles.sio.transport.websocket import HandshakeRefused
-from sioscale.config import CADDY_COOKIE, NODE_COOKIE, NODE_HEADER
 
 POLL_SAFETY_S = 60.0
 """Transport bound on a parked long-poll GET: above pingInterval + pingTimeout (45 s by default),
@@ -53,7 +53,7 @@ class SessionConfig:
 
     url: str
     eio: int = 4
-    transports: tuple[str, ...] = ("polling", "websocket")
+    transports: tuple[str, ...] = DEFAULT_TRANSPORTS
     path: str = "/socket.io/"
     namespace: str = "/"
     auth: dict[str, Any] | None = None

@@ -32,12 +32,12 @@ import gevent
 from locust import events
 from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
+from contract import environment  # stdlib-only, like contract.jsonfile (test_fmt.py checks)
+from contract.jsonfile import write_json
+from contract.rows import COLUMNS, Row, append_csv
+from contract.status import RunStatus, Status, from_sio_stats, writer_identity  # stdlib-only too
 from locustfiles.sio import generator_cpu
 from locustfiles.sio.live import LiveStats
-from locustfiles.sio.rows import COLUMNS, Row, append_csv
-from sioscale import environment  # stdlib-only, like sioscale.jsonfile (test_fmt.py checks)
-from sioscale.jsonfile import write_json
-from sioscale.status import RunStatus, Status, from_sio_stats, writer_identity  # stdlib-only too
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ def _write_meta(st: _State, final: bool) -> None:
 
 def _status(st: _State, final: bool) -> RunStatus:
     """The status of a run this event log owns (plain `locust --sio-run-dir`): running until the end,
-    then ok or degraded by the same rules as `sioscale run` (sioscale.status), from the live stats."""
+    then ok or degraded by the same rules as `sioscale run` (contract.status), from the live stats."""
     if not final:
         return RunStatus(Status.RUNNING)
     return from_sio_stats(stats(st.environment))

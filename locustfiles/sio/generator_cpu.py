@@ -32,15 +32,16 @@ import locust.runners
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
-from locustfiles.sio.rows import append_csv
+from contract.rows import GENERATOR_COLUMNS, append_csv
+from contract.wire import GENERATOR_SATURATED_PERCENT
 
 log = logging.getLogger(__name__)
 
-COLUMNS: tuple[str, ...] = ("ts", "worker", "cpu_percent", "users")
-"""generator.csv columns (docs/contracts.md, Run directory)."""
+COLUMNS = GENERATOR_COLUMNS
+"""generator.csv columns (contract.rows, docs/contracts.md Run directory)."""
 SAMPLE_INTERVAL_S = 1.0
-SATURATED_PERCENT = float(getattr(locust.runners, "CPU_WARNING_THRESHOLD", 90))
-"""Locust's own warning threshold: at or above it a process is taken as saturated."""
+SATURATED_PERCENT = GENERATOR_SATURATED_PERCENT
+"""Locust's own warning threshold (contract.wire): at or above it a process is taken as saturated."""
 MAX_PENDING = 100_000
 """Samples held when they cannot be written/shipped (a day at 1/s per process); older ones are dropped."""
 _ATTR = "_sioscale_generator_cpu"

@@ -8,7 +8,7 @@ to the dead master timed out (~60 s), still loading the servers.
 
 Importing this module (locustfiles/sio/__init__.py does) registers an at-fork hook in the
 process that will fork: the parent records its pid just before each fork, and the child arms
-the parent-death signal with that pid (sioscale.pdeathsig.die_with_parent, the same helper the
+the parent-death signal with that pid (contract.pdeathsig.die_with_parent, the same helper the
 cluster's children use), ending itself at once if the master already died during the fork.
 The master forks from its main thread, the thread the signal follows, so it fires exactly when
 the master exits -- after Locust's own shutdown has waited for its workers.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 
-from sioscale.pdeathsig import die_with_parent
+from contract.pdeathsig import die_with_parent
 
 _forking_pid: int | None = None
 _registered = False

@@ -21,9 +21,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis._fmt import num  # stdlib-only: no numpy/pandas in the workers (see test_fmt.py)
-
-from .rows import DELIVERY_GRACE_S  # one definition for live stats and analysis
+from contract.fmt import num  # stdlib-only: no numpy/pandas in the workers (see test_fmt.py)
+from contract.rows import DELIVERY_GRACE_S  # one definition for live stats and analysis
 
 _MEMBERSHIP_STEPS = ("join", "leave", "disconnect")
 

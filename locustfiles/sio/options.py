@@ -2,20 +2,20 @@
 
 Importing this module registers the options (Locust's init_command_line_parser event), so
 any locustfile that imports `locustfiles.sio` gets them. Defaults mirror socket.io-client 4.x
-in a browser, and `sioscale.config.LoadConfig` maps onto them one to one.
+in a browser, and `contract.config.LoadConfig` maps onto them one to one.
 """
 
 from __future__ import annotations
 
 from locust import events
 
-from sioscale.config import NODE_HEADER
+from contract.wire import DEFAULT_TRANSPORTS, NODE_HEADER
 
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser) -> None:  # noqa: ANN001 - Locust's configargparse parser
     g = _LocustGroup(parser.add_argument_group("sioscale (Socket.IO)"))
-    g.add_argument("--sio-transports", default="polling,websocket", include_in_web_ui=True,
+    g.add_argument("--sio-transports", default=",".join(DEFAULT_TRANSPORTS), include_in_web_ui=True,
                    help="Client transports, as socket.io-client's `transports`: polling,websocket | websocket | polling")
     g.add_argument("--sio-eio", type=int, default=4, choices=[3, 4], include_in_web_ui=True,
                    help="Engine.IO protocol: 4 (socket.io 3.x/4.x) or 3 (socket.io 2.x)")

@@ -30,6 +30,8 @@ import gevent
 from gevent.event import AsyncResult
 from locust import User
 
+from contract.rows import make_row
+from contract.wire import DEFAULT_TRANSPORTS, NODE_HEADER
 from locustfiles.sio import eventlog
 from locustfiles.sio.driver import Session, SessionConfig
 from locustfiles.sio.protocol.actions import (
@@ -42,10 +44,8 @@ from locustfiles.sio.protocol.actions import (
     StepResult,
 )
 from locustfiles.sio.protocol.backoff import reconnect_delay_ms
-from locustfiles.sio.rows import make_row
 from locustfiles.sio.transport import HttpSession, parse_source_range, tls_context
 from locustfiles.sio.transport.net import Endpoint
-from sioscale.config import NODE_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class SocketIOUser(User):
         if not url:
             raise ValueError("SocketIOUser: no target URL (pass --host or connect(url=...))")
         if transports is None:
-            transports = _opt(env, "sio_transports", "polling,websocket")
+            transports = _opt(env, "sio_transports", ",".join(DEFAULT_TRANSPORTS))
         if isinstance(transports, str):
             transports = [t.strip() for t in transports.replace("+", ",").split(",") if t.strip()]
         if auth is None:

@@ -23,9 +23,9 @@ import psutil
 from locust.env import Environment
 from locust.event import Events
 
+from contract.rows import ERROR_KINDS
 from locustfiles.chat import ChatUser
 from locustfiles.sio import eventlog
-from locustfiles.sio.rows import ERROR_KINDS
 from tests._stall import StallMeter
 
 HTTP_KIND = re.compile(r"^http_[1-5]\d\d$")

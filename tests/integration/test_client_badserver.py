@@ -13,7 +13,7 @@ import gevent
 import pytest
 from gevent.server import StreamServer
 
-from locustfiles.sio.rows import ERROR_KINDS
+from contract.rows import ERROR_KINDS
 from tests.integration.test_client_cluster import Probe, close_all, make_env
 
 pytestmark = pytest.mark.slow

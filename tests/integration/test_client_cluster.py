@@ -14,8 +14,8 @@ import pytest
 from locust.env import Environment
 from locust.event import Events
 
+from contract.config import ClusterConfig
 from locustfiles.sio import SioError, SocketIOUser
-from sioscale.config import ClusterConfig
 from targets.cluster import Cluster
 
 pytestmark = pytest.mark.slow

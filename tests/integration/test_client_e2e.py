@@ -19,8 +19,8 @@ from pathlib import Path
 import gevent
 import pytest
 
+from contract.config import ClusterConfig
 from locustfiles.sio.live import LiveStats
-from sioscale.config import ClusterConfig
 from targets.cluster import Cluster
 from tests.integration.support import ROOT, Procs, free_port, log_of, processes, read_counts
 from tests.integration.test_client_cluster import Probe, close_all, users

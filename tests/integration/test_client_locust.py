@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sioscale.config import ClusterConfig
+from contract.config import ClusterConfig
 from targets.cluster import Cluster
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import socketio
 
-from sioscale.config import ClusterConfig
+from contract.config import ClusterConfig
 from targets.cluster import Cluster, ClusterError
 from targets.procs import port_is_free
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 import socketio
 
-from sioscale.config import ClusterConfig
+from contract.config import ClusterConfig
 from targets import probe
 from targets.cluster import Cluster, node_server_problem
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sioscale.config import ClusterConfig
+from contract.config import ClusterConfig
 from targets import probe
 from targets.cluster import Cluster, ClusterError
 from targets.procs import port_is_free
@@ -356,7 +356,7 @@ def test_a_node_killed_during_sioscale_run_is_recorded_in_the_run_directory(tmp_
             time.sleep(0.2)
         assert victim is not None, "the run never started Locust"
         os.killpg(victim.pid, signal.SIGKILL)
-        assert p.wait(60) == 3, p.stderr.read()[-2000:]  # 3: degraded (sioscale.status.EXIT_CODES)
+        assert p.wait(60) == 3, p.stderr.read()[-2000:]  # 3: degraded (contract.status.EXIT_CODES)
         deaths = json.loads((run_dir / "cluster" / "deaths.json").read_text())
         assert [(d["node"], d["signal"]) for d in deaths] == [("n2", "SIGKILL")]
         assert (run_dir / "cluster" / "node-n2.log").is_file()

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from sioscale.config import CADDY_COOKIE, ClusterConfig
-from sioscale.config import NODE_COOKIE as HAPROXY_COOKIE
+from contract.config import CADDY_COOKIE, ClusterConfig
+from contract.config import NODE_COOKIE as HAPROXY_COOKIE
 from targets import probe
 from targets.cluster import Cluster
 

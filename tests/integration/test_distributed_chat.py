@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.config import ClusterConfig
 from locustfiles.sio.live import LiveStats
-from sioscale.config import ClusterConfig
 from tests.integration.support import ROOT, Procs, log_of, processes, read_counts
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sioscale.config import ClusterConfig
+from contract.config import ClusterConfig
 from tests.integration.support import ROOT, Procs, log_of, processes
 
 pytestmark = pytest.mark.slow

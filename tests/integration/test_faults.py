@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sioscale.config import parse_campaign
+from contract.config import parse_campaign
 from sioscale.runner import execute_run
 
 CAMPAIGN = """

@@ -322,7 +322,7 @@ def test_a_child_forked_from_the_main_thread_dies_with_its_parent_one_from_a_thr
 
 _LATE_ARMER = """
 import os, sys, time
-from sioscale.pdeathsig import die_with_parent
+from contract.pdeathsig import die_with_parent
 parent = os.getpid()
 if os.fork() == 0:
     while os.getppid() == parent:  # the parent dies between our fork and our prctl

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sioscale.config import ClusterConfig, Step, step_plan
+from contract.config import ClusterConfig, Step, step_plan
 from targets.cluster import Cluster
 
 pytestmark = pytest.mark.slow

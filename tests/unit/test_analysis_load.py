@@ -9,7 +9,7 @@ import pytest
 
 from analysis.load import load_run, load_runs
 from analysis.synth import LOCUST_HISTORY_COLUMNS, LOCUST_STATS_COLUMNS, SynthConfig, write_run
-from locustfiles.sio.rows import COLUMNS, STEPS
+from contract.rows import COLUMNS, STEPS
 
 
 @pytest.fixture()

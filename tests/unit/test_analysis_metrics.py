@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sstats
 
 from analysis import metrics as M
-from locustfiles.sio.rows import make_row
+from contract.rows import make_row
 
 T0 = 1_760_000_000.0
 

@@ -1,4 +1,4 @@
-"""The report's per-config checks are sioscale.checks.evaluate's (one definition), `sioscale report`
+"""The report's per-config checks are analysis.checks.evaluate's (one definition), `sioscale report`
 takes thresholds (--campaign and/or the check flags) and says which SLO it used, and bad run files
 give one line and exit 2, never a traceback."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from analysis.capacity import DEFAULT_SLO
+from analysis.checks import evaluate
 from analysis.report import write_report
 from analysis.synth import SynthConfig, seed_campaign, write_run
-from sioscale.checks import evaluate
+from contract.config import Thresholds
 from sioscale.cli import main as cli_main
-from sioscale.config import Thresholds
 
 TH = Thresholds(connect_ratio=0.99, upgrade_ratio=0.9, delivery_ratio=0.99, p95_connect_ms=800, p95_ack_ms=400,
                 failure_ratio=0.01)

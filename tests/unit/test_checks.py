@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from sioscale.checks import evaluate, junit_xml
-from sioscale.config import ConfigError, Thresholds
+from analysis.checks import evaluate, junit_xml
+from contract.config import ConfigError, Thresholds
 
 ALL = Thresholds(connect_ratio=0.99, upgrade_ratio=0.9, delivery_ratio=0.99, p95_connect_ms=1000, p95_ack_ms=500,
                  failure_ratio=0.01)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sioscale.config import (
+from contract.config import (
     ClusterConfig,
     ConfigError,
     LoadConfig,
@@ -120,7 +120,7 @@ def test_axes_override_base_and_steps_parse():
 
 def test_type_errors_in_the_api_are_config_errors_too():
     """Code that builds the dataclasses directly gets the same checks as a campaign file."""
-    from sioscale.config import Fault, Step, Thresholds
+    from contract.config import Fault, Step, Thresholds
 
     for bad, needle in [
         (lambda: LoadConfig(steps=((10, 5.0),)).validate(), "use Step(users, hold)"),
@@ -136,7 +136,7 @@ def test_type_errors_in_the_api_are_config_errors_too():
 
 def test_step_plan_counts_each_ramp():
     """The reviewer's case: ramps of 500 and 500 users at 5/s take 200 s on top of 2 x 10 s holds."""
-    from sioscale.config import Step, step_plan
+    from contract.config import Step, step_plan
 
     steps = (Step(500, 10.0), Step(1000, 10.0))
     assert step_plan(steps, 5) == [(110.0, 500), (220.0, 1000)]
@@ -147,7 +147,7 @@ def test_step_plan_counts_each_ramp():
 
 
 def test_steps_flag_text():
-    from sioscale.config import Step, parse_steps_text
+    from contract.config import Step, parse_steps_text
 
     assert parse_steps_text("10:20, 30:2.5,") == (Step(10, 20.0), Step(30, 2.5))
     for bad in ["100", "a:b", "10:inf", "10:nan", "0:5", "10:0", "10:5:5", "10:-1"]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sioscale.config import (
+from contract.config import (
     ClusterConfig,
     ConfigError,
     Fault,

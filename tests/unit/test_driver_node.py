@@ -12,10 +12,10 @@ import pytest
 from locust.env import Environment
 from locust.event import Events
 
+from contract.config import NODE_COOKIE, NODE_HEADER
 from locustfiles.sio.driver import SessionConfig, node_of
 from locustfiles.sio.transport import Endpoint, HttpSession
 from locustfiles.sio.user import SocketIOUser
-from sioscale.config import NODE_COOKIE, NODE_HEADER
 
 
 class _User(SocketIOUser):

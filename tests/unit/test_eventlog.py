@@ -16,8 +16,8 @@ import gevent
 import pytest
 from locust.runners import STATE_MISSING, STATE_RUNNING, MasterRunner, WorkerRunner
 
+from contract.rows import COLUMNS, make_row
 from locustfiles.sio import eventlog, webui
-from locustfiles.sio.rows import COLUMNS, make_row
 
 
 def _env(run_dir: Path | None, runner=None, run_name: str = ""):  # noqa: ANN001, ANN202
@@ -188,7 +188,8 @@ def test_meta_json_minimal_then_completed(tmp_path: Path) -> None:
 
 def test_meta_json_uses_the_runners_versions_machine_and_atomic_writer(tmp_path: Path) -> None:
     """One version lookup and one atomic JSON writer for `sioscale run` and the Locust side."""
-    from sioscale import environment, jsonfile, runner
+    from contract import environment, jsonfile
+    from sioscale import runner
     env = _env(tmp_path / "r")
     eventlog._write_meta(eventlog._state(env), final=False)
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())

@@ -1,4 +1,4 @@
-"""analysis._fmt.num: the one number normaliser, and that it keeps numpy/pandas out of Locust workers."""
+"""contract.fmt.num: the one number normaliser, and that it keeps numpy/pandas out of Locust workers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from analysis._fmt import num
+from contract.fmt import num
 
 
 @pytest.mark.parametrize(("v", "want"), [
@@ -24,8 +24,8 @@ def test_num(v: object, want: object) -> None:
 
 def test_locust_side_imports_pull_no_numpy_or_pandas() -> None:
     """Every Locust worker imports the live stats and the event log; they must stay light (why _fmt,
-    sioscale.environment and sioscale.jsonfile are stdlib-only)."""
-    code = ("import sys; import analysis._fmt, locustfiles.sio.live, locustfiles.sio.eventlog; "
+    contract.environment and contract.jsonfile are stdlib-only)."""
+    code = ("import sys; import contract.fmt, locustfiles.sio.live, locustfiles.sio.eventlog; "
             "print(sorted(m for m in ('numpy', 'pandas', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

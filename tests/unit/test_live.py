@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
+from contract.rows import make_row
 from locustfiles.sio.live import DELIVERY_GRACE_S, LiveStats, Quantiles
-from locustfiles.sio.rows import make_row
 
 T0 = 1_000_000.0
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from contract.rows import make_row
 from locustfiles.sio.live import LiveStats
-from locustfiles.sio.rows import make_row
 
 T0 = 1_000_000.0
 

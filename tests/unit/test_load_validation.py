@@ -25,7 +25,7 @@ from analysis import plots as P
 from analysis.load import MAX_LATENCY_MS, load_run
 from analysis.report import write_report
 from analysis.synth import SynthConfig, write_run
-from locustfiles.sio.rows import COLUMNS, STEPS
+from contract.rows import COLUMNS, STEPS
 
 TS, STEP, LAT, OK, KIND, TRANSPORT = (COLUMNS.index(c) for c in ("ts", "step", "latency_ms", "ok", "error_kind",
                                                                   "transport"))

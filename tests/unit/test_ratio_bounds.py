@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analysis import metrics as M
-from locustfiles.sio.rows import STEPS, make_row
+from contract.rows import STEPS, make_row
 
 T0 = 1_760_000_000.0
 

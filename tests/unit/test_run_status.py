@@ -1,4 +1,4 @@
-"""The one status machine (sioscale.status) and where it shows: meta.json, the live stats, the
+"""The one status machine (contract.status) and where it shows: meta.json, the live stats, the
 report's first screen, `sioscale check`, and the exit codes of `run` and `campaign` (issue 9,
 part 3). No sockets, no processes: the real SIGKILLs are in tests/integration/test_run_status.py.
 """
@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
+from analysis.checks import evaluate
 from analysis.report import write_report
 from analysis.synth import SynthConfig, write_run
+from contract import status as S
+from contract.config import ClusterConfig, LoadConfig, RunConfig, Thresholds
+from contract.rows import make_row
 from locustfiles.sio.live import LiveStats
-from locustfiles.sio.rows import make_row
 from sioscale import runner
-from sioscale import status as S
-from sioscale.checks import evaluate
-from sioscale.config import ClusterConfig, LoadConfig, RunConfig, Thresholds
 
 EXC_CSV = "Count,Message,Traceback,Nodes\n4,ValueError('source_range 10.0.0.1'),Traceback...,local\n"
 
@@ -368,7 +368,7 @@ def test_a_crash_a_fault_hook_recorded_first_still_gets_its_progress_line(tmp_pa
     import contextlib
     import sys
 
-    from sioscale.config import Fault
+    from contract.config import Fault
     from targets.cluster import Cluster
     from targets.procs import Child
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.config import ClusterConfig, ConfigError, Fault, LoadConfig, RunConfig
 from sioscale import runner
-from sioscale.config import ClusterConfig, ConfigError, Fault, LoadConfig, RunConfig
 from sioscale.runner import execute_run, external_labels, external_run_name, interrupts_deferred
 
 

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from sioscale.config import ClusterConfig, LoadConfig, RunConfig
+from contract.config import ClusterConfig, LoadConfig, RunConfig
 from sioscale.runner import locust_command
 
 

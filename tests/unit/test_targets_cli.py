@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.config import ClusterConfig, ConfigError
 from sioscale import cmd_cluster
-from sioscale.config import ClusterConfig, ConfigError
 from targets.cluster import Cluster, ClusterError, find_binary
 from targets.procs import Child
 

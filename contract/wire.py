@@ -1,0 +1,22 @@
+"""Wire constants and shared defaults, each defined once (stdlib only, imports nothing).
+
+The reference servers (targets/) set them, the client (locustfiles/) reads them, the config
+schema and the analysis use the same defaults.
+"""
+
+from __future__ import annotations
+
+NODE_HEADER = "x-served-by"
+"""Response header carrying the backend node id; set by the reference servers, read by the client.
+Lower case: the client's HTTP layer lower-cases response header names."""
+NODE_COOKIE = "SIOSCALE_NODE"
+"""HAProxy's sticky cookie; its value is the node id (rendered by targets, read by the client)."""
+CADDY_COOKIE = "lb"
+"""Caddy's sticky cookie (an opaque hash of the upstream, not the node id)."""
+
+DEFAULT_TRANSPORTS: tuple[str, ...] = ("polling", "websocket")
+"""socket.io-client's default `transports`: HTTP long-polling first, then the WebSocket upgrade."""
+
+GENERATOR_SATURATED_PERCENT = 90.0
+"""A Locust process at or above this CPU % is saturated: Locust's own warning threshold
+(locust.runners.CPU_WARNING_THRESHOLD, which tests/unit/test_generator_cpu.py compares)."""
