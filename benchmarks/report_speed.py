@@ -1,6 +1,6 @@
 """Load → report time for a 1,000,000-event run (floor: ≤ 30 s on the 2-core reference machine).
 
-Generates one realistic run directory with analysis.synth (chat scenario, polling→websocket behind a
+Generates one realistic run directory with tests.synth (chat scenario, polling→websocket behind a
 cookie balancer, Redis adapter, 3 nodes; broadcast receives are most of the rows, as in a real chat run),
 then times analysis.load.load_runs and analysis.report.write_report separately. Last line: JSON.
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.load import load_runs  # noqa: E402
 from analysis.report import write_report  # noqa: E402
-from analysis.synth import SynthConfig, write_run  # noqa: E402
+from tests.synth import SynthConfig, write_run  # noqa: E402
 
 FLOOR_S = 30.0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from analysis.report import write_report
-from analysis.synth import SynthConfig, seed_campaign, write_run
+from tests.synth import SynthConfig, seed_campaign, write_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

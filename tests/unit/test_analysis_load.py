@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from analysis.load import load_run, load_runs
-from analysis.synth import LOCUST_HISTORY_COLUMNS, LOCUST_STATS_COLUMNS, SynthConfig, write_run
 from contract.rows import COLUMNS, STEPS
+from tests.synth import LOCUST_HISTORY_COLUMNS, LOCUST_STATS_COLUMNS, SynthConfig, write_run
 
 
 @pytest.fixture()

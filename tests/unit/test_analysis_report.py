@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from analysis.report import write_report
-from analysis.synth import SynthConfig, seed_campaign, write_run
 from sioscale.cmd_report import expand_run_dirs
+from tests.synth import SynthConfig, seed_campaign, write_run
 
 CONFIG_KEYS = {"balancer", "policy", "adapter", "transports", "server", "nodes", "tls"}
 

@@ -12,9 +12,9 @@ import pytest
 from analysis.capacity import DEFAULT_SLO
 from analysis.checks import evaluate
 from analysis.report import write_report
-from analysis.synth import SynthConfig, seed_campaign, write_run
 from contract.config import Thresholds
 from sioscale.cli import main as cli_main
+from tests.synth import SynthConfig, seed_campaign, write_run
 
 TH = Thresholds(connect_ratio=0.99, upgrade_ratio=0.9, delivery_ratio=0.99, p95_connect_ms=800, p95_ack_ms=400,
                 failure_ratio=0.01)

@@ -21,9 +21,9 @@ from locust.runners import STATE_RUNNING, MasterRunner, WorkerRunner
 from analysis import capacity as C
 from analysis.load import load_run, load_runs, read_generator
 from analysis.report import _users_series, write_report
-from analysis.synth import SynthConfig, write_run
 from analysis.verdicts import generator_verdicts
 from locustfiles.sio import eventlog, generator_cpu
+from tests.synth import SynthConfig, write_run
 
 
 def _env(run_dir: Path | None, runner=None):  # noqa: ANN001, ANN202

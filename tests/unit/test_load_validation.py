@@ -24,8 +24,8 @@ from analysis import metrics as M
 from analysis import plots as P
 from analysis.load import MAX_LATENCY_MS, load_run
 from analysis.report import write_report
-from analysis.synth import SynthConfig, write_run
 from contract.rows import COLUMNS, STEPS
+from tests.synth import SynthConfig, write_run
 
 TS, STEP, LAT, OK, KIND, TRANSPORT = (COLUMNS.index(c) for c in ("ts", "step", "latency_ms", "ok", "error_kind",
                                                                   "transport"))

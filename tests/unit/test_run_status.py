@@ -17,12 +17,12 @@ from hypothesis import strategies as hs
 
 from analysis.checks import evaluate
 from analysis.report import write_report
-from analysis.synth import SynthConfig, write_run
 from contract import status as S
 from contract.config import ClusterConfig, LoadConfig, RunConfig, Thresholds
 from contract.rows import make_row
 from locustfiles.sio.live import LiveStats
 from sioscale import runner
+from tests.synth import SynthConfig, write_run
 
 EXC_CSV = "Count,Message,Traceback,Nodes\n4,ValueError('source_range 10.0.0.1'),Traceback...,local\n"
 
