@@ -92,3 +92,16 @@ def test_the_checker_bites(tmp_path: Path) -> None:
     assert len(_check("contract", "contract.mod", f)) == 2
     assert len(_check("targets", "targets.mod", f)) == 1
     assert _check("sioscale", "sioscale.mod", f) == []
+
+
+@pytest.mark.parametrize(("shim", "real"), [
+    ("sioscale.config", "contract.config"), ("sioscale.checks", "analysis.checks"),
+    ("locustfiles.sio.rows", "contract.rows"),
+])
+def test_moved_public_modules_keep_their_old_names(shim: str, real: str) -> None:
+    """Users' scripts import the old paths: each shim re-exports the very objects of the real module."""
+    import importlib
+
+    old, new = importlib.import_module(shim), importlib.import_module(real)
+    assert new.__all__ and old.__all__ == new.__all__
+    assert all(getattr(old, n) is getattr(new, n) for n in new.__all__)
