@@ -42,88 +42,115 @@ def measure(fn, n: int) -> float:
     return n / max(cpu() - c0, 1e-9)
 
 
+HS_PATH = "/socket.io/?EIO=4&transport=polling"
+WS_PATH = "/socket.io/?EIO=4&transport=websocket"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1500)
     args = ap.parse_args()
-    from locustfiles.sio.transport import Endpoint, HttpSession, WebSocket
+    from locustfiles.sio.transport import Endpoint
 
     with python_node() as url:
         ep = Endpoint.from_url(url)
-        hs_path = "/socket.io/?EIO=4&transport=polling"
-        ws_path = "/socket.io/?EIO=4&transport=websocket"
         out: dict[str, float] = {}
+        out.update(bench_http(ep, args.n))
+        out.update(bench_websocket(ep, args.n // 2))
+    print(json.dumps(results(out)))
 
-        s = HttpSession(ep)
 
-        def http_mine() -> None:
-            r = s.request("GET", hs_path)
-            assert r.status == 200 and r.body[:1] == b"0"
+def bench_http(ep, n: int) -> dict[str, float]:  # noqa: ANN001
+    """Polling handshakes per CPU-second: sioscale's HttpSession, then geventhttpclient's HTTPClient."""
+    from locustfiles.sio.transport import HttpSession
 
-        out["http_sioscale_per_cpu_s"] = measure(http_mine, args.n)
+    out: dict[str, float] = {}
+    s = HttpSession(ep)
 
-        from geventhttpclient import HTTPClient
+    def http_mine() -> None:
+        r = s.request("GET", HS_PATH)
+        assert r.status == 200 and r.body[:1] == b"0"
 
-        ghc = HTTPClient(ep.host, ep.port, concurrency=1)
+    out["http_sioscale_per_cpu_s"] = measure(http_mine, n)
 
-        def http_ghc() -> None:
-            r = ghc.get(hs_path)
-            body = r.read()
-            assert r.status_code == 200 and body[:1] == b"0"
+    from geventhttpclient import HTTPClient
 
-        out["http_geventhttpclient_per_cpu_s"] = measure(http_ghc, args.n)
-        ghc.close()
+    ghc = HTTPClient(ep.host, ep.port, concurrency=1)
 
-        def ws_mine() -> None:
-            ws = WebSocket.connect(ep, ws_path)
-            assert ws.recv()[0] == "0"
-            ws.send("40")
-            assert ws.recv().startswith("40")
-            ws.close()
+    def http_ghc() -> None:
+        r = ghc.get(HS_PATH)
+        body = r.read()
+        assert r.status_code == 200 and body[:1] == b"0"
 
-        out["ws_sioscale_per_cpu_s"] = measure(ws_mine, args.n // 2)
+    out["http_geventhttpclient_per_cpu_s"] = measure(http_ghc, n)
+    ghc.close()
+    return out
 
-        import websocket  # websocket-client
 
-        def ws_wsc() -> None:
-            ws = websocket.create_connection(f"ws://{ep.host}:{ep.port}{ws_path}", timeout=10)
-            assert ws.recv()[0] == "0"
-            ws.send("40")
-            assert ws.recv().startswith("40")
-            ws.close()
+def bench_websocket(ep, n: int) -> dict[str, float]:  # noqa: ANN001
+    """Websocket-only sessions per CPU-second: sioscale's WebSocket, websocket-client, wsproto."""
+    from locustfiles.sio.transport import WebSocket
 
-        out["ws_websocket_client_per_cpu_s"] = measure(ws_wsc, args.n // 2)
+    out: dict[str, float] = {}
 
-        import socket
+    def ws_mine() -> None:
+        ws = WebSocket.connect(ep, WS_PATH)
+        assert ws.recv()[0] == "0"
+        ws.send("40")
+        assert ws.recv().startswith("40")
+        ws.close()
 
-        import wsproto
-        from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
+    out["ws_sioscale_per_cpu_s"] = measure(ws_mine, n)
 
-        def ws_wsproto() -> None:
-            sock = socket.create_connection((ep.host, ep.port), timeout=10)
-            conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-            sock.sendall(conn.send(Request(host=ep.host_header, target=ws_path)))
-            texts: list[str] = []
+    import websocket  # websocket-client
 
-            def pump(until) -> None:  # noqa: ANN001
-                while not until():
-                    conn.receive_data(sock.recv(65536))
-                    for ev in conn.events():
-                        if isinstance(ev, Message):
-                            texts.append(ev.data)
-                        elif isinstance(ev, AcceptConnection | CloseConnection):
-                            texts.append("")
+    def ws_wsc() -> None:
+        ws = websocket.create_connection(f"ws://{ep.host}:{ep.port}{WS_PATH}", timeout=10)
+        assert ws.recv()[0] == "0"
+        ws.send("40")
+        assert ws.recv().startswith("40")
+        ws.close()
 
-            pump(lambda: len(texts) >= 2)
-            assert texts[1][0] == "0"
-            sock.sendall(conn.send(TextMessage(data="40")))
-            pump(lambda: len(texts) >= 3)
-            assert texts[2].startswith("40")
-            sock.sendall(conn.send(CloseConnection(code=1000)))
-            sock.close()
+    out["ws_websocket_client_per_cpu_s"] = measure(ws_wsc, n)
+    out["ws_wsproto_per_cpu_s"] = measure(wsproto_session(ep), n)
+    return out
 
-        out["ws_wsproto_per_cpu_s"] = measure(ws_wsproto, args.n // 2)
 
+def wsproto_session(ep):  # noqa: ANN001, ANN201
+    """The op for wsproto over a gevent socket: one websocket-only Engine.IO session (imports done here, once)."""
+    import socket
+
+    import wsproto
+    from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
+
+    def ws_wsproto() -> None:
+        sock = socket.create_connection((ep.host, ep.port), timeout=10)
+        conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        sock.sendall(conn.send(Request(host=ep.host_header, target=WS_PATH)))
+        texts: list[str] = []
+
+        def pump(until) -> None:  # noqa: ANN001
+            while not until():
+                conn.receive_data(sock.recv(65536))
+                for ev in conn.events():
+                    if isinstance(ev, Message):
+                        texts.append(ev.data)
+                    elif isinstance(ev, AcceptConnection | CloseConnection):
+                        texts.append("")
+
+        pump(lambda: len(texts) >= 2)
+        assert texts[1][0] == "0"
+        sock.sendall(conn.send(TextMessage(data="40")))
+        pump(lambda: len(texts) >= 3)
+        assert texts[2].startswith("40")
+        sock.sendall(conn.send(CloseConnection(code=1000)))
+        sock.close()
+
+    return ws_wsproto
+
+
+def results(out: dict[str, float]) -> dict[str, float]:
+    """Print one line per figure; return them rounded, with the sioscale-vs-other ratios (the JSON line)."""
     for k, v in out.items():
         print(f"{k:36s} {v:9.0f}")
     out = {k: round(v, 1) for k, v in out.items()}
@@ -134,7 +161,7 @@ def main() -> None:
         out["ws_sioscale_per_cpu_s"] / out["ws_websocket_client_per_cpu_s"], 2
     )
     out["ws_ratio_sioscale_vs_wsproto"] = round(out["ws_sioscale_per_cpu_s"] / out["ws_wsproto_per_cpu_s"], 2)
-    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":
