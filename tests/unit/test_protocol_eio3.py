@@ -17,21 +17,9 @@ from locustfiles.sio.protocol.actions import (
     WsSend,
 )
 from locustfiles.sio.protocol.client import ClientProtocol
-
-# The handshake answer of PROTOCOL.md §2, verbatim (socket.io-protocol v4 sample).
-HANDSHAKE = (b'96:0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,'
-             b'"pingTimeout":5000}2:40')
-SID = "lv_VI97HAXpY6yYWAAAC"
-
-
-def of(actions, cls):
-    return [a for a in actions if isinstance(a, cls)]
-
-
-def step(actions, name):
-    found = [a for a in actions if isinstance(a, StepResult) and a.step == name]
-    assert len(found) == 1, (name, actions)
-    return found[0]
+from tests.unit.protocol_helpers import OPEN3 as HANDSHAKE  # docs/protocol.md §2, verbatim
+from tests.unit.protocol_helpers import SID3 as SID
+from tests.unit.protocol_helpers import of, step
 
 
 def handshaken(transports=("polling", "websocket"), namespace="/"):

@@ -22,36 +22,7 @@ from locustfiles.sio.protocol.actions import (
     WsSend,
 )
 from locustfiles.sio.protocol.client import ClientProtocol
-
-OPEN = (b'0{"sid":"S1","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,'
-        b'"maxPayload":1000000}')
-
-
-def of(actions, cls):
-    return [a for a in actions if isinstance(a, cls)]
-
-
-def step(actions, name):
-    found = [a for a in actions if isinstance(a, StepResult) and a.step == name]
-    assert len(found) == 1, (name, actions)
-    return found[0]
-
-
-def opened(transports=("polling", "websocket"), **kw):
-    """A client whose handshake was answered by node n1: returns (client, actions after open)."""
-    c = ClientProtocol(transports=transports, rng=random.Random(7), **kw)
-    (hs,) = c.start(0.0)
-    return c, c.http_response(hs.rid, 200, OPEN, 0.010, node="n1")
-
-
-def connected_polling(**kw):
-    c, a = opened(transports=("polling",), **kw)
-    (post,) = of(a, HttpRequest)[:1]
-    poll = of(a, HttpRequest)[1]
-    assert c.http_response(post.rid, 200, b"ok", 0.015, node="n1") == []
-    a = c.http_response(poll.rid, 200, b'40{"sid":"X1"}', 0.020, node="n1")
-    (poll,) = of(a, HttpRequest)
-    return c, poll
+from tests.unit.protocol_helpers import OPEN, connected_polling, of, opened, step
 
 
 def test_full_polling_to_websocket_sequence():

@@ -17,19 +17,9 @@ from locustfiles.sio.protocol.actions import (
     WsSend,
 )
 from locustfiles.sio.protocol.client import ClientProtocol
+from tests.unit.protocol_helpers import OPEN, connected_polling, last_closed, of
 
-OPEN = b'0{"sid":"S1","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
 ACTION_TYPES = (HttpRequest, OpenWebSocket, WsSend, CloseWebSocket, CancelPolling, StepResult, Closed)
-
-
-def of(actions, cls):
-    return [a for a in actions if isinstance(a, cls)]
-
-
-def last_closed(actions):
-    closed = of(actions, Closed)
-    assert len(closed) == 1, actions
-    return closed[0]
 
 
 @pytest.mark.parametrize("body", [
@@ -56,15 +46,6 @@ def test_bad_handshake_answers(body):
     assert c.state == "closed"
 
 
-def _connected():
-    c = ClientProtocol(transports=("polling",))
-    (hs,) = c.start(0.0)
-    post, poll = of(c.http_response(hs.rid, 200, OPEN, 0.01), HttpRequest)
-    c.http_response(post.rid, 200, b"ok", 0.02)
-    (poll,) = of(c.http_response(poll.rid, 200, b'40{"sid":"X"}', 0.03), HttpRequest)
-    return c, poll
-
-
 @pytest.mark.parametrize("body", [
     b"", b"9", b"x", b"5", b"3", b"\x1e", b"4", b"4x", b"42", b"42[", b"42{}", b"42[1]", b"42[]",
     b'43["a"]',  # ack without id
@@ -79,7 +60,7 @@ def _connected():
     OPEN.replace(b'"S1"', b'"OTHER"'),  # the server answers with another session
 ])
 def test_bad_poll_answers(body):
-    c, poll = _connected()
+    c, poll = connected_polling()
     a = c.http_response(poll.rid, 200, body, 1.0)
     closed = last_closed(a)
     assert closed.error_kind == "protocol_error", a
@@ -98,7 +79,7 @@ def test_connect_answer_without_sid(body):
 
 
 def test_bad_post_answer_and_unknown_rids():
-    c, poll = _connected()
+    c, poll = connected_polling()
     _, a = c.emit("e", now=1.0)
     (post,) = of(a, HttpRequest)
     assert c.http_response(9999, 200, b"ok", 1.0) == []  # a request this session never made
@@ -109,7 +90,7 @@ def test_bad_post_answer_and_unknown_rids():
 
 @pytest.mark.parametrize("kind", ["connection_reset", "timeout", "connection_refused"])
 def test_io_failures_of_polls(kind):
-    c, poll = _connected()
+    c, poll = connected_polling()
     a = c.http_failed(poll.rid, kind, "boom", 1.0)
     s = [x for x in of(a, StepResult) if x.step == "poll"][0]
     assert (s.error_kind, s.name) == (kind, "poll")

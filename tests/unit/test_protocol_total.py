@@ -28,17 +28,10 @@ from locustfiles.sio.protocol.actions import (
     WsSend,
 )
 from locustfiles.sio.protocol.client import ClientProtocol
+from tests.unit.protocol_helpers import OPEN, OPEN3, of
 
 ACTIONS = (AckFailed, AckReceived, CancelPolling, Closed, CloseWebSocket, Connected, EventReceived, HttpRequest,
            OpenWebSocket, StepResult, WsSend)
-OPEN = (b'0{"sid":"S1","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,'
-        b'"maxPayload":1000000}')
-OPEN3 = (b'96:0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,'
-         b'"pingTimeout":5000}2:40')
-
-
-def of(actions, cls):
-    return [a for a in actions if isinstance(a, cls)]
 
 
 # -- machines in each state ------------------------------------------------------------------------

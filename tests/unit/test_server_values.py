@@ -20,14 +20,11 @@ import pytest
 from locustfiles.sio.protocol.actions import Closed, HttpRequest, OpenWebSocket, StepResult
 from locustfiles.sio.protocol.client import ClientProtocol
 from locustfiles.sio.protocol.codec import encode_uri_component
+from tests.unit.protocol_helpers import of
 
 # What may appear in an encoded query: RFC 3986 unreserved + encodeURIComponent's extra marks,
 # "%XX" escapes and the separators the client itself writes.
 _WIRE_SAFE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=]*")
-
-
-def of(actions, cls):
-    return [a for a in actions if isinstance(a, cls)]
 
 
 def _open(sid: object, **extra: object) -> bytes:
