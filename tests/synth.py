@@ -2,7 +2,7 @@
 
 Why this exists: the analysis must be tested before real campaigns exist and on cases that
 are hard to provoke on demand (a 1,000,000-row run, a SIGKILLed writer, a config that never
-started). The generator follows the same mechanics the real cluster shows (FACTS.md): a
+started). The generator follows the same mechanics the real cluster shows (docs/protocol.md §5): a
 non-sticky balancer sends a polling session's requests to nodes that never saw it
 (session_unknown), the memory adapter delivers a room broadcast only to members on the
 sender's node, a single source IP hashes every user to one node. It writes exactly the files

@@ -375,7 +375,7 @@ class SocketIOUser(User):
         if a.reason == "io server disconnect" or a.error_kind == "namespace_rejected":
             # socket.io-client does not reconnect when the server ended the namespace (DISCONNECT)
             # or refused it (CONNECT_ERROR): the socket goes inactive until the app calls
-            # connect() again (PROTOCOL.md §3.3). Reconnecting here would turn a server's kick
+            # connect() again (docs/protocol.md §4.2). Reconnecting here would turn a server's kick
             # or an auth refusal into a reconnect storm the real client never makes.
             self._want_connected = False
         lost = a.error_kind != "" and self._want_connected

@@ -1,7 +1,7 @@
 """A real python-socketio server that ends or refuses the namespace: the user must not reconnect.
 
 socket.io-client reconnects after a lost transport, but not after `io server disconnect` (the
-server sent DISCONNECT) nor after CONNECT_ERROR (PROTOCOL.md §3.3): the app decides. The
+server sent DISCONNECT) nor after CONNECT_ERROR (docs/protocol.md §4.2): the app decides. The
 reference app has no hook to kick a client, so this test serves a tiny app of its own under
 uvicorn, in its own process group (the `procs` fixture kills it when the test ends).
 """

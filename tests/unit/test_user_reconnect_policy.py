@@ -1,4 +1,4 @@
-"""Which closes make SocketIOUser reconnect on its own: socket.io-client's rules (PROTOCOL.md §3.3).
+"""Which closes make SocketIOUser reconnect on its own: socket.io-client's rules (docs/protocol.md §4.2).
 
 No sockets: the user's close handler is fed the Closed action the core would emit, and the test
 looks at whether a reconnect greenlet was started.

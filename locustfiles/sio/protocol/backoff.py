@@ -1,6 +1,6 @@
 """socket.io-client's reconnection backoff, as a pure function.
 
-Ported from socket.io-client's `contrib/backo2.ts` (PROTOCOL.md §3.2) because the exact
+Ported from socket.io-client's `contrib/backo2.ts` (docs/protocol.md §4.1) because the exact
 distribution is what shapes a reconnection storm after a node dies: every disconnect restarts
 at attempt 1, so clients retry within 0.5-1.5 s. The random value is passed in (no hidden
 global RNG), so tests and replays are deterministic.

@@ -3,7 +3,7 @@
 Why by hand: the two reference servers word "I do not know this session" differently
 (Node engine.io: 400 `{"code":1,"message":"Session ID unknown"}`, or a raw "Session ID
 unknown" on a WebSocket upgrade; python-engineio: 400 text/plain `"Invalid session <sid>"`),
-and that single answer is the finding sioscale exists to count (PROTOCOL.md §1.10, §5.4).
+and that single answer is the finding sioscale exists to count (docs/protocol.md §3, §5).
 """
 
 from __future__ import annotations
