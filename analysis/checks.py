@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from contract.config import ConfigError, Thresholds
 from contract.status import Status, parse
@@ -167,7 +167,7 @@ def junit_xml(results: list[CheckResult], suite: str = "sioscale") -> str:
         elif not r.passed:
             msg = r.describe()
             ET.SubElement(tc, "failure", message=msg, type="threshold").text = msg
-    return ET.tostring(ET.ElementTree(ts).getroot(), encoding="unicode", xml_declaration=True)
+    return ET.tostring(cast(ET.Element, ET.ElementTree(ts).getroot()), encoding="unicode", xml_declaration=True)
 
 
 __all__ = ["DID_NOT_RUN", "FIGURES", "NOT_JUDGED", "CheckResult", "evaluate", "junit_xml"]

@@ -152,6 +152,7 @@ def _fault_fits(f: Fault, cluster: ClusterConfig, run_seconds: float, up: dict[s
         raise ConfigError(f"faults.at = {f.at!r}: the load runs {run_seconds:g} s, so this {f.action} would "
                           "never fire; make it earlier or the run longer", key="faults.at")
     part = f.target if f.action.endswith("_node") else f.action.split("_", 1)[1]
+    assert part is not None  # f.validate() required a target for *_node
     if part == "redis" and (cluster.adapter != "redis" or cluster.redis_url is not None):
         why = "it uses an external redis_url" if cluster.redis_url else "adapter = 'memory'"
         raise ConfigError(f"faults.action = {f.action!r}: this cluster runs no Redis of its own ({why}); "
@@ -650,6 +651,8 @@ def parse_steps_text(text: str, flag: str = "--steps") -> tuple[Step, ...]:
     out = []
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         users_s, sep, hold_s = part.partition(":")
+        users: int | None
+        hold: float | None
         try:
             users, hold = int(users_s), float(hold_s)
         except ValueError:

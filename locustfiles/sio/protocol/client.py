@@ -129,7 +129,7 @@ def _check_number(data: dict, key: str, default: float | None, limit: int) -> fl
     JSON numbers: ints and finite floats (a JS number is either); bool, str, null, NaN and
     infinities are refused, so no timer can be armed at NaN, in the past or never.
     """
-    v = data.get(key, default)
+    v: Any = data.get(key, default)  # JSON: checked below
     if type(v) not in (int, float) or not math.isfinite(v) or not 1 <= v <= limit:
         raise _ProtocolError(f"open packet with bad {key} {str(v)[:40]!r} (a number of 1 .. {limit} expected)")
     return v
@@ -213,7 +213,7 @@ class ClientProtocol:
         self._node = ""
         self._ping_interval = 25.0
         self._ping_timeout = 20.0
-        self._max_payload = 1_000_000
+        self._max_payload: float = 1_000_000
         self._upgrades: list[str] = []
         self._connected_once = False  # Connected was emitted
         self._opened = False  # Engine.IO open packet accepted

@@ -216,7 +216,7 @@ def _is_digit(buf: str | bytes, j: int, width: int) -> bool:
 def _is_unit(buf: str | bytes, j: int, width: int, ch: str) -> bool:
     if width == 1:
         return buf[j] == ch
-    return buf[j] == ord(ch) and buf[j + 1] == 0  # type: ignore[index]
+    return buf[j] == ord(ch) and buf[j + 1] == 0
 
 
 def _units(buf: str | bytes, start: int, end: int, width: int) -> str:
