@@ -12,7 +12,7 @@ import json
 import math
 import platform
 import sys
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,56 @@ def write_report(run_dirs: list[str | Path] | tuple[str | Path, ...], out_dir: s
     return _jsonable(summary)
 
 
+@dataclass
+class _Metrics:
+    """The metric tables over all configs that build reads each config entry and figure from."""
+
+    conn: pd.DataFrame
+    fails: pd.DataFrame
+    fcounts: dict[str, Any]
+    attrib: pd.DataFrame
+    dist: pd.DataFrame
+    bal: pd.DataFrame
+    lat_node: pd.DataFrame
+    lat_step: pd.DataFrame
+    lot: pd.DataFrame
+    fot: pd.DataFrame
+    ff: pd.DataFrame
+    deliv: pd.DataFrame
+    adapters: pd.DataFrame
+    dset: pd.DataFrame
+    step_totals: dict[str, tuple[int, int]]
+    by_step: dict[str, dict[str, dict[str, int]]]
+
+
 def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str | None]]:
     """The summary (summary.json), the tables the page shows, and the figures (name → svg)."""
+    m = _metrics(frames, thresholds)
+    configs: list[dict[str, Any]] = []
+    cap_figs: dict[str, str] = {}
+    figures: dict[str, str | None] = {}
+    for _, r in frames.runs.iterrows():
+        entry, stats, fit = _config_entry(frames, m, r, thresholds)
+        name = entry["name"]
+        if stats is not None and len(stats):
+            cap_figs[name] = f"capacity-{_slug(name)}"
+            figures[cap_figs[name]] = P.capacity(stats, fit, entry["capacity"].get("users"), name)
+        configs.append(entry)
+    figures.update(_overview_figures(frames, m))
+    summary = {
+        "schema": SCHEMA, "title": title,
+        "status": worst(c["status"] for c in configs).value if configs else Status.FAILED.value,
+        "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "configs": configs,
+        "environment": _environment(frames),
+        "thresholds": thresholds,
+        "warnings": list(frames.warnings),
+    }
+    return summary, _tables(m, configs, cap_figs), figures
+
+
+def _metrics(frames: Frames, thresholds: dict[str, float]) -> _Metrics:
+    """Every metric table over the events of all configs (analysis.metrics), once."""
     ev = frames.events
     runs = frames.runs
     conn = M.connection_ratios(ev).set_index("config") if len(ev) else pd.DataFrame()
@@ -76,8 +124,14 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
     deliv, _ = M.broadcast_delivery(ev)
     adapters = M.adapter_comparison(deliv, runs)
     dset = deliv.set_index("config") if len(deliv) else pd.DataFrame()
+    step_totals, by_step = _step_counts(ev)
+    return _Metrics(conn=conn, fails=fails, fcounts=fcounts, attrib=attrib, dist=dist, bal=bal, lat_node=lat_node,
+                    lat_step=lat_step, lot=lot, fot=fot, ff=ff, deliv=deliv, adapters=adapters, dset=dset,
+                    step_totals=step_totals, by_step=by_step)
 
-    # failed steps / all steps per config: what `sioscale check --failure-ratio` bounds
+
+def _step_counts(ev: pd.DataFrame) -> tuple[dict[str, tuple[int, int]], dict[str, dict[str, dict[str, int]]]]:
+    """Failed steps / all steps per config (what `sioscale check --failure-ratio` bounds), and per step."""
     step_totals = ({str(k): (int(v["n"]), int(v["n"] - v["ok"])) for k, v in
                     ev.groupby("config", observed=True)["ok"].agg(n="size", ok="sum").iterrows()}
                    if len(ev) else {})
@@ -85,106 +139,141 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dic
     if len(ev):
         for (cfg, step), v in ev.groupby(["config", "step"], observed=True)["ok"].agg(n="size", ok="sum").iterrows():
             by_step.setdefault(str(cfg), {})[str(step)] = {"total": int(v["n"]), "failed": int(v["n"] - v["ok"])}
-    configs: list[dict[str, Any]] = []
-    cap_figs: dict[str, str] = {}
-    figures: dict[str, str | None] = {}
-    for _, r in runs.iterrows():
-        name = str(r["config"])
-        meta = frames.meta.get(name, {})
-        cfg_block = _config_block(meta, r)
-        rs = _status(meta, r, [i for i in getattr(frames, "data_issues", []) if i.get("config") == name])
-        entry: dict[str, Any] = {"name": name, **rs.as_meta(),
-                                 "error": r.get("error") if rs.status != Status.OK or r.get("error") else None,
-                                 "config": cfg_block, "events": int(r["n_events"]),
-                                 "warnings": [w for w in frames.warnings if w.startswith(f"{name}: ")]}
-        if name in conn.index:
-            c = conn.loc[name]
-            entry["connections"] = {**{k: int(c[k]) for k in ("attempted", "connected", "upgraded")},
-                                    **{k: num(c[k]) for k in ("connect_ratio", "upgrade_ratio")}}
-        else:
-            entry["connections"] = {"attempted": 0, "connected": 0, "upgraded": 0, "connect_ratio": None, "upgrade_ratio": None}
-        entry["failures"] = fcounts.get(name, {})
-        n_steps, n_failed = step_totals.get(name, (0, 0))
-        entry["steps"] = {"total": n_steps, "failed": n_failed,
-                          "failure_ratio": (n_failed / n_steps) if n_steps else None,
-                          "by_step": by_step.get(name, {})}
-        # share: over the polling 400s only (the probe refusals' attribution is by construction, see metrics)
-        entry["node_switch"] = ({k: num(attrib.loc[name, k]) for k in
-                                 ("session_unknown", "attributed", "share", "polling", "polling_attributed",
-                                  "probe", "probe_attributed", "follow_on")}
-                                if name in attrib.index else None)
-        if name in dset.index:
-            d = dset.loc[name]
-            entry["broadcast"] = {"sent": int(d["sent"]), "expected": int(d["expected"]), "delivered": int(d["delivered"]),
-                                  "delivery_ratio": num(d["delivery_ratio"]),
-                                  "latency_ms": {p: num(d[f"lat_{p}"]) for p in ("p50", "p95", "p99")}}
-        else:
-            entry["broadcast"] = {"sent": 0, "expected": 0, "delivered": 0, "delivery_ratio": None, "latency_ms": None}
-        ls = lat_step[lat_step["config"] == name]
-        entry["latency_ms"] = {row["step"]: _lat(row)
-                               for _, row in ls.iterrows()}
-        ln = lat_node[lat_node["config"] == name]
-        entry["latency_by_node"] = {}
-        for _, row in ln.iterrows():
-            entry["latency_by_node"].setdefault(row["step"], {})[row["node"]] = _lat(row)
-        dn = dist[dist["config"] == name]
-        entry["nodes"] = {str(n): int(s) for n, s in zip(dn["node"], dn["sessions"], strict=True)}
-        entry["imbalance"] = num(bal.loc[name, "imbalance"]) if name in bal.index else None
-        entry["p_uniform"] = num(bal.loc[name, "p_uniform"]) if name in bal.index else None
-        entry["first_failure"] = ({"t_s": num(ff.loc[name, "t"]), "active_users": num(ff.loc[name, "active"])}
-                                  if name in ff.index and not math.isnan(ff.loc[name, "t"]) else None)
-        gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
-        entry["generator"] = C.generator_summary(gen)
-        cap, stats, fit = _capacity(frames, name, ev, cfg_block, thresholds, entry["imbalance"])
-        entry["capacity"] = cap
-        if stats is not None and len(stats):
-            cap_figs[name] = f"capacity-{_slug(name)}"
-            figures[cap_figs[name]] = P.capacity(stats, fit, cap.get("users"), name)
-        pair = adapters[adapters["redis"] == name]
-        entry["redis_vs_memory"] = ({k: num(v) if not isinstance(v, str) else v for k, v in pair.iloc[0].items()}
-                                    if len(pair) else None)
-        # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
-        entry["faults"] = [{k: f.get(k) for k in ("at", "action", "target", "error")}
-                           for f in (meta.get("faults") or []) if isinstance(f, dict)]
-        entry["checks"] = _checks(entry, thresholds)
-        entry["verdicts"] = config_verdicts(entry)
-        entry["description"] = describe(entry)
-        configs.append(entry)
+    return step_totals, by_step
 
-    figures.update({
-        "connect": P.connect_success(conn.reset_index()) if len(conn) else None,
-        "failures": P.failure_breakdown(fails),
-        "nodes": P.node_distribution(dist),
-        "latency": P.latency_by_step(lat_step),
-        "latency-time": P.latency_over_time(lot),
-        "generator-time": P.generator_cpu_over_time(C.generator_over_time(frames.generator, _first_ts(runs)),
+
+def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[str, float]) -> tuple[dict[str, Any], Any, Any]:
+    """One config's summary.json entry, with the capacity stats and fit its figure is drawn from."""
+    name = str(r["config"])
+    meta = frames.meta.get(name, {})
+    cfg_block = _config_block(meta, r)
+    rs = _status(meta, r, [i for i in getattr(frames, "data_issues", []) if i.get("config") == name])
+    entry: dict[str, Any] = {"name": name, **rs.as_meta(),
+                             "error": r.get("error") if rs.status != Status.OK or r.get("error") else None,
+                             "config": cfg_block, "events": int(r["n_events"]),
+                             "warnings": [w for w in frames.warnings if w.startswith(f"{name}: ")]}
+    entry["connections"] = _connections_section(m.conn, name)
+    entry["failures"] = m.fcounts.get(name, {})
+    entry["steps"] = _steps_section(m, name)
+    entry["node_switch"] = _node_switch_section(m.attrib, name)
+    entry["broadcast"] = _broadcast_section(m.dset, name)
+    entry.update(_latency_sections(m, name))
+    entry.update(_node_sections(m, name))
+    entry["first_failure"] = _first_failure_section(m.ff, name)
+    gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
+    entry["generator"] = C.generator_summary(gen)
+    cap, stats, fit = _capacity(frames, name, frames.events, cfg_block, thresholds, entry["imbalance"])
+    entry["capacity"] = cap
+    entry["redis_vs_memory"] = _redis_vs_memory_section(m.adapters, name)
+    # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
+    entry["faults"] = [{k: f.get(k) for k in ("at", "action", "target", "error")}
+                       for f in (meta.get("faults") or []) if isinstance(f, dict)]
+    entry["checks"] = _checks(entry, thresholds)
+    entry["verdicts"] = config_verdicts(entry)
+    entry["description"] = describe(entry)
+    return entry, stats, fit
+
+
+def _connections_section(conn: pd.DataFrame, name: str) -> dict[str, Any]:
+    """`connections`: attempted / connected / upgraded and the two ratios (zeros and None without events)."""
+    if name not in conn.index:
+        return {"attempted": 0, "connected": 0, "upgraded": 0, "connect_ratio": None, "upgrade_ratio": None}
+    c = conn.loc[name]
+    return {**{k: int(c[k]) for k in ("attempted", "connected", "upgraded")},
+            **{k: num(c[k]) for k in ("connect_ratio", "upgrade_ratio")}}
+
+
+def _steps_section(m: _Metrics, name: str) -> dict[str, Any]:
+    """`steps`: failed / total steps, their ratio and the counts per step."""
+    n_steps, n_failed = m.step_totals.get(name, (0, 0))
+    return {"total": n_steps, "failed": n_failed,
+            "failure_ratio": (n_failed / n_steps) if n_steps else None,
+            "by_step": m.by_step.get(name, {})}
+
+
+def _node_switch_section(attrib: pd.DataFrame, name: str) -> dict[str, Any] | None:
+    """`node_switch`: the session-unknown failures attributed to a node change (None without events)."""
+    # share: over the polling 400s only (the probe refusals' attribution is by construction, see metrics)
+    if name not in attrib.index:
+        return None
+    return {k: num(attrib.loc[name, k]) for k in
+            ("session_unknown", "attributed", "share", "polling", "polling_attributed",
+             "probe", "probe_attributed", "follow_on")}
+
+
+def _broadcast_section(dset: pd.DataFrame, name: str) -> dict[str, Any]:
+    """`broadcast`: sent / expected / delivered, the delivery ratio and its latency percentiles."""
+    if name not in dset.index:
+        return {"sent": 0, "expected": 0, "delivered": 0, "delivery_ratio": None, "latency_ms": None}
+    d = dset.loc[name]
+    return {"sent": int(d["sent"]), "expected": int(d["expected"]), "delivered": int(d["delivered"]),
+            "delivery_ratio": num(d["delivery_ratio"]),
+            "latency_ms": {p: num(d[f"lat_{p}"]) for p in ("p50", "p95", "p99")}}
+
+
+def _latency_sections(m: _Metrics, name: str) -> dict[str, Any]:
+    """`latency_ms` (per step) and `latency_by_node` (per step, per node)."""
+    ls = m.lat_step[m.lat_step["config"] == name]
+    by_node: dict[str, Any] = {}
+    for _, row in m.lat_node[m.lat_node["config"] == name].iterrows():
+        by_node.setdefault(row["step"], {})[row["node"]] = _lat(row)
+    return {"latency_ms": {row["step"]: _lat(row) for _, row in ls.iterrows()},
+            "latency_by_node": by_node}
+
+
+def _node_sections(m: _Metrics, name: str) -> dict[str, Any]:
+    """`nodes` (sessions per node), `imbalance` and `p_uniform`."""
+    dn = m.dist[m.dist["config"] == name]
+    return {"nodes": {str(n): int(s) for n, s in zip(dn["node"], dn["sessions"], strict=True)},
+            "imbalance": num(m.bal.loc[name, "imbalance"]) if name in m.bal.index else None,
+            "p_uniform": num(m.bal.loc[name, "p_uniform"]) if name in m.bal.index else None}
+
+
+def _first_failure_section(ff: pd.DataFrame, name: str) -> dict[str, Any] | None:
+    """`first_failure`: when (and at how many users) failures first passed the SLO, or None."""
+    if name in ff.index and not math.isnan(ff.loc[name, "t"]):
+        return {"t_s": num(ff.loc[name, "t"]), "active_users": num(ff.loc[name, "active"])}
+    return None
+
+
+def _redis_vs_memory_section(adapters: pd.DataFrame, name: str) -> dict[str, Any] | None:
+    """`redis_vs_memory`: this Redis config against its memory twin, or None."""
+    pair = adapters[adapters["redis"] == name]
+    if not len(pair):
+        return None
+    return {k: num(v) if not isinstance(v, str) else v for k, v in pair.iloc[0].items()}
+
+
+def _overview_figures(frames: Frames, m: _Metrics) -> dict[str, str | None]:
+    """The figures over all configs (name → svg or None)."""
+    return {
+        "connect": P.connect_success(m.conn.reset_index()) if len(m.conn) else None,
+        "failures": P.failure_breakdown(m.fails),
+        "nodes": P.node_distribution(m.dist),
+        "latency": P.latency_by_step(m.lat_step),
+        "latency-time": P.latency_over_time(m.lot),
+        "generator-time": P.generator_cpu_over_time(C.generator_over_time(frames.generator, _first_ts(frames.runs)),
                                                     C.GENERATOR_SATURATED),
-        "failures-time": P.failures_over_time(fot),
-        "broadcast": P.broadcast_delivery(deliv),
-    })
-    summary = {
-        "schema": SCHEMA, "title": title,
-        "status": worst(c["status"] for c in configs).value if configs else Status.FAILED.value,
-        "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "configs": configs,
-        "environment": _environment(frames),
-        "thresholds": thresholds,
-        "warnings": list(frames.warnings),
+        "failures-time": P.failures_over_time(m.fot),
+        "broadcast": P.broadcast_delivery(m.deliv),
     }
-    tables = {
-        "failures": fails.head(200).to_dict("records"),
-        "failures_total": int(fails["count"].sum()) if len(fails) else 0,
+
+
+def _tables(m: _Metrics, configs: list[dict[str, Any]], cap_figs: dict[str, str]) -> dict[str, Any]:
+    """The tables the page shows beside the summary."""
+    return {
+        "failures": m.fails.head(200).to_dict("records"),
+        "failures_total": int(m.fails["count"].sum()) if len(m.fails) else 0,
         "failure_kinds": sorted({k for c in configs for k in (c.get("failures") or {})}),
-        "latency_node": lat_node.to_dict("records"),
-        "nodes": dist.to_dict("records"),
-        "adapters": adapters.to_dict("records"),
+        "latency_node": m.lat_node.to_dict("records"),
+        "nodes": m.dist.to_dict("records"),
+        "adapters": m.adapters.to_dict("records"),
         "capacity_fig": cap_figs,
         "config_keys": CONFIG_KEYS,
         "assumptions": C.NODES_NEEDED_ASSUMPTIONS,
         "targets": TARGET_USERS,
         "generator_saturated": C.GENERATOR_SATURATED,
     }
-    return summary, tables, figures
 
 
 def render(summary: dict[str, Any], tables: dict[str, Any], figures: dict[str, str | None]) -> str:

@@ -59,7 +59,6 @@ def describe(cfg: dict[str, Any]) -> str:
 
 def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[str]:
     """Sentences for one config entry of summary.json (before `verdicts` is filled in)."""
-    c = cfg.get("config") or {}
     who = _who(cfg)
     out = status_verdicts(cfg, who)
     if cfg.get("status") == "failed" and not cfg.get("events"):
@@ -67,10 +66,23 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
     conn = cfg.get("connections") or {}
     if not conn.get("attempted"):
         return [*out, f"{who}: no connection attempts recorded — nothing to judge (see the loader warnings)"]
+    out.append(connection_verdict(cfg, who))
+    out.extend(upgrade_verdicts(cfg))
+    out.extend(broadcast_verdicts(cfg))
+    out.extend(redis_gain_verdicts(cfg))
+    out.extend(node_verdicts(cfg, nodes_used_note))
+    out.extend(generator_verdicts(cfg))
+    out.extend(capacity_verdicts(cfg))
+    return out
+
+
+def connection_verdict(cfg: dict[str, Any], who: str) -> str:
+    """'<who>: NN% connect success', with the session-unknown evidence and the sticky fix when it is low."""
+    c = cfg.get("config") or {}
+    conn = cfg.get("connections") or {}
     cr = num(conn.get("connect_ratio"))
     sticky_fix = "needs sticky sessions (cookie / source hash) or websocket-only clients"
-    fails = cfg.get("failures") or {}
-    su = fails.get("session_unknown", 0)
+    su = (cfg.get("failures") or {}).get("session_unknown", 0)
     ns = cfg.get("node_switch") or {}
     attribution = num(ns.get("share"))
     if cr is not None and cr < BAD_RATIO:
@@ -86,39 +98,59 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
                 why += f"; {ns['probe']} WebSocket-probe refusals counted apart"
             why += ")"
         fix = f" — {sticky_fix}" if su and "polling" in (c.get("transports") or []) else ""
-        out.append(f"{who}: {_pct(cr)} connect success{why}{fix}")
-    elif cr is not None and cr < GOOD_RATIO:
-        out.append(f"{who}: {_pct(cr)} connect success — {conn.get('attempted', 0) - conn.get('connected', 0)} "
-                   f"of {conn.get('attempted')} attempts failed" + (f"; {sticky_fix}" if su else ""))
-    else:
-        out.append(f"{who}: {_pct(cr)} connect success")
-    ur = num(conn.get("upgrade_ratio"))
-    if ur is not None and ur < GOOD_RATIO:
-        out.append(f"only {_pct(ur)} of connected sessions upgraded to WebSocket"
-                   + (" — the upgrade request reached another node" if su else ""))
+        return f"{who}: {_pct(cr)} connect success{why}{fix}"
+    if cr is not None and cr < GOOD_RATIO:
+        return (f"{who}: {_pct(cr)} connect success — {conn.get('attempted', 0) - conn.get('connected', 0)} "
+                f"of {conn.get('attempted')} attempts failed" + (f"; {sticky_fix}" if su else ""))
+    return f"{who}: {_pct(cr)} connect success"
+
+
+def upgrade_verdicts(cfg: dict[str, Any]) -> list[str]:
+    """[] or the one sentence on connected sessions that did not upgrade to WebSocket."""
+    ur = num((cfg.get("connections") or {}).get("upgrade_ratio"))
+    if ur is None or ur >= GOOD_RATIO:
+        return []
+    su = (cfg.get("failures") or {}).get("session_unknown", 0)
+    return [f"only {_pct(ur)} of connected sessions upgraded to WebSocket"
+            + (" — the upgrade request reached another node" if su else "")]
+
+
+def broadcast_verdicts(cfg: dict[str, Any]) -> list[str]:
+    """[] or the one sentence on broadcast delivery (the memory adapter across nodes called out)."""
+    c = cfg.get("config") or {}
     b = cfg.get("broadcast") or {}
     dr = num(b.get("delivery_ratio"))
-    if dr is not None:
-        nodes = c.get("nodes")
-        lat = (cfg.get("broadcast") or {}).get("latency_ms") or {}
-        p95 = num(lat.get("p95"))
-        extra = f", p95 {p95:.0f} ms" if p95 is not None else ""
-        if c.get("adapter") == "memory" and dr < GOOD_RATIO and (nodes or 1) > 1:
-            out.append(f"memory adapter: {_pct(dr)} of broadcast deliveries across {nodes} nodes{extra} — "
-                       "rooms span nodes: use the Redis adapter")
-        else:
-            one_node = (c.get("adapter") == "memory" and (nodes or 1) > 1
-                        and sum(1 for v in (cfg.get("nodes") or {}).values() if v) == 1)
-            whose = (f"{c['adapter']} adapter" if c.get("adapter")
-                     else "external target" if _external(cfg) else "unknown adapter")
-            out.append(f"{whose}: {_pct(dr)} of broadcast deliveries{extra}"
-                       + (" — only because every session is on one node; rooms spanning nodes would need Redis"
-                          if one_node else ""))
+    if dr is None:
+        return []
+    nodes = c.get("nodes")
+    lat = (cfg.get("broadcast") or {}).get("latency_ms") or {}
+    p95 = num(lat.get("p95"))
+    extra = f", p95 {p95:.0f} ms" if p95 is not None else ""
+    if c.get("adapter") == "memory" and dr < GOOD_RATIO and (nodes or 1) > 1:
+        return [f"memory adapter: {_pct(dr)} of broadcast deliveries across {nodes} nodes{extra} — "
+                "rooms span nodes: use the Redis adapter"]
+    one_node = (c.get("adapter") == "memory" and (nodes or 1) > 1
+                and sum(1 for v in (cfg.get("nodes") or {}).values() if v) == 1)
+    whose = (f"{c['adapter']} adapter" if c.get("adapter")
+             else "external target" if _external(cfg) else "unknown adapter")
+    return [f"{whose}: {_pct(dr)} of broadcast deliveries{extra}"
+            + (" — only because every session is on one node; rooms spanning nodes would need Redis"
+               if one_node else "")]
+
+
+def redis_gain_verdicts(cfg: dict[str, Any]) -> list[str]:
+    """[] or the one sentence comparing this Redis config with its memory twin."""
     gain = cfg.get("redis_vs_memory")
-    if gain:
-        out.append(f"Redis adapter vs memory: delivery {_pct(gain.get('ratio_memory'))} → "
-                   f"{_pct(gain.get('ratio_redis'))}, p95 delivery latency "
-                   f"{'+' if (gain.get('p95_cost_ms') or 0) >= 0 else ''}{(gain.get('p95_cost_ms') or 0):.1f} ms")
+    if not gain:
+        return []
+    return [f"Redis adapter vs memory: delivery {_pct(gain.get('ratio_memory'))} → "
+            f"{_pct(gain.get('ratio_redis'))}, p95 delivery latency "
+            f"{'+' if (gain.get('p95_cost_ms') or 0) >= 0 else ''}{(gain.get('p95_cost_ms') or 0):.1f} ms"]
+
+
+def node_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[str]:
+    """[] or the one sentence on the spread over nodes: all on one node, or uneven."""
+    c = cfg.get("config") or {}
     imb = num(cfg.get("imbalance"))
     nodes_n = c.get("nodes") or 0
     counts = cfg.get("nodes") or {}
@@ -128,26 +160,30 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
     if nodes_used_note and nodes_n and nodes_n > 1 and used == 1 and sessions >= 2 * nodes_n:
         why = ("the balancer's hash sees one client address — spread source IPs (--sio-source-range) "
                "or use cookie stickiness" if c.get("policy") in HASH_POLICIES else "the balancer did not spread them")
-        out.append(f"all {sessions} sessions landed on one node of {nodes_n} ({c.get('policy') or 'policy unknown'}): {why}")
-    elif imb is not None and imb > 1.5 and nodes_n > 1 and sessions >= 2 * nodes_n:
-        out.append(f"uneven spread over nodes: the busiest node has {imb:.1f}× the mean")
+        return [f"all {sessions} sessions landed on one node of {nodes_n} ({c.get('policy') or 'policy unknown'}): {why}"]
+    if imb is not None and imb > 1.5 and nodes_n > 1 and sessions >= 2 * nodes_n:
+        return [f"uneven spread over nodes: the busiest node has {imb:.1f}× the mean"]
+    return []
+
+
+def capacity_verdicts(cfg: dict[str, Any]) -> list[str]:
+    """[] or the one sentence on users per node within the SLO (and why it is only a lower bound)."""
     cap = cfg.get("capacity") or {}
-    out.extend(generator_verdicts(cfg))
-    if cap.get("users_per_node") is not None:
-        lim = f" (next step: {cap['limit']})" if cap.get("limit") else ""
-        at_least = "" if cap.get("reached", True) else "at least "
-        if cap.get("reached", True):
-            why = ""
-        elif cap.get("generator_stage") is not None:
-            why = " (the load generator saturated before any server limit: spread it over more processes to find the knee)"
-        else:
-            why = " (no step broke the SLO: load more to find the knee)"
-        busiest = num(cap.get("capacity_per_node"))
-        spread = (f" ({cap['users_per_node']:.0f} on average; the sessions were spread unevenly)"
-                  if busiest is not None and busiest > 1.05 * cap["users_per_node"] else "")
-        per_node = busiest if busiest is not None else cap["users_per_node"]
-        out.append(f"capacity: {at_least}{per_node:.0f} users per node within the SLO{spread}{lim}{why}")
-    return out
+    if cap.get("users_per_node") is None:
+        return []
+    lim = f" (next step: {cap['limit']})" if cap.get("limit") else ""
+    at_least = "" if cap.get("reached", True) else "at least "
+    if cap.get("reached", True):
+        why = ""
+    elif cap.get("generator_stage") is not None:
+        why = " (the load generator saturated before any server limit: spread it over more processes to find the knee)"
+    else:
+        why = " (no step broke the SLO: load more to find the knee)"
+    busiest = num(cap.get("capacity_per_node"))
+    spread = (f" ({cap['users_per_node']:.0f} on average; the sessions were spread unevenly)"
+              if busiest is not None and busiest > 1.05 * cap["users_per_node"] else "")
+    per_node = busiest if busiest is not None else cap["users_per_node"]
+    return [f"capacity: {at_least}{per_node:.0f} users per node within the SLO{spread}{lim}{why}"]
 
 
 def status_verdicts(cfg: dict[str, Any], who: str) -> list[str]:
