@@ -14,12 +14,12 @@ import re
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from .capacity import USLFit  # noqa: E402
-from .metrics import node_key  # noqa: E402
+from .capacity import USLFit
+from .metrics import node_key
 
 plt.rcParams.update({
     "svg.fonttype": "none", "svg.hashsalt": "sioscale", "font.size": 9, "axes.titlesize": 10,

@@ -34,7 +34,7 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def per_cpu_second(fn, n: int) -> float:  # noqa: ANN001
+def per_cpu_second(fn, n: int) -> float:
     """Calls of `fn` per CPU-second of this process, after one warm-up call.
 
     Both clients are measured by this one function, so the ratio compares like with like.
@@ -66,7 +66,7 @@ def run_sioscale(url: str, n: int) -> dict[str, float]:
         closed = AsyncResult()
         upgraded = AsyncResult()
 
-        def on(a, _ctx) -> None:  # noqa: ANN001
+        def on(a, _ctx) -> None:
             if type(a) is StepResult and a.step == "upgrade":
                 upgraded.set(a.ok)
             elif type(a) is Connected:
@@ -77,7 +77,7 @@ def run_sioscale(url: str, n: int) -> dict[str, float]:
                 closed.set(a)
 
         s = Session(SessionConfig(url=url, transports=transports, timeout=10), on)
-        s._done, s._closed_r, s._upgraded = done, closed, upgraded  # noqa: SLF001 - benchmark bookkeeping
+        s._done, s._closed_r, s._upgraded = done, closed, upgraded  # benchmark bookkeeping
         s.start()
         assert done.get(timeout=15), "connect failed"
         return s
@@ -100,7 +100,7 @@ def run_sioscale(url: str, n: int) -> dict[str, float]:
     target = n * 4
     s = None
 
-    def on_ack(a, _ctx) -> None:  # noqa: ANN001
+    def on_ack(a, _ctx) -> None:
         if type(a) is AckReceived:
             count["n"] += 1
             if count["n"] < target:
@@ -109,7 +109,7 @@ def run_sioscale(url: str, n: int) -> dict[str, float]:
                 acks.set(True)
 
     s = connect(("websocket",))
-    s._on_action = on_ack  # noqa: SLF001
+    s._on_action = on_ack
     c0 = cpu()
     s.emit("echo", 0, ack=True)
     acks.get(timeout=60)
@@ -132,7 +132,7 @@ def run_sioscale_idle(urls: list[str], count: int) -> dict[str, float]:
     sessions: list[Session] = []
     state = {"ok": 0, "fail": 0, "lost": 0}
 
-    def on(a, _ctx) -> None:  # noqa: ANN001
+    def on(a, _ctx) -> None:
         if type(a) is Connected:
             state["ok"] += 1
         elif type(a) is Closed:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from contract.config import ClusterConfig  # noqa: E402
-from targets import probe  # noqa: E402
-from targets.cluster import Cluster, node_server_problem  # noqa: E402
+from contract.config import ClusterConfig
+from targets import probe
+from targets.cluster import Cluster, node_server_problem
 
 CONFIGS = [
     ("none", "direct"),

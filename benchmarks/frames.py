@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wsproto.frame_protocol import FrameProtocol  # noqa: E402
+from wsproto.frame_protocol import FrameProtocol
 
-from locustfiles.sio.transport.http import HttpConnection  # noqa: E402
-from locustfiles.sio.transport.websocket import WebSocket  # noqa: E402
-from tests._loopback import FakeSock  # noqa: E402
+from locustfiles.sio.transport.http import HttpConnection
+from locustfiles.sio.transport.websocket import WebSocket
+from tests._loopback import FakeSock
 
 
 def cpu() -> float:

@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # locustfiles.sio imports locust, which gevent-patches ssl: it must come before engineio/socketio.
-from locustfiles.sio.protocol.actions import HttpRequest  # noqa: E402, I001
-from locustfiles.sio.protocol.client import ClientProtocol  # noqa: E402
-from engineio import packet as eio_packet  # noqa: E402
-from socketio import packet as sio_packet  # noqa: E402
+from locustfiles.sio.protocol.actions import HttpRequest  # noqa: I001
+from locustfiles.sio.protocol.client import ClientProtocol
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 OPEN = '0{"sid":"S1","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.load import load_runs  # noqa: E402
-from analysis.report import write_report  # noqa: E402
-from tests.synth import SynthConfig, write_run  # noqa: E402
+from analysis.load import load_runs
+from analysis.report import write_report
+from tests.synth import SynthConfig, write_run
 
 FLOOR_S = 30.0
 

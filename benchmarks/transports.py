@@ -60,7 +60,7 @@ def main() -> None:
     print(json.dumps(results(out)))
 
 
-def bench_http(ep, n: int) -> dict[str, float]:  # noqa: ANN001
+def bench_http(ep, n: int) -> dict[str, float]:
     """Polling handshakes per CPU-second: sioscale's HttpSession, then geventhttpclient's HTTPClient."""
     from locustfiles.sio.transport import HttpSession
 
@@ -87,7 +87,7 @@ def bench_http(ep, n: int) -> dict[str, float]:  # noqa: ANN001
     return out
 
 
-def bench_websocket(ep, n: int) -> dict[str, float]:  # noqa: ANN001
+def bench_websocket(ep, n: int) -> dict[str, float]:
     """Websocket-only sessions per CPU-second: sioscale's WebSocket, websocket-client, wsproto."""
     from locustfiles.sio.transport import WebSocket
 
@@ -116,7 +116,7 @@ def bench_websocket(ep, n: int) -> dict[str, float]:  # noqa: ANN001
     return out
 
 
-def wsproto_session(ep):  # noqa: ANN001, ANN201
+def wsproto_session(ep):
     """The op for wsproto over a gevent socket: one websocket-only Engine.IO session (imports done here, once)."""
     import socket
 
@@ -129,7 +129,7 @@ def wsproto_session(ep):  # noqa: ANN001, ANN201
         sock.sendall(conn.send(Request(host=ep.host_header, target=WS_PATH)))
         texts: list[str] = []
 
-        def pump(until) -> None:  # noqa: ANN001
+        def pump(until) -> None:
             while not until():
                 conn.receive_data(sock.recv(65536))
                 for ev in conn.events():

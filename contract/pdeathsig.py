@@ -25,7 +25,7 @@ import sys
 _PR_SET_PDEATHSIG = 1
 
 
-def _load_prctl():  # noqa: ANN202 -- a ctypes function pointer, or None
+def _load_prctl():  # returns a ctypes function pointer, or None
     # Resolved once, in the parent at import: dlopen() after a fork of a threaded process may
     # deadlock on the loader's lock, so the forked child must only call, never load.
     if not sys.platform.startswith("linux"):

@@ -18,7 +18,7 @@ from contract.config import ConfigError, parse_steps_text, step_plan
 log = logging.getLogger(__name__)
 
 
-def plan_from_options(opts) -> list[tuple[float, int]]:  # noqa: ANN001 - Locust's parsed options
+def plan_from_options(opts) -> list[tuple[float, int]]:  # opts: Locust's parsed options
     """[(end_s, users)] from --sio-steps and --spawn-rate; ConfigError naming the bad stage."""
     steps = parse_steps_text(getattr(opts, "sio_steps", "") or "", "--sio-steps")
     if not steps:
@@ -43,7 +43,7 @@ class StepLoadShape(LoadTestShape):
 
 
 @events.init.add_listener
-def _check_steps(environment, **_kwargs) -> None:  # noqa: ANN001 - Locust's Environment
+def _check_steps(environment, **_kwargs) -> None:  # environment: Locust's Environment
     """A bad --sio-steps stops Locust at start with one line and exit code 2.
 
     Why here: tick() first runs in the runner's greenlet, where an error is a traceback and the

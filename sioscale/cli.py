@@ -20,7 +20,7 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _sigterm_as_interrupt(signum, frame):  # noqa: ANN001
+def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 

@@ -11,7 +11,7 @@ from contract.config import Campaign, ConfigError, load_campaign
 from contract.status import EXIT_CODE_HELP, EXIT_CODES, worst
 
 
-def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001
+def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "campaign",
         help="run a campaign file: every config of its matrix, then one comparative report",
@@ -46,7 +46,7 @@ def _preflight(camp: Campaign) -> list:
     return runs
 
 
-def _interrupted(camp: Campaign, out: Path, run_dirs: list[Path], total: int, write_report) -> int:  # noqa: ANN001
+def _interrupted(camp: Campaign, out: Path, run_dirs: list[Path], total: int, write_report) -> int:
     """Ctrl-C mid-campaign: the configs that finished cost minutes of load; report them, exit 130.
 
     The interrupted config is left out (its run directory stays, marked interrupted). No threshold

@@ -13,7 +13,7 @@ from contract.config import Campaign, ConfigError, Thresholds, load_campaign
 from contract.status import Status, parse
 
 
-def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001
+def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check",
         help="thresholds on a report → exit code (and JUnit XML)",

@@ -12,7 +12,7 @@ from contract.status import EXIT_CODE_HELP, EXIT_CODES, Status, parse
 from sioscale.cliargs import add_cluster_args, add_load_args, cluster_from_args, load_from_args
 
 
-def add_parser(sub) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's private subparsers type
+def add_parser(sub) -> argparse.ArgumentParser:  # sub: argparse's private subparsers type
     p = sub.add_parser(
         "run",
         help="one headless run into a run directory",

@@ -99,7 +99,7 @@ def check_reachable(url: str, path: str = "/socket.io/", timeout: float = 5.0) -
         raise ConfigError(f"--url {url}: unreachable ({reason}); is the server up and the URL right?") from None
 
 
-class interrupts_deferred:  # noqa: N801 - used like a function: `with interrupts_deferred():`
+class interrupts_deferred:  # used like a function: `with interrupts_deferred():`
     """Hold SIGINT/SIGTERM off while children are stopped; re-raise one interrupt afterwards.
 
     Why: cli.py turns SIGTERM into KeyboardInterrupt, so a second Ctrl-C/SIGTERM arriving while

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.redis_url:
         try:
             asyncio.run(_check_redis(a.redis_url))
-        except Exception as e:  # any failure to reach Redis is fatal at start
+        except Exception as e:  # noqa: BLE001 - any failure to reach Redis is fatal at start
             print(f"node {a.id}: cannot reach Redis at {a.redis_url}: {e}", file=sys.stderr, flush=True)
             return 3
     uvicorn.run(

@@ -68,7 +68,7 @@ def handshake(url: str, timeout: float = 2.0, ssl_context: ssl.SSLContext | None
 
 
 def wait_ready(url: str, timeout: float, ssl_context: ssl.SSLContext | None = None,
-               alive=lambda: True) -> Handshake | None:  # noqa: ANN001
+               alive=lambda: True) -> Handshake | None:
     """Poll handshake() until it opens a session, `alive()` turns false, or `timeout` passes."""
     deadline = time.monotonic() + timeout
     delay = 0.05

@@ -48,7 +48,7 @@ class Child:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 -- handed to the child, closed below
+        log = open(self.log_path, "ab")  # handed to the child, closed below
         try:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -96,7 +96,7 @@ class Child:
         return rows[-lines:] if lines > 0 else []
 
 
-def _make_setup(pdeathsig: bool, parent_pid: int):  # noqa: ANN202 -- a closure for Popen
+def _make_setup(pdeathsig: bool, parent_pid: int):  # returns a closure for Popen
     return lambda: _child_setup(pdeathsig, parent_pid)
 
 

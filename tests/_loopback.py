@@ -108,11 +108,11 @@ class FakeSock:
         self.pos += len(chunk)
         return chunk
 
-    def send(self, data, flags: int = 0, timeout: float | None = None) -> int:  # noqa: ANN001
+    def send(self, data, flags: int = 0, timeout: float | None = None) -> int:
         self.sent += data
         return len(data)
 
-    def sendall(self, data) -> None:  # noqa: ANN001
+    def sendall(self, data) -> None:
         self.sent += data
 
     def close(self) -> None:

@@ -237,7 +237,7 @@ class Session:
         t = self._timer = gevent.get_hub().loop.timer(max(0.0, d - time.monotonic()))
         t.start(self._timer_fired, t)
 
-    def _timer_fired(self, t) -> None:  # noqa: ANN001 - the libev timer watcher
+    def _timer_fired(self, t) -> None:  # t: the libev timer watcher
         if t is not self._timer:
             return  # replaced or stopped after it fired (same loop iteration)
         self._timer = None

@@ -263,7 +263,7 @@ def _flusher(environment: Any) -> None:
         gevent.sleep(FLUSH_INTERVAL_S)
         try:
             flush(environment)
-        except Exception:  # noqa: BLE001 - the flusher must survive anything and keep flushing
+        except Exception:  # the flusher must survive anything and keep flushing
             log.exception("sioscale event log: flush failed")
 
 

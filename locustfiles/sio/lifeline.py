@@ -26,7 +26,7 @@ _registered = False
 
 
 def _before_fork() -> None:
-    global _forking_pid  # noqa: PLW0603 -- read by the child, which gets a copy of this module
+    global _forking_pid  # read by the child, which gets a copy of this module
     # The signal follows the forking *OS thread*: armed from any other thread it would fire when
     # that thread ends, killing a healthy child. On Linux the main thread's id is the pid (and
     # gevent's greenlets all run on it, so Locust's fork qualifies whichever greenlet calls it).
@@ -43,7 +43,7 @@ def register() -> bool:
 
     Returns True when this call installed them.
     """
-    global _registered  # noqa: PLW0603
+    global _registered
     if _registered:
         return False
     os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

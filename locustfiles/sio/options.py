@@ -13,7 +13,7 @@ from contract.wire import DEFAULT_TRANSPORTS, NODE_HEADER
 
 
 @events.init_command_line_parser.add_listener
-def _add_options(parser) -> None:  # noqa: ANN001 - Locust's configargparse parser
+def _add_options(parser) -> None:  # parser: Locust's configargparse parser
     g = _LocustGroup(parser.add_argument_group("sioscale (Socket.IO)"))
     g.add_argument("--sio-transports", default=",".join(DEFAULT_TRANSPORTS), include_in_web_ui=True,
                    help="Client transports, as socket.io-client's `transports`: polling,websocket | websocket | polling")
@@ -57,10 +57,10 @@ class _LocustGroup:
 
     _EXTRA = {"include_in_web_ui": True, "is_secret": False, "is_required": False, "is_multiple": False}
 
-    def __init__(self, group) -> None:  # noqa: ANN001 - argparse._ArgumentGroup
+    def __init__(self, group) -> None:  # group: an argparse._ArgumentGroup
         self._group = group
 
-    def add_argument(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - argparse's signature
+    def add_argument(self, *args, **kwargs):  # argparse's signature
         extra = {k: kwargs.pop(k, default) for k, default in self._EXTRA.items()}
         action = self._group.add_argument(*args, **kwargs)
         for k, v in extra.items():

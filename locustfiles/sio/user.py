@@ -272,7 +272,7 @@ class SocketIOUser(User):
             d = self.__dict__["_early_acks"] = {}
         return d
 
-    def run(self) -> None:  # noqa: D102 - wraps Locust's loop so teardown runs however it ends
+    def run(self) -> None:  # wraps Locust's loop so teardown runs however it ends
         try:
             super().run()
         finally:
@@ -324,7 +324,7 @@ class SocketIOUser(User):
         for h in self._handlers.get(a.event, ()):
             try:
                 out = h(*a.args)
-            except Exception:  # noqa: BLE001 - a locustfile handler bug must not kill the session
+            except Exception:  # a locustfile handler bug must not kill the session
                 log.exception("handler for %r failed", a.event)
                 continue
             if a.ack_id is not None and self.session is not None:
@@ -402,7 +402,7 @@ class SocketIOUser(User):
                 self._reconnector = None
                 try:
                     self.on_reconnected()
-                except Exception:  # noqa: BLE001 - a scenario hook bug must not stop reconnecting
+                except Exception:  # a scenario hook bug must not stop reconnecting
                     log.exception("on_reconnected failed")
                 return
 

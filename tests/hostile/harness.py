@@ -138,11 +138,11 @@ def drive(url: str, *, transports: str, users: int = 3, duration: float = 1.5, t
     out.locust_exceptions = [f"{e['msg']}\n{e['traceback']}" for e in runner.exceptions.values()]
     out.leaks = _leaks(HostileChat.made)
     # the rows the event log would write (no run dir here: they stay in its buffer)
-    out.bad_rows = _bad_rows(eventlog._state(env).buffer)  # noqa: SLF001
+    out.bad_rows = _bad_rows(eventlog._state(env).buffer)
     return out
 
 
-def _collector(out: Outcome):  # noqa: ANN202 - a Locust request listener
+def _collector(out: Outcome):  # returns a Locust request listener
     def seen(request_type: str, name: str, response_time: Any, exception: Any, context: dict,
              **_kw: Any) -> None:
         if exception is None:

@@ -10,7 +10,7 @@ from tests.integration.support import Procs
 
 
 @pytest.fixture
-def procs(tmp_path: Path):  # noqa: ANN201
+def procs(tmp_path: Path):
     """Processes a test starts, each in its own process group; all killed when the test ends."""
     ps = Procs(tmp_path)
     try:

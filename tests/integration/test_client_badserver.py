@@ -26,7 +26,7 @@ def http(body: str | bytes, status: str = "200 OK", extra: str = "") -> bytes:
     return f"HTTP/1.1 {status}\r\nContent-Length: {len(b)}\r\nContent-Type: text/plain\r\n{extra}\r\n".encode() + b
 
 
-def read_request(sock, buf: bytearray) -> tuple[str, bytes] | None:  # noqa: ANN001
+def read_request(sock, buf: bytearray) -> tuple[str, bytes] | None:
     while b"\r\n\r\n" not in buf:
         d = sock.recv(65536)
         if not d:
@@ -47,11 +47,11 @@ def read_request(sock, buf: bytearray) -> tuple[str, bytes] | None:  # noqa: ANN
     return head.split("\r\n")[0], body
 
 
-def scripted(mode: str):  # noqa: ANN201
+def scripted(mode: str):
     """A connection handler for one bad-server mode."""
     state = {"connect_pending": False}
 
-    def handle(sock, _addr) -> None:  # noqa: ANN001
+    def handle(sock, _addr) -> None:
         buf = bytearray()
         try:
             while True:

@@ -31,7 +31,7 @@ class Probe(SocketIOUser):
         self.steps: list[dict] = []
         environment.events.request.add_listener(self._seen)
 
-    def _seen(self, request_type, name, response_time, exception, context, **_kw) -> None:  # noqa: ANN001
+    def _seen(self, request_type, name, response_time, exception, context, **_kw) -> None:
         if context.get("user") == self.user_id:
             self.steps.append({"type": request_type, "name": name, "ms": response_time, "node": context.get("node"),
                                "error": str(exception) if exception else ""})
@@ -43,13 +43,13 @@ class Probe(SocketIOUser):
         return [s["name"] for s in self.steps]
 
 
-def make_env(url: str, **opts) -> Environment:  # noqa: ANN003
+def make_env(url: str, **opts) -> Environment:
     env = Environment(events=Events(), host=url)
     env.parsed_options = argparse.Namespace(**{"sio_timeout": 5.0, "sio_reconnect": "false", **opts})
     return env
 
 
-def users(url: str, n: int, **opts) -> list[Probe]:  # noqa: ANN003
+def users(url: str, n: int, **opts) -> list[Probe]:
     env = make_env(url, **opts)
     return [Probe(env) for _ in range(n)]
 

@@ -73,7 +73,7 @@ def test_source_range_spreads_users_over_source_hash() -> None:
 
 # -- 2. TLS ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tls_cluster():  # noqa: ANN201
+def tls_cluster():
     with Cluster(ClusterConfig(nodes=2, balancer="haproxy", policy="cookie", tls=True)) as c:
         yield c
 
@@ -159,7 +159,7 @@ def test_node_from_sticky_cookie_without_node_header(balancer: str) -> None:
 
 # -- 3. hold and churn under the real locust command ------------------------------------------------
 @pytest.fixture(scope="module")
-def cookie_cluster():  # noqa: ANN201
+def cookie_cluster():
     with Cluster(ClusterConfig(nodes=2, balancer="haproxy", policy="cookie")) as c:
         yield c
 

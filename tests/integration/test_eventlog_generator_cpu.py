@@ -25,7 +25,7 @@ BURN = Path(__file__).parent / "locustfiles_el" / "burn.py"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def cluster(tmp_path_factory: pytest.TempPathFactory):
     from targets.cluster import Cluster
 
     with Cluster(ClusterConfig(nodes=1, balancer="none", policy="direct"),
@@ -70,7 +70,7 @@ def _run_window(run: Path) -> tuple[float, float]:
     return float(meta["started"]), float(meta["ended"])
 
 
-def test_local_runner_writes_one_sample_a_second(procs: Procs, tmp_path: Path, cluster) -> None:  # noqa: ANN001
+def test_local_runner_writes_one_sample_a_second(procs: Procs, tmp_path: Path, cluster) -> None:
     run = _run(procs, tmp_path, cluster.info["url"])
     per = _samples(run)
     assert set(per) == {"local"}
@@ -101,7 +101,7 @@ def test_a_busy_generator_shows_as_saturated(procs: Procs, tmp_path: Path) -> No
     assert s["saturated"] == (s["cpu_max"] >= 90)
 
 
-def test_processes_2_writes_every_worker_and_the_master(procs: Procs, tmp_path: Path, cluster) -> None:  # noqa: ANN001
+def test_processes_2_writes_every_worker_and_the_master(procs: Procs, tmp_path: Path, cluster) -> None:
     run = _run(procs, tmp_path, cluster.info["url"], *processes(2))
     per = _samples(run)
     workers = sorted(w for w in per if w != "master")

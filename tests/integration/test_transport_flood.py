@@ -34,7 +34,7 @@ def _flood_server(head: bytes, pattern: bytes, pause: float = 0.0) -> tuple[Thre
     stats = {"sent": 0}
     block = pattern if pause else pattern * max(1, 262144 // len(pattern))
 
-    def serve(conn, _request: bytes) -> None:  # noqa: ANN001 - a native socket
+    def serve(conn, _request: bytes) -> None:  # conn: a native socket
         conn.sendall(head)
         end = time.monotonic() + 15.0
         while time.monotonic() < end:

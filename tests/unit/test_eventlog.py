@@ -20,7 +20,7 @@ from contract.rows import COLUMNS, make_row
 from locustfiles.sio import eventlog, webui
 
 
-def _env(run_dir: Path | None, runner=None, run_name: str = ""):  # noqa: ANN001, ANN202
+def _env(run_dir: Path | None, runner=None, run_name: str = ""):
     opts = SimpleNamespace(sio_run_dir=str(run_dir) if run_dir else "", sio_run_name=run_name, num_users=3)
     return SimpleNamespace(parsed_options=opts, runner=runner)
 

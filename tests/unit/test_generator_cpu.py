@@ -26,7 +26,7 @@ from locustfiles.sio import eventlog, generator_cpu
 from tests.synth import SynthConfig, write_run
 
 
-def _env(run_dir: Path | None, runner=None):  # noqa: ANN001, ANN202
+def _env(run_dir: Path | None, runner=None):
     opts = SimpleNamespace(sio_run_dir=str(run_dir) if run_dir else "", sio_run_name="", num_users=3)
     return SimpleNamespace(parsed_options=opts, runner=runner)
 

@@ -13,7 +13,7 @@ from locustfiles.sio.live import DELIVERY_GRACE_S, LiveStats, Quantiles
 T0 = 1_000_000.0
 
 
-def R(step: str, t: float, **kw):  # noqa: ANN201, N802 - short helper for readable tables
+def R(step: str, t: float, **kw):  # short helper for readable tables
     return make_row(step, ts=T0 + t, **kw)
 
 

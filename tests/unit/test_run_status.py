@@ -168,7 +168,7 @@ def _cfg() -> RunConfig:
 def test_execute_run_records_writer_and_degrades_on_locust_exceptions(tmp_path: Path, monkeypatch) -> None:
     seen = {}
 
-    def fake_locust(cfg, url, run_dir, ca_file, progress, cluster=None):  # noqa: ANN001, ANN202
+    def fake_locust(cfg, url, run_dir, ca_file, progress, cluster=None):
         seen["meta"] = json.loads((run_dir / "meta.json").read_text())
         (run_dir / "events.csv").write_text("ts,step\n1.0,connect\n")
         (run_dir / "locust_exceptions.csv").write_text(EXC_CSV)
@@ -182,7 +182,7 @@ def test_execute_run_records_writer_and_degrades_on_locust_exceptions(tmp_path: 
 
 
 def test_execute_run_interrupted_is_interrupted_not_failed(tmp_path: Path, monkeypatch) -> None:
-    def interrupted(*_a, **_kw):  # noqa: ANN002, ANN003, ANN202
+    def interrupted(*_a, **_kw):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run_locust", interrupted)
@@ -213,7 +213,7 @@ def test_campaign_exit_code_is_the_worst_configs(tmp_path: Path, monkeypatch,
     camp.write_text('name = "c"\n[cluster]\nbalancer = "none"\npolicy = "direct"\n[axes]\nnodes = [1, 2]\n'
                     "[load]\nusers = 5\nduration = 3\n")
 
-    def fake_run(cfg, run_dir, url=None, progress=None):  # noqa: ANN001, ANN202
+    def fake_run(cfg, run_dir, url=None, progress=None):
         degraded = cfg.cluster.nodes == 2
         write_run(run_dir, SynthConfig(cfg.name, users=5, duration=3))
         if degraded:
@@ -302,14 +302,14 @@ class _CrashingCluster:
 
     stop_error: Exception | None = None
 
-    def __init__(self, config, workdir=None) -> None:  # noqa: ANN001
+    def __init__(self, config, workdir=None) -> None:
         self.deaths: list[dict] = []
         self.info = {"url": "http://127.0.0.1:9", "ca_file": None}
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc) -> None:
         self.deaths.append(dict(DEATH))
         if self.stop_error is not None:
             raise self.stop_error
@@ -325,7 +325,7 @@ def test_deaths_reach_meta_however_the_run_ends(tmp_path: Path, monkeypatch, end
         stop_error = targets.cluster.ClusterError("ports still bound after stop: node n1:1234") \
             if ending == "error-at-stop" else None
 
-    def locust(*_a, **_kw):  # noqa: ANN002, ANN003, ANN202
+    def locust(*_a, **_kw):
         if ending == "locust-hung":
             raise TimeoutError("locust did not finish within 75 s; stopped it")
         if ending == "interrupt":
@@ -352,7 +352,7 @@ def test_a_cluster_that_never_started_records_no_deaths(tmp_path: Path, monkeypa
     import targets.cluster
 
     class Cluster(_CrashingCluster):
-        def __enter__(self):  # noqa: ANN204
+        def __enter__(self):
             self.deaths.append(dict(DEATH))  # a child that exited during start: the start failure, not a death
             raise targets.cluster.ClusterError("node n2 exited with code 1 during start")
 
@@ -391,7 +391,7 @@ def test_a_crash_a_fault_hook_recorded_first_still_gets_its_progress_line(tmp_pa
             return None if self.polls <= 2 else 0
 
     @contextlib.contextmanager
-    def fake_locust_process(cmd, out, env):  # noqa: ANN001, ANN202
+    def fake_locust_process(cmd, out, env):
         yield Locust()
 
     monkeypatch.setattr(runner, "_locust_process", fake_locust_process)

@@ -15,12 +15,12 @@ from sioscale import runner
 from sioscale.runner import execute_run, external_labels, external_run_name, interrupts_deferred
 
 
-def _raise_kbi(signum, frame):  # noqa: ANN001 - what cli.py installs for SIGTERM
+def _raise_kbi(signum, frame):  # what cli.py installs for SIGTERM
     raise KeyboardInterrupt
 
 
 @pytest.fixture
-def sigterm_as_interrupt():  # noqa: ANN201
+def sigterm_as_interrupt():
     old = signal.signal(signal.SIGTERM, _raise_kbi)
     try:
         yield

@@ -89,6 +89,6 @@ def test_caddy_tls_and_admin_port() -> None:
 
 @pytest.mark.parametrize("fn,policy", [(haproxy_config, "ip-hash"), (caddy_config, "source"),
                                        (caddy_config, "l4-round-robin"), (haproxy_config, "direct")])
-def test_unknown_policy_for_the_balancer_names_the_allowed_ones(fn, policy: str) -> None:  # noqa: ANN001
+def test_unknown_policy_for_the_balancer_names_the_allowed_ones(fn, policy: str) -> None:
     with pytest.raises(RenderError, match="choose one of"):
         fn(policy, NODES, 8080)

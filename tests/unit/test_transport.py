@@ -300,7 +300,7 @@ def test_interim_responses_are_skipped_like_a_browser() -> None:
     assert (r.status, r.body) == (200, b"ok")
 
 
-def _session_with(sock: FakeSock):  # noqa: ANN202
+def _session_with(sock: FakeSock):
     from locustfiles.sio.transport.http import HttpSession
 
     s = HttpSession(Endpoint.from_url("http://127.0.0.1:9"))

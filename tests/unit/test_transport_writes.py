@@ -17,12 +17,12 @@ class PartialSock:
         self.writes: list[bytes] = []
         self.closed = False
 
-    def send(self, data, flags: int = 0, timeout: float | None = None) -> int:  # noqa: ANN001
+    def send(self, data, flags: int = 0, timeout: float | None = None) -> int:
         chunk = bytes(data[: self.cap])
         self.writes.append(chunk)
         return len(chunk)
 
-    def sendall(self, data) -> None:  # noqa: ANN001
+    def sendall(self, data) -> None:
         self.writes.append(bytes(data))
 
     def close(self) -> None:

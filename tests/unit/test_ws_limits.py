@@ -53,7 +53,7 @@ def ws_server(script: Callable[[Callable[[bytes], None]], None], stop_after: flo
     have passed since the 101, so the thread always ends by itself.
     """
 
-    def serve(conn, request: bytes) -> None:  # noqa: ANN001 - a native socket
+    def serve(conn, request: bytes) -> None:  # conn: a native socket
         conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Accept: " + _accept_of(request) + b"\r\n\r\n")
         end = time.monotonic() + stop_after
@@ -138,7 +138,7 @@ def _session_under_flood(timeout: float = 1.0) -> tuple[Closed | None, float, fl
     closed: list[tuple[Closed, float]] = []
     t0 = time.monotonic()
 
-    def on_action(a, _ctx) -> None:  # noqa: ANN001
+    def on_action(a, _ctx) -> None:
         if isinstance(a, Closed):
             closed.append((a, time.monotonic() - t0))
 
@@ -180,7 +180,7 @@ def test_session_deadlines_are_checked_by_the_clock_even_if_the_hub_is_late(monk
 
 
 # -- request head: server-chosen values never reach the wire raw --------------------------------
-def _capture(target: str, **kw) -> tuple[bytes, BaseException | None]:  # noqa: ANN003
+def _capture(target: str, **kw) -> tuple[bytes, BaseException | None]:
     srv = ws_server(lambda send: None, stop_after=1.0)
     err: BaseException | None = None
     try:

@@ -42,7 +42,7 @@ _MAX_LEN_DIGITS = 10  # engine.io-parser v3 allowed 310; no real packet needs mo
 MAX_PAYLOAD_PACKETS = 100_000
 
 # engineio.json.loads(s) is json.loads(s, parse_int=_safe_int): the same decoder, built once.
-_EIO_JSON = json.JSONDecoder(parse_int=eio_json._safe_int)  # noqa: SLF001
+_EIO_JSON = json.JSONDecoder(parse_int=eio_json._safe_int)
 
 Packet = tuple[int, object]  # (packet type, data): data is str | dict | list | bytes
 

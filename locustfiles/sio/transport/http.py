@@ -79,7 +79,7 @@ class HttpConnection:
 
     __slots__ = ("sock", "buf", "uses", "deadline", "_loop", "_loop_now", "_busy_since")
 
-    def __init__(self, sock) -> None:  # noqa: ANN001 - gevent socket or SSLSocket
+    def __init__(self, sock) -> None:  # sock: a gevent socket or SSLSocket
         self.sock = sock
         self.buf = bytearray()
         self.uses = 0

@@ -54,7 +54,7 @@ class Endpoint:
 _endpoints: dict[str, Endpoint] = {}
 
 
-def send_all(sock, data: bytes) -> None:  # noqa: ANN001 - gevent socket or SSLSocket
+def send_all(sock, data: bytes) -> None:  # sock: a gevent socket or SSLSocket
     """`sock.sendall(data)` for the small writes of this client, with less work per call.
 
     Why: gevent's sendall asks the kernel for SO_SNDBUF on every call (one extra syscall) and
@@ -139,7 +139,7 @@ def open_socket(
         if ep.tls:
             sock = (ctx or tls_context()).wrap_socket(sock, server_hostname=ep.host)
         return sock
-    except BaseException as e:  # noqa: BLE001 - classify everything, re-raise as TransportError
+    except BaseException as e:  # classify everything, re-raise as TransportError
         if sock is not None:
             sock.close()
         if isinstance(e, TransportError | OSError | ssl.SSLError | TimeoutError):

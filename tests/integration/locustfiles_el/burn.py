@@ -12,7 +12,7 @@ import time
 import gevent
 from locust import User, constant, task
 
-import locustfiles.sio.eventlog  # noqa: F401 - registers the event log (and generator.csv)
+import locustfiles.sio.eventlog  # registers the event log (and generator.csv)
 import locustfiles.sio.options  # noqa: F401 - registers --sio-* options
 
 

@@ -16,7 +16,7 @@ import os
 from locust import User, constant, events, task
 from locust.runners import WorkerRunner
 
-import locustfiles.sio.options  # noqa: F401 - registers --sio-* options
+import locustfiles.sio.options  # registers --sio-* options
 import locustfiles.sio.webui  # noqa: F401 - registers the Socket.IO tab
 from contract.rows import make_row
 from locustfiles.sio import eventlog
@@ -27,7 +27,7 @@ NODES = ("n1", "n2", "n3")
 _journal_fd: int | None = None
 
 
-def _emit(environment, step: str, **kw) -> None:  # noqa: ANN001
+def _emit(environment, step: str, **kw) -> None:
     global _journal_fd
     name = f"rf:{os.getpid()}:{next(_seq)}"
     row = make_row(step, name=name, **kw)
@@ -60,7 +60,7 @@ class RowUser(User):
         _emit(self.environment, "disconnect", user=self.uid, eio_sid=self.sid, node=self.node)
 
 
-def _dump_counts(environment, **_kw) -> None:  # noqa: ANN001
+def _dump_counts(environment, **_kw) -> None:
     out = os.environ.get("ROWFIRE_COUNTS_DIR")
     if not out:
         return
