@@ -28,6 +28,7 @@ from contract import environment
 from contract import status as run_status
 from contract.config import ConfigError, LoadConfig, RunConfig, to_jsonable
 from contract.jsonfile import write_json  # also used by the Locust side's event log
+from contract.options import load_flags
 from targets.procs import Child, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,20 +60,8 @@ def locust_command(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None 
         "--json-file", str(run_dir / "locust"),
         "--logfile", str(run_dir / "locust.log"),
         "--exit-code-on-error", "0",
-        "--sio-run-dir", str(run_dir),
-        "--sio-run-name", cfg.name,
-        "--sio-transports", ",".join(lo.transports),
-        "--sio-eio", str(lo.eio),
-        "--sio-namespace", lo.namespace,
-        "--sio-room-size", str(lo.room_size),
-        "--sio-message-rate", str(lo.message_rate),
-        "--sio-payload-size", str(lo.payload_size),
-        "--sio-reconnect", "true" if lo.reconnect else "false",
-        "--sio-node-header", cfg.cluster.node_header,
     ]  # fmt: skip
-    if lo.steps:
-        cmd += ["--sio-steps", ",".join(f"{s.users}:{s.hold:g}" for s in lo.steps)]
-    else:
+    if not lo.steps:
         cmd += ["-t", f"{lo.duration:g}s"]
     if lo.processes > 1:
         # A private master port on loopback: by default every `--processes` run on a machine
@@ -80,10 +69,9 @@ def locust_command(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None 
         port = str(free_port())
         cmd += ["--processes", str(lo.processes), "--master-bind-host", "127.0.0.1",
                 "--master-bind-port", port, "--master-port", port]
-    if lo.source_range:
-        cmd += ["--sio-source-range", lo.source_range]
-    if ca_file:
-        cmd += ["--sio-ca-file", ca_file]
+    # The --sio-* flags: LoadConfig's fields through the option table, plus what the runner owns.
+    cmd += load_flags(lo, run_dir=str(run_dir), run_name=cfg.name, node_header=cfg.cluster.node_header,
+                      ca_file=ca_file or None)
     return cmd + list(lo.extra_args)
 
 

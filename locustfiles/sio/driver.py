@@ -13,6 +13,7 @@ so other callbacks must not block.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any
 import gevent
 from gevent import ssl
 
+from contract.options import SioOptions
 from contract.wire import CADDY_COOKIE, DEFAULT_TRANSPORTS, NODE_COOKIE, NODE_HEADER
 from locustfiles.sio.protocol.actions import (
     Action,
@@ -67,6 +69,21 @@ class SessionConfig:
         # The HTTP layer lower-cases response header names, so `--sio-node-header X-Served-By`
         # found nothing before this.
         self.node_header = self.node_header.strip().lower()
+
+    @classmethod
+    def from_options(cls, o: SioOptions, url: str, namespace: str | None = None, auth: Any = None,
+                     transports: Any = None, **rest: Any) -> SessionConfig:
+        """From the --sio-* options; `namespace`, `auth` and `transports` override them when given
+        (connect()'s arguments), `rest` sets the fields the options do not (source_ip, tls, headers)."""
+        if transports is None:
+            transports = o.transports
+        if isinstance(transports, str):
+            transports = [t.strip() for t in transports.replace("+", ",").split(",") if t.strip()]
+        if auth is None:
+            auth = json.loads(o.auth) if o.auth else None
+        return cls(url=url, eio=o.eio, transports=tuple(transports), path=o.path,
+                   namespace=namespace or o.namespace, auth=auth, timeout=o.timeout,
+                   node_header=o.node_header, **rest)
 
 
 # A node id is a short name (n1, a pod name, a cookie value); the server chooses it, and it goes

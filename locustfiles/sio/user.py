@@ -18,7 +18,6 @@ table groups failures by kind; session ids are masked in it so one kind is one l
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import random
@@ -30,8 +29,8 @@ import gevent
 from gevent.event import AsyncResult
 from locust import User
 
+from contract.options import SioOptions
 from contract.rows import make_row
-from contract.wire import DEFAULT_TRANSPORTS, NODE_HEADER
 from locustfiles.sio import eventlog
 from locustfiles.sio.driver import Session, SessionConfig
 from locustfiles.sio.protocol.actions import (
@@ -113,9 +112,13 @@ class SocketIOUser(User):
         as when a test builds the Environment without parsed options."""
         return _opt(self.environment, name, default)
 
+    def _options(self) -> SioOptions:
+        """The --sio-* options, typed, with the table's defaults (contract/options.py)."""
+        return SioOptions.from_environment(self.environment)
+
     @property
     def timeout(self) -> float:
-        return float(_opt(self.environment, "sio_timeout", 10.0))
+        return self._options().timeout
 
     def _config(self, url: str | None, namespace: str | None, auth: Any, headers: dict[str, str] | None,
                 transports: Any) -> SessionConfig:
@@ -123,32 +126,12 @@ class SocketIOUser(User):
         url = url or self.host or getattr(env, "host", None)
         if not url:
             raise ValueError("SocketIOUser: no target URL (pass --host or connect(url=...))")
-        if transports is None:
-            transports = _opt(env, "sio_transports", ",".join(DEFAULT_TRANSPORTS))
-        if isinstance(transports, str):
-            transports = [t.strip() for t in transports.replace("+", ",").split(",") if t.strip()]
-        if auth is None:
-            raw = _opt(env, "sio_auth", "")
-            auth = json.loads(raw) if raw else None
-        sources = parse_source_range(_opt(env, "sio_source_range", ""))
+        o = self._options()
+        sources = parse_source_range(o.source_range)
         source_ip = sources[(int(self.user_id.rsplit("-", 1)[1]) - 1) % len(sources)] if sources else None
-        ep = Endpoint.from_url(url)
-        tls = None
-        if ep.tls:
-            tls = tls_context(_opt(env, "sio_ca_file", ""), bool(_opt(env, "sio_insecure", False)))
-        return SessionConfig(
-            url=url,
-            eio=int(_opt(env, "sio_eio", 4)),
-            transports=tuple(transports),
-            path=_opt(env, "sio_path", "/socket.io/"),
-            namespace=namespace or _opt(env, "sio_namespace", "/"),
-            auth=auth,
-            timeout=self.timeout,
-            node_header=_opt(env, "sio_node_header", NODE_HEADER),
-            source_ip=source_ip,
-            tls=tls,
-            headers=dict(headers or {}),
-        )
+        tls = tls_context(o.ca_file, o.insecure) if Endpoint.from_url(url).tls else None
+        return SessionConfig.from_options(o, url, namespace=namespace, auth=auth, transports=transports,
+                                          source_ip=source_ip, tls=tls, headers=dict(headers or {}))
 
     # -- public API ------------------------------------------------------------------------------
     def connect(
@@ -379,7 +362,7 @@ class SocketIOUser(User):
             # or an auth refusal into a reconnect storm the real client never makes.
             self._want_connected = False
         lost = a.error_kind != "" and self._want_connected
-        if lost and str(_opt(self.environment, "sio_reconnect", "true")) == "true":
+        if lost and self._options().reconnect:
             if self._reconnector is None or self._reconnector.dead:
                 self._reconnector = gevent.spawn(self._reconnect_loop, time.monotonic())
 

@@ -1,0 +1,179 @@
+"""The table of sioscale's Locust options (--sio-*): flag, type, default, help, web UI, in one place.
+
+Three things are generated from `OPTIONS`, so an option is added or changed here only:
+- the Locust parser entries (`locustfiles/sio/options.py`, Locust's init_command_line_parser);
+- the typed reading of the parsed options on the Locust side (`SioOptions.from_namespace`), which
+  `SocketIOUser` and `SessionConfig.from_options` use, with the defaults from this table;
+- the runner's flags for a run (`load_flags`, from a `contract.config.LoadConfig` plus the few
+  values the runner itself owns: the run directory and name, the node header, the CA file).
+
+Booleans are booleans once read. On the command line `--sio-reconnect` keeps its spelling
+(`--sio-reconnect true|false`, a string in Locust's parsed options, so the web UI shows the same
+select); `SioOptions.from_namespace` turns it into a bool. `--sio-insecure` is a switch (present
+or not). Stdlib only: the Locust side and the runner both import it (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from contract.config import LoadConfig, Step
+from contract.wire import DEFAULT_TRANSPORTS, NODE_HEADER
+
+BOOL_SPELLINGS = ("true", "false")
+"""How a value-taking boolean option (`--sio-reconnect`) is spelled on the command line and in the web UI."""
+
+
+@dataclass(frozen=True)
+class SioOption:
+    """One --sio-* option. `field` is its name in `SioOptions` (and, with `from_load`, in LoadConfig)."""
+
+    field: str
+    type: type  # str, int, float or bool
+    default: str | int | float | bool
+    help: str
+    web_ui: bool = True  # shown (and editable) in Locust's web UI start form
+    choices: tuple[Any, ...] = ()
+    switch: bool = False  # a bool given by presence (store_true); other bools are spelled true|false
+    from_load: bool = False  # the runner passes LoadConfig.<field> as this flag
+
+    @property
+    def flag(self) -> str:
+        return "--sio-" + self.field.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        """The attribute name in Locust's parsed options."""
+        return "sio_" + self.field
+
+    @property
+    def cli_default(self) -> str | int | float | bool:
+        """The default as Locust's parser holds it (a value-taking bool as its spelling)."""
+        if self.type is bool and not self.switch:
+            return "true" if self.default else "false"
+        return self.default
+
+    def read(self, raw: Any) -> Any:
+        """A parsed-option value as this option's type; the default when absent (None)."""
+        if raw is None:
+            return self.default
+        if self.type is bool:
+            return as_bool(raw, self.flag)
+        return self.type(raw)
+
+    def render(self, value: Any) -> str:
+        """A value as its command-line argument (the inverse of `read`)."""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, tuple | list):
+            return ",".join(_render_item(v) for v in value)
+        return str(value)
+
+
+def _render_item(v: Any) -> str:
+    if isinstance(v, Step):
+        return f"{v.users}:{v.hold:g}"  # the --sio-steps spelling, USERS:HOLD_S
+    return str(v)
+
+
+def as_bool(raw: Any, flag: str = "option") -> bool:
+    """The one place a boolean option's spelling ("true"/"false", as the CLI and web UI give it) becomes a bool."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw in BOOL_SPELLINGS:
+        return raw == "true"
+    raise ValueError(f"{flag} {raw!r}: one of {', '.join(BOOL_SPELLINGS)}")
+
+
+OPTIONS: tuple[SioOption, ...] = (
+    SioOption("transports", str, ",".join(DEFAULT_TRANSPORTS), from_load=True,
+              help="Client transports, as socket.io-client's `transports`: polling,websocket | websocket | polling"),
+    SioOption("eio", int, 4, choices=(3, 4), from_load=True,
+              help="Engine.IO protocol: 4 (socket.io 3.x/4.x) or 3 (socket.io 2.x)"),
+    SioOption("path", str, "/socket.io/", help="Engine.IO path on the server"),
+    SioOption("namespace", str, "/", from_load=True, help="Socket.IO namespace to connect"),
+    SioOption("auth", str, "", help="JSON object sent as the CONNECT auth payload (empty: none)"),
+    SioOption("node_header", str, NODE_HEADER,
+              help="Response header naming the backend node (falls back to the balancer's sticky cookie)"),
+    SioOption("room_size", int, 10, from_load=True, help="chat: users per room"),
+    SioOption("message_rate", float, 1.0, from_load=True,
+              help="chat: messages (broadcast + acked echo) per user per second"),
+    SioOption("payload_size", int, 64, from_load=True, help="chat: padding bytes per message"),
+    SioOption("reconnect", bool, True, choices=BOOL_SPELLINGS, from_load=True,
+              help="Reconnect with socket.io-client's backoff (1000 ms, max 5000 ms, randomization 0.5)"),
+    SioOption("timeout", float, 10.0,
+              help="Seconds to wait for any single step (handshake, connect, upgrade, ack)"),
+    SioOption("source_range", str, "", from_load=True,
+              help="Bind each user's sockets to its own loopback address, e.g. 127.0.0.2-127.0.0.254"),
+    SioOption("ca_file", str, "", help="CA bundle for https/wss targets"),
+    SioOption("insecure", bool, False, switch=True, help="Do not verify TLS certificates (explicit opt-in)"),
+    SioOption("steps", str, "", web_ui=False, from_load=True,
+              help="Step load for locustfiles/steps.py: USERS:HOLD_S,USERS:HOLD_S,... (ramp at --spawn-rate)"),
+    SioOption("run_dir", str, "", web_ui=False,
+              help="Run directory for the per-step event log (events.csv) and live stats; empty: none"),
+    SioOption("run_name", str, "", web_ui=False,
+              help="Run name written in every event row (default: the run directory's name)"),
+)
+BY_FIELD: dict[str, SioOption] = {o.field: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class SioOptions:
+    """The --sio-* options as read on the Locust side, typed; one field per row of `OPTIONS`.
+
+    The fields carry no defaults: those are the table's (a unit test checks the two agree).
+    """
+
+    transports: str
+    eio: int
+    path: str
+    namespace: str
+    auth: str
+    node_header: str
+    room_size: int
+    message_rate: float
+    payload_size: int
+    reconnect: bool
+    timeout: float
+    source_range: str
+    ca_file: str
+    insecure: bool
+    steps: str
+    run_dir: str
+    run_name: str
+
+    @classmethod
+    def from_namespace(cls, parsed: Any) -> SioOptions:
+        """From Locust's parsed options (`environment.parsed_options`, None in tests that build an
+        Environment by hand); an option absent or None there takes the table's default."""
+        return cls(**{o.field: o.read(getattr(parsed, o.dest, None)) for o in OPTIONS})
+
+    @classmethod
+    def from_environment(cls, environment: Any) -> SioOptions:
+        return cls.from_namespace(getattr(environment, "parsed_options", None))
+
+
+def load_flags(load: LoadConfig, **runner_values: Any) -> list[str]:
+    """The --sio-* arguments for a run, in table order.
+
+    Options marked `from_load` take LoadConfig's field; `runner_values` give others by field
+    (run_dir, run_name, node_header, ca_file). A value that is None, or empty where the option's
+    default is empty as well (no steps, no source range), is left out: Locust's default applies.
+    """
+    unknown = set(runner_values) - set(BY_FIELD)
+    if unknown:
+        raise KeyError(f"load_flags: not a --sio-* option: {', '.join(sorted(unknown))}")
+    out: list[str] = []
+    for o in OPTIONS:
+        if o.field in runner_values:
+            value = runner_values[o.field]
+        elif o.from_load:
+            value = getattr(load, o.field)
+        else:
+            continue
+        if value is None or (value in ("", ()) and o.default == ""):
+            continue
+        out += [o.flag, o.render(value)]
+    return out
+

@@ -1,0 +1,147 @@
+"""The one table of --sio-* options (contract/options.py) and what is generated from it.
+
+Locust's own parser is built with the options (as `locust -f locustfiles/chat.py` does) and parses
+real command lines: every flag, its default, the true|false spelling of --sio-reconnect; the
+runner's flags for a LoadConfig parse back to that LoadConfig's values.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pytest
+from locust import argument_parser
+
+import locustfiles.sio.options  # noqa: F401  (registers the parser entries)
+from contract.config import ClusterConfig, LoadConfig, RunConfig, Step
+from contract.options import BY_FIELD, OPTIONS, SioOptions, as_bool, load_flags
+from locustfiles.sio.driver import SessionConfig
+from sioscale.runner import locust_command
+
+# A non-default command-line value for every option, and the typed value it reads as.
+NON_DEFAULT: dict[str, tuple[list[str], object]] = {
+    "transports": (["websocket"], "websocket"),
+    "eio": (["3"], 3),
+    "path": (["/sio/"], "/sio/"),
+    "namespace": (["/chat"], "/chat"),
+    "auth": (['{"token": "t"}'], '{"token": "t"}'),
+    "node_header": (["X-Node"], "X-Node"),
+    "room_size": (["7"], 7),
+    "message_rate": (["2.5"], 2.5),
+    "payload_size": (["0"], 0),
+    "reconnect": (["false"], False),
+    "timeout": (["3"], 3.0),
+    "source_range": (["127.0.0.2-127.0.0.9"], "127.0.0.2-127.0.0.9"),
+    "ca_file": (["/tmp/ca.pem"], "/tmp/ca.pem"),
+    "insecure": ([], True),
+    "steps": (["5:2,10:3"], "5:2,10:3"),
+    "run_dir": (["/tmp/run"], "/tmp/run"),
+    "run_name": (["r1"], "r1"),
+}
+
+
+def _parse(args: list[str]) -> SioOptions:
+    parser = argument_parser.get_parser(default_config_files=[])
+    return SioOptions.from_namespace(parser.parse_args(["-f", "locustfiles/chat.py", *args]))
+
+
+def test_the_typed_options_name_every_row_of_the_table_with_its_type() -> None:
+    hints = typing.get_type_hints(SioOptions)
+    assert [f.name for f in fields(SioOptions)] == [o.field for o in OPTIONS]
+    assert all(hints[o.field] is o.type for o in OPTIONS)
+    assert set(NON_DEFAULT) == set(BY_FIELD)
+
+
+def test_locust_parses_no_flags_to_the_table_defaults() -> None:
+    parsed = argument_parser.get_parser(default_config_files=[]).parse_args(["-f", "locustfiles/chat.py"])
+    for o in OPTIONS:
+        assert getattr(parsed, o.dest) == o.cli_default, o.flag
+    assert _parse([]) == SioOptions(**{o.field: o.default for o in OPTIONS})
+    assert _parse([]).reconnect is True and _parse([]).insecure is False
+
+
+@pytest.mark.parametrize("field", list(NON_DEFAULT))
+def test_locust_parses_every_flag(field: str) -> None:
+    o = BY_FIELD[field]
+    args, want = NON_DEFAULT[field]
+    got = getattr(_parse([o.flag, *args]), field)
+    assert got == want and type(got) is o.type
+
+
+def test_reconnect_keeps_its_true_false_spelling_and_reads_as_a_bool() -> None:
+    assert _parse(["--sio-reconnect", "true"]).reconnect is True
+    assert _parse(["--sio-reconnect=false"]).reconnect is False
+    with pytest.raises(SystemExit):
+        _parse(["--sio-reconnect", "no"])
+    with pytest.raises(SystemExit):
+        _parse(["--sio-eio", "5"])
+    assert as_bool("true") is True and as_bool(False) is False
+    with pytest.raises(ValueError, match="--sio-reconnect 'yes'"):
+        BY_FIELD["reconnect"].read("yes")
+
+
+def test_the_web_ui_shows_the_table_s_options_with_their_defaults() -> None:
+    extra = argument_parser.ui_extra_args_dict(["-f", "locustfiles/chat.py"])
+    shown = {o.dest: o for o in OPTIONS if o.web_ui}
+    assert {k for k in extra if k.startswith("sio_")} == set(shown)
+    for dest, o in shown.items():
+        assert extra[dest]["default_value"] == o.cli_default
+        assert extra[dest]["help_text"] == o.help
+    assert extra["sio_reconnect"]["choices"] == ["true", "false"]  # a select in the form, as before
+
+
+def test_partial_namespaces_take_the_table_defaults() -> None:
+    """Tests and tools build parsed_options by hand with a few options; the rest are the defaults."""
+    import argparse
+
+    o = SioOptions.from_namespace(argparse.Namespace(sio_timeout=5, sio_reconnect="false", sio_eio=None))
+    assert o.timeout == 5.0 and o.reconnect is False and o.eio == 4 and o.path == "/socket.io/"
+    assert SioOptions.from_namespace(None) == _parse([])
+
+
+def test_every_load_option_is_a_loadconfig_field_with_the_same_default() -> None:
+    load = {f.name for f in fields(LoadConfig)}
+    default = LoadConfig()
+    for o in OPTIONS:
+        if not o.from_load:
+            continue
+        assert o.field in load, o.field
+        value = getattr(default, o.field)
+        if value not in (None, ()):
+            assert o.render(value) == o.render(o.cli_default), o.field
+
+
+def test_the_runner_s_flags_parse_back_to_the_loadconfig() -> None:
+    lo = replace(LoadConfig(), transports=("websocket",), eio=3, namespace="/chat", room_size=4, message_rate=2.5,
+                 payload_size=0, reconnect=False, source_range="127.0.0.2-127.0.0.9",
+                 steps=(Step(5, 2.5), Step(10, 3)))
+    o = _parse(load_flags(lo, run_dir="/tmp/run", run_name="r", node_header="x-node", ca_file="/ca.pem"))
+    assert (o.transports, o.eio, o.namespace, o.room_size, o.message_rate, o.payload_size, o.reconnect) == (
+        "websocket", 3, "/chat", 4, 2.5, 0, False)
+    assert (o.source_range, o.steps, o.run_dir, o.run_name, o.node_header, o.ca_file) == (
+        "127.0.0.2-127.0.0.9", "5:2.5,10:3", "/tmp/run", "r", "x-node", "/ca.pem")
+    assert "--sio-steps" not in load_flags(LoadConfig()) and "--sio-source-range" not in load_flags(LoadConfig())
+    with pytest.raises(KeyError):
+        load_flags(LoadConfig(), no_such_option="x")
+
+
+def test_locust_command_passes_the_table_s_flags(tmp_path: Path) -> None:
+    cfg = RunConfig("r", ClusterConfig(), LoadConfig(reconnect=False))
+    cmd = locust_command(cfg, "http://127.0.0.1:1", tmp_path, ca_file="/ca.pem")
+    sio = cmd[cmd.index("--sio-transports"):]
+    assert sio == load_flags(cfg.load, run_dir=str(tmp_path), run_name="r", node_header=cfg.cluster.node_header,
+                             ca_file="/ca.pem")
+    assert cmd[cmd.index("--sio-reconnect") + 1] == "false" and cmd[cmd.index("-t") + 1] == "15s"
+    assert "--sio-ca-file" not in locust_command(cfg, "http://127.0.0.1:1", tmp_path)
+
+
+def test_session_config_from_options() -> None:
+    o = _parse(["--sio-transports", "polling+websocket", "--sio-auth", '{"k": 1}', "--sio-node-header", "X-Node",
+                "--sio-timeout", "3", "--sio-eio", "3", "--sio-path", "/p/"])
+    c = SessionConfig.from_options(o, "http://h:1", headers={"a": "b"})
+    assert (c.url, c.eio, c.transports, c.path, c.namespace, c.auth, c.timeout, c.node_header, c.headers) == (
+        "http://h:1", 3, ("polling", "websocket"), "/p/", "/", {"k": 1}, 3.0, "x-node", {"a": "b"})
+    c = SessionConfig.from_options(o, "http://h:1", namespace="/n", auth={"x": 2}, transports=["websocket"])
+    assert (c.namespace, c.auth, c.transports) == ("/n", {"x": 2}, ("websocket",))
