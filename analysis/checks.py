@@ -24,20 +24,42 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 from contract.config import ConfigError, Thresholds
 from contract.status import Status, parse
 
+from .summary import ConfigEntry, ConfigSummary
+
+
+@dataclass(frozen=True)
+class Figure:
+    """How a threshold reads its figure from one typed summary config (and what to call it in an error)."""
+
+    what: str
+    get: Callable[[ConfigEntry], Any]
+
+
+def _latency_p95(step: str) -> Callable[[ConfigEntry], Any]:
+    def get(c: ConfigEntry) -> Any:
+        lat = c.latency_ms.get(step)
+        return lat.p95 if lat is not None else None
+    return get
+
+
 # threshold name → (how to read the figure from one summary config, "min" | "max", label)
-FIGURES: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "connect_ratio": (("connections", "connect_ratio"), "min", "connect success ratio"),
-    "upgrade_ratio": (("connections", "upgrade_ratio"), "min", "upgrade success ratio"),
-    "delivery_ratio": (("broadcast", "delivery_ratio"), "min", "broadcast delivery ratio"),
-    "p95_connect_ms": (("latency_ms", "connect", "p95"), "max", "p95 connect latency (ms)"),
-    "p95_ack_ms": (("latency_ms", "ack", "p95"), "max", "p95 ack latency (ms)"),
-    "failure_ratio": (("steps", "failure_ratio"), "max", "failed steps / all steps"),
+FIGURES: dict[str, tuple[Figure, str, str]] = {
+    "connect_ratio": (Figure("connections.connect_ratio", lambda c: c.connections.connect_ratio), "min",
+                      "connect success ratio"),
+    "upgrade_ratio": (Figure("connections.upgrade_ratio", lambda c: c.connections.upgrade_ratio), "min",
+                      "upgrade success ratio"),
+    "delivery_ratio": (Figure("broadcast.delivery_ratio", lambda c: c.broadcast.delivery_ratio), "min",
+                       "broadcast delivery ratio"),
+    "p95_connect_ms": (Figure("latency_ms.connect.p95", _latency_p95("connect")), "max", "p95 connect latency (ms)"),
+    "p95_ack_ms": (Figure("latency_ms.ack.p95", _latency_p95("ack")), "max", "p95 ack latency (ms)"),
+    "failure_ratio": (Figure("steps.failure_ratio", lambda c: c.steps.failure_ratio), "max", "failed steps / all steps"),
 }
 
 DID_NOT_RUN = "the config did not run (see its error in the report)"
@@ -70,14 +92,6 @@ class CheckResult:
         return f"{self.config}: {label} = {self.value:.4g}, required {op} {self.limit:g}: {verdict}"
 
 
-def _dig(d: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
-
-
 def _number(cfg_name: str, what: str, v: Any) -> float | None:
     """A figure as float; None (and NaN) = missing. Anything else is a broken summary → ConfigError."""
     if v is None:
@@ -88,19 +102,19 @@ def _number(cfg_name: str, what: str, v: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _count(cfg: dict[str, Any], name: str, path: tuple[str, ...]) -> int:
-    v = _number(name, ".".join(path), _dig(cfg, path))
-    return int(v) if v is not None else 0
+def _count(name: str, what: str, v: Any) -> int:
+    n = _number(name, what, v)
+    return int(n) if n is not None else 0
 
 
-def _judge_missing(cfg: dict[str, Any], name: str, key: str) -> tuple[str, str]:
+def _judge_missing(cfg: ConfigEntry, name: str, key: str) -> tuple[str, str]:
     """(skipped, missing): exactly one is non-empty. See the module docstring for the rules."""
-    attempted = _count(cfg, name, ("connections", "attempted"))
-    connected = _count(cfg, name, ("connections", "connected"))
-    failed = _count(cfg, name, ("steps", "failed"))
-    total = _count(cfg, name, ("steps", "total"))
-    transports = _dig(cfg, ("config", "transports"))
-    transports = [str(t) for t in transports] if isinstance(transports, list | tuple) else []
+    attempted = _count(name, "connections.attempted", cfg.connections.attempted)
+    connected = _count(name, "connections.connected", cfg.connections.connected)
+    failed = _count(name, "steps.failed", cfg.steps.failed)
+    total = _count(name, "steps.total", cfg.steps.total)
+    tr = cfg.config.transports
+    transports = [str(t) for t in tr] if isinstance(tr, list | tuple) else []
     if attempted == 0:
         return "", "no connection attempt recorded: nothing was measured"
     if key == "upgrade_ratio" and transports and set(transports) != {"polling", "websocket"}:
@@ -108,15 +122,15 @@ def _judge_missing(cfg: dict[str, Any], name: str, key: str) -> tuple[str, str]:
     if connected == 0:
         return "", f"none of {attempted} connection attempt(s) connected"
     if key == "delivery_ratio":
-        sent = _count(cfg, name, ("broadcast", "sent"))
-        expected = _count(cfg, name, ("broadcast", "expected"))
+        sent = _count(name, "broadcast.sent", cfg.broadcast.sent)
+        expected = _count(name, "broadcast.expected", cfg.broadcast.expected)
         if expected:
             return "", f"{expected} deliveries expected, none measured"
         if failed == 0:
             return ("the scenario sent no broadcast" if not sent else "no recipient was in the room at send time"), ""
         return "", f"no broadcast delivery measured while {failed} of {total} steps failed"
     if key == "p95_ack_ms":
-        acks = _count(cfg, name, ("steps", "by_step", "ack", "total"))
+        acks = _count(name, "steps.by_step.ack.total", cfg.steps.step_total("ack"))
         if acks:
             return "", f"{acks} ack step(s), none succeeded"
         if failed == 0:
@@ -125,26 +139,37 @@ def _judge_missing(cfg: dict[str, Any], name: str, key: str) -> tuple[str, str]:
     return "", "no such figure although connections were attempted"
 
 
-def evaluate(summary: dict[str, Any], thresholds: Thresholds, only: str | None = None) -> list[CheckResult]:
-    """One result per config × active threshold (rules: module docstring). ConfigError on a broken summary."""
+def _entries(summary: dict[str, Any] | ConfigSummary) -> Iterator[ConfigEntry]:
+    """The typed configs, read one at a time (a broken entry raises ConfigError where evaluate reaches it)."""
+    if isinstance(summary, ConfigSummary):
+        yield from summary.configs
+        return
     configs = summary.get("configs") if isinstance(summary, dict) else None
     if not isinstance(configs, list):
         raise ConfigError("summary has no 'configs' list")
-    out: list[CheckResult] = []
     for i, cfg in enumerate(configs):
         if not isinstance(cfg, dict):
             raise ConfigError(f"summary configs[{i}] is {type(cfg).__name__}, not an object")
-        name = str(cfg.get("name", "?"))
+        yield ConfigEntry.from_json(cfg)
+
+
+def evaluate(summary: dict[str, Any] | ConfigSummary, thresholds: Thresholds, only: str | None = None) -> list[CheckResult]:
+    """One result per config × active threshold (rules: module docstring). ConfigError on a broken summary.
+
+    summary: a summary.json object (each config read with ConfigEntry.from_json, old files too) or a ConfigSummary."""
+    out: list[CheckResult] = []
+    for cfg in _entries(summary):
+        name = str(cfg.name)
         if only and only not in name:
             continue
-        status = parse(cfg.get("status"))
+        status = parse(cfg.status)
         not_judged = NOT_JUDGED.get(status) if status is not None else None
         for key, limit in thresholds.active().items():
-            path, kind, _ = FIGURES[key]
+            figure, kind, _ = FIGURES[key]
             if not_judged:
                 out.append(CheckResult(name, key, limit, None, False, missing=not_judged))
                 continue
-            value = _number(name, ".".join(path), _dig(cfg, path))
+            value = _number(name, figure.what, figure.get(cfg))
             if value is None:
                 skipped, missing = _judge_missing(cfg, name, key)
                 out.append(CheckResult(name, key, limit, None, bool(skipped), skipped, missing))
@@ -170,5 +195,5 @@ def junit_xml(results: list[CheckResult], suite: str = "sioscale") -> str:
     return ET.tostring(cast(ET.Element, ET.ElementTree(ts).getroot()), encoding="unicode", xml_declaration=True)
 
 
-__all__ = ["DID_NOT_RUN", "FIGURES", "NOT_JUDGED", "CheckResult", "evaluate", "junit_xml"]
+__all__ = ["DID_NOT_RUN", "FIGURES", "Figure", "NOT_JUDGED", "CheckResult", "evaluate", "junit_xml"]
 """The public names (the analysis.checks shim re-exports exactly these)."""

@@ -12,7 +12,7 @@ import json
 import math
 import platform
 import sys
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,22 @@ from . import capacity as C
 from . import metrics as M
 from . import plots as P
 from .load import CONFIG_KEYS, Frames, load_runs
+from .summary import (
+    SCHEMA,
+    Broadcast,
+    CheckOutcome,
+    ConfigBlock,
+    ConfigEntry,
+    ConfigSummary,
+    Connections,
+    FirstFailure,
+    Latency,
+    NodeSwitch,
+    Percentiles,
+    Steps,
+)
 from .verdicts import config_verdicts, describe
 
-SCHEMA = 1
 TARGET_USERS = (1_000, 10_000, 100_000)
 """Targets for the 'nodes needed' table."""
 
@@ -46,15 +59,16 @@ def write_report(run_dirs: list[str | Path] | tuple[str | Path, ...], out_dir: s
     frames = load_runs([Path(d) for d in run_dirs])
     th = _thresholds(thresholds)
     summary, tables, figures = build(frames, th, title or _default_title(run_dirs))
-    summary["slo"] = _slo_used(th, thresholds_source)
+    summary.slo = _slo_used(th, thresholds_source)
+    plain = summary.to_json()  # the one serialisation: summary.json, the page and the return value
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for name, svg in figures.items():
         if svg:
             (out / "plots" / f"{name}.svg").write_text(svg, encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2, allow_nan=False), encoding="utf-8")
-    html = render(summary, tables, figures)
+    (out / "summary.json").write_text(json.dumps(_jsonable(plain), indent=2, allow_nan=False), encoding="utf-8")
+    html = render(plain, tables, figures)
     (out / "index.html").write_text(html, encoding="utf-8")
-    return _jsonable(summary)
+    return _jsonable(plain)
 
 
 @dataclass
@@ -79,30 +93,30 @@ class _Metrics:
     by_step: dict[str, dict[str, dict[str, int]]]
 
 
-def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str | None]]:
+def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[ConfigSummary, dict[str, Any], dict[str, str | None]]:
     """The summary (summary.json), the tables the page shows, and the figures (name → svg)."""
     m = _metrics(frames, thresholds)
-    configs: list[dict[str, Any]] = []
+    configs: list[ConfigEntry] = []
     cap_figs: dict[str, str] = {}
     figures: dict[str, str | None] = {}
     for _, r in frames.runs.iterrows():
         entry, stats, fit = _config_entry(frames, m, r, thresholds)
-        name = entry["name"]
+        name = entry.name
         if stats is not None and len(stats):
             cap_figs[name] = f"capacity-{_slug(name)}"
-            figures[cap_figs[name]] = P.capacity(stats, fit, entry["capacity"].get("users"), name)
+            figures[cap_figs[name]] = P.capacity(stats, fit, entry.capacity.get("users"), name)
         configs.append(entry)
     figures.update(_overview_figures(frames, m))
-    summary = {
-        "schema": SCHEMA, "title": title,
-        "status": worst(c["status"] for c in configs).value if configs else Status.FAILED.value,
-        "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "configs": configs,
-        "environment": _environment(frames),
-        "thresholds": thresholds,
-        "warnings": list(frames.warnings),
-    }
-    return summary, _tables(m, configs, cap_figs), figures
+    summary = ConfigSummary(
+        schema=SCHEMA, title=title,
+        status=worst(c.status for c in configs).value if configs else Status.FAILED.value,
+        generated=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        configs=configs,
+        environment=_environment(frames),
+        thresholds=thresholds,
+        warnings=list(frames.warnings),
+    )
+    return summary, _tables(m, [c.to_json() for c in configs], cap_figs), figures
 
 
 def _metrics(frames: Frames, thresholds: dict[str, float]) -> _Metrics:
@@ -142,97 +156,94 @@ def _step_counts(ev: pd.DataFrame) -> tuple[dict[str, tuple[int, int]], dict[str
     return step_totals, by_step
 
 
-def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[str, float]) -> tuple[dict[str, Any], Any, Any]:
+def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[str, float]) -> tuple[ConfigEntry, Any, Any]:
     """One config's summary.json entry, with the capacity stats and fit its figure is drawn from."""
     name = str(r["config"])
     meta = frames.meta.get(name, {})
     cfg_block = _config_block(meta, r)
     rs = _status(meta, r, [i for i in getattr(frames, "data_issues", []) if i.get("config") == name])
-    entry: dict[str, Any] = {"name": name, **rs.as_meta(),
-                             "error": r.get("error") if rs.status != Status.OK or r.get("error") else None,
-                             "config": cfg_block, "events": int(r["n_events"]),
-                             "warnings": [w for w in frames.warnings if w.startswith(f"{name}: ")]}
-    entry["connections"] = _connections_section(m.conn, name)
-    entry["failures"] = m.fcounts.get(name, {})
-    entry["steps"] = _steps_section(m, name)
-    entry["node_switch"] = _node_switch_section(m.attrib, name)
-    entry["broadcast"] = _broadcast_section(m.dset, name)
-    entry.update(_latency_sections(m, name))
-    entry.update(_node_sections(m, name))
-    entry["first_failure"] = _first_failure_section(m.ff, name)
+    entry = ConfigEntry(name=name, **rs.as_meta(),
+                        error=r.get("error") if rs.status != Status.OK or r.get("error") else None,
+                        config=cfg_block, events=int(r["n_events"]),
+                        warnings=[w for w in frames.warnings if w.startswith(f"{name}: ")])
+    entry.connections = _connections_section(m.conn, name)
+    entry.failures = m.fcounts.get(name, {})
+    entry.steps = _steps_section(m, name)
+    entry.node_switch = _node_switch_section(m.attrib, name)
+    entry.broadcast = _broadcast_section(m.dset, name)
+    entry.latency_ms, entry.latency_by_node = _latency_sections(m, name)
+    entry.nodes, entry.imbalance, entry.p_uniform = _node_sections(m, name)
+    entry.first_failure = _first_failure_section(m.ff, name)
     gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
-    entry["generator"] = C.generator_summary(gen)
-    cap, stats, fit = _capacity(frames, name, frames.events, cfg_block, thresholds, entry["imbalance"])
-    entry["capacity"] = cap
-    entry["redis_vs_memory"] = _redis_vs_memory_section(m.adapters, name)
+    entry.generator = C.generator_summary(gen)
+    cap, stats, fit = _capacity(frames, name, frames.events, cfg_block, thresholds, entry.imbalance)
+    entry.capacity = cap
+    entry.redis_vs_memory = _redis_vs_memory_section(m.adapters, name)
     # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
-    entry["faults"] = [{k: f.get(k) for k in ("at", "action", "target", "error")}
-                       for f in (meta.get("faults") or []) if isinstance(f, dict)]
-    entry["checks"] = _checks(entry, thresholds)
-    entry["verdicts"] = config_verdicts(entry)
-    entry["description"] = describe(entry)
+    entry.faults = [{k: f.get(k) for k in ("at", "action", "target", "error")}
+                    for f in (meta.get("faults") or []) if isinstance(f, dict)]
+    entry.checks = _checks(entry, thresholds)
+    plain = entry.to_json()  # the verdict sentences read the entry as summary.json has it
+    entry.verdicts = config_verdicts(plain)
+    entry.description = describe(plain)
     return entry, stats, fit
 
 
-def _connections_section(conn: pd.DataFrame, name: str) -> dict[str, Any]:
+def _connections_section(conn: pd.DataFrame, name: str) -> Connections:
     """`connections`: attempted / connected / upgraded and the two ratios (zeros and None without events)."""
     if name not in conn.index:
-        return {"attempted": 0, "connected": 0, "upgraded": 0, "connect_ratio": None, "upgrade_ratio": None}
+        return Connections()
     c = conn.loc[name]
-    return {**{k: int(c[k]) for k in ("attempted", "connected", "upgraded")},
-            **{k: num(c[k]) for k in ("connect_ratio", "upgrade_ratio")}}
+    return Connections(attempted=int(c["attempted"]), connected=int(c["connected"]), upgraded=int(c["upgraded"]),
+                       connect_ratio=num(c["connect_ratio"]), upgrade_ratio=num(c["upgrade_ratio"]))
 
 
-def _steps_section(m: _Metrics, name: str) -> dict[str, Any]:
+def _steps_section(m: _Metrics, name: str) -> Steps:
     """`steps`: failed / total steps, their ratio and the counts per step."""
     n_steps, n_failed = m.step_totals.get(name, (0, 0))
-    return {"total": n_steps, "failed": n_failed,
-            "failure_ratio": (n_failed / n_steps) if n_steps else None,
-            "by_step": m.by_step.get(name, {})}
+    return Steps(total=n_steps, failed=n_failed, failure_ratio=(n_failed / n_steps) if n_steps else None,
+                 by_step=m.by_step.get(name, {}))
 
 
-def _node_switch_section(attrib: pd.DataFrame, name: str) -> dict[str, Any] | None:
+def _node_switch_section(attrib: pd.DataFrame, name: str) -> NodeSwitch | None:
     """`node_switch`: the session-unknown failures attributed to a node change (None without events)."""
     # share: over the polling 400s only (the probe refusals' attribution is by construction, see metrics)
     if name not in attrib.index:
         return None
-    return {k: num(attrib.loc[name, k]) for k in
-            ("session_unknown", "attributed", "share", "polling", "polling_attributed",
-             "probe", "probe_attributed", "follow_on")}
+    return NodeSwitch(**{f.name: num(attrib.loc[name, f.name]) for f in fields(NodeSwitch)})
 
 
-def _broadcast_section(dset: pd.DataFrame, name: str) -> dict[str, Any]:
+def _broadcast_section(dset: pd.DataFrame, name: str) -> Broadcast:
     """`broadcast`: sent / expected / delivered, the delivery ratio and its latency percentiles."""
     if name not in dset.index:
-        return {"sent": 0, "expected": 0, "delivered": 0, "delivery_ratio": None, "latency_ms": None}
+        return Broadcast()
     d = dset.loc[name]
-    return {"sent": int(d["sent"]), "expected": int(d["expected"]), "delivered": int(d["delivered"]),
-            "delivery_ratio": num(d["delivery_ratio"]),
-            "latency_ms": {p: num(d[f"lat_{p}"]) for p in ("p50", "p95", "p99")}}
+    return Broadcast(sent=int(d["sent"]), expected=int(d["expected"]), delivered=int(d["delivered"]),
+                     delivery_ratio=num(d["delivery_ratio"]),
+                     latency_ms=Percentiles(p50=num(d["lat_p50"]), p95=num(d["lat_p95"]), p99=num(d["lat_p99"])))
 
 
-def _latency_sections(m: _Metrics, name: str) -> dict[str, Any]:
+def _latency_sections(m: _Metrics, name: str) -> tuple[dict[str, Latency], dict[str, dict[str, Latency]]]:
     """`latency_ms` (per step) and `latency_by_node` (per step, per node)."""
     ls = m.lat_step[m.lat_step["config"] == name]
-    by_node: dict[str, Any] = {}
+    by_node: dict[str, dict[str, Latency]] = {}
     for _, row in m.lat_node[m.lat_node["config"] == name].iterrows():
         by_node.setdefault(row["step"], {})[row["node"]] = _lat(row)
-    return {"latency_ms": {row["step"]: _lat(row) for _, row in ls.iterrows()},
-            "latency_by_node": by_node}
+    return {row["step"]: _lat(row) for _, row in ls.iterrows()}, by_node
 
 
-def _node_sections(m: _Metrics, name: str) -> dict[str, Any]:
+def _node_sections(m: _Metrics, name: str) -> tuple[dict[str, int], Any, Any]:
     """`nodes` (sessions per node), `imbalance` and `p_uniform`."""
     dn = m.dist[m.dist["config"] == name]
-    return {"nodes": {str(n): int(s) for n, s in zip(dn["node"], dn["sessions"], strict=True)},
-            "imbalance": num(m.bal.loc[name, "imbalance"]) if name in m.bal.index else None,
-            "p_uniform": num(m.bal.loc[name, "p_uniform"]) if name in m.bal.index else None}
+    return ({str(n): int(s) for n, s in zip(dn["node"], dn["sessions"], strict=True)},
+            num(m.bal.loc[name, "imbalance"]) if name in m.bal.index else None,
+            num(m.bal.loc[name, "p_uniform"]) if name in m.bal.index else None)
 
 
-def _first_failure_section(ff: pd.DataFrame, name: str) -> dict[str, Any] | None:
+def _first_failure_section(ff: pd.DataFrame, name: str) -> FirstFailure | None:
     """`first_failure`: when (and at how many users) failures first passed the SLO, or None."""
     if name in ff.index and not math.isnan(ff.loc[name, "t"]):
-        return {"t_s": num(ff.loc[name, "t"]), "active_users": num(ff.loc[name, "active"])}
+        return FirstFailure(t_s=num(ff.loc[name, "t"]), active_users=num(ff.loc[name, "active"]))
     return None
 
 
@@ -288,9 +299,9 @@ def render(summary: dict[str, Any], tables: dict[str, Any], figures: dict[str, s
 
 # ---------------------------------------------------------------------------------------------
 
-def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: dict[str, Any], thresholds: dict[str, float],
+def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: ConfigBlock, thresholds: dict[str, float],
               imbalance: float | None) -> tuple[dict[str, Any], pd.DataFrame | None, C.USLFit | None]:
-    nodes = _int(cfg_block.get("nodes")) or 1
+    nodes = _int(cfg_block.nodes) or 1
     e = ev[ev["config"] == name]
     users = _users_series(frames, name, e)
     windows = C.step_windows(users)
@@ -379,7 +390,7 @@ def _users_series(frames: Frames, name: str, e: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"ts": au["t"] + t0, "users": au["active"]})
 
 
-def _checks(entry: dict[str, Any], th: dict[str, float]) -> dict[str, Any]:
+def _checks(entry: ConfigEntry, th: dict[str, float]) -> dict[str, CheckOutcome]:
     """The config's threshold checks by analysis.checks.evaluate: the one definition `sioscale check` uses,
     so the page, summary.json and the exit code agree (same value, same verdict, same sentence)."""
     from analysis.checks import FIGURES, evaluate
@@ -389,12 +400,10 @@ def _checks(entry: dict[str, Any], th: dict[str, float]) -> dict[str, Any]:
     if not active:
         return {}
     out = {}
-    for r in evaluate({"configs": [_jsonable(entry)]}, Thresholds(**active)):
-        out[r.threshold] = {"value": r.value, "limit": r.limit, "kind": FIGURES[r.threshold][1],
-                            "label": FIGURES[r.threshold][2],
-                            "pass": None if r.skipped else r.passed, "skipped": r.skipped or None,
-                            "missing": r.missing or None,
-                            "text": r.describe()}
+    for r in evaluate({"configs": [_jsonable(entry.to_json())]}, Thresholds(**active)):  # judged as summary.json has it
+        out[r.threshold] = CheckOutcome(value=r.value, limit=r.limit, kind=FIGURES[r.threshold][1],
+                                        label=FIGURES[r.threshold][2], passed=None if r.skipped else r.passed,
+                                        skipped=r.skipped or None, missing=r.missing or None, text=r.describe())
     return out
 
 
@@ -405,14 +414,14 @@ def _slo_used(th: dict[str, float], source: str | None) -> dict[str, Any]:
             "thresholds_source": source if th else None}
 
 
-def _config_block(meta: dict[str, Any], r: pd.Series) -> dict[str, Any]:
+def _config_block(meta: dict[str, Any], r: pd.Series) -> ConfigBlock:
     c = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     tr = c.get("transports")
     if isinstance(tr, str):
         tr = tr.replace("+", ",").split(",")
-    return {"balancer": c.get("balancer"), "policy": c.get("policy"), "adapter": c.get("adapter"),
-            "transports": list(tr) if isinstance(tr, list | tuple) else [], "server": c.get("server"),
-            "nodes": _int(c.get("nodes")), "tls": bool(c.get("tls")) if c.get("tls") is not None else None}
+    return ConfigBlock(balancer=c.get("balancer"), policy=c.get("policy"), adapter=c.get("adapter"),
+                       transports=list(tr) if isinstance(tr, list | tuple) else [], server=c.get("server"),
+                       nodes=_int(c.get("nodes")), tls=bool(c.get("tls")) if c.get("tls") is not None else None)
 
 
 def _environment(frames: Frames) -> dict[str, Any]:
@@ -450,9 +459,9 @@ def _int(v: Any) -> int | None:
         return None
 
 
-def _lat(row: pd.Series) -> dict[str, Any]:
-    return {"p50": num(row["p50"]), "p95": num(row["p95"]), "p99": num(row["p99"]), "max": num(row["max"]),
-            "count": int(row["count"])}
+def _lat(row: pd.Series) -> Latency:
+    return Latency(p50=num(row["p50"]), p95=num(row["p95"]), p99=num(row["p99"]), max=num(row["max"]),
+                   count=int(row["count"]))
 
 
 def _jsonable(o: Any) -> Any:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from analysis.checks import FIGURES, evaluate, junit_xml
+from analysis.summary import ConfigEntry
 from contract.config import Campaign, ConfigError, Thresholds, load_campaign
 from contract.status import Status, parse
 
@@ -63,11 +64,13 @@ def main(args: argparse.Namespace) -> int:
     th, camp, _ = thresholds_from_args(args)
     if not th.active():
         raise ConfigError("no thresholds: give flags such as --connect-ratio 0.99, or --campaign FILE with [thresholds]")
-    for c in summary["configs"]:  # a check passes on figures; say plainly when they are not the whole run's
-        if (isinstance(c, dict) and c.get("status") is not None and parse(c.get("status")) is not Status.OK
-                and (not args.only or args.only in str(c.get("name")))):
-            why = "; ".join(str(r) for r in c.get("status_reasons") or []) or str(c.get("error") or "no reason recorded")
-            print(f"{c.get('name')}: status {c.get('status')}: {why}", file=sys.stderr)
+    for raw in summary["configs"]:  # a check passes on figures; say plainly when they are not the whole run's
+        if not isinstance(raw, dict):
+            continue  # evaluate says which entry is broken
+        c = ConfigEntry.from_json(raw)  # typed; an older summary.json's missing keys take their defaults
+        if c.status is not None and parse(c.status) is not Status.OK and (not args.only or args.only in str(c.name)):
+            why = "; ".join(str(r) for r in c.status_reasons or []) or str(c.error or "no reason recorded")
+            print(f"{c.name}: status {c.status}: {why}", file=sys.stderr)
     results = evaluate(summary, th, args.only)
     if args.junit:
         suite = camp.name if camp else str(summary.get("title") or "sioscale")

@@ -66,6 +66,7 @@ def main(args: argparse.Namespace) -> int:
     import jinja2
 
     from analysis.report import write_report  # heavy imports (pandas, matplotlib) only when used
+    from analysis.summary import ConfigSummary
 
     dirs, problems = expand_run_dirs(args.run_dirs)
     for msg in problems:
@@ -88,21 +89,22 @@ def main(args: argparse.Namespace) -> int:
         # too, and deserves one line naming it rather than a traceback.
         print(f"sioscale report: cannot build a report from these runs: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    not_ok = [c for c in summary["configs"] if c["status"] != "ok"]
-    print(f"wrote {out / 'index.html'} and {out / 'summary.json'}: {len(summary['configs'])} config(s)"
+    typed = ConfigSummary.from_json(summary)
+    not_ok = [c for c in typed.configs if c.status != "ok"]
+    print(f"wrote {out / 'index.html'} and {out / 'summary.json'}: {len(typed.configs)} config(s)"
           + (f", {len(not_ok)} not ok" if not_ok else "")
-          + (f", {len(summary['warnings'])} loader warning(s)" if summary["warnings"] else ""))
+          + (f", {len(typed.warnings)} loader warning(s)" if typed.warnings else ""))
     for c in not_ok:  # what the page's first screen says, in the terminal too
-        print(f"  {c['name']}: {c['status'].upper()}: " + "; ".join(c.get("status_reasons") or [str(c.get("error"))]))
-    for w in summary["warnings"]:
+        print(f"  {c.name}: {c.status.upper()}: " + "; ".join(c.status_reasons or [str(c.error)]))
+    for w in typed.warnings:
         print(f"  warning: {w}")
-    slo = summary.get("slo") or {}
+    slo = typed.slo or {}
     print("capacity SLO: " + ", ".join(f"{k} {v:g} ({slo['from'][k]})" for k, v in slo.get("values", {}).items())
           + (f"; thresholds from {slo['thresholds_source']}" if slo.get("thresholds_source") else ""))
-    for c in summary["configs"]:
-        for v in c["verdicts"]:
+    for c in typed.configs:
+        for v in c.verdicts:
             print(f"  {v}")
-        for ch in (c.get("checks") or {}).values():
-            if ch["pass"] is False:  # the same sentence `sioscale check` prints for it
-                print(f"  threshold: {ch['text']}")
+        for ch in c.checks.values():
+            if ch.passed is False:  # the same sentence `sioscale check` prints for it
+                print(f"  threshold: {ch.text}")
     return 0
