@@ -46,12 +46,25 @@ from .actions import (
     WsSend,
 )
 from .classify import body_text, classify_http, is_session_unknown
+from .state import (
+    TRANSITIONS,
+    IllegalTransition,
+    Polling,
+    Probe,
+    Session,
+    Timers,
+    Transport,
+    Upgrade,
+    Ws,
+)
 
-# Public states, in order.
+# Module-level names for the enum members: the machine compares them on every packet, and a
+# module global costs a tenth of an Enum class attribute lookup (python 3.11).
+# Public states, in order (state.Session; state.TRANSITIONS says which may follow which).
 NEW, HANDSHAKING, CONNECTING, CONNECTED, CLOSING, CLOSED = (
-    "new", "handshaking", "connecting", "connected", "closing", "closed")
+    Session.NEW, Session.HANDSHAKING, Session.CONNECTING, Session.CONNECTED, Session.CLOSING, Session.CLOSED)
 
-POLLING, WEBSOCKET = "polling", "websocket"
+POLLING, WEBSOCKET = Transport.POLLING, Transport.WEBSOCKET
 _TRANSPORT_SETS = TRANSPORT_SETS  # contract.config: the one list of allowed transport sets
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _MAX_ATTACHMENTS = 256
@@ -73,8 +86,9 @@ MAX_SID_CHARS = 4096
 PING_RATE_SLACK = 2.0
 PING_BURST = 4
 
-# Probe states (upgrade polling → websocket).
-_P_OPENING, _P_PROBING, _P_PAUSING = "opening", "probing", "pausing"
+# Probe states (upgrade polling → websocket) and the WebSocket's own.
+_P_NONE, _P_OPENING, _P_PROBING, _P_PAUSING = Probe.NONE, Probe.OPENING, Probe.PROBING, Probe.PAUSING
+_WS_NONE, _WS_OPENING, _WS_OPEN = Ws.NONE, Ws.OPENING, Ws.OPEN
 
 
 class _BrowserJson:
@@ -152,6 +166,11 @@ class ClientProtocol:
     ack_timeout: seconds to wait for an ack (default: connect_timeout).
     rng: the randomness source for cache-busters (a `random.Random`; pass a seeded one in tests).
 
+    State (state.py): `_state` (Session, moved only by `_to` along state.TRANSITIONS),
+    `_transport` (Transport), `_polling` (Polling: the GET and POST in flight), `_upgrade`
+    (Upgrade: the WebSocket, the probe, whether upgraded) and `_timers` (Timers: every deadline);
+    state.py's table names the composite states in these terms.
+
     StepResults it emits (latency_ms from the `now` values passed in):
     - handshake: first request → open packet (transport "polling", or "websocket" when ws-only).
     - connect: first request → CONNECT acknowledged (the whole connect as the user sees it).
@@ -205,8 +224,8 @@ class ClientProtocol:
         self._ack_timeout = float(ack_timeout) if ack_timeout is not None else self._timeout
         self._rng = rng or random.Random()
 
-        self._state = NEW
-        self._transport = ""
+        self._state: Session = NEW  # changed only by _to(), along state.TRANSITIONS
+        self._transport: Transport = Transport.NONE
         self._sid = ""
         self._sid_q = ""  # the sid as it goes into a query: percent-encoded (codec.encode_uri_component)
         self._sio_sid = ""
@@ -217,33 +236,13 @@ class ClientProtocol:
         self._upgrades: list[str] = []
         self._connected_once = False  # Connected was emitted
         self._opened = False  # Engine.IO open packet accepted
+        self._pings = 0  # EIO4: pings the server sent (PING_RATE_SLACK)
 
-        self._rid = 0
-        self._get_rid: int | None = None
-        self._get_purpose = ""
-        self._post_rid: int | None = None
-        self._post_closes = False  # the in-flight POST carries the close packet
+        self._polling = Polling()  # the GET and POST in flight
+        self._upgrade = Upgrade()  # the WebSocket: probe and upgrade, or websocket-only
+        self._timers = Timers()  # every deadline, and the times latencies are measured from
         self._out: list[str | bytes] = []  # Engine.IO packets waiting to be written
         self._sio_buffer: list[list[str | bytes]] = []  # Socket.IO packets emitted before connect
-
-        self._ws = ""  # "" | "opening" | "open"
-        self._ws_purpose = ""
-        self._probe = ""  # "" | opening | probing | pausing
-        self._upgraded = False
-
-        self._t_start = 0.0
-        self._t_probe = 0.0
-        self._t_close = 0.0
-        self._last_ping = 0.0
-        self._t_open = 0.0  # when the open packet came (EIO4 ping schedule starts there)
-        self._pings = 0
-        self._connect_deadline: float | None = None
-        self._ping_deadline: float | None = None
-        self._next_ping: float | None = None  # EIO3: when the client sends its next ping
-        self._ping_sent: float | None = None  # EIO3: outstanding ping
-        self._probe_deadline: float | None = None
-        self._post_deadline: float | None = None
-        self._close_deadline: float | None = None
 
         self._next_ack = 0
         self._acks: dict[int, _PendingAck] = {}
@@ -252,8 +251,8 @@ class ClientProtocol:
     # -- properties ---------------------------------------------------------------------------
     @property
     def state(self) -> str:
-        """One of new, handshaking, connecting, connected, closing, closed."""
-        return self._state
+        """One of new, handshaking, connecting, connected, closing, closed (Session's values)."""
+        return self._state.value
 
     @property
     def eio_sid(self) -> str:
@@ -268,7 +267,7 @@ class ClientProtocol:
     @property
     def transport(self) -> str:
         """"polling" | "websocket" | "" (before start)."""
-        return self._transport
+        return self._transport.value
 
     @property
     def node(self) -> str:
@@ -279,17 +278,29 @@ class ClientProtocol:
     def namespace(self) -> str:
         return self._ns
 
+    @property
+    def _get_rid(self) -> int | None:
+        """The GET in flight (tests read it to answer the parked poll)."""
+        return self._polling.get_rid
+
+    def _to(self, state: Session) -> None:
+        """Move to `state`; IllegalTransition (a bug in the machine) unless state.TRANSITIONS
+        allows it."""
+        if state not in TRANSITIONS[self._state]:
+            raise IllegalTransition(f"session state {self._state.value} -> {state.value} is not allowed")
+        self._state = state
+
     # -- inputs -------------------------------------------------------------------------------
     def start(self, now: float) -> list[Action]:
         """Begin the session: the handshake GET (or the WebSocket in websocket-only mode)."""
-        if self._state != NEW:
+        if self._state is not NEW:
             return []
-        self._state = HANDSHAKING
-        self._t_start = now
-        self._connect_deadline = now + self._timeout
+        self._to(HANDSHAKING)
+        self._timers.t_start = now
+        self._timers.connect = now + self._timeout
         if self._transports[0] == WEBSOCKET:
             self._transport = WEBSOCKET
-            self._ws, self._ws_purpose = "opening", "websocket"
+            self._upgrade.ws, self._upgrade.ws_purpose = _WS_OPENING, "websocket"
             return [OpenWebSocket(self._query(WEBSOCKET), "websocket")]
         self._transport = POLLING
         rid = self._new_get("handshake")
@@ -301,6 +312,8 @@ class ClientProtocol:
         out: list[Action] = []
         try:
             self._http_response(rid, status, body, now, node, content_type, out)
+        except IllegalTransition:
+            raise  # a bug in the machine, not bad input: the tests must see it
         except Exception as e:  # noqa: BLE001 - the machine must classify, never raise
             self._protocol_error(now, f"{type(e).__name__}: {e}", out)
         return out
@@ -309,24 +322,24 @@ class ClientProtocol:
         """HttpRequest `rid` failed below HTTP: error_kind connection_refused | connection_reset |
         timeout | transport_closed | protocol_error (unparsable HTTP)."""
         out: list[Action] = []
-        if self._state == CLOSED:
+        if self._state is CLOSED:
             return out
         kind = error_kind or "transport_closed"
-        if rid == self._get_rid:
-            self._get_rid = None
-            if self._state == CLOSING:
+        if rid == self._polling.get_rid:
+            self._polling.get_rid = None
+            if self._state is CLOSING:
                 return out  # the parked GET our own close released or broke: no longer matters
-            if self._get_purpose == "handshake":
+            if self._polling.get_purpose == "handshake":
                 self._fail_step("handshake", kind, error, now, out)
                 self._close(now, "connect error", kind, error, out)
             else:
                 self._fail_step("poll", kind, error, now, out, name="poll")
                 self._close(now, "transport error", kind, error, out)
-        elif rid == self._post_rid:
-            self._post_rid = None
-            self._post_deadline = None
+        elif rid == self._polling.post_rid:
+            self._polling.post_rid = None
+            self._timers.post = None
             self._fail_step("poll", kind, error, now, out, name="post")
-            if self._state == CLOSING:
+            if self._state is CLOSING:
                 self._finish_client_close(now, out)
             else:
                 self._close(now, "transport error", kind, error, out)
@@ -335,12 +348,12 @@ class ClientProtocol:
     def ws_opened(self, now: float, *, node: str = "") -> list[Action]:
         """The WebSocket of the last OpenWebSocket is open (HTTP 101)."""
         out: list[Action] = []
-        if self._state in (CLOSED,) or self._ws != "opening":
+        if self._state in (CLOSED,) or self._upgrade.ws is not _WS_OPENING:
             return out
-        self._ws = "open"
+        self._upgrade.ws = _WS_OPEN
         self._see_node(node, now, out)
-        if self._ws_purpose == "probe":
-            self._probe = _P_PROBING
+        if self._upgrade.ws_purpose == "probe":
+            self._upgrade.probe = _P_PROBING
             out.append(WsSend("2probe"))
         return out
 
@@ -349,9 +362,9 @@ class ClientProtocol:
         """The WebSocket could not be opened: `status`/`body` of a non-101 answer when there was
         one (None otherwise), error_kind as in http_failed for I/O failures."""
         out: list[Action] = []
-        if self._state == CLOSED or self._ws != "opening":
+        if self._state is CLOSED or self._upgrade.ws is not _WS_OPENING:
             return out
-        self._ws = ""
+        self._upgrade.ws = _WS_NONE
         prev_node = self._node
         self._see_node(node, now, out)
         body = body or b""
@@ -359,7 +372,7 @@ class ClientProtocol:
             excerpt = body_text(body)
             error = f"HTTP {status} on websocket" + (f": {excerpt}" if excerpt else "") + (
                 f" ({error})" if error else "")
-        if self._ws_purpose == "probe":
+        if self._upgrade.ws_purpose == "probe":
             # A probe that meets an unknown sid (Node: 400 "Session ID unknown"; python-engineio
             # under uvicorn: 403 without body, the ASGI websocket cannot carry the 400) is the
             # non-sticky signature; anything else is a plain upgrade failure.
@@ -381,7 +394,7 @@ class ClientProtocol:
     def ws_message(self, data: str | bytes, now: float) -> list[Action]:
         """One WebSocket frame (str = text frame, bytes = binary frame)."""
         out: list[Action] = []
-        if self._state == CLOSED or self._ws != "open":
+        if self._state is CLOSED or self._upgrade.ws is not _WS_OPEN:
             return out
         try:
             if isinstance(data, str):
@@ -395,18 +408,19 @@ class ClientProtocol:
                 pkt = (codec.MESSAGE, data)
             else:
                 raise _ProtocolError(f"frame of type {type(data).__name__}")
-            if self._probe == _P_PROBING:
+            if self._upgrade.probe is _P_PROBING:
                 # socket.io-client's _probe(): the first packet must be pong "probe".
                 if pkt == (codec.PONG, "probe"):
-                    self._probe = _P_PAUSING
-                    self._probe_deadline = now + self._timeout
-                    out.append(StepResult("upgrade_probe", True, _ms(self._t_probe, now), WEBSOCKET,
-                                          self._node, "", "", "upgrade_probe"))
+                    self._upgrade.probe = _P_PAUSING
+                    self._timers.probe = now + self._timeout
+                    out.append(self._ok("upgrade_probe", _ms(self._timers.t_probe, now), transport=WEBSOCKET))
                     self._maybe_finish_upgrade(now, out)
                 else:
                     self._probe_failed(now, "upgrade_failed", f"probe answered with {str(data)[:60]!r}", out)
                 return out
             self._on_packets([pkt], now, WEBSOCKET, out)
+        except IllegalTransition:
+            raise  # a bug in the machine, not bad input: the tests must see it
         except Exception as e:  # noqa: BLE001 - the machine must classify, never raise
             self._protocol_error(now, f"{type(e).__name__}: {e}" if not isinstance(e, _ProtocolError) else str(e),
                                  out)
@@ -416,20 +430,20 @@ class ClientProtocol:
         """The WebSocket ended (peer close, reset, EOF). error_kind: transport_closed or
         connection_reset."""
         out: list[Action] = []
-        if self._state == CLOSED or not self._ws:
+        if self._state is CLOSED or not self._upgrade.ws:
             return out
-        was = self._ws
-        self._ws = ""
-        if self._ws_purpose == "probe" and not self._upgraded:
+        was = self._upgrade.ws
+        self._upgrade.ws = _WS_NONE
+        if self._upgrade.ws_purpose == "probe" and not self._upgrade.upgraded:
             self._probe_failed(now, "upgrade_failed", error or "websocket closed during probe", out,
                                close_ws=False)
             return out
         kind = error_kind or "transport_closed"
         error = error or "websocket closed"
-        if self._state == CLOSING:
+        if self._state is CLOSING:
             self._finish_client_close(now, out)
         elif not self._opened:
-            self._fail_step("handshake", kind, error if was == "open" else error, now, out, transport=WEBSOCKET)
+            self._fail_step("handshake", kind, error if was is _WS_OPEN else error, now, out, transport=WEBSOCKET)
             self._close(now, "connect error", kind, error, out)
         else:
             self._close(now, "transport close", kind, error, out)
@@ -438,59 +452,58 @@ class ClientProtocol:
     def tick(self, now: float) -> list[Action]:
         """Fire every timer due at `now`: timeouts, EIO3 pings."""
         out: list[Action] = []
-        if self._state == CLOSED:
+        if self._state is CLOSED:
             return out
-        if self._connect_deadline is not None and now >= self._connect_deadline:
-            self._connect_deadline = None
+        if self._timers.connect is not None and now >= self._timers.connect:
+            self._timers.connect = None
             err = f"no {'open packet' if not self._opened else 'CONNECT answer'} within {self._timeout:g} s"
             if not self._opened:
                 self._fail_step("handshake", "timeout", err, now, out)
             self._close(now, "connect error", "timeout", err, out)
             return out
-        if self._close_deadline is not None and now >= self._close_deadline:
+        if self._timers.close is not None and now >= self._timers.close:
             self._finish_client_close(now, out)
             return out
-        if self._post_deadline is not None and now >= self._post_deadline:
-            self._post_deadline = None
-            self._post_rid = None
+        if self._timers.post is not None and now >= self._timers.post:
+            self._timers.post = None
+            self._polling.post_rid = None
             err = f"POST not answered within {self._timeout:g} s"
             self._fail_step("poll", "timeout", err, now, out, name="post")
             self._close(now, "transport error", "timeout", err, out)
             return out
-        if self._ping_deadline is not None and now >= self._ping_deadline:
-            self._ping_deadline = None
-            if self._eio == 3 and self._ping_sent is not None:
+        if self._timers.ping is not None and now >= self._timers.ping:
+            self._timers.ping = None
+            if self._eio == 3 and self._timers.ping_sent is not None:
                 err = f"no pong within pingTimeout {self._ping_timeout:g} s"
                 self._fail_step("ping", "timeout", err, now, out)
             else:
                 err = f"no ping within pingInterval + pingTimeout ({self._ping_interval + self._ping_timeout:g} s)"
             self._close(now, "ping timeout", "timeout", err, out)
             return out
-        if self._probe_deadline is not None and now >= self._probe_deadline:
+        if self._timers.probe is not None and now >= self._timers.probe:
             self._probe_failed(now, "upgrade_failed", f"no probe answer within {self._timeout:g} s", out)
-        if self._next_ping is not None and now >= self._next_ping:
-            self._next_ping = None
-            self._ping_sent = now
-            self._ping_deadline = now + self._ping_timeout
+        if self._timers.next_ping is not None and now >= self._timers.next_ping:
+            self._timers.next_ping = None
+            self._timers.ping_sent = now
+            self._timers.ping = now + self._ping_timeout
             self._send(["2"], now, out)
         if self._acks:
             for ack_id in [a for a, p in self._acks.items() if now >= p.deadline]:
                 p = self._acks.pop(ack_id)
                 err = f"no ack within {self._ack_timeout:g} s"
-                out.append(StepResult(p.step, False, None, self._transport, self._node, "timeout", err, p.name,
-                                      ack_id))
+                out.append(self._fail(p.step, "timeout", err, name=p.name, ack_id=ack_id))
                 out.append(AckFailed(self._ns, ack_id, "timeout", err))
         return out
 
     def next_deadline(self) -> float | None:
         """When `tick` must be called next (monotonic seconds), None if no timer is armed."""
-        if self._state == CLOSED:
+        if self._state is CLOSED:
             return None
-        ts = [t for t in (self._connect_deadline, self._ping_deadline, self._next_ping, self._probe_deadline,
-                          self._post_deadline, self._close_deadline) if t is not None]
+        t = self._timers.next_deadline()
         if self._acks:
-            ts.append(min(p.deadline for p in self._acks.values()))
-        return min(ts) if ts else None
+            a = min(p.deadline for p in self._acks.values())
+            return a if t is None or a < t else t
+        return t
 
     # -- application calls --------------------------------------------------------------------
     def emit(self, event: str, *args: Any, namespace: str | None = None, ack: bool = False,
@@ -509,8 +522,7 @@ class ClientProtocol:
         name = name or f"{'ack' if ack else 'emit'}:{event}"
         ns = namespace or self._ns
         if self._state in (CLOSING, CLOSED):
-            out.append(StepResult(step, False, None, self._transport, self._node, "transport_closed",
-                                  "session closed", name))
+            out.append(self._fail(step, "transport_closed", "session closed", name=name))
             return None, out
         ack_id = None
         if ack:
@@ -523,18 +535,18 @@ class ClientProtocol:
         parts = self._sio_to_eio(encoded)
         if ack_id is not None:
             self._acks[ack_id] = _PendingAck(event, now, now + self._ack_timeout, step, name)
-        if self._state == CONNECTED:
+        if self._state is CONNECTED:
             self._send(parts, now, out)
         else:
             self._sio_buffer.append(parts)
         if not ack:
-            out.append(StepResult(step, True, None, self._transport, self._node, "", "", name))
+            out.append(self._ok(step, None, name=name))
         return ack_id, out
 
     def send_ack(self, ack_id: int, *args: Any, namespace: str | None = None, now: float) -> list[Action]:
         """Answer a server event that asked for an ack (EventReceived.ack_id)."""
         out: list[Action] = []
-        if self._state != CONNECTED:
+        if self._state is not CONNECTED:
             return out
         encoded = _SioPacket(sio_packet.ACK, data=list(args), namespace=namespace or self._ns,
                                     id=ack_id).encode()
@@ -550,33 +562,33 @@ class ClientProtocol:
         if not self._opened:
             self._close(now, "io client disconnect", "", "", out)
             return out
-        self._t_close = now
-        self._connect_deadline = None
-        if self._probe:
+        self._timers.t_close = now
+        self._timers.connect = None
+        if self._upgrade.probe:
             self._abort_probe(out)
-        if self._state == CONNECTED:
+        if self._state is CONNECTED:
             self._out.append("41" if self._ns == "/" else f"41{self._ns},")
-        if self._transport == WEBSOCKET:
+        if self._transport is WEBSOCKET:
             self._flush(now, out)
             self._close(now, "io client disconnect", "", "", out)
             return out
         # polling: the close packet rides a POST; Closed follows its answer (or the timeout).
         self._out.append("1")
-        self._state = CLOSING
-        self._close_deadline = now + self._timeout
+        self._to(CLOSING)
+        self._timers.close = now + self._timeout
         self._flush(now, out, closing=True)
         return out
 
     # -- internals: HTTP ------------------------------------------------------------------------
     def _http_response(self, rid: int, status: int, body: bytes, now: float, node: str, content_type: str,
                        out: list[Action]) -> None:
-        if self._state == CLOSED:
+        if self._state is CLOSED:
             return
-        if rid == self._get_rid:
-            self._get_rid = None
-            purpose = self._get_purpose
+        if rid == self._polling.get_rid:
+            self._polling.get_rid = None
+            purpose = self._polling.get_purpose
             self._see_node(node, now, out)
-            if self._state == CLOSING:
+            if self._state is CLOSING:
                 return  # the parked GET released by our own close: its answer no longer matters
             if status != 200:
                 kind, err = classify_http(status, body, handshake=purpose == "handshake")
@@ -594,34 +606,34 @@ class ClientProtocol:
             else:
                 pkts = self._decode_payload(body, content_type)
             self._on_packets(pkts, now, POLLING, out)
-            if self._state in (CONNECTING, CONNECTED) and self._transport == POLLING:
-                if self._probe == _P_PAUSING:
+            if self._state in (CONNECTING, CONNECTED) and self._transport is POLLING:
+                if self._upgrade.probe is _P_PAUSING:
                     self._maybe_finish_upgrade(now, out)
                 else:
                     self._poll(out)
-        elif rid == self._post_rid:
-            self._post_rid = None
-            self._post_deadline = None
+        elif rid == self._polling.post_rid:
+            self._polling.post_rid = None
+            self._timers.post = None
             self._see_node(node, now, out)
-            closes = self._post_closes
-            self._post_closes = False
+            closes = self._polling.post_closes
+            self._polling.post_closes = False
             if status != 200:
                 kind, err = classify_http(status, body, handshake=False)
                 self._fail_step("poll", kind, err, now, out, name="post")
-                if self._state == CLOSING:
+                if self._state is CLOSING:
                     self._finish_client_close(now, out)
                 else:
                     self._close(now, "transport error", kind, err, out)
                 return
             if body.strip().lower() != b"ok":
                 raise _ProtocolError(f"POST answered {body_text(body, 60)!r} instead of 'ok'")
-            if self._state == CLOSING and closes:
+            if self._state is CLOSING and closes:
                 self._finish_client_close(now, out)
                 return
-            if self._probe == _P_PAUSING:
+            if self._upgrade.probe is _P_PAUSING:
                 self._maybe_finish_upgrade(now, out)
             else:
-                self._flush(now, out, closing=self._state == CLOSING)
+                self._flush(now, out, closing=self._state is CLOSING)
 
     def _decode_payload(self, body: bytes, content_type: str) -> list[codec.Packet]:
         try:
@@ -632,12 +644,12 @@ class ClientProtocol:
             raise _ProtocolError(f"bad payload ({e}): {body_text(body, 60)!r}") from None
 
     def _new_get(self, purpose: str) -> int:
-        self._rid += 1
-        self._get_rid, self._get_purpose = self._rid, purpose
-        return self._rid
+        self._polling.rid += 1
+        self._polling.get_rid, self._polling.get_purpose = self._polling.rid, purpose
+        return self._polling.rid
 
     def _poll(self, out: list[Action]) -> None:
-        if self._get_rid is None and not self._probe == _P_PAUSING and not self._upgraded:
+        if self._polling.get_rid is None and self._upgrade.probe is not _P_PAUSING and not self._upgrade.upgraded:
             rid = self._new_get("poll")
             out.append(HttpRequest(rid, "GET", self._query(POLLING), None, None, "poll"))
 
@@ -661,17 +673,17 @@ class ClientProtocol:
         self._flush(now, out)
 
     def _flush(self, now: float, out: list[Action], *, closing: bool = False) -> None:
-        if not self._out or self._state == CLOSED:
+        if not self._out or self._state is CLOSED:
             return
-        if self._transport == WEBSOCKET:
-            if self._ws != "open":
+        if self._transport is WEBSOCKET:
+            if self._upgrade.ws is not _WS_OPEN:
                 return
             v3 = self._eio == 3
             for p in self._out:
                 out.append(WsSend(b"\x04" + p if v3 and isinstance(p, bytes) else p))
             self._out.clear()
             return
-        if self._post_rid is not None or self._probe == _P_PAUSING or self._upgraded or not self._sid:
+        if self._polling.post_rid is not None or self._upgrade.probe is _P_PAUSING or self._upgrade.upgraded or not self._sid:
             return
         # engine.io-client batches the write buffer up to maxPayload bytes per POST.
         take, size = 0, 0
@@ -686,16 +698,16 @@ class ClientProtocol:
             body, ctype = codec.encode_payload_v4(batch)
         else:
             body, ctype = codec.encode_payload_v3(batch)
-        self._rid += 1
-        self._post_rid = self._rid
-        self._post_closes = closing and not self._out and batch[-1] == "1"
-        self._post_deadline = now + self._timeout
-        out.append(HttpRequest(self._rid, "POST", self._query(POLLING), body, ctype, "post"))
+        self._polling.rid += 1
+        self._polling.post_rid = self._polling.rid
+        self._polling.post_closes = closing and not self._out and batch[-1] == "1"
+        self._timers.post = now + self._timeout
+        out.append(HttpRequest(self._polling.rid, "POST", self._query(POLLING), body, ctype, "post"))
 
     # -- internals: Engine.IO packets -----------------------------------------------------------
     def _on_packets(self, pkts: list[codec.Packet], now: float, via: str, out: list[Action]) -> None:
         for ptype, data in pkts:
-            if self._state == CLOSED:
+            if self._state is CLOSED:
                 return
             if not self._opened and ptype != codec.OPEN:
                 raise _ProtocolError(f"packet type {ptype} before the open packet")
@@ -707,33 +719,31 @@ class ClientProtocol:
                 if self._eio == 3:
                     raise _ProtocolError("EIO3 server sent a ping (the client pings in EIO3)")
                 self._pings += 1
-                allowed = PING_BURST + PING_RATE_SLACK * (now - self._t_open) / self._ping_interval
+                allowed = PING_BURST + PING_RATE_SLACK * (now - self._timers.t_open) / self._ping_interval
                 if self._pings > allowed:
-                    raise _ProtocolError(f"server sent {self._pings} pings in {now - self._t_open:.3f} s, "
+                    raise _ProtocolError(f"server sent {self._pings} pings in {now - self._timers.t_open:.3f} s, "
                                          f"more than its pingInterval of {self._ping_interval * 1000:g} ms allows")
-                self._ping_deadline = now + self._ping_interval + self._ping_timeout
-                late = max(0.0, (now - self._last_ping) - self._ping_interval)
-                self._last_ping = now
+                self._timers.ping = now + self._ping_interval + self._ping_timeout
+                late = max(0.0, (now - self._timers.last_ping) - self._ping_interval)
+                self._timers.last_ping = now
                 self._send(["3"], now, out)
-                out.append(StepResult("ping", True, round(late * 1000.0, 3), self._transport, self._node, "", "",
-                                      "ping"))
+                out.append(self._ok("ping", round(late * 1000.0, 3)))
             elif ptype == codec.PONG:
-                if self._eio == 4 or self._ping_sent is None:
+                if self._eio == 4 or self._timers.ping_sent is None:
                     raise _ProtocolError(f"unexpected pong {data!r}")
-                out.append(StepResult("ping", True, _ms(self._ping_sent, now), self._transport, self._node, "",
-                                      "", "ping"))
-                self._ping_sent = None
-                self._next_ping = now + self._ping_interval
-                self._ping_deadline = now + self._ping_interval + self._ping_timeout
+                out.append(self._ok("ping", _ms(self._timers.ping_sent, now)))
+                self._timers.ping_sent = None
+                self._timers.next_ping = now + self._ping_interval
+                self._timers.ping = now + self._ping_interval + self._ping_timeout
             elif ptype == codec.CLOSE:
                 self._close(now, "transport close", "transport_closed", "server closed the session", out)
             elif ptype == codec.NOOP:
                 pass
             else:
                 raise _ProtocolError(f"unexpected Engine.IO packet type {ptype}")
-            if self._eio == 3 and self._ping_sent is None and self._opened and self._state != CLOSED:
+            if self._eio == 3 and self._timers.ping_sent is None and self._opened and self._state is not CLOSED:
                 # EIO3: any packet proves the server alive (engine.io-client 3.x onHeartbeat).
-                self._ping_deadline = now + self._ping_interval + self._ping_timeout
+                self._timers.ping = now + self._ping_interval + self._ping_timeout
 
     def _on_open(self, data: object, now: float, via: str, out: list[Action]) -> None:
         if self._opened:
@@ -755,12 +765,12 @@ class ClientProtocol:
         self._sid, self._sid_q = sid, sid_q
         self._ping_interval, self._ping_timeout = pi / 1000.0, pt / 1000.0
         self._max_payload, self._upgrades = mp, ups
-        self._state = CONNECTING
-        self._last_ping = self._t_open = now
-        self._ping_deadline = now + self._ping_interval + self._ping_timeout
+        self._to(CONNECTING)
+        self._timers.last_ping = self._timers.t_open = now
+        self._timers.ping = now + self._ping_interval + self._ping_timeout
         if self._eio == 3:
-            self._next_ping = now + self._ping_interval
-        out.append(StepResult("handshake", True, _ms(self._t_start, now), via, self._node, "", "", "handshake"))
+            self._timers.next_ping = now + self._ping_interval
+        out.append(self._ok("handshake", _ms(self._timers.t_start, now), transport=via))
         # socket.io-client on engine open: CONNECT first (its POST), then probes, then the poll.
         if self._eio == 4:
             if self._ns == "/":
@@ -772,42 +782,42 @@ class ClientProtocol:
         elif self._ns != "/":
             self._send([f"40{self._ns},"], now, out)
         if via == POLLING and WEBSOCKET in self._transports and WEBSOCKET in self._upgrades:
-            self._probe = _P_OPENING
-            self._t_probe = now
-            self._probe_deadline = now + self._timeout
-            self._ws, self._ws_purpose = "opening", "probe"
+            self._upgrade.probe = _P_OPENING
+            self._timers.t_probe = now
+            self._timers.probe = now + self._timeout
+            self._upgrade.ws, self._upgrade.ws_purpose = _WS_OPENING, "probe"
             out.append(OpenWebSocket(self._query(WEBSOCKET), "probe"))
 
     # -- internals: upgrade ---------------------------------------------------------------------
     def _maybe_finish_upgrade(self, now: float, out: list[Action]) -> None:
         # engine.io-client pauses polling: wait for the parked GET (released by the server's
         # noop) and any POST in flight, then send "5" and move the write buffer to the socket.
-        if self._get_rid is not None or self._post_rid is not None or self._state == CLOSED:
+        if self._polling.get_rid is not None or self._polling.post_rid is not None or self._state is CLOSED:
             return
-        self._probe = ""
-        self._probe_deadline = None
-        self._upgraded = True
+        self._upgrade.probe = _P_NONE
+        self._timers.probe = None
+        self._upgrade.upgraded = True
         self._transport = WEBSOCKET
         out.append(WsSend("5"))
-        out.append(StepResult("upgrade", True, _ms(self._t_probe, now), WEBSOCKET, self._node, "", "", "upgrade"))
+        out.append(self._ok("upgrade", _ms(self._timers.t_probe, now), transport=WEBSOCKET))
         self._flush(now, out)
 
     def _abort_probe(self, out: list[Action]) -> None:
-        if self._ws:
+        if self._upgrade.ws:
             out.append(CloseWebSocket())
-        self._ws = ""
-        self._probe = ""
-        self._probe_deadline = None
+        self._upgrade.ws = _WS_NONE
+        self._upgrade.probe = _P_NONE
+        self._timers.probe = None
 
     def _probe_failed(self, now: float, kind: str, error: str, out: list[Action], *, close_ws: bool = True) -> None:
         # socket.io-client: "probe error" → upgradeError; the session stays on polling.
-        was_pausing = self._probe == _P_PAUSING
+        was_pausing = self._upgrade.probe is _P_PAUSING
         if close_ws:
             self._abort_probe(out)
         else:
-            self._ws, self._probe, self._probe_deadline = "", "", None
+            self._upgrade.ws, self._upgrade.probe, self._timers.probe = _WS_NONE, _P_NONE, None
         step = "upgrade" if was_pausing else "upgrade_probe"
-        out.append(StepResult(step, False, _ms(self._t_probe, now), WEBSOCKET, self._node, kind, error, step))
+        out.append(self._fail(step, kind, error, latency_ms=_ms(self._timers.t_probe, now), transport=WEBSOCKET))
         if self._state in (CONNECTING, CONNECTED):
             self._poll(out)
             self._flush(now, out)
@@ -853,7 +863,7 @@ class ClientProtocol:
         if t in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
             if not isinstance(data, list) or not data or not isinstance(data[0], str):
                 raise _ProtocolError(f"EVENT without a name: {data!r:.60}")
-            if self._state == CONNECTED:
+            if self._state is CONNECTED:
                 out.append(EventReceived(ns, data[0], data[1:], pkt.id))
         elif t in (sio_packet.ACK, sio_packet.BINARY_ACK):
             if pkt.id is None or not (data is None or isinstance(data, list)):
@@ -861,7 +871,7 @@ class ClientProtocol:
             p = self._acks.pop(pkt.id, None)
             if p is None:
                 return  # late ack after a timeout (socket.io-client ignores it too)
-            out.append(StepResult(p.step, True, _ms(p.t0, now), self._transport, self._node, "", "", p.name, pkt.id))
+            out.append(self._ok(p.step, _ms(p.t0, now), name=p.name, ack_id=pkt.id))
             out.append(AckReceived(ns, pkt.id, data or []))
         elif t == sio_packet.CONNECT:
             self._on_connect(data, now, out)
@@ -875,7 +885,7 @@ class ClientProtocol:
             raise _ProtocolError(f"unknown Socket.IO packet type {t!r}")
 
     def _on_connect(self, data: object, now: float, out: list[Action]) -> None:
-        if self._state != CONNECTING:
+        if self._state is not CONNECTING:
             return  # duplicate CONNECT: harmless
         if self._eio == 4:
             sid = data.get("sid") if isinstance(data, dict) else None
@@ -884,11 +894,10 @@ class ClientProtocol:
             self._sio_sid = sid
         else:
             self._sio_sid = self._sid if self._ns == "/" else f"{self._ns}#{self._sid}"
-        self._state = CONNECTED
+        self._to(CONNECTED)
         self._connected_once = True
-        self._connect_deadline = None
-        out.append(StepResult("connect", True, _ms(self._t_start, now), self._transport, self._node, "", "",
-                              "connect"))
+        self._timers.connect = None
+        out.append(self._ok("connect", _ms(self._timers.t_start, now)))
         out.append(Connected(self._ns, self._sio_sid))
         buffered, self._sio_buffer = self._sio_buffer, []
         for parts in buffered:
@@ -900,16 +909,31 @@ class ClientProtocol:
         if not node:
             return
         if self._node and node != self._node:
-            out.append(StepResult("node_switch", True, None, self._transport, node, "", f"{self._node}->{node}",
-                                  "node_switch"))
+            out.append(self._ok("node_switch", None, node=node, error=f"{self._node}->{node}"))
         self._node = node
+
+    # The two StepResult builders: every StepResult of the machine is made by one of them, by
+    # keyword (StepResult's 9 positional fields are written out here only).
+    def _ok(self, step: str, latency_ms: float | None, *, transport: str | None = None, node: str | None = None,
+            error: str = "", name: str | None = None, ack_id: int | None = None) -> StepResult:
+        """An ok step of this session: its transport and node unless given; `error` carries only a
+        node_switch's "n1->n2"; `name` defaults to `step`."""
+        return StepResult(step, True, latency_ms, transport or self._transport, node or self._node, "", error,
+                          name or step, ack_id)
+
+    def _fail(self, step: str, kind: str, error: str, *, latency_ms: float | None = None,
+              transport: str | None = None, name: str | None = None, ack_id: int | None = None) -> StepResult:
+        """A failed step of kind `kind` of this session: its transport unless given, its node;
+        `name` defaults to `step`."""
+        return StepResult(step, False, latency_ms, transport or self._transport, self._node, kind, error,
+                          name or step, ack_id)
 
     def _fail_step(self, step: str, kind: str, error: str, now: float, out: list[Action], *,
                    name: str | None = None, transport: str | None = None) -> None:
-        out.append(StepResult(step, False, None, transport or self._transport, self._node, kind, error, name or step))
+        out.append(self._fail(step, kind, error, name=name, transport=transport))
 
     def _protocol_error(self, now: float, error: str, out: list[Action]) -> None:
-        if self._state == CLOSED:
+        if self._state is CLOSED:
             return
         if not self._opened:
             self._fail_step("handshake", "protocol_error", error, now, out)
@@ -918,23 +942,24 @@ class ClientProtocol:
             self._close(now, "transport error", "protocol_error", error, out)
 
     def _finish_client_close(self, now: float, out: list[Action]) -> None:
-        latency = _ms(self._t_close, now)
+        latency = _ms(self._timers.t_close, now)
         self._close(now, "io client disconnect", "", "", out, latency=latency)
 
     def _close(self, now: float, reason: str, kind: str, error: str, out: list[Action], *,
                latency: float | None = None) -> None:
-        if self._state == CLOSED:
+        if self._state is CLOSED:
             return
         clean = kind == "" and reason == "io client disconnect"
         if self._connected_once:
-            out.append(StepResult("disconnect", clean, latency, self._transport, self._node,
-                                  "" if clean else kind, "" if clean else f"{reason}: {error}".rstrip(": "),
-                                  "disconnect"))
+            if clean:
+                out.append(self._ok("disconnect", latency))
+            else:
+                out.append(self._fail("disconnect", kind, f"{reason}: {error}".rstrip(": "), latency_ms=latency))
         elif not clean:
-            out.append(StepResult("connect", False, None, self._transport, self._node, kind, error, "connect"))
-        if self._ws:
+            out.append(self._fail("connect", kind, error))
+        if self._upgrade.ws:
             out.append(CloseWebSocket())
-        if self._get_rid is not None or self._post_rid is not None or (self._transport == POLLING and self._opened):
+        if self._polling.get_rid is not None or self._polling.post_rid is not None or (self._transport is POLLING and self._opened):
             out.append(CancelPolling())
         for ack_id, p in self._acks.items():
             akind = kind or "transport_closed"
@@ -944,17 +969,15 @@ class ClientProtocol:
             # itself (a user stopped mid-call at the end of a run) says nothing about the server:
             # a failed row for it would add failures to every clean run's end.
             if not clean:
-                out.append(StepResult(p.step, False, None, self._transport, self._node, akind, aerr, p.name,
-                                      ack_id))
+                out.append(self._fail(p.step, akind, aerr, name=p.name, ack_id=ack_id))
             out.append(AckFailed(self._ns, ack_id, akind, aerr))
         self._acks.clear()
         self._sio_buffer.clear()
         self._out.clear()
         self._partial = None
-        self._ws = ""
-        self._probe = ""
-        self._get_rid = self._post_rid = None
-        self._connect_deadline = self._ping_deadline = self._next_ping = None
-        self._probe_deadline = self._post_deadline = self._close_deadline = None
-        self._state = CLOSED
+        self._upgrade.ws = _WS_NONE
+        self._upgrade.probe = _P_NONE
+        self._polling.get_rid = self._polling.post_rid = None
+        self._timers.disarm()
+        self._to(CLOSED)
         out.append(Closed(reason, kind, error))
