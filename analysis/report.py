@@ -183,9 +183,8 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
     entry.faults = [{k: f.get(k) for k in ("at", "action", "target", "error")}
                     for f in (meta.get("faults") or []) if isinstance(f, dict)]
     entry.checks = _checks(entry, thresholds)
-    plain = entry.to_json()  # the verdict sentences read the entry as summary.json has it
-    entry.verdicts = config_verdicts(plain)
-    entry.description = describe(plain)
+    entry.verdicts = config_verdicts(entry)
+    entry.description = describe(entry)
     return entry, stats, fit
 
 

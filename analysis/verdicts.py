@@ -12,6 +12,10 @@ from typing import Any
 from contract.fmt import num
 
 from .capacity import GENERATOR_SATURATED
+from .summary import ConfigEntry, NodeSwitch
+
+Cfg = ConfigEntry | dict[str, Any]
+"""A config entry: typed, or as summary.json has it (read with ConfigEntry.from_json)."""
 
 GOOD_RATIO = 0.99
 BAD_RATIO = 0.5
@@ -25,46 +29,53 @@ def _pct(x: float | None) -> str:
     return f"{v:.0f}%" if v in (0, 100) or abs(v - round(v)) < 0.05 else f"{v:.1f}%"
 
 
-def _external(cfg: dict[str, Any]) -> bool:
+def _typed(cfg: Cfg) -> ConfigEntry:
+    return cfg if isinstance(cfg, ConfigEntry) else ConfigEntry.from_json(cfg)
+
+
+def _transports(cfg: ConfigEntry) -> str:
+    return "+".join(str(t) for t in (cfg.config.transports or [])) or "?"
+
+
+def _external(cfg: ConfigEntry) -> bool:
     """A run against `--url`: sioscale did not build the target, so adapter/server/nodes are unknown (None)."""
-    c = cfg.get("config") or {}
-    return str(cfg.get("name") or "").startswith("external") or c.get("balancer") == "external"
+    return str(cfg.name or "").startswith("external") or cfg.config.balancer == "external"
 
 
-def _who(cfg: dict[str, Any]) -> str:
+def _who(cfg: ConfigEntry) -> str:
     """'polling+websocket behind haproxy-cookie' — or 'against the external target' when sioscale did not build it."""
-    c = cfg.get("config") or {}
-    tr = "+".join(str(t) for t in (c.get("transports") or [])) or "?"
+    c = cfg.config
+    tr = _transports(cfg)
     if _external(cfg):
         return f"{tr} against the external target"
-    bal = "-".join(str(x) for x in (c.get("balancer"), c.get("policy")) if x) or "an unknown balancer"
+    bal = "-".join(str(x) for x in (c.balancer, c.policy) if x) or "an unknown balancer"
     return f"{tr} behind {bal}"
 
 
-def describe(cfg: dict[str, Any]) -> str:
+def describe(entry: Cfg) -> str:
     """'polling+websocket behind haproxy l4-round-robin, memory adapter, 3 python nodes'; unknown labels left out."""
-    c = cfg.get("config") or {}
-    tr = "+".join(str(t) for t in (c.get("transports") or [])) or "?"
+    cfg = _typed(entry)
+    c = cfg.config
+    tr = _transports(cfg)
     if _external(cfg):
         parts = [f"{tr} against an external target (adapter, server and nodes unknown)"]
     else:
-        parts = [f"{tr} behind " + (" ".join(str(x) for x in (c.get("balancer"), c.get("policy")) if x)
-                                    or "an unknown balancer")]
-    if c.get("adapter"):
-        parts.append(f"{c['adapter']} adapter")
-    if c.get("nodes") or c.get("server"):
-        parts.append(" ".join(str(x) for x in (c.get("nodes"), c.get("server")) if x) + " node(s)")
-    return ", ".join(parts) + (" (TLS)" if c.get("tls") else "")
+        parts = [f"{tr} behind " + (" ".join(str(x) for x in (c.balancer, c.policy) if x) or "an unknown balancer")]
+    if c.adapter:
+        parts.append(f"{c.adapter} adapter")
+    if c.nodes or c.server:
+        parts.append(" ".join(str(x) for x in (c.nodes, c.server) if x) + " node(s)")
+    return ", ".join(parts) + (" (TLS)" if c.tls else "")
 
 
-def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[str]:
+def config_verdicts(entry: Cfg, nodes_used_note: bool = True) -> list[str]:
     """Sentences for one config entry of summary.json (before `verdicts` is filled in)."""
+    cfg = _typed(entry)
     who = _who(cfg)
     out = status_verdicts(cfg, who)
-    if cfg.get("status") == "failed" and not cfg.get("events"):
+    if cfg.status == "failed" and not cfg.events:
         return out
-    conn = cfg.get("connections") or {}
-    if not conn.get("attempted"):
+    if not cfg.connections.attempted:
         return [*out, f"{who}: no connection attempts recorded — nothing to judge (see the loader warnings)"]
     out.append(connection_verdict(cfg, who))
     out.extend(upgrade_verdicts(cfg))
@@ -76,15 +87,15 @@ def config_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[s
     return out
 
 
-def connection_verdict(cfg: dict[str, Any], who: str) -> str:
+def connection_verdict(entry: Cfg, who: str) -> str:
     """'<who>: NN% connect success', with the session-unknown evidence and the sticky fix when it is low."""
-    c = cfg.get("config") or {}
-    conn = cfg.get("connections") or {}
-    cr = num(conn.get("connect_ratio"))
+    cfg = _typed(entry)
+    conn = cfg.connections
+    cr = num(conn.connect_ratio)
     sticky_fix = "needs sticky sessions (cookie / source hash) or websocket-only clients"
-    su = (cfg.get("failures") or {}).get("session_unknown", 0)
-    ns = cfg.get("node_switch") or {}
-    attribution = num(ns.get("share"))
+    su = cfg.failures.get("session_unknown", 0)
+    ns = cfg.node_switch or NodeSwitch()
+    attribution = num(ns.share)
     if cr is not None and cr < BAD_RATIO:
         why = ""
         if su:
@@ -92,55 +103,56 @@ def connection_verdict(cfg: dict[str, Any], who: str) -> str:
             if attribution is not None:
                 # measured over the polling 400s only: a bare 403 on the WebSocket probe is called
                 # session-unknown by the client only after a node change, so it cannot count as evidence
-                why += (f"; {_pct(attribution)} of the {ns.get('polling')} polling requests refused with 400 "
+                why += (f"; {_pct(attribution)} of the {ns.polling} polling requests refused with 400 "
                         "came from sessions that met two nodes")
-            if ns.get("probe"):
-                why += f"; {ns['probe']} WebSocket-probe refusals counted apart"
+            if ns.probe:
+                why += f"; {ns.probe} WebSocket-probe refusals counted apart"
             why += ")"
-        fix = f" — {sticky_fix}" if su and "polling" in (c.get("transports") or []) else ""
+        fix = f" — {sticky_fix}" if su and "polling" in (cfg.config.transports or []) else ""
         return f"{who}: {_pct(cr)} connect success{why}{fix}"
     if cr is not None and cr < GOOD_RATIO:
-        return (f"{who}: {_pct(cr)} connect success — {conn.get('attempted', 0) - conn.get('connected', 0)} "
-                f"of {conn.get('attempted')} attempts failed" + (f"; {sticky_fix}" if su else ""))
+        return (f"{who}: {_pct(cr)} connect success — {conn.attempted - conn.connected} "
+                f"of {conn.attempted} attempts failed" + (f"; {sticky_fix}" if su else ""))
     return f"{who}: {_pct(cr)} connect success"
 
 
-def upgrade_verdicts(cfg: dict[str, Any]) -> list[str]:
+def upgrade_verdicts(entry: Cfg) -> list[str]:
     """[] or the one sentence on connected sessions that did not upgrade to WebSocket."""
-    ur = num((cfg.get("connections") or {}).get("upgrade_ratio"))
+    cfg = _typed(entry)
+    ur = num(cfg.connections.upgrade_ratio)
     if ur is None or ur >= GOOD_RATIO:
         return []
-    su = (cfg.get("failures") or {}).get("session_unknown", 0)
+    su = cfg.failures.get("session_unknown", 0)
     return [f"only {_pct(ur)} of connected sessions upgraded to WebSocket"
             + (" — the upgrade request reached another node" if su else "")]
 
 
-def broadcast_verdicts(cfg: dict[str, Any]) -> list[str]:
+def broadcast_verdicts(entry: Cfg) -> list[str]:
     """[] or the one sentence on broadcast delivery (the memory adapter across nodes called out)."""
-    c = cfg.get("config") or {}
-    b = cfg.get("broadcast") or {}
-    dr = num(b.get("delivery_ratio"))
+    cfg = _typed(entry)
+    c = cfg.config
+    dr = num(cfg.broadcast.delivery_ratio)
     if dr is None:
         return []
-    nodes = c.get("nodes")
-    lat = (cfg.get("broadcast") or {}).get("latency_ms") or {}
-    p95 = num(lat.get("p95"))
+    nodes = c.nodes
+    lat = cfg.broadcast.latency_ms
+    p95 = num(lat.p95) if lat is not None else None
     extra = f", p95 {p95:.0f} ms" if p95 is not None else ""
-    if c.get("adapter") == "memory" and dr < GOOD_RATIO and (nodes or 1) > 1:
+    if c.adapter == "memory" and dr < GOOD_RATIO and (nodes or 1) > 1:
         return [f"memory adapter: {_pct(dr)} of broadcast deliveries across {nodes} nodes{extra} — "
                 "rooms span nodes: use the Redis adapter"]
-    one_node = (c.get("adapter") == "memory" and (nodes or 1) > 1
-                and sum(1 for v in (cfg.get("nodes") or {}).values() if v) == 1)
-    whose = (f"{c['adapter']} adapter" if c.get("adapter")
+    one_node = (c.adapter == "memory" and (nodes or 1) > 1
+                and sum(1 for v in cfg.nodes.values() if v) == 1)
+    whose = (f"{c.adapter} adapter" if c.adapter
              else "external target" if _external(cfg) else "unknown adapter")
     return [f"{whose}: {_pct(dr)} of broadcast deliveries{extra}"
             + (" — only because every session is on one node; rooms spanning nodes would need Redis"
                if one_node else "")]
 
 
-def redis_gain_verdicts(cfg: dict[str, Any]) -> list[str]:
+def redis_gain_verdicts(entry: Cfg) -> list[str]:
     """[] or the one sentence comparing this Redis config with its memory twin."""
-    gain = cfg.get("redis_vs_memory")
+    gain = _typed(entry).redis_vs_memory
     if not gain:
         return []
     return [f"Redis adapter vs memory: delivery {_pct(gain.get('ratio_memory'))} → "
@@ -148,27 +160,28 @@ def redis_gain_verdicts(cfg: dict[str, Any]) -> list[str]:
             f"{'+' if (gain.get('p95_cost_ms') or 0) >= 0 else ''}{(gain.get('p95_cost_ms') or 0):.1f} ms"]
 
 
-def node_verdicts(cfg: dict[str, Any], nodes_used_note: bool = True) -> list[str]:
+def node_verdicts(entry: Cfg, nodes_used_note: bool = True) -> list[str]:
     """[] or the one sentence on the spread over nodes: all on one node, or uneven."""
-    c = cfg.get("config") or {}
-    imb = num(cfg.get("imbalance"))
-    nodes_n = c.get("nodes") or 0
-    counts = cfg.get("nodes") or {}
+    cfg = _typed(entry)
+    c = cfg.config
+    imb = num(cfg.imbalance)
+    nodes_n = c.nodes or 0
+    counts = cfg.nodes
     used = sum(1 for v in counts.values() if v)
     sessions = sum(int(v or 0) for v in counts.values())
     # One node out of several only means something with enough sessions to have spread.
     if nodes_used_note and nodes_n and nodes_n > 1 and used == 1 and sessions >= 2 * nodes_n:
         why = ("the balancer's hash sees one client address — spread source IPs (--sio-source-range) "
-               "or use cookie stickiness" if c.get("policy") in HASH_POLICIES else "the balancer did not spread them")
-        return [f"all {sessions} sessions landed on one node of {nodes_n} ({c.get('policy') or 'policy unknown'}): {why}"]
+               "or use cookie stickiness" if c.policy in HASH_POLICIES else "the balancer did not spread them")
+        return [f"all {sessions} sessions landed on one node of {nodes_n} ({c.policy or 'policy unknown'}): {why}"]
     if imb is not None and imb > 1.5 and nodes_n > 1 and sessions >= 2 * nodes_n:
         return [f"uneven spread over nodes: the busiest node has {imb:.1f}× the mean"]
     return []
 
 
-def capacity_verdicts(cfg: dict[str, Any]) -> list[str]:
+def capacity_verdicts(entry: Cfg) -> list[str]:
     """[] or the one sentence on users per node within the SLO (and why it is only a lower bound)."""
-    cap = cfg.get("capacity") or {}
+    cap = _typed(entry).capacity
     if cap.get("users_per_node") is None:
         return []
     lim = f" (next step: {cap['limit']})" if cap.get("limit") else ""
@@ -186,14 +199,15 @@ def capacity_verdicts(cfg: dict[str, Any]) -> list[str]:
     return [f"capacity: {at_least}{per_node:.0f} users per node within the SLO{spread}{lim}{why}"]
 
 
-def status_verdicts(cfg: dict[str, Any], who: str) -> list[str]:
+def status_verdicts(entry: Cfg, who: str) -> list[str]:
     """A config that is not ok says so first (contract.status), so no reader takes its figures for the
     whole run's: [] for ok, "did not run" for a failed config without rows, else the status and why."""
-    status = str(cfg.get("status") or "ok")
+    cfg = _typed(entry)
+    status = str(cfg.status or "ok")
     if status == "ok":
         return []
-    why = "; ".join(str(r) for r in cfg.get("status_reasons") or []) or cfg.get("error") or "no reason recorded"
-    if status == "failed" and not cfg.get("events"):
+    why = "; ".join(str(r) for r in cfg.status_reasons or []) or cfg.error or "no reason recorded"
+    if status == "failed" and not cfg.events:
         return [f"{who}: did not run — {why}"]
     return [f"{who}: {status.upper()} — {why} (the figures below cover only what was measured)"]
 
@@ -201,9 +215,10 @@ def status_verdicts(cfg: dict[str, Any], who: str) -> list[str]:
 _GEN_FIX = "use --processes or more machines"
 
 
-def generator_verdicts(cfg: dict[str, Any]) -> list[str]:
+def generator_verdicts(entry: Cfg) -> list[str]:
     """Say plainly where the numbers measure the load generator rather than the servers."""
-    cap = cfg.get("capacity") or {}
+    cfg = _typed(entry)
+    cap = cfg.capacity
     bound = [st for st in (cap.get("table") or []) if st.get("generator_bound")]
     if len(bound) == 1:
         st = bound[0]
@@ -214,7 +229,7 @@ def generator_verdicts(cfg: dict[str, Any]) -> list[str]:
         span = f"{min(cpus):.0f}–{max(cpus):.0f}%" if round(min(cpus)) != round(max(cpus)) else f"{max(cpus):.0f}%"
         return [f"stages {', '.join(str(st['stage']) for st in bound)} ({bound[0]['users']}–{bound[-1]['users']} users): "
                 f"the load generator was at {span} CPU — these stages measure the generator, not the servers; {_GEN_FIX}"]
-    gen = cfg.get("generator") or {}
+    gen = cfg.generator or {}
     if gen.get("saturated"):
         where = " outside the stage holds (ramps, start or stop)" if cap.get("table") else ""
         return [f"the load generator reached {gen['cpu_max']:.0f}% CPU{where} ({gen.get('saturated_samples', 0)} "
