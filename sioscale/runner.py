@@ -380,10 +380,12 @@ def _initial_meta(cfg: RunConfig, url: str | None) -> dict[str, Any]:
 def _final_meta(run_dir: Path, meta: dict[str, Any], st: run_status.RunStatus) -> dict[str, Any]:
     """meta.json as the run ends: the status decided here, plus what the run's files say."""
     meta["ended"] = time.time()
-    # the event log may have added keys (e.g. "locust") while Locust ran: keep them
+    # this process is meta.json's one writer; the event log's `locust` block comes from its own file
     with contextlib.suppress(OSError, ValueError):
-        on_disk = json.loads((run_dir / "meta.json").read_text())
-        meta = {**on_disk, **{k: v for k, v in meta.items() if v is not None or k not in on_disk}}
+        sio_stats = json.loads((run_dir / "sio_stats.json").read_text())
+        block = sio_stats.get("locust") if isinstance(sio_stats, dict) else None
+        if isinstance(block, dict):
+            meta["locust"] = block
     # what the files say (missing workers, dropped rows, Locust exceptions, faults not applied)
     st.merge(run_status.assess(run_dir, meta))
     meta.update(st.as_meta())

@@ -20,7 +20,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import json
 import logging
 import operator
 import time
@@ -324,8 +323,10 @@ def _workers_view(st: _State, now: float) -> list[dict[str, Any]]:
     return out
 
 
-def write_stats(environment: Any) -> None:
-    """Write RUN_DIR/sio_stats.json atomically (same numbers as the web UI's tab)."""
+def write_stats(environment: Any, final: bool = False) -> None:
+    """Write RUN_DIR/sio_stats.json atomically (same numbers as the web UI's tab). The final write (Locust
+    quitting) adds the `locust` block (options, event log counts, generator CPU) for `sioscale run`, whose
+    meta.json the runner alone writes: it copies the block from here (one writer per file)."""
     st = _state(environment)
     d = st.run_dir
     st.last_stats_write = time.time()
@@ -333,7 +334,8 @@ def write_stats(environment: Any) -> None:
         return
     try:
         d.mkdir(parents=True, exist_ok=True)
-        write_json(d / "sio_stats.json", stats(environment))
+        snap = stats(environment)
+        write_json(d / "sio_stats.json", {**snap, "locust": _locust_block(st)} if final else snap)
     except OSError as e:
         log.error("sioscale event log: cannot write %s/sio_stats.json (%s)", d, e)
 
@@ -345,39 +347,32 @@ def _options(st: _State) -> dict[str, Any]:
     return {k: v for k, v in vars(opts).items() if isinstance(v, str | int | float | bool | type(None) | list)}
 
 
+def _locust_block(st: _State) -> dict[str, Any]:
+    """meta.json's `locust` key: the Locust options, the event log's counts, the generator's CPU summary."""
+    return {"options": _options(st), "eventlog": {"rows": st.rows_written, "dropped": st.dropped,
+                                                  "started": st.started, "ended": st.ended},
+            "generator_cpu": generator_cpu.summary(st.environment)}
+
+
 def _write_meta(st: _State, final: bool) -> None:
-    """A minimal meta.json when nobody (sioscale run) wrote one; else add our keys under "locust"."""
+    """A minimal meta.json for a plain `locust --sio-run-dir` run: only when none exists at the first
+    call (then this process is its one writer). Someone else's meta.json (`sioscale run`) is never
+    touched: that writer copies our `locust` block from sio_stats.json (write_stats)."""
     d = st.run_dir
     if d is None:
         return
     path = d / "meta.json"
+    if not st.wrote_meta and path.exists():
+        return  # not ours
     try:
         d.mkdir(parents=True, exist_ok=True)
-        locust_block = {"options": _options(st), "eventlog": {"rows": st.rows_written,
-                                                               "dropped": st.dropped,
-                                                               "started": st.started, "ended": st.ended},
-                        "generator_cpu": generator_cpu.summary(st.environment)}
         status = _status(st, final)
-        if not path.exists():
-            # "writer": the process that says "running", so `sioscale report` can tell a killed run
-            meta = {"schema": 1, "run": st.run_name, **status.as_meta(),
-                    "started": st.started, "ended": st.ended if final else None,
-                    "versions": environment.package_versions(), "machine": environment.machine(),
-                    "locust": locust_block, "written_by": "locustfiles.sio.eventlog", "writer": writer_identity()}
-            st.wrote_meta = True
-        else:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(meta, dict):
-                raise ValueError("meta.json is not a JSON object")
-            if st.wrote_meta:
-                meta.update(status.as_meta())
-                meta["ended"] = st.ended if final else None
-            if final:
-                meta.setdefault("locust", {})
-                if isinstance(meta["locust"], dict):
-                    meta["locust"].update(locust_block)
-            elif not st.wrote_meta:
-                return  # someone else's meta.json: touch it only once, at the end
+        # "writer": the process that says "running", so `sioscale report` can tell a killed run
+        meta = {"schema": 1, "run": st.run_name, **status.as_meta(),
+                "started": st.started, "ended": st.ended if final else None,
+                "versions": environment.package_versions(), "machine": environment.machine(),
+                "locust": _locust_block(st), "written_by": "locustfiles.sio.eventlog", "writer": writer_identity()}
+        st.wrote_meta = True
         write_json(path, meta)
     except (OSError, ValueError) as e:
         log.error("sioscale event log: cannot update %s (%s)", path, e)
@@ -458,5 +453,5 @@ def _on_quitting(environment: Any, **_kw: Any) -> None:
         _collect_final(st, FINAL_WAIT_S)
     st.ended = st.ended or time.time()
     flush(environment)
-    write_stats(environment)
+    write_stats(environment, final=True)
     _write_meta(st, final=True)

@@ -67,6 +67,7 @@ def test_worker_killed_under_processes_2_degrades_the_run(tmp_path: Path) -> Non
         meta = json.loads((run_dir / "meta.json").read_text())
         assert meta["status"] == "degraded", meta
         assert any("went missing" in r for r in meta["status_reasons"]), meta["status_reasons"]
+        assert meta["locust"]["eventlog"]["rows"] > 0, meta  # the event log's block, copied by the runner
         # the progress line stops counting the dead worker's 2 sessions once it is missing
         lines = [ln for ln in err.splitlines() if " connected " in ln]
         assert any("missing" in ln for ln in lines), lines

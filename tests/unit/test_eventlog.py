@@ -199,16 +199,26 @@ def test_meta_json_uses_the_runners_versions_machine_and_atomic_writer(tmp_path:
     assert [p.name for p in (tmp_path / "r").iterdir()] == ["meta.json"]  # no temporary file left
 
 
-def test_existing_meta_json_only_gains_a_locust_block(tmp_path: Path) -> None:
-    (tmp_path / "meta.json").write_text(json.dumps({"schema": 1, "run": "x", "status": "running", "config": {"a": 1}}))
+def test_existing_meta_json_is_never_touched_its_locust_block_goes_to_sio_stats(tmp_path: Path) -> None:
+    """One writer per file: `sioscale run` writes meta.json; the event log's `locust` block goes to its own
+    sio_stats.json (final write), from where the runner copies it into meta.json."""
+    from contract import status as run_status
+    from sioscale import runner
+    before = {"schema": 1, "run": "x", "status": "running", "config": {"a": 1}}
+    (tmp_path / "meta.json").write_text(json.dumps(before))
     env = _env(tmp_path)
     st = eventlog._state(env)
     eventlog._write_meta(st, final=False)
-    assert json.loads((tmp_path / "meta.json").read_text()) == {"schema": 1, "run": "x", "status": "running",
-                                                                "config": {"a": 1}}
+    eventlog.write_stats(env)
+    assert "locust" not in json.loads((tmp_path / "sio_stats.json").read_text())
+    eventlog.write_stats(env, final=True)
     eventlog._write_meta(st, final=True)
-    meta = json.loads((tmp_path / "meta.json").read_text())
-    assert meta["status"] == "running" and meta["config"] == {"a": 1} and "eventlog" in meta["locust"]
+    assert json.loads((tmp_path / "meta.json").read_text()) == before
+    block = json.loads((tmp_path / "sio_stats.json").read_text())["locust"]
+    assert block["options"]["num_users"] == 3 and "eventlog" in block and "generator_cpu" in block
+    meta = runner._final_meta(tmp_path, dict(before), run_status.RunStatus())
+    on_disk = json.loads((tmp_path / "meta.json").read_text())
+    assert on_disk == meta and on_disk["locust"] == block and on_disk["config"] == {"a": 1}
 
 
 def test_broken_meta_json_is_left_alone(tmp_path: Path) -> None:
