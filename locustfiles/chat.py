@@ -26,15 +26,15 @@ _slots = itertools.count()
 
 class ChatUser(SocketIOUser):
     def wait_time(self) -> float:
-        rate = float(self.option("sio_message_rate", 1.0))
+        rate = self.sio_options.message_rate
         return constant_pacing(1.0 / rate if rate > 0 else 1.0)(self)
 
     def on_start(self) -> None:
-        size = max(1, int(self.option("sio_room_size", 10)))
+        size = max(1, self.sio_options.room_size)
         runner = self.environment.runner
         prefix = f"w{runner.worker_index}-" if isinstance(runner, WorkerRunner) else ""
         self.room = f"{prefix}room-{next(_slots) // size}"
-        self.pad = "x" * int(self.option("sio_payload_size", 64))
+        self.pad = "x" * self.sio_options.payload_size
         self._seq = itertools.count()
         self._turn = itertools.cycle(("echo", "broadcast"))
         self.on("broadcast", self._received)

@@ -14,13 +14,14 @@ from locust import LoadTestShape, events
 
 import locustfiles.sio.options  # noqa: F401  (registers --sio-steps)
 from contract.config import ConfigError, parse_steps_text, step_plan
+from contract.options import SioOptions
 
 log = logging.getLogger(__name__)
 
 
 def plan_from_options(opts) -> list[tuple[float, int]]:  # opts: Locust's parsed options
     """[(end_s, users)] from --sio-steps and --spawn-rate; ConfigError naming the bad stage."""
-    steps = parse_steps_text(getattr(opts, "sio_steps", "") or "", "--sio-steps")
+    steps = parse_steps_text(SioOptions.from_namespace(opts).steps, "--sio-steps")
     if not steps:
         raise ConfigError("locustfiles/steps.py needs --sio-steps USERS:HOLD_SECONDS,... (e.g. 10:30,20:30)")
     return step_plan(steps, float(getattr(opts, "spawn_rate", None) or 1))

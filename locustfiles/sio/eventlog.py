@@ -33,6 +33,7 @@ from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterR
 
 from contract import environment  # stdlib-only, like contract.jsonfile (test_fmt.py checks)
 from contract.jsonfile import write_json
+from contract.options import SioOptions
 from contract.rows import COLUMNS, Row, append_csv
 from contract.status import RunStatus, Status, from_sio_stats, writer_identity  # stdlib-only too
 from locustfiles.sio import generator_cpu
@@ -104,18 +105,14 @@ class _State:
     def is_master(self) -> bool:
         return isinstance(self.runner, MasterRunner)
 
-    def option(self, name: str, default: Any = "") -> Any:
-        opts = getattr(self.environment, "parsed_options", None)
-        return getattr(opts, name, default) if opts is not None else default
-
     @property
     def run_dir(self) -> Path | None:
-        d = self.option("sio_run_dir", "") or ""
+        d = SioOptions.from_environment(self.environment).run_dir
         return Path(d) if d else None
 
     @property
     def run_name(self) -> str:
-        name = self.option("sio_run_name", "") or ""
+        name = SioOptions.from_environment(self.environment).run_name
         if name:
             return name
         d = self.run_dir

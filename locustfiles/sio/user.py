@@ -112,9 +112,13 @@ class SocketIOUser(User):
         as when a test builds the Environment without parsed options."""
         return _opt(self.environment, name, default)
 
-    def _options(self) -> SioOptions:
-        """The --sio-* options, typed, with the table's defaults (contract/options.py)."""
+    @property
+    def sio_options(self) -> SioOptions:
+        """The --sio-* options, typed, with the table's defaults (contract/options.py): what a
+        scenario reads (`self.sio_options.room_size`) instead of restating a default."""
         return SioOptions.from_environment(self.environment)
+
+    _options = sio_options.fget  # the user's own reads, same function
 
     @property
     def timeout(self) -> float:
