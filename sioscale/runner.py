@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -315,6 +316,9 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
     cfg.validate(url=url)  # the one set of rules (contract.config), as for `run` flags and campaign cells
     run_dir = run_dir.resolve()  # Locust and the cluster's children get paths that hold from any cwd
     run_dir.mkdir(parents=True, exist_ok=True)
+    replaced = clear_previous_run(run_dir)
+    if replaced and progress:
+        progress(f"replacing the previous run in {run_dir} ({', '.join(replaced)})")
     meta = _initial_meta(cfg, url)
     if cfg.faults:
         meta["faults_planned"] = to_jsonable(cfg.faults)
@@ -353,6 +357,32 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
                 _record_deaths(meta, st, started[0].deaths)
             meta = _final_meta(run_dir, meta, st)
     return meta
+
+
+# What a run writes into its directory (docs/contracts.md, "Run directory"). The event log and the
+# generator CSV are appended to, so a run into a directory that holds an earlier run's files (a
+# campaign run again into the same reports/NAME) would mix both runs' rows; only these names are
+# removed, so an --out that points at a directory with other files in it loses none of them.
+RUN_FILES = ("meta.json", "events.csv", "generator.csv", "sio_stats.json", "locust.json", "locust.log",
+             "locust.out", "locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv",
+             "locust_exceptions.csv")
+RUN_DIRS = ("cluster", "report")
+
+
+def clear_previous_run(run_dir: Path) -> list[str]:
+    """Remove an earlier run's files from `run_dir`; returns the names removed."""
+    gone = []
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_file() or p.is_symlink():
+            p.unlink()
+            gone.append(name)
+    for name in RUN_DIRS:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+            gone.append(name + "/")
+    return gone
 
 
 def _initial_meta(cfg: RunConfig, url: str | None) -> dict[str, Any]:
