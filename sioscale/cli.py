@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sioscale {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        # Everything is stopped; a further Ctrl-C/SIGTERM (a second one sent while the first one's
+        # cleanup ran) has nothing left to stop. Ignore it: at interpreter exit CPython resets a
+        # Python-level handler to SIG_DFL, so that signal would otherwise kill the process by
+        # SIGTERM (-15) and lose the exit code 130 that says "interrupted".
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
         print(f"sioscale {args.command}: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
 

@@ -229,3 +229,25 @@ def test_run_against_url_labels_the_cluster_unknown(tmp_path: Path) -> None:
         node.signal_group(signal.SIGKILL)
         assert node.proc is not None
         node.proc.wait(10)
+
+
+LATE_SIGNAL = """
+import os, signal, sys
+import sioscale.cmd_check as cmd
+def interrupted(args):
+    raise KeyboardInterrupt  # as the first SIGTERM does, once cleanup is done
+cmd.main = interrupted
+from sioscale.cli import main
+rc = main(["check", "."])
+os.kill(os.getpid(), signal.SIGTERM)  # the second one, arriving while sioscale exits
+sys.exit(rc)
+"""
+
+
+def test_a_signal_arriving_while_sioscale_exits_keeps_exit_code_130() -> None:
+    """The flake behind test_two_sigterms_stop_everything's rare -15: cleanup was done and main had
+    returned when the second SIGTERM arrived, and the handler at exit (Python's own, reset to
+    SIG_DFL at interpreter exit) killed the process instead of letting it exit 130."""
+    p = subprocess.run([sys.executable, "-c", LATE_SIGNAL], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 130, (p.returncode, p.stderr[-1000:])
+    assert "interrupted; everything it started is stopped" in p.stderr
