@@ -126,6 +126,8 @@ def quantile_from(buckets: Iterable[tuple[int, int]], n: int, q: float,
         v_lo = lo  # the lowest rank is the exact minimum
     if hi_rank == n - 1 and math.isfinite(hi):
         v_hi = hi  # the highest rank is the exact maximum
+        if lo_rank == hi_rank:
+            v_lo = hi
     v = v_lo + (v_hi - v_lo) * (pos - lo_rank)
     return min(max(v, lo), hi)
 
