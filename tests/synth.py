@@ -20,8 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
 
-from contract.rows import COLUMNS
+from analysis.runfiles import arrow_schema
+from contract.aggregate import Aggregator
+from contract.delivery import Membership
+from contract.eventfiles import AGGREGATES, DELIVERY, EVENTS, SCHEMA_VERSION
+from contract.histogram import BASE, MIN_MS, RELATIVE_ERROR
+from contract.rowpolicy import RowPolicy, RowPolicyConfig
+from contract.rows import COLUMNS, DELIVERY_GRACE_S
 from contract.wire import DEFAULT_TRANSPORTS
 
 # Locust 2.47 stats.py: StatsCSV.requests_csv_columns / stats_history_csv_columns / failures / exceptions.
@@ -78,12 +87,141 @@ def write_run(run_dir: str | Path, cfg: SynthConfig) -> Path:
         w = csv.writer(f)
         w.writerow(COLUMNS)
         w.writerows(rows)
+    _write_side_files(d, cfg, meta, rows, users_over_time)
+    return d
+
+
+def write_run_v2(run_dir: str | Path, cfg: SynthConfig, policy: RowPolicyConfig | None = None,
+                 compact: bool = True, batch_rows: int = 500, rows: list[tuple] | None = None) -> Path:
+    """The same simulated run written as schema 2 (contract/eventfiles.py), as the event log writes it.
+
+    Aggregates of every row (drained every `batch_rows` rows, so one key spans several stream
+    batches as it does when workers ship late), the rows `policy` keeps (default RowPolicyConfig()),
+    exact broadcast delivery per send second (contract.delivery.Membership, independent of the
+    analysis code) and eventlog.json. compact=True: Parquet files (a run that ended); False: the
+    Arrow streams only, no delivery row final (a run killed after its last flush). `rows`: write
+    these instead of simulating (a test's own rows).
+    """
+    d = Path(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    meta = _meta(cfg)
+    if cfg.status == "failed":
+        (d / "meta.json").write_text(json.dumps(meta, indent=1))
+        return d
+    users_over_time: list[tuple[float, int]] = []
+    if rows is None:
+        rows, users_over_time = simulate(cfg)
+    policy = policy or RowPolicyConfig()
+    dicts = [dict(zip(COLUMNS, r, strict=True)) for r in rows]
+    for r in dicts:
+        r["latency_ms"] = None if r["latency_ms"] == "" else float(r["latency_ms"])
+    keeper = RowPolicy(policy)
+    kept = [r for r in dicts if keeper.keep(r)]
+    agg_batches, merged = _aggregate_batches(dicts, batch_rows)
+    delivery = delivery_by_second(dicts, final=compact)
+    if compact:
+        pq.write_table(_table(EVENTS, [[r[c] for c in COLUMNS] for r in kept], stream=False), d / "events.parquet")
+        pq.write_table(_table(AGGREGATES, merged, stream=False), d / "aggregates.parquet")
+        pq.write_table(_table(DELIVERY, delivery, stream=False), d / "delivery.parquet")
+    else:
+        write_stream(d / "events.arrows", EVENTS, [[[r[c] for c in COLUMNS] for r in kept[i:i + batch_rows]]
+                                                   for i in range(0, max(1, len(kept)), batch_rows)])
+        write_stream(d / "aggregates.arrows", AGGREGATES, agg_batches)
+        write_stream(d / "delivery.arrows", DELIVERY, [delivery])
+    (d / "eventlog.json").write_text(json.dumps({
+        "schema_version": SCHEMA_VERSION, "policy": policy.as_json(),
+        "histogram": {"base": BASE, "min_ms": MIN_MS, "relative_error": RELATIVE_ERROR},
+        "counts": {"rows": len(rows), **keeper.counts()}}))
+    _write_side_files(d, cfg, meta, rows, users_over_time)
+    return d
+
+
+def _write_side_files(d: Path, cfg: SynthConfig, meta: dict[str, Any], rows: list[tuple],
+                      users_over_time: list[tuple[float, int]]) -> None:
+    """Locust's outputs, meta.json and sio_stats.json (the same for both schemas)."""
     _write_locust(d, cfg, rows, users_over_time)
     end = max((r[0] for r in rows), default=cfg.start)
     meta["ended"] = end
     (d / "meta.json").write_text(json.dumps(meta, indent=1))
     (d / "sio_stats.json").write_text(json.dumps(_sio_stats(rows)))
-    return d
+
+
+def _aggregate_batches(rows: list[dict[str, Any]], batch_rows: int) -> tuple[list[list[list[Any]]], list[list[Any]]]:
+    """(stream batches of aggregate cells, drained every batch_rows rows; every cell merged by key)."""
+    agg, total = Aggregator(), Aggregator()
+    batches: list[list[list[Any]]] = []
+    for i, r in enumerate(rows, 1):
+        agg.add_row(r)
+        if i % batch_rows == 0:
+            batches.append([_agg_cell(w) for w in agg.drain()])
+    batches.append([_agg_cell(w) for w in agg.drain()])
+    for b in batches:
+        total.merge_wire([_wire_of(c) for c in b])
+    return batches, [_agg_cell(w) for w in total.drain()]
+
+
+def _agg_cell(w: list[Any]) -> list[Any]:
+    """A wire cell (AGG_COLUMNS) as the file's columns (AGGREGATE_TYPES: hist as two lists)."""
+    pairs = w[-1]
+    return [*w[:-1], pairs[0::2], pairs[1::2]]
+
+
+def _wire_of(c: list[Any]) -> list[Any]:
+    pairs = [x for bc in zip(c[-2], c[-1], strict=True) for x in bc]
+    return [*c[:-2], pairs]
+
+
+def delivery_by_second(rows: list[dict[str, Any]], final: bool = True) -> list[list[Any]]:
+    """Exact delivery per send second (DELIVERY_TYPES order), by docs/contracts.md's definition.
+
+    final=True applies the grace window exactly (sends within DELIVERY_GRACE_S of the last row left
+    out); final=False writes every second, none final (the reader leaves out the last ones).
+    """
+    mem = Membership()
+    for r in rows:
+        mem.on_row(r)
+    end = max((r["ts"] for r in rows), default=0.0)
+    sends = {}
+    for r in rows:
+        if r["step"] == "broadcast_send" and r["ok"] and r["msg_id"] not in sends:
+            if not final or r["ts"] <= end - DELIVERY_GRACE_S:
+                sends[r["msg_id"]] = r
+    receivers: dict[str, set[str]] = {}
+    for r in rows:
+        if r["step"] == "broadcast_recv" and r["ok"] and r["msg_id"] in sends:
+            s = sends[r["msg_id"]]
+            if mem.is_member(r["user"], s["room"], s["ts"]):
+                receivers.setdefault(r["msg_id"], set()).add(r["user"])
+    by: dict[int, list[int]] = {}
+    for mid, s in sends.items():
+        exp = mem.count(s["room"], s["ts"])
+        cell = by.setdefault(int(s["ts"]), [0, 0, 0])
+        cell[0] += 1
+        cell[1] += exp
+        cell[2] += min(exp, len(receivers.get(mid, ())))
+    written = end + 1.0
+    return [[sec, n, e, dl, int(final), written] for sec, (n, e, dl) in sorted(by.items())]
+
+
+def _table(kind: str, rows: list[list[Any]], stream: bool) -> pa.Table:
+    schema = arrow_schema(kind, stream=stream)
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema.names]
+    arrays = []
+    for f, vals in zip(schema, cols, strict=True):
+        if pa.types.is_dictionary(f.type):
+            arrays.append(pa.array(list(vals), pa.string()).dictionary_encode())
+        else:
+            arrays.append(pa.array(list(vals), f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_stream(path: Path, kind: str, batches: list[list[list[Any]]]) -> None:
+    """An Arrow IPC stream of `kind` (dictionary strings), one record batch per list of rows."""
+    schema = arrow_schema(kind, stream=True)
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_stream(sink, schema) as w:
+        for b in batches:
+            for batch in _table(kind, b, stream=True).to_batches():
+                w.write_batch(batch)
 
 
 def simulate(cfg: SynthConfig) -> tuple[list[tuple], list[tuple[float, int]]]:
