@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from contract.rowpolicy import DEFAULT_SAMPLE_RATE
 from contract.wire import CADDY_COOKIE, DEFAULT_TRANSPORTS, NODE_COOKIE, NODE_HEADER
 
 BALANCERS = ("haproxy", "caddy", "none")
@@ -263,6 +264,8 @@ class LoadConfig:
     processes: int = 1  # >1: locust --processes N (master + forked workers)
     source_range: str | None = None  # e.g. "127.0.0.2-127.0.0.254"
     reconnect: bool = True
+    log_all: bool = False  # the event log keeps every row beside the aggregates (--sio-log-all)
+    sample_rate: float = DEFAULT_SAMPLE_RATE  # share of successful high-volume rows kept (--sio-sample-rate)
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> LoadConfig:
@@ -295,6 +298,10 @@ class LoadConfig:
             _str("source_range", self.source_range)
             source_range_bounds(self.source_range)
         _bool("reconnect", self.reconnect)
+        _bool("log_all", self.log_all)
+        if not _is_number(self.sample_rate) or not 0 <= self.sample_rate <= 1:
+            raise ConfigError(f"sample_rate = {self.sample_rate!r}: a share from 0 to 1 (0.01 keeps 1 row in 100)",
+                              key="sample_rate")
         if not isinstance(self.extra_args, tuple | list) or not all(isinstance(a, str) for a in self.extra_args):
             raise ConfigError(f"extra_args = {self.extra_args!r}: a list of strings (extra Locust arguments)",
                               key="extra_args")
@@ -608,6 +615,8 @@ def _coerce_load(d: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"extra_args = {d['extra_args']!r}: a list of strings (extra Locust arguments)",
                               key="extra_args")
         d["extra_args"] = tuple(d["extra_args"])
+    if _is_int(d.get("sample_rate")):
+        d["sample_rate"] = float(d["sample_rate"])
     return d
 
 

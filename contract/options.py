@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract.config import LoadConfig, Step
+from contract.rowpolicy import DEFAULT_FAILURE_ROWS_PER_S, DEFAULT_FIRST_N, DEFAULT_SAMPLE_RATE
 from contract.wire import DEFAULT_TRANSPORTS, NODE_HEADER
 
 BOOL_SPELLINGS = ("true", "false")
@@ -110,8 +111,16 @@ OPTIONS: tuple[SioOption, ...] = (
     SioOption("insecure", bool, False, switch=True, help="Do not verify TLS certificates (explicit opt-in)"),
     SioOption("steps", str, "", web_ui=False, from_load=True,
               help="Step load for locustfiles/steps.py: USERS:HOLD_S,USERS:HOLD_S,... (ramp at --spawn-rate)"),
+    SioOption("sample_rate", float, DEFAULT_SAMPLE_RATE, from_load=True,
+              help="Event log: share of successful high-volume rows kept beyond the first ones (0-1; counts stay "
+                   "exact in the aggregates)"),
+    SioOption("first_rows", int, DEFAULT_FIRST_N, help="Event log: rows kept in full per user and step before sampling"),
+    SioOption("failure_rows", int, DEFAULT_FAILURE_ROWS_PER_S,
+              help="Event log: failed-step rows kept per second per process beyond each user's first of a kind"),
+    SioOption("log_all", bool, False, switch=True, from_load=True,
+              help="Event log: keep every row beside the aggregates (proof runs; large files)"),
     SioOption("run_dir", str, "", web_ui=False,
-              help="Run directory for the per-step event log (events.csv) and live stats; empty: none"),
+              help="Run directory for the event log (event streams, Parquet at the end) and live stats; empty: none"),
     SioOption("run_name", str, "", web_ui=False,
               help="Run name written in every event row (default: the run directory's name)"),
 )
@@ -140,6 +149,10 @@ class SioOptions:
     ca_file: str
     insecure: bool
     steps: str
+    sample_rate: float
+    first_rows: int
+    failure_rows: int
+    log_all: bool
     run_dir: str
     run_name: str
 
@@ -173,6 +186,9 @@ def load_flags(load: LoadConfig, **runner_values: Any) -> list[str]:
         else:
             continue
         if value is None or (value in ("", ()) and o.default == ""):
+            continue
+        if o.switch:  # given by presence
+            out += [o.flag] if value else []
             continue
         out += [o.flag, o.render(value)]
     return out

@@ -222,7 +222,15 @@ def from_faults(faults: Any) -> RunStatus:
 
 
 def has_events(run_dir: Path) -> bool:
-    """Whether events.csv holds at least one row below its header (read a few KB, not the file)."""
+    """Whether the run recorded at least one step: a non-empty aggregates stream or its Parquet file
+    (schema 2: the event log creates them with their first cell, contract/eventfiles.py), or
+    events.csv with a row below its header (schema 1; read a few KB, not the file)."""
+    for name in ("aggregates.parquet", "aggregates.arrows"):
+        try:
+            if (run_dir / name).stat().st_size > 0:
+                return True
+        except OSError:
+            pass
     try:
         with (run_dir / "events.csv").open("rb") as fh:
             head = fh.read(64 * 1024)

@@ -6,8 +6,9 @@ Every user joins one room; rooms fill in spawn order, so each gets --sio-room-si
 this process (prefixed with the worker index when distributed, so workers never share a room
 by accident). Messages alternate echo (acked) and broadcast at --sio-message-rate per user per
 second. A broadcast carries {"room", "id", "sent", "from", "pad"}; each receiver logs a
-broadcast_recv row with latency = now - sent, the sender a broadcast_send row: the analysis
-compares deliveries with the room's members (join/leave/disconnect rows).
+broadcast_recv row with latency = now - sent, the sender a broadcast_send row whose ts is that
+same `sent`: delivery is judged against the room's members at that instant, by the receivers'
+own workers and the master alike (contract/delivery.py).
 """
 
 from __future__ import annotations
@@ -75,5 +76,6 @@ class ChatUser(SocketIOUser):
         else:
             msg_id = f"{self.user_id}-{next(self._seq)}"
             payload = {"room": self.room, "id": msg_id, "sent": time.time(), "from": self.user_id, "pad": self.pad}
+            # the send row carries the payload's `sent`: the receivers judge membership at that instant
             self.emit("broadcast", payload, step="broadcast_send", name="broadcast_send:broadcast",
-                      room=self.room, msg_id=msg_id)
+                      room=self.room, msg_id=msg_id, ts=payload["sent"])

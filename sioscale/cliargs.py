@@ -71,6 +71,10 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--processes", type=int, default=_L.processes, help="Locust worker processes (>1: distributed)")
     g.add_argument("--source-range", default=None, help="bind users to loopback addresses, e.g. 127.0.0.2-127.0.0.254")
     g.add_argument("--no-reconnect", action="store_true", help="do not reconnect after a lost session")
+    g.add_argument("--sample-rate", type=float, default=_L.sample_rate,
+                   help=f"event log: share of successful high-volume rows kept (default {_L.sample_rate:g}; counts "
+                        "stay exact)")
+    g.add_argument("--log-all", action="store_true", help="event log: keep every row beside the aggregates")
 
 
 def load_from_args(a: argparse.Namespace) -> LoadConfig:
@@ -85,6 +89,6 @@ def load_from_args(a: argparse.Namespace) -> LoadConfig:
         locustfile=a.locustfile, users=a.users, spawn_rate=a.spawn_rate, duration=a.duration, steps=steps,
         transports=_transports(a.transports), eio=a.eio, namespace=a.namespace, room_size=a.room_size,
         message_rate=a.message_rate, payload_size=a.payload_size, processes=a.processes,
-        source_range=a.source_range, reconnect=not a.no_reconnect,
+        source_range=a.source_range, reconnect=not a.no_reconnect, log_all=a.log_all, sample_rate=a.sample_rate,
     ).validate()
     return load

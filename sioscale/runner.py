@@ -363,9 +363,10 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
 # generator CSV are appended to, so a run into a directory that holds an earlier run's files (a
 # campaign run again into the same reports/NAME) would mix both runs' rows; only these names are
 # removed, so an --out that points at a directory with other files in it loses none of them.
-RUN_FILES = ("meta.json", "events.csv", "generator.csv", "sio_stats.json", "locust.json", "locust.log",
-             "locust.out", "locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv",
-             "locust_exceptions.csv")
+RUN_FILES = ("meta.json", "events.csv", "eventlog.json", "events.arrows", "events.parquet", "aggregates.arrows",
+             "aggregates.parquet", "delivery.arrows", "delivery.parquet", "generator.csv", "sio_stats.json",
+             "locust.json", "locust.log", "locust.out", "locust_stats.csv", "locust_stats_history.csv",
+             "locust_failures.csv", "locust_exceptions.csv")
 RUN_DIRS = ("cluster", "report")
 
 

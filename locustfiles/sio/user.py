@@ -193,11 +193,14 @@ class SocketIOUser(User):
         self._handlers.setdefault(event, []).append(handler)
 
     def emit(self, event: str, *args: Any, step: str | None = None, name: str | None = None,
-             room: str = "", msg_id: str = "") -> None:
-        """Emit without ack (buffered until connected, as socket.io-client does)."""
+             room: str = "", msg_id: str = "", ts: float | None = None) -> None:
+        """Emit without ack (buffered until connected, as socket.io-client does). `ts`: the time its
+        step row carries (default: when the step ends), e.g. the payload's own send time."""
         if self.session is None:
             raise SioError("transport_closed", "emit before connect()")
-        ctx = {"room": room, "msg_id": msg_id} if room or msg_id else None
+        ctx = {"room": room, "msg_id": msg_id} if room or msg_id or ts is not None else None
+        if ctx is not None and ts is not None:
+            ctx["ts"] = repr(float(ts))
         self.session.emit(event, *args, ack=False, step=step, name=name, ctx=ctx)
 
     def call(self, event: str, *args: Any, timeout: float | None = None, step: str | None = None,
@@ -329,12 +332,15 @@ class SocketIOUser(User):
             a.step, a.name, a.latency_ms, a.ok, a.error_kind, a.error, transport=a.transport, node=a.node,
             room=ctx.get("room", "") if ctx else "", msg_id=ctx.get("msg_id", "") if ctx else "",
             eio_sid=s.proto.eio_sid if s else "", sio_sid=s.proto.sio_sid if s else "",
+            ts=float(ctx["ts"]) if ctx and "ts" in ctx else None,
         )
 
     def log_step(self, step: str, name: str, latency_ms: float | None, ok: bool, error_kind: str = "",
                  error: str = "", *, transport: str = "", node: str = "", room: str = "", msg_id: str = "",
-                 eio_sid: str | None = None, sio_sid: str | None = None) -> None:
-        """Fire the Locust request event and record the event row for one step."""
+                 eio_sid: str | None = None, sio_sid: str | None = None, ts: float | None = None) -> None:
+        """Fire the Locust request event and record the event row for one step (`ts`: when it
+        happened, default now; the chat's send row takes its payload's `sent`, so that sender and
+        receivers judge the room's membership at the same instant)."""
         s = self.session
         if eio_sid is None:
             eio_sid = s.proto.eio_sid if s else ""
@@ -351,11 +357,14 @@ class SocketIOUser(User):
             request_type=request_type(step), name=name, response_time=latency_ms, response_length=0,
             exception=exc, context={"user": self.user_id, "node": node},
         )
-        eventlog.record(self.environment, make_row(
+        row = make_row(
             step, user=self.user_id, eio_sid=eio_sid, sio_sid=sio_sid, name=name, transport=transport,
             node=node, latency_ms=latency_ms, ok=1 if ok else 0, error_kind="" if ok else error_kind,
             error="" if ok else error[:500], room=room, msg_id=msg_id,
-        ))
+        )
+        if ts is not None:
+            row["ts"] = ts
+        eventlog.record(self.environment, row)
 
     def _on_closed(self, a: Closed) -> None:
         if self._connected is not None and not self._connected.ready():

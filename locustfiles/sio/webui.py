@@ -53,7 +53,7 @@ def table_rows(s: dict[str, Any]) -> list[dict[str, str]]:
     t = s.get("totals", {})
     add("Totals", "connected now", t.get("connected_now"), f"{t.get('users', 0)} users seen")
     add("Totals", "connects", t.get("connects"), f"{t.get('disconnects', 0)} disconnects")
-    add("Totals", "failed steps", t.get("failures"), f"of {t.get('rows', 0)} event rows")
+    add("Totals", "failed steps", t.get("failures"), f"of {t.get('rows', 0)} steps")
     add("Totals", "node switches", t.get("node_switches"), "a session met a second node")
     r = s.get("reconnects", {})
     add("Totals", "reconnects", t.get("reconnects"),
@@ -73,7 +73,7 @@ def table_rows(s: dict[str, Any]) -> list[dict[str, str]]:
         add("Node switches", sw["switch"], sw["count"])
     for w in s.get("workers", []):
         age = w.get("last_report_age_s")
-        detail = f"{w['rows']} rows" + (f", last report {age} s ago" if age is not None else ", no report yet")
+        detail = f"{w['rows']} steps" + (f", last report {age} s ago" if age is not None else ", no report yet")
         if w.get("lost_batches"):
             detail += f", {w['lost_batches']} batches lost"
         add("Worker", str(w["id"]), w["status"], detail)
@@ -84,7 +84,16 @@ def table_rows(s: dict[str, Any]) -> list[dict[str, str]]:
             "per-user numbers are mixed up: the locustfile's user ids are not unique per worker")
     if s.get("reset_at"):
         add("Totals", "counting since reset", time.strftime("%H:%M:%S", time.localtime(s["reset_at"])),
-            "Reset stats: counters restarted; connected now and rooms are kept; events.csv is complete")
+            "Reset stats: counters restarted; connected now and rooms are kept; the run files are complete")
+    el = s.get("eventlog") or {}
+    if el:
+        rate = el.get("sample_rate")
+        add("Event log", "rows kept", el.get("kept_rows"),
+            f"{el.get('sampled_out', 0)} sampled out (rate {_fmt(rate, 3)}), {el.get('failures_over_budget', 0)} "
+            "failures over the per-second budget; counts above are exact")
+    if s.get("malformed_batch_parts"):
+        add("Totals", "malformed batch parts", sum(s["malformed_batch_parts"].values()),
+            ", ".join(f"{k}: {v}" for k, v in sorted(s["malformed_batch_parts"].items())))
     if t.get("late_rows_ignored"):
         add("Totals", "late rows ignored", t["late_rows_ignored"], "arrived after their window was settled")
     return out
@@ -106,7 +115,7 @@ def _on_init(environment: Any, web_ui: Any = None, **_kw: Any) -> None:
 
     def _on_reset_stats(**_kw: Any) -> None:
         # Only the web UI fires reset_stats, and only in its own process: the master (or the
-        # local runner), which is where the live numbers are. events.csv is not touched.
+        # local runner), which is where the live numbers are. The run files are not touched.
         eventlog.live_stats(environment).reset(time.time())
 
     environment.events.reset_stats.add_listener(_on_reset_stats)

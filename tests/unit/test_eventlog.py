@@ -1,12 +1,12 @@
-"""The event-log writer and the master/worker row plumbing, without sockets or processes.
+"""The event-log writer and the master/worker batch plumbing, without sockets or processes.
 
-Runner objects are made with `object.__new__` so that the real isinstance checks pick the
+The run directory holds Arrow IPC streams while the run goes (read back with analysis.runfiles,
+which reads a stream up to its last complete batch). Runner objects are made with `object.__new__` so that the real isinstance checks pick the
 worker/master code paths without opening ZeroMQ sockets; messages are handed over by hand.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -16,6 +16,7 @@ import gevent
 import pytest
 from locust.runners import STATE_MISSING, STATE_RUNNING, MasterRunner, WorkerRunner
 
+from analysis.runfiles import read_aggregates, read_rows
 from contract.rows import COLUMNS, make_row
 from locustfiles.sio import eventlog, webui
 
@@ -25,27 +26,28 @@ def _env(run_dir: Path | None, runner=None, run_name: str = ""):
     return SimpleNamespace(parsed_options=opts, runner=runner)
 
 
-def _read(path: Path) -> list[dict]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+def _read(run_dir: Path) -> list[dict]:
+    """Kept rows as dicts of plain values (the stream, or the Parquet file after the end)."""
+    df = read_rows(run_dir)
+    return [{k: (str(v) if k in ("run", "worker", "user", "step", "node", "error_kind") else v)
+             for k, v in r.items()} for r in df.to_dict("records")]
 
 
-def test_local_flush_writes_header_once_and_fills_run(tmp_path: Path) -> None:
+def test_local_flush_writes_stream_batches_and_fills_run(tmp_path: Path) -> None:
     env = _env(tmp_path / "run7")
     eventlog.record(env, make_row("connect", user="u1", node="n1", latency_ms=3.5))
     eventlog.flush(env)
     eventlog.record(env, make_row("ack", user="u1", latency_ms=None))
     eventlog.flush(env)
-    path = tmp_path / "run7" / "events.csv"
-    lines = path.read_text().splitlines()
-    assert lines[0] == ",".join(COLUMNS)
-    assert sum(1 for ln in lines if ln.startswith("ts,")) == 1
-    rows = _read(path)
+    assert not (tmp_path / "run7" / "events.csv").exists()
+    rows = _read(tmp_path / "run7")
     assert [r["step"] for r in rows] == ["connect", "ack"]
     assert {r["run"] for r in rows} == {"run7"}
     assert {r["worker"] for r in rows} == {"local"}
-    assert rows[0]["latency_ms"] == "3.5" and rows[1]["latency_ms"] == ""
-    # the live aggregate saw the same rows
+    assert rows[0]["latency_ms"] == 3.5 and rows[1]["latency_ms"] != rows[1]["latency_ms"]  # NaN: none
+    agg = read_aggregates(tmp_path / "run7")
+    assert sorted(agg["step"].astype(str)) == ["ack", "connect"] and agg["count"].sum() == 2
+    # the live aggregate saw the same steps
     assert eventlog.live_stats(env).totals["rows"] == 2
 
 
@@ -54,7 +56,7 @@ def test_run_name_option_wins_and_callers_values_are_kept(tmp_path: Path) -> Non
     eventlog.record(env, make_row("ack", run="mine", worker="w9"))
     eventlog.record(env, make_row("ack"))
     eventlog.flush(env)
-    rows = _read(tmp_path / "d" / "events.csv")
+    rows = _read(tmp_path / "d")
     assert [(r["run"], r["worker"]) for r in rows] == [("mine", "w9"), ("named", "local")]
 
 
@@ -74,9 +76,9 @@ def test_background_flusher_writes_within_a_second(tmp_path: Path) -> None:
     try:
         eventlog.record(env, make_row("ack", user="u"))
         t0 = time.monotonic()
-        path = tmp_path / "events.csv"
-        while not (path.exists() and len(_read(path)) == 1):
-            assert time.monotonic() - t0 < 1.0, "row not on disk within 1 s"
+        path = tmp_path / "aggregates.arrows"
+        while not (path.exists() and path.stat().st_size and read_aggregates(tmp_path)["count"].sum() == 1):
+            assert time.monotonic() - t0 < eventlog.FLUSH_INTERVAL_S + 0.5, "step not on disk within a flush"
             gevent.sleep(0.02)
     finally:
         g.kill()
@@ -88,7 +90,10 @@ def test_unwritable_run_dir_keeps_rows_and_does_not_raise(tmp_path: Path) -> Non
     env = _env(blocker / "sub")  # a directory below a regular file cannot be created
     eventlog.record(env, make_row("ack"))
     eventlog.flush(env)
-    assert len(eventlog._state(env).to_write) == 1
+    st = eventlog._state(env)
+    assert len(st.to_write) == 1 and sum(c.count for c in st.file_agg.cells.values()) == 1  # kept for a retry
+    eventlog.flush(env)
+    assert len(st.to_write) == 1 and sum(c.count for c in st.file_agg.cells.values()) == 1  # not doubled
 
 
 def _worker_env(sent: list) -> SimpleNamespace:
@@ -108,17 +113,20 @@ def _master_env(run_dir: Path, clients: dict) -> SimpleNamespace:
     return _env(run_dir, runner=runner)
 
 
-def test_worker_ships_rows_in_column_order_with_its_id_and_sequence() -> None:
+def test_worker_ships_one_batch_with_its_id_and_sequence() -> None:
     sent: list = []
     env = _worker_env(sent)
     eventlog.record(env, make_row("ack", user="u", latency_ms=2.0))
     eventlog.record(env, make_row("ack", user="u", worker="explicit"))
     eventlog.flush(env)
     eventlog.flush(env, final=True)
-    assert [t for t, _ in sent] == [eventlog.MSG_ROWS, eventlog.MSG_ROWS]
+    assert [t for t, _ in sent] == [eventlog.MSG_BATCH, eventlog.MSG_BATCH]
     first, last = sent[0][1], sent[1][1]
-    assert first["seq"] == 0 and last["seq"] == 1 and last["final"] and last["rows"] == []
+    assert set(first) == {"v", "seq", "final", "dropped", "sent", "cpu", "aggs", "rows", "sends", "receipts",
+                          "policy"}
+    assert first["v"] == 2 and first["seq"] == 0 and last["seq"] == 1 and last["final"] and last["rows"] == []
     assert [dict(zip(COLUMNS, v, strict=True))["worker"] for v in first["rows"]] == ["w-A", "explicit"]
+    assert sum(a[7] for a in first["aggs"]) == 2 and last["aggs"] == []
 
 
 def test_worker_keeps_rows_when_master_unreachable() -> None:
@@ -130,7 +138,15 @@ def test_worker_keeps_rows_when_master_unreachable() -> None:
     env.runner.send_message = boom
     eventlog.record(env, make_row("ack"))
     eventlog.flush(env)
-    assert len(eventlog._state(env).buffer) == 1
+    eventlog.record(env, make_row("ack"))
+    eventlog.flush(env)
+    st = eventlog._state(env)
+    assert st.unsent is not None and len(st.unsent["rows"]) == 2 and st.seq == 0
+    sent: list = []
+    env.runner.send_message = lambda t, data=None, client_id=None: sent.append(data)
+    eventlog.flush(env)
+    assert st.unsent is None and [d["seq"] for d in sent] == [0]
+    assert sum(a[7] for a in sent[0]["aggs"]) == 2 and len(sent[0]["rows"]) == 2
 
 
 def test_master_writes_every_workers_rows_and_reports_gaps_and_missing(tmp_path: Path) -> None:
@@ -152,9 +168,9 @@ def test_master_writes_every_workers_rows_and_reports_gaps_and_missing(tmp_path:
     master = _master_env(tmp_path, clients)
     for node, batches in (("w-A", sent_a), ("w-B", [sent_b[0], sent_b[2]])):
         for _t, data in batches:
-            eventlog._on_rows(master, SimpleNamespace(node_id=node, data=data))
+            eventlog._on_batch(master, SimpleNamespace(node_id=node, data=data))
     eventlog.flush(master)
-    rows = _read(tmp_path / "events.csv")
+    rows = _read(tmp_path)
     assert len(rows) == 9
     assert sorted(r["user"] for r in rows if r["worker"] == "w-B") == ["b0", "b1", "b2", "b9"]
     s = eventlog.stats(master)
@@ -170,7 +186,8 @@ def test_master_skips_malformed_rows(tmp_path: Path) -> None:
     eventlog._on_rows(master, SimpleNamespace(node_id="w", data={"seq": 0, "rows": [[1, 2, 3]]}))
     eventlog._on_rows(master, SimpleNamespace(node_id="w", data=None))
     eventlog.flush(master)
-    assert not (tmp_path / "events.csv").exists()
+    assert not (tmp_path / "events.arrows").exists() and not (tmp_path / "aggregates.arrows").exists()
+    assert eventlog._state(master).malformed == {"rows": 1, "payload": 1}
 
 
 def test_meta_json_minimal_then_completed(tmp_path: Path) -> None:

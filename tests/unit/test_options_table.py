@@ -37,6 +37,10 @@ NON_DEFAULT: dict[str, tuple[list[str], object]] = {
     "ca_file": (["/tmp/ca.pem"], "/tmp/ca.pem"),
     "insecure": ([], True),
     "steps": (["5:2,10:3"], "5:2,10:3"),
+    "sample_rate": (["0.5"], 0.5),
+    "first_rows": (["2"], 2),
+    "failure_rows": (["9"], 9),
+    "log_all": ([], True),
     "run_dir": (["/tmp/run"], "/tmp/run"),
     "run_name": (["r1"], "r1"),
 }
@@ -115,11 +119,13 @@ def test_every_load_option_is_a_loadconfig_field_with_the_same_default() -> None
 
 def test_the_runner_s_flags_parse_back_to_the_loadconfig() -> None:
     lo = replace(LoadConfig(), transports=("websocket",), eio=3, namespace="/chat", room_size=4, message_rate=2.5,
-                 payload_size=0, reconnect=False, source_range="127.0.0.2-127.0.0.9",
+                 payload_size=0, reconnect=False, source_range="127.0.0.2-127.0.0.9", log_all=True, sample_rate=0.25,
                  steps=(Step(5, 2.5), Step(10, 3)))
     o = _parse(load_flags(lo, run_dir="/tmp/run", run_name="r", node_header="x-node", ca_file="/ca.pem"))
     assert (o.transports, o.eio, o.namespace, o.room_size, o.message_rate, o.payload_size, o.reconnect) == (
         "websocket", 3, "/chat", 4, 2.5, 0, False)
+    assert (o.log_all, o.sample_rate) == (True, 0.25)
+    assert "--sio-log-all" not in load_flags(LoadConfig())
     assert (o.source_range, o.steps, o.run_dir, o.run_name, o.node_header, o.ca_file) == (
         "127.0.0.2-127.0.0.9", "5:2.5,10:3", "/tmp/run", "r", "x-node", "/ca.pem")
     assert "--sio-steps" not in load_flags(LoadConfig()) and "--sio-source-range" not in load_flags(LoadConfig())

@@ -1,0 +1,196 @@
+"""The event log's run-directory writer: Arrow IPC streams while the run goes, Parquet when it ends.
+
+Why this format (contract/eventfiles.py): every flush (about a second) appends one record batch
+to each of events.arrows / aggregates.arrows / delivery.arrows. The sink is a `pa.OSFile`, which
+hands each write to the OS at once (no user-space buffer), so a SIGKILLed run keeps every
+complete batch and a reader stops at the last one. At the end (`compact`) each stream becomes
+a Parquet file: aggregates merged by key with summed histograms, kept rows sorted by ts, the
+newest delivery row per second; written to a temporary name, renamed, then the stream removed.
+
+Strings are written plain (not dictionary-encoded) in the streams. Why: a batch is one second
+of data, small, and written once; encoding it would cost the master CPU per flush for a file
+that lives only until the run ends, while Parquet dictionary-encodes every text column by
+itself at compaction. The readers accept both (analysis/runfiles.py).
+
+Errors are the caller's (eventlog.py keeps the data and retries): an OSError from `write`
+leaves the writer usable; the stream of a kind is created at its first non-empty batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from contract.aggregate import AGG_COLUMNS, Aggregator
+from contract.eventfiles import AGGREGATES, DELIVERY, EVENTS, FILES, FINAL_SUFFIX, STREAM_SUFFIX
+
+_TYPES: dict[str, pa.DataType] = {
+    "float64": pa.float64(), "int64": pa.int64(), "int32": pa.int32(), "int8": pa.int8(), "string": pa.string(),
+    "list<int32>": pa.list_(pa.int32()), "list<int64>": pa.list_(pa.int64()),
+}
+
+
+def schema(kind: str) -> pa.Schema:
+    """The Arrow schema of one kind of file, from contract.eventfiles (plain strings)."""
+    return pa.schema([(c, _TYPES[t]) for c, t in FILES[kind].items()])
+
+
+def _batch(kind: str, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+    """Row lists (the kind's column order) as one typed record batch."""
+    sch = schema(kind)
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in sch.names]
+    return pa.RecordBatch.from_arrays([pa.array(list(c), type=f.type) for c, f in zip(cols, sch, strict=True)],
+                                      schema=sch)
+
+
+def aggregate_rows(wires: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """contract.aggregate wire lists as aggregates-file rows (`hist` split into buckets and counts)."""
+    out = []
+    for w in wires:
+        pairs = w[13]
+        lo, hi = w[10], w[11]
+        out.append([*w[:10], None if lo is None or not math.isfinite(lo) else lo,
+                    None if hi is None or not math.isfinite(hi) else hi, w[12], pairs[0::2], pairs[1::2]])
+    return out
+
+
+def event_rows(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Kept rows (contract.rows.COLUMNS order) with the latency and ok cells typed for Arrow."""
+    out = []
+    for r in rows:
+        r = list(r)
+        lat = r[10]
+        r[10] = None if lat is None or lat == "" else float(lat)
+        r[11] = 1 if r[11] in (1, True, "1") else 0
+        out.append(r)
+    return out
+
+
+class RunFiles:
+    """One run directory's three streams (the master's or the local runner's)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._sinks: dict[str, Any] = {}
+        self._writers: dict[str, ipc.RecordBatchStreamWriter] = {}
+        self.batches: dict[str, int] = {k: 0 for k in FILES}
+        self.rows: dict[str, int] = {k: 0 for k in FILES}
+
+    def path(self, kind: str, final: bool = False) -> Path:
+        return self.run_dir / f"{kind}{FINAL_SUFFIX if final else STREAM_SUFFIX}"
+
+    def _writer(self, kind: str) -> ipc.RecordBatchStreamWriter:
+        w = self._writers.get(kind)
+        if w is None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            sink = pa.OSFile(str(self.path(kind)), "wb")  # a run replaces an earlier run's stream
+            try:
+                w = ipc.new_stream(sink, schema(kind))
+            except BaseException:
+                sink.close()
+                raise
+            self._sinks[kind], self._writers[kind] = sink, w
+        return w
+
+    def write(self, kind: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Append one batch (rows in the kind's column order); nothing for no rows. OSError: not written."""
+        if not rows:
+            return
+        batch = _batch(kind, rows)
+        try:
+            self._writer(kind).write_batch(batch)
+        except pa.ArrowException as e:  # pyarrow raises its own IO errors: one kind of error for the caller
+            raise OSError(str(e)) from e
+        self.batches[kind] += 1
+        self.rows[kind] += len(rows)
+
+    def close(self) -> None:
+        for kind in list(self._writers):
+            w, sink = self._writers.pop(kind), self._sinks.pop(kind)
+            try:
+                w.close()
+            finally:
+                sink.close()
+
+    def compact(self) -> dict[str, int]:
+        """Close the streams and turn each into its Parquet file; returns the rows per final file.
+        A stream that cannot be read or written stays as it is (readers fall back to it)."""
+        self.close()
+        out: dict[str, int] = {}
+        for kind in FILES:
+            src = self.path(kind)
+            if not src.exists():
+                continue
+            table = read_stream(src)
+            table = _COMPACT[kind](table)
+            dst = self.path(kind, final=True)
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            pq.write_table(table, tmp)
+            os.replace(tmp, dst)
+            src.unlink()
+            out[kind] = table.num_rows
+        return out
+
+
+def read_stream(path: Path) -> pa.Table:
+    """Every complete batch of a stream (a cut last batch is left out)."""
+    batches = []
+    with pa.OSFile(str(path), "rb") as f:
+        reader = ipc.open_stream(f)
+        sch = reader.schema
+        while True:
+            try:
+                batches.append(reader.read_next_batch())
+            except StopIteration:
+                break
+            except (OSError, pa.ArrowException):
+                break
+    return pa.Table.from_batches(batches, schema=sch)
+
+
+def _compact_events(t: pa.Table) -> pa.Table:
+    return t.sort_by("ts")
+
+
+def _compact_aggregates(t: pa.Table) -> pa.Table:
+    """Cells of one key written in several batches merged into one (counts and histograms summed)."""
+    agg = Aggregator()
+    d = t.to_pydict()
+    n = t.num_rows
+    names = list(AGG_COLUMNS[:-1])
+    wires = []
+    for i in range(n):
+        lo, hi = d["lat_min_ms"][i], d["lat_max_ms"][i]
+        buckets, counts = d["hist_bucket"][i] or [], d["hist_count"][i] or []
+        pairs = [x for pair in zip(buckets, counts, strict=True) for x in pair]
+        w = [d[c][i] for c in names]
+        w[10], w[11] = lo, hi
+        wires.append([*w, pairs])
+    agg.merge_wire(wires)
+    rows = sorted(aggregate_rows(agg.drain()), key=lambda r: (r[0], *r[1:7]))
+    return _batch_table(AGGREGATES, rows)
+
+
+def _compact_delivery(t: pa.Table) -> pa.Table:
+    newest: dict[int, list[Any]] = {}
+    for r in zip(*t.to_pydict().values(), strict=True):
+        prev = newest.get(r[0])
+        if prev is None or r[5] >= prev[5]:
+            newest[r[0]] = list(r)
+    return _batch_table(DELIVERY, [newest[s] for s in sorted(newest)])
+
+
+def _batch_table(kind: str, rows: list[list[Any]]) -> pa.Table:
+    return pa.Table.from_batches([_batch(kind, rows)])
+
+
+_COMPACT = {EVENTS: _compact_events, AGGREGATES: _compact_aggregates, DELIVERY: _compact_delivery}
+
+__all__ = ["RunFiles", "aggregate_rows", "event_rows", "read_stream", "schema"]
