@@ -18,6 +18,8 @@ from scipy.optimize import least_squares
 
 from contract.wire import GENERATOR_SATURATED_PERCENT
 
+from . import aggregates as A
+
 MIN_USL_POINTS = 6
 """Below this many distinct concurrency levels the fit is reported as not meaningful (the R `usl`
 package warns likewise): three parameters from four or five points fit almost anything."""
@@ -176,39 +178,51 @@ _GEN_COLUMNS = ["generator_cpu_max", "generator_cpu_p90", "generator_process", "
 
 
 def step_stats(events: pd.DataFrame, windows: pd.DataFrame, nodes: int,
-               generator: pd.DataFrame | None = None) -> pd.DataFrame:
+               generator: pd.DataFrame | None = None, cells: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per stage: users, users_per_node, throughput, p95 connect/ack, failure ratio (+ generator CPU).
 
     generator: generator.csv samples (ts, worker, cpu_percent); adds `generator_stage_cpu`'s columns
-    (NaN / False when there are none, i.e. unknown, not "fine").
+    (NaN / False when there are none, i.e. unknown, not "fine"). cells: the config's per-second cells
+    (analysis.aggregates; default: the cells of `events`), which every count and percentile here reads;
+    the rows serve the sessions of stage_imbalance.
 
-    throughput = successful messages sent per second over the hold (ack + emit + broadcast_send rows,
+    throughput = successful messages sent per second over the hold (ack + emit + broadcast_send steps,
     ok=1); if the scenario sends none (hold/churn), all ok steps except receives and disconnects.
-    p95 ack and the failure ratio (failed rows / all rows) are over the hold only; p95 connect is over
-    ramp + hold, because users connect during the ramp. imbalance: see stage_imbalance.
+    p95 ack and the failure ratio (failed steps / all steps) are over the hold only; p95 connect is over
+    ramp + hold, because users connect during the ramp. A step is in a window by its second: exact for
+    the whole-second windows of Locust's history. imbalance: see stage_imbalance.
     """
     imb = stage_imbalance(events, windows, nodes)
+    cells = A.aggregates_from_rows(events) if cells is None else cells
+    sec = cells["second"].to_numpy(dtype=float) if len(cells) else np.zeros(0)
     rows = []
     for _, w in windows.iterrows():
-        hold = events[(events["ts"] >= w["hold_start"]) & (events["ts"] < w["end"])]
-        win = events[(events["ts"] >= w["ramp_start"]) & (events["ts"] < w["end"])]
+        hold = cells[(sec >= w["hold_start"]) & (sec < w["end"])]
+        win = cells[(sec >= w["ramp_start"]) & (sec < w["end"])]
         dur = max(1e-9, float(w["end"] - w["hold_start"]))
         okh = hold[hold["ok"] == 1]
         msgs = okh[okh["step"].isin(_MESSAGE_STEPS)]
-        if not len(msgs):
+        if not int(msgs["count"].sum()):
             msgs = okh[~okh["step"].isin(("broadcast_recv", "disconnect"))]
-        conn = win[(win["step"] == "connect") & (win["ok"] == 1)]["latency_ms"].dropna()
-        ack = hold[(hold["step"] == "ack") & (hold["ok"] == 1)]["latency_ms"].dropna()
+        n_hold = int(hold["count"].sum())
         rows.append({"stage": int(w["stage"]), "users": int(w["users"]),
                      "users_per_node": w["users"] / max(1, nodes), "hold_s": dur,
-                     "throughput": len(msgs) / dur,
-                     "p95_connect_ms": float(conn.quantile(0.95)) if len(conn) else math.nan,
-                     "p95_ack_ms": float(ack.quantile(0.95)) if len(ack) else math.nan,
-                     "failure_ratio": float((hold["ok"] == 0).mean()) if len(hold) else math.nan,
-                     "steps": int(len(hold)), "imbalance": imb.get(int(w["stage"]), math.nan)})
+                     "throughput": int(msgs["count"].sum()) / dur,
+                     "p95_connect_ms": _p95(win[(win["step"] == "connect") & (win["ok"] == 1)]),
+                     "p95_ack_ms": _p95(okh[okh["step"] == "ack"]),
+                     "failure_ratio": int(hold.loc[hold["ok"] == 0, "count"].sum()) / n_hold if n_hold else math.nan,
+                     "steps": n_hold, "imbalance": imb.get(int(w["stage"]), math.nan)})
     out = pd.DataFrame(rows, columns=_STATS_COLUMNS)
     gen = generator_stage_cpu(generator, windows)
     return out.merge(gen, on="stage", how="left") if len(out) else out.assign(**{c: [] for c in _GEN_COLUMNS})
+
+
+def _p95(cells: pd.DataFrame) -> float:
+    """The p95 latency of the cells' merged histograms (NaN without a latency)."""
+    c = cells[cells["lat_count"] > 0]
+    if not len(c):
+        return math.nan
+    return float(A.quantiles(A.merge(c, []), [0.95])[0, 0])
 
 
 def stage_imbalance(events: pd.DataFrame, windows: pd.DataFrame, nodes: int) -> dict[int, float]:

@@ -23,7 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contract.eventfiles import AGGREGATES, DELIVERY, EVENTS
 from contract.rows import COLUMNS, ERROR_KINDS, GENERATOR_COLUMNS, STEPS
+
+from . import runfiles
+from .aggregates import aggregates_from_rows, empty_cells
 
 CONFIG_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls")
 """The config block of meta.json (RunConfig.labels()), in the order the report shows it."""
@@ -53,8 +57,11 @@ _HTTP_KIND = re.compile(r"http_[1-5][0-9][0-9]")
 class Frames:
     """Everything loaded from one or more run directories.
 
-    events: one row per client step (rows.COLUMNS) + `config` (the run's name) + CONFIG_KEYS.
-    runs: one row per run directory: config, dir, status, error, started, ended, n_events, + CONFIG_KEYS.
+    events: one row per client step (rows.COLUMNS) + `config` (the run's name) + CONFIG_KEYS; for a
+    schema-2 run the kept rows (contract/rowpolicy.py: every state row), with the columns the figures
+    read (ROW_COLUMNS; the others empty).
+    runs: one row per run directory: config, dir, status, error, started, ended, n_events (steps, from the
+    aggregates: exact), n_rows (rows loaded), schema (1 CSV, 2 aggregates), + CONFIG_KEYS.
     locust_stats / locust_history / locust_failures / locust_exceptions / locust_json: Locust's own
     outputs, with a `config` column. meta / sio_stats: the raw JSON per config name.
     warnings: what could not be loaded, one readable line each ("<config>: <what>").
@@ -75,6 +82,12 @@ class Frames:
     data_issues: list[dict[str, Any]] = field(default_factory=list)
     """What the loader dropped or blanked, one dict per (config, file, action, column, reason) with its
     count: the same facts as the lines in `warnings`, for code (tests, the report) to read."""
+    aggregates: pd.DataFrame = field(default_factory=lambda: empty_cells(("config", *CONFIG_KEYS)))
+    """Per-second cells (analysis.aggregates; config + CONFIG_KEYS like events): every count and latency
+    percentile is read from here. Schema 2: the run's aggregates files; schema 1: derived from events.csv."""
+    delivery: pd.DataFrame = field(default_factory=lambda: empty_delivery())
+    """Broadcast delivery per send second (config + contract.eventfiles.DELIVERY_TYPES), schema-2 runs only;
+    a schema-1 run's delivery is computed from its rows (metrics.broadcast_delivery)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +179,14 @@ def empty_events() -> pd.DataFrame:
     return df
 
 
+def empty_delivery() -> pd.DataFrame:
+    """A delivery frame with the right columns and no rows."""
+    return pd.DataFrame({"config": pd.Series(dtype="category"), "second": pd.Series(dtype="int64"),
+                         "sent": pd.Series(dtype="int64"), "expected": pd.Series(dtype="int64"),
+                         "delivered": pd.Series(dtype="int64"), "final": pd.Series(dtype="int8"),
+                         "written": pd.Series(dtype="float64")})
+
+
 def empty_generator() -> pd.DataFrame:
     """A generator frame with the right columns and no rows."""
     return pd.DataFrame({"config": pd.Series(dtype=str), "ts": pd.Series(dtype=float), "worker": pd.Series(dtype=str),
@@ -199,25 +220,32 @@ def load_run(run_dir: str | Path) -> Frames:
 
     window = Window.from_meta(meta, w)
     issues: list[dict[str, Any]] = []
-    events = read_events(d / "events.csv", w, window, Tally(w, "events.csv", issues))
-    events["config"] = pd.Categorical([name] * len(events))
-    for k, v in labels.items():
-        events[k] = pd.Categorical([v] * len(events))
+    schema = runfiles.schema_version(d)
+    if schema >= 2:
+        events, cells, delivery = _read_schema2(d, w, window, issues)
+    else:
+        events = read_events(d / "events.csv", w, window, Tally(w, "events.csv", issues))
+        cells, delivery = None, empty_delivery()
+    _label(events, name, labels)
+    cells = aggregates_from_rows(events) if cells is None else _label(cells, name, labels)
+    delivery = _label(delivery, name, {})
 
-    status = str(meta.get("status") or ("ok" if len(events) else "unknown"))
+    n_steps = int(cells["count"].sum()) if len(cells) else 0
+    status = str(meta.get("status") or ("ok" if n_steps else "unknown"))
     error = meta.get("error")
     if status == "failed" and not error:
         error = "run marked failed in meta.json (no reason given)"
-    if not (d / "events.csv").exists() and status != "failed":
+    if schema < 2 and not (d / "events.csv").exists() and status != "failed":
         error = error or "no events.csv: the load never produced events"
+    if schema >= 2 and not n_steps and status != "failed":
+        error = error or "no aggregates: the load never produced events"
 
-    ts = events["ts"] if len(events) else pd.Series(dtype=float)
+    first, last = _span(events, cells)
     runs = pd.DataFrame([{
         "config": name, "dir": str(d), "status": status, "error": error,
         "started": meta.get("started"), "ended": meta.get("ended"),
-        "first_ts": float(ts.min()) if len(ts) else math.nan,
-        "last_ts": float(ts.max()) if len(ts) else math.nan,
-        "n_events": int(len(events)), **labels,
+        "first_ts": first, "last_ts": last,
+        "n_events": n_steps, "n_rows": int(len(events)), "schema": schema, **labels,
     }])
 
     stats = _read_locust_csv(d / "locust_stats.csv", name, w, required=("Type", "Name", "Request Count"))
@@ -232,7 +260,28 @@ def load_run(run_dir: str | Path) -> Frames:
     return Frames(events=events, runs=runs, locust_stats=stats, locust_history=history,
                   locust_failures=failures, locust_exceptions=exceptions, locust_json=ljson,
                   meta={name: meta}, sio_stats={name: sio} if sio else {}, warnings=warn, generator=gen,
-                  data_issues=[{"config": name, **i} for i in issues])
+                  data_issues=[{"config": name, **i} for i in issues], aggregates=cells, delivery=delivery)
+
+
+def _label(df: pd.DataFrame, name: str, labels: dict[str, str]) -> pd.DataFrame:
+    """Add the config name and its labels as categorical columns (in place; returns df)."""
+    df["config"] = pd.Categorical([name] * len(df))
+    for k, v in labels.items():
+        df[k] = pd.Categorical([v] * len(df))
+    return df
+
+
+def _span(events: pd.DataFrame, cells: pd.DataFrame) -> tuple[float, float]:
+    """The run's first and last event time. The first: the earliest row (a run's first step is a state
+    row or a first failure, always kept), else the earliest cell's second; the last: the newest ts any
+    cell saw (exact, whatever was kept)."""
+    first = float(events["ts"].min()) if len(events) else math.nan
+    if math.isnan(first) and len(cells):
+        first = float(cells["second"].min())
+    last = float(cells["max_ts"].max()) if len(cells) else math.nan
+    if len(events):
+        last = float(np.nanmax([last, float(events["ts"].max())]))
+    return first, last
 
 
 def load_runs(run_dirs: list[str | Path] | tuple[str | Path, ...]) -> Frames:
@@ -262,6 +311,8 @@ def load_runs(run_dirs: list[str | Path] | tuple[str | Path, ...]) -> Frames:
         locust_exceptions=_concat([p.locust_exceptions for p in parts]),
         locust_json=_concat([p.locust_json for p in parts]),
         generator=_concat([p.generator for p in parts]) if any(len(p.generator) for p in parts) else empty_generator(),
+        aggregates=_concat_categorical([p.aggregates for p in parts]),
+        delivery=_concat_categorical([p.delivery for p in parts]),
     )
     for p in parts:
         out.meta.update(p.meta)
@@ -327,6 +378,143 @@ def read_events(path: Path, warn: Any, window: Window | None = None, tally: Tall
     return df
 
 
+ROW_COLUMNS: tuple[str, ...] = ("ts", "user", "eio_sid", "step", "node", "ok", "error_kind", "room")
+"""The kept-row columns a schema-2 run's figures read (sessions, nodes, node switches, membership);
+the rest (error text, msg_id, ...) stay on disk. Counts and latencies come from the aggregates."""
+
+
+def _read_schema2(d: Path, warn: Any, window: Window,
+                  issues: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(kept rows, cells, delivery) of a schema-2 run, validated like events.csv (never raises)."""
+    rows = runfiles.read_rows(d, ROW_COLUMNS, warn)
+    rows = _typed_rows(rows)
+    rows = _validate_events(rows, window, Tally(warn, _file_name(d, EVENTS), issues), dedup=ROW_COLUMNS)
+    rows["ok"] = rows["ok"].astype("int8")
+    cells = runfiles.read_aggregates(d, warn=warn)
+    if cells is None:
+        warn("no aggregates file (aggregates.parquet / .arrows): no step was counted")
+        cells = empty_cells()
+    cells = _validate_cells(cells, window, Tally(warn, _file_name(d, AGGREGATES), issues))
+    delivery = runfiles.read_delivery(d, warn=warn)
+    delivery = empty_delivery().drop(columns="config") if delivery is None else \
+        _validate_delivery(delivery, window, Tally(warn, _file_name(d, DELIVERY), issues))
+    return rows, cells, delivery
+
+
+def _file_name(d: Path, kind: str) -> str:
+    names = runfiles.files_present(d, kind)
+    return names[0] if names else kind
+
+
+def _typed_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Kept rows as read_events types them (every COLUMNS column; the unread ones empty), ok float for checks."""
+    n = len(rows)
+    out = {}
+    for c in COLUMNS:
+        if c in rows:
+            out[c] = rows[c].reset_index(drop=True)
+        elif c in _NUMERIC:
+            out[c] = pd.Series(np.full(n, np.nan))
+        else:
+            out[c] = pd.Series(pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[""]))
+    df = pd.DataFrame(out)
+    for c in _NUMERIC:
+        df[c] = df[c].astype("float64")
+    for c in _CATEGORICAL:
+        if not isinstance(df[c].dtype, pd.CategoricalDtype):
+            df[c] = df[c].astype(str).astype("category")
+    return df
+
+
+def _validate_cells(cells: pd.DataFrame, window: Window, tally: Tally) -> pd.DataFrame:
+    """Drop the cells that cannot be a second of this run's steps; blank impossible labels (as for rows).
+
+    Dropped: second outside the run's window, step missing, ok not 0/1, a count negative or missing, a
+    latency count above the count, a histogram that does not add up to its latency count (or holds a
+    negative bucket or count), a latency sum/min/max not finite or min > max where there are latencies,
+    max_ts not finite. Blanked: an error_kind that is not a kind (or set on an ok cell), a transport that
+    is not polling/websocket. Counted per reason in one warning line, like events.csv.
+    """
+    if not len(cells):
+        tally.flush(rows=0)
+        return cells
+    sec = cells["second"].to_numpy(dtype=float)
+    ok = cells["ok"].to_numpy(dtype=float)
+    n = cells["count"].to_numpy(dtype=float)
+    ln = cells["lat_count"].to_numpy(dtype=float)
+    lo, hi = cells["lat_min_ms"].to_numpy(dtype=float), cells["lat_max_ms"].to_numpy(dtype=float)
+    lsum, mts = cells["lat_sum_ms"].to_numpy(dtype=float), cells["max_ts"].to_numpy(dtype=float)
+    has = ln > 0
+    with np.errstate(invalid="ignore"):
+        lat_bad = has & (~np.isfinite(lo) | ~np.isfinite(hi) | ~np.isfinite(lsum) | (lo > hi) | (lo < 0)
+                         | (hi > MAX_LATENCY_MS))
+        checks = [
+            ("second", f"second outside {window.label}", ~np.isfinite(sec) | (sec + 1 < window.lo) | (sec > window.hi)),
+            ("step", "step missing", (cells["step"] == "").to_numpy()),
+            ("ok", "ok not 0 or 1", ~np.isin(ok, [0.0, 1.0])),
+            ("count", "count negative or missing", ~np.isfinite(n) | (n < 0)),
+            ("lat_count", "latency count negative, missing or above the count", ~np.isfinite(ln) | (ln < 0) | (ln > n)),
+            ("hist", "histogram does not add up to its latency count", _bad_hist(cells, ln)),
+            ("lat_ms", "latency sum/min/max not finite, negative or min above max", lat_bad),
+            ("max_ts", "max_ts not finite", ~np.isfinite(mts)),
+        ]
+    drop = np.zeros(len(cells), dtype=bool)
+    for col, reason, mask in checks:
+        tally.drop(col, reason, int((mask & ~drop).sum()))
+        drop |= mask
+    if drop.any():
+        cells = cells[~drop]
+    cells = cells.reset_index(drop=True)
+    cells["ok"] = cells["ok"].astype("int8")
+    for c in ("step", "name", "node", "transport", "error_kind"):
+        cells[c] = cells[c].cat.remove_unused_categories()
+    kinds = cells["error_kind"]
+    bad_kinds = [k for k in kinds.cat.categories if k and k not in ERROR_KINDS and not _HTTP_KIND.fullmatch(str(k))]
+    _blank(cells, "error_kind", [("error_kind", "not a failure kind (rows.ERROR_KINDS or http_<status>)",
+                                  kinds.isin(bad_kinds)),
+                                 ("error_kind", "set on an ok=1 cell", (kinds != "") & (cells["ok"] == 1))], tally, "")
+    _blank(cells, "transport", [("transport", "not polling or websocket", ~cells["transport"].isin(TRANSPORTS))],
+           tally, "")
+    tally.flush(rows=len(cells))
+    return cells
+
+
+def _bad_hist(cells: pd.DataFrame, lat_count: np.ndarray) -> np.ndarray:
+    """Per cell: bucket and count lists of different lengths, a negative entry, or counts not summing to lat_count."""
+    out = np.zeros(len(cells), dtype=bool)
+    for i, (b, c) in enumerate(zip(cells["hist_bucket"].to_numpy(), cells["hist_count"].to_numpy(), strict=True)):
+        if len(b) != len(c) or (len(b) and (b.min() < 0 or c.min() < 0)) or c.sum() != lat_count[i]:
+            out[i] = True
+    return out
+
+
+def _validate_delivery(d: pd.DataFrame, window: Window, tally: Tally) -> pd.DataFrame:
+    """Drop delivery seconds that cannot be: second outside the run's window, a count negative or missing,
+    delivered above expected, final not 0/1, written not finite."""
+    if not len(d):
+        tally.flush(rows=0)
+        return d
+    sec = d["second"].to_numpy(dtype=float)
+    sent, exp, dl = (d[c].to_numpy(dtype=float) for c in ("sent", "expected", "delivered"))
+    with np.errstate(invalid="ignore"):
+        checks = [
+            ("second", f"second outside {window.label}", ~np.isfinite(sec) | (sec + 1 < window.lo) | (sec > window.hi)),
+            ("count", "sent/expected/delivered negative or missing",
+             ~(np.isfinite(sent) & np.isfinite(exp) & np.isfinite(dl)) | (sent < 0) | (exp < 0) | (dl < 0)),
+            ("delivered", "delivered above expected", dl > exp),
+            ("final", "final not 0 or 1", ~np.isin(d["final"].to_numpy(dtype=float), [0.0, 1.0])),
+            ("written", "written not finite", ~np.isfinite(d["written"].to_numpy(dtype=float))),
+        ]
+    drop = np.zeros(len(d), dtype=bool)
+    for col, reason, mask in checks:
+        tally.drop(col, reason, int((mask & ~drop).sum()))
+        drop |= mask
+    d = d[~drop].reset_index(drop=True)
+    d = d.astype({"second": "int64", "sent": "int64", "expected": "int64", "delivered": "int64", "final": "int8"})
+    tally.flush(rows=len(d))
+    return d
+
+
 def _drop_repeated_headers(raw: bytes, header_present: bool) -> tuple[bytes, int]:
     """Remove header lines found after the first line (two files concatenated); returns (raw, count).
 
@@ -346,7 +534,8 @@ def _drop_repeated_headers(raw: bytes, header_present: bool) -> tuple[bytes, int
     return head + body, n
 
 
-def _validate_events(df: pd.DataFrame, window: Window, tally: Tally) -> pd.DataFrame:
+def _validate_events(df: pd.DataFrame, window: Window, tally: Tally,
+                     dedup: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Drop the rows that cannot be a step of this run; blank the values that cannot be, keep their rows.
 
     Dropped (the row cannot be placed or counted): ts missing, infinite or outside the run's window
@@ -359,6 +548,8 @@ def _validate_events(df: pd.DataFrame, window: Window, tally: Tally) -> pd.DataF
     ratio that the row rightly counts): latency_ms negative, infinite, over MAX_LATENCY_MS or
     longer than the run so far; an error_kind that is not a kind (or set on an ok row); a transport
     that is not polling/websocket.
+    dedup: the columns a duplicate is judged on (default all): a schema-2 run loads ROW_COLUMNS only, where
+    ts + user + step already tell one row from another by the argument above.
     """
     ts = df["ts"]
     finite = np.isfinite(ts.to_numpy(dtype=float, na_value=np.nan))
@@ -380,9 +571,9 @@ def _validate_events(df: pd.DataFrame, window: Window, tally: Tally) -> pd.DataF
     custom = sorted(set(df["step"].astype(str).unique()) - set(STEPS) - {""})
     if custom:
         n = int(df["step"].isin(custom).sum())
-        tally.warn(f"events.csv: {n} row(s) with scenario step(s) {', '.join(custom[:10])}"
+        tally.warn(f"{tally.file}: {n} row(s) with scenario step(s) {', '.join(custom[:10])}"
                    f"{' …' if len(custom) > 10 else ''} kept; the figures of rows.STEPS do not include them")
-    dup = _duplicated(df)
+    dup = _duplicated(df if dedup is None else df[list(dedup)])
     tally.drop("row", "exact duplicate of an earlier row (file holds rows twice?)", int(dup.sum()))
     df = df[~dup].reset_index(drop=True) if dup.any() else df.reset_index(drop=True)
     for c in _CATEGORICAL:
@@ -641,6 +832,8 @@ def _rename(p: Frames, new: str) -> None:
     old = str(p.runs["config"].iloc[0])
     p.runs["config"] = new
     p.events["config"] = pd.Categorical([new] * len(p.events))
+    p.aggregates["config"] = pd.Categorical([new] * len(p.aggregates))
+    p.delivery["config"] = pd.Categorical([new] * len(p.delivery))
     for df in (p.locust_stats, p.locust_history, p.locust_failures, p.locust_exceptions, p.locust_json):
         if "config" in df:
             df["config"] = new

@@ -1,7 +1,12 @@
-"""Pure functions from the tidy events frame (analysis.load) to the report's numbers.
+"""Pure functions from the tidy frames (analysis.load) to the report's numbers.
 
-Each takes the events frame (rows.COLUMNS + `config` + config labels) and returns a small
-frame keyed by `config` (and step / node / kind where that is the point). No I/O, no
+Counts and latency percentiles come from the per-second cells (Frames.aggregates; exact counts,
+percentiles from merged histograms within contract.histogram.RELATIVE_ERROR); a function that
+counts accepts either cells or event rows (rows are turned into the cells a worker would have
+made: one code path for schema-1 and schema-2 runs). What follows sessions (connected and upgraded
+sessions, nodes of connects, node switches, room membership) reads the rows, which for a
+schema-2 run are the kept rows: every state row is kept (contract/rowpolicy.py). Each returns a
+small frame keyed by `config` (and step / node / kind where that is the point). No I/O, no
 plotting: the report, the verdicts and `sioscale check` read the same numbers.
 """
 
@@ -15,6 +20,8 @@ from scipy import stats as sstats
 
 from contract.rows import DELIVERY_GRACE_S  # the one constant of docs/contracts.md
 
+from . import aggregates as A
+
 PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 
 
@@ -22,11 +29,16 @@ def _configs(events: pd.DataFrame) -> list[str]:
     return [str(c) for c in pd.unique(events["config"])] if len(events) else []
 
 
+def cells_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells as they are, or the cells of event rows (analysis.aggregates.aggregates_from_rows)."""
+    return frame if A.is_cells(frame) else A.aggregates_from_rows(frame)
+
+
 def _step(events: pd.DataFrame, step: str) -> pd.DataFrame:
     return events[events["step"] == step]
 
 
-def connection_ratios(events: pd.DataFrame) -> pd.DataFrame:
+def connection_ratios(events: pd.DataFrame, cells: pd.DataFrame | None = None) -> pd.DataFrame:
     """Connect and upgrade success per config, each numerator a subset of its denominator.
 
     attempted = handshake rows (each is one attempt by a user to open a session, reconnects included);
@@ -39,11 +51,18 @@ def connection_ratios(events: pd.DataFrame) -> pd.DataFrame:
     connect_ratio = connected / attempted. upgrade_ratio = upgraded / connected, only where an
     upgrade is expected (transports polling+websocket); NaN otherwise (websocket-only clients open
     the WebSocket directly, polling-only ones never upgrade). Ratios are NaN when the denominator is 0.
+    attempted is counted from `cells` (exact; default: the cells of the rows' handshakes), the sessions
+    from the rows (every handshake, connect and upgrade ok row is a state row, always kept).
     """
+    if cells is None:
+        cells = A.aggregates_from_rows(events[events["step"] == "handshake"]) if len(events) else events
+    hs = cells[cells["step"] == "handshake"] if len(cells) else cells
+    attempts = hs.groupby("config", observed=True)["count"].sum() if len(hs) else pd.Series(dtype="int64")
+    attempts.index = attempts.index.astype(str)
     out = []
-    for cfg in _configs(events):
+    for cfg in dict.fromkeys([*_configs(events), *_configs(cells)]):
         e = events[events["config"] == cfg]
-        attempted = int((e["step"] == "handshake").sum())
+        attempted = int(attempts.get(cfg, 0))
         opened = _sessions(e, "handshake")
         conn = _sessions(e, "connect") & opened
         upgraded = len(_sessions(e, "upgrade") & conn)
@@ -66,9 +85,14 @@ def _sessions(e: pd.DataFrame, step: str) -> set[tuple[str, str]]:
 
 
 def failures(events: pd.DataFrame) -> pd.DataFrame:
-    """Failed steps (ok=0) counted by config × error_kind × step × node ('?' where unknown)."""
-    f = events[events["ok"] == 0]
+    """Failed steps (ok=0) counted by config × error_kind × step × node ('?' where unknown).
+
+    `events`: cells or rows (counted from their cells: exact either way)."""
     cols = ["config", "error_kind", "step", "node", "count"]
+    if not len(events):
+        return pd.DataFrame(columns=cols)
+    f = events[events["ok"] == 0]
+    f = cells_of(f) if len(f) else f
     if not len(f):
         return pd.DataFrame(columns=cols)
     g = pd.DataFrame({
@@ -76,9 +100,13 @@ def failures(events: pd.DataFrame) -> pd.DataFrame:
         "error_kind": f["error_kind"].astype(str).replace("", "unclassified"),
         "step": f["step"].astype(str),
         "node": f["node"].astype(str).replace("", "?"),
+        "count": f["count"].to_numpy(dtype=np.int64),
     })
-    return g.value_counts().rename("count").reset_index().sort_values(
-        ["config", "count"], ascending=[True, False], ignore_index=True)[cols]
+    g = g.groupby(["config", "error_kind", "step", "node"], sort=False)["count"].sum().reset_index()
+    g = g[g["count"] > 0]
+    # value_counts' order: count descending, ties in key order
+    g = g.sort_values(["count", "config", "error_kind", "step", "node"], ascending=[False, True, True, True, True])
+    return g.sort_values(["config", "count"], ascending=[True, False], ignore_index=True, kind="stable")[cols]
 
 
 def failure_counts(events: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -189,43 +217,58 @@ def node_balance(dist: pd.DataFrame) -> pd.DataFrame:
 def latency_percentiles(events: pd.DataFrame, by: tuple[str, ...] = ("config", "step", "node")) -> pd.DataFrame:
     """p50/p95/p99/max/count of latency_ms over successful steps, grouped by `by`.
 
-    Only ok=1 rows with a duration: a timeout's "latency" is the timeout, not a service time.
+    Only ok=1 steps with a duration: a timeout's "latency" is the timeout, not a service time.
+    `events`: cells or rows; percentiles from the merged histograms (within RELATIVE_ERROR of the raw
+    values' numpy percentiles), max and count exact.
     """
-    e = events[(events["ok"] == 1) & events["latency_ms"].notna()]
     cols = [*by, "count", "p50", "p95", "p99", "max"]
-    if not len(e):
+    if not len(events):
         return pd.DataFrame(columns=cols)
-    g = e.groupby(list(by), observed=True)["latency_ms"]
-    q = g.quantile(list(PERCENTILES.values())).unstack()
-    q.columns = list(PERCENTILES)
-    out = pd.concat([g.size().rename("count"), q, g.max().rename("max")], axis=1).reset_index()
-    for c in by:
-        out[c] = out[c].astype(str)
-    return out[cols]
+    c = cells_of(events[events["ok"] == 1])
+    c = c[c["lat_count"] > 0]
+    if not len(c):
+        return pd.DataFrame(columns=cols)
+    m = A.merge(c, list(by))
+    q = A.quantiles(m, list(PERCENTILES.values()))
+    out = m[list(by)].copy()
+    for c_ in by:
+        out[c_] = out[c_].astype(str)
+    out["count"] = m["lat_count"].to_numpy()
+    for j, name in enumerate(PERCENTILES):
+        out[name] = q[:, j]
+    out["max"] = m["lat_max_ms"].to_numpy()
+    return out[cols].reset_index(drop=True)
 
 
 def latency_over_time(events: pd.DataFrame, bucket_s: float = 5.0,
-                      steps: tuple[str, ...] = ("connect", "ack", "broadcast_recv")) -> pd.DataFrame:
-    """p50/p95 per config × step × time bucket (t = seconds since the config's first event)."""
-    e = events[(events["ok"] == 1) & events["latency_ms"].notna() & events["step"].isin(steps)]
+                      steps: tuple[str, ...] = ("connect", "ack", "broadcast_recv"),
+                      t0: dict[str, float] | None = None) -> pd.DataFrame:
+    """p50/p95 per config × step × time bucket (t = seconds since the start of the config's first
+    second, analysis.aggregates.time_bins). `events`: cells or rows; t0 {config: first ts} (default:
+    the frame's own first ts or second)."""
     cols = ["config", "step", "t", "count", "p50", "p95"]
-    if not len(e):
+    if not len(events):
         return pd.DataFrame(columns=cols)
-    t0 = events.groupby("config", observed=True)["ts"].min()
-    t = e["ts"] - e["config"].map(t0).astype(float)
-    b = (np.floor(t / bucket_s) * bucket_s).rename("t")
-    g = e.assign(t=b).groupby(["config", "step", "t"], observed=True)["latency_ms"]
-    q = g.quantile([0.5, 0.95]).unstack()
-    q.columns = ["p50", "p95"]
-    out = pd.concat([g.size().rename("count"), q], axis=1).reset_index()
-    out["config"], out["step"] = out["config"].astype(str), out["step"].astype(str)
-    return out[cols]
+    t0 = A.first_ts(events) if t0 is None else t0
+    c = events[(events["ok"] == 1) & events["step"].isin(steps)]
+    c = cells_of(c) if len(c) else c
+    c = c[c["lat_count"] > 0] if len(c) else c
+    if not len(c):
+        return pd.DataFrame(columns=cols)
+    c = c.assign(t=A.time_bins(c, t0, bucket_s))
+    m = A.merge(c, ["config", "step", "t"])
+    q = A.quantiles(m, [0.5, 0.95])
+    out = pd.DataFrame({"config": m["config"].astype(str), "step": m["step"].astype(str), "t": m["t"].astype(float),
+                        "count": m["lat_count"].to_numpy(), "p50": q[:, 0], "p95": q[:, 1]})
+    return out[cols].reset_index(drop=True)
 
 
-def active_users(events: pd.DataFrame, bucket_s: float = 1.0) -> pd.DataFrame:
+def active_users(events: pd.DataFrame, bucket_s: float = 1.0, t0: dict[str, float] | None = None) -> pd.DataFrame:
     """Connected users over time per config, rebuilt from events (+1 on ok connect, -1 on disconnect).
 
-    Used where Locust's history is missing; it counts sessions actually up, not users spawned.
+    Used where Locust's history is missing; it counts sessions actually up, not users spawned. Time
+    buckets as analysis.aggregates.time_bins (from the start of the config's first second), so they
+    line up with the counts of failures_over_time.
     """
     conn = (events["step"] == "connect") & (events["ok"] == 1)
     up = set(zip(events.loc[conn, "config"].astype(str), events.loc[conn, "eio_sid"].astype(str), strict=True))
@@ -238,29 +281,35 @@ def active_users(events: pd.DataFrame, bucket_s: float = 1.0) -> pd.DataFrame:
     cols = ["config", "t", "active"]
     if not len(e):
         return pd.DataFrame(columns=cols)
-    t0 = events.groupby("config", observed=True)["ts"].min()
+    t0 = A.first_ts(events) if t0 is None else t0
+    origin = e["config"].astype(str).map({k: math.floor(v) for k, v in t0.items()}).astype(float)
     d = pd.DataFrame({"config": e["config"].astype(str),
-                      "t": np.floor((e["ts"] - e["config"].map(t0).astype(float)) / bucket_s) * bucket_s,
+                      "t": np.floor((e["ts"] - origin) / bucket_s) * bucket_s,
                       "delta": np.where(e["step"] == "connect", 1, -1)})
     d = d.groupby(["config", "t"])["delta"].sum().groupby(level=0).cumsum().rename("active").reset_index()
     return d[cols]
 
 
-def failures_over_time(events: pd.DataFrame, bucket_s: float = 1.0) -> pd.DataFrame:
-    """Per config × time bucket: steps, failed steps, failure ratio, connected users; `t` in s from start."""
+def failures_over_time(events: pd.DataFrame, bucket_s: float = 1.0, cells: pd.DataFrame | None = None,
+                       t0: dict[str, float] | None = None) -> pd.DataFrame:
+    """Per config × time bucket: steps, failed steps, failure ratio, connected users; `t` in s from the
+    start of the config's first second. Steps counted from `cells` (default: the rows' cells), connected
+    users from the rows (active_users)."""
     cols = ["config", "t", "steps", "failed", "failure_ratio", "active"]
-    if not len(events):
+    cells = cells_of(events) if cells is None else cells
+    if not len(cells):
         return pd.DataFrame(columns=cols)
-    t0 = events.groupby("config", observed=True)["ts"].min()
-    d = pd.DataFrame({"config": events["config"].astype(str),
-                      "t": np.floor((events["ts"] - events["config"].map(t0).astype(float)) / bucket_s) * bucket_s,
-                      "failed": (events["ok"] == 0).astype(int)})
-    g = d.groupby(["config", "t"]).agg(steps=("failed", "size"), failed=("failed", "sum")).reset_index()
+    t0 = (A.first_ts(events) if len(events) else A.first_ts(cells)) if t0 is None else t0
+    n = cells["count"].to_numpy(dtype=np.int64)
+    d = pd.DataFrame({"config": cells["config"].astype(str), "t": A.time_bins(cells, t0, bucket_s),
+                      "steps": n, "failed": np.where(cells["ok"].to_numpy() == 0, n, 0)})
+    g = d.groupby(["config", "t"])[["steps", "failed"]].sum().reset_index()
+    g = g[g["steps"] > 0]
     g["failure_ratio"] = g["failed"] / g["steps"]
-    act = active_users(events, bucket_s)
+    act = active_users(events, bucket_s, t0) if len(events) else pd.DataFrame(columns=["config", "t", "active"])
     g = g.merge(act, on=["config", "t"], how="left")
     g["active"] = g.groupby("config")["active"].ffill().fillna(0).astype(int)
-    return g[cols]
+    return g[cols].reset_index(drop=True)
 
 
 def first_failure_time(fot: pd.DataFrame, bound: float = 0.01) -> pd.DataFrame:
@@ -336,6 +385,58 @@ def broadcast_delivery(events: pd.DataFrame, grace_s: float = DELIVERY_GRACE_S) 
             row[f"lat_{p}"] = float(lat.loc[cfg, p]) if cfg in lat.index else math.nan
         out.append(row)
     return pd.DataFrame(out, columns=cols), s.reset_index(drop=True)
+
+
+def delivery_from_seconds(delivery: pd.DataFrame, cells: pd.DataFrame, ends: dict[str, float],
+                          grace_s: float = DELIVERY_GRACE_S) -> pd.DataFrame:
+    """broadcast_delivery's per-config summary from a schema-2 run's delivery seconds (counted at the
+    receivers and the master by the same definition, exact) and the receive latency from the cells.
+
+    A second the event log marked final has the grace window applied already; in a run that never
+    ended (killed), a second is left out unless it ended grace_s before the run's last event (`ends`,
+    {config: last ts}): every send in it is then outside the window, as the definition asks.
+    """
+    cols = ["config", "sent", "expected", "delivered", "delivery_ratio", "lat_p50", "lat_p95", "lat_p99"]
+    if not len(delivery):
+        return pd.DataFrame(columns=cols)
+    d = delivery.assign(config=delivery["config"].astype(str))
+    end = d["config"].map(ends).astype(float)
+    d = d[(d["final"] == 1) | (d["second"] + 1 <= end - grace_s)]
+    recv = cells[(cells["step"] == "broadcast_recv")] if len(cells) else cells
+    lat = latency_percentiles(recv, by=("config",)).set_index("config") if len(recv) else pd.DataFrame()
+    out = []
+    for cfg in dict.fromkeys(delivery["config"].astype(str)):
+        g = d[d["config"] == cfg]
+        exp, dl = int(g["expected"].sum()), int(g["delivered"].sum())
+        row = {"config": cfg, "sent": int(g["sent"].sum()), "expected": exp, "delivered": dl,
+               "delivery_ratio": dl / exp if exp else math.nan}
+        for p in ("p50", "p95", "p99"):
+            row[f"lat_{p}"] = float(lat.loc[cfg, p]) if cfg in lat.index else math.nan
+        out.append(row)  # a config with delivery seconds sent broadcasts, as broadcast_delivery includes it
+    return pd.DataFrame(out, columns=cols)
+
+
+def delivery_table(events: pd.DataFrame, cells: pd.DataFrame, delivery: pd.DataFrame, runs: pd.DataFrame,
+                   grace_s: float = DELIVERY_GRACE_S) -> pd.DataFrame:
+    """Broadcast delivery per config, whatever each run's schema: a schema-2 run's from its delivery
+    seconds (its kept rows are a sample of the sends and receipts), a schema-1 run's from its rows."""
+    v2 = set(runs.loc[runs["schema"] >= 2, "config"].astype(str)) if "schema" in runs else set()
+    parts = []
+    if v2:
+        ends = {str(r["config"]): float(r["last_ts"]) for _, r in runs.iterrows() if str(r["config"]) in v2}
+        mine = delivery[delivery["config"].astype(str).isin(v2)] if len(delivery) else delivery
+        c = cells[cells["config"].astype(str).isin(v2)] if len(cells) else cells
+        parts.append(delivery_from_seconds(mine, c, ends, grace_s))
+    rows = events[~events["config"].astype(str).isin(v2)] if v2 and len(events) else events
+    if len(rows):
+        parts.append(broadcast_delivery(rows, grace_s)[0])
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=["config", "sent", "expected", "delivered", "delivery_ratio", "lat_p50",
+                                     "lat_p95", "lat_p99"])
+    out = pd.concat(parts, ignore_index=True)
+    order = {str(c): i for i, c in enumerate(runs["config"])} if len(runs) else {}
+    return out.sort_values("config", key=lambda s: s.map(order), kind="stable", ignore_index=True)
 
 
 def _intervals(ev: pd.DataFrame, key: list[str]) -> pd.DataFrame:

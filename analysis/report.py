@@ -12,7 +12,7 @@ import json
 import math
 import platform
 import sys
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pandas as pd
 from contract.fmt import num
 from contract.status import RunStatus, Status, reconcile, worst  # stdlib-only: one status machine
 
+from . import aggregates as A
 from . import capacity as C
 from . import metrics as M
 from . import plots as P
@@ -91,6 +92,7 @@ class _Metrics:
     dset: pd.DataFrame
     step_totals: dict[str, tuple[int, int]]
     by_step: dict[str, dict[str, dict[str, int]]]
+    cells: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[ConfigSummary, dict[str, Any], dict[str, str | None]]:
@@ -120,39 +122,53 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[Con
 
 
 def _metrics(frames: Frames, thresholds: dict[str, float]) -> _Metrics:
-    """Every metric table over the events of all configs (analysis.metrics), once."""
+    """Every metric table over all configs (analysis.metrics), once: counts and percentiles from the
+    cells, sessions and nodes from the rows."""
     ev = frames.events
+    cells = _cells(frames)
     runs = frames.runs
-    conn = M.connection_ratios(ev).set_index("config") if len(ev) else pd.DataFrame()
-    fails = M.failures(ev)
-    fcounts = M.failure_counts(ev)
+    t0 = _first_ts(runs) or None
+    conn = M.connection_ratios(ev, cells).set_index("config") if len(ev) or len(cells) else pd.DataFrame()
+    fails = M.failures(cells)
+    fcounts = M.failure_counts(cells)
     attrib = M.node_switch_attribution(ev).set_index("config") if len(ev) else pd.DataFrame()
     expected_nodes = {str(r["config"]): _int(r.get("nodes")) for _, r in runs.iterrows() if _int(r.get("nodes"))}
     dist = M.node_distribution(ev, expected_nodes)
     bal = M.node_balance(dist).set_index("config")
-    lat_node = M.latency_percentiles(ev)
-    lat_step = M.latency_percentiles(ev, by=("config", "step"))
-    lot = M.latency_over_time(ev)
-    fot = M.failures_over_time(ev)
+    lat_node = M.latency_percentiles(cells)
+    lat_step = M.latency_percentiles(cells, by=("config", "step"))
+    lot = M.latency_over_time(cells, t0=t0)
+    fot = M.failures_over_time(ev, cells=cells, t0=t0)
     ff = M.first_failure_time(fot, thresholds.get("failure_ratio", C.DEFAULT_SLO["failure_ratio"])).set_index("config")
-    deliv, _ = M.broadcast_delivery(ev)
+    deliv = M.delivery_table(ev, cells, frames.delivery, runs)
     adapters = M.adapter_comparison(deliv, runs)
     dset = deliv.set_index("config") if len(deliv) else pd.DataFrame()
-    step_totals, by_step = _step_counts(ev)
+    step_totals, by_step = _step_counts(cells)
     return _Metrics(conn=conn, fails=fails, fcounts=fcounts, attrib=attrib, dist=dist, bal=bal, lat_node=lat_node,
                     lat_step=lat_step, lot=lot, fot=fot, ff=ff, deliv=deliv, adapters=adapters, dset=dset,
-                    step_totals=step_totals, by_step=by_step)
+                    step_totals=step_totals, by_step=by_step, cells=cells)
 
 
-def _step_counts(ev: pd.DataFrame) -> tuple[dict[str, tuple[int, int]], dict[str, dict[str, dict[str, int]]]]:
+def _cells(frames: Frames) -> pd.DataFrame:
+    """The per-second cells (load_runs fills them for both schemas; frames built by hand: from the rows)."""
+    if len(frames.aggregates) or not len(frames.events):
+        return frames.aggregates
+    return A.aggregates_from_rows(frames.events)
+
+
+def _step_counts(cells: pd.DataFrame) -> tuple[dict[str, tuple[int, int]], dict[str, dict[str, dict[str, int]]]]:
     """Failed steps / all steps per config (what `sioscale check --failure-ratio` bounds), and per step."""
-    step_totals = ({str(k): (int(v["n"]), int(v["n"] - v["ok"])) for k, v in
-                    ev.groupby("config", observed=True)["ok"].agg(n="size", ok="sum").iterrows()}
-                   if len(ev) else {})
+    if not len(cells):
+        return {}, {}
+    d = pd.DataFrame({"config": cells["config"].astype(str), "step": cells["step"].astype(str),
+                      "n": cells["count"].to_numpy(dtype="int64"),
+                      "failed": np.where(cells["ok"].to_numpy() == 0, cells["count"].to_numpy(dtype="int64"), 0)})
+    tot = d.groupby("config", sort=False)[["n", "failed"]].sum()
+    step_totals = {str(k): (int(v["n"]), int(v["failed"])) for k, v in tot.iterrows()}
     by_step: dict[str, dict[str, dict[str, int]]] = {}
-    if len(ev):
-        for (cfg, step), v in ev.groupby(["config", "step"], observed=True)["ok"].agg(n="size", ok="sum").iterrows():
-            by_step.setdefault(str(cfg), {})[str(step)] = {"total": int(v["n"]), "failed": int(v["n"] - v["ok"])}
+    for (cfg, step), v in d.groupby(["config", "step"], sort=True)[["n", "failed"]].sum().iterrows():
+        if v["n"]:
+            by_step.setdefault(str(cfg), {})[str(step)] = {"total": int(v["n"]), "failed": int(v["failed"])}
     return step_totals, by_step
 
 
@@ -176,7 +192,7 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
     entry.first_failure = _first_failure_section(m.ff, name)
     gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
     entry.generator = C.generator_summary(gen)
-    cap, stats, fit = _capacity(frames, name, frames.events, cfg_block, thresholds, entry.imbalance)
+    cap, stats, fit = _capacity(frames, name, frames.events, cfg_block, thresholds, entry.imbalance, m.cells)
     entry.capacity = cap
     entry.redis_vs_memory = _redis_vs_memory_section(m.adapters, name)
     # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
@@ -299,7 +315,7 @@ def render(summary: dict[str, Any], tables: dict[str, Any], figures: dict[str, s
 # ---------------------------------------------------------------------------------------------
 
 def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: ConfigBlock, thresholds: dict[str, float],
-              imbalance: float | None) -> tuple[dict[str, Any], pd.DataFrame | None, C.USLFit | None]:
+              imbalance: float | None, cells: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame | None, C.USLFit | None]:
     nodes = _int(cfg_block.nodes) or 1
     e = ev[ev["config"] == name]
     users = _users_series(frames, name, e)
@@ -308,7 +324,7 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: ConfigBloc
         return ({"stages": int(len(windows)), "users_per_node": None, "users": None, "usl": None, "nodes_needed": None,
                  "note": "one load level only: run a step load ([load] steps) to find the knee"}, None, None)
     gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
-    stats = C.step_stats(e, windows, nodes, gen)
+    stats = C.step_stats(e, windows, nodes, gen, cells[cells["config"] == name] if len(cells) else cells)
     k = C.knee(stats, thresholds)
     fit = None
     usl: dict[str, Any] | None = None
@@ -385,7 +401,7 @@ def _users_series(frames: Frames, name: str, e: pd.DataFrame) -> pd.DataFrame:
     au = M.active_users(e)
     if not len(au):
         return pd.DataFrame(columns=["ts", "users"])
-    t0 = float(e["ts"].min())
+    t0 = math.floor(float(e["ts"].min()))  # active_users counts from the start of the first second
     return pd.DataFrame({"ts": au["t"] + t0, "users": au["active"]})
 
 

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats as sstats
 
 from analysis import metrics as M
+from contract.histogram import RELATIVE_ERROR
 from contract.rows import make_row
 
 T0 = 1_760_000_000.0
@@ -125,7 +126,10 @@ def test_latency_percentiles_ignore_failures_and_missing() -> None:
     lat = M.latency_percentiles(frame(rows))
     r = lat[(lat["step"] == "ack") & (lat["node"] == "n1")].iloc[0]
     assert r["count"] == 100 and r["max"] == 100
-    assert r["p50"] == pytest.approx(50.5) and r["p95"] == pytest.approx(95.05) and r["p99"] == pytest.approx(99.01)
+    # percentiles come from merged histograms (issue 11): within the stated relative error of numpy's
+    rel = RELATIVE_ERROR
+    assert r["p50"] == pytest.approx(50.5, rel=rel) and r["p95"] == pytest.approx(95.05, rel=rel)
+    assert r["p99"] == pytest.approx(99.01, rel=rel)
     assert "n2" not in set(lat["node"])
     lot = M.latency_over_time(frame(rows), bucket_s=50)
     assert lot[lot["step"] == "ack"]["t"].tolist() == [0.0, 50.0]
@@ -158,7 +162,7 @@ def test_broadcast_delivery_one_definition() -> None:
     r = s.iloc[0]
     assert (r["sent"], r["expected"], r["delivered"]) == (2, 4, 2)
     assert r["delivery_ratio"] == 0.5
-    assert r["lat_p50"] == pytest.approx(20.0)  # over all ok receive rows
+    assert r["lat_p50"] == pytest.approx(20.0, rel=RELATIVE_ERROR)  # over all ok receive rows (a histogram's)
 
 
 def test_rejoin_after_leave_and_join_at_send_time() -> None:
