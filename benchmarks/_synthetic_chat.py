@@ -309,61 +309,110 @@ class ChatRun:
         self.load, self.duration_s, self.template_s = load, duration_s, template_s
         ramp = math.ceil(load.users / load.spawn_rate)
         first_n = (policy or RowPolicyConfig()).first_n
-        # full simulation until every user is past its first-N rows of every step (pings last); the
-        # reused window never holds a user's start (a served second would connect it twice)
-        self.warmup_s = max(ramp + 2, warmup_s if warmup_s is not None
+        # full simulation until every user is past its first-N rows of every step (pings last). At
+        # least: the reused window never holds a user's start (a served second would connect it
+        # twice) and comes after every user's first ping (or served seconds would have no pings)
+        least = ramp + math.ceil(load.ping_interval_s) + 2
+        self.warmup_s = max(least, warmup_s if warmup_s is not None
                             else ramp + math.ceil(first_n * load.ping_interval_s) + 5)
         lat = Latencies(load.seed)
         self.workers = [ChatWorker(load, k, policy or RowPolicyConfig(), lat) for k in range(load.workers)]
         self.simulated_s = 0
-        self._policy_offset: list[dict[str, int]] = [{} for _ in self.workers]
+        self.served_s = 0
 
     def seconds(self) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         """(second, [one payload per worker]) for every second of the run, in order. The last
         second is always simulated: the users stop, their disconnect rows close every membership."""
-        load, last = self.load, self.load.start + self.duration_s - 1
-        full_until = load.start + min(self.duration_s - 1, self.warmup_s + self.template_s)
+        start, last = self.load.start, self.load.start + self.duration_s - 1
+        window_end = start + self.warmup_s + self.template_s  # the first second after the window
+        serve = window_end < last
         before = [w.sim.policy.counts() for w in self.workers]  # policy counts before the window
-        templates: list[list[dict[str, Any]]] = []
-        for s in range(load.start, full_until):
+        window: list[list[dict[str, Any]]] = []
+        after: list[dict[str, Any]] = []
+        for s in range(start, window_end + 1 if serve else last):
             payloads = [w.second(s) for w in self.workers]
             self.simulated_s += 1
-            if s < load.start + self.warmup_s:
+            if s < start + self.warmup_s:
                 before = [dict(p["policy"]) for p in payloads]
-            else:
-                templates.append(payloads)
+            elif s < window_end:
+                window.append(payloads)
+            else:  # simulated only for the receipts of the window's last sends; served like the rest
+                after = payloads
+                break
             yield s, payloads
-        if full_until < last:
-            yield from self._served(full_until, last, templates, before)
+        c, k = divmod(last - 1 - start - self.warmup_s, self.template_s)  # the last served second's
+        if serve:
+            dseq = int(self.template_s * self.load.message_rate / 2)
+            served = Served(window, after, before, dseq)
+            for s in range(window_end, last):
+                self.served_s += 1
+                yield s, served.payloads(*divmod(s - start - self.warmup_s, self.template_s), s - start)
+            for w in self.workers:  # the last second goes on from the served ones
+                w.pending = []  # (their receipts are the served second's spill: Served.finish)
+                w.sim.seq = last - start
+                for u in w.users:
+                    u.seq += c * dseq  # message numbers past every served one
         self.simulated_s += 1
         finals = [w.second(last, final=True) for w in self.workers]
-        for p, offset in zip(finals, self._policy_offset, strict=True):  # counts continue past the served seconds
-            p["policy"] = {n: v + offset.get(n, 0) for n, v in p["policy"].items()}
+        if serve:
+            served.finish(finals, c, k)
         yield last, finals
-
-    def _served(self, first: int, last: int, templates: list[list[dict[str, Any]]],
-                before: list[dict[str, int]]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        """Seconds first..last-1 served from the steady-state window (see the module doc)."""
-        load = self.load
-        per_window = [{n: templates[-1][k]["policy"][n] - before[k][n] for n in before[k]}
-                      for k in range(len(self.workers))]
-        dseq = int(self.template_s * load.message_rate / 2)
-        c = 0
-        for s in range(first, last):
-            c, i = divmod(s - load.start - self.warmup_s, self.template_s)
-            yield s, [shift_payload(tp, c * self.template_s, c * dseq, s - load.start,
-                                    {n: tp["policy"][n] + c * per_window[k][n] for n in tp["policy"]})
-                      for k, tp in enumerate(templates[i])]
-        self._policy_offset = [{n: c * v for n, v in pw.items()} for pw in per_window]
-        for w in self.workers:  # the final second continues each user's numbering past the served ids
-            for u in w.users:
-                u.seq += c * dseq
-            w.pending = []
-            w.sim.seq = last - load.start
 
     def record_us_per_event(self) -> float | None:
         events = sum(w.sim.events for w in self.workers)
         return sum(w.record_s for w in self.workers) / events * 1e6 if events else None
+
+
+class Served:
+    """The steady-state window's payloads, served again further on (see the module doc).
+
+    Receipts of a send can come in the next second's payload (the receiver's step ends after the
+    second turned). So each window second's receipts are split into its own sends' (`own`) and
+    those its sends got one second later (`spill`, read in the next payload; for the window's last
+    second in the payload after the window, simulated for that alone). A served second k of window
+    c (c >= 1: the second right after the window is served too) holds own[k] and
+    spill[k - 1] of the same window (spill[-1] of the window before for k = 0): every send gets
+    exactly the receipts it got when simulated, none twice, none lost across windows.
+    """
+
+    def __init__(self, window: list[list[dict[str, Any]]], after: list[dict[str, Any]],
+                 before: list[dict[str, int]], dseq: int) -> None:
+        self.window, self.dseq = window, dseq
+        workers = range(len(after))
+        self.per_window = [{n: window[-1][j]["policy"][n] - before[j][n] for n in before[j]} for j in workers]
+        self.own: list[list[dict[str, int]]] = []
+        self.spill: list[list[dict[str, int]]] = []
+        for k, payloads in enumerate(window):
+            nxt = window[k + 1] if k + 1 < len(window) else after
+            own, spill = [], []
+            for j, p in enumerate(payloads):
+                ids = {m for m, _room, _ts in p["sends"]}
+                own.append({m: n for m, n in p["receipts"].items() if m in ids})
+                spill.append({m: n for m, n in nxt[j]["receipts"].items() if m in ids})
+            self.own.append(own)
+            self.spill.append(spill)
+
+    def _shifted(self, receipts: dict[str, int], c: int) -> dict[str, int]:
+        return {shift_id(m, c * self.dseq): n for m, n in receipts.items()}
+
+    def payloads(self, c: int, k: int, seq: int) -> list[dict[str, Any]]:
+        """Window second k served in window c (c >= 1), as the workers' payloads number `seq`."""
+        size = len(self.window)
+        out = []
+        for j, tp in enumerate(self.window[k]):
+            p = shift_payload(tp, c * size, c * self.dseq, seq,
+                              {n: tp["policy"][n] + c * self.per_window[j][n] for n in tp["policy"]})
+            spill = self._shifted(self.spill[k - 1][j], c) if k else self._shifted(self.spill[-1][j], c - 1)
+            p["receipts"] = {**self._shifted(self.own[k][j], c), **spill}
+            out.append(p)
+        return out
+
+    def finish(self, finals: list[dict[str, Any]], c: int, k: int) -> None:
+        """The simulated last second after served second k of window c: the served second's late
+        receipts, and policy counts that go on from the served ones."""
+        for j, p in enumerate(finals):
+            p["receipts"] = {**p["receipts"], **self._shifted(self.spill[k][j], c)}
+            p["policy"] = {n: v + c * self.per_window[j][n] for n, v in p["policy"].items()}
 
 
 # -- the failure storm --------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def chat(load: ChatLoad, duration_s: int, run_dir: Path, warmup_s: int | None) -
     out = ingest(sim.seconds(), run_dir, load.run, workers)
     out["total_wall_s"] = round(time.perf_counter() - t0, 1)
     out["simulated_seconds"] = sim.simulated_s
-    out["served_seconds"] = duration_s - sim.simulated_s
+    out["served_seconds"] = sim.served_s
     write_meta(run_dir, load, duration_s, "ok", float(load.start + duration_s))
     return out, sim
 
@@ -202,10 +202,10 @@ def args() -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="small and short (a smoke test: < 60 s)")
     ap.add_argument("--users", type=int, default=None, help="virtual users (default 10000; quick 1000)")
     ap.add_argument("--workers", type=int, default=4, help="Locust worker processes (default 4)")
-    ap.add_argument("--duration", type=int, default=None, help="run seconds (default 3600; quick 30)")
+    ap.add_argument("--duration", type=int, default=None, help="run seconds (default 3600; quick 60)")
     ap.add_argument("--warmup", type=int, default=None,
                     help="seconds simulated in full before the reused window (default: ramp + first rows of "
-                         "every step; quick 10)")
+                         "every step, at least ramp + first ping; quick: that least)")
     ap.add_argument("--storm-seconds", type=int, default=None, help="failure storm seconds (default 60; quick 10)")
     ap.add_argument("--no-report", action="store_true", help="skip sioscale report")
     ap.add_argument("--keep", default=None, help="write the run directories and the report here")
@@ -215,8 +215,8 @@ def args() -> argparse.Namespace:
 def main() -> int:
     a = args()
     users = a.users or (1000 if a.quick else 10_000)
-    duration = a.duration or (45 if a.quick else 3600)
-    warmup = a.warmup if a.warmup is not None else (10 if a.quick else None)
+    duration = a.duration or (60 if a.quick else 3600)
+    warmup = a.warmup if a.warmup is not None else (0 if a.quick else None)
     storm_s = a.storm_seconds or (10 if a.quick else 60)
     # the ramp: 20 s (500 users/s at 10,000 users); quick: 5 s
     load = ChatLoad(users=users, workers=a.workers, spawn_rate=users / (5 if a.quick else 20), run="bench-chat")
