@@ -245,8 +245,8 @@ class Ledger:
     def changed(self, final: bool, written: float) -> list[list[Any]]:
         """The run directory's delivery rows (contract.eventfiles.DELIVERY_TYPES) whose numbers
         changed since the last `commit`; with `final`, every second with the grace window applied."""
-        now: dict[int, list[int]] = {sec: list(self.settled_buckets[sec]) for sec in
-                                     (self.settled_buckets if final else self.dirty)}
+        seconds = (set(self.settled_buckets) | set(self.written)) if final else self.dirty
+        now: dict[int, list[int]] = {sec: list(self.settled_buckets.get(sec, (0, 0, 0))) for sec in seconds}
         end = self.max_ts - DELIVERY_GRACE_S
         for s in self.pending.values():
             if final and s[1] > end:
