@@ -1,68 +1,86 @@
 """The event log and the Socket.IO stats through real Locust runners.
 
-A test locustfile (locustfiles_el/rowfire.py) fires rows with unique names and each process
-writes how many it produced, so "complete" is checked row by row: every row any worker
-produced is in the master's events.csv, and the master's numbers equal the sum of what the
-workers saw. Loads are tiny (a handful of users, a few seconds, no network).
+A test locustfile (locustfiles_el/rowfire.py) fires known steps and each process writes how many
+it produced, so "complete" is checked count by count: every step any worker produced is counted
+in the master's aggregates file, and the master's numbers equal the sum of what the workers saw
+(with --sio-log-all, every row is kept as well). Loads are tiny (a handful of users, a few
+seconds, no network).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from analysis.runfiles import read_aggregates, read_rows
 from tests.integration.support import LOCUST, Procs, free_port, get_json, log_of, processes, read_counts
 
 pytestmark = pytest.mark.slow
 
 
-def read_events(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+def aggregates(run: Path) -> pd.DataFrame:
+    """The run's aggregate cells (Parquet, or the stream up to its last complete batch) with text as str."""
+    agg = read_aggregates(run)
+    assert agg is not None, f"no aggregates in {run}"
+    for c in ("step", "name", "node", "transport", "error_kind"):
+        agg[c] = agg[c].astype(str)
+    return agg
 
 
-def assert_stats_match_rows(stats: dict, rows: list[dict[str, str]]) -> None:
-    """The master's numbers are exactly those of the complete row set."""
-    steps = Counter(r["step"] for r in rows)
-    assert stats["totals"]["rows"] == len(rows)
-    assert stats["totals"]["failures"] == sum(1 for r in rows if r["ok"] == "0") == steps["poll"]
+def counted(run: Path) -> int:
+    agg = read_aggregates(run, ["count"]) if (run / "aggregates.arrows").exists() or \
+        (run / "aggregates.parquet").exists() else None
+    return 0 if agg is None else int(agg["count"].sum())
+
+
+def assert_stats_match_aggregates(stats: dict, agg: pd.DataFrame) -> None:
+    """The master's numbers are exactly those of the aggregates file."""
+    steps = agg.groupby("step")["count"].sum()
+    assert stats["totals"]["rows"] == int(agg["count"].sum())
+    assert stats["totals"]["failures"] == int(agg.loc[agg["ok"] == 0, "count"].sum()) == steps["poll"]
     assert stats["totals"]["connects"] == steps["connect"]
     assert stats["totals"]["disconnects"] == steps["disconnect"]
-    assert stats["failures"] == [{"step": "poll", "error_kind": "session_unknown", "count": steps["poll"]}]
-    by_node = Counter(r["node"] for r in rows if r["step"] == "connect")
-    assert {n["node"]: n["connects_total"] for n in stats["nodes"]} == dict(by_node)
+    assert stats["failures"] == [{"step": "poll", "error_kind": "session_unknown", "count": int(steps["poll"])}]
+    by_node = agg[agg["step"] == "connect"].groupby("node")["count"].sum()
+    assert {n["node"]: n["connects_total"] for n in stats["nodes"]} == {k: int(v) for k, v in by_node.items()}
 
 
-def test_processes_2_events_csv_complete_and_stats_summed(procs: Procs, tmp_path: Path) -> None:
+def test_processes_2_every_step_counted_every_row_kept_with_log_all(procs: Procs, tmp_path: Path) -> None:
     run = tmp_path / "run"
     counts = tmp_path / "counts"
     counts.mkdir()
     p = procs.start([*LOCUST, "--headless", "-u", "6", "-r", "6", "-t", "4s", *processes(2),
-                     "--sio-run-dir", str(run)], "locust", ROWFIRE_COUNTS_DIR=str(counts))
+                     "--sio-run-dir", str(run), "--sio-log-all"], "locust", ROWFIRE_COUNTS_DIR=str(counts))
     assert p.wait(timeout=90) == 0, log_of(tmp_path)
     produced = read_counts(counts)
     assert len(produced) == 2, (produced, log_of(tmp_path))
-    rows = read_events(run / "events.csv")
-    names = [r["name"] for r in rows]
-    assert len(names) == len(set(names)), "a row was written twice"
-    per_worker = Counter(r["worker"] for r in rows)
+    assert not list(run.glob("*.arrows")), "the streams were not compacted"
+    agg = aggregates(run)
+    assert int(agg["count"].sum()) == sum(produced.values())
+    rows = read_rows(run)
+    per_worker = Counter(rows["worker"].astype(str))
     assert dict(per_worker) == produced  # every worker's every row, nothing else
-    steps = Counter(r["step"] for r in rows)
+    steps = Counter(rows["step"].astype(str))
+    assert steps == {k: int(v) for k, v in agg.groupby("step")["count"].sum().items()}
     assert steps["connect"] == steps["disconnect"] == 6  # the users' last rows (on_stop) made it
-    assert {r["run"] for r in rows} == {"run"}
+    assert set(rows["run"].astype(str)) == {"run"}
     stats = json.loads((run / "sio_stats.json").read_text())
-    assert_stats_match_rows(stats, rows)
+    assert_stats_match_aggregates(stats, agg)
     assert stats["totals"]["connected_now"] == 0
     assert {w["id"]: (w["rows"], w["status"]) for w in stats["workers"]} == {
         w: (n, "done") for w, n in produced.items()}
+    assert stats["eventlog"]["kept_rows"] == len(rows) and stats["eventlog"]["sampled_out"] == 0
     meta = json.loads((run / "meta.json").read_text())
-    assert meta["status"] == "ok" and meta["locust"]["eventlog"]["rows"] == len(rows)
+    assert meta["status"] == "ok" and meta["locust"]["eventlog"]["events"] == sum(produced.values())
+    assert meta["locust"]["eventlog"]["rows"] == len(rows)
+    el = json.loads((run / "eventlog.json").read_text())
+    assert el["final"] and el["policy"]["log_all"] and el["counts"]["events"] == sum(produced.values())
 
 
 def test_master_and_workers_worker_killed_midway_is_reported_missing(procs: Procs, tmp_path: Path) -> None:
@@ -79,7 +97,7 @@ def test_master_and_workers_worker_killed_midway_is_reported_missing(procs: Proc
     victim = procs.start(worker_args, "worker_b", ROWFIRE_COUNTS_DIR=str(counts))
     # let the test run, then kill one worker mid-run (as a machine dying would)
     deadline = time.monotonic() + 30
-    while not (run / "events.csv").exists() or len(read_events(run / "events.csv")) < 100:
+    while counted(run) < 100:
         assert time.monotonic() < deadline, log_of(tmp_path)
         time.sleep(0.2)
     time.sleep(1.0)
@@ -88,40 +106,48 @@ def test_master_and_workers_worker_killed_midway_is_reported_missing(procs: Proc
     master.wait(timeout=90)  # its exit code may be 1: a worker went missing
     survivor.wait(timeout=30)
     produced = read_counts(counts)
-    rows = read_events(run / "events.csv")
-    per_worker = Counter(r["worker"] for r in rows)
+    stats = json.loads((run / "sio_stats.json").read_text())
+    per_worker = {w["id"]: w["rows"] for w in stats["workers"]}
     assert len(per_worker) == 2, per_worker
     assert len(produced) == 1, produced  # only the survivor could say what it produced
     (alive, n_alive), = produced.items()
-    assert per_worker[alive] == n_alive  # the survivor's rows are all there
+    assert per_worker[alive] == n_alive  # the survivor's steps are all counted
     dead = next(w for w in per_worker if w != alive)
-    assert per_worker[dead] > 0  # the dead worker's rows up to its death were kept
-    stats = json.loads((run / "sio_stats.json").read_text())
-    assert_stats_match_rows(stats, rows)
+    assert per_worker[dead] > 0  # the dead worker's steps up to its death were kept
+    agg = aggregates(run)
+    assert int(agg["count"].sum()) == n_alive + per_worker[dead]
+    assert_stats_match_aggregates(stats, agg)
     assert [w["id"] for w in stats["missing_workers"]] == [dead]
     missing = stats["missing_workers"][0]
     assert missing["rows"] == per_worker[dead] and missing["last_report"] is not None
-    assert {r["run"] for r in rows} == {"dist"}
+    rows = read_rows(run, ["run", "worker"])
+    assert set(rows["run"].astype(str)) == {"dist"} and set(rows["worker"].astype(str)) == {alive, dead}
 
 
-def test_sigkill_keeps_every_row_older_than_a_second(procs: Procs, tmp_path: Path) -> None:
+def test_sigkill_of_the_master_loses_at_most_the_last_flush(procs: Procs, tmp_path: Path) -> None:
+    """SIGKILL the whole locust process group (master and its forked workers) mid-run: the streams read
+    back to their last complete batch, and every second that ended 1.5 s before the kill is complete."""
     run = tmp_path / "run"
     journal = tmp_path / "journal.txt"
-    p = procs.start([*LOCUST, "--headless", "-u", "4", "-r", "4", "-t", "60s", "--sio-run-dir", str(run)],
-                    "locust", ROWFIRE_JOURNAL=str(journal))
-    deadline = time.monotonic() + 30
-    while not journal.exists() or journal.stat().st_size < 20_000:
+    p = procs.start([*LOCUST, "--headless", "-u", "4", "-r", "4", "-t", "60s", *processes(2),
+                     "--sio-run-dir", str(run)], "locust", ROWFIRE_JOURNAL=str(journal))
+    deadline = time.monotonic() + 40
+    while not journal.exists() or journal.stat().st_size < 40_000:
         assert time.monotonic() < deadline and p.poll() is None, log_of(tmp_path)
         time.sleep(0.1)
     killed_at = time.time()
     procs.kill(p)
     p.wait(timeout=10)
-    produced = [ln.split() for ln in journal.read_text().splitlines() if ln.strip()]
-    old = {name for ts, name in produced if float(ts) < killed_at - 1.0}
-    assert len(old) > 100
-    on_disk = {r["name"] for r in read_events(run / "events.csv")}
-    missing = old - on_disk
-    assert not missing, f"{len(missing)} rows older than 1 s lost, e.g. {sorted(missing)[:3]}"
+    produced = Counter(int(float(ln.split()[0])) for ln in journal.read_text().splitlines() if ln.strip())
+    assert not list(run.glob("*.parquet")), "a killed run cannot have compacted"
+    agg = aggregates(run)
+    on_disk = agg.groupby("second")["count"].sum()
+    assert agg["max_ts"].max() >= killed_at - 1.5, (killed_at, agg["max_ts"].max())  # <= 1.5 s lost
+    complete = [s for s in produced if s + 1 <= killed_at - 1.5]
+    assert len(complete) >= 3
+    short = {s: (produced[s], int(on_disk.get(s, 0))) for s in complete if produced[s] != on_disk.get(s, 0)}
+    assert not short, f"seconds that ended 1.5 s before the kill are incomplete (produced, on disk): {short}"
+    assert len(read_rows(run, ["ts"])) > 0  # the kept rows' stream reads back too
 
 
 def test_web_ui_tab_data_under_processes_2_equals_workers_sum(procs: Procs, tmp_path: Path) -> None:
@@ -182,18 +208,19 @@ def test_worker_joining_late_is_counted_completely(procs: Procs, tmp_path: Path)
     worker_args = [*LOCUST, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
     procs.start(worker_args, "worker_a", ROWFIRE_COUNTS_DIR=str(counts))
     deadline = time.monotonic() + 30
-    while not (run / "events.csv").exists() or len(read_events(run / "events.csv")) < 50:
+    while counted(run) < 50:
         assert time.monotonic() < deadline, log_of(tmp_path)
         time.sleep(0.2)
     procs.start(worker_args, "worker_b", ROWFIRE_COUNTS_DIR=str(counts))  # joins mid-run
     master.wait(timeout=90)
     time.sleep(1.0)  # workers write their counts as they quit
     produced = read_counts(counts)
-    rows = read_events(run / "events.csv")
     assert len(produced) == 2, (produced, log_of(tmp_path))
-    assert dict(Counter(r["worker"] for r in rows)) == produced
     stats = json.loads((run / "sio_stats.json").read_text())
-    assert_stats_match_rows(stats, rows)
+    assert {w["id"]: w["rows"] for w in stats["workers"]} == produced
+    agg = aggregates(run)
+    assert int(agg["count"].sum()) == sum(produced.values())
+    assert_stats_match_aggregates(stats, agg)
     assert stats["missing_workers"] == []
-    steps = Counter(r["step"] for r in rows)
+    steps = agg.groupby("step")["count"].sum()
     assert steps["connect"] == steps["disconnect"] >= 6  # users moved to the late worker stopped cleanly

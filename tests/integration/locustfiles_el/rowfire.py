@@ -1,10 +1,10 @@
 """Test locustfile: users that fire known event rows (no network), to check the event log and
 the live stats end to end through real Locust runners (local, --processes, master+workers).
 
-Every row carries a unique `name` (rf:<pid>:<n>) so a test can tell exactly which rows reached
-the master's events.csv. Each process writes how many rows it produced (ROWFIRE_COUNTS_DIR, at
-every test stop) and, optionally, a journal of every row as it is produced (ROWFIRE_JOURNAL,
-unbuffered appends: it survives SIGKILL, the reference for the SIGKILL test).
+Each process writes how many steps it produced (ROWFIRE_COUNTS_DIR, at every test stop) and,
+optionally, a journal of every step's ts as it is produced (ROWFIRE_JOURNAL, unbuffered appends:
+it survives SIGKILL, the reference for the SIGKILL test). Names are per step and process
+(rf:<step>:<pid>), so the aggregates hold a few cells a second, as with a real scenario.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from contract.rows import make_row
 from locustfiles.sio import eventlog
 
 _ids = itertools.count()
-_seq = itertools.count()
 NODES = ("n1", "n2", "n3")
 _journal_fd: int | None = None
 
 
 def _emit(environment, step: str, **kw) -> None:
     global _journal_fd
-    name = f"rf:{os.getpid()}:{next(_seq)}"
+    name = f"rf:{step}:{os.getpid()}"
     row = make_row(step, name=name, **kw)
     eventlog.record(environment, row)
     path = os.environ.get("ROWFIRE_JOURNAL")
