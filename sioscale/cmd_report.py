@@ -18,7 +18,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("report", help="Build the HTML capacity report from run directories",
                               description="Write index.html (self-contained), summary.json and plots/*.svg.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="run directories (events.csv, meta.json, ...) or a campaign directory containing runs/")
+                   help="run directories (meta.json, events.csv or the aggregates files, ...) or a campaign "
+                        "directory containing runs/")
     p.add_argument("--out", required=True, help="output directory, e.g. reports/NAME/")
     p.add_argument("--title", default=None, help="report title (default: from the campaign directory)")
     g = p.add_argument_group("thresholds", "checked per config and used as the capacity SLO "
@@ -36,7 +37,7 @@ def expand_run_dirs(paths: list[str]) -> tuple[list[Path], list[str]]:
         p = Path(s)
         if not p.is_dir():
             problems.append(f"{p}: not a directory")
-        elif (p / "runs").is_dir() and not (p / "meta.json").exists() and not (p / "events.csv").exists():
+        elif (p / "runs").is_dir() and not (p / "meta.json").exists() and not _holds_run_files(p):
             sub = sorted(d for d in (p / "runs").iterdir() if d.is_dir())
             dirs.extend(sub)
             if not sub:
@@ -44,6 +45,14 @@ def expand_run_dirs(paths: list[str]) -> tuple[list[Path], list[str]]:
         else:
             dirs.append(p)
     return dirs, problems
+
+
+def _holds_run_files(p: Path) -> bool:
+    """Does p hold a run's event files, of either schema (events.csv; eventlog.json, *.parquet, *.arrows)?"""
+    from contract.eventfiles import EVENTLOG_JSON, FILES, FINAL_SUFFIX, LEGACY_EVENTS_CSV, STREAM_SUFFIX
+
+    names = [LEGACY_EVENTS_CSV, EVENTLOG_JSON, *(f"{k}{sfx}" for k in FILES for sfx in (FINAL_SUFFIX, STREAM_SUFFIX))]
+    return any((p / n).exists() for n in names)
 
 
 def _note_earlier_thresholds(paths: list[str]) -> None:

@@ -121,3 +121,9 @@ def test_cli_expands_campaign_dirs(tmp_path: Path) -> None:
     (tmp_path / "c" / "runs" / "b").mkdir()
     dirs, problems = expand_run_dirs([str(tmp_path / "c"), str(tmp_path / "nope")])
     assert [d.name for d in dirs] == ["a", "b"] and problems and "not a directory" in problems[0]
+    # a run directory that happens to hold runs/ is still a run when it has run files of either schema
+    for name in ("events.csv", "aggregates.arrows", "eventlog.json"):
+        r = tmp_path / f"run-{name}"
+        (r / "runs" / "x").mkdir(parents=True)
+        (r / name).write_bytes(b"")
+        assert expand_run_dirs([str(r)])[0] == [r]
