@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from contract.histogram import Histogram
+from contract.rows import is_ok
 
 
 class AggKey(NamedTuple):
@@ -78,7 +79,7 @@ class Aggregator:
     def add_row(self, row: Mapping[str, Any]) -> None:
         """Count one event row (contract.rows.Row)."""
         lat = row.get("latency_ms")
-        ok = 1 if row.get("ok", 1) in (1, True, "1") else 0
+        ok = 1 if is_ok(row.get("ok", 1)) else 0
         self.add(float(row["ts"]), str(row.get("step", "")), str(row.get("name", "") or row.get("step", "")),
                  str(row.get("node", "") or ""), str(row.get("transport", "") or ""), ok,
                  str(row.get("error_kind", "") or ("" if ok else "unknown")),

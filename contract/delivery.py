@@ -20,6 +20,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from contract.rows import is_ok
+
 DEDUP_GENERATION = 50_000
 """Receipts remembered for dropping duplicates before the oldest half is forgotten (two generations)."""
 
@@ -39,7 +41,7 @@ class Membership:
         """Apply a row if it is a membership row; True if it changed anything."""
         step = row.get("step")
         if step == "join":
-            return bool(row.get("ok")) and self.join(str(row["user"]), str(row.get("room", "")), float(row["ts"]))
+            return is_ok(row.get("ok")) and self.join(str(row["user"]), str(row.get("room", "")), float(row["ts"]))
         if step == "leave":
             return self.leave(str(row["user"]), str(row.get("room", "")), float(row["ts"]))
         if step == "disconnect":
@@ -100,9 +102,9 @@ class Receipts:
         """Feed every row this worker records (membership rows and ok receipts)."""
         step = row.get("step")
         if step == "broadcast_recv":
-            if row.get("ok"):
+            if is_ok(row.get("ok")):
                 lat = row.get("latency_ms")
-                sent = float(row["ts"]) - (float(lat) / 1000.0 if lat is not None else 0.0)
+                sent = float(row["ts"]) - (float(lat) / 1000.0 if lat not in (None, "") else 0.0)
                 self.receive(str(row["user"]), str(row.get("msg_id", "")), str(row.get("room", "")), sent)
         elif step in ("join", "leave", "disconnect"):
             self.membership.on_row(row)

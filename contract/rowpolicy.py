@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from contract.rows import is_ok
+
 LIFECYCLE_STEPS = frozenset({
     "handshake", "connect", "upgrade_probe", "upgrade", "join", "leave", "node_switch", "disconnect",
     "reconnect", "recover",
@@ -100,7 +102,7 @@ class RowPolicy:
 
     def _decide(self, row: Mapping[str, Any]) -> bool:
         step = row["step"]
-        ok = bool(row["ok"])
+        ok = is_ok(row["ok"])
         user = row["user"]
         if step == "connect" and ok:
             self._connected.add((user, row["eio_sid"]))

@@ -95,6 +95,18 @@ class Row(TypedDict):
     msg_id: str
 
 
+_OK_SPELLINGS = frozenset({1, True, "1", "1.0", "True", "true"})
+
+
+def is_ok(value: Any) -> bool:
+    """A row's `ok` as a bool, however it was read back (1, True, "1" from CSV, 1.0 from pandas):
+    bool("0") is True, so every reader of a row's outcome goes through this one rule."""
+    try:
+        return value in _OK_SPELLINGS
+    except TypeError:  # unhashable
+        return False
+
+
 def make_row(step: str, **kw: Any) -> Row:
     """A complete row with defaults for every column; `ts` defaults to now."""
     row: dict[str, Any] = {
@@ -138,5 +150,6 @@ def append_csv(path: Path, columns: Sequence[str], rows: Iterable[Iterable[Any]]
         w.writerows(rows)
 
 
-__all__ = ["COLUMNS", "DELIVERY_GRACE_S", "ERROR_KINDS", "GENERATOR_COLUMNS", "STEPS", "Row", "append_csv", "make_row"]
+__all__ = ["COLUMNS", "DELIVERY_GRACE_S", "ERROR_KINDS", "GENERATOR_COLUMNS", "STEPS", "Row", "append_csv", "is_ok",
+           "make_row"]
 """The public names (the locustfiles.sio.rows shim re-exports exactly these)."""
