@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
@@ -187,3 +188,29 @@ def test_unreadable_aggregates_give_a_report_not_a_traceback(tmp_path: Path, dam
     assert f.warnings and len(f.aggregates) == 0 and len(f.events) > 0
     s = write_report([d], tmp_path / "r")["configs"][0]
     assert s["status"] == "failed" and s["events"] == 0
+
+
+def test_a_campaign_mixing_both_schemas_reports_each_as_alone(both: dict, tmp_path: Path) -> None:
+    """Old CSV runs and new ones side by side (a campaign rerun in part): each config as in its own report."""
+    v1 = write_run(tmp_path / "runs" / "rr-poll+ws", CONFIGS[0])
+    v2 = both["cookie-memory"][2]
+    s = {c["name"]: c for c in write_report([v1, v2], tmp_path / "r")["configs"]}
+    assert differences(s["rr-poll+ws"], both["rr-poll+ws"][0]["configs"][0], skip=("redis_vs_memory",)) == []
+    assert differences(s["cookie-memory"], both["cookie-memory"][1]["configs"][0], skip=("redis_vs_memory",)) == []
+
+
+def test_a_stream_with_plain_strings_reads_as_one_with_dictionaries(tmp_path: Path) -> None:
+    """The event log writes plain strings in its streams, tests.synth dictionary-encoded ones: the same frame."""
+    d = write_run_v2(tmp_path / "dict", CONFIGS[0], compact=False)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    t = ipc.open_stream(pa.OSFile(str(d / "aggregates.arrows"), "rb")).read_all()
+    t = t.cast(rf.arrow_schema(AGGREGATES))  # dictionaries decoded to plain strings
+    with pa.OSFile(str(plain / "aggregates.arrows"), "wb") as sink, ipc.new_stream(sink, t.schema) as w:
+        for b in t.to_batches(max_chunksize=100):
+            w.write_batch(b)
+    a, b = rf.read_aggregates(d), rf.read_aggregates(plain)
+    assert a is not None and b is not None
+    pd.testing.assert_frame_equal(a.drop(columns=["hist_bucket", "hist_count"]).astype(str),
+                                  b.drop(columns=["hist_bucket", "hist_count"]).astype(str))
+    assert [x.tolist() for x in a["hist_count"]] == [x.tolist() for x in b["hist_count"]]
