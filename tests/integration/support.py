@@ -71,6 +71,29 @@ def read_counts(d: Path) -> dict[str, int]:
     return {k: v for k, v in out.items() if v}
 
 
+def run_rows(run_dir: Path) -> list[dict[str, str]]:
+    """A run's kept event rows as the CSV reader gave them (every value a string, "" for none), so
+    a test reads a schema-2 run directory (events.parquet, or the stream of a killed run) as it read
+    events.csv. Which rows are kept is the row policy's: tests that need every row run --sio-log-all."""
+    import math
+
+    from analysis.runfiles import read_rows
+
+    df = read_rows(run_dir)
+    out = []
+    for rec in df.to_dict("records"):
+        row = {}
+        for k, v in rec.items():
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                row[k] = ""
+            elif k == "ok":
+                row[k] = str(int(v))
+            else:
+                row[k] = str(v)
+        out.append(row)
+    return out
+
+
 def log_of(tmp: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in tmp.glob("*.log"))
 

@@ -3,13 +3,12 @@
 Source-address spreading through HAProxy's source hash, TLS through a balancer with a private
 CA, node attribution from the sticky cookies when the node header is absent, the hold and
 churn scenarios under the real `locust` command, the web UI's "Reset stats" reaching the
-Socket.IO tab under `--processes`, and `--processes 4` producing one complete events.csv.
+Socket.IO tab under `--processes`, and `--processes 4` with --sio-log-all keeping every row once.
 Every load is small (at most 12 users, a few seconds) and every process is killed at the end.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 import urllib.request
@@ -22,7 +21,7 @@ import pytest
 from contract.config import ClusterConfig
 from locustfiles.sio.live import LiveStats
 from targets.cluster import Cluster
-from tests.integration.support import ROOT, Procs, free_port, log_of, processes, read_counts
+from tests.integration.support import ROOT, Procs, free_port, log_of, processes, read_counts, run_rows
 from tests.integration.test_client_cluster import Probe, close_all, users
 
 pytestmark = pytest.mark.slow
@@ -38,11 +37,6 @@ def connect_all(us: list[Probe], timeout: float = 20) -> None:
 def node_per_user(us: list[Probe]) -> dict[str, set[str]]:
     """The node attribution of every step each user saw (one entry per user)."""
     return {u.user_id: {s["node"] for s in u.steps} for u in us}
-
-
-def read_events(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # -- 1. source-address spreading ------------------------------------------------------------------
@@ -169,7 +163,7 @@ def run_headless(procs: Procs, tmp_path: Path, locustfile: str, host: str, *extr
     p = procs.start([*LOCUST, "-f", str(ROOT / locustfile), "--host", host, "--headless", "-u", "6", "-r", "6",
                      "-t", "5s", "--sio-run-dir", str(run), "--only-summary", *extra], "locust")
     assert p.wait(timeout=60) == 0, log_of(tmp_path)
-    return read_events(run / "events.csv")
+    return run_rows(run)
 
 
 def test_hold_sessions_stay_connected(procs: Procs, tmp_path: Path, cookie_cluster: Cluster) -> None:
@@ -195,7 +189,8 @@ def test_hold_sessions_stay_connected(procs: Procs, tmp_path: Path, cookie_clust
 
 
 def test_churn_repeats_clean_sessions(procs: Procs, tmp_path: Path, cookie_cluster: Cluster) -> None:
-    rows = run_headless(procs, tmp_path, "locustfiles/churn.py", cookie_cluster.url)
+    # every row kept: the test reads each session's sequence of acks (the default keeps a sample)
+    rows = run_headless(procs, tmp_path, "locustfiles/churn.py", cookie_cluster.url, "--sio-log-all")
     by_user: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in rows:
         by_user[r["user"]].append(r)
@@ -258,24 +253,24 @@ def test_web_ui_reset_stats_resets_socketio_tab(procs: Procs, tmp_path: Path, co
     assert d["expected"] > 0 and 0 < d["ratio"] <= 1.0
     assert d["sends_counted"] + d["sends_in_grace"] <= later["totals"]["broadcast_sends"]
     assert later["totals"]["failures"] == 0
-    # events.csv is the append-only record: the reset did not touch it
-    rows = read_events(run / "events.csv")
-    assert len(rows) >= rows_before and sum(1 for r in rows if r["step"] == "connect") == 4
+    # the files are the append-only record: the reset did not touch them (4 connects, every state row kept)
+    rows = run_rows(run)
+    assert sum(1 for r in rows if r["step"] == "connect") == 4
     tab = {(e["section"], e["metric"]): e["value"] for e in next(
         x["data"] for x in get_json(base + "/stats/requests")["extended_stats"])}
     assert tab[("Totals", "connected now")] == "4"
 
 
-# -- 6. --processes 4: one complete events.csv, sio_stats.json consistent with it --------------------
+# -- 6. --processes 4 with --sio-log-all: every row once, sio_stats.json consistent with them --------------------
 def test_chat_processes_4_events_complete(procs: Procs, tmp_path: Path, cookie_cluster: Cluster) -> None:
     run = tmp_path / "run"
     counts = tmp_path / "counts"
     counts.mkdir()
     p = procs.start([*LOCUST, "-f", str(CHAT_COUNTED), "--host", cookie_cluster.url, "--headless", "-u", "8",
                      "-r", "8", "-t", "4s", *processes(4), "--sio-room-size", "2", "--sio-message-rate", "2",
-                     "--sio-run-dir", str(run)], "locust", ROWFIRE_COUNTS_DIR=str(counts))
+                     "--sio-run-dir", str(run), "--sio-log-all"], "locust", ROWFIRE_COUNTS_DIR=str(counts))
     assert p.wait(timeout=90) == 0, log_of(tmp_path)
-    rows = read_events(run / "events.csv")
+    rows = run_rows(run)
     produced = read_counts(counts)
     assert len(produced) == 4, (produced, log_of(tmp_path))
     assert dict(Counter(r["worker"] for r in rows)) == produced  # every worker's rows, each once

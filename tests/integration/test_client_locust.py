@@ -14,6 +14,7 @@ import pytest
 
 from contract.config import ClusterConfig
 from targets.cluster import Cluster
+from tests.integration.support import run_rows
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def test_locust_chat_headless(tmp_path: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out[-3000:]
-    rows = list(csv.DictReader((run_dir / "events.csv").open()))
+    rows = run_rows(run_dir)
     by_step: dict[str, list[dict]] = {}
     for r in rows:
         by_step.setdefault(r["step"], []).append(r)

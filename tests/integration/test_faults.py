@@ -6,13 +6,13 @@ What a failover finding needs: the fault lands at its time, the sessions it kill
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 
 from contract.config import parse_campaign
 from sioscale.runner import execute_run
+from tests.integration.support import run_rows
 
 CAMPAIGN = """
 name = "failover-test"
@@ -40,7 +40,7 @@ def test_stop_node_mid_run_sessions_fail_over(tmp_path: Path) -> None:
     assert meta["status"] == "ok", meta.get("error")
     (stop,) = meta["faults"]
     assert stop["action"] == "stop_node" and stop["target"] == "n2" and stop["error"] is None
-    rows = list(csv.DictReader((tmp_path / "run" / "events.csv").open()))
+    rows = run_rows(tmp_path / "run")
     connects = [r for r in rows if r["step"] == "connect" and r["ok"] == "1" and float(r["ts"]) < stop["ts"]]
     on_n2 = {r["user"] for r in connects if r["node"] == "n2"}
     assert on_n2, "cookie policy spread 9 users and none landed on n2?"

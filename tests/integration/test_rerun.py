@@ -6,7 +6,6 @@ second run's figures mixed both runs' rows (found by the loader's window check o
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from analysis.load import load_run
 from contract.config import parse_campaign
 from sioscale.runner import execute_run
+from tests.integration.support import run_rows
 
 CAMPAIGN = """
 name = "rerun"
@@ -40,9 +40,8 @@ def test_a_second_run_into_the_same_directory_replaces_the_first(tmp_path: Path)
     said: list[str] = []
     meta = execute_run(cfg, run_dir, progress=said.append)
     assert meta["status"] == "ok", meta.get("status_reasons")
-    assert any("replacing the previous run" in s and "events.csv" in s for s in said), said
-    with (run_dir / "events.csv").open() as fh:
-        ts = [float(r["ts"]) for r in csv.DictReader(fh)]
+    assert any("replacing the previous run" in s and "events.parquet" in s for s in said), said
+    ts = [float(r["ts"]) for r in run_rows(run_dir)]
     lo, hi = meta["started"], meta["ended"]
     assert ts and all(lo - 1 <= t <= hi + 1 for t in ts), (lo, hi, min(ts), max(ts))
     assert not [w for w in load_run(run_dir).warnings if "dropped" in w]
