@@ -59,7 +59,7 @@ from contract.rowpolicy import RowPolicyConfig
 from contract.rows import COLUMNS, Row
 from contract.status import RunStatus, Status, from_sio_stats, writer_identity  # stdlib-only too
 from locustfiles.sio import generator_cpu
-from locustfiles.sio.live import LiveStats, Producer, normalize
+from locustfiles.sio.live import STATE_STEPS, LiveStats, Producer, normalize
 
 if TYPE_CHECKING:
     from locustfiles.sio.runfiles import RunFiles  # pyarrow (and numpy): the master's only, imported there
@@ -354,7 +354,31 @@ def _sequence(st: _State, info: WorkerInfo, worker_id: str, data: dict[str, Any]
         info.final = True
 
 
+_TS, _RUN, _WORKER, _USER, _STEP, _NAME, _LAT, _OK, _KIND = (COLUMNS.index(c) for c in (
+    "ts", "run", "worker", "user", "step", "name", "latency_ms", "ok", "error_kind"))
+
+
+def _typed(values: Any) -> list[Any] | None:
+    """A shipped row as typed values in COLUMNS order: as is when a worker's producer made it (the
+    fast path: the numbers' types and the step checked; the text columns are checked per batch by
+    the writer, runfiles.RunFiles.write), else through live.normalize; None when it cannot be a row."""
+    if type(values) is not list or len(values) != len(COLUMNS):
+        return None
+    ts, lat, ok = values[_TS], values[_LAT], values[_OK]
+    if (type(ts) is float and math.isfinite(ts) and (ok == 0 or ok == 1) and type(ok) is int
+            and (lat is None or (type(lat) is float and lat >= 0)) and type(values[_STEP]) is str
+            and type(values[_USER]) is str):
+        if not ok and not values[_KIND]:
+            values[_KIND] = "unknown"
+        if not values[_NAME]:
+            values[_NAME] = values[_STEP]
+        return values
+    r = normalize(dict(zip(COLUMNS, values, strict=True)))
+    return None if r is None else [r[c] for c in COLUMNS]
+
+
 def _ingest_rows(st: _State, worker_id: str, rows: Any) -> None:
+    """Kept rows: sessions and membership for the live stats (state steps), queued for the file."""
     if rows is None:
         return
     if not isinstance(rows, list):
@@ -363,25 +387,28 @@ def _ingest_rows(st: _State, worker_id: str, rows: Any) -> None:
     run = st.run_name
     bad = 0
     live = st.live
+    state_steps = STATE_STEPS
+    owners = st.user_worker
+    out = st.to_write
     for values in rows:
-        if not isinstance(values, list) or len(values) != len(COLUMNS):
+        v = _typed(values)
+        if v is None:
             bad += 1
             continue
-        r = normalize(dict(zip(COLUMNS, values, strict=True)))
-        if r is None:
-            bad += 1
-            continue
-        if not r["run"]:
-            r["run"] = run
-        if not r["worker"]:
-            r["worker"] = worker_id
-        user = r["user"]
+        if not v[_RUN]:
+            v[_RUN] = run
+        if not v[_WORKER]:
+            v[_WORKER] = worker_id
+        user = v[_USER]
         if user:  # a user id must belong to one worker, or per-user numbers mix two users up
-            owner = st.user_worker.setdefault(user, worker_id)
+            owner = owners.setdefault(user, worker_id)
             if owner != worker_id:
                 st.colliding_users.add(user)
-        live.add_state_row(r, worker_id)
-        st.to_write.append([r[c] for c in COLUMNS])
+        if v[_STEP] in state_steps:
+            live.add_state_row(dict(zip(COLUMNS, v, strict=True)), worker_id)  # type: ignore[arg-type]
+        else:
+            live.seen(user, v[_TS])
+        out.append(v)
     _bad(st, "rows", worker_id, bad)
 
 
@@ -446,14 +473,14 @@ def _write(st: _State, final: bool) -> None:
     if d is None:
         st.live.ledger.commit(delivery)
         return
-    from locustfiles.sio.runfiles import RunFiles, aggregate_rows, event_rows  # the writer's process only
+    from locustfiles.sio.runfiles import RunFiles, aggregate_rows  # the writer's process only
 
     if st.files is None:
         st.files = RunFiles(d)
         _write_eventlog_json(st, final=False)
     done = {k: False for k in FILES}
     try:
-        st.files.write(EVENTS, event_rows(rows))
+        st.files.write(EVENTS, rows)  # typed by ingest_batch
         done[EVENTS] = True
         st.rows_written += len(rows)
         st.files.write(AGGREGATES, aggregate_rows(aggs))

@@ -36,7 +36,8 @@ from contract.rowpolicy import RowPolicy, RowPolicyConfig
 from contract.rows import COLUMNS, DELIVERY_GRACE_S, Row  # one definition for live stats and analysis
 
 _MEMBERSHIP_STEPS = frozenset({"join", "leave", "disconnect"})
-_STATE_STEPS = frozenset({"connect", "disconnect", "node_switch", "join", "leave"})
+STATE_STEPS = frozenset({"connect", "disconnect", "node_switch", "join", "leave"})
+"""The steps whose kept rows change the live state (sessions, membership, switch labels)."""
 SETTLED_GENERATION = 200_000
 """Settled message ids remembered (two generations) to tell a late receipt from an early one."""
 NOT_KEPT_SWITCHES = "(rows not kept)"
@@ -378,7 +379,7 @@ class LiveStats:
         if ts < self.min_ts:
             self.min_ts = ts
         step = row["step"]
-        if step not in _STATE_STEPS:
+        if step not in STATE_STEPS:
             return
         if step == "connect":
             if row["ok"]:
@@ -396,6 +397,13 @@ class LiveStats:
                 self.ledger.bump(rooms, ts)
         elif self.membership.on_row(row):
             self.ledger.bump((row["room"],), ts)
+
+    def seen(self, user: str, ts: float) -> None:
+        """A kept row of another step: its user and time only (add_state_row's cheap part)."""
+        if user:
+            self.users.add(user)
+        if ts < self.min_ts:
+            self.min_ts = ts
 
     def add_sends(self, sends: Iterable[list[Any]]) -> None:
         for msg_id, room, ts in sends:

@@ -43,11 +43,20 @@ def schema(kind: str) -> pa.Schema:
 
 
 def _batch(kind: str, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch:
-    """Row lists (the kind's column order) as one typed record batch."""
+    """Row lists (the kind's column order) as one typed record batch. A value of another type in a
+    text column (a worker's bug, a hand-made row) is written as its str(); other columns must
+    already hold their types (the event log checks them when it ingests)."""
     sch = schema(kind)
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in sch.names]
-    return pa.RecordBatch.from_arrays([pa.array(list(c), type=f.type) for c, f in zip(cols, sch, strict=True)],
-                                      schema=sch)
+    arrays = []
+    for c, f in zip(cols, sch, strict=True):
+        try:
+            arrays.append(pa.array(c, type=f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            if f.type != pa.string():
+                raise
+            arrays.append(pa.array(["" if x is None else str(x) for x in c], type=f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=sch)
 
 
 def aggregate_rows(wires: Sequence[Sequence[Any]]) -> list[list[Any]]:
