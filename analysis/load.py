@@ -265,9 +265,10 @@ def load_run(run_dir: str | Path) -> Frames:
 
 def _label(df: pd.DataFrame, name: str, labels: dict[str, str]) -> pd.DataFrame:
     """Add the config name and its labels as categorical columns (in place; returns df)."""
-    df["config"] = pd.Categorical([name] * len(df))
+    codes = np.zeros(len(df), dtype=np.int8)  # one category: no list of n strings to build
+    df["config"] = pd.Categorical.from_codes(codes, categories=[name])
     for k, v in labels.items():
-        df[k] = pd.Categorical([v] * len(df))
+        df[k] = pd.Categorical.from_codes(codes, categories=[v])
     return df
 
 

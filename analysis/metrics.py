@@ -81,7 +81,12 @@ def _sessions(e: pd.DataFrame, step: str) -> set[tuple[str, str]]:
     """Distinct (user, eio_sid) of the ok=1 rows of `step` (rows without a sid: one session per user)."""
     s = e[(e["step"] == step) & (e["ok"] == 1)]
     users = s["user"].astype(str) if "user" in s else pd.Series("", index=s.index)
-    return set(zip(users, s["eio_sid"].astype(str), strict=True))
+    return set(zip(_texts(users), _texts(s["eio_sid"]), strict=True))
+
+
+def _texts(col: pd.Series) -> np.ndarray:
+    """A column as an object array of str: iterating it is ~10x faster than an Arrow-backed str Series."""
+    return col.astype(str).to_numpy(dtype=object)
 
 
 def failures(events: pd.DataFrame) -> pd.DataFrame:
@@ -271,10 +276,10 @@ def active_users(events: pd.DataFrame, bucket_s: float = 1.0, t0: dict[str, floa
     line up with the counts of failures_over_time.
     """
     conn = (events["step"] == "connect") & (events["ok"] == 1)
-    up = set(zip(events.loc[conn, "config"].astype(str), events.loc[conn, "eio_sid"].astype(str), strict=True))
+    up = set(zip(_texts(events.loc[conn, "config"]), _texts(events.loc[conn, "eio_sid"]), strict=True))
     disc = events["step"] == "disconnect"
-    was_up = pd.Series([(c, s) in up for c, s in zip(events.loc[disc, "config"].astype(str),
-                                                        events.loc[disc, "eio_sid"].astype(str), strict=True)],
+    was_up = pd.Series([(c, s) in up for c, s in zip(_texts(events.loc[disc, "config"]),
+                                                        _texts(events.loc[disc, "eio_sid"]), strict=True)],
                        index=events.index[disc], dtype=bool)
     # only a session that was up can go down: a failed attempt's disconnect row does not lower the count
     e = events[conn | disc & was_up.reindex(events.index, fill_value=False)]

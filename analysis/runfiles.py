@@ -115,8 +115,11 @@ def read_table(run_dir: str | Path, kind: str, columns: Sequence[str] | None = N
 
 def _read_parquet(path: Path, cols: list[str], warn: Warn) -> pa.Table | None:
     try:
-        have = set(pq.read_schema(path).names)
-        return pq.read_table(path, columns=[c for c in cols if c in have])
+        sch = pq.read_schema(path)
+        cols = [c for c in cols if c in sch.names]
+        text = [c for c in cols if pa.types.is_string(sch.field(c).type) or pa.types.is_large_string(sch.field(c).type)]
+        # text as dictionaries straight from Parquet's own encoding: categoricals without a pass over the strings
+        return pq.read_table(path, columns=cols, read_dictionary=text)
     except (OSError, pa.ArrowException, ValueError) as e:
         warn(f"{path.name} cannot be read ({_first_line(e)}); reading the stream instead if there is one")
         return None
