@@ -162,7 +162,7 @@ class Latency:
 class FirstFailure:
     """`first_failure`: when (and at how many users) failures first passed the SLO."""
 
-    t_s: Any = None
+    t_s: Any = None  # the 1-s bucket's start, in s from the start of the config's first second
     active_users: Any = None
 
     @classmethod
@@ -198,7 +198,7 @@ class ConfigEntry:
     status_reasons: Any = field(default_factory=list)
     error: Any = None
     config: ConfigBlock = field(default_factory=ConfigBlock)
-    events: Any = 0
+    events: Any = 0  # steps of the run (exact, from the aggregates), not the rows a schema-2 run kept
     warnings: list[Any] = field(default_factory=list)
     connections: Connections = field(default_factory=Connections)
     failures: dict[str, Any] = field(default_factory=dict)
