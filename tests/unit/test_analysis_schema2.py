@@ -214,3 +214,23 @@ def test_a_stream_with_plain_strings_reads_as_one_with_dictionaries(tmp_path: Pa
     pd.testing.assert_frame_equal(a.drop(columns=["hist_bucket", "hist_count"]).astype(str),
                                   b.drop(columns=["hist_bucket", "hist_count"]).astype(str))
     assert [x.tolist() for x in a["hist_count"]] == [x.tolist() for x in b["hist_count"]]
+
+
+def test_hostile_kept_rows_are_dropped_and_counted(tmp_path: Path) -> None:
+    d = write_run_v2(tmp_path / "h", CONFIGS[0])
+    n = len(load_run(d).events)
+
+    def edit(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df.loc[3, "ts"] = math.nan
+        df.loc[4, "ts"] = 4e12
+        df.loc[5, "step"] = None
+        return pd.concat([df, df.iloc[[10]]], ignore_index=True)  # a row held twice
+
+    _rewrite(d / "events.parquet", "events", edit)
+    f = load_run(d)
+    got = _issues(f, "events.parquet")
+    assert got["ts missing or not a number"] == 1 and got["step missing"] == 1
+    assert sum(v for k, v in got.items() if k.startswith("ts outside")) == 1
+    assert got["exact duplicate of an earlier row (file holds rows twice?)"] == 1
+    assert len(f.events) == n - 3
