@@ -33,7 +33,7 @@ from contract.delivery import Membership, Receipts
 from contract.fmt import num  # stdlib-only: no numpy/pandas in the workers (see test_fmt.py)
 from contract.histogram import Histogram
 from contract.rowpolicy import RowPolicy, RowPolicyConfig
-from contract.rows import COLUMNS, DELIVERY_GRACE_S, Row  # one definition for live stats and analysis
+from contract.rows import COLUMNS, DELIVERY_GRACE_S, Row, is_ok  # one definition for live stats and analysis
 
 _MEMBERSHIP_STEPS = frozenset({"join", "leave", "disconnect"})
 STATE_STEPS = frozenset({"connect", "disconnect", "node_switch", "join", "leave"})
@@ -49,10 +49,6 @@ MAX_DISTINCT_NODES = 1000
 OTHER_NODES = "(other nodes)"
 
 
-def _is_ok(v: Any) -> bool:
-    return str(v).strip() in ("1", "1.0", "True", "true")
-
-
 def _bounded(counter: Counter[str], key: str) -> str:
     """`key`, or OTHER_NODES once `counter` already holds MAX_DISTINCT_NODES other keys."""
     return key if key in counter or len(counter) < MAX_DISTINCT_NODES else OTHER_NODES
@@ -64,7 +60,7 @@ def normalize(row: Mapping[str, Any]) -> Row | None:
     if ts is None:
         return None
     out: dict[str, Any] = {c: ("" if row.get(c) is None else str(row.get(c))) for c in COLUMNS}
-    ok = 1 if _is_ok(row.get("ok", 1)) else 0
+    ok = 1 if is_ok(row.get("ok", 1)) else 0
     lat = num(row.get("latency_ms"))
     out.update(ts=float(ts), ok=ok, latency_ms=None if lat is None or lat < 0 else float(lat),
                error_kind=out["error_kind"] or ("" if ok else "unknown"))

@@ -262,3 +262,42 @@ def test_a_stream_reads_back_to_its_last_complete_batch(tmp_path: Path) -> None:
     t = runfiles.read_stream(path)
     assert isinstance(t, pa.Table) and t.column("ts").to_pylist() == [T0, T0 + 1]
     assert list(read_rows(tmp_path)["ts"]) == [T0, T0 + 1]
+
+
+def test_text_columns_of_another_type_are_written_as_text(tmp_path: Path) -> None:
+    master = _master(tmp_path)
+    row = [make_row("ack", ts=T0, user="a", latency_ms=1.0).get(c) for c in COLUMNS]
+    row[COLUMNS.index("room")] = 5  # a worker's bug: not text
+    eventlog.ingest_batch(master, "w", {"v": 2, "rows": [row]})
+    eventlog.flush(master)
+    assert list(read_rows(tmp_path)["room"].astype(str)) == ["5"]
+
+
+def test_has_events_sees_the_schema_2_files(tmp_path: Path) -> None:
+    from contract.status import has_events
+
+    assert not has_events(tmp_path)
+    (tmp_path / "aggregates.arrows").write_bytes(b"")  # created, nothing in it yet
+    assert not has_events(tmp_path)
+    master = _master(tmp_path)
+    eventlog.ingest_batch(master, "w", {"v": 2, "aggs": [[int(T0), "ack", "ack", "", "", 1, "", 1, 0, 0.0, None,
+                                                           None, T0, []]]})
+    eventlog.flush(master)
+    assert has_events(tmp_path)
+    eventlog._finish_files(eventlog._state(master))
+    assert has_events(tmp_path) and not (tmp_path / "aggregates.arrows").exists()
+
+
+@pytest.mark.parametrize(("key", "value", "ok"), [("sample_rate", 0.5, True), ("sample_rate", 1, True),
+                                                  ("sample_rate", 1.5, False), ("sample_rate", "x", False),
+                                                  ("log_all", True, True), ("log_all", "yes", False)])
+def test_campaign_load_keys_log_all_and_sample_rate(key: str, value: Any, ok: bool) -> None:
+    from contract.config import ConfigError, parse_campaign
+
+    text = f'name = "c"\n[load]\n{key} = {json.dumps(value)}\n'
+    if ok:
+        load = parse_campaign(text).runs()[0].load
+        assert getattr(load, key) == value
+    else:
+        with pytest.raises(ConfigError, match=key):
+            parse_campaign(text)
