@@ -89,11 +89,13 @@ class Producer:
         self.max_held = max_held
 
     def add(self, row: Row) -> bool:
-        """Count one well-typed row (contract.rows.make_row); True when it is kept."""
-        step = row["step"]
-        ok = row["ok"]
-        self.agg.add(row["ts"], step, row["name"], row["node"], row["transport"], 1 if ok else 0,
-                     row["error_kind"] or ("" if ok else "unknown"), row["latency_ms"])
+        """Count one well-typed row (contract.rows.make_row: ts float, ok int, latency float or None);
+        True when it is kept. TypeError/KeyError, before anything is counted, for any other row."""
+        step, ok, ts, lat = row["step"], row["ok"], row["ts"], row["latency_ms"]
+        if type(ts) is not float or type(ok) is not int or (lat is not None and type(lat) is not float):
+            raise TypeError("not a typed row (contract.rows.make_row); normalize() it first")  # before counting
+        self.agg.add(ts, step, row["name"], row["node"], row["transport"], 1 if ok else 0,
+                     row["error_kind"] or ("" if ok else "unknown"), lat)
         if step == "broadcast_recv" or step in _MEMBERSHIP_STEPS:
             self.receipts.on_row(row)
         elif step == "broadcast_send" and ok:
