@@ -52,6 +52,7 @@ from contract.eventfiles import (
     FILES,
     FINAL_SUFFIX,
     SCHEMA_VERSION,
+    STREAM_SUFFIX,
 )
 from contract.jsonfile import write_json
 from contract.options import SioOptions
@@ -507,8 +508,11 @@ def _write_eventlog_json(st: _State, final: bool) -> None:
     d = st.run_dir
     if d is None:
         return
+    # while running: the streams it writes; at the end: the files there are (a kind with no data has none)
     files = {k: f"{k}{FINAL_SUFFIX}" if st.compacted is not None and k in st.compacted
-             else f"{k}.arrows" for k in FILES}
+             else f"{k}{STREAM_SUFFIX}" for k in FILES}
+    if final:
+        files = {k: n for k, n in files.items() if (d / n).is_file()}
     live = st.live.eventlog_block()
     doc = {"schema_version": SCHEMA_VERSION, "run": st.run_name, "final": final,
            "policy": policy_config(st.environment).as_json(),
@@ -534,7 +538,7 @@ def _finish_files(st: _State) -> None:
     _write(st, final=True)
     if st.files is not None and st.compacted is None:
         try:
-            st.compacted = st.files.compact()
+            st.compacted = st.files.compact()  # a kind that cannot be compacted keeps its stream
         except (OSError, ValueError) as e:
             log.error("sioscale event log: cannot compact the event streams in %s (%s); the streams stay",
                       st.run_dir, e)

@@ -18,6 +18,7 @@ leaves the writer usable; the stream of a kind is created at its first non-empty
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ import pyarrow.parquet as pq
 
 from contract.aggregate import AGG_COLUMNS, Aggregator
 from contract.eventfiles import AGGREGATES, DELIVERY, EVENTS, FILES, FINAL_SUFFIX, STREAM_SUFFIX
+
+log = logging.getLogger(__name__)
 
 _TYPES: dict[str, pa.DataType] = {
     "float64": pa.float64(), "int64": pa.int64(), "int32": pa.int32(), "int8": pa.int8(), "string": pa.string(),
@@ -137,12 +140,16 @@ class RunFiles:
             src = self.path(kind)
             if not src.exists():
                 continue
-            table = read_stream(src)
-            table = _COMPACT[kind](table)
             dst = self.path(kind, final=True)
             tmp = dst.with_name(f".{dst.name}.tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, dst)
+            try:
+                table = _COMPACT[kind](read_stream(src))
+                pq.write_table(table, tmp)
+                os.replace(tmp, dst)
+            except (OSError, pa.ArrowException) as e:
+                log.error("sioscale event log: cannot compact %s (%s); the stream stays (readers read it)", src, e)
+                tmp.unlink(missing_ok=True)
+                continue
             src.unlink()
             out[kind] = table.num_rows
         return out

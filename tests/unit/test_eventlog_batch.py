@@ -301,3 +301,18 @@ def test_campaign_load_keys_log_all_and_sample_rate(key: str, value: Any, ok: bo
     else:
         with pytest.raises(ConfigError, match=key):
             parse_campaign(text)
+
+
+def test_a_kind_that_cannot_be_compacted_keeps_its_stream(tmp_path: Path) -> None:
+    master = _master(tmp_path)
+    row = [make_row("connect", ts=T0, user="a", eio_sid="s", node="n1", latency_ms=1.0).get(c) for c in COLUMNS]
+    cell = [int(T0), "connect", "connect", "n1", "", 1, "", 1, 1, 1.0, 1.0, 1.0, T0, [501, 1]]
+    eventlog.ingest_batch(master, "w", {"v": 2, "rows": [row], "aggs": [cell]})
+    eventlog.flush(master)
+    (tmp_path / "events.parquet").mkdir()  # in the way: the rename fails
+    eventlog._finish_files(eventlog._state(master))
+    assert (tmp_path / "events.arrows").exists() and (tmp_path / "aggregates.parquet").exists()
+    assert not (tmp_path / "aggregates.arrows").exists() and not list(tmp_path.glob(".*.tmp"))
+    meta = json.loads((tmp_path / "eventlog.json").read_text())
+    assert meta["files"] == {"events": "events.arrows", "aggregates": "aggregates.parquet"}  # no sends: no delivery
+    assert len(read_rows(tmp_path)) == 1  # the reader falls back to the stream (the directory is no file)
