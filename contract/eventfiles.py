@@ -8,7 +8,8 @@ Parquet file and falls back to the stream (a killed run, or a compaction that di
 Schema version 1 is the CSV layout (`events.csv`, every row); `sioscale report` reads both.
 
 Types are named here as strings (this layer is stdlib only); the writer and the readers map them
-to pyarrow types ("string" is dictionary-encoded in the stream, plain in Parquet).
+to pyarrow types ("string": plain or dictionary-encoded, readers accept both; the event log writes
+it plain in its streams, see locustfiles/sio/runfiles.py, and Parquet dictionary-encodes it).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from locust.rpc.protocol import Message
 from locust.runners import STATE_RUNNING, MasterRunner, WorkerRunner
 
 from analysis.runfiles import read_aggregates, read_delivery, read_rows
@@ -104,8 +105,8 @@ def run_pipeline(tmp_path: Path, rows: list[dict], seed: int = 1, **opts: Any) -
             eventlog.record(workers[_worker_of(r["user"])], dict(r))
         for env in rng.sample(list(workers.values()), 2):
             eventlog.flush(env)
-        for wid, _t, data in sent:
-            eventlog._on_batch(master, SimpleNamespace(node_id=wid, data=json.loads(json.dumps(data))))
+        for wid, t, data in sent:  # through Locust's own wire encoding (msgpack), as the master gets it
+            eventlog._on_batch(master, Message.unserialize(Message(t, data, wid).serialize()))
         sent.clear()
         eventlog.flush(master)
     for env in workers.values():
