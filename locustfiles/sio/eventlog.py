@@ -323,8 +323,9 @@ def ingest_batch(environment: Any, worker_id: str, data: Any) -> None:
     aggs = data.get("aggs")
     if isinstance(aggs, list):
         bad = live.add_cells(aggs)
+        before = st.file_agg.events
         st.file_agg.merge_wire(aggs)
-        info.rows += sum(a[7] for a in aggs if isinstance(a, list) and len(a) > 7 and isinstance(a[7], int))
+        info.rows += st.file_agg.events - before  # the steps of its well-formed cells
         _bad(st, "aggs", worker_id, bad)
     elif aggs is not None:
         _bad(st, "aggs", worker_id)
