@@ -19,9 +19,11 @@ kept rows per step), then a steady-state window of `template_s` seconds, and ser
 second from that window: second `warmup_s + c * template_s + k` is window second k with every
 `second`/`ts`/`max_ts` shifted by `c * template_s` and every message id's sequence number by the
 broadcasts a user makes in a window (`c * template_s * message_rate / 2`), so ids stay unique and
-continue each user's numbering. Counts, histograms, receipts and kept-row rates of a served
-second are those of a simulated steady-state second; which users' rows are sampled repeats every
-window instead of every 1 / sample_rate messages (the same number of rows, other users).
+continue each user's numbering. The window is a whole number of every period of the load (a
+user's echo/broadcast pair, 2 s; its ping, 25 s: 50 s), so each user does in a window exactly
+what it does in any other, and a served second is a simulated steady-state second: its counts,
+histograms, receipts (`Served`) and kept-row rates. What repeats every window instead of every
+1 / sample_rate messages is which users' rows are sampled (the same number of rows).
 """
 
 from __future__ import annotations
@@ -176,9 +178,12 @@ class ChatWorker:
         self.sim = WorkerSim(worker_id(k), RowPolicy(policy))
         tag = f"{0x1000 + k:x}{k * 7919 % 65536:04x}"  # user ids like the client's u<pid><rand>-<n>
         self.users: list[_ChatUser] = []
+        rng = random.Random(load.seed * 1000 + k)
         for j, g in enumerate(range(k, load.users, load.workers)):
+            # a spawn time off any grid, as a clock's is: two steps of a user never share a ts by construction
             self.users.append(_ChatUser(f"u{tag}-{j + 1}", f"n{g % load.nodes + 1}", sid(k, j), sid("s", k, j),
-                                        f"w{k}-room-{j // load.room_size}", load.start + g / load.spawn_rate))
+                                        f"w{k}-room-{j // load.room_size}",
+                                        load.start + (g + rng.random()) / load.spawn_rate))
         self.rooms: dict[str, list[_ChatUser]] = {}
         for u in self.users:
             self.rooms.setdefault(u.room, []).append(u)
@@ -221,9 +226,10 @@ class ChatWorker:
         load, run, wid, lat = self.load, self.load.run, self.sim.wid, self.lat
         rate = load.message_rate
         out: list[Row] = []
-        for u in self.users:
+        for u in self.users:  # every start of the second first: a member's receipts need its join
             if s <= u.spawn < s + 1:
                 out += self._connect(u)
+        for u in self.users:
             if u.joined == math.inf or u.joined >= s + 1:
                 continue
             n_lo = max(0, math.ceil((s - u.joined) * rate))
@@ -303,9 +309,13 @@ class ChatRun:
     """Every worker's payload, second by second, for `duration_s` seconds (see the module doc)."""
 
     def __init__(self, load: ChatLoad, duration_s: int, policy: RowPolicyConfig | None = None,
-                 warmup_s: int | None = None, template_s: int = 20) -> None:
-        if (template_s * load.message_rate) % 2:
-            raise ValueError("template_s * message_rate must be even (whole echo/broadcast pairs per window)")
+                 warmup_s: int | None = None, template_s: int | None = None) -> None:
+        pair_s, ping_s = 2 / load.message_rate, load.ping_interval_s
+        if template_s is None:
+            template_s = math.lcm(round(pair_s), round(ping_s))
+        if (template_s / pair_s) % 1 or (template_s / ping_s) % 1:
+            raise ValueError(f"template_s {template_s}: a whole number of echo/broadcast pairs ({pair_s:g} s) "
+                             f"and of pings ({ping_s:g} s)")
         self.load, self.duration_s, self.template_s = load, duration_s, template_s
         ramp = math.ceil(load.users / load.spawn_rate)
         first_n = (policy or RowPolicyConfig()).first_n

@@ -27,24 +27,26 @@ KEYS = ("master_events_per_s", "bytes_per_user_hour", "report_s", "report_peak_r
         "record_us_per_event", "params")
 
 
-def _chat(users: int = 80, duration: int = 60, warmup: int = 0, template: int = 10) -> tuple[ChatRun, list]:
-    load = ChatLoad(users=users, workers=2, spawn_rate=40.0, run="t")
-    run = ChatRun(load, duration, RowPolicyConfig(), warmup_s=warmup, template_s=template)
+def _chat(users: int = 80, duration: int = 120, warmup: int = 0) -> tuple[ChatRun, list]:
+    """A 10 s ramp (rooms fill over 2.5 s: the first broadcasts reach part of a room)."""
+    load = ChatLoad(users=users, workers=2, spawn_rate=8.0, run="t")
+    run = ChatRun(load, duration, RowPolicyConfig(), warmup_s=warmup)
     return run, list(run.seconds())
 
 
 def test_chat_counts_are_the_loads_real_event_counts() -> None:
     run, seconds = _chat()
     load = run.load
-    assert [s for s, _ in seconds] == list(range(load.start, load.start + 60))
-    # warm-up at least ramp (2 s) + the first ping (25 s) + 2, window, the second after it (its late
-    # receipts), last second; the rest served
-    assert run.warmup_s == 29 and run.simulated_s == 29 + 10 + 1 + 1
+    assert [s for s, _ in seconds] == list(range(load.start, load.start + 120))
+    # warm-up at least ramp (10 s) + the first ping (25 s) + 2, a window of two pings (50 s), the
+    # second after it (its late receipts), the last second; the rest (87-118) served
+    assert (run.warmup_s, run.template_s) == (37, 50)
+    assert (run.simulated_s, run.served_s) == (37 + 50 + 1 + 1, 32)
     by_step: Counter[str] = Counter()
     steady = 0
     for s, ps in seconds:
         assert len(ps) == load.workers
-        if load.start + 8 <= s < load.start + 39:  # every user joined, not the last second
+        if load.start + 37 <= s < load.start + 59:  # the window and the served seconds
             steady += 1
             for p in ps:
                 for w in p["aggs"]:
@@ -53,7 +55,7 @@ def test_chat_counts_are_the_loads_real_event_counts() -> None:
     assert per_user_s["ack"] == pytest.approx(0.5, rel=0.05)
     assert per_user_s["broadcast_send"] == pytest.approx(0.5, rel=0.05)
     assert per_user_s["broadcast_recv"] == pytest.approx(5.0, rel=0.05)  # rooms of 10, sender included
-    assert per_user_s["ping"] == pytest.approx(1 / 25, rel=0.2)
+    assert per_user_s["ping"] == pytest.approx(1 / 25, rel=0.05)
     assert {"handshake", "connect", "join"}.isdisjoint(by_step)  # no start repeated in served seconds
 
 
@@ -68,22 +70,29 @@ def test_chat_every_user_starts_once_and_ends_once() -> None:
 
 
 def test_served_seconds_never_repeat_a_message_id_and_every_send_gets_its_rooms_receipts() -> None:
-    """Also across the window's edges: a receipt that comes a second after its send is neither
-    lost nor counted twice where served seconds meet simulated ones."""
-    run, seconds = _chat()
-    sent: dict[str, float] = {}
+    """Every send gets one receipt per room member joined before it (the join rows are always
+    kept), during the ramp too and across the window's edges: a receipt that comes a second after
+    its send is neither lost nor counted twice where served seconds meet simulated ones."""
+    _run, seconds = _chat()
+    sent: dict[str, tuple[str, float]] = {}
+    joins: dict[str, list[float]] = {}
     receipts: Counter[str] = Counter()
     for s, ps in seconds:
         for p in ps:
             ids = [m for m, _room, _ts in p["sends"]]
             assert not set(sent).intersection(ids)
-            sent.update((m, ts) for m, _room, ts in p["sends"])
+            sent.update((m, (room, ts)) for m, room, ts in p["sends"])
             assert all(s <= ts < s + 1 for _m, _room, ts in p["sends"])
             receipts.update(p["receipts"])
+            for r in p["rows"]:
+                if r[6] == "join":
+                    joins.setdefault(r[14], []).append(r[0])
     assert set(receipts) <= set(sent)
-    joined = run.load.start + 3  # every room full
-    assert {m: receipts[m] for m, ts in sent.items() if ts > joined} == {m: 10 for m, ts in sent.items() if ts > joined}
-    assert len(sent) == pytest.approx(0.5 * 80 * 58, rel=0.1)
+    assert sorted(len(v) for v in joins.values()) == [10] * 8
+    expected = {m: sum(1 for j in joins[room] if j <= ts) for m, (room, ts) in sent.items()}
+    assert {m: receipts[m] for m in sent} == expected
+    assert sum(1 for n in expected.values() if n < 10) > 0  # the ramp is in it
+    assert len(sent) == pytest.approx(0.5 * 80 * 114, rel=0.03)
 
 
 def test_policy_counts_grow_in_served_seconds() -> None:
@@ -92,7 +101,7 @@ def test_policy_counts_grow_in_served_seconds() -> None:
         kept = [ps[k]["policy"]["kept"] for _s, ps in seconds]
         out = [ps[k]["policy"]["sampled_out"] for _s, ps in seconds]
         assert kept == sorted(kept) and out == sorted(out)
-        assert out[-1] > out[20] > 0
+        assert out[-1] > out[100] > out[40] > 0
 
 
 def test_storm_is_failures_with_the_failure_rows_budgeted() -> None:
@@ -120,7 +129,7 @@ def test_quick_mode_prints_the_figures(tmp_path: Path) -> None:
     """The quick run in-process, without the report (its child process is the slow test's)."""
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        rc = bench.measure(ChatLoad(users=400, workers=4, spawn_rate=100.0, run="q"), 60, 0, 5, tmp_path,
+        rc = bench.measure(ChatLoad(users=400, workers=4, spawn_rate=100.0, run="q"), 100, 0, 5, tmp_path,
                            with_report=False, quick=True)
     assert rc == 0
     doc = json.loads(out.getvalue().strip().splitlines()[-1])
@@ -130,12 +139,12 @@ def test_quick_mode_prints_the_figures(tmp_path: Path) -> None:
     assert doc["master_events_per_s"] > 1000 and doc["storm_master_events_per_s"] > 1000
     assert 0 < doc["record_us_per_event"] < 1000
     chat = doc["chat"]
-    # warm-up 4 s ramp + 25 + 2, window 20, the second after it, the last one; 51-58 served
-    assert (chat["seconds"], chat["simulated_seconds"], chat["served_seconds"]) == (60, 31 + 20 + 1 + 1, 8)
-    assert chat["events"] == pytest.approx(400 * 6.04 * 57, rel=0.05)  # after the 4 s ramp
+    # warm-up 4 s ramp + 25 + 2, window 50, the second after it, the last one; 81-98 served
+    assert (chat["seconds"], chat["simulated_seconds"], chat["served_seconds"]) == (100, 31 + 50 + 1 + 1, 18)
+    assert chat["events"] == pytest.approx(400 * 6.04 * 97, rel=0.03)  # after the 4 s ramp
     assert (tmp_path / "runs" / "chat" / "events.parquet").exists()
     assert doc["event_file_bytes"] == sum(v for k, v in doc["files"].items() if k.endswith((".parquet", ".arrows")))
-    assert doc["bytes_per_user_hour"] == round(doc["event_file_bytes"] / 400 / (60 / 3600))
+    assert doc["bytes_per_user_hour"] == round(doc["event_file_bytes"] / 400 / (100 / 3600))
 
 
 @pytest.mark.slow
