@@ -363,9 +363,10 @@ class ChatRun:
                 for u in w.users:
                     u.seq += c * dseq  # message numbers past every served one
         self.simulated_s += 1
+        pre = [w.sim.policy.counts() for w in self.workers]
         finals = [w.second(last, final=True) for w in self.workers]
         if serve:
-            served.finish(finals, c, k)
+            served.finish(finals, c, k, pre)
         yield last, finals
 
     def record_us_per_event(self) -> float | None:
@@ -389,6 +390,7 @@ class Served:
                  before: list[dict[str, int]], dseq: int) -> None:
         self.window, self.dseq = window, dseq
         workers = range(len(after))
+        self.last_policy: list[dict[str, int]] = [{} for _ in workers]  # of the last served second
         self.per_window = [{n: window[-1][j]["policy"][n] - before[j][n] for n in before[j]} for j in workers]
         self.own: list[list[dict[str, int]]] = []
         self.spill: list[list[dict[str, int]]] = []
@@ -415,14 +417,16 @@ class Served:
             spill = self._shifted(self.spill[k - 1][j], c) if k else self._shifted(self.spill[-1][j], c - 1)
             p["receipts"] = {**self._shifted(self.own[k][j], c), **spill}
             out.append(p)
+        self.last_policy = [p["policy"] for p in out]
         return out
 
-    def finish(self, finals: list[dict[str, Any]], c: int, k: int) -> None:
+    def finish(self, finals: list[dict[str, Any]], c: int, k: int, pre: list[dict[str, int]]) -> None:
         """The simulated last second after served second k of window c: the served second's late
-        receipts, and policy counts that go on from the served ones."""
+        receipts, and policy counts that go on from the served ones (`pre`: the simulation's
+        counts before the last second)."""
         for j, p in enumerate(finals):
             p["receipts"] = {**p["receipts"], **self._shifted(self.spill[k][j], c)}
-            p["policy"] = {n: v + c * self.per_window[j][n] for n, v in p["policy"].items()}
+            p["policy"] = {n: self.last_policy[j][n] + v - pre[j][n] for n, v in p["policy"].items()}
 
 
 # -- the failure storm --------------------------------------------------------------------------

@@ -91,7 +91,9 @@ def ingest(payloads: Payloads, run_dir: Path, run: str, workers: list[str]) -> d
     env = environment(run_dir, run)
     cpu = wall = 0.0
     events = rows = seconds = 0
+    policy: dict[str, int] = {}
     for _s, ps in payloads:
+        policy = {n: sum(p["policy"][n] for p in ps) for n in ps[0]["policy"]}  # cumulative per worker
         events += sum(events_in(p) for p in ps)
         rows += sum(len(p["rows"]) for p in ps)
         c0, w0 = time.process_time(), time.perf_counter()
@@ -109,6 +111,7 @@ def ingest(payloads: Payloads, run_dir: Path, run: str, workers: list[str]) -> d
     end_cpu, end_wall = time.process_time() - c0, time.perf_counter() - w0
     return {"seconds": seconds, "events": events, "rows_shipped": rows,
             "load_events_per_s": round(events / max(1, seconds)), "load_rows_per_s": round(rows / max(1, seconds)),
+            "row_policy_counts": policy,
             "cpu_s": round(cpu, 3),
             "wall_s": round(wall, 3), "events_per_s": round(events / cpu) if cpu else None,
             "cpu_per_second_ms": round(cpu / max(1, seconds) * 1000, 2), "end_cpu_s": round(end_cpu, 3),

@@ -95,13 +95,17 @@ def test_served_seconds_never_repeat_a_message_id_and_every_send_gets_its_rooms_
     assert len(sent) == pytest.approx(0.5 * 80 * 114, rel=0.03)
 
 
-def test_policy_counts_grow_in_served_seconds() -> None:
+def test_policy_counts_grow_in_served_seconds_and_end_at_every_step_judged() -> None:
     _run, seconds = _chat()
     for k in range(2):
         kept = [ps[k]["policy"]["kept"] for _s, ps in seconds]
         out = [ps[k]["policy"]["sampled_out"] for _s, ps in seconds]
         assert kept == sorted(kept) and out == sorted(out)
         assert out[-1] > out[100] > out[40] > 0
+        steps = sum(events_in(ps[k]) for _s, ps in seconds)
+        rows = sum(len(ps[k]["rows"]) for _s, ps in seconds)
+        assert sum(seconds[-1][1][k]["policy"].values()) == steps  # each step kept or not, once
+        assert rows == pytest.approx(kept[-1], rel=0.01)  # the kept rows shipped (served: the window's)
 
 
 def test_storm_is_failures_with_the_failure_rows_budgeted() -> None:
