@@ -95,7 +95,7 @@ class Row(TypedDict):
     msg_id: str
 
 
-_OK_SPELLINGS = frozenset({1, True, "1", "1.0", "True", "true"})
+_OK_SPELLINGS = frozenset({1, "1", "1.0", "True", "true"})  # 1 == True == 1.0
 
 
 def is_ok(value: Any) -> bool:
