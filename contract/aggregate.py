@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from contract.histogram import Histogram
+from contract.histogram import MAX_BUCKET, MAX_LATENCY_MS, Histogram
 from contract.rows import is_ok
 
 
@@ -70,7 +70,7 @@ class Aggregator:
         if cell is None:
             cell = self.cells[key] = Cell()
         cell.count += 1
-        if latency_ms is not None and math.isfinite(latency_ms) and latency_ms >= 0:
+        if latency_ms is not None and 0 <= latency_ms <= MAX_LATENCY_MS:  # NaN compares False
             cell.hist.add(latency_ms)
         if ts > cell.max_ts:
             cell.max_ts = ts
@@ -96,7 +96,7 @@ class Aggregator:
         for w in rows:
             try:
                 key, n, lat_n, lat_sum, lo, hi, max_ts, pairs = from_wire(w)
-            except (TypeError, ValueError, IndexError):
+            except (TypeError, ValueError, IndexError, OverflowError):
                 bad += 1
                 continue
             cell = self.cells.get(key)
@@ -115,21 +115,55 @@ def to_wire(k: AggKey, c: Cell) -> list[Any]:
     return [*k, c.count, h.n, h.total, h.min if h.n else None, h.max if h.n else None, c.max_ts, h.pairs()]
 
 
+MAX_SECOND = 2**40
+"""Cells' seconds are epoch seconds: anything at or past this (year ~36,800) is not a time."""
+MAX_COUNT = 2**53
+"""Counts stay exact in a float64 (pandas sums) below this."""
+
+
+def _int(v: Any, what: str) -> int:
+    """An integer from a wire value: an int, or a float that is one; never a bool, NaN or inf."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"aggregate cell: {what} {v!r} is not a number")
+    if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+        raise ValueError(f"aggregate cell: {what} {v!r} is not a whole number")
+    return int(v)
+
+
+def _float(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ValueError(f"aggregate cell: {what} {v!r} is not a finite number")
+    return float(v)
+
+
 def from_wire(w: list[Any]) -> tuple[AggKey, int, int, float, float, float, float, list[int]]:
-    """A wire list checked and typed; ValueError/TypeError/IndexError when it cannot be one."""
-    if len(w) != len(AGG_COLUMNS):
-        raise ValueError(f"aggregate cell with {len(w)} fields, expected {len(AGG_COLUMNS)}")
-    key = AggKey(int(w[0]), str(w[1]), str(w[2]), str(w[3]), str(w[4]), 1 if int(w[5]) else 0, str(w[6]))
-    n, lat_n, lat_sum = int(w[7]), int(w[8]), float(w[9])
-    lo = float(w[10]) if w[10] is not None else math.inf
-    hi = float(w[11]) if w[11] is not None else -math.inf
-    max_ts = float(w[12])
-    pairs = [int(x) for x in w[13]]
-    if n < 0 or lat_n < 0 or lat_n > n or len(pairs) % 2 or not math.isfinite(max_ts):
-        raise ValueError("aggregate cell with negative or inconsistent counts")
-    if sum(pairs[1::2]) != lat_n or any(c < 0 for c in pairs[1::2]) or any(i < 0 for i in pairs[0::2]):
+    """A wire list checked and typed; ValueError/TypeError when it cannot be one.
+
+    Every value a process could not have produced is refused here, so that nothing downstream (the
+    live tab, the Parquet writer's int64/int32 columns, the analysis) meets an overflow: numbers
+    finite, counts 0..2**53, histogram buckets 0..MAX_BUCKET adding up to the latency count, and
+    the newest ts inside the cell's second."""
+    if not isinstance(w, list | tuple) or len(w) != len(AGG_COLUMNS):
+        raise ValueError(f"aggregate cell is not a list of {len(AGG_COLUMNS)} fields")
+    second = _int(w[0], "second")
+    if not 0 <= second < MAX_SECOND:
+        raise ValueError(f"aggregate cell: second {second} is not an epoch second")
+    key = AggKey(second, str(w[1]), str(w[2]), str(w[3]), str(w[4]), 1 if _int(w[5], "ok") else 0, str(w[6]))
+    n, lat_n = _int(w[7], "count"), _int(w[8], "lat_count")
+    lat_sum = _float(w[9], "lat_sum_ms")
+    lo = _float(w[10], "lat_min_ms") if w[10] is not None else math.inf
+    hi = _float(w[11], "lat_max_ms") if w[11] is not None else -math.inf
+    max_ts = _float(w[12], "max_ts")
+    if not isinstance(w[13], list | tuple):
+        raise TypeError("aggregate cell: hist is not a list")
+    pairs = [_int(x, "hist") for x in w[13]]
+    if not (0 <= lat_n <= n < MAX_COUNT) or len(pairs) % 2 or not second <= max_ts < second + 1:
+        raise ValueError("aggregate cell with negative or inconsistent counts, or a ts outside its second")
+    if lat_n and (not 0 <= lo <= hi <= MAX_LATENCY_MS or lat_sum < 0):
+        raise ValueError("aggregate cell with latency bounds that no histogram could have")
+    if sum(pairs[1::2]) != lat_n or any(c < 0 for c in pairs[1::2]) or any(not 0 <= i <= MAX_BUCKET for i in pairs[0::2]):
         raise ValueError("aggregate cell whose histogram does not add up to its latency count")
     return key, n, lat_n, lat_sum, lo, hi, max_ts, pairs
 
 
-__all__ = ["AGG_COLUMNS", "AggKey", "Aggregator", "Cell", "from_wire", "to_wire"]
+__all__ = ["AGG_COLUMNS", "MAX_COUNT", "MAX_SECOND", "AggKey", "Aggregator", "Cell", "from_wire", "to_wire"]

@@ -26,12 +26,20 @@ RELATIVE_ERROR = (BASE - 1) / 2
 """The stated bound: |read-back value - true value| <= RELATIVE_ERROR * true value (values >= MIN_MS)."""
 _INV_LN_BASE = 1.0 / math.log(BASE)
 _LN_MIN = math.log(MIN_MS)
+MAX_LATENCY_MS = 24 * 3600 * 1000.0
+"""The longest latency counted (the loader blanks longer ones as impossible): a step still counts,
+its latency does not (contract.aggregate.Aggregator.add)."""
+MAX_BUCKET = int((math.log(MAX_LATENCY_MS) - _LN_MIN) * _INV_LN_BASE) + 1
+"""The bucket of MAX_LATENCY_MS (1,272): bucket_of never returns more, and a shipped histogram
+with a higher index is malformed."""
 
 
 def bucket_of(ms: float) -> int:
     """The bucket index of a latency in ms (negative values count as 0; callers drop NaN/inf)."""
     if ms < MIN_MS:
         return 0
+    if ms >= MAX_LATENCY_MS:  # also inf: the top bucket, never an index past it
+        return MAX_BUCKET
     return int((math.log(ms) - _LN_MIN) * _INV_LN_BASE) + 1
 
 
@@ -39,6 +47,7 @@ def bucket_value(i: int) -> float:
     """The value a bucket reads back as: its midpoint (0 for bucket 0)."""
     if i <= 0:
         return 0.0
+    i = min(i, MAX_BUCKET)
     low = MIN_MS * BASE ** (i - 1)
     return low * (1 + BASE) / 2
 
@@ -132,4 +141,4 @@ def quantile_from(buckets: Iterable[tuple[int, int]], n: int, q: float,
     return min(max(v, lo), hi)
 
 
-__all__ = ["BASE", "MIN_MS", "RELATIVE_ERROR", "Histogram", "bucket_of", "bucket_value", "quantile_from"]
+__all__ = ["BASE", "MAX_BUCKET", "MAX_LATENCY_MS", "MIN_MS", "RELATIVE_ERROR", "Histogram", "bucket_of", "bucket_value", "quantile_from"]

@@ -185,3 +185,37 @@ def test_receipts_count_distinct_members_at_send_time() -> None:
     assert rc.drain() == {"m1": 2}
     assert rc.duplicates == 1 and rc.not_members == 1
     assert rc.drain() == {}
+
+
+def _cell(**change: object) -> list:
+    a = Aggregator()
+    a.add(1_700_000_000.25, "ack", "ack:echo", "n1", "websocket", 1, "", 3.0)
+    w = a.drain()[0]
+    names = list(AGG_COLUMNS)
+    for k, v in change.items():
+        w[names.index(k)] = v
+    return w
+
+
+@pytest.mark.parametrize("change", [
+    {"second": math.inf}, {"second": 2**63}, {"second": -5}, {"second": 1.5}, {"second": True},
+    {"count": math.inf}, {"count": 2**60}, {"count": math.nan}, {"lat_sum_ms": math.inf},
+    {"max_ts": 1_700_000_005.0}, {"max_ts": math.nan}, {"hist": [2**31, 1]}, {"hist": [5000, 1]},
+    {"hist": [math.inf, 1]}, {"hist": "ab"}, {"lat_min_ms": -1.0}, {"lat_max_ms": 1e306},
+])
+def test_values_no_process_could_ship_are_refused_not_overflowed(change: dict) -> None:
+    """A future second, an inf or a bucket past 24 h would overflow the live tab or the Parquet columns."""
+    m = Aggregator()
+    assert m.merge_wire([_cell(**change)]) == 1 and m.events == 0
+    assert m.merge_wire([_cell()]) == 0 and m.events == 1
+
+
+def test_latencies_past_a_day_count_the_step_not_the_latency() -> None:
+    a = Aggregator()
+    for v in (math.inf, math.nan, 1e306, -1.0, 25 * 3600 * 1000.0, 5.0):
+        a.add(10.0, "ack", "ack", "", "", 1, "", v)
+    (cell,) = a.cells.values()
+    assert cell.count == 6 and cell.hist.n == 1
+    h = Histogram()
+    h.add(1e306)  # a Histogram fed directly still reads back (top bucket), never overflows
+    assert h.quantile(0.5) is not None and bucket_value(10**6) == bucket_value(bucket_of(8.64e7))
