@@ -38,6 +38,8 @@ class SioOption:
     choices: tuple[Any, ...] = ()
     switch: bool = False  # a bool given by presence (store_true); other bools are spelled true|false
     from_load: bool = False  # the runner passes LoadConfig.<field> as this flag
+    minimum: float | None = None  # numeric options: the smallest value allowed (inclusive)
+    maximum: float | None = None  # numeric options: the largest value allowed (inclusive)
 
     @property
     def flag(self) -> str:
@@ -61,7 +63,27 @@ class SioOption:
             return self.default
         if self.type is bool:
             return as_bool(raw, self.flag)
-        return self.type(raw)
+        return self.check(self.type(raw))
+
+    def check(self, value: Any) -> Any:
+        """`value` if it lies in [minimum, maximum], else ValueError naming the flag and the range.
+
+        Why: an out-of-range value (a sample rate of 1.5) would otherwise be found by the first
+        user step of every user (the row policy refuses it) instead of at startup, once."""
+        lo, hi = self.minimum, self.maximum
+        if (lo is not None and not value >= lo) or (hi is not None and not value <= hi):  # NaN fails both
+            span = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else \
+                f"{lo:g} or more" if lo is not None else f"{hi:g} or less"
+            raise ValueError(f"{self.flag} {value!r}: must be {span}")
+        return value
+
+    def parse(self, text: str) -> Any:
+        """A command-line string as this option's value, range checked (the parser's `type`)."""
+        try:
+            value = self.type(text)
+        except ValueError:
+            raise ValueError(f"{self.flag} {text!r}: not a{'n integer' if self.type is int else ' number'}") from None
+        return self.check(value)
 
     def render(self, value: Any) -> str:
         """A value as its command-line argument (the inverse of `read`)."""
@@ -111,11 +133,12 @@ OPTIONS: tuple[SioOption, ...] = (
     SioOption("insecure", bool, False, switch=True, help="Do not verify TLS certificates (explicit opt-in)"),
     SioOption("steps", str, "", web_ui=False, from_load=True,
               help="Step load for locustfiles/steps.py: USERS:HOLD_S,USERS:HOLD_S,... (ramp at --spawn-rate)"),
-    SioOption("sample_rate", float, DEFAULT_SAMPLE_RATE, from_load=True,
+    SioOption("sample_rate", float, DEFAULT_SAMPLE_RATE, from_load=True, minimum=0.0, maximum=1.0,
               help="Event log: share of successful high-volume rows kept beyond the first ones (0-1; counts stay "
                    "exact in the aggregates)"),
-    SioOption("first_rows", int, DEFAULT_FIRST_N, help="Event log: rows kept in full per user and step before sampling"),
-    SioOption("failure_rows", int, DEFAULT_FAILURE_ROWS_PER_S,
+    SioOption("first_rows", int, DEFAULT_FIRST_N, minimum=0,
+              help="Event log: rows kept in full per user and step before sampling"),
+    SioOption("failure_rows", int, DEFAULT_FAILURE_ROWS_PER_S, minimum=0,
               help="Event log: failed-step rows kept per second per process beyond each user's first of a kind"),
     SioOption("log_all", bool, False, switch=True, from_load=True,
               help="Event log: keep every row beside the aggregates (proof runs; large files)"),

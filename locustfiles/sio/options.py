@@ -8,6 +8,7 @@ into Locust's add_argument call. `contract.config.LoadConfig` maps onto them thr
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from locust import events
@@ -28,10 +29,29 @@ def parser_kwargs(o: SioOption) -> dict[str, Any]:
     if o.switch:
         kw["action"] = "store_true"
     elif o.type in (int, float):
-        kw["type"] = o.type
+        kw["type"] = _arg_type(o)
     if o.choices:
         kw["choices"] = list(o.choices)
     return kw
+
+
+def _arg_type(o: SioOption) -> Any:
+    """The parser's `type` for a numeric option: its range checked at parse time, so an out-of-range
+    value stops Locust at startup with one line (`argument --sio-sample-rate: ... between 0 and 1`)
+    instead of failing every user step later."""
+    if o.minimum is None and o.maximum is None:
+        return o.type
+
+    def parse(text: str) -> Any:
+        if not isinstance(text, str):  # a default or a value set by code: already typed
+            return o.check(o.type(text))
+        try:
+            return o.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = o.type.__name__  # argparse names the type in some of its messages
+    return parse
 
 
 class _LocustGroup:

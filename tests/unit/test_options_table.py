@@ -151,3 +151,30 @@ def test_session_config_from_options() -> None:
         "http://h:1", 3, ("polling", "websocket"), "/p/", "/", {"k": 1}, 3.0, "x-node", {"a": "b"})
     c = SessionConfig.from_options(o, "http://h:1", namespace="/n", auth={"x": 2}, transports=["websocket"])
     assert (c.namespace, c.auth, c.transports) == ("/n", {"x": 2}, ("websocket",))
+
+
+@pytest.mark.parametrize(("args", "flag", "words"), [
+    (["--sio-sample-rate", "1.5"], "--sio-sample-rate", "between 0 and 1"),
+    (["--sio-sample-rate=-0.1"], "--sio-sample-rate", "between 0 and 1"),
+    (["--sio-sample-rate", "nan"], "--sio-sample-rate", "between 0 and 1"),
+    (["--sio-first-rows=-1"], "--sio-first-rows", "0 or more"),
+    (["--sio-failure-rows=-3"], "--sio-failure-rows", "0 or more"),
+    (["--sio-failure-rows", "x"], "--sio-failure-rows", "not an integer"),
+])
+def test_out_of_range_policy_options_stop_the_parse_with_one_clear_line(
+        args: list[str], flag: str, words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 2.6: a sample rate of 1.5 used to pass the parser and make every record() raise."""
+    with pytest.raises(SystemExit):
+        _parse(args)
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and flag in err[0] and words in err[0], err
+
+
+def test_the_range_edges_parse_and_a_hand_made_namespace_is_checked_too() -> None:
+    import argparse
+
+    assert _parse(["--sio-sample-rate", "0"]).sample_rate == 0.0
+    assert _parse(["--sio-sample-rate", "1"]).sample_rate == 1.0
+    assert _parse(["--sio-first-rows", "0", "--sio-failure-rows", "0"]).failure_rows == 0
+    with pytest.raises(ValueError, match="--sio-sample-rate"):
+        SioOptions.from_namespace(argparse.Namespace(sio_sample_rate=2.0))
