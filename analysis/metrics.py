@@ -13,6 +13,7 @@ plotting: the report, the verdicts and `sioscale check` read the same numbers.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -127,7 +128,7 @@ PROBE_STEPS = ("upgrade_probe",)
 FOLLOW_ON_STEPS = ("reconnect", "disconnect")
 
 
-def node_switch_attribution(events: pd.DataFrame) -> pd.DataFrame:
+def node_switch_attribution(events: pd.DataFrame, cells: pd.DataFrame | None = None) -> pd.DataFrame:
     """How many session_unknown failures come from a session meeting a second node, per kind of request.
 
     A session (config, eio_sid) "met two nodes" when its rows name two distinct nodes or it has a
@@ -142,9 +143,15 @@ def node_switch_attribution(events: pd.DataFrame) -> pd.DataFrame:
     - follow_on: reconnect attempts and disconnects that carry the kind of the failure that caused them
       (they repeat one of the above, not a new request).
     share = polling_attributed / polling (NaN when there are none); `attributed` counts every kind.
+
+    `cells` (the exact per-second counts): the failure rows of a storm are kept up to a budget per
+    second (contract.rowpolicy), so the rows hold fewer session_unknown failures than happened. The
+    totals (session_unknown, polling, probe, follow_on) are then the cells' exact counts, and each
+    `*_attributed` is its kind's exact total times the share met-two-nodes among the kept rows of
+    that kind; `rows` says how many kept rows the shares rest on (= session_unknown when none were cut).
     """
     cols = ["config", "session_unknown", "attributed", "share", "polling", "polling_attributed",
-            "probe", "probe_attributed", "follow_on"]
+            "probe", "probe_attributed", "follow_on", "rows"]
     su = events[(events["ok"] == 0) & (events["error_kind"] == "session_unknown")]
     rows = []
     for cfg in _configs(events):
@@ -152,7 +159,7 @@ def node_switch_attribution(events: pd.DataFrame) -> pd.DataFrame:
         n = len(s)
         if not n:
             rows.append({"config": cfg, "session_unknown": 0, "attributed": 0, "share": math.nan, "polling": 0,
-                         "polling_attributed": 0, "probe": 0, "probe_attributed": 0, "follow_on": 0})
+                         "polling_attributed": 0, "probe": 0, "probe_attributed": 0, "follow_on": 0, "rows": 0})
             continue
         e = events[(events["config"] == cfg) & (events["eio_sid"] != "")]
         sids = set(s["eio_sid"].astype(str)) - {""}
@@ -164,12 +171,37 @@ def node_switch_attribution(events: pd.DataFrame) -> pd.DataFrame:
         probe = s["step"].isin(PROBE_STEPS)
         follow = s["step"].isin(FOLLOW_ON_STEPS)
         poll = ~probe & ~follow
-        np_, pa = int(poll.sum()), int((met & poll).sum())
-        rows.append({"config": cfg, "session_unknown": n, "attributed": int(met.sum()),
-                     "share": pa / np_ if np_ else math.nan, "polling": np_, "polling_attributed": pa,
-                     "probe": int(probe.sum()), "probe_attributed": int((met & probe).sum()),
-                     "follow_on": int(follow.sum())})
+        kept = {"polling": (int(poll.sum()), int((met & poll).sum())),
+                "probe": (int(probe.sum()), int((met & probe).sum())),
+                "follow_on": (int(follow.sum()), int((met & follow).sum()))}
+        rows.append(_attribution_row(cfg, n, kept, _su_counts(cells, cfg)))
     return pd.DataFrame(rows, columns=cols)
+
+
+def _su_counts(cells: pd.DataFrame | None, cfg: str) -> dict[str, int] | None:
+    """Exact session_unknown counts per kind of request from the cells (None without cells)."""
+    if cells is None or not len(cells):
+        return None
+    c = cells[(cells["config"].astype(str) == str(cfg)) & (cells["ok"] == 0)
+              & (cells["error_kind"].astype(str) == "session_unknown")]
+    step = c["step"].astype(str)
+    probe, follow = step.isin(PROBE_STEPS), step.isin(FOLLOW_ON_STEPS)
+    return {"polling": int(c.loc[~probe & ~follow, "count"].sum()), "probe": int(c.loc[probe, "count"].sum()),
+            "follow_on": int(c.loc[follow, "count"].sum())}
+
+
+def _attribution_row(cfg: str, n_rows: int, kept: dict[str, tuple[int, int]],
+                     exact: dict[str, int] | None) -> dict[str, Any]:
+    """One config's attribution: kept-row counts, or exact totals with the kept rows' shares."""
+    tot = {k: v[0] for k, v in kept.items()}
+    att = {k: v[1] for k, v in kept.items()}
+    if exact is not None and any(exact[k] > tot[k] for k in tot):
+        att = {k: round(exact[k] * att[k] / tot[k]) if tot[k] else 0 for k in tot}
+        tot = dict(exact)
+    return {"config": cfg, "session_unknown": sum(tot.values()), "attributed": sum(att.values()),
+            "share": att["polling"] / tot["polling"] if tot["polling"] else math.nan,
+            "polling": tot["polling"], "polling_attributed": att["polling"], "probe": tot["probe"],
+            "probe_attributed": att["probe"], "follow_on": tot["follow_on"], "rows": n_rows}
 
 
 def node_distribution(events: pd.DataFrame, expected_nodes: dict[str, int] | None = None) -> pd.DataFrame:

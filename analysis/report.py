@@ -131,7 +131,7 @@ def _metrics(frames: Frames, thresholds: dict[str, float]) -> _Metrics:
     conn = M.connection_ratios(ev, cells).set_index("config") if len(ev) or len(cells) else pd.DataFrame()
     fails = M.failures(cells)
     fcounts = M.failure_counts(cells)
-    attrib = M.node_switch_attribution(ev).set_index("config") if len(ev) else pd.DataFrame()
+    attrib = M.node_switch_attribution(ev, cells).set_index("config") if len(ev) else pd.DataFrame()
     expected_nodes = {str(r["config"]): _int(r.get("nodes")) for _, r in runs.iterrows() if _int(r.get("nodes"))}
     dist = M.node_distribution(ev, expected_nodes)
     bal = M.node_balance(dist).set_index("config")

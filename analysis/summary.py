@@ -106,6 +106,7 @@ class NodeSwitch:
     probe: Any = None
     probe_attributed: Any = None
     follow_on: Any = None
+    rows: Any = None  # the kept failure rows the shares rest on (fewer than session_unknown in a storm)
 
     @classmethod
     def from_json(cls, d: Any) -> NodeSwitch | None:

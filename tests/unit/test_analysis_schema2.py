@@ -75,13 +75,20 @@ def test_the_figures_that_matter_are_there(both: dict) -> None:
 
 def test_a_stingy_row_policy_changes_no_count(tmp_path: Path) -> None:
     """No sampled row at all and one failure row a second: counts, latencies, sessions, nodes and delivery
-    still equal the every-row run's; only the node-switch attribution, which reads failure rows, may not."""
+    still equal the every-row run's. The node-switch attribution's totals are the cells' exact counts too;
+    its shares rest on the kept failure rows (`rows` says how many), so only they may differ."""
     c = CONFIGS[0]
     v1 = write_run(tmp_path / "v1", c)
     v2 = write_run_v2(tmp_path / "v2", c, RowPolicyConfig(sample_rate=0.0, first_n=0, failure_rows_per_s=1))
     s1, s2 = write_report([v1], tmp_path / "r1"), write_report([v2], tmp_path / "r2")
     assert differences(s1["configs"][0], s2["configs"][0], skip=("node_switch", "verdicts", "description")) == []
     assert load_run(v2).runs["n_rows"].iloc[0] < 0.8 * load_run(v1).runs["n_rows"].iloc[0]
+    n1, n2 = s1["configs"][0]["node_switch"], s2["configs"][0]["node_switch"]
+    assert n1["session_unknown"] > 0 and n1["rows"] == n1["session_unknown"]
+    assert n2["session_unknown"] == n1["session_unknown"] == s1["configs"][0]["failures"]["session_unknown"]
+    assert [n2[k] for k in ("polling", "probe", "follow_on")] == [n1[k] for k in ("polling", "probe", "follow_on")]
+    assert n2["rows"] < n2["session_unknown"]  # the budget cut rows, not counts
+    assert 0 <= n2["polling_attributed"] <= n2["polling"] and abs(n2["share"] - n1["share"]) <= 0.25
 
 
 def test_a_killed_run_reads_its_streams(tmp_path: Path) -> None:
