@@ -31,39 +31,47 @@ A payload without "v" is the old row message ({"seq", "rows", ...}: every row, c
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 from locust import events
 from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 from contract import environment  # stdlib-only, like contract.jsonfile (test_fmt.py checks)
-from contract import histogram as hist
 from contract.aggregate import Aggregator
-from contract.eventfiles import (
-    AGGREGATES,
-    DELIVERY,
-    EVENTLOG_JSON,
-    EVENTS,
-    FILES,
-    FINAL_SUFFIX,
-    SCHEMA_VERSION,
-    STREAM_SUFFIX,
-)
+from contract.eventfiles import SCHEMA_VERSION
 from contract.jsonfile import write_json
-from contract.options import SioOptions
-from contract.rowpolicy import RowPolicyConfig
 from contract.rows import COLUMNS, Row
 from contract.status import RunStatus, Status, from_sio_stats, writer_identity  # stdlib-only too
 from locustfiles.sio import generator_cpu
-from locustfiles.sio.live import STATE_STEPS, LiveStats, Producer, normalize
-
-if TYPE_CHECKING:
-    from locustfiles.sio.runfiles import RunFiles  # pyarrow (and numpy): the master's only, imported there
+from locustfiles.sio.ingest import (  # noqa: F401 - re-exported: the master's side, named here as before
+    _TS,
+    BATCH_VERSION,
+    FUTURE_SLACK_S,
+    _bad,
+    _ingest_cells,
+    _ingest_receipts,
+    _ingest_rows,
+    _ingest_sends,
+    _legacy,
+    _sequence,
+    _typed,
+    ingest_batch,
+)
+from locustfiles.sio.live import LiveStats, Producer, normalize
+from locustfiles.sio.logstate import (
+    ATTR as _ATTR,
+)
+from locustfiles.sio.logstate import (
+    MAX_BUFFER,
+    WorkerInfo,
+    _State,
+    _state,
+    policy_config,
+    trim_rows,
+)
+from locustfiles.sio.writer import ERROR_LOG_S, _finish_files, _write, _write_eventlog_json  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -73,107 +81,12 @@ STATS_INTERVAL_S = 2.0
 """How often sio_stats.json is rewritten during a headless run (the UI reads it live anyway)."""
 FINAL_WAIT_S = 15.0
 """How long the master waits at test stop for workers' final batches before saying who is missing."""
-MAX_BUFFER = 1_000_000
-"""Kept rows (and sends) held in a process that cannot ship or write them; beyond this they are
-counted as dropped. Aggregate cells are never dropped (a few per second and key)."""
-BATCH_VERSION = 2
 MSG_BATCH = "sio_batch"
 MSG_ROWS = "sio_rows"
-"""The old message (every row); still ingested, counted the way LiveStats.add counts a row."""
+"""The old message (every row); still ingested (ingest._legacy), counted the way LiveStats.add counts a row."""
 MSG_FLUSH = "sio_flush"
-_ATTR = "_sioscale_eventlog"
 STATS_CACHE_S = 1.0
 """stats() is asked by every UI poll and the stats file; one snapshot a second serves them all."""
-ERROR_LOG_S = 10.0
-
-
-@dataclass
-class WorkerInfo:
-    """What the master knows about one worker's batch stream (to say what is missing)."""
-
-    rows: int = 0  # events (steps) its batches counted
-    batches: int = 0
-    last_seq: int = -1
-    gaps: int = 0  # batches that never arrived (sequence numbers skipped)
-    last_report: float = 0.0
-    final: bool = False
-    dropped: int = 0  # rows the worker itself had to drop (buffer full)
-
-
-@dataclass
-class _State:
-    environment: Any
-    producer: Producer | None = None  # this process's side (record())
-    unsent: dict[str, Any] | None = None  # a worker's payload that could not be shipped (retried)
-    to_write: list[list[Any]] = field(default_factory=list)  # ingested kept rows, not yet on disk
-    file_agg: Aggregator = field(default_factory=Aggregator)  # ingested cells, not yet on disk
-    live: LiveStats = field(default_factory=LiveStats)
-    files: RunFiles | None = None
-    workers: dict[str, WorkerInfo] = field(default_factory=dict)
-    legacy: dict[str, Producer] = field(default_factory=dict)  # old row messages: one producer per worker
-    malformed: dict[str, int] = field(default_factory=dict)  # payload part -> malformed items
-    rows_written: int = 0
-    events_written: int = 0
-    produced: int = 0  # steps record()ed in this process (tests compare it with the master's counts)
-    dropped: int = 0
-    seq: int = 0
-    started: float | None = None
-    ended: float | None = None
-    greenlets: list[Any] = field(default_factory=list)
-    user_worker: dict[str, str] = field(default_factory=dict)
-    stats_cache: tuple[float, int, dict[str, Any]] | None = None
-    colliding_users: set[str] = field(default_factory=set)
-    wrote_meta: bool = False
-    compacted: dict[str, int] | None = None
-    last_stats_write: float = 0.0
-    last_write_error: float = -1e9
-
-    # -- roles -------------------------------------------------------------------------
-    @property
-    def runner(self) -> Any:
-        return getattr(self.environment, "runner", None)
-
-    @property
-    def is_worker(self) -> bool:
-        return isinstance(self.runner, WorkerRunner)
-
-    @property
-    def is_master(self) -> bool:
-        return isinstance(self.runner, MasterRunner)
-
-    @property
-    def run_dir(self) -> Path | None:
-        d = SioOptions.from_environment(self.environment).run_dir
-        return Path(d) if d else None
-
-    @property
-    def run_name(self) -> str:
-        name = SioOptions.from_environment(self.environment).run_name
-        if name:
-            return name
-        d = self.run_dir
-        return d.resolve().name if d else ""
-
-    @property
-    def buffer(self) -> list[Row]:
-        """The kept rows recorded in this process and not shipped/ingested yet (tests read them)."""
-        return self.producer.rows if self.producer is not None else []
-
-
-def policy_config(environment: Any) -> RowPolicyConfig:
-    """The row policy of the --sio-sample-rate/--sio-first-rows/--sio-failure-rows/--sio-log-all options."""
-    o = SioOptions.from_environment(environment)
-    return RowPolicyConfig(sample_rate=o.sample_rate, first_n=o.first_rows, failure_rows_per_s=o.failure_rows,
-                           log_all=o.log_all)
-
-
-def _state(environment: Any) -> _State:
-    st = getattr(environment, _ATTR, None)
-    if st is None:
-        st = _State(environment)
-        st.live.sample_rate = policy_config(environment).sample_rate
-        setattr(environment, _ATTR, st)
-    return st
 
 
 def _producer(st: _State) -> Producer:
@@ -240,24 +153,32 @@ def _payload(st: _State, worker: str, final: bool) -> dict[str, Any] | None:
 
 
 def _merge_unsent(st: _State, new: dict[str, Any]) -> dict[str, Any]:
-    """A payload that could not be shipped, joined with the next one (counts never lost; rows and
-    sends beyond MAX_BUFFER dropped, oldest first, and counted)."""
+    """A payload that could not be shipped, joined with the next one. Counts are never lost: cells
+    of one key add up (bounded by the keys, not by the outage's length), receipts add up per
+    message; rows beyond MAX_BUFFER are dropped sampled first, state rows last, sends and receipt
+    ids beyond it oldest first, all counted in `dropped`."""
     old, st.unsent = st.unsent, None
     if old is None:
         return new
+    limit = MAX_BUFFER
     receipts = dict(old["receipts"])
     for m, n in new["receipts"].items():
         receipts[m] = receipts.get(m, 0) + n
-    out = {**new, "aggs": old["aggs"] + new["aggs"], "receipts": receipts}
-    for part in ("rows", "sends"):
-        joined = old[part] + new[part]
-        over = len(joined) - MAX_BUFFER
-        if over > 0:
-            del joined[:over]
-            st.dropped += over
-        out[part] = joined
-    out["dropped"] = st.dropped
-    return out
+    if len(receipts) > limit:
+        over = len(receipts) - limit
+        for m in list(receipts)[:over]:
+            del receipts[m]
+        st.dropped += over
+    agg = Aggregator()
+    agg.merge_wire(old["aggs"])
+    agg.merge_wire(new["aggs"])
+    rows = old["rows"] + new["rows"]
+    st.dropped += trim_rows(rows, limit)
+    sends = old["sends"] + new["sends"]
+    if len(sends) > limit:
+        st.dropped += len(sends) - limit
+        del sends[:len(sends) - limit]
+    return {**new, "aggs": agg.drain(), "rows": rows, "sends": sends, "receipts": receipts, "dropped": st.dropped}
 
 
 # -- worker side ----------------------------------------------------------------------------
@@ -291,259 +212,6 @@ def _on_batch(environment: Any, msg: Any, **_kw: Any) -> None:
 
 
 _on_rows = _on_batch  # the old message type and its handler name (tests, older workers)
-
-
-def _bad(st: _State, part: str, worker: str, n: int = 1) -> None:
-    """Count malformed payload parts; warn once per part (a broken worker must not flood the log)."""
-    if n <= 0:
-        return
-    first = part not in st.malformed
-    st.malformed[part] = st.malformed.get(part, 0) + n
-    if first:
-        log.warning("sioscale event log: worker %s sent a malformed batch part (%s); skipped and counted "
-                    "(this warning is given once per part)", worker, part)
-
-
-def ingest_batch(environment: Any, worker_id: str, data: Any) -> None:
-    """The master's work for one worker's batch (no running Locust needed): the files' aggregates,
-    the live stats (counts, sessions, membership, delivery) and the kept rows to write."""
-    st = _state(environment)
-    if not isinstance(data, dict):
-        _bad(st, "payload", worker_id)
-        return
-    info = st.workers.setdefault(worker_id, WorkerInfo())
-    _sequence(st, info, worker_id, data)
-    generator_cpu.receive(environment, worker_id, data.get("cpu"))
-    if data.get("v") is None:
-        data = _legacy(st, worker_id, data)
-    elif data.get("v") != BATCH_VERSION:
-        _bad(st, "version", worker_id)
-        return
-    live = st.live
-    aggs = data.get("aggs")
-    if isinstance(aggs, list):
-        bad = live.add_cells(aggs)
-        before = st.file_agg.events
-        st.file_agg.merge_wire(aggs)
-        info.rows += st.file_agg.events - before  # the steps of its well-formed cells
-        _bad(st, "aggs", worker_id, bad)
-    elif aggs is not None:
-        _bad(st, "aggs", worker_id)
-    _ingest_rows(st, worker_id, data.get("rows"))
-    _ingest_delivery(st, worker_id, data.get("sends"), data.get("receipts"))
-    policy = data.get("policy")
-    if isinstance(policy, dict) and all(isinstance(v, int) for v in policy.values()):
-        live.set_policy(worker_id, policy)
-    elif policy is not None:
-        _bad(st, "policy", worker_id)
-    live.tick()
-
-
-def _sequence(st: _State, info: WorkerInfo, worker_id: str, data: dict[str, Any]) -> None:
-    try:
-        seq = int(data.get("seq", info.last_seq + 1))
-        dropped = int(data.get("dropped", 0))
-    except (TypeError, ValueError):
-        _bad(st, "seq", worker_id)
-        seq, dropped = info.last_seq + 1, info.dropped
-    if seq > info.last_seq + 1:
-        info.gaps += seq - info.last_seq - 1
-    info.last_seq = max(info.last_seq, seq)
-    info.batches += 1
-    info.last_report = time.time()
-    info.dropped = dropped
-    if data.get("final"):
-        info.final = True
-
-
-_TS, _RUN, _WORKER, _USER, _STEP, _NAME, _LAT, _OK, _KIND = (COLUMNS.index(c) for c in (
-    "ts", "run", "worker", "user", "step", "name", "latency_ms", "ok", "error_kind"))
-
-
-def _typed(values: Any) -> list[Any] | None:
-    """A shipped row as typed values in COLUMNS order: as is when a worker's producer made it (the
-    fast path: the numbers' types and the step checked; the text columns are checked per batch by
-    the writer, runfiles.RunFiles.write), else through live.normalize; None when it cannot be a row."""
-    if type(values) is not list or len(values) != len(COLUMNS):
-        return None
-    ts, lat, ok = values[_TS], values[_LAT], values[_OK]
-    if (type(ts) is float and math.isfinite(ts) and (ok == 0 or ok == 1) and type(ok) is int
-            and (lat is None or (type(lat) is float and lat >= 0)) and type(values[_STEP]) is str
-            and type(values[_USER]) is str):
-        if not ok and not values[_KIND]:
-            values[_KIND] = "unknown"
-        if not values[_NAME]:
-            values[_NAME] = values[_STEP]
-        return values
-    r = normalize(dict(zip(COLUMNS, values, strict=True)))
-    return None if r is None else [r[c] for c in COLUMNS]
-
-
-def _ingest_rows(st: _State, worker_id: str, rows: Any) -> None:
-    """Kept rows: sessions and membership for the live stats (state steps), queued for the file."""
-    if rows is None:
-        return
-    if not isinstance(rows, list):
-        _bad(st, "rows", worker_id)
-        return
-    run = st.run_name
-    bad = 0
-    live = st.live
-    state_steps = STATE_STEPS
-    owners = st.user_worker
-    out = st.to_write
-    for values in rows:
-        v = _typed(values)
-        if v is None:
-            bad += 1
-            continue
-        if not v[_RUN]:
-            v[_RUN] = run
-        if not v[_WORKER]:
-            v[_WORKER] = worker_id
-        user = v[_USER]
-        if user:  # a user id must belong to one worker, or per-user numbers mix two users up
-            owner = owners.setdefault(user, worker_id)
-            if owner != worker_id:
-                st.colliding_users.add(user)
-        if v[_STEP] in state_steps:
-            live.add_state_row(dict(zip(COLUMNS, v, strict=True)), worker_id)  # type: ignore[arg-type]
-        else:
-            live.seen(user, v[_TS])
-        out.append(v)
-    _bad(st, "rows", worker_id, bad)
-
-
-def _ingest_delivery(st: _State, worker_id: str, sends: Any, receipts: Any) -> None:
-    ledger = st.live.ledger
-    bad = 0
-    for s in sends if isinstance(sends, list) else ():
-        try:
-            msg_id, room, ts = s
-            ts = float(ts)
-            if not math.isfinite(ts):
-                raise ValueError
-        except (TypeError, ValueError):
-            bad += 1
-            continue
-        ledger.add_send(str(msg_id), str(room), ts)
-    if sends is not None and not isinstance(sends, list):
-        bad += 1
-    _bad(st, "sends", worker_id, bad)
-    if receipts is None:
-        return
-    if isinstance(receipts, dict) and all(isinstance(n, int) and n >= 0 for n in receipts.values()):
-        ledger.add_receipts({str(m): n for m, n in receipts.items()})
-    else:
-        _bad(st, "receipts", worker_id)
-
-
-def _legacy(st: _State, worker_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    """An old row message (every row) as a v2 payload: its rows counted by a producer of the worker's
-    own (so its receipts are judged by its users' membership, as a worker would)."""
-    p = st.legacy.get(worker_id)
-    if p is None:
-        p = st.legacy[worker_id] = Producer(RowPolicyConfig(log_all=True))
-    rows = data.get("rows")
-    bad = 0
-    for values in rows if isinstance(rows, list) else ():
-        r = normalize(dict(zip(COLUMNS, values, strict=True))) \
-            if isinstance(values, list) and len(values) == len(COLUMNS) else None
-        if r is None:
-            bad += 1
-            continue
-        p.add(r)
-    _bad(st, "rows", worker_id, bad)
-    out = {"aggs": p.agg.drain(), "rows": [[r[c] for c in COLUMNS] for r in p.rows], "sends": p.sends,
-           "receipts": p.receipts.drain()}
-    p.rows, p.sends = [], []
-    return out
-
-
-# -- master / local side: the files ---------------------------------------------------------
-def _write(st: _State, final: bool) -> None:
-    """One batch to each stream: the kept rows, the cells and the delivery seconds merged since the
-    last write. Without a run directory they are dropped (the live stats have them)."""
-    d = st.run_dir
-    if st.compacted is not None:
-        return  # the run ended and its files are final: a stray flush must not open new streams
-    rows, st.to_write = st.to_write, []
-    aggs = st.file_agg.drain()
-    if final:
-        st.live.tick(force=True)
-    delivery = st.live.ledger.changed(final, time.time())
-    if d is None:
-        st.live.ledger.commit(delivery)
-        return
-    from locustfiles.sio.runfiles import RunFiles, aggregate_rows  # the writer's process only
-
-    if st.files is None:
-        st.files = RunFiles(d)
-        _write_eventlog_json(st, final=False)
-    done = {k: False for k in FILES}
-    try:
-        st.files.write(EVENTS, rows)  # typed by ingest_batch
-        done[EVENTS] = True
-        st.rows_written += len(rows)
-        st.files.write(AGGREGATES, aggregate_rows(aggs))
-        done[AGGREGATES] = True
-        st.events_written += sum(a[7] for a in aggs)
-        st.files.write(DELIVERY, delivery)
-        done[DELIVERY] = True
-        st.live.ledger.commit(delivery)
-    except OSError as e:
-        # Keep what was not written for the next try rather than lose it; say why once per 10 s.
-        if time.monotonic() - st.last_write_error > ERROR_LOG_S:
-            log.error("sioscale event log: cannot write the event files in %s (%s); keeping %d rows and %d cells",
-                      d, e, len(rows), len(aggs))
-            st.last_write_error = time.monotonic()
-        if not done[EVENTS]:
-            st.to_write[:0] = rows
-        if not done[AGGREGATES]:
-            st.file_agg.merge_wire(aggs)
-
-
-def _write_eventlog_json(st: _State, final: bool) -> None:
-    """RUN_DIR/eventlog.json (contract.eventfiles.EVENTLOG_JSON): what the files hold and how they were
-    kept, at the start and at the end. Its one writer is this process."""
-    d = st.run_dir
-    if d is None:
-        return
-    # while running: the streams it writes; at the end: the files there are (a kind with no data has none)
-    files = {k: f"{k}{FINAL_SUFFIX}" if st.compacted is not None and k in st.compacted
-             else f"{k}{STREAM_SUFFIX}" for k in FILES}
-    if final:
-        files = {k: n for k, n in files.items() if (d / n).is_file()}
-    live = st.live.eventlog_block()
-    doc = {"schema_version": SCHEMA_VERSION, "run": st.run_name, "final": final,
-           "policy": policy_config(st.environment).as_json(),
-           "histogram": {"base": hist.BASE, "min_ms": hist.MIN_MS, "relative_error": hist.RELATIVE_ERROR},
-           "files": files,
-           "counts": {"events": st.events_written, "rows_written": st.rows_written,
-                      "kept_rows": live["kept_rows"], "sampled_out": live["sampled_out"],
-                      "failures_over_budget": live["failures_over_budget"],
-                      "dropped_rows": st.dropped + sum(i.dropped for i in st.workers.values()),
-                      "malformed": dict(st.malformed),
-                      "late_rows_ignored": st.live.late_rows_ignored}}
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        write_json(d / EVENTLOG_JSON, doc)
-    except OSError as e:
-        log.error("sioscale event log: cannot write %s/%s (%s)", d, EVENTLOG_JSON, e)
-
-
-def _finish_files(st: _State) -> None:
-    """At quitting: the last batch with the final delivery rows, the streams to Parquet, eventlog.json."""
-    if st.run_dir is None:
-        return
-    _write(st, final=True)
-    if st.files is not None and st.compacted is None:
-        try:
-            st.compacted = st.files.compact()  # a kind that cannot be compacted keeps its stream
-        except (OSError, ValueError) as e:
-            log.error("sioscale event log: cannot compact the event streams in %s (%s); the streams stay",
-                      st.run_dir, e)
-    _write_eventlog_json(st, final=True)
 
 
 def _flusher(environment: Any) -> None:
@@ -626,8 +294,8 @@ def write_stats(environment: Any, final: bool = False) -> None:
         d.mkdir(parents=True, exist_ok=True)
         snap = stats(environment)
         write_json(d / "sio_stats.json", {**snap, "locust": _locust_block(st)} if final else snap)
-    except OSError as e:
-        log.error("sioscale event log: cannot write %s/sio_stats.json (%s)", d, e)
+    except Exception as e:  # noqa: BLE001 - a stats bug must not stop the flusher or quitting (meta.json)
+        log.error("sioscale event log: cannot write %s/sio_stats.json (%s: %s)", d, type(e).__name__, e)
 
 
 def _options(st: _State) -> dict[str, Any]:
@@ -665,8 +333,8 @@ def _write_meta(st: _State, final: bool) -> None:
                 "locust": _locust_block(st), "written_by": "locustfiles.sio.eventlog", "writer": writer_identity()}
         st.wrote_meta = True
         write_json(path, meta)
-    except (OSError, ValueError) as e:
-        log.error("sioscale event log: cannot update %s (%s)", path, e)
+    except Exception as e:  # noqa: BLE001 - logged; quitting goes on
+        log.error("sioscale event log: cannot update %s (%s: %s)", path, type(e).__name__, e)
 
 
 def _status(st: _State, final: bool) -> RunStatus:
@@ -674,7 +342,11 @@ def _status(st: _State, final: bool) -> RunStatus:
     then ok or degraded by the same rules as `sioscale run` (contract.status), from the live stats."""
     if not final:
         return RunStatus(Status.RUNNING)
-    return from_sio_stats(stats(st.environment))
+    try:
+        return from_sio_stats(stats(st.environment))
+    except Exception as e:  # noqa: BLE001 - the run ended: meta.json must not stay "running"
+        log.error("sioscale event log: cannot compute the final stats (%s: %s)", type(e).__name__, e)
+        return RunStatus(Status.DEGRADED, [f"the event log could not compute its final stats ({type(e).__name__})"])
 
 
 # -- Locust event listeners (registered at import) ------------------------------------------
@@ -745,7 +417,11 @@ def _on_quitting(environment: Any, **_kw: Any) -> None:
     if st.is_master and st.runner.state in (STATE_RUNNING, STATE_SPAWNING):
         _collect_final(st, FINAL_WAIT_S)
     st.ended = st.ended or time.time()
-    flush(environment)
-    _finish_files(st)
-    write_stats(environment, final=True)
-    _write_meta(st, final=True)
+    # each step whatever the others did: a failing stats file must not leave meta.json "running"
+    for name, step in (("flush", lambda: flush(environment)), ("finish files", lambda: _finish_files(st)),
+                       ("sio_stats.json", lambda: write_stats(environment, final=True)),
+                       ("meta.json", lambda: _write_meta(st, final=True))):
+        try:
+            step()
+        except Exception:
+            log.exception("sioscale event log: at quitting, %s failed", name)

@@ -1,9 +1,11 @@
 """The event log's run-directory writer: Arrow IPC streams while the run goes, Parquet when it ends.
 
 Why this format (contract/eventfiles.py): every flush (about a second) appends one record batch
-to each of events.arrows / aggregates.arrows / delivery.arrows. The sink is a `pa.OSFile`, which
-hands each write to the OS at once (no user-space buffer), so a SIGKILLed run keeps every
-complete batch and a reader stops at the last one. At the end (`compact`) each stream becomes
+to each of events.arrows / aggregates.arrows / delivery.arrows. Each batch is serialized first
+(an encapsulated IPC message, the bytes the stream format holds) and handed to the OS with
+os.write at once (no user-space buffer), so a SIGKILLed run keeps every complete batch and a
+reader stops at the last one. A write that fails halfway (ENOSPC) is cut back to where the batch
+began (ftruncate), so a retry never appends after broken bytes that would hide every later batch. At the end (`compact`) each stream becomes
 a Parquet file: aggregates merged by key with summed histograms, kept rows sorted by ts, the
 newest delivery row per second; written to a temporary name, renamed, then the stream removed.
 
@@ -12,8 +14,11 @@ of data, small, and written once; encoding it would cost the master CPU per flus
 that lives only until the run ends, while Parquet dictionary-encodes every text column by
 itself at compaction. The readers accept both (analysis/runfiles.py).
 
-Errors are the caller's (eventlog.py keeps the data and retries): an OSError from `write`
-leaves the writer usable; the stream of a kind is created at its first non-empty batch.
+Errors are the caller's (the event log keeps the data and retries): an exception from `write`
+leaves the writer usable and the stream whole; the stream of a kind is created at its first
+non-empty batch. A RunFiles removes an earlier run's event files when it is made, so a reader
+never prefers an old Parquet file to this run's stream. `compact` checks that each stream reads
+back with every row written to it before it removes the stream.
 """
 
 from __future__ import annotations
@@ -73,80 +78,104 @@ def aggregate_rows(wires: Sequence[Sequence[Any]]) -> list[list[Any]]:
     return out
 
 
-def event_rows(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    """Kept rows (contract.rows.COLUMNS order) with the latency and ok cells typed for Arrow."""
-    out = []
-    for r in rows:
-        r = list(r)
-        lat = r[10]
-        r[10] = None if lat is None or lat == "" else float(lat)
-        r[11] = 1 if r[11] in (1, True, "1") else 0
-        out.append(r)
-    return out
-
-
 class RunFiles:
     """One run directory's three streams (the master's or the local runner's)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self._sinks: dict[str, Any] = {}
-        self._writers: dict[str, ipc.RecordBatchStreamWriter] = {}
+        self._fds: dict[str, int] = {}
+        self._ends: dict[str, int] = {}  # kind -> bytes of complete batches in its stream
         self.batches: dict[str, int] = {k: 0 for k in FILES}
         self.rows: dict[str, int] = {k: 0 for k in FILES}
+        self.remove_stale()
 
     def path(self, kind: str, final: bool = False) -> Path:
         return self.run_dir / f"{kind}{FINAL_SUFFIX if final else STREAM_SUFFIX}"
 
-    def _writer(self, kind: str) -> ipc.RecordBatchStreamWriter:
-        w = self._writers.get(kind)
-        if w is None:
+    def _tmp(self, kind: str) -> Path:
+        dst = self.path(kind, final=True)
+        return dst.with_name(f".{dst.name}.tmp")
+
+    def remove_stale(self) -> None:
+        """Remove an earlier run's event files in this directory (a plain `locust --sio-run-dir`
+        reusing it): readers prefer Parquet, so an old one would win over this run's stream, and
+        a kind this run never writes would show the old run's data."""
+        for kind in FILES:
+            for p in (self.path(kind), self.path(kind, final=True), self._tmp(kind)):
+                try:
+                    p.unlink(missing_ok=True)
+                except (FileNotFoundError, NotADirectoryError):
+                    pass  # no run directory yet: nothing stale in it
+                except OSError as e:  # a directory in the way, no permission: say it, once per file
+                    log.error("sioscale event log: cannot remove %s, left from an earlier run (%s)", p, e)
+
+    def _open(self, kind: str) -> int:
+        fd = self._fds.get(kind)
+        if fd is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            sink = pa.OSFile(str(self.path(kind)), "wb")  # a run replaces an earlier run's stream
+            fd = os.open(self.path(kind), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fds[kind], self._ends[kind] = fd, 0
             try:
-                w = ipc.new_stream(sink, schema(kind))
+                self._append(kind, schema(kind).serialize())
             except BaseException:
-                sink.close()
+                self._fds.pop(kind)
+                os.close(fd)
                 raise
-            self._sinks[kind], self._writers[kind] = sink, w
-        return w
+        return fd
+
+    def _append(self, kind: str, data: pa.Buffer) -> None:
+        """All of `data` at the end of the stream, or nothing: a failed write is cut back."""
+        fd, start = self._fds[kind], self._ends[kind]
+        view = memoryview(data)
+        try:
+            done = 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        except BaseException:
+            try:
+                os.ftruncate(fd, start)
+                os.lseek(fd, start, os.SEEK_SET)
+            except OSError as e:  # the stream cannot be mended: readers stop at the broken batch
+                log.error("sioscale event log: cannot cut %s back after a failed write (%s)", self.path(kind), e)
+            raise
+        self._ends[kind] = start + len(view)
 
     def write(self, kind: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Append one batch (rows in the kind's column order); nothing for no rows. OSError: not written."""
+        """Append one batch (rows in the kind's column order); nothing for no rows. Any exception:
+        nothing written (the stream ends with its last complete batch)."""
         if not rows:
             return
-        batch = _batch(kind, rows)
-        try:
-            self._writer(kind).write_batch(batch)
-        except pa.ArrowException as e:  # pyarrow raises its own IO errors: one kind of error for the caller
-            raise OSError(str(e)) from e
+        data = _batch(kind, rows).serialize()
+        self._open(kind)
+        self._append(kind, data)
         self.batches[kind] += 1
         self.rows[kind] += len(rows)
 
     def close(self) -> None:
-        for kind in list(self._writers):
-            w, sink = self._writers.pop(kind), self._sinks.pop(kind)
-            try:
-                w.close()
-            finally:
-                sink.close()
+        for kind in list(self._fds):
+            os.close(self._fds.pop(kind))
 
     def compact(self) -> dict[str, int]:
         """Close the streams and turn each into its Parquet file; returns the rows per final file.
-        A stream that cannot be read or written stays as it is (readers fall back to it)."""
+        A stream that cannot be read, does not read back every row written to it, or cannot be
+        compacted stays as it is (readers fall back to it); the other kinds still compact."""
         self.close()
         out: dict[str, int] = {}
         for kind in FILES:
             src = self.path(kind)
             if not src.exists():
                 continue
-            dst = self.path(kind, final=True)
-            tmp = dst.with_name(f".{dst.name}.tmp")
+            tmp = self._tmp(kind)
             try:
-                table = _COMPACT[kind](read_stream(src))
+                stream = read_stream(src)
+                if stream.num_rows != self.rows[kind]:
+                    log.error("sioscale event log: %s reads back %d rows of the %d written; the stream stays "
+                              "(not compacted)", src, stream.num_rows, self.rows[kind])
+                    continue
+                table = _COMPACT[kind](stream)
                 pq.write_table(table, tmp)
-                os.replace(tmp, dst)
-            except (OSError, pa.ArrowException) as e:
+                os.replace(tmp, self.path(kind, final=True))
+            except Exception as e:  # noqa: BLE001 - one kind's failure must not stop the others
                 log.error("sioscale event log: cannot compact %s (%s); the stream stays (readers read it)", src, e)
                 tmp.unlink(missing_ok=True)
                 continue
@@ -209,4 +238,4 @@ def _batch_table(kind: str, rows: list[list[Any]]) -> pa.Table:
 
 _COMPACT = {EVENTS: _compact_events, AGGREGATES: _compact_aggregates, DELIVERY: _compact_delivery}
 
-__all__ = ["RunFiles", "aggregate_rows", "event_rows", "read_stream", "schema"]
+__all__ = ["RunFiles", "aggregate_rows", "read_stream", "schema"]

@@ -255,7 +255,7 @@ def test_a_stream_reads_back_to_its_last_complete_batch(tmp_path: Path) -> None:
     f = runfiles.RunFiles(tmp_path)
     sizes = []
     for i in range(3):
-        f.write("events", runfiles.event_rows([[make_row("ack", ts=T0 + i).get(c) for c in COLUMNS]]))
+        f.write("events", [[make_row("ack", ts=T0 + i).get(c) for c in COLUMNS]])  # typed by make_row
         sizes.append(f.path("events").stat().st_size)
     path = f.path("events")
     with path.open("r+b") as fh:  # a SIGKILL in the middle of the third write: half a batch at the end
