@@ -1,6 +1,15 @@
 """The event log: every client step counted where it happens, shipped once a second, written as
 typed streams in the run directory (issue 11; docs/contracts.md "Run directory", "Event log").
 
+This module is the event log's public face (record, flush, ingest_batch, live_stats, stats,
+write_stats and the Locust listeners) and its every-process side: record, the payload, a
+worker's ship and retry, the stats and meta files. The other jobs have modules of their own,
+re-exported here so callers keep one import:
+- logstate.py: the per-environment state the modules share, and the buffer bounds;
+- ingest.py: the master's checks of a payload, part by part, and the merge into the live stats;
+- writer.py: the run directory on the master (streams, eventlog.json, compaction at the end),
+  over runfiles.py (the Arrow writer, pyarrow).
+
 Why it is built this way:
 - `record()` is called for every client step, so it stays cheap (a few microseconds): the
   process's `Producer` (live.py) counts the step in a per-second aggregate cell (exact counts,
@@ -21,11 +30,13 @@ Why it is built this way:
 - The generator's own CPU samples (generator_cpu.py) ride the same batches and flushes into
   `RUN_DIR/generator.csv`, so they survive a SIGKILL the same way.
 
-The batch payload (v 2), built by `_payload` and read by `ingest_batch`:
+The batch payload (v 2), built by `_payload` and read by `ingest_batch` (ingest.py):
   {"v": 2, "seq": int, "final": bool, "dropped": int, "sent": float, "cpu": [[ts, cpu, users], ...],
    "aggs": Aggregator.drain(), "rows": [[values in contract.rows.COLUMNS order], ...],
    "sends": [[msg_id, room, ts], ...], "receipts": {msg_id: count}, "policy": RowPolicy.counts()}
-A payload without "v" is the old row message ({"seq", "rows", ...}: every row, counted here).
+A payload without "v" is the old row message ({"seq", "rows", ...}: every row, counted by the
+master; no worker of this version sends it, tests of other modules still feed rows that way).
+A seq at or below one already ingested from that worker is a duplicate: dropped and counted.
 """
 
 from __future__ import annotations
