@@ -73,6 +73,35 @@ class Membership:
             self.intervals[(user, room)][-1][1] = ts
         return True
 
+    def prune(self, before: float) -> int:
+        """Forget intervals that ended at or before `before`; returns how many went.
+
+        Why: every join/leave cycle adds an interval, for the whole run; the master prunes below
+        the oldest send it can still judge. Only a leading run of ended intervals goes: is_member(t)
+        is decided by the last interval (in list order) starting at or before t, so for any
+        t >= before it answers the same without them (a dropped decider said "no", and so does
+        finding none), whatever order a user's rows came in.
+        A user left with no interval in a room is no longer one of the room's users.
+        """
+        gone = 0
+        for key in [k for k, ivs in self.intervals.items() if ivs[0][1] <= before]:
+            ivs = self.intervals[key]
+            n = 0
+            while n < len(ivs) and ivs[n][1] <= before:
+                n += 1
+            gone += n
+            if n < len(ivs):
+                del ivs[:n]
+                continue
+            del self.intervals[key]
+            user, room = key
+            users = self.room_users.get(room)
+            if users is not None:
+                users.discard(user)
+                if not users:
+                    del self.room_users[room]
+        return gone
+
     def is_member(self, user: str, room: str, t: float) -> bool:
         """Joined at or before t, not left or disconnected at or before t (end > t)."""
         for start, end in reversed(self.intervals.get((user, room), ())):

@@ -9,37 +9,38 @@ aggregate cells (contract.aggregate: exact counts and latency histograms), the k
   cells (`add_cells`), so they are exact whatever the sampling;
 - sessions, connects per node now, room membership and node-switch labels come from the state
   rows (`add_state_row`), which are always kept;
-- broadcast delivery comes from the `Ledger`: expected = Membership.count(room, ts) per send,
-  delivered = the sum of the workers' receipt counts, capped at expected (docs/contracts.md,
-  "Broadcast delivery, one definition"). A send settles once the newest ts is `settle_s` (60 s)
-  past it, or DELIVERY_GRACE_S + 1 s past it with every expected receipt in; a row arriving for
-  a settled send is counted in `late_rows_ignored`, not silently dropped.
+- broadcast delivery comes from the `Ledger` (ledger.py): expected = Membership.count(room, ts)
+  per send, delivered = the sum of the workers' receipt counts, capped at expected
+  (docs/contracts.md, "Broadcast delivery, one definition"). A send settles once the newest ts
+  (bounded by the master's wall clock) is `settle_s` (60 s) past it, or DELIVERY_GRACE_S + 1 s
+  past it with every expected receipt in, or `settle_s` after it reached the master; a row
+  arriving for a settled send is counted in `late_rows_ignored`, not silently dropped.
 
-`add(row)` / `add_many(rows)` (tests, the legacy row message, re-counting a file) route a row
-through the same code a worker and the master run: a `Producer` (the worker's side: aggregator,
-receipts, sends) whose output goes straight into `add_cells`, `add_state_row` and the ledger.
+`add(row)` / `add_many(rows)` (tests, re-counting a file) route a row through the same code a
+worker and the master run: a `Producer` (producer.py, the worker's side: aggregator, receipts,
+sends) whose output goes straight into `add_cells`, `add_state_row` and the ledger.
 The ledger also gives the per-second delivery rows of the run directory (`Ledger.changed`).
+`Producer`, `normalize`, `Ledger` and `SETTLED_GENERATION` are importable from here as before.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from contract.aggregate import Aggregator, from_wire
-from contract.delivery import Membership, Receipts
-from contract.fmt import num  # stdlib-only: no numpy/pandas in the workers (see test_fmt.py)
+from contract.aggregate import from_wire
+from contract.delivery import Membership
 from contract.histogram import Histogram
-from contract.rowpolicy import RowPolicy, RowPolicyConfig
-from contract.rows import COLUMNS, DELIVERY_GRACE_S, Row, is_ok  # one definition for live stats and analysis
+from contract.rowpolicy import RowPolicyConfig
+from contract.rows import DELIVERY_GRACE_S, Row  # one definition for live stats and analysis
+from locustfiles.sio.ledger import SETTLED_GENERATION, Ledger
+from locustfiles.sio.producer import Producer, normalize
 
-_MEMBERSHIP_STEPS = frozenset({"join", "leave", "disconnect"})
 STATE_STEPS = frozenset({"connect", "disconnect", "node_switch", "join", "leave"})
 """The steps whose kept rows change the live state (sessions, membership, switch labels)."""
-SETTLED_GENERATION = 200_000
-"""Settled message ids remembered (two generations) to tell a late receipt from an early one."""
 NOT_KEPT_SWITCHES = "(rows not kept)"
 """The node-switch table's label for switches counted in the aggregates whose rows were not kept."""
 
@@ -54,230 +55,12 @@ def _bounded(counter: Counter[str], key: str) -> str:
     return key if key in counter or len(counter) < MAX_DISTINCT_NODES else OTHER_NODES
 
 
-def normalize(row: Mapping[str, Any]) -> Row | None:
-    """A row as typed values (CSV strings and hand-made dicts too); None when its ts is not a number."""
-    ts = num(row.get("ts"))
-    if ts is None:
-        return None
-    out: dict[str, Any] = {c: ("" if row.get(c) is None else str(row.get(c))) for c in COLUMNS}
-    ok = 1 if is_ok(row.get("ok", 1)) else 0
-    lat = num(row.get("latency_ms"))
-    out.update(ts=float(ts), ok=ok, latency_ms=None if lat is None or lat < 0 else float(lat),
-               error_kind=out["error_kind"] or ("" if ok else "unknown"))
-    out["name"] = out["name"] or out["step"]
-    return out  # type: ignore[return-value]
-
-
-class Producer:
-    """One process's side of the event log: what `eventlog.record` does with every row.
-
-    Why here (not in eventlog.py): `LiveStats.add` must count a row exactly as a worker and the
-    master would, so both use this one definition. The row is counted in the aggregator (exact),
-    fed to the receipts (delivery at the receivers), an ok broadcast_send goes to `sends` (every
-    one), and the row is kept only if the row policy keeps it (bounded by `max_held`).
-    """
-
-    __slots__ = ("agg", "dropped", "max_held", "policy", "receipts", "rows", "sends")
-
-    def __init__(self, config: RowPolicyConfig | None = None, max_held: int = 1_000_000) -> None:
-        self.agg = Aggregator()
-        self.receipts = Receipts()
-        self.policy = RowPolicy(config)
-        self.rows: list[Row] = []
-        self.sends: list[list[Any]] = []
-        self.dropped = 0  # kept rows and sends that did not fit in max_held (their counts stay exact)
-        self.max_held = max_held
-
-    def add(self, row: Row) -> bool:
-        """Count one well-typed row (contract.rows.make_row: ts float, ok int, latency float or None);
-        True when it is kept. TypeError/KeyError, before anything is counted, for any other row."""
-        step, ok, ts, lat = row["step"], row["ok"], row["ts"], row["latency_ms"]
-        if type(ts) is not float or type(ok) is not int or (lat is not None and type(lat) is not float):
-            raise TypeError("not a typed row (contract.rows.make_row); normalize() it first")  # before counting
-        self.agg.add(ts, step, row["name"], row["node"], row["transport"], 1 if ok else 0,
-                     row["error_kind"] or ("" if ok else "unknown"), lat)
-        if step == "broadcast_recv" or step in _MEMBERSHIP_STEPS:
-            self.receipts.on_row(row)
-        elif step == "broadcast_send" and ok:
-            if len(self.sends) < self.max_held:
-                self.sends.append([row["msg_id"], row["room"], row["ts"]])
-            else:
-                self.dropped += 1
-        if not self.policy.keep(row):
-            return False
-        if len(self.rows) >= self.max_held:
-            self.dropped += 1
-            return False
-        self.rows.append(row)
-        return True
-
-
-class Ledger:
-    """Broadcast delivery per send, from sends, receipt counts and the master's membership.
-
-    One ledger serves the live view (reset by the web UI) and the run directory's per-second
-    rows (never reset): `reset` only moves the live window.
-    """
-
-    def __init__(self, membership: Membership, settle_s: float = 60.0) -> None:
-        self.membership = membership
-        self.settle_s = max(settle_s, DELIVERY_GRACE_S + 1.0)
-        # msg_id -> [room, ts, delivered, expected (cached), room version of the cache, live]
-        self.pending: dict[str, list[Any]] = {}
-        self.early: dict[str, list[float]] = {}  # msg_id -> [receipts, newest ts when they came]
-        self.settled_ids: set[str] = set()
-        self._old_ids: set[str] = set()
-        self.room_version: Counter[str] = Counter()
-        self.max_ts = -math.inf
-        self.settled_until = -math.inf
-        self._last_settle = -math.inf
-        self.late = 0
-        # run-directory rows: second -> [sent, expected, delivered] of settled sends
-        self.settled_buckets: dict[int, list[int]] = {}
-        self.dirty: set[int] = set()
-        self.written: dict[int, tuple[int, int, int, int]] = {}
-        # live window (web UI reset)
-        self.live_from: float | None = None
-        self.live_sends = self.live_settled_sends = self.live_expected = self.live_delivered = 0
-
-    def reset(self, now: float) -> None:
-        self.live_from = now
-        for s in self.pending.values():
-            s[5] = False
-        self.live_sends = self.live_settled_sends = self.live_expected = self.live_delivered = 0
-        self.late = 0
-
-    def bump(self, rooms: Iterable[str], ts: float) -> None:
-        """Membership of these rooms changed at ts: cached expected counts are stale."""
-        for r in rooms:
-            self.room_version[r] += 1
-        if ts <= self.settled_until:
-            self.late += 1
-
-    def add_send(self, msg_id: str, room: str, ts: float) -> None:
-        if ts <= self.settled_until or msg_id in self.settled_ids or msg_id in self.pending:
-            self.late += 1  # its fate was settled already (or a duplicate): it cannot count any more
-            return
-        early = self.early.pop(msg_id, None)
-        live = self.live_from is None or ts >= self.live_from
-        self.pending[msg_id] = [room, ts, int(early[0]) if early else 0, 0, -1, live]
-        if live:
-            self.live_sends += 1
-        self.max_ts = max(self.max_ts, ts)
-
-    def add_receipts(self, counts: Mapping[str, int]) -> None:
-        for msg_id, n in counts.items():
-            s = self.pending.get(msg_id)
-            if s is not None:
-                s[2] += n
-            elif msg_id in self.settled_ids or msg_id in self._old_ids:
-                self.late += n
-            else:  # its send has not arrived yet (another worker's batch)
-                e = self.early.get(msg_id)
-                if e is None:
-                    self.early[msg_id] = [n, self.max_ts]
-                else:
-                    e[0] += n
-
-    def expected(self, s: list[Any]) -> int:
-        v = self.room_version[s[0]]
-        if s[4] != v:
-            s[3] = self.membership.count(s[0], s[1])
-            s[4] = v
-        return int(s[3])
-
-    def tick(self, newest: float, force: bool = False) -> None:
-        """Settle what can no longer change (once per second of progress unless forced)."""
-        self.max_ts = max(self.max_ts, newest)
-        if not force and self.max_ts - self._last_settle < 1.0:
-            return
-        self._last_settle = self.max_ts
-        horizon, quick = self.max_ts - self.settle_s, self.max_ts - (DELIVERY_GRACE_S + 1.0)
-        done = []
-        for m, s in self.pending.items():
-            if s[1] <= horizon:
-                done.append(m)
-            elif s[1] <= quick and s[2] >= self.expected(s):
-                done.append(m)
-        for m in done:
-            self._settle(m, self.pending.pop(m))
-        self.settled_until = max(self.settled_until, horizon)
-        for m in [m for m, e in self.early.items() if e[1] <= horizon]:
-            self.late += int(self.early.pop(m)[0])  # receipts whose send never came in time
-
-    def _settle(self, msg_id: str, s: list[Any]) -> None:
-        exp = self.expected(s)
-        dlv = min(s[2], exp)
-        sec = int(s[1])
-        b = self.settled_buckets.get(sec)
-        if b is None:
-            b = self.settled_buckets[sec] = [0, 0, 0]
-        b[0] += 1
-        b[1] += exp
-        b[2] += dlv
-        self.dirty.add(sec)
-        if s[5]:
-            self.live_settled_sends += 1
-            self.live_expected += exp
-            self.live_delivered += dlv
-        self.settled_ids.add(msg_id)
-        if len(self.settled_ids) > SETTLED_GENERATION:
-            self._old_ids, self.settled_ids = self.settled_ids, set()
-
-    def live(self) -> tuple[int, int, int, int]:
-        """(sends counted, sends in the grace window, expected, delivered) of the live window."""
-        sends, excluded = self.live_settled_sends, 0
-        expected, delivered = self.live_expected, self.live_delivered
-        end = self.max_ts - DELIVERY_GRACE_S
-        for s in self.pending.values():
-            if not s[5]:
-                continue
-            if s[1] > end:
-                excluded += 1
-                continue
-            exp = self.expected(s)
-            sends += 1
-            expected += exp
-            delivered += min(s[2], exp)
-        return sends, excluded, expected, delivered
-
-    def changed(self, final: bool, written: float) -> list[list[Any]]:
-        """The run directory's delivery rows (contract.eventfiles.DELIVERY_TYPES) whose numbers
-        changed since the last `commit`; with `final`, every second with the grace window applied."""
-        seconds = (set(self.settled_buckets) | set(self.written)) if final else self.dirty
-        now: dict[int, list[int]] = {sec: list(self.settled_buckets.get(sec, (0, 0, 0))) for sec in seconds}
-        end = self.max_ts - DELIVERY_GRACE_S
-        for s in self.pending.values():
-            if final and s[1] > end:
-                continue
-            sec = int(s[1])
-            b = now.get(sec)
-            if b is None:
-                b = now[sec] = list(self.settled_buckets.get(sec, (0, 0, 0)))
-            exp = self.expected(s)
-            b[0] += 1
-            b[1] += exp
-            b[2] += min(s[2], exp)
-        out = []
-        for sec in sorted(now):
-            vals = (*now[sec], 1 if final else 0)
-            if final or self.written.get(sec) != vals:
-                out.append([sec, *vals, written])
-        return out
-
-    def commit(self, rows: list[list[Any]]) -> None:
-        """The rows of `changed` are on disk."""
-        for r in rows:
-            self.written[int(r[0])] = (int(r[1]), int(r[2]), int(r[3]), int(r[4]))
-            self.dirty.discard(int(r[0]))
-
-
 class LiveStats:
     """Feed batches with `add_cells` / `add_state_row` / `ledger`, or rows with `add`; read `snapshot`."""
 
-    def __init__(self, settle_s: float = 60.0) -> None:
+    def __init__(self, settle_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.membership = Membership()
-        self.ledger = Ledger(self.membership, settle_s)
+        self.ledger = Ledger(self.membership, settle_s, clock)
         self.settle_s = self.ledger.settle_s
         self._producer: Producer | None = None  # the `add` path's own "worker"
         self.node_names: Counter[str] = Counter()
@@ -320,12 +103,19 @@ class LiveStats:
 
     @property
     def late_rows_ignored(self) -> int:
+        """Data that came after its send settled, since the last reset (the live tab's)."""
         return self.ledger.late
+
+    @property
+    def late_rows_total(self) -> int:
+        """The same over the whole run (a web UI reset does not zero it: eventlog.json's)."""
+        return self.ledger.late_total
 
     # -- ingest: a worker's batch ---------------------------------------------------------
     def add_cells(self, wires: Iterable[list[Any]]) -> int:
         """Count aggregate cells (contract.aggregate wire lists); returns how many were malformed."""
         bad = 0
+        ledger = self.ledger
         for w in wires:
             try:
                 key, n, lat_n, lat_sum, lo, hi, max_ts, pairs = from_wire(w)
@@ -333,6 +123,8 @@ class LiveStats:
                 bad += 1
                 continue
             self._count(key.step, key.node, key.ok, key.error_kind, n, max_ts, key.second)
+            if max_ts > ledger.max_ts:  # per cell: one far-future cell must not hide the others' time
+                ledger.see(max_ts)
             if lat_n and key.ok and key.step in ("reconnect", "broadcast_recv"):
                 h = self.reconnect_latency if key.step == "reconnect" else self.delivery_latency
                 h.merge_pairs(pairs, lat_n, lat_sum, lo, hi)
@@ -403,9 +195,10 @@ class LiveStats:
         if ts < self.min_ts:
             self.min_ts = ts
 
-    def add_sends(self, sends: Iterable[list[Any]]) -> None:
+    def add_sends(self, sends: Iterable[list[Any]], now: float | None = None) -> None:
+        """Ok broadcast sends (msg_id, room, ts); `now` is the receive time (default: the ledger's clock)."""
         for msg_id, room, ts in sends:
-            self.ledger.add_send(str(msg_id), str(room), float(ts))
+            self.ledger.add_send(str(msg_id), str(room), float(ts), now)
 
     def set_policy(self, source: str, counts: Mapping[str, int], sample_rate: float | None = None) -> None:
         """A process's row-policy counts (cumulative, as RowPolicy.counts gives them)."""
@@ -413,8 +206,9 @@ class LiveStats:
         if sample_rate is not None:
             self.sample_rate = sample_rate
 
-    def tick(self, force: bool = False) -> None:
-        self.ledger.tick(self.max_ts, force)
+    def tick(self, force: bool = False, now: float | None = None) -> None:
+        """Let the ledger settle; `now` is the receive time (default: the ledger's clock)."""
+        self.ledger.tick(self.max_ts, force, now)
 
     def _close_session(self, user: str, eio_sid: str) -> None:
         if (user, eio_sid) in self.open_sessions:
@@ -428,7 +222,10 @@ class LiveStats:
 
     # -- ingest: one row (tests, legacy messages) ------------------------------------------
     def add(self, row: Mapping[str, Any]) -> None:
-        """Count one row as if a worker recorded it and shipped it at once (every row is kept)."""
+        """Count one row as if a worker recorded it and shipped it at once (every row is kept).
+
+        A replay has no receive time: its data arrives at its data time (the ledger's bounded
+        newest ts), so settling is the same whatever the machine's speed."""
         r = normalize(row)
         if r is None:
             self.totals["bad_rows"] += 1
@@ -440,13 +237,16 @@ class LiveStats:
         self.add_cells(p.agg.drain())
         p.rows.clear()
         self.add_state_row(r)
+        ledger = self.ledger
+        ledger.see(r["ts"])
         if p.sends:
-            self.add_sends(p.sends)
+            self.add_sends(p.sends, ledger.max_ts)
             p.sends.clear()
         if p.receipts.counts:
-            self.ledger.add_receipts(p.receipts.drain())
+            ledger.add_receipts(p.receipts.drain(), ledger.max_ts)
         self.set_policy("add", p.policy.counts())
-        self.tick()
+        ledger.see(self.max_ts)
+        self.tick(now=ledger.max_ts)
 
     def add_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
         for r in rows:
@@ -530,3 +330,7 @@ class LiveStats:
             "delivery": self.delivery(),
             "eventlog": self.eventlog_block(),
         }
+
+
+__all__ = ["DELIVERY_GRACE_S", "MAX_DISTINCT_NODES", "NOT_KEPT_SWITCHES", "OTHER_NODES", "SETTLED_GENERATION",
+           "STATE_STEPS", "Ledger", "LiveStats", "Producer", "normalize"]
