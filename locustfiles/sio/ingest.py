@@ -122,17 +122,20 @@ def _ingest_cells(st: _State, info: WorkerInfo, worker_id: str, aggs: Any, limit
         _bad(st, "aggs", worker_id)
         return
     bad = 0
-    live, file_agg = st.live, st.file_agg
-    before = file_agg.events
-    for w in aggs:
+    good = []
+    for w in aggs:  # checked first, each on its own: one bad cell costs only itself
         try:
             key, *_rest, max_ts, _pairs = from_wire(w)
             if key.second > limit or max_ts > limit:
                 raise ValueError("a cell from the future")
-            bad += live.add_cells((w,))
-            file_agg.merge_wire((w,))
         except Exception:  # noqa: BLE001 - OverflowError, a histogram that cannot be: this cell only
             bad += 1
+            continue
+        good.append(w)
+    file_agg = st.file_agg
+    before = file_agg.events
+    bad += st.live.add_cells(good)
+    file_agg.merge_wire(good)
     info.rows += file_agg.events - before  # the steps of its well-formed cells
     _bad(st, "aggs", worker_id, bad)
 
