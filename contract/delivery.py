@@ -17,6 +17,7 @@ Stdlib only (contract layer).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,10 @@ from contract.rows import is_ok
 
 DEDUP_GENERATION = 50_000
 """Receipts remembered for dropping duplicates before the oldest half is forgotten (two generations)."""
+RECEIPT_HORIZON_S = 120.0
+"""A worker forgets membership intervals that ended this long before its newest row: a receipt
+of a message sent that long ago is late at the master anyway (its send settled after 60 s)."""
+PRUNE_EVERY_S = 10.0
 
 
 class Membership:
@@ -117,10 +122,11 @@ class Membership:
 class Receipts:
     """A worker's delivered counts per message id, from its own users' receipts."""
 
-    __slots__ = ("_old", "_seen", "counts", "duplicates", "membership", "not_members")
+    __slots__ = ("_newest", "_old", "_pruned", "_seen", "counts", "duplicates", "membership", "not_members")
 
     def __init__(self, membership: Membership | None = None) -> None:
         self.membership = membership or Membership()
+        self._newest = self._pruned = -math.inf
         self.counts: dict[str, int] = {}
         self._seen: set[tuple[str, str]] = set()
         self._old: set[tuple[str, str]] = set()
@@ -132,11 +138,22 @@ class Receipts:
         step = row.get("step")
         if step == "broadcast_recv":
             if is_ok(row.get("ok")):
+                ts = float(row["ts"])
                 lat = row.get("latency_ms")
-                sent = float(row["ts"]) - (float(lat) / 1000.0 if lat not in (None, "") else 0.0)
+                sent = ts - (float(lat) / 1000.0 if lat not in (None, "") else 0.0)
                 self.receive(str(row["user"]), str(row.get("msg_id", "")), str(row.get("room", "")), sent)
+                self._tick(ts)
         elif step in ("join", "leave", "disconnect"):
             self.membership.on_row(row)
+            self._tick(float(row["ts"]))
+
+    def _tick(self, ts: float) -> None:
+        """Prune the membership every PRUNE_EVERY_S of this worker's time (bounded memory)."""
+        if ts > self._newest and ts <= time.time() + PRUNE_EVERY_S:  # a far-future ts must not prune now
+            self._newest = ts
+            if ts - self._pruned >= PRUNE_EVERY_S and math.isfinite(ts):
+                self._pruned = ts
+                self.membership.prune(ts - RECEIPT_HORIZON_S)
 
     def receive(self, user: str, msg_id: str, room: str, sent: float) -> None:
         key = (user, msg_id)
@@ -156,4 +173,4 @@ class Receipts:
         return out
 
 
-__all__ = ["Membership", "Receipts"]
+__all__ = ["RECEIPT_HORIZON_S", "Membership", "Receipts"]

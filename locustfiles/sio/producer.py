@@ -13,7 +13,7 @@ from typing import Any
 from contract.aggregate import Aggregator
 from contract.delivery import Receipts
 from contract.fmt import num  # stdlib-only: no numpy/pandas in the workers (see test_fmt.py)
-from contract.rowpolicy import RowPolicy, RowPolicyConfig
+from contract.rowpolicy import RowClass, RowPolicy, RowPolicyConfig, classify
 from contract.rows import COLUMNS, Row, is_ok
 
 _MEMBERSHIP_STEPS = frozenset({"join", "leave", "disconnect"})
@@ -37,7 +37,8 @@ def normalize(row: Mapping[str, Any]) -> Row | None:
 class Producer:
     """The row is counted in the aggregator (exact), fed to the receipts (delivery at the
     receivers), an ok broadcast_send goes to `sends` (every one), and the row is kept only if the
-    row policy keeps it (bounded by `max_held`).
+    row policy keeps it. `max_held` bounds the rows held between two flushes: past it only state
+    rows are still held, up to twice it (all of it counted in `dropped`).
     """
 
     __slots__ = ("agg", "dropped", "max_held", "policy", "receipts", "rows", "sends")
@@ -71,11 +72,17 @@ class Producer:
                 self.dropped += 1
         if not self.policy.keep(row):
             return False
-        if len(self.rows) >= self.max_held:
-            self.dropped += 1
+        n = len(self.rows)
+        if n >= self.max_held and (n >= 2 * self.max_held or not _is_state(step, ok)):
+            self.dropped += 1  # sampled and failure rows first: the state rows explain the run
             return False
         self.rows.append(row)
         return True
+
+
+def _is_state(step: str, ok: int) -> bool:
+    """A row the analysis needs whatever else is dropped (sessions, membership): logstate's rule."""
+    return step == "disconnect" or classify(step, ok == 1) is RowClass.STATE
 
 
 __all__ = ["Producer", "normalize"]

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from contract.aggregate import Aggregator
-from contract.delivery import Membership
+from contract.delivery import PRUNE_EVERY_S, RECEIPT_HORIZON_S, Membership
+from contract.rowpolicy import RowPolicyConfig
 from contract.rows import COLUMNS, DELIVERY_GRACE_S, make_row
 from locustfiles.sio.ledger import Ledger
 from locustfiles.sio.live import LiveStats, Producer, normalize
@@ -283,3 +284,29 @@ def test_same_numbers_as_the_pre_review_ledger(seed: int) -> None:
         assert new.late == old.late
     assert set(new.pending) == set(old.pending)
     assert [r[:4] for r in new.changed(True, 0.0)] == old.final()
+
+
+# -- 3.2: bounded buffers on the worker side --------------------------------------------------
+def test_a_full_producer_drops_sampled_rows_and_keeps_state_rows_up_to_twice_its_bound() -> None:
+    p = Producer(RowPolicyConfig(log_all=True), max_held=3)
+    t0 = 1_000_000.0
+    for i in range(3):
+        assert p.add(make_row("ack", ts=t0 + i, user="u", latency_ms=1.0))
+    assert not p.add(make_row("ack", ts=t0 + 3, user="u", latency_ms=1.0))  # full: a sampled row goes
+    assert p.add(make_row("connect", ts=t0 + 4, user="v", eio_sid="s", node="n1"))  # a state row stays
+    assert p.add(make_row("join", ts=t0 + 5, user="v", room="r"))
+    assert p.add(make_row("disconnect", ts=t0 + 6, user="v", eio_sid="s"))
+    assert not p.add(make_row("join", ts=t0 + 7, user="w", room="r"))  # twice the bound: no more
+    assert [r["step"] for r in p.rows] == ["ack"] * 3 + ["connect", "join", "disconnect"]
+    assert p.dropped == 2 and p.agg.events == 8  # counts stay exact
+
+
+def test_a_workers_receipts_forget_old_memberships() -> None:
+    p = Producer(RowPolicyConfig(log_all=True))
+    t0 = 1_000_000.0
+    for i in range(600):  # a join/leave cycle a second for 10 minutes
+        p.add(make_row("join", ts=t0 + i, user="a", room="r"))
+        p.add(make_row("broadcast_recv", ts=t0 + i + 0.2, user="a", room="r", msg_id=f"m{i}", latency_ms=100.0))
+        p.add(make_row("leave", ts=t0 + i + 0.5, user="a", room="r"))
+    assert len(p.receipts.membership.intervals[("a", "r")]) <= RECEIPT_HORIZON_S + PRUNE_EVERY_S + 1
+    assert sum(p.receipts.drain().values()) == 600 and p.receipts.not_members == 0
