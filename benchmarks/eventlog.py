@@ -26,6 +26,7 @@ With `--duration` under an hour, the hour figures are also given extrapolated li
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -196,6 +197,19 @@ def eventlog_record_us(sim: ChatRun) -> float | None:
     return round(w.also_s / w.also_events * 1e6, 3) if w.also_events else None
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the event log's files that differ from it (figures move with them)."""
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                                  check=False).stdout.strip()
+        except OSError:
+            return ""
+
+    changed = git("status", "--porcelain", "--", "locustfiles", "contract", "analysis").splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": [ln[3:] for ln in changed]}
+
+
 def run_dir_bytes(run_dir: Path) -> dict[str, int]:
     """Bytes by file of the run directory (the event files and the JSON beside them)."""
     return {p.name: p.stat().st_size for p in sorted(run_dir.iterdir()) if p.is_file()}
@@ -210,7 +224,7 @@ def args() -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=None,
                     help="seconds simulated in full before the reused window (default: ramp + first rows of "
                          "every step, at least ramp + first ping; quick: that least)")
-    ap.add_argument("--storm-seconds", type=int, default=None, help="failure storm seconds (default 60; quick 10)")
+    ap.add_argument("--storm-seconds", type=int, default=None, help="failure storm seconds (default 120; quick 10)")
     ap.add_argument("--no-report", action="store_true", help="skip sioscale report")
     ap.add_argument("--keep", default=None, help="write the run directories and the report here")
     return ap.parse_args()
@@ -221,7 +235,7 @@ def main() -> int:
     users = a.users or (1000 if a.quick else 10_000)
     duration = a.duration or (100 if a.quick else 3600)
     warmup = a.warmup if a.warmup is not None else (0 if a.quick else None)
-    storm_s = a.storm_seconds or (10 if a.quick else 60)
+    storm_s = a.storm_seconds or (10 if a.quick else 120)
     # the ramp: 20 s (500 users/s at 10,000 users); quick: 5 s
     load = ChatLoad(users=users, workers=a.workers, spawn_rate=users / (5 if a.quick else 20), run="bench-chat")
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="sioscale-bench-eventlog-"))
@@ -237,9 +251,14 @@ def measure(load: ChatLoad, duration: int, warmup: int | None, storm_s: int, roo
     chat_dir, storm_dir = root / "runs" / "chat", root / "runs" / "storm"
     for d in (chat_dir, storm_dir):
         shutil.rmtree(d, ignore_errors=True)
+    gc.collect()
     c, sim = chat(load, duration, chat_dir, warmup)
     print(f"chat: {load.users} users x {duration} s, {c['events']:,} events, master {c['events_per_s']:,} events/s "
           f"({c['cpu_s']} CPU s; end {c['end_cpu_s']} s)", file=sys.stderr)
+    record_us, record_contract_us = eventlog_record_us(sim), round(sim.record_us_per_event() or 0.0, 3)
+    sim_params = {"warmup_s": sim.warmup_s, "template_s": sim.template_s}
+    del sim  # the storm's master does not walk the chat simulation's heap in its collections
+    gc.collect()
     s = storm(load, storm_s, storm_dir)
     print(f"storm: {s['events']:,} events in {storm_s} s, master {s['events_per_s']:,} events/s, "
           f"{s['rows_shipped']:,} rows shipped", file=sys.stderr)
@@ -249,8 +268,8 @@ def measure(load: ChatLoad, duration: int, warmup: int | None, storm_s: int, roo
     out: dict[str, Any] = {
         "master_events_per_s": c["events_per_s"],
         "storm_master_events_per_s": s["events_per_s"],
-        "record_us_per_event": eventlog_record_us(sim),
-        "record_contract_us_per_event": round(sim.record_us_per_event() or 0.0, 3),
+        "record_us_per_event": record_us,
+        "record_contract_us_per_event": record_contract_us,
         "bytes_per_user_hour": round(event_bytes / load.users / hours),
         "run_dir_bytes": sum(files.values()),
         "event_file_bytes": event_bytes,
@@ -268,9 +287,9 @@ def measure(load: ChatLoad, duration: int, warmup: int | None, storm_s: int, roo
         if out.get("report_s") is not None:
             out["report_s_hour_extrapolated"] = round(out["report_s"] / hours, 1)
     out.update({"params": {"quick": quick, "duration_s": duration, "storm_s": storm_s, **load.as_json(),
-                           "warmup_s": sim.warmup_s, "template_s": sim.template_s,
+                           **sim_params,
                            "row_policy": RowPolicyConfig().as_json()},
-                "chat": c, "storm": s, "files": files, "targets": TARGETS,
+                "chat": c, "storm": s, "files": files, "targets": TARGETS, "code": code_version(),
                 "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
     print(json.dumps(out))
     return 0
