@@ -34,13 +34,16 @@ PRUNE_EVERY_S = 10.0
 class Membership:
     """members(room, t) from join/leave/disconnect rows, each user's rows in their order."""
 
-    __slots__ = ("intervals", "open_rooms", "room_users")
+    __slots__ = ("intervals", "last_change", "open_count", "open_rooms", "room_users")
 
     def __init__(self) -> None:
         # (user, room) -> [[start, end], ...], end = inf while open
         self.intervals: dict[tuple[str, str], list[list[float]]] = {}
         self.open_rooms: dict[str, set[str]] = {}  # user -> rooms open now
-        self.room_users: dict[str, set[str]] = {}  # room -> users ever in it
+        self.room_users: dict[str, set[str]] = {}  # room -> users ever in it (since the last prune)
+        # count()'s fast path: room -> members now, and the largest start or end ts ever set in it
+        self.open_count: dict[str, int] = {}
+        self.last_change: dict[str, float] = {}
 
     def on_row(self, row: Mapping[str, Any]) -> bool:
         """Apply a row if it is a membership row; True if it changed anything."""
@@ -60,7 +63,13 @@ class Membership:
         rooms.add(room)
         self.intervals.setdefault((user, room), []).append([ts, math.inf])
         self.room_users.setdefault(room, set()).add(user)
+        self._changed(room, ts, 1)
         return True
+
+    def _changed(self, room: str, ts: float, delta: int) -> None:
+        self.open_count[room] = self.open_count.get(room, 0) + delta
+        if ts > self.last_change.get(room, -math.inf):
+            self.last_change[room] = ts
 
     def leave(self, user: str, room: str, ts: float) -> bool:
         rooms = self.open_rooms.get(user)
@@ -68,6 +77,7 @@ class Membership:
             return False
         rooms.discard(room)
         self.intervals[(user, room)][-1][1] = ts
+        self._changed(room, ts, -1)
         return True
 
     def disconnect(self, user: str, ts: float) -> bool:
@@ -76,6 +86,7 @@ class Membership:
             return False
         for room in rooms:
             self.intervals[(user, room)][-1][1] = ts
+            self._changed(room, ts, -1)
         return True
 
     def prune(self, before: float) -> int:
@@ -115,7 +126,13 @@ class Membership:
         return False
 
     def count(self, room: str, t: float) -> int:
-        """|members(room, t)|."""
+        """|members(room, t)|. At or after every start and end set in the room (a send of now, the
+        usual case) every interval started by t, so the last of each user's decides: open or not."""
+        last = self.last_change.get(room)
+        if last is None:
+            return 0
+        if t >= last:
+            return self.open_count[room]
         return sum(1 for u in self.room_users.get(room, ()) if self.is_member(u, room, t))
 
 

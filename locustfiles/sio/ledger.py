@@ -134,30 +134,49 @@ class Ledger:
             self._late()
 
     def add_send(self, msg_id: str, room: str, ts: float, now: float | None = None) -> None:
-        self.see(ts)
+        if ts > self.max_ts:
+            self.see(ts)
         if ts <= self.settled_until or msg_id in self.settled_ids or msg_id in self.pending:
             self._late()  # its fate was settled already (or a duplicate): it cannot count any more
             return
         early = self.early.pop(msg_id, None)
+        delivered = int(early[0]) if early else 0
         live = self.live_from is None or ts >= self.live_from
-        self._seq += 1
-        s = _Send(msg_id, room, ts, int(early[0]) if early else 0, self.clock() if now is None else now,
-                  live, self._seq)
+        self._seq = seq = self._seq + 1
+        s = _Send(msg_id, room, ts, delivered, self.clock() if now is None else now, live, seq)
         self.pending[msg_id] = s
-        insort(self._by_room.setdefault(room, []), s, key=_ts)
+        same_room = self._by_room.get(room)
+        if same_room is None:
+            self._by_room[room] = [s]
+        elif same_room[-1].ts <= ts:
+            same_room.append(s)  # the usual case: sends of a room come in order
+        else:
+            insort(same_room, s, key=_ts)
         sec = int(ts)
-        self._by_sec.setdefault(sec, {})[s.seq] = s
-        heapq.heappush(self._by_ts, (ts, s.seq, s))
+        by_sec = self._by_sec.get(sec)
+        if by_sec is None:
+            by_sec = self._by_sec[sec] = {}
+        by_sec[seq] = s
+        heapq.heappush(self._by_ts, (ts, seq, s))
         self._by_arrival.append(s)
+        s.expected = exp = self.membership.count(room, ts)
+        capped = delivered if delivered < exp else exp
         b = self.seconds.get(sec)
         if b is None:
             b = self.seconds[sec] = [0, 0, 0]
         b[0] += 1
+        b[1] += exp
+        b[2] += capped
         self.dirty.add(sec)
         if live:
             self.live_sends += 1
-            self._live_pending[0] += 1
-        self._count(s, s.delivered, self.membership.count(room, ts))
+            lp = self._live_pending
+            lp[0] += 1
+            lp[1] += exp
+            lp[2] += capped
+        if delivered >= exp:
+            s.queued = True
+            heapq.heappush(self._complete, (ts, seq, s))
 
     def add_receipts(self, counts: Mapping[str, int], now: float | None = None) -> None:
         for msg_id, n in counts.items():

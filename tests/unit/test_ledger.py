@@ -176,6 +176,27 @@ def test_prune_keeps_every_answer_at_or_after_the_horizon() -> None:
         assert [m.count("r", p) for p in probes] + [m.is_member(u, "r", p) for u in "abc" for p in probes] == want
 
 
+def test_count_is_the_number_of_members_whatever_the_rows_order() -> None:
+    """count()'s fast path (t at or after every change in the room) against is_member per user."""
+    rng = random.Random(5)
+    for _ in range(40):
+        m = Membership()
+        t = 0.0
+        for _ in range(40):
+            t += rng.choice([0.0, 0.5, 1.0])
+            u, room, op = rng.choice("abcd"), rng.choice("xy"), rng.random()
+            ts = t if rng.random() < 0.8 else t - rng.uniform(0, 5)  # now and then out of order
+            if op < 0.5:
+                m.join(u, room, ts)
+            elif op < 0.8:
+                m.leave(u, room, ts)
+            else:
+                m.disconnect(u, ts)
+            for room in "xy":
+                for p in (t - 3, t - 0.5, t, t + 0.25, t + 10, *(iv[1] for ivs in m.intervals.values() for iv in ivs if iv[1] < math.inf)):
+                    assert m.count(room, p) == sum(m.is_member(v, room, p) for v in "abcd")
+
+
 def test_late_total_survives_a_reset() -> None:
     s = LiveStats(settle_s=5.0)
     t0 = 1_000_000.0
