@@ -23,15 +23,13 @@ from contract.aggregate import from_wire
 from contract.rowpolicy import RowPolicyConfig
 from contract.rows import COLUMNS
 from locustfiles.sio import generator_cpu
+from locustfiles.sio.ledger import FUTURE_SLACK_S  # one bound: the ledger's data clock uses it too
 from locustfiles.sio.live import STATE_STEPS, Producer, normalize
-from locustfiles.sio.logstate import MAX_BUFFER, WorkerInfo, _State, _state, count_late
+from locustfiles.sio.logstate import MAX_BUFFER, WorkerInfo, _State, _state
 
 log = logging.getLogger(__name__)
 
 BATCH_VERSION = 2
-FUTURE_SLACK_S = 10.0
-"""How far ahead of the master's clock a cell, row or send may be dated (clock skew between
-hosts); later ones are dropped and counted as malformed."""
 MAX_COUNT = 2**53
 """A receipt count at or above this is not a count (floats lose integers beyond it)."""
 
@@ -71,13 +69,12 @@ def ingest_batch(environment: Any, worker_id: str, data: Any, now: float | None 
     elif data.get("v") != BATCH_VERSION:
         _bad(st, "version", worker_id)
         return
-    with count_late(st):
-        _guard(st, "aggs", worker_id, _ingest_cells, st, info, worker_id, data.get("aggs"), limit)
-        _guard(st, "rows", worker_id, _ingest_rows, st, worker_id, data.get("rows"), limit)
-        _guard(st, "sends", worker_id, _ingest_sends, st, worker_id, data.get("sends"), limit)
-        _guard(st, "receipts", worker_id, _ingest_receipts, st, worker_id, data.get("receipts"))
-        _guard(st, "policy", worker_id, _ingest_policy, st, worker_id, data.get("policy"))
-        st.live.tick()
+    _guard(st, "aggs", worker_id, _ingest_cells, st, info, worker_id, data.get("aggs"), limit)
+    _guard(st, "rows", worker_id, _ingest_rows, st, worker_id, data.get("rows"), limit)
+    _guard(st, "sends", worker_id, _ingest_sends, st, worker_id, data.get("sends"), limit)
+    _guard(st, "receipts", worker_id, _ingest_receipts, st, worker_id, data.get("receipts"))
+    _guard(st, "policy", worker_id, _ingest_policy, st, worker_id, data.get("policy"))
+    st.live.tick()
 
 
 def _guard(st: _State, part: str, worker_id: str, fn: Any, *args: Any) -> Any:

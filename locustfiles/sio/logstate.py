@@ -62,7 +62,6 @@ class _State:
     events_written: int = 0
     produced: int = 0  # steps record()ed in this process (tests compare it with the master's counts)
     dropped: int = 0
-    late_total: int = 0  # late rows over the whole run (the ledger's own counter restarts at a UI reset)
     seq: int = 0
     started: float | None = None
     ended: float | None = None
@@ -108,10 +107,9 @@ class _State:
 
     @property
     def late_rows(self) -> int:
-        """Late rows over the whole run: the ledger's run-long counter when it has one (live.py),
-        else the count this module keeps around every ledger call (see `count_late`)."""
-        total = getattr(self.live.ledger, "late_total", None)
-        return int(total) if isinstance(total, int) else self.late_total
+        """Late rows over the whole run (eventlog.json): the ledger's run-long counter, which the web
+        UI's reset leaves alone (its `late` restarts with the live window)."""
+        return int(self.live.ledger.late_total)
 
 
 def policy_config(environment: Any) -> RowPolicyConfig:
@@ -128,25 +126,6 @@ def _state(environment: Any) -> _State:
         st.live.sample_rate = policy_config(environment).sample_rate
         setattr(environment, ATTR, st)
     return st
-
-
-class count_late:
-    """Adds the ledger's late rows of the calls inside to the run-long `_State.late_total`.
-
-    Why: the ledger's `late` restarts at the web UI's reset, but eventlog.json counts the run.
-    A reset cannot happen inside (no gevent switch in ingest or write), so the sum is exact."""
-
-    __slots__ = ("before", "st")
-
-    def __init__(self, st: _State) -> None:
-        self.st = st
-        self.before = 0
-
-    def __enter__(self) -> None:
-        self.before = self.st.live.ledger.late
-
-    def __exit__(self, *_exc: Any) -> None:
-        self.st.late_total += max(0, self.st.live.ledger.late - self.before)
 
 
 def is_state_row(values: list[Any]) -> bool:
@@ -170,4 +149,4 @@ def trim_rows(rows: list[list[Any]], limit: int) -> int:
     return over
 
 
-__all__ = ["ATTR", "MAX_BUFFER", "WorkerInfo", "count_late", "is_state_row", "policy_config", "trim_rows"]
+__all__ = ["ATTR", "MAX_BUFFER", "WorkerInfo", "is_state_row", "policy_config", "trim_rows"]

@@ -28,7 +28,7 @@ from contract.eventfiles import (
     STREAM_SUFFIX,
 )
 from contract.jsonfile import write_json
-from locustfiles.sio.logstate import MAX_BUFFER, _State, count_late, policy_config, trim_rows
+from locustfiles.sio.logstate import MAX_BUFFER, _State, policy_config, trim_rows
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,9 @@ def _write(st: _State, final: bool) -> None:
         return  # the run ended and its files are final: a stray flush must not open new streams
     rows, st.to_write = st.to_write, []
     aggs = st.file_agg.drain()
-    with count_late(st):
-        if final:
-            st.live.tick(force=True)
-        delivery = st.live.ledger.changed(final, time.time())
+    if final:
+        st.live.tick(force=True)
+    delivery = st.live.ledger.changed(final, time.time())
     if d is None:
         st.live.ledger.commit(delivery)
         return
