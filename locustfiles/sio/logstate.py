@@ -8,6 +8,7 @@ Stdlib and locustfiles.sio.live only (no pyarrow: workers import it).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,10 +114,23 @@ class _State:
 
 
 def policy_config(environment: Any) -> RowPolicyConfig:
-    """The row policy of the --sio-sample-rate/--sio-first-rows/--sio-failure-rows/--sio-log-all options."""
-    o = SioOptions.from_environment(environment)
-    return RowPolicyConfig(sample_rate=o.sample_rate, first_n=o.first_rows, failure_rows_per_s=o.failure_rows,
-                           log_all=o.log_all)
+    """The row policy of the --sio-sample-rate/--sio-first-rows/--sio-failure-rows/--sio-log-all options.
+
+    The command line refuses values out of range at parse time; Locust's web UI start form sets
+    options without the parser, so a value out of range can still arrive here. It must not make every
+    user step raise (record() builds the policy): it is said once, and the table's defaults are used."""
+    try:
+        o = SioOptions.from_environment(environment)
+        return RowPolicyConfig(sample_rate=o.sample_rate, first_n=o.first_rows, failure_rows_per_s=o.failure_rows,
+                               log_all=o.log_all)
+    except (TypeError, ValueError) as e:
+        if not getattr(environment, "_sioscale_bad_policy_said", False):
+            logging.getLogger(__name__).error("sioscale event log: %s; the row policy's defaults are used instead", e)
+            try:
+                environment._sioscale_bad_policy_said = True
+            except AttributeError:
+                pass
+        return RowPolicyConfig()
 
 
 def _state(environment: Any) -> _State:
