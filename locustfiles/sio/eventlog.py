@@ -30,12 +30,12 @@ Why it is built this way:
 - The generator's own CPU samples (generator_cpu.py) ride the same batches and flushes into
   `RUN_DIR/generator.csv`, so they survive a SIGKILL the same way.
 
-The batch payload (v 2), built by `_payload` and read by `ingest_batch` (ingest.py):
+The batch payload (v 2), built by `payload_of` (a worker's via `_payload`) and read by `ingest_batch` (ingest.py):
   {"v": 2, "seq": int, "final": bool, "dropped": int, "sent": float, "cpu": [[ts, cpu, users], ...],
    "aggs": Aggregator.drain(), "rows": [[values in contract.rows.COLUMNS order], ...],
    "sends": [[msg_id, room, ts], ...], "receipts": {msg_id: count}, "policy": RowPolicy.counts()}
-A payload without "v" is the old row message ({"seq", "rows", ...}: every row, counted by the
-master; no worker of this version sends it, tests of other modules still feed rows that way).
+A payload of another version, or without "v" (the old `sio_rows` row message, no longer
+accepted), is refused whole and counted as malformed `version`.
 A seq at or below one already ingested from that worker is a duplicate: dropped and counted.
 """
 
@@ -65,7 +65,6 @@ from locustfiles.sio.ingest import (  # noqa: F401 - re-exported: the master's s
     _ingest_receipts,
     _ingest_rows,
     _ingest_sends,
-    _legacy,
     _sequence,
     _typed,
     ingest_batch,
@@ -93,8 +92,6 @@ STATS_INTERVAL_S = 2.0
 FINAL_WAIT_S = 15.0
 """How long the master waits at test stop for workers' final batches before saying who is missing."""
 MSG_BATCH = "sio_batch"
-MSG_ROWS = "sio_rows"
-"""The old message (every row); still ingested (ingest._legacy), counted the way LiveStats.add counts a row."""
 MSG_FLUSH = "sio_flush"
 STATS_CACHE_S = 1.0
 """stats() is asked by every UI poll and the stats file; one snapshot a second serves them all."""
@@ -142,25 +139,32 @@ def flush(environment: Any, final: bool = False) -> None:
 
 
 # -- every process: the payload ---------------------------------------------------------------
+def payload_of(p: Producer, seq: int, final: bool = False, dropped: int = 0,
+               cpu: list[list[Any]] | None = None) -> dict[str, Any]:
+    """The v2 batch of everything `p` holds, `p` emptied (its counts drained, its kept rows and
+    sends handed over). One builder of the pinned payload, for workers, local runs and tests
+    (which feed the master real batches this way instead of a message of their own)."""
+    rows = [[r[c] for c in COLUMNS] for r in p.rows]
+    sends, p.rows, p.sends = p.sends, [], []
+    return {"v": BATCH_VERSION, "seq": seq, "final": final, "dropped": dropped, "sent": time.time(),
+            "cpu": [] if cpu is None else cpu, "aggs": p.agg.drain(), "rows": rows, "sends": sends,
+            "receipts": p.receipts.drain(), "policy": p.policy.counts()}
+
+
 def _payload(st: _State, worker: str, final: bool) -> dict[str, Any] | None:
     """This process's batch since the last one (None for a local run with nothing new)."""
     p = _producer(st)
-    rows = [[r[c] for c in COLUMNS] for r in p.rows]
-    p.rows = []
-    for v in rows:
-        if v[2] in ("", "local", None):
-            v[2] = worker
-    aggs = p.agg.drain()
-    sends, p.sends = p.sends, []
-    receipts = p.receipts.drain()
     cpu = generator_cpu.take(st.environment) if st.is_worker else []
     dropped, p.dropped = p.dropped, 0
     st.dropped += dropped
-    if not (rows or aggs or sends or receipts or cpu or final or st.is_worker):
+    payload = payload_of(p, st.seq, final, st.dropped, cpu)
+    for v in payload["rows"]:
+        if v[2] in ("", "local", None):
+            v[2] = worker
+    if not (payload["rows"] or payload["aggs"] or payload["sends"] or payload["receipts"] or cpu or final
+            or st.is_worker):
         return None
-    return {"v": BATCH_VERSION, "seq": st.seq, "final": final, "dropped": st.dropped, "sent": time.time(),
-            "cpu": cpu, "aggs": aggs, "rows": rows, "sends": sends, "receipts": receipts,
-            "policy": p.policy.counts()}
+    return payload
 
 
 def _merge_unsent(st: _State, new: dict[str, Any]) -> dict[str, Any]:
@@ -222,7 +226,7 @@ def _on_batch(environment: Any, msg: Any, **_kw: Any) -> None:
     ingest_batch(environment, str(msg.node_id), msg.data)
 
 
-_on_rows = _on_batch  # the old message type and its handler name (tests, older workers)
+_on_rows = _on_batch  # the v2 handler's former name, still called by tests/unit/test_generator_cpu.py; goes with it
 
 
 def _flusher(environment: Any) -> None:
@@ -371,7 +375,6 @@ def _on_init(environment: Any, **_kw: Any) -> None:
         runner.register_message(MSG_FLUSH, _on_flush_request)
     elif isinstance(runner, MasterRunner):
         runner.register_message(MSG_BATCH, _on_batch)
-        runner.register_message(MSG_ROWS, _on_batch)
     st.greenlets.append(gevent.spawn(_flusher, environment))
 
 

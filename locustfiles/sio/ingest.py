@@ -10,6 +10,10 @@ would differ by a whole batch.
 Why timestamps from the future are refused: the delivery ledger settles by the newest time it
 has seen, so one row dated a day ahead would settle (and turn late) every later send of the
 run. Anything more than FUTURE_SLACK_S ahead of this process's own clock is dropped and counted.
+
+Why a payload of another version (or of none: the old `sio_rows` row message, gone) is refused
+whole, before its seq or CPU samples are taken: its parts may mean something else, and one way in
+keeps the live tab and the files counted by one rule. It is counted as malformed `version`.
 """
 
 from __future__ import annotations
@@ -20,12 +24,11 @@ import time
 from typing import Any
 
 from contract.aggregate import from_wire
-from contract.rowpolicy import RowPolicyConfig
 from contract.rows import COLUMNS
 from locustfiles.sio import generator_cpu
 from locustfiles.sio.ledger import FUTURE_SLACK_S  # one bound: the ledger's data clock uses it too
-from locustfiles.sio.live import STATE_STEPS, Producer, normalize
-from locustfiles.sio.logstate import MAX_BUFFER, WorkerInfo, _State, _state
+from locustfiles.sio.live import STATE_STEPS, normalize
+from locustfiles.sio.logstate import WorkerInfo, _State, _state
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +59,14 @@ def ingest_batch(environment: Any, worker_id: str, data: Any, now: float | None 
     if not isinstance(data, dict):
         _bad(st, "payload", worker_id)
         return
+    if data.get("v") != BATCH_VERSION:  # another version (or none: the old sio_rows message) is refused whole
+        _bad(st, "version", worker_id)
+        return
     info = st.workers.setdefault(worker_id, WorkerInfo())
     if not _sequence(st, info, worker_id, data):
         return
     limit = (time.time() if now is None else now) + FUTURE_SLACK_S
     _guard(st, "cpu", worker_id, generator_cpu.receive, environment, worker_id, data.get("cpu"))
-    if data.get("v") is None:
-        legacy = _guard(st, "rows", worker_id, _legacy, st, worker_id, data, limit)
-        if legacy is None:
-            return
-        data = legacy
-    elif data.get("v") != BATCH_VERSION:
-        _bad(st, "version", worker_id)
-        return
     _guard(st, "aggs", worker_id, _ingest_cells, st, info, worker_id, data.get("aggs"), limit)
     _guard(st, "rows", worker_id, _ingest_rows, st, worker_id, data.get("rows"), limit)
     _guard(st, "sends", worker_id, _ingest_sends, st, worker_id, data.get("sends"), limit)
@@ -236,33 +234,6 @@ def _ingest_policy(st: _State, worker_id: str, policy: Any) -> None:
         st.live.set_policy(worker_id, policy)
     else:
         _bad(st, "policy", worker_id)
-
-
-def _legacy(st: _State, worker_id: str, data: dict[str, Any], limit: float) -> dict[str, Any]:
-    """An old row message (every row) as a v2 payload: its rows counted by a producer of the worker's
-    own (so its receipts are judged by its users' membership, as a worker would).
-
-    Kept because tests of other modules (test_run_status) feed rows this way; workers of this
-    version never send it."""
-    p = st.legacy.get(worker_id)
-    if p is None:
-        p = st.legacy[worker_id] = Producer(RowPolicyConfig(log_all=True), MAX_BUFFER)
-    rows = data.get("rows")
-    bad = 0
-    for values in rows if isinstance(rows, list) else ():
-        try:
-            r = normalize(dict(zip(COLUMNS, values, strict=True))) \
-                if isinstance(values, list) and len(values) == len(COLUMNS) else None
-            if r is None or not math.isfinite(r["ts"]) or r["ts"] > limit:
-                raise ValueError("not a row")
-            p.add(r)
-        except Exception:  # noqa: BLE001 - this row only
-            bad += 1
-    _bad(st, "rows", worker_id, bad)
-    out = {"aggs": p.agg.drain(), "rows": [[r[c] for c in COLUMNS] for r in p.rows], "sends": p.sends,
-           "receipts": p.receipts.drain()}
-    p.rows, p.sends = [], []
-    return out
 
 
 __all__ = ["BATCH_VERSION", "FUTURE_SLACK_S", "ingest_batch"]

@@ -57,7 +57,6 @@ class _State:
     live: LiveStats = field(default_factory=LiveStats)
     files: RunFiles | None = None
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
-    legacy: dict[str, Producer] = field(default_factory=dict)  # old row messages: one producer per worker
     malformed: dict[str, int] = field(default_factory=dict)  # payload part -> malformed items
     rows_written: int = 0
     events_written: int = 0

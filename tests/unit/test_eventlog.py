@@ -17,8 +17,10 @@ import pytest
 from locust.runners import STATE_MISSING, STATE_RUNNING, MasterRunner, WorkerRunner
 
 from analysis.runfiles import read_aggregates, read_rows
+from contract.rowpolicy import RowPolicyConfig
 from contract.rows import COLUMNS, make_row
 from locustfiles.sio import eventlog, webui
+from locustfiles.sio.producer import Producer
 
 
 def _env(run_dir: Path | None, runner=None, run_name: str = ""):
@@ -183,11 +185,29 @@ def test_master_writes_every_workers_rows_and_reports_gaps_and_missing(tmp_path:
 
 def test_master_skips_malformed_rows(tmp_path: Path) -> None:
     master = _master_env(tmp_path, {})
-    eventlog._on_rows(master, SimpleNamespace(node_id="w", data={"seq": 0, "rows": [[1, 2, 3]]}))
-    eventlog._on_rows(master, SimpleNamespace(node_id="w", data=None))
+    eventlog._on_batch(master, SimpleNamespace(node_id="w", data={"v": 2, "seq": 0, "rows": [[1, 2, 3]]}))
+    eventlog._on_batch(master, SimpleNamespace(node_id="w", data=None))
     eventlog.flush(master)
     assert not (tmp_path / "events.arrows").exists() and not (tmp_path / "aggregates.arrows").exists()
     assert eventlog._state(master).malformed == {"rows": 1, "payload": 1}
+
+
+def test_master_refuses_a_payload_without_version_the_old_row_message(tmp_path: Path) -> None:
+    """The old `sio_rows` message ({"seq", "rows"}, no "v") is no longer a way in: refused whole, counted
+    as `version`; its seq is not taken, so the worker's next v2 batch of that seq is ingested."""
+    master = _master_env(tmp_path, {})
+    p = Producer(RowPolicyConfig(log_all=True))
+    p.add(make_row("connect", user="u1", eio_sid="s1", node="n1"))
+    good = eventlog.payload_of(p, seq=0)
+    eventlog._on_batch(master, SimpleNamespace(node_id="w", data={k: good[k] for k in ("seq", "rows")}))
+    eventlog._on_batch(master, SimpleNamespace(node_id="w", data={**good, "v": 1}))
+    st = eventlog._state(master)
+    assert st.malformed == {"version": 2} and st.to_write == [] and "w" not in st.workers
+    assert eventlog.stats(master)["totals"]["rows"] == 0
+    eventlog._on_batch(master, SimpleNamespace(node_id="w", data=good))
+    eventlog.flush(master)
+    assert [r["user"] for r in _read(tmp_path)] == ["u1"] and st.malformed == {"version": 2}
+    assert eventlog.stats(master)["totals"]["rows"] == 1
 
 
 def test_meta_json_minimal_then_completed(tmp_path: Path) -> None:
@@ -265,8 +285,9 @@ def test_sio_stats_json_and_tab_rows_carry_the_same_numbers(tmp_path: Path) -> N
 def test_master_flags_user_ids_seen_on_two_workers(tmp_path: Path) -> None:
     master = _master_env(tmp_path, {})
     for wid in ("w1", "w2"):
-        row = [make_row("ack", user="u-1", worker=wid).get(c) for c in COLUMNS]
-        eventlog._on_rows(master, SimpleNamespace(node_id=wid, data={"seq": 0, "rows": [row]}))
+        p = Producer(RowPolicyConfig(log_all=True))
+        p.add(make_row("ack", user="u-1", worker=wid))
+        eventlog._on_batch(master, SimpleNamespace(node_id=wid, data=eventlog.payload_of(p, seq=0)))
     s = eventlog.stats(master)
     assert s["colliding_user_ids"] == ["u-1"] and s["colliding_user_count"] == 1
     assert ("Totals", "user ids seen on two workers") in {(r["section"], r["metric"]) for r in webui.table_rows(s)}

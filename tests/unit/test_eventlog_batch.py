@@ -215,9 +215,10 @@ def test_a_payload_survives_json_and_counts_malformed_parts_without_crashing(tmp
     eventlog.ingest_batch(master, "w", payload)
     eventlog.ingest_batch(master, "w", {**payload, "seq": 1, "receipts": ["no"], "policy": "x", "aggs": 3})
     eventlog.ingest_batch(master, "w", {"v": 99})
+    eventlog.ingest_batch(master, "w", {k: v for k, v in payload.items() if k != "v"} | {"seq": 2})  # old sio_rows
     eventlog.ingest_batch(master, "w", "garbage")
     st = eventlog._state(master)
-    assert st.malformed == {"aggs": 3, "rows": 4, "sends": 4, "receipts": 1, "policy": 1, "version": 1,
+    assert st.malformed == {"aggs": 3, "rows": 4, "sends": 4, "receipts": 1, "policy": 1, "version": 2,
                             "payload": 1}
     s = eventlog.stats(master)
     assert s["totals"]["rows"] == 2 and s["totals"]["connects"] == 0  # one good cell (count 2); rows are state and s["totals"]["connected_now"] == 1

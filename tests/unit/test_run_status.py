@@ -19,8 +19,10 @@ from analysis.checks import evaluate
 from analysis.report import write_report
 from contract import status as S
 from contract.config import ClusterConfig, LoadConfig, RunConfig, Thresholds
+from contract.rowpolicy import RowPolicyConfig
 from contract.rows import make_row
 from locustfiles.sio.live import LiveStats
+from locustfiles.sio.producer import Producer
 from sioscale import runner
 from tests.synth import SynthConfig, write_run
 
@@ -142,9 +144,11 @@ def test_eventlog_stats_and_progress_line_stop_counting_a_missing_worker(tmp_pat
     master_runner.send_message = lambda *a, **k: None
     env = SimpleNamespace(parsed_options=SimpleNamespace(sio_run_dir=str(tmp_path), sio_run_name="r", num_users=4),
                           runner=master_runner)
+    producers = {wid: Producer(RowPolicyConfig(log_all=True)) for wid in ("w-A", "w-B")}
     for i, wid in enumerate(("w-A", "w-A", "w-B", "w-B")):
-        row = make_row("connect", user=f"u{i}", eio_sid=f"s{i}", node="n1", worker=wid)
-        eventlog._on_rows(env, SimpleNamespace(node_id=wid, data={"seq": i, "rows": [[row[c] for c in row]]}))
+        p = producers[wid]
+        p.add(make_row("connect", user=f"u{i}", eio_sid=f"s{i}", node="n1", worker=wid))
+        eventlog._on_batch(env, SimpleNamespace(node_id=wid, data=eventlog.payload_of(p, seq=i)))
     eventlog.write_stats(env)
     stats = json.loads((tmp_path / "sio_stats.json").read_text())
     assert stats["totals"]["connected_now"] == 2 and stats["totals"]["sessions_lost_with_workers"] == 2
