@@ -226,7 +226,6 @@ def _on_batch(environment: Any, msg: Any, **_kw: Any) -> None:
     ingest_batch(environment, str(msg.node_id), msg.data)
 
 
-_on_rows = _on_batch  # the v2 handler's former name, still called by tests/unit/test_generator_cpu.py; goes with it
 
 
 def _flusher(environment: Any) -> None:

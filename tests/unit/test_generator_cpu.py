@@ -90,7 +90,7 @@ def test_worker_ships_its_samples_and_master_writes_them_per_worker(tmp_path: Pa
     generator_cpu.sample(master, 3.0, now=11.5)
     for wid, batches in (("w-A", sent_a), ("w-B", sent_b)):
         for _t, data in batches:
-            eventlog._on_rows(master, SimpleNamespace(node_id=wid, data=data))
+            eventlog._on_batch(master, SimpleNamespace(node_id=wid, data=data))
     eventlog.flush(master)
     rows = _rows(tmp_path / "generator.csv")[1:]
     assert [(r[0], r[1], r[2]) for r in rows] == [
