@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from contract.config import LABEL_KEYS
 from contract.histogram import BASE, MIN_MS
 
 KEY: tuple[str, ...] = ("second", "step", "name", "node", "transport", "ok", "error_kind")
@@ -106,9 +107,7 @@ def aggregates_from_rows(events: pd.DataFrame, extra: Sequence[str] | None = Non
     error_kind is "" on ok rows.
     """
     if extra is None:
-        from .load import CONFIG_KEYS  # deferred: load imports this module
-
-        extra = [c for c in ("config", *CONFIG_KEYS) if c in events.columns]
+        extra = [c for c in ("config", *LABEL_KEYS) if c in events.columns]
     extra = list(extra)
     if not len(events):
         return empty_cells(extra)

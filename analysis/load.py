@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contract.config import LABEL_KEYS
 from contract.eventfiles import AGGREGATES, DELIVERY, EVENTS
 from contract.rows import COLUMNS, ERROR_KINDS, GENERATOR_COLUMNS, STEPS
 
 from . import runfiles
 from .aggregates import aggregates_from_rows, empty_cells
 
-CONFIG_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls")
+CONFIG_KEYS: tuple[str, ...] = LABEL_KEYS  # contract.config: RunConfig.labels() keys
 """The config block of meta.json (RunConfig.labels()), in the order the report shows it."""
 
 # Columns kept as categoricals: few distinct values, repeated on every row (fast groupby, small memory).

@@ -344,6 +344,10 @@ class Thresholds:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+LABEL_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls")
+"""The keys of RunConfig.labels(), in order: the config columns the analysis adds to every frame."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One cell of a campaign: a cluster and the load sent to it."""
@@ -371,7 +375,7 @@ class RunConfig:
         return self
 
     def labels(self) -> dict[str, Any]:
-        """The config columns every event row of this run is labelled with at load time."""
+        """The config columns every event row of this run is labelled with at load time (LABEL_KEYS)."""
         c, lo = self.cluster, self.load
         return {
             "balancer": c.balancer,

@@ -207,3 +207,10 @@ def test_every_shipped_campaign_is_valid(path):
     assert runs and camp.name == path.stem
     for r in runs:
         assert (ROOT / r.load.locustfile).is_file()
+
+
+def test_label_keys_are_the_labels_of_a_run_config() -> None:
+    """The analysis adds LABEL_KEYS as columns; a label added to RunConfig.labels() must be one of them."""
+    from contract.config import LABEL_KEYS, ClusterConfig, LoadConfig, RunConfig
+
+    assert tuple(RunConfig("x", ClusterConfig(), LoadConfig()).labels()) == LABEL_KEYS
