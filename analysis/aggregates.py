@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from contract.config import LABEL_KEYS
-from contract.histogram import BASE, MIN_MS
+from contract.histogram import BASE, MAX_BUCKET, MAX_LATENCY_MS, MIN_MS
 
 KEY: tuple[str, ...] = ("second", "step", "name", "node", "transport", "ok", "error_kind")
 """contract.aggregate.AggKey's fields: the key of a cell as the worker makes it."""
@@ -41,14 +41,16 @@ def bucket_of(ms: np.ndarray) -> np.ndarray:
     ms = np.asarray(ms, dtype=float)
     out = np.zeros(ms.shape, dtype=np.int64)
     pos = ms >= MIN_MS
-    out[pos] = ((np.log(ms[pos]) - _LN_MIN) * _INV_LN_BASE).astype(np.int64) + 1
+    top = ms >= MAX_LATENCY_MS  # also inf: the top bucket, as the contract's
+    out[pos & ~top] = ((np.log(ms[pos & ~top]) - _LN_MIN) * _INV_LN_BASE).astype(np.int64) + 1
+    out[top] = MAX_BUCKET
     return out
 
 
 def bucket_value(i: np.ndarray) -> np.ndarray:
     """contract.histogram.bucket_value over an array: a bucket's midpoint, 0 for bucket 0."""
     i = np.asarray(i, dtype=np.int64)
-    low = MIN_MS * np.power(BASE, np.maximum(i - 1, 0).astype(float))
+    low = MIN_MS * np.power(BASE, np.clip(i - 1, 0, MAX_BUCKET - 1).astype(float))
     return np.where(i <= 0, 0.0, low * (1 + BASE) / 2)
 
 
@@ -103,7 +105,7 @@ def aggregates_from_rows(events: pd.DataFrame, extra: Sequence[str] | None = Non
     """The cells a worker would have made of these rows (schema-1 runs: one code path for both).
 
     extra: columns carried as part of the key (default: `config` and any config label present).
-    A row's latency enters its cell's histogram when finite and >= 0 (contract.aggregate's rule);
+    A row's latency enters its cell's histogram when 0 <= latency <= 24 h (contract.aggregate's rule);
     error_kind is "" on ok rows.
     """
     if extra is None:
@@ -130,7 +132,7 @@ def aggregates_from_rows(events: pd.DataFrame, extra: Sequence[str] | None = Non
     n = len(keys)
     lat = pd.to_numeric(events["latency_ms"], errors="coerce").to_numpy(dtype=float) \
         if "latency_ms" in events.columns else np.full(len(events), np.nan)
-    valid = np.isfinite(lat) & (lat >= 0)
+    valid = np.isfinite(lat) & (lat >= 0) & (lat <= MAX_LATENCY_MS)
     lc, lv = codes[valid], lat[valid]
     out = keys
     out["count"] = np.bincount(codes, minlength=n).astype(np.int64)
