@@ -248,6 +248,7 @@ def main() -> int:
 
 def measure(load: ChatLoad, duration: int, warmup: int | None, storm_s: int, root: Path, with_report: bool,
             quick: bool) -> int:
+    code = code_version()  # at the start: the modules measured are the ones imported now
     chat_dir, storm_dir = root / "runs" / "chat", root / "runs" / "storm"
     for d in (chat_dir, storm_dir):
         shutil.rmtree(d, ignore_errors=True)
@@ -289,7 +290,7 @@ def measure(load: ChatLoad, duration: int, warmup: int | None, storm_s: int, roo
     out.update({"params": {"quick": quick, "duration_s": duration, "storm_s": storm_s, **load.as_json(),
                            **sim_params,
                            "row_policy": RowPolicyConfig().as_json()},
-                "chat": c, "storm": s, "files": files, "targets": TARGETS, "code": code_version(),
+                "chat": c, "storm": s, "files": files, "targets": TARGETS, "code": code,
                 "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
     print(json.dumps(out))
     return 0
