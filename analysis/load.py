@@ -380,9 +380,11 @@ def read_events(path: Path, warn: Any, window: Window | None = None, tally: Tall
     return df
 
 
-ROW_COLUMNS: tuple[str, ...] = ("ts", "user", "eio_sid", "step", "node", "ok", "error_kind", "room")
-"""The kept-row columns a schema-2 run's figures read (sessions, nodes, node switches, membership);
-the rest (error text, msg_id, ...) stay on disk. Counts and latencies come from the aggregates."""
+ROW_COLUMNS: tuple[str, ...] = ("ts", "user", "eio_sid", "step", "node", "ok", "error_kind", "room", "msg_id")
+"""The kept-row columns a schema-2 run's figures read (sessions, nodes, node switches, membership),
+plus msg_id: two receipts of one user at the same ts are two rows, not one held twice (the duplicate
+check judges on these columns). The rest (error text, ...) stay on disk. Counts and latencies come
+from the aggregates."""
 
 
 def _read_schema2(d: Path, warn: Any, window: Window,
@@ -551,7 +553,7 @@ def _validate_events(df: pd.DataFrame, window: Window, tally: Tally,
     longer than the run so far; an error_kind that is not a kind (or set on an ok row); a transport
     that is not polling/websocket.
     dedup: the columns a duplicate is judged on (default all): a schema-2 run loads ROW_COLUMNS only, where
-    ts + user + step already tell one row from another by the argument above.
+    ts + user + step + msg_id tell one row from another by the argument above.
     """
     ts = df["ts"]
     finite = np.isfinite(ts.to_numpy(dtype=float, na_value=np.nan))

@@ -241,3 +241,20 @@ def test_hostile_kept_rows_are_dropped_and_counted(tmp_path: Path) -> None:
     assert sum(v for k, v in got.items() if k.startswith("ts outside")) == 1
     assert got["exact duplicate of an earlier row (file holds rows twice?)"] == 1
     assert len(f.events) == n - 3
+
+
+def test_two_receipts_of_one_user_at_one_ts_are_two_rows_not_a_duplicate(tmp_path: Path) -> None:
+    """Only msg_id tells them apart: judged without it, the run was marked degraded for a row 'held twice'."""
+    from contract.rows import COLUMNS, make_row
+    from tests.synth import simulate
+
+    c = CONFIGS[0]
+    rows, _users = simulate(c)
+    t = float(rows[-1][COLUMNS.index("ts")]) - 3.0
+    extra = [make_row("broadcast_recv", ts=t, user="u-same", room="r", msg_id=m, latency_ms=1.0) for m in ("m1", "m2")]
+    v2 = write_run_v2(tmp_path / "v2", c, RowPolicyConfig(log_all=True),
+                      rows=[*rows, *[tuple(r[k] for k in COLUMNS) for r in extra]])
+    f = load_run(v2)
+    assert not [w for w in f.warnings if "duplicated" in w or "held twice" in w], f.warnings
+    kept = f.events[(f.events["user"].astype(str) == "u-same")]
+    assert len(kept) == 2
