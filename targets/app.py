@@ -15,11 +15,15 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import socketio
 import uvicorn
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from contract.wire import NODE_HEADER
 
@@ -127,9 +131,109 @@ async def _check_redis(url: str) -> None:
         await client.aclose()
 
 
+LAG_PROBE_S = 0.010  # the probe sleeps this long and measures how late it wakes
+LAG_WINDOW_S = 1.0  # the gauge is the p99 of the samples of the last second
+
+
+class LoopLagProbe:
+    """Event-loop lag measured from inside the loop: a task sleeps 10 ms and records how late it wakes.
+
+    Why inside: only the loop knows how long a ready callback waited (a busy node answers
+    /metrics late too, but an outside timer cannot tell lag from network). The gauge is the p99
+    of the last second's samples (about 100), so one long stall in the second shows.
+    """
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, float]] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def ensure_started(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(LAG_PROBE_S)
+            now = time.monotonic()
+            self.samples.append((now, max(0.0, now - t0 - LAG_PROBE_S) * 1000.0))
+            while self.samples and self.samples[0][0] < now - LAG_WINDOW_S:
+                self.samples.popleft()
+
+    def p99_ms(self) -> float:
+        """p99 (nearest rank) of the last second's lags; 0 before the first sample."""
+        now = time.monotonic()
+        lags = sorted(lag for ts, lag in self.samples if ts >= now - LAG_WINDOW_S)
+        if not lags:
+            return 0.0
+        return lags[min(len(lags) - 1, max(0, -(-99 * len(lags) // 100) - 1))]
+
+
+def connected_clients(sio: socketio.AsyncServer) -> int:
+    """The node's own count of connected Socket.IO clients (all namespaces, this process only).
+
+    Read from the manager's room table (every connected sid is in its namespace's None room),
+    which is what python-socketio itself consults; with the Redis manager it is still local.
+    """
+    rooms = getattr(sio.manager, "rooms", {})
+    return sum(len(ns.get(None, ())) for ns in rooms.values())
+
+
+class NodeCollector:
+    """sioscale_clients and sioscale_event_loop_lag_ms, read at scrape time."""
+
+    def __init__(self, sio: socketio.AsyncServer, probe: LoopLagProbe) -> None:
+        self.sio, self.probe = sio, probe
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("sioscale_clients", "connected Socket.IO clients (this node's own count)",
+                                value=connected_clients(self.sio))
+        yield GaugeMetricFamily("sioscale_event_loop_lag_ms", "event-loop lag, p99 over the last second, ms",
+                                value=self.probe.p99_ms())
+
+
+class MetricsApp:
+    """GET /metrics in Prometheus text on the node's own port; 404 for any other non-Socket.IO path.
+
+    The process collector adds prometheus_client's default process_cpu_seconds_total,
+    process_resident_memory_bytes and process_open_fds, so a Prometheus (or `--scrape`) reads a
+    reference node like any python service.
+    """
+
+    def __init__(self, sio: socketio.AsyncServer, probe: LoopLagProbe) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.registry)
+        self.registry.register(NodeCollector(sio, probe))  # type: ignore[arg-type]
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            return
+        ok = scope.get("path") == "/metrics" and scope.get("method") in ("GET", "HEAD")
+        body = generate_latest(self.registry) if ok else b"not found"
+        ctype = b"text/plain; version=0.0.4; charset=utf-8" if ok else b"text/plain"
+        await send({"type": "http.response.start", "status": 200 if ok else 404,
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body if scope.get("method") != "HEAD" else b""})
+
+
+class _StartProbe:
+    """Starts the lag probe on the first ASGI call (lifespan is off: the loop is only ours here)."""
+
+    def __init__(self, app: ASGIApp, probe: LoopLagProbe) -> None:
+        self.app, self.probe = app, probe
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        self.probe.ensure_started()
+        await self.app(scope, receive, send)
+
+
 def build_app(node_id: str, redis_url: str | None = None) -> ASGIApp:
     sio = build_server(node_id, redis_url)
-    return ServedByMiddleware(socketio.ASGIApp(sio), node_id)
+    probe = LoopLagProbe()
+    inner = socketio.ASGIApp(sio, other_asgi_app=MetricsApp(sio, probe))
+    return _StartProbe(ServedByMiddleware(inner, node_id), probe)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,11 @@
 const fs = require("fs");
 const http = require("http");
 const https = require("https");
+const { monitorEventLoopDelay } = require("perf_hooks");
 const { Server } = require("socket.io");
 
 const HEADER = "x-served-by";
+const LAG_RESOLUTION_MS = 10;
 
 function parseArgs(argv) {
   const out = { id: process.env.SIOSCALE_NODE_ID || "n1", host: "127.0.0.1", port: 8001 };
@@ -91,12 +93,76 @@ function stampRawUpgradeAnswers(httpServer, nodeId) {
   });
 }
 
+// Event-loop lag, p99 over the last second: perf_hooks samples the loop every 10 ms; each second
+// the p99 is kept and the histogram reset. The histogram records the whole interval between two
+// samples, so the resolution is taken off: the gauge is how late the loop was, as in app.py.
+function startLagMonitor() {
+  const h = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
+  h.enable();
+  const state = { p99ms: 0 };
+  setInterval(() => {
+    const p99 = h.count > 0 ? h.percentile(99) / 1e6 : LAG_RESOLUTION_MS;
+    state.p99ms = Math.max(0, p99 - LAG_RESOLUTION_MS);
+    h.reset();
+  }, 1000).unref();
+  return state;
+}
+
+function openFds() {
+  try {
+    return fs.readdirSync("/proc/self/fd").length;
+  } catch (_e) {
+    return NaN;
+  }
+}
+
+// GET /metrics, Prometheus text, on the node's own port: the two sioscale gauges plus the
+// process metrics under prom-client's default names (no new dependency for five lines).
+function metricsText(io, lag) {
+  const cpu = process.cpuUsage();
+  const lines = [
+    "# HELP sioscale_clients connected Socket.IO clients (this node's own count)",
+    "# TYPE sioscale_clients gauge",
+    `sioscale_clients ${io.of("/").sockets.size}`,
+    "# HELP sioscale_event_loop_lag_ms event-loop lag, p99 over the last second, ms",
+    "# TYPE sioscale_event_loop_lag_ms gauge",
+    `sioscale_event_loop_lag_ms ${lag.p99ms}`,
+    "# HELP nodejs_eventloop_lag_p99_seconds event-loop lag, p99 over the last second",
+    "# TYPE nodejs_eventloop_lag_p99_seconds gauge",
+    `nodejs_eventloop_lag_p99_seconds ${lag.p99ms / 1000}`,
+    "# HELP process_cpu_seconds_total user and system CPU time",
+    "# TYPE process_cpu_seconds_total counter",
+    `process_cpu_seconds_total ${(cpu.user + cpu.system) / 1e6}`,
+    "# HELP process_resident_memory_bytes resident memory",
+    "# TYPE process_resident_memory_bytes gauge",
+    `process_resident_memory_bytes ${process.memoryUsage.rss()}`,
+    "# HELP process_open_fds open file descriptors",
+    "# TYPE process_open_fds gauge",
+    `process_open_fds ${openFds()}`,
+  ];
+  return lines.join("\n") + "\n";
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const httpServer = args.certfile
     ? https.createServer({ cert: fs.readFileSync(args.certfile), key: fs.readFileSync(args.keyfile) })
     : http.createServer();
-  const io = new Server(httpServer, {
+  // Registered before socket.io attaches: engine.io hands it every request off its own path.
+  let io = null;
+  const lag = startLagMonitor();
+  httpServer.on("request", (req, res) => {
+    if (req.url === "/metrics" && (req.method === "GET" || req.method === "HEAD") && io) {
+      const body = metricsText(io, lag);
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8",
+        "content-length": Buffer.byteLength(body) });
+      res.end(req.method === "HEAD" ? undefined : body);
+    } else {
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end("not found");
+    }
+  });
+  io = new Server(httpServer, {
     cors: { origin: true, credentials: true },
     pingInterval: 25000,
     pingTimeout: 20000,
