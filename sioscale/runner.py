@@ -270,6 +270,29 @@ def _say_deaths(cluster: Any, seen: int, elapsed: float, progress: Progress | No
     return seen + len(fresh)
 
 
+@contextlib.contextmanager
+def _telemetry(cluster: Any, run_dir: Path, run: str, meta: dict[str, Any],
+               cgroup_reader: Callable[[str], Any] | None = None) -> Iterator[None]:
+    """Sample the cluster into RUN_DIR/resources.csv for the duration of the Locust run.
+
+    Telemetry must never fail a run: a sampler that cannot be built or started is recorded in
+    meta.json `telemetry.error` and the run goes on without it. `telemetry` also records what
+    the sampler cost (`cpu_percent` of one core, all its threads), the budget being 1 %.
+    """
+    from targets.telemetry import cluster_sampler
+
+    sampler = None
+    try:
+        sampler = cluster_sampler(cluster, run_dir, run, cgroup_reader=cgroup_reader).start()
+    except Exception as e:  # noqa: BLE001 - no telemetry is a gap in the data, not a failed run
+        meta["telemetry"] = {"error": f"{type(e).__name__}: {e}"}
+    try:
+        yield
+    finally:
+        if sampler is not None:
+            meta["telemetry"] = sampler.stop()
+
+
 def _record_deaths(meta: dict[str, Any], st: run_status.RunStatus, deaths: list[dict[str, Any]]) -> None:
     """Children that died on their own (targets.cluster.Cluster.deaths) go to meta.json `deaths`.
 
@@ -335,8 +358,9 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
                 with _exit_deferred(Cluster(cfg.cluster, workdir=run_dir / "cluster")) as cluster:
                     started.append(cluster)
                     meta["cluster_info"] = cluster.info
-                    meta.update(run_locust(cfg, cluster.info["url"], run_dir, cluster.info.get("ca_file"), progress,
-                                           cluster=cluster))
+                    with _telemetry(cluster, run_dir, cfg.name, meta):
+                        meta.update(run_locust(cfg, cluster.info["url"], run_dir, cluster.info.get("ca_file"),
+                                               progress, cluster=cluster))
             except ClusterError as e:
                 meta["error"] = f"cluster: {e}" if started else f"cluster did not start: {e}"
         if meta.get("error"):
@@ -364,7 +388,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
 # campaign run again into the same reports/NAME) would mix both runs' rows; only these names are
 # removed, so an --out that points at a directory with other files in it loses none of them.
 RUN_FILES = ("meta.json", "events.csv", "eventlog.json", "events.arrows", "events.parquet", "aggregates.arrows",
-             "aggregates.parquet", "delivery.arrows", "delivery.parquet", "generator.csv", "sio_stats.json",
+             "aggregates.parquet", "delivery.arrows", "delivery.parquet", "generator.csv", "resources.csv", "sio_stats.json",
              "locust.json", "locust.log", "locust.out", "locust_stats.csv", "locust_stats_history.csv",
              "locust_failures.csv", "locust_exceptions.csv")
 RUN_DIRS = ("cluster", "report")

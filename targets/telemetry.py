@@ -301,7 +301,8 @@ class Sampler:
         self.ssl_context, self.cgroup_reader = ssl_context, cgroup_reader
         self.interval, self.timeout = interval, timeout
         self.meter, self.rates = _ProcessMeter(), _Rates()
-        self.pool = cf.ThreadPoolExecutor(max_workers=6, thread_name_prefix="sioscale-telemetry")
+        # threads are made on demand; enough that hung endpoints (each held <= timeout) starve no other read
+        self.pool = cf.ThreadPoolExecutor(max_workers=16, thread_name_prefix="sioscale-telemetry")
         self._redis: Any = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -466,10 +467,46 @@ class Sampler:
         return out
 
 
+def cluster_cgroup_reader(cluster: Any) -> CgroupReader | None:
+    """A CgroupReader over the cluster's per-node groups (`Cluster.node_groups`, targets.cgroups), or
+    None when the nodes are not limited.
+
+    Duck-typed on targets.cgroups.NodeGroup (cpu_quota, memory_limit, cpu_stat), so v1 and v2
+    read the same: limits as the kernel holds them, throttling as cumulative counters.
+    """
+    groups = getattr(cluster, "node_groups", None) or {}
+    if not groups:
+        return None
+
+    def read(nid: str) -> dict[str, float] | None:
+        g = groups.get(nid)
+        if g is None:
+            return None
+        out: dict[str, float] = {}
+        quota, period = g.cpu_quota()
+        if quota is not None and period:
+            out["cpu_limit_cores"] = quota / period
+        mem = g.memory_limit()
+        if mem is not None:
+            out["memory_limit_bytes"] = float(mem)
+        st = g.cpu_stat()
+        if "nr_throttled" in st:
+            out["nr_throttled"] = float(st["nr_throttled"])
+        if "throttled_usec" in st:
+            out["throttled_ms"] = st["throttled_usec"] / 1000.0
+        return out
+
+    return read
+
+
 def cluster_sampler(cluster: Any, run_dir: Path, run: str, cgroup_reader: CgroupReader | None = None,
                     interval: float = INTERVAL_S, timeout: float = TIMEOUT_S) -> Sampler:
-    """A Sampler of a started targets.cluster.Cluster, writing RUN_DIR/resources.csv (not started yet)."""
+    """A Sampler of a started targets.cluster.Cluster, writing RUN_DIR/resources.csv (not started yet).
+
+    Without an explicit `cgroup_reader`, the cluster's own node groups are read (when limited).
+    """
     c = cluster.config
+    cgroup_reader = cgroup_reader or cluster_cgroup_reader(cluster)
     haproxy = cluster.workdir / HAPROXY_STATS_SOCKET if c.balancer == "haproxy" else None
     return Sampler(run_dir / RESOURCES_CSV, run, lambda: cluster_targets(cluster),
                    redis_url=cluster.redis_url if c.adapter == "redis" else None,
@@ -478,5 +515,5 @@ def cluster_sampler(cluster: Any, run_dir: Path, run: str, cgroup_reader: Cgroup
 
 
 __all__ = ["HAPROXY_STATS_SOCKET", "INTERVAL_S", "NODE_GAUGES", "REDIS_INFO", "TIMEOUT_S", "CgroupReader",
-           "SampleError", "Sampler", "Target", "cluster_sampler", "cluster_targets", "fetch_metrics",
+           "SampleError", "Sampler", "Target", "cluster_cgroup_reader", "cluster_sampler", "cluster_targets", "fetch_metrics",
            "parse_haproxy_stat", "parse_node_metrics", "redis_cpu_seconds", "redis_rows", "unix_request"]

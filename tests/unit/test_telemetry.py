@@ -274,3 +274,49 @@ def test_python_lag_probe_sees_a_blocked_loop() -> None:
     idle, blocked = asyncio.run(main())
     assert idle < 20
     assert blocked >= 60, blocked
+
+
+def test_runner_hook_records_a_sampler_that_cannot_start_and_lets_the_run_go_on(tmp_path: Path) -> None:
+    from sioscale.runner import _telemetry
+
+    class NoCluster:  # what a half-torn-down cluster looks like to the sampler: no config
+        pass
+
+    meta: dict[str, Any] = {}
+    ran = False
+    with _telemetry(NoCluster(), tmp_path, "r", meta):
+        ran = True
+    assert ran and "AttributeError" in meta["telemetry"]["error"]
+    assert not (tmp_path / "resources.csv").exists()
+
+
+class _FakeGroup:
+    """targets.cgroups.NodeGroup's readers, v1 numbers (throttled_time already in µs)."""
+
+    def __init__(self) -> None:
+        self.throttled = 0
+
+    def cpu_quota(self) -> tuple[int | None, int]:
+        return 25_000, 100_000
+
+    def memory_limit(self) -> int | None:
+        return 512 * 2 ** 20
+
+    def cpu_stat(self) -> dict[str, int]:
+        self.throttled += 1
+        return {"nr_periods": 100 * self.throttled, "nr_throttled": 7 * self.throttled,
+                "throttled_usec": 30_000 * self.throttled}
+
+
+def test_cluster_cgroup_reader_reads_the_node_groups() -> None:
+    class Limited:
+        node_groups = {"n1": _FakeGroup()}
+
+    class Unlimited:
+        node_groups: dict[str, Any] = {}
+
+    assert tm.cluster_cgroup_reader(Unlimited()) is None
+    read = tm.cluster_cgroup_reader(Limited())
+    assert read is not None and read("n2") is None
+    assert read("n1") == {"cpu_limit_cores": 0.25, "memory_limit_bytes": 512.0 * 2 ** 20, "nr_throttled": 7.0,
+                          "throttled_ms": 30.0}
