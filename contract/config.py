@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import math
+import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -58,6 +59,9 @@ class ClusterConfig:
     port: int = 0  # balancer port; 0 picks a free one
     host: str = "127.0.0.1"
     node_header: str = NODE_HEADER
+    # Per-node limits, like Kubernetes `limits` (targets/cgroups.py): CPUs (1.0 = one core) and MiB.
+    node_cpus: float | None = None
+    node_memory_mb: int | None = None
 
     def validate(self) -> ClusterConfig:
         _int("nodes", self.nodes, 1, 64)
@@ -83,7 +87,34 @@ class ClusterConfig:
             raise ConfigError(f"host = {self.host!r}: the local cluster binds loopback (127.0.0.0/8) only, "
                               "an address such as '127.0.0.1'", key="host")
         _str("node_header", self.node_header)
+        _check_node_limits(self.node_cpus, self.node_memory_mb)
         return self
+
+
+MIN_NODE_CPUS = 0.01
+"""The smallest --node-cpus: a CFS quota of 1 ms per 100 ms period, the kernel's minimum."""
+MIN_NODE_MEMORY_MB = 64
+
+
+def machine_cpus() -> int:
+    """The cores this process may run on (its affinity mask), the ceiling of a node's CPU limit."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _check_node_limits(cpus: Any, memory_mb: Any) -> None:
+    """node_cpus in [0.01, the machine's cores], node_memory_mb a whole number >= 64 (or None)."""
+    if cpus is not None:
+        cores = machine_cpus()
+        if not _is_number(cpus) or not MIN_NODE_CPUS <= cpus <= cores:
+            raise ConfigError(f"node_cpus = {cpus!r}: CPUs per node from {MIN_NODE_CPUS} to this machine's "
+                              f"{cores} cores (0.25 = a quarter of a core), or leave it out for no limit",
+                              key="node_cpus")
+    if memory_mb is not None and (not _is_int(memory_mb) or memory_mb < MIN_NODE_MEMORY_MB):
+        raise ConfigError(f"node_memory_mb = {memory_mb!r}: MiB per node, a whole number >= {MIN_NODE_MEMORY_MB} "
+                          "(a node needs more to start), or leave it out for no limit", key="node_memory_mb")
 
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -370,6 +401,10 @@ class RunConfig:
         if url is not None and self.faults:
             raise ConfigError(f"faults need the local cluster; they cannot be applied to --url {url} "
                               "(drop the faults or the url)", key="faults.action", index=0)
+        if url is not None and (cl.node_cpus is not None or cl.node_memory_mb is not None):
+            key = "node_cpus" if cl.node_cpus is not None else "node_memory_mb"
+            raise ConfigError(f"{key}: node limits apply to the local cluster's nodes; they cannot be applied to "
+                              f"--url {url} (drop --node-cpus/--node-memory-mb or the url)", key=key)
         check_faults(self.faults, cl, lo.run_seconds)
         check_source_target(lo.source_range, url or cl.host)
         return self
@@ -423,7 +458,7 @@ _TOP_KEYS = {"name", "description", "cluster", "load", "axes", "thresholds", "fa
 
 
 def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
-    """A stable, file-system safe name for a config: balancer-policy-transports-adapter-server-Nn[-tls]."""
+    """A stable, file-system safe name for a config: balancer-policy-transports-adapter-server-Nn[-tls][-cpuF][-memM]."""
     parts = [
         cluster.balancer,
         cluster.policy,
@@ -434,6 +469,11 @@ def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
     ]
     if cluster.tls:
         parts.append("tls")
+    # limits only when set, so the names of unlimited configs stay what they were
+    if cluster.node_cpus is not None:
+        parts.append(f"cpu{cluster.node_cpus:g}")
+    if cluster.node_memory_mb is not None:
+        parts.append(f"mem{cluster.node_memory_mb}")
     if load.eio == 3:
         parts.append("eio3")
     return "-".join(parts)
@@ -781,9 +821,10 @@ def to_jsonable(obj: Any) -> Any:
 
 __all__ = [
     "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "MAX_SOURCE_ADDRESSES",
-    "NODE_COOKIE", "NODE_HEADER", "POLICIES", "SERVERS", "TRANSPORT_SETS",
+    "MIN_NODE_CPUS", "MIN_NODE_MEMORY_MB", "NODE_COOKIE", "NODE_HEADER", "POLICIES", "SERVERS", "TRANSPORT_SETS",
     "Campaign", "ClusterConfig", "ConfigError", "Fault", "LoadConfig", "RunConfig", "Step", "Thresholds", "TomlLines",
-    "check_faults", "check_source_target", "key_location", "load_campaign", "parse_campaign", "parse_steps_text",
+    "check_faults", "check_source_target", "key_location", "load_campaign", "machine_cpus", "parse_campaign",
+    "parse_steps_text",
     "run_name", "source_range_bounds", "step_plan", "to_jsonable", "toml_key_lines",
 ]
 """The public names (the contract.config shim re-exports exactly these)."""

@@ -7,11 +7,14 @@ disagree about what "not given" means.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from contract.config import (
     ADAPTERS,
     BALANCERS,
+    MIN_NODE_MEMORY_MB,
     SERVERS,
+    Campaign,
     ClusterConfig,
     LoadConfig,
     _transports,
@@ -39,6 +42,35 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--host", default=_C.host, help=f"loopback address the cluster binds (default {_C.host})")
     g.add_argument("--redis-url", default=None,
                    help="use this Redis instead of starting one (implies --adapter redis)")
+    add_limit_args(g)
+
+
+def add_limit_args(g: argparse._ActionsContainer) -> None:
+    """--node-cpus / --node-memory-mb: per-node limits in a cgroup, like Kubernetes `limits` (None: unlimited).
+
+    Separate from add_cluster_args so a command without the other cluster flags (`campaign`,
+    where they override the file's [cluster] keys: override_limits) takes the same two flags.
+    """
+    g.add_argument("--node-cpus", type=float, default=None, metavar="F",
+                   help="CPU limit per node in cores (0.25 = a quarter of a core; a cgroup CPU quota; needs root)")
+    g.add_argument("--node-memory-mb", type=int, default=None, metavar="M",
+                   help=f"memory limit per node in MiB (>= {MIN_NODE_MEMORY_MB}; a cgroup memory limit, "
+                        "an OOM kill is recorded as reason 'oom'; needs root)")
+
+
+def override_limits(camp: Campaign, a: argparse.Namespace) -> Campaign:
+    """A campaign with --node-cpus / --node-memory-mb applied to its [cluster], replacing an axis of that key.
+
+    Why replace the axis: a flag is the user's explicit choice for this invocation; keeping an
+    [axes] node_cpus beside it would run the same cell several times under one name.
+    """
+    given = {k: v for k, v in (("node_cpus", getattr(a, "node_cpus", None)),
+                               ("node_memory_mb", getattr(a, "node_memory_mb", None))) if v is not None}
+    if not given:
+        return camp
+    cluster = replace(camp.cluster, **given).validate()
+    axes = {k: v for k, v in camp.axes.items() if k not in given}
+    return replace(camp, cluster=cluster, axes=axes)
 
 
 def cluster_from_args(a: argparse.Namespace) -> ClusterConfig:
@@ -52,6 +84,7 @@ def cluster_from_args(a: argparse.Namespace) -> ClusterConfig:
     return ClusterConfig(
         nodes=a.nodes, balancer=a.balancer, policy=policy, adapter=adapter, server=a.server,
         tls=a.tls, port=a.port, host=a.host, redis_url=a.redis_url,
+        node_cpus=a.node_cpus, node_memory_mb=a.node_memory_mb,
     ).validate()
 
 

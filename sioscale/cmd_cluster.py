@@ -25,9 +25,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "cluster",
         help="run a local Socket.IO cluster (nodes + balancer [+ Redis]) until Ctrl-C",
         description="Start N reference Socket.IO nodes behind a real balancer on 127.0.0.1, print one "
-        "JSON line (url, nodes, balancer, policy, adapter, server, tls, redis_url, ca_file) and block "
-        "until Ctrl-C or SIGTERM, which stop every child. A child that dies on its own is reported as one "
-        "JSON line {\"death\": {...}} and its logs are kept; the rest keep running while the URL can be served.",
+        "JSON line (url, nodes, balancer, policy, adapter, server, tls, redis_url, ca_file, node_limits) and "
+        "block until Ctrl-C or SIGTERM, which stop every child. A child that dies on its own is reported as one "
+        "JSON line {\"death\": {...}} (reason \"oom\" for a node OOM-killed under --node-memory-mb) and its "
+        "logs are kept; the rest keep running while the URL can be served. --node-cpus / --node-memory-mb run "
+        "each node in its own cgroup (v1 or v2, needs root), removed at exit.",
     )
     _add_arguments(p)
     p.set_defaults(func=main)

@@ -25,7 +25,8 @@ from typing import Any
 
 from contract.config import ClusterConfig, ConfigError
 from targets import probe, render
-from targets.procs import Child, free_port, port_is_free, stop_all, wait_port_free
+from targets.cgroups import CgroupError, Layout, NodeGroup, NodeLimits, detect, make_groups, sweep_leftovers
+from targets.procs import Child, ChildStartError, free_port, port_is_free, stop_all, wait_port_free
 from targets.tls import TLSFiles, make_tls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +118,14 @@ class Cluster:
         self._reported: list[Any] = []  # the Popen objects already recorded (a restarted node has a new one)
         self._started = False
         self._ssl_context: ssl.SSLContext | None = None
+        # Per-node CPU/memory limits (--node-cpus, --node-memory-mb): one cgroup per node, made at
+        # start() before any node runs. `node_groups` is what a telemetry sampler reads
+        # (NodeGroup.cpu_stat(), .memory_usage(), .oom_kills()); empty without limits.
+        self.limits = NodeLimits(config.node_cpus, config.node_memory_mb)
+        self.cgroup_layout: Layout | None = None
+        self.node_groups: dict[str, NodeGroup] = {}
+        self._oom_base: dict[str, int | None] = {}  # each node's group oom_kill count when it (re)started
+        self.cgroup_leftovers: list[str] = []  # groups of a dead supervisor removed at start
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> Cluster:
@@ -145,6 +154,7 @@ class Cluster:
 
     def _start_all(self) -> None:
         c = self.config
+        self._make_cgroups()  # limits asked for but no cgroups: the error comes before anything runs
         # Resolve every binary before starting anything: a missing one is the most common error.
         if c.server == "node":
             problem = node_server_problem()
@@ -168,7 +178,7 @@ class Cluster:
         for i, nid in enumerate(self.node_ids):
             port = c.port if (c.balancer == "none" and i == 0 and c.port) else free_port(c.host)
             self.nodes[nid] = self._make_node(nid, port)
-            self.nodes[nid].start()
+            self._launch_node(nid)
         for nid in self.node_ids:
             self._await_node(nid, retry_port=not (c.balancer == "none" and nid == "n1" and c.port))
         if c.balancer != "none":
@@ -185,13 +195,15 @@ class Cluster:
         stop_all(children)
         leaked = [f"{ch.name}:{ch.port}" for ch in children
                   if ch.port and not wait_port_free(ch.port, self.config.host, timeout=3.0)]
+        leaked += [f"cgroup {p}" for g in self.node_groups.values() for p in g.remove()]  # after the processes
         # nothing to diagnose without logs; a recorded death points at its log, which must stay
         keep = (keep_workdir or bool(self.deaths)) and any(self.workdir.glob("*.log"))
         if self._own_workdir and self._started and not leaked and not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if leaked and raise_on_leak:
-            raise ClusterError(f"ports still bound after stop: {', '.join(leaked)}; "
-                               "another program holds them -- check with `ss -ltnp`")
+            raise ClusterError(f"ports or cgroups still in use after stop: {', '.join(leaked)}; "
+                               "another program holds them -- check with `ss -ltnp` (ports) or the "
+                               "group's cgroup.procs")
 
     # --------------------------------------------------------------------- info
     @property
@@ -230,7 +242,16 @@ class Cluster:
             "redis_url": self.redis_url,
             "ca_file": str(self.tls.ca_file) if self.tls else None,
             "workdir": str(self.workdir),
+            "node_limits": self._limits_info(),
         }
+
+    def _limits_info(self) -> dict[str, Any] | None:
+        """The per-node limits and where they live: {cpus, memory_mb, cgroup_version, groups}; None: unlimited."""
+        if not self.limits.any():
+            return None
+        return {"cpus": self.limits.cpus, "memory_mb": self.limits.memory_mb,
+                "cgroup_version": self.cgroup_layout.version if self.cgroup_layout else None,
+                "groups": {nid: [str(p) for p in g.paths] for nid, g in self.node_groups.items()}}
 
     def dead(self) -> list[str]:
         """Names of children that should be running but are not (a crashed node, a dead balancer)."""
@@ -254,7 +275,8 @@ class Cluster:
             if ch.proc is None or ch.alive() or any(ch.proc is p for p in self._reported):
                 continue
             self._reported.append(ch.proc)
-            new.append(_death_record(kind, nid, ch))
+            group = self.node_groups.get(nid) if nid is not None else None
+            new.append(_death_record(kind, nid, ch, group, self._oom_base.get(nid or "")))
         if new:
             self.deaths.extend(new)
             with contextlib.suppress(OSError):  # the record in memory stands even if the disk is full
@@ -299,7 +321,7 @@ class Cluster:
         self.check_deaths()  # record the crash before a restart replaces the process
         if ch.alive():
             raise ClusterError(f"node {node_id} is already running (pid {ch.pid})")
-        ch.start()
+        self._launch_node(node_id)
         self._await_node(node_id, retry_port=False)
 
     def stop_redis(self) -> None:
@@ -352,8 +374,35 @@ class Cluster:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        group = self.node_groups.get(nid)
         return Child(name=f"node {nid}", argv=argv, log_path=self.workdir / f"node-{nid}.log",
-                     port=port, env=env, cwd=str(ROOT))
+                     port=port, env=env, cwd=str(ROOT),
+                     cgroup_procs=tuple(group.procs_files()) if group else ())
+
+    def _launch_node(self, nid: str) -> None:
+        """Start node `nid`'s process (inside its cgroup, if limited), noting its group's OOM count first."""
+        group = self.node_groups.get(nid)
+        if group is not None:
+            self._oom_base[nid] = group.oom_kills()
+        try:
+            self.nodes[nid].start()
+        except ChildStartError as e:
+            raise ClusterError(str(e)) from None
+
+    def _make_cgroups(self) -> None:
+        """One limited cgroup per node (targets.cgroups), after removing a SIGKILLed supervisor's leftovers.
+
+        Nothing to do without limits. Cgroups that cannot be had are a ClusterError naming why and
+        the fix, raised before any child starts.
+        """
+        if not self.limits.any():
+            return
+        try:
+            self.cgroup_layout = detect(cpu=self.limits.cpus is not None, memory=self.limits.memory_mb is not None)
+            self.cgroup_leftovers = sweep_leftovers(self.cgroup_layout)
+            self.node_groups = make_groups(self.cgroup_layout, self.node_ids, self.limits)
+        except CgroupError as e:
+            raise ClusterError(str(e)) from None
 
     def _await_node(self, nid: str, retry_port: bool) -> None:
         for _attempt in range(_PORT_RETRIES):
@@ -367,7 +416,7 @@ class Cluster:
             if retry_port and not ch.alive() and _port_clash(ch):
                 # Another engineer's process took the port between our pick and the bind: re-pick.
                 self.nodes[nid] = self._make_node(nid, free_port(self.config.host))
-                self.nodes[nid].start()
+                self._launch_node(nid)
                 continue
             raise self._start_failure(ch, NODE_READY_S, f"run `{' '.join(ch.argv)}` by hand to see why")
         raise ClusterError(f"node {nid}: no free port after {_PORT_RETRIES} tries; free some ports and retry")
@@ -463,6 +512,11 @@ class Cluster:
         tail = ch.log_tail()
         if not ch.alive():
             rc = ch.returncode()
+            nid = next((n for n, c in self.nodes.items() if c is ch), "")
+            group = self.node_groups.get(nid)
+            if group is not None and rc == -signal.SIGKILL and _oom_killed(group, self._oom_base.get(nid)):
+                return ClusterError(f"{ch.name} was OOM-killed during start under its {group.limits.memory_mb} MiB "
+                                    f"memory limit (log: {ch.log_path}); raise --node-memory-mb (node_memory_mb)")
             if _port_clash(ch):
                 return ClusterError(f"{ch.name}: port {ch.port} is in use: choose another port (or 0 for a free one)")
             return ClusterError(f"{ch.name} exited with code {rc} during start: {tail or 'no output'} "
@@ -475,21 +529,48 @@ class Cluster:
             raise ClusterError(f"{ch.name} stopped but port {ch.port} is still bound: check with `ss -ltnp`")
 
 
-def _death_record(kind: str, nid: str | None, ch: Child) -> dict[str, Any]:
-    """One death as JSON: the exit status split the way a reader asks (code, or signal by name)."""
+def _death_record(kind: str, nid: str | None, ch: Child, group: NodeGroup | None = None,
+                  oom_base: int | None = None) -> dict[str, Any]:
+    """One death as JSON: the exit status split the way a reader asks (code, or signal by name).
+
+    `reason` is "oom" when the node's cgroup says the kernel OOM-killed it under its memory
+    limit (see _oom_killed), else null.
+    """
     rc = ch.returncode()
     sig = None
     if rc is not None and rc < 0:
         with contextlib.suppress(ValueError):
             sig = signal.Signals(-rc).name
         sig = sig or f"signal {-rc}"
-    return {"kind": kind, "node": nid, "name": ch.name, "pid": ch.pid,
-            "exit_code": rc if rc is not None and rc >= 0 else None, "signal": sig,
-            "ts": time.time(), "log": str(ch.log_path), "log_tail": ch.log_lines(10)}
+    oom = rc == -signal.SIGKILL and group is not None and _oom_killed(group, oom_base)
+    record = {"kind": kind, "node": nid, "name": ch.name, "pid": ch.pid,
+              "exit_code": rc if rc is not None and rc >= 0 else None, "signal": sig,
+              "reason": "oom" if oom else None,
+              "ts": time.time(), "log": str(ch.log_path), "log_tail": ch.log_lines(10)}
+    if oom and group is not None:
+        record["memory_limit_mb"] = group.limits.memory_mb
+    return record
+
+
+def _oom_killed(group: NodeGroup, base: int | None) -> bool:
+    """Whether a SIGKILLed node was the OOM killer's: its group's oom_kill count rose since it started.
+
+    A kernel without that counter (v1 before 4.13): the group hit its limit (failcnt / events max)
+    or its peak usage reached the limit; a hint, but far better than a mystery SIGKILL.
+    """
+    kills = group.oom_kills()
+    if kills is not None:
+        return kills > (base or 0)
+    limit, peak, hits = group.memory_limit(), group.memory_peak(), group.limit_hits()
+    return bool(hits) or (limit is not None and peak is not None and peak >= 0.95 * limit)
 
 
 def how_died(d: dict[str, Any]) -> str:
-    """A death record (check_deaths) in words: 'killed by SIGKILL' or 'exit code 7'."""
+    """A death record (check_deaths) in words: 'killed by SIGKILL', 'exit code 7' or the OOM kill."""
+    if d.get("reason") == "oom":
+        limit = d.get("memory_limit_mb")
+        return f"OOM-killed under its {limit} MiB memory limit ({d.get('signal')})" if limit else \
+            f"OOM-killed ({d.get('signal')})"
     return f"killed by {d['signal']}" if d.get("signal") else f"exit code {d.get('exit_code')}"
 
 

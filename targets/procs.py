@@ -20,12 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.pdeathsig import die_with_parent
+from targets.cgroups import attach_self
 
 
-def _child_setup(pdeathsig: bool, parent_pid: int) -> None:
-    # Runs in the child between fork and exec. PDEATHSIG fires when the *thread* that forked
-    # dies, so it is only armed for children started from the main thread. die_with_parent also
-    # covers a supervisor SIGKILLed between the fork and this call (the child then ends itself).
+class ChildStartError(RuntimeError):
+    """A child that could not be set up before exec (e.g. it could not join its cgroup)."""
+
+
+def _child_setup(pdeathsig: bool, parent_pid: int, cgroup_procs: tuple[str, ...] = ()) -> None:
+    # Runs in the child between fork and exec. The cgroup comes first: the program must never
+    # run a single instruction outside its limits (an exception here aborts the exec).
+    # PDEATHSIG fires when the *thread* that forked dies, so it is only armed for children
+    # started from the main thread. die_with_parent also covers a supervisor SIGKILLed between
+    # the fork and this call (the child then ends itself).
+    if cgroup_procs:
+        attach_self(list(cgroup_procs))
     if pdeathsig:
         die_with_parent(parent_pid)
 
@@ -40,6 +49,8 @@ class Child:
     port: int | None = None
     env: dict[str, str] | None = None
     cwd: str | None = None
+    # cgroup.procs files the child writes its own pid into before exec (targets.cgroups.NodeGroup)
+    cgroup_procs: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -47,8 +58,10 @@ class Child:
         return self.proc.pid if self.proc else None
 
     def start(self) -> None:
+        """Spawn the child; ChildStartError when its setup (cgroup) failed, so it never ran."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # handed to the child, closed below
+        setup = _make_setup(threading.current_thread() is threading.main_thread(), os.getpid(), self.cgroup_procs)
         try:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -58,8 +71,14 @@ class Child:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_make_setup(threading.current_thread() is threading.main_thread(), os.getpid()),
+                preexec_fn=setup,
             )
+        except subprocess.SubprocessError as e:
+            # Popen only says "Exception occurred in preexec_fn"; name what the setup was doing.
+            if not self.cgroup_procs:
+                raise
+            raise ChildStartError(f"{self.name} could not join its cgroup ({', '.join(self.cgroup_procs)}) "
+                                  f"before exec: {e}; run as root with the cgroup controllers writable") from None
         finally:
             log.close()
 
@@ -96,8 +115,8 @@ class Child:
         return rows[-lines:] if lines > 0 else []
 
 
-def _make_setup(pdeathsig: bool, parent_pid: int):  # returns a closure for Popen
-    return lambda: _child_setup(pdeathsig, parent_pid)
+def _make_setup(pdeathsig: bool, parent_pid: int, cgroup_procs: tuple[str, ...] = ()):  # a closure for Popen
+    return lambda: _child_setup(pdeathsig, parent_pid, cgroup_procs)
 
 
 def stop_all(children: list[Child], grace: float = 2.0) -> None:

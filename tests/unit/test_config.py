@@ -214,3 +214,64 @@ def test_label_keys_are_the_labels_of_a_run_config() -> None:
     from contract.config import LABEL_KEYS, ClusterConfig, LoadConfig, RunConfig
 
     assert tuple(RunConfig("x", ClusterConfig(), LoadConfig()).labels()) == LABEL_KEYS
+
+
+# ---------------------------------------------------------------- node limits (issue 12)
+def test_node_limits_are_validated_with_the_key_named() -> None:
+    from contract.config import machine_cpus
+
+    assert ClusterConfig(node_cpus=0.25, node_memory_mb=64).validate().node_cpus == 0.25
+    assert ClusterConfig(node_cpus=machine_cpus()).validate()  # a whole machine is allowed
+    for bad, key in [
+        (dict(node_cpus=0), "node_cpus"), (dict(node_cpus=-1.0), "node_cpus"), (dict(node_cpus=0.001), "node_cpus"),
+        (dict(node_cpus=machine_cpus() + 0.5), "node_cpus"), (dict(node_cpus="1"), "node_cpus"),
+        (dict(node_cpus=True), "node_cpus"), (dict(node_cpus=float("inf")), "node_cpus"),
+        (dict(node_memory_mb=63), "node_memory_mb"), (dict(node_memory_mb=512.0), "node_memory_mb"),
+        (dict(node_memory_mb="512"), "node_memory_mb"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{key} = ") as e:
+            ClusterConfig(**bad).validate()
+        assert e.value.key == key
+
+
+def test_node_limits_in_a_campaign_and_as_axes() -> None:
+    camp = parse_campaign('name = "cap"\n[cluster]\nnodes = 1\nnode_memory_mb = 256\n'
+                          '[axes]\nnode_cpus = [0.25, 0.5, 1]\n')
+    runs = camp.runs()
+    assert [r.cluster.node_cpus for r in runs] == [0.25, 0.5, 1]
+    assert all(r.cluster.node_memory_mb == 256 for r in runs)
+    assert [r.name.split("-")[-2:] for r in runs] == [["cpu0.25", "mem256"], ["cpu0.5", "mem256"], ["cpu1", "mem256"]]
+    assert run_name(ClusterConfig(), LoadConfig()) == "haproxy-cookie-poll+ws-memory-python-3n"  # unlimited: unchanged
+    with pytest.raises(ConfigError, match=r"^<campaign>:5: node_cpus = 0\.0: CPUs per node"):
+        parse_campaign('name = "cap"\n[cluster]\nnodes = 1\n[axes]\nnode_cpus = [0.5, 0.0]\n')
+    with pytest.raises(ConfigError, match=r"^<campaign>:3: node_memory_mb = 10: MiB per node"):
+        parse_campaign('name = "cap"\n[cluster]\nnode_memory_mb = 10\n')
+
+
+def test_node_limits_refused_against_an_external_url() -> None:
+    from contract.config import RunConfig
+
+    cfg = RunConfig("x", ClusterConfig(node_cpus=0.5), LoadConfig())
+    with pytest.raises(ConfigError, match="node_cpus: node limits apply to the local cluster"):
+        cfg.validate(url="http://127.0.0.1:9")
+    assert cfg.validate() is cfg
+
+
+def test_limit_flags_on_cluster_run_and_as_campaign_overrides() -> None:
+    import argparse
+
+    from sioscale.cliargs import add_cluster_args, add_limit_args, cluster_from_args, override_limits
+
+    p = argparse.ArgumentParser()
+    add_cluster_args(p)
+    assert cluster_from_args(p.parse_args([])).node_cpus is None
+    c = cluster_from_args(p.parse_args(["--node-cpus", "0.5", "--node-memory-mb", "128"]))
+    assert (c.node_cpus, c.node_memory_mb) == (0.5, 128)
+    with pytest.raises(ConfigError, match="node_memory_mb = 32"):
+        cluster_from_args(p.parse_args(["--node-memory-mb", "32"]))
+    camp = parse_campaign('name = "cap"\n[cluster]\nnodes = 1\n[axes]\nnode_cpus = [0.25, 0.5]\nnodes = [1, 2]\n')
+    q = argparse.ArgumentParser()
+    add_limit_args(q)
+    assert override_limits(camp, q.parse_args([])) is camp
+    runs = override_limits(camp, q.parse_args(["--node-cpus", "1"])).runs()
+    assert [(r.cluster.node_cpus, r.cluster.nodes) for r in runs] == [(1, 1), (1, 2)]  # the axis gave way
