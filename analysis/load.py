@@ -25,6 +25,7 @@ import pandas as pd
 
 from contract.config import LABEL_KEYS
 from contract.eventfiles import AGGREGATES, DELIVERY, EVENTS
+from contract.resources import COMPONENTS, METRICS, RESOURCE_COLUMNS, RESOURCES_CSV, is_warning
 from contract.rows import COLUMNS, ERROR_KINDS, GENERATOR_COLUMNS, STEPS
 
 from . import runfiles
@@ -89,6 +90,9 @@ class Frames:
     delivery: pd.DataFrame = field(default_factory=lambda: empty_delivery())
     """Broadcast delivery per send second (config + contract.eventfiles.DELIVERY_TYPES), schema-2 runs only;
     a schema-1 run's delivery is computed from its rows (metrics.broadcast_delivery)."""
+    resources: pd.DataFrame = field(default_factory=lambda: empty_resources())
+    """The system under test's telemetry (resources.csv, contract/resources.py): config, ts, component, id,
+    metric, value; sampler warning rows kept as metric "warning:<kind>". Empty for runs made before it existed."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,13 @@ def empty_generator() -> pd.DataFrame:
                          "cpu_percent": pd.Series(dtype=float), "users": pd.Series(dtype=float)})
 
 
+def empty_resources() -> pd.DataFrame:
+    """A resources frame with the right columns and no rows."""
+    return pd.DataFrame({"config": pd.Series(dtype=str), "ts": pd.Series(dtype=float),
+                         "component": pd.Series(dtype=str), "id": pd.Series(dtype=str),
+                         "metric": pd.Series(dtype=str), "value": pd.Series(dtype=float)})
+
+
 def config_label(value: Any) -> str:
     """A config value as the string shown in tables and used as a category (transports joined by '+')."""
     if isinstance(value, list | tuple):
@@ -258,10 +269,13 @@ def load_run(run_dir: str | Path) -> Frames:
     sio = _read_json(d / "sio_stats.json", w, required=False)
     gen = read_generator(d / "generator.csv", w, window, Tally(w, "generator.csv", issues))
     gen.insert(0, "config", name)
+    res = read_resources(d / RESOURCES_CSV, w, window, Tally(w, RESOURCES_CSV, issues))
+    res.insert(0, "config", name)
     return Frames(events=events, runs=runs, locust_stats=stats, locust_history=history,
                   locust_failures=failures, locust_exceptions=exceptions, locust_json=ljson,
                   meta={name: meta}, sio_stats={name: sio} if sio else {}, warnings=warn, generator=gen,
-                  data_issues=[{"config": name, **i} for i in issues], aggregates=cells, delivery=delivery)
+                  data_issues=[{"config": name, **i} for i in issues], aggregates=cells, delivery=delivery,
+                  resources=res)
 
 
 def _label(df: pd.DataFrame, name: str, labels: dict[str, str]) -> pd.DataFrame:
@@ -315,6 +329,7 @@ def load_runs(run_dirs: list[str | Path] | tuple[str | Path, ...]) -> Frames:
         generator=_concat([p.generator for p in parts]) if any(len(p.generator) for p in parts) else empty_generator(),
         aggregates=_concat_categorical([p.aggregates for p in parts]),
         delivery=_concat_categorical([p.delivery for p in parts]),
+        resources=_concat([p.resources for p in parts]) if any(len(p.resources) for p in parts) else empty_resources(),
     )
     for p in parts:
         out.meta.update(p.meta)
@@ -699,6 +714,92 @@ def read_generator(path: Path, warn: Any, window: Window | None = None, tally: T
     return out[~dup].sort_values(["ts", "worker"], kind="stable").reset_index(drop=True)
 
 
+def read_resources(path: Path, warn: Any, window: Window | None = None, tally: Tally | None = None) -> pd.DataFrame:
+    """resources.csv → ts, component, id, metric, value; what cannot be a sample is dropped and counted.
+
+    Why as events.csv: the sampler's file is cut by a SIGKILL like any other, and a hand-edited or
+    foreign file must not cost the report; every drop is one counted reason on the first screen.
+    A missing file is not a warning (runs made before issue 12, or a run without the sampler).
+    Sampler warning rows ("warning:<kind>") are kept and said once, counted per component and kind.
+    """
+    empty = empty_resources().drop(columns=["config"])
+    if not path.exists():
+        return empty
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        warn(f"{RESOURCES_CSV} cannot be read: {e.strerror}")
+        return empty
+    if not raw.strip():
+        warn(f"{RESOURCES_CSV} is empty")
+        return empty
+    if not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        warn(f"{RESOURCES_CSV}: last line was cut off (run killed while writing?); dropped it")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, on_bad_lines="warn",
+                             encoding_errors="replace")
+    except (ValueError, pd.errors.ParserError) as e:
+        warn(f"{RESOURCES_CSV} cannot be parsed ({str(e).splitlines()[0]}); ignored")
+        return empty
+    missing = [c for c in RESOURCE_COLUMNS if c != "run" and c not in df.columns]
+    if missing:
+        warn(f"{RESOURCES_CSV}: missing column(s) {', '.join(missing)} (not the ts,run,component,id,metric,value "
+             "file of contract/resources.py); ignored")
+        return empty
+    tally = tally or Tally(warn, RESOURCES_CSV)
+    tally.drop("row", "line with a wrong number of fields", sum(str(x.message).count("Skipping line") for x in caught))
+    out = _resource_rows(df, window, tally)
+    _say_sampler_warnings(out, warn)
+    return out
+
+
+def _resource_rows(df: pd.DataFrame, window: Window | None, tally: Tally) -> pd.DataFrame:
+    """The valid samples of a parsed resources.csv (text columns), the rest counted per reason."""
+    out = pd.DataFrame({"ts": pd.to_numeric(df["ts"], errors="coerce"), "component": df["component"].astype(str),
+                        "id": df["id"].astype(str), "metric": df["metric"].astype(str),
+                        "value": pd.to_numeric(df["value"], errors="coerce")})
+    lo, hi = (window.lo, window.hi) if window else (-math.inf, math.inf)
+    ts, v, metric = out["ts"], out["value"], out["metric"]
+    warn_row = metric.map(is_warning).astype(bool)
+    header = (df[list(RESOURCE_COLUMNS[:1])] == "ts").all(axis=1) & (out["component"] == "component")
+    checks = [
+        ("row", "repeated header line (files concatenated?)", header),
+        ("ts", "ts not a number", ts.isna()),
+        ("ts", "ts infinite" if window is None else f"ts infinite or outside {window.label}",
+         ~np.isfinite(ts.fillna(0)) | (ts < lo) | (ts > hi)),
+        ("component", f"component not one of {', '.join(COMPONENTS)}", ~out["component"].isin(COMPONENTS)),
+        ("metric", "metric not one of contract.resources.METRICS (nor a warning)", ~(metric.isin(METRICS) | warn_row)),
+        ("id", "empty id", out["id"].str.strip() == ""),
+        ("value", "value not a finite number", v.isna() | ~np.isfinite(v.fillna(0))),
+        ("value", "negative value (every metric is a level ≥ 0)", v < 0),
+    ]
+    bad = pd.Series(False, index=out.index)
+    for col, reason, mask in checks:
+        mask = mask.fillna(False).astype(bool)
+        tally.drop(col, reason, int((mask & ~bad).sum()))
+        bad |= mask
+    out = out[~bad]
+    dup = out.duplicated(["ts", "component", "id", "metric"])  # one sample per metric per second: a repeat is a copy
+    tally.drop("row", "duplicate sample (same ts, component, id and metric)", int(dup.sum()))
+    out = out[~dup]
+    tally.flush(rows=len(out))
+    return out.sort_values(["ts", "component", "id", "metric"], kind="stable").reset_index(drop=True)
+
+
+def _say_sampler_warnings(res: pd.DataFrame, warn: Any) -> None:
+    """One line for the sampler's own warning rows: a sample it could not take is a gap in the figures."""
+    w = res[res["metric"].map(is_warning).astype(bool)] if len(res) else res
+    if not len(w):
+        return
+    counts = w.groupby(["component", "id", "metric"], sort=True).size()
+    parts = [f"{c}/{i} {m.split(':', 1)[1]} ×{n}" for (c, i, m), n in counts.items()]
+    warn(f"{RESOURCES_CSV}: the sampler could not take {int(counts.sum())} sample(s) ("
+         + ", ".join(parts[:8]) + (" …" if len(parts) > 8 else "") + "); the resource figures have gaps there")
+
+
 def _validate_history(h: pd.DataFrame, window: Window, tally: Tally) -> pd.DataFrame:
     """locust_stats_history.csv rows with an impossible Timestamp or User Count dropped (they place and
     size the capacity stages); the other columns are Locust's own and shown as they are."""
@@ -843,6 +944,8 @@ def _rename(p: Frames, new: str) -> None:
             df["config"] = new
     if "config" in p.generator:
         p.generator["config"] = new
+    if "config" in p.resources:
+        p.resources["config"] = new
     p.meta = {new: p.meta.get(old, {})}
     p.sio_stats = {new: p.sio_stats[old]} if old in p.sio_stats else {}
 

@@ -223,3 +223,31 @@ def capacity(stats: pd.DataFrame, fit: USLFit | None, knee_users: float | None, 
     a2.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     return to_svg(fig)
+
+
+def node_resources(ot: pd.DataFrame, title: str) -> str | None:
+    """Per node over time: CPU % (100 = one core), RSS (MiB) and event-loop lag p99 (ms), a line per node.
+
+    ot: analysis.resources.over_time (id, metric, t, value). Panels without samples are left out.
+    """
+    if ot is None or not len(ot):
+        return None
+    ot = _finite(ot)
+    panels = [(m, lab) for m, lab in (("cpu_percent", "CPU % (100 = one core)"), ("rss_bytes", "RSS MiB"),
+                                      ("event_loop_lag_ms", "event-loop lag p99 ms")) if (ot["metric"] == m).any()]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 1.7 * len(panels) + 0.6), sharex=True, squeeze=False)
+    ids = sorted(ot["id"].unique())
+    for ax, (metric, label) in zip(axes[:, 0], panels, strict=True):
+        d = ot[ot["metric"] == metric]
+        for i, n in enumerate(ids):
+            g = d[d["id"] == n].sort_values("t")
+            if len(g):
+                y = g["value"] / 2**20 if metric == "rss_bytes" else g["value"]
+                ax.plot(g["t"], y, color=PALETTE[i % len(PALETTE)], label=str(n), linewidth=1)
+        ax.set_ylabel(label, fontsize=8)
+    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    axes[-1, 0].set_xlabel("seconds since start")
+    fig.suptitle(f"Nodes' resources — {_short([title], 60)[0]}", fontsize=9)
+    return to_svg(fig)

@@ -27,6 +27,7 @@ from . import aggregates as A
 from . import capacity as C
 from . import metrics as M
 from . import plots as P
+from . import resources as R
 from .load import CONFIG_KEYS, Frames, load_runs
 from .summary import (
     SCHEMA,
@@ -100,6 +101,7 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[Con
     m = _metrics(frames, thresholds)
     configs: list[ConfigEntry] = []
     cap_figs: dict[str, str] = {}
+    res_figs: dict[str, str] = {}
     figures: dict[str, str | None] = {}
     for _, r in frames.runs.iterrows():
         entry, stats, fit = _config_entry(frames, m, r, thresholds)
@@ -107,6 +109,12 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[Con
         if stats is not None and len(stats):
             cap_figs[name] = f"capacity-{_slug(name)}"
             figures[cap_figs[name]] = P.capacity(stats, fit, entry.capacity.get("users"), name)
+        if entry.resources:
+            res = frames.resources[frames.resources["config"] == name]
+            key = f"resources-{_slug(name)}"
+            figures[key] = P.node_resources(R.over_time(res, _first_ts(frames.runs).get(name)), name)
+            if figures[key]:
+                res_figs[name] = key
         configs.append(entry)
     figures.update(_overview_figures(frames, m))
     summary = ConfigSummary(
@@ -118,7 +126,9 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[Con
         thresholds=thresholds,
         warnings=list(frames.warnings),
     )
-    return summary, _tables(m, [c.to_json() for c in configs], cap_figs), figures
+    tables = _tables(m, [c.to_json() for c in configs], cap_figs)
+    tables["resources_fig"] = res_figs
+    return summary, tables, figures
 
 
 def _metrics(frames: Frames, thresholds: dict[str, float]) -> _Metrics:
@@ -192,8 +202,12 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
     entry.first_failure = _first_failure_section(m.ff, name)
     gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
     entry.generator = C.generator_summary(gen)
-    cap, stats, fit = _capacity(frames, name, frames.events, cfg_block, thresholds, entry.imbalance, m.cells)
-    entry.capacity = cap
+    cap, stats, fit, found = _capacity(frames, name, frames.events, cfg_block, thresholds, entry.imbalance, m.cells)
+    res = frames.resources[frames.resources["config"] == name] if len(frames.resources) else None
+    cfg_cells = m.cells[m.cells["config"] == name] if len(m.cells) else m.cells
+    added, entry.resources = R.analyse(res, meta, found.get("windows"), stats, found.get("knee"), found.get("plan"),
+                                       cfg_cells, frames.events[frames.events["config"] == name], _int(cfg_block.nodes) or 1)
+    entry.capacity = {**cap, **added}
     entry.redis_vs_memory = _redis_vs_memory_section(m.adapters, name)
     # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
     entry.faults = [{k: f.get(k) for k in ("at", "action", "target", "error")}
@@ -299,6 +313,8 @@ def _tables(m: _Metrics, configs: list[dict[str, Any]], cap_figs: dict[str, str]
         "assumptions": C.NODES_NEEDED_ASSUMPTIONS,
         "targets": TARGET_USERS,
         "generator_saturated": C.GENERATOR_SATURATED,
+        "bounds": {"cpu_share": R.CPU_BOUND_SHARE, "lag_ms": R.LAG_BOUND_MS, "memory_share": R.MEMORY_BOUND_SHARE,
+                   "throttled_share": R.THROTTLED_BOUND_SHARE, "reconcile": R.RECONCILE_TOLERANCE},
     }
 
 
@@ -315,14 +331,18 @@ def render(summary: dict[str, Any], tables: dict[str, Any], figures: dict[str, s
 # ---------------------------------------------------------------------------------------------
 
 def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: ConfigBlock, thresholds: dict[str, float],
-              imbalance: float | None, cells: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame | None, C.USLFit | None]:
+              imbalance: float | None, cells: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame | None, C.USLFit | None,
+                                                                      dict[str, Any]]:
+    """capacity (summary.json), the stage stats and USL fit its figure draws, and what analysis.resources
+    reads on: {"windows", "knee", "plan"} (empty without a step load)."""
     nodes = _int(cfg_block.nodes) or 1
     e = ev[ev["config"] == name]
     users = _users_series(frames, name, e)
     windows = C.step_windows(users)
     if len(windows) < 2:
         return ({"stages": int(len(windows)), "users_per_node": None, "users": None, "usl": None, "nodes_needed": None,
-                 "note": "one load level only: run a step load ([load] steps) to find the knee"}, None, None)
+                 "note": "one load level only: run a step load ([load] steps) to find the knee"}, None, None,
+                {"windows": windows})
     gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
     stats = C.step_stats(e, windows, nodes, gen, cells[cells["config"] == name] if len(cells) else cells)
     k = C.knee(stats, thresholds)
@@ -359,7 +379,7 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: ConfigBloc
              "capacity_per_node": plan["capacity_per_node"], "imbalance_at_knee": plan["imbalance"],
              "imbalance_source": plan["imbalance_source"], "headroom": plan["headroom"],
              "nodes_needed": plan["nodes_needed"], "nodes_needed_even": plan["nodes_needed_even"],
-             "assumptions": list(C.NODES_NEEDED_ASSUMPTIONS)}, stats, fit)
+             "assumptions": list(C.NODES_NEEDED_ASSUMPTIONS)}, stats, fit, {"windows": windows, "knee": k, "plan": plan})
 
 
 def _status(meta: dict[str, Any], r: pd.Series, issues: list[dict[str, Any]]) -> RunStatus:

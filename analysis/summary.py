@@ -8,7 +8,7 @@ missing. Values are kept as the file has them (a figure is not coerced here), so
 can still tell a broken summary (a figure that is not a number) from a missing figure.
 
 Sections whose shape varies with the data (failures, generator, capacity, redis_vs_memory, faults,
-environment, thresholds, slo) stay plain dicts.
+resources, environment, thresholds, slo) stay plain dicts.
 """
 
 from __future__ import annotations
@@ -216,6 +216,7 @@ class ConfigEntry:
     capacity: dict[str, Any] = field(default_factory=dict)
     redis_vs_memory: dict[str, Any] | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
+    resources: dict[str, Any] | None = None  # analysis.resources.analyse's section; None without resources.csv
     checks: dict[str, CheckOutcome] = field(default_factory=dict)
     verdicts: list[str] = field(default_factory=list)
     description: str = ""
@@ -244,7 +245,7 @@ class ConfigEntry:
         for key in ("failures", "nodes", "capacity"):
             if key in kw:
                 kw[key] = _obj(kw[key])
-        for key in ("generator", "redis_vs_memory"):
+        for key in ("generator", "redis_vs_memory", "resources"):
             if key in kw and not isinstance(kw[key], dict):
                 kw[key] = None
         return cls(**kw)

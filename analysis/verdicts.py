@@ -12,6 +12,7 @@ from typing import Any
 from contract.fmt import num
 
 from .capacity import GENERATOR_SATURATED
+from .resources import binding_text
 from .summary import ConfigEntry, NodeSwitch
 
 Cfg = ConfigEntry | dict[str, Any]
@@ -84,6 +85,7 @@ def config_verdicts(entry: Cfg, nodes_used_note: bool = True) -> list[str]:
     out.extend(node_verdicts(cfg, nodes_used_note))
     out.extend(generator_verdicts(cfg))
     out.extend(capacity_verdicts(cfg))
+    out.extend(resource_verdicts(cfg))
     return out
 
 
@@ -235,3 +237,25 @@ def generator_verdicts(entry: Cfg) -> list[str]:
         return [f"the load generator reached {gen['cpu_max']:.0f}% CPU{where} ({gen.get('saturated_samples', 0)} "
                 f"process-second(s) ≥ {GENERATOR_SATURATED:.0f}%) — latencies then include the generator's own delay; {_GEN_FIX}"]
     return []
+
+
+def resource_verdicts(entry: Cfg) -> list[str]:
+    """[], or the binding resource at the knee (with the nodes-needed answer) and a reconciliation gap > tolerance."""
+    cfg = _typed(entry)
+    cap = cfg.capacity
+    out = []
+    b = binding_text(cap.get("binding"))
+    if b:
+        stage = cap.get("binding_stage")
+        row = next((st for st in cap.get("table") or [] if st.get("stage") == stage), None)
+        where = f" in stage {stage} ({row['users']} users)" if row else ""
+        nbr = cap.get("nodes_needed_by_resource") or {}
+        line = f"; {nbr['line']}" if isinstance(nbr, dict) and nbr.get("line") else ""
+        out.append(f"binding resource: {b}{where} — the first at its bound{line}")
+    rec = (cfg.resources or {}).get("reconciliation")
+    if isinstance(rec, dict) and rec.get("flagged"):
+        out.append(f"server-side clients ({rec.get('server_mean', 0):.0f} on average) differ from the client side's "
+                   f"connected sessions ({rec.get('client_mean', 0):.0f}) by {_pct(rec.get('diff_median'))} (median over "
+                   f"{rec.get('seconds')} s, tolerance {_pct(rec.get('tolerance'))}): sessions the servers hold that the "
+                   "clients gave up (leaks, slow disconnect detection), or clients that believe they are connected")
+    return out

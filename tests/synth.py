@@ -29,6 +29,7 @@ from contract.aggregate import Aggregator
 from contract.delivery import Membership
 from contract.eventfiles import AGGREGATES, DELIVERY, EVENTS, SCHEMA_VERSION
 from contract.histogram import BASE, MIN_MS, RELATIVE_ERROR
+from contract.resources import RESOURCES_CSV, append_rows
 from contract.rowpolicy import RowPolicy, RowPolicyConfig
 from contract.rows import COLUMNS, DELIVERY_GRACE_S
 from contract.wire import DEFAULT_TRANSPORTS
@@ -72,6 +73,9 @@ class SynthConfig:
     status: str = "ok"
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    resources: bool = False  # also write resources.csv (write_resources), consistent with the simulated load
+    node_cpu_limit: float | None = None  # cores (cgroup quota); None: the node's CPU is bound at one core
+    node_memory_mb: float | None = None
 
 
 def write_run(run_dir: str | Path, cfg: SynthConfig) -> Path:
@@ -140,10 +144,79 @@ def _write_side_files(d: Path, cfg: SynthConfig, meta: dict[str, Any], rows: lis
                       users_over_time: list[tuple[float, int]]) -> None:
     """Locust's outputs, meta.json and sio_stats.json (the same for both schemas)."""
     _write_locust(d, cfg, rows, users_over_time)
+    if cfg.resources:
+        write_resources(d, cfg, rows)
     end = max((r[0] for r in rows), default=cfg.start)
     meta["ended"] = end
     (d / "meta.json").write_text(json.dumps(meta, indent=1))
     (d / "sio_stats.json").write_text(json.dumps(_sio_stats(rows)))
+
+
+RSS_BASE = 40 * 2**20
+RSS_PER_CLIENT = 64 * 1024
+"""The synthetic node's memory: a base and a fixed cost per connected client (what the analysis must find)."""
+
+
+def node_clients(rows: list[tuple], seconds: list[float]) -> dict[str, list[int]]:
+    """Per node: sessions up at each of `seconds` (ok connect to its first disconnect), from the rows."""
+    up: dict[str, tuple[float, str]] = {}
+    down: dict[str, float] = {}
+    for r in rows:
+        if r[6] == "connect" and r[11] and r[4] and r[4] not in up:
+            up[r[4]] = (r[0], r[9])
+        elif r[6] == "disconnect" and r[4] in up and r[4] not in down:
+            down[r[4]] = r[0]
+    out: dict[str, list[int]] = {}
+    for sid, (t_up, node) in up.items():
+        t_down = down.get(sid, float("inf"))
+        counts = out.setdefault(node, [0] * len(seconds))
+        for i, t in enumerate(seconds):
+            if t_up <= t < t_down:
+                counts[i] += 1
+    return out
+
+
+def write_resources(d: Path, cfg: SynthConfig, rows: list[tuple]) -> Path:
+    """resources.csv as the sampler writes it (contract.resources.append_rows), from the simulated sessions.
+
+    A node's CPU grows linearly with its clients and reaches its bound (the cgroup limit, else one core)
+    at cfg.capacity_per_node clients, where the simulated latency starts to climb; past it the quota
+    holds it there (throttled) and the event loop lags. RSS = RSS_BASE + RSS_PER_CLIENT × clients.
+    """
+    rng = np.random.default_rng(cfg.seed + 7)
+    end = max((r[0] for r in rows), default=cfg.start)
+    seconds = [float(s) + 0.25 for s in range(int(cfg.start), int(end) + 1)]
+    per_node = node_clients(rows, seconds)
+    nodes = [f"n{i + 1}" for i in range(cfg.nodes)]
+    bound = 100.0 * (cfg.node_cpu_limit or 1.0)
+    base = 0.04 * bound
+    out: list[tuple[float, str, str, str, str, float]] = []
+    for i, ts in enumerate(seconds):
+        total = 0
+        for n in nodes:
+            c = per_node.get(n, [0] * len(seconds))[i]
+            total += c
+            demand = base + (bound - base) * c / cfg.capacity_per_node
+            cpu = min(demand, bound * (0.97 + 0.03 * rng.random())) if demand >= bound else demand * (1 + 0.01 * rng.random())
+            over = max(0.0, c / cfg.capacity_per_node - 1.0)
+            out += [(ts, cfg.name, "node", n, "cpu_percent", cpu), (ts, cfg.name, "node", n, "clients", float(c)),
+                    (ts, cfg.name, "node", n, "rss_bytes", float(RSS_BASE + RSS_PER_CLIENT * c)),
+                    (ts, cfg.name, "node", n, "open_fds", float(20 + c)),
+                    (ts, cfg.name, "node", n, "event_loop_lag_ms", 2.0 + 400.0 * over)]
+            if cfg.node_cpu_limit:
+                out += [(ts, cfg.name, "node", n, "cpu_limit_cores", cfg.node_cpu_limit),
+                        (ts, cfg.name, "node", n, "throttled_ms", 1000.0 * max(0.0, 1 - bound / demand) if demand else 0.0)]
+            if cfg.node_memory_mb:
+                out.append((ts, cfg.name, "node", n, "memory_limit_bytes", cfg.node_memory_mb * 2**20))
+        out += [(ts, cfg.name, "balancer", cfg.balancer, "current_sessions", float(total)),
+                (ts, cfg.name, "balancer", cfg.balancer, "queue", 0.0),
+                (ts, cfg.name, "balancer", cfg.balancer, "errors", 0.0)]
+        if cfg.adapter == "redis":
+            out += [(ts, cfg.name, "redis", "redis", "cpu_percent", 2.0 + 0.02 * total),
+                    (ts, cfg.name, "redis", "redis", "ops_per_sec", 10.0 * total)]
+    path = d / RESOURCES_CSV
+    append_rows(path, out)
+    return path
 
 
 def _aggregate_batches(rows: list[dict[str, Any]], batch_rows: int) -> tuple[list[list[list[Any]]], list[list[Any]]]:
