@@ -250,9 +250,11 @@ def binding(use: list[dict[str, Any]], k: dict[str, Any], have_samples: bool) ->
         return None, "no resource samples inside any stage hold", None
     stop = k.get("first_failing_stage")
     gen = k.get("generator_stage")
+    last = None
     for s in stages:
         if gen is not None and s >= gen:
             break
+        last = s
         hits = [h for r in use if r["stage"] == s for h in saturations(r)]
         if hits:
             h = min(hits, key=lambda x: (_CAUSE_RANK.get(x["metric"], 0), -x["severity"]))
@@ -264,8 +266,12 @@ def binding(use: list[dict[str, Any]], k: dict[str, Any], have_samples: bool) ->
             return {k_: h[k_] for k_ in ("component", "id", "metric", "value", "limit")}, reason, s
         if stop is not None and s >= stop:
             break
-    last = min(stop, stages[-1]) if stop is not None else stages[-1]
-    return None, _none_reason(use, last, stop), None
+    if last is None:
+        return None, f"stage {gen}, the first with resource samples, was generator-bound: nothing to judge", None
+    reason = _none_reason(use, last, stop)
+    if gen is not None and last < gen:
+        reason += f"; from stage {gen} on the load generator was saturated (those stages measure it, not the servers)"
+    return None, reason, None
 
 
 def _none_reason(use: list[dict[str, Any]], last: int, stop: int | None) -> str:
