@@ -116,6 +116,7 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[Con
             if figures[key]:
                 res_figs[name] = key
         configs.append(entry)
+    _scale_out(configs)
     figures.update(_overview_figures(frames, m))
     summary = ConfigSummary(
         schema=SCHEMA, title=title,
@@ -129,6 +130,30 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[Con
     tables = _tables(m, [c.to_json() for c in configs], cap_figs)
     tables["resources_fig"] = res_figs
     return summary, tables, figures
+
+
+def _scale_out(configs: list[ConfigEntry]) -> None:
+    """Across configs that differ only in node count (and have the same node size): fit the per-node CPU cost per
+    client against the node count (analysis.resources.cost_vs_nodes) and answer nodes needed with it; each config's
+    verdicts are said again with that answer."""
+    groups: dict[tuple[Any, ...], list[tuple[ConfigEntry, dict[str, Any]]]] = {}
+    for e in configs:
+        nbr = e.capacity.get("nodes_needed_by_resource")
+        cpu = next((r for r in (nbr or {}).get("resources", []) if r.get("resource") == "cpu" and r.get("slope")), None)
+        if cpu is None or not e.config.nodes:
+            continue
+        c = e.config
+        key = (c.balancer, c.policy, c.adapter, tuple(c.transports or ()), c.server, c.tls,
+               (nbr.get("node_size") or {}).get("label"))
+        groups.setdefault(key, []).append((e, {"config": e.name, "nodes": c.nodes, "slope": cpu["slope"],
+                                                "intercept": cpu["intercept"], "limit_percent": cpu["limit_percent"]}))
+    for members in groups.values():
+        model = R.cost_vs_nodes([p for _, p in members])
+        if model is None:
+            continue
+        for e, _ in members:
+            R.apply_scale_out(e.capacity["nodes_needed_by_resource"], model)
+            e.verdicts = config_verdicts(e)
 
 
 def _metrics(frames: Frames, thresholds: dict[str, float]) -> _Metrics:

@@ -375,14 +375,14 @@ def cpu_per_step(st: pd.DataFrame, cells: pd.DataFrame | None, windows: pd.DataF
     return out
 
 
-def _linear_at(xs: np.ndarray, ys: np.ndarray, level: float) -> float | None:
-    """x where the least-squares line y = a + b·x reaches `level`; None without a rising line."""
+def _linear_at(xs: np.ndarray, ys: np.ndarray, level: float) -> tuple[float, float, float] | None:
+    """(x where the least-squares line y = a + b·x reaches `level`, a, b); None without a rising line."""
     if len(xs) < 2 or np.ptp(xs) <= 0:
         return None
     b, a = np.polyfit(xs, ys, 1)
     if not b > 0:
         return None
-    return float((level - a) / b)
+    return float((level - a) / b), float(a), float(b)
 
 
 def cpu_users_per_node(use: list[dict[str, Any]], nodes: int) -> dict[str, Any] | None:
@@ -398,11 +398,12 @@ def cpu_users_per_node(use: list[dict[str, Any]], nodes: int) -> dict[str, Any] 
         ys = np.array([r["cpu_percent"] for r in rows])
         thr = np.array([r["throttled_share"] if r.get("throttled_share") is not None else 0.0 for r in rows])
         free = (ys < CPU_BOUND_SHARE * lim) & (thr < THROTTLED_BOUND_SHARE)  # a capped stage would flatten the line
-        x = _linear_at(xs[free], ys[free], lim)
-        if x is None or x <= 0:
+        fit = _linear_at(xs[free], ys[free], lim)
+        if fit is None or fit[0] <= 0:
             continue
+        x = fit[0]
         if best is None or x < best["users_per_node"]:
-            best = {"users_per_node": x, "node": id_, "limit_percent": lim, "points": int(free.sum()),
+            best = {"users_per_node": x, "node": id_, "intercept": fit[1], "slope": fit[2], "limit_percent": lim, "points": int(free.sum()),
                     "measured_max": float(xs.max()), "extrapolated": bool(x > xs.max()),
                     "model": "linear fit of the node's CPU % against its connected clients over the stages below "
                              f"{CPU_BOUND_SHARE:.0%} of the bound, solved for the bound ({lim:.4g}%)"}
@@ -460,18 +461,88 @@ def nodes_by_resource(use: list[dict[str, Any]], mem: dict[str, dict[str, Any]],
                                 model="the measured SLO knee (capacity_per_node)",
                                 note=None if reached else "the knee was not reached: a lower bound of the capacity, "
                                                           "so these node counts are upper bounds"))
+    out = {"targets": _answer(rows, targets, nodes), "resources": rows, "imbalance": imb, "headroom": headroom,
+           "measured_nodes": nodes, "node_size": node_size(limits), "assumptions": list(NODES_BY_RESOURCE_ASSUMPTIONS)}
+    out["line"] = nodes_line(out)
+    return out
+
+
+def _answer(rows: list[dict[str, Any]], targets: Any, nodes: int) -> dict[str, Any]:
+    """Per target the largest node count over the resources (None where a model has no answer: its ceiling)."""
     answer: dict[str, Any] = {}
     for t in targets:
-        cands = [(r["nodes"][str(t)], r) for r in rows if r["nodes"] and r["nodes"].get(str(t))]
+        t = str(t)
+        capped = [r for r in rows if r.get("nodes") and t in r["nodes"] and r["nodes"][t] is None and r.get("ceiling_users")]
+        if capped:
+            answer[t] = {"nodes": None, "by": capped[0]["resource"], "extrapolated": True, "beyond_measured_nodes": True,
+                         "ceiling_users": capped[0]["ceiling_users"]}
+            continue
+        cands = [(r["nodes"][t], r) for r in rows if r.get("nodes") and r["nodes"].get(t)]
         if not cands:
             continue
         n, r = max(cands, key=lambda c: c[0])
-        answer[str(t)] = {"nodes": n, "by": r["resource"], "extrapolated": bool(r.get("extrapolated")) or n > nodes,
-                          "beyond_measured_nodes": n > nodes}
-    out = {"targets": answer, "resources": rows, "imbalance": imb, "headroom": headroom, "measured_nodes": nodes,
-           "node_size": node_size(limits), "assumptions": list(NODES_BY_RESOURCE_ASSUMPTIONS)}
-    out["line"] = nodes_line(out)
-    return out
+        beyond = n > (r.get("measured_nodes_max") or nodes)
+        answer[t] = {"nodes": n, "by": r["resource"], "extrapolated": bool(r.get("extrapolated")) or beyond,
+                     "beyond_measured_nodes": beyond}
+    return answer
+
+
+SCALE_OUT_MODEL = ("CPU % per client on a node = c0 + c1 × node count (least squares over the configs that differ "
+                   "only in node count): with the Redis adapter every node handles every broadcast, so a node's cost "
+                   "per client grows with the nodes; a node then carries (bound − intercept) / (c0 + c1 × n) clients")
+
+
+SCALE_OUT_MIN_GROWTH = 0.05
+"""The per-client cost must grow by at least this share over the measured node range to count as growing."""
+
+
+def cost_vs_nodes(points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The per-node CPU cost per client against node count, from each config's CPU fit.
+
+    points: [{"config", "nodes", "slope", "intercept", "limit_percent"}]; None below two distinct node
+    counts. A growth over the measured node range below SCALE_OUT_MIN_GROWTH of the cost is noise: then c1 = 0
+    and the dearest measured cost is used (more nodes never make a node cheaper per client than measured).
+    """
+    pts = [p for p in points if p.get("slope") and p.get("nodes")]
+    ns = np.array([float(p["nodes"]) for p in pts])
+    if len(set(ns.tolist())) < 2:
+        return None
+    bs = np.array([float(p["slope"]) for p in pts])
+    c1, c0 = (float(v) for v in np.polyfit(ns, bs, 1))
+    if c1 * float(np.ptp(ns)) < SCALE_OUT_MIN_GROWTH * float(bs.min()):  # no growth beyond noise: flat, at the dearest
+        c1, c0 = 0.0, float(bs.max())
+    return {"c0": c0, "c1": c1, "intercept": max(float(p["intercept"]) for p in pts),
+            "limit_percent": min(float(p["limit_percent"]) for p in pts), "model": SCALE_OUT_MODEL,
+            "points": [{"config": p.get("config"), "nodes": int(p["nodes"]), "cpu_percent_per_client": float(p["slope"])}
+                       for p in pts], "measured_nodes": [int(ns.min()), int(ns.max())]}
+
+
+def scale_out_nodes(model: dict[str, Any], target: int, imbalance: float, headroom: float) -> int | None:
+    """The fewest n with target × imbalance / n ≤ (bound − intercept) / (c0 + c1 n) × (1 − headroom); None when no n
+    does (the model's ceiling, (bound − intercept)(1 − headroom) / (c1 × imbalance) users, is below the target)."""
+    room = (model["limit_percent"] - model["intercept"]) * (1 - headroom)
+    need = target * max(1.0, imbalance)
+    denom = room - need * model["c1"]
+    if room <= 0 or denom <= 0:
+        return None
+    return max(1, math.ceil(need * model["c0"] / denom - 1e-9))
+
+
+def apply_scale_out(nbr: dict[str, Any], model: dict[str, Any]) -> None:
+    """Add the scale-out CPU row to a config's nodes_needed_by_resource and answer again (in place)."""
+    imb, h = float(nbr.get("imbalance") or 1.0), float(nbr.get("headroom") or 0.25)
+    targets = list(nbr.get("targets") or {}) or [str(t) for t in RESOURCE_TARGETS]
+    nodes = {t: scale_out_nodes(model, int(float(t)), imb, h) for t in targets}
+    room = (model["limit_percent"] - model["intercept"]) * (1 - h)
+    ceiling = room / (model["c1"] * imb) if model["c1"] > 0 else None
+    hi = model["measured_nodes"][1]
+    row = {"resource": "cpu_scale_out", "users_per_node": None, "nodes": nodes, "model": model["model"],
+           "fit": {k: model[k] for k in ("c0", "c1", "intercept", "limit_percent", "points", "measured_nodes")},
+           "ceiling_users": ceiling, "measured_nodes_max": hi,
+           "extrapolated": any(n is None or n > hi for n in nodes.values())}
+    nbr["resources"] = [r for r in nbr.get("resources") or [] if r.get("resource") != "cpu_scale_out"] + [row]
+    nbr["targets"] = _answer(nbr["resources"], targets, int(nbr.get("measured_nodes") or 1))
+    nbr["line"] = nodes_line(nbr)
 
 
 def node_size(limits: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -562,11 +633,15 @@ def nodes_line(nbr: dict[str, Any] | None) -> str | None:
     for t, a in nbr["targets"].items():
         if not isinstance(a, dict):
             continue
+        if a.get("nodes") is None:
+            parts.append(f"{int(float(t)):,} users → no node count of {size}: beyond the scale-out model's ceiling of "
+                         f"{_num(a.get('ceiling_users')) or 0:,.0f} users (extrapolated)")
+            continue
         ex = ""
         if a.get("extrapolated"):
             ex = (f"; extrapolated beyond the {nbr.get('measured_nodes')} node(s) measured, a lower bound"
                   if a.get("beyond_measured_nodes") else "; extrapolated (see its model)")
-        by = {"cpu": "CPU", "memory": "memory", "slo": "the SLO knee"}.get(str(a.get("by")), str(a.get("by")))
+        by = {"cpu": "CPU", "memory": "memory", "slo": "the SLO knee", "cpu_scale_out": "CPU at scale"}.get(str(a.get("by")), str(a.get("by")))
         parts.append(f"{int(float(t)):,} users → {_int_text(a.get('nodes'))} nodes of {size} (set by {by}{ex})")
     return "; ".join(parts) or None
 

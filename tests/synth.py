@@ -76,6 +76,7 @@ class SynthConfig:
     resources: bool = False  # also write resources.csv (write_resources), consistent with the simulated load
     node_cpu_limit: float | None = None  # cores (cgroup quota); None: the node's CPU is bound at one core
     node_memory_mb: float | None = None
+    cpu_growth_per_node: float = 0.0  # each extra node adds this share to a node's CPU per client (Redis fan-out)
 
 
 def write_run(run_dir: str | Path, cfg: SynthConfig) -> Path:
@@ -196,7 +197,7 @@ def write_resources(d: Path, cfg: SynthConfig, rows: list[tuple]) -> Path:
         for n in nodes:
             c = per_node.get(n, [0] * len(seconds))[i]
             total += c
-            demand = base + (bound - base) * c / cfg.capacity_per_node
+            demand = base + (bound - base) * c / cfg.capacity_per_node * (1 + cfg.cpu_growth_per_node * (cfg.nodes - 1))
             cpu = min(demand, bound * (0.97 + 0.03 * rng.random())) if demand >= bound else demand * (1 + 0.01 * rng.random())
             over = max(0.0, c / cfg.capacity_per_node - 1.0)
             out += [(ts, cfg.name, "node", n, "cpu_percent", cpu), (ts, cfg.name, "node", n, "clients", float(c)),

@@ -176,3 +176,23 @@ def test_nodes_by_resource_takes_the_max_and_marks_extrapolation() -> None:
     use = R.use_table(R.stage_stats(res, _windows([(40, 0, 10), (120, 10, 20)])), _stats([40, 120]), {})
     cpu = R.cpu_users_per_node(use, 1)
     assert cpu["extrapolated"] is True and cpu["users_per_node"] > 120 and "linear fit" in cpu["model"]
+
+
+def test_cost_against_node_count_and_its_ceiling() -> None:
+    pts = [{"config": f"c{n}", "nodes": n, "slope": s, "intercept": 1.0, "limit_percent": 25.0}
+           for n, s in ((1, 0.16), (2, 0.20), (4, 0.28))]
+    m = R.cost_vs_nodes(pts)
+    assert m["c1"] == pytest.approx(0.04) and m["c0"] == pytest.approx(0.12) and m["measured_nodes"] == [1, 4]
+    # 300 users: 6 nodes carry 50 each within (25 − 1) / (0.12 + 0.04 × 6) × 0.75 = 50; 5 would not
+    assert R.scale_out_nodes(m, 300, 1.0, 0.25) == 6
+    assert R.scale_out_nodes(m, 10_000, 1.0, 0.25) is None  # past the ceiling of 24 × 0.75 / 0.04 = 450 users
+    nbr = {"targets": {"300": {}, "10000": {}}, "resources": [], "imbalance": 1.0, "headroom": 0.25, "measured_nodes": 4,
+           "node_size": {"label": "0.25 CPU / no memory limit"}}
+    R.apply_scale_out(nbr, m)
+    assert nbr["targets"]["300"] == {"nodes": 6, "by": "cpu_scale_out", "extrapolated": True, "beyond_measured_nodes": True}
+    assert nbr["targets"]["10000"]["nodes"] is None and nbr["targets"]["10000"]["ceiling_users"] == pytest.approx(450)
+    assert "10,000 users → no node count of 0.25 CPU / no memory limit: beyond the scale-out model's ceiling of 450" in nbr["line"]
+    # a cost that does not grow is never taken cheaper than the dearest measured; one node count is no model
+    flat = R.cost_vs_nodes([{**pts[0], "slope": 0.2}, {**pts[1], "slope": 0.18}])
+    assert flat["c1"] == 0 and flat["c0"] == 0.2
+    assert R.cost_vs_nodes(pts[:1]) is None

@@ -20,9 +20,10 @@ OLD_CAPACITY_KEYS = {"stages", "users_per_node", "users", "reached", "generator_
 
 def _limited(name: str = "ramp", **kw: object) -> SynthConfig:
     """One node at 0.25 core whose CPU reaches the limit at 150 clients, where latency climbs: steps 40, 120, 300."""
-    return SynthConfig(name, transports=("websocket",), policy="l4-round-robin", nodes=1,
-                       steps=((40, 4), (120, 4), (300, 4)), capacity_per_node=150, timeout_s=1.0, spawn_rate=100,
-                       message_rate=1, seed=5, resources=True, node_cpu_limit=0.25, node_memory_mb=512, **kw)
+    base: dict = {"transports": ("websocket",), "policy": "l4-round-robin", "nodes": 1, "steps": ((40, 4), (120, 4), (300, 4)),
+                  "capacity_per_node": 150, "timeout_s": 1.0, "spawn_rate": 100, "message_rate": 1, "seed": 5,
+                  "resources": True, "node_cpu_limit": 0.25, "node_memory_mb": 512}
+    return SynthConfig(name, **{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +78,17 @@ def test_reconciliation_gap_is_a_verdict_and_old_runs_have_no_resources(report: 
     assert any("server-side clients" in v and "differ from the client side" in v for v in by["gap"]["verdicts"])
     assert by["old"]["resources"] is None and by["old"]["capacity"].get("binding") is None
     assert not [w for w in s["warnings"] if RESOURCES_CSV in w]
+
+
+def test_campaign_over_node_counts_fits_cost_against_nodes(tmp_path: Path) -> None:
+    # with the Redis adapter a node's CPU per client grows by half per extra node (every node gets every broadcast)
+    dirs = [write_run(tmp_path / f"n{n}", _limited(f"n{n}", nodes=n, adapter="redis", cpu_growth_per_node=0.5))
+            for n in (1, 2)]
+    s = write_report(dirs, tmp_path / "rep")
+    for c in s["configs"]:
+        nb = c["capacity"]["nodes_needed_by_resource"]
+        row = next(r for r in nb["resources"] if r["resource"] == "cpu_scale_out")
+        assert row["fit"]["measured_nodes"] == [1, 2] and row["fit"]["c1"] > 0 and "node count" in row["model"]
+        assert row["ceiling_users"] and row["extrapolated"] is True
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "per client" in html and "ceiling" in html
