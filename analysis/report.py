@@ -230,8 +230,9 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
     cap, stats, fit, found = _capacity(frames, name, frames.events, cfg_block, thresholds, entry.imbalance, m.cells)
     res = frames.resources[frames.resources["config"] == name] if len(frames.resources) else None
     cfg_cells = m.cells[m.cells["config"] == name] if len(m.cells) else m.cells
+    cfg_events = frames.events[frames.events["config"] == name] if res is not None else None  # only to reconcile
     added, entry.resources = R.analyse(res, meta, found.get("windows"), stats, found.get("knee"), found.get("plan"),
-                                       cfg_cells, frames.events[frames.events["config"] == name], _int(cfg_block.nodes) or 1)
+                                       cfg_cells, cfg_events, _int(cfg_block.nodes) or 1)
     entry.capacity = {**cap, **added}
     entry.redis_vs_memory = _redis_vs_memory_section(m.adapters, name)
     # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
