@@ -196,3 +196,14 @@ def test_cost_against_node_count_and_its_ceiling() -> None:
     flat = R.cost_vs_nodes([{**pts[0], "slope": 0.2}, {**pts[1], "slope": 0.18}])
     assert flat["c1"] == 0 and flat["c0"] == 0.2
     assert R.cost_vs_nodes(pts[:1]) is None
+
+
+def test_limits_from_the_clusters_own_meta_shape() -> None:
+    """targets.cluster's info: node_limits {cpus, memory_mb, cgroup_version, groups {id: paths}} (no per-node limits)."""
+    meta = {"cluster_info": {"nodes": [{"id": "n1", "port": 1, "pid": 2, "url": "u"}],
+                             "node_limits": {"cpus": 0.25, "memory_mb": 256, "cgroup_version": 1,
+                                             "groups": {"n1": ["/sys/fs/cgroup/cpu/sioscale/x"]}}},
+            "cluster": {"node_cpus": 0.25, "node_memory_mb": 256}}
+    lim = R.node_limits(_res([(T0, "node", "n1", "cpu_percent", 5.0)]), meta)
+    assert lim == {"n1": {"cpu_cores": 0.25, "memory_bytes": 256 * 2**20, "source": "meta.json"}}
+    assert R.node_size(lim)["label"] == "0.25 CPU / 256 MiB" and R.node_size({})["label"] == "no CPU limit / no memory limit"
