@@ -168,9 +168,9 @@ def use_table(st: pd.DataFrame, stats: pd.DataFrame, limits: dict[str, dict[str,
         rss = _get(st, stage, comp, id_, RSS_METRIC)
         mem_limit = lim.get("memory_bytes")
         thr = _get(st, stage, comp, id_, "throttled_ms")
-        failed = None
-        if srow is not None and srow.get("steps") and math.isfinite(float(srow.get("failure_ratio", math.nan))):
-            failed = int(round(float(srow["failure_ratio"]) * int(srow["steps"])))
+        fr = _num(srow.get("failure_ratio")) if srow is not None else None
+        steps = _num(srow.get("steps")) if srow is not None else None
+        failed = int(round(fr * steps)) if fr is not None and steps is not None else None
         out.append({
             "stage": stage, "users": int(srow["users"]) if srow is not None else None, "component": comp, "id": id_,
             "cpu_percent": cpu, "cpu_p95": _get(st, stage, comp, id_, CPU_METRIC, "p95"),
@@ -185,7 +185,7 @@ def use_table(st: pd.DataFrame, stats: pd.DataFrame, limits: dict[str, dict[str,
             "queue_max": _get(st, stage, comp, id_, "queue", "max"),
             "balancer_errors_per_s": _get(st, stage, comp, id_, "errors"),
             "ops_per_sec": _get(st, stage, comp, id_, "ops_per_sec"),
-            "failure_ratio": _num(srow.get("failure_ratio")) if srow is not None else None,
+            "failure_ratio": fr,
             "failed_steps": failed,
         })
     return out

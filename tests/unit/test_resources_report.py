@@ -92,3 +92,24 @@ def test_campaign_over_node_counts_fits_cost_against_nodes(tmp_path: Path) -> No
         assert row["ceiling_users"] and row["extrapolated"] is True
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "per client" in html and "ceiling" in html
+
+
+SPARSE = {
+    "blind": ["{t},r,node,n1,warning:timeout,1", "{t},r,redis,redis,warning:refused,1"],  # the sampler got nothing
+    "nonode": ["{t},r,redis,redis,ops_per_sec,5", "{t},r,balancer,haproxy/n1,queue,0"],  # no node rows at all
+    "clientsonly": ["{t},r,node,n1,clients,3"],  # clients without CPU or RSS
+}
+
+
+def test_sparse_resources_never_break_the_report(tmp_path: Path) -> None:
+    dirs = []
+    for name, rows in SPARSE.items():
+        cfg = _limited(name, steps=((4, 3), (8, 3)), resources=False)
+        d = write_run(tmp_path / name, cfg)
+        (d / RESOURCES_CSV).write_text("ts,run,component,id,metric,value\n"
+                                       + "".join(r.format(t=cfg.start + 2 + i) + "\n" for i in range(6) for r in rows))
+        dirs.append(d)
+    s = write_report(dirs, tmp_path / "rep")
+    for c in s["configs"]:
+        assert c["resources"] is not None and c["capacity"]["binding"] is None and c["capacity"]["binding_reason"]
+    assert (tmp_path / "rep" / "index.html").exists()
