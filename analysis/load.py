@@ -764,7 +764,7 @@ def _resource_rows(df: pd.DataFrame, window: Window | None, tally: Tally) -> pd.
     lo, hi = (window.lo, window.hi) if window else (-math.inf, math.inf)
     ts, v, metric = out["ts"], out["value"], out["metric"]
     warn_row = metric.map(is_warning).astype(bool)
-    header = (df[list(RESOURCE_COLUMNS[:1])] == "ts").all(axis=1) & (out["component"] == "component")
+    header = (df["ts"] == "ts") & (df["component"] == "component")  # a second file's header, concatenated
     checks = [
         ("row", "repeated header line (files concatenated?)", header),
         ("ts", "ts not a number", ts.isna()),
