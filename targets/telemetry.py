@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import csv
+import http.client
 import io
 import math
 import os
@@ -90,8 +91,8 @@ def _kind_of(e: BaseException) -> str:
         return "timeout"
     if type(e).__name__ == "ConnectionError" and "refused" in str(e).lower():
         return "refused"
-    if isinstance(e, (ValueError, KeyError, UnicodeDecodeError)):
-        return "garbage"
+    if isinstance(e, (ValueError, KeyError, UnicodeDecodeError, http.client.HTTPException)):
+        return "garbage"  # UnicodeDecodeError is a ValueError; HTTPException: not HTTP at all
     return "error"
 
 

@@ -119,7 +119,7 @@ def test_parse_haproxy_stat_per_server_and_backend() -> None:
 
 def test_haproxy_config_has_the_stats_socket_the_sampler_reads() -> None:
     text = haproxy_config("l4-round-robin", [Backend("n1", "127.0.0.1", 9001)], 8080, limit=20000)
-    assert f"stats socket {tm.HAPROXY_STATS_SOCKET} mode 600 level user" in text
+    assert f"stats socket unix@{tm.HAPROXY_STATS_SOCKET} mode 600 level user" in text
 
 
 def test_unix_request_reaches_a_socket_under_a_path_longer_than_108_bytes(tmp_path: Path) -> None:
@@ -320,3 +320,25 @@ def test_cluster_cgroup_reader_reads_the_node_groups() -> None:
     assert read is not None and read("n2") is None
     assert read("n1") == {"cpu_limit_cores": 0.25, "memory_limit_bytes": 512.0 * 2 ** 20, "nr_throttled": 7.0,
                           "throttled_ms": 30.0}
+
+
+def test_an_endpoint_that_does_not_speak_http_is_garbage() -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def answer() -> None:
+        c, _ = srv.accept()
+        c.recv(1024)
+        c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\x00\xff")
+        c.close()
+
+    th = threading.Thread(target=answer)
+    th.start()
+    try:
+        with pytest.raises(Exception) as e:
+            tm.fetch_metrics(f"http://127.0.0.1:{srv.getsockname()[1]}/metrics", timeout=1.0)
+        assert tm._kind_of(e.value) == "garbage", repr(e.value)
+    finally:
+        th.join(2)
+        srv.close()
