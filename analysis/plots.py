@@ -225,8 +225,10 @@ def capacity(stats: pd.DataFrame, fit: USLFit | None, knee_users: float | None, 
     return to_svg(fig)
 
 
-def node_resources(ot: pd.DataFrame, title: str) -> str | None:
-    """Per node over time: CPU % (100 = one core), RSS (MiB) and event-loop lag p99 (ms), a line per node.
+def node_resources(ot: pd.DataFrame, title: str, cpu_limit_percent: float | None = None,
+                   memory_limit_bytes: float | None = None) -> str | None:
+    """Per node over time: CPU % (100 = one core), RSS (MiB) and event-loop lag p99 (ms), a line per node,
+    with the nodes' CPU and memory limits as dashed lines when they have them.
 
     ot: analysis.resources.over_time (id, metric, t, value). Panels without samples are left out.
     """
@@ -246,6 +248,11 @@ def node_resources(ot: pd.DataFrame, title: str) -> str | None:
             if len(g):
                 y = g["value"] / 2**20 if metric == "rss_bytes" else g["value"]
                 ax.plot(g["t"], y, color=PALETTE[i % len(PALETTE)], label=str(n), linewidth=1)
+        limit = {"cpu_percent": cpu_limit_percent,
+                 "rss_bytes": memory_limit_bytes / 2**20 if memory_limit_bytes else None}.get(metric)
+        top = float((d["value"] / 2**20 if metric == "rss_bytes" else d["value"]).max()) if len(d) else 0.0
+        if limit and limit <= 2 * top:  # a limit far above the data would flatten it: the table gives it instead
+            ax.axhline(limit, color="#c53030", linestyle="--", linewidth=1, label="limit")
         ax.set_ylabel(label, fontsize=8)
     axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     axes[-1, 0].set_xlabel("seconds since start")

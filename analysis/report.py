@@ -112,7 +112,10 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[Con
         if entry.resources:
             res = frames.resources[frames.resources["config"] == name]
             key = f"resources-{_slug(name)}"
-            figures[key] = P.node_resources(R.over_time(res, _first_ts(frames.runs).get(name)), name)
+            size = entry.resources.get("node_size") or {}
+            figures[key] = P.node_resources(R.over_time(res, _first_ts(frames.runs).get(name)), name,
+                                            100 * size["cpu_cores"] if size.get("cpu_cores") else None,
+                                            size.get("memory_bytes"))
             if figures[key]:
                 res_figs[name] = key
         configs.append(entry)

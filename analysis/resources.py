@@ -618,32 +618,35 @@ def binding_text(b: dict[str, Any] | None) -> str | None:
         val = f"{v / 2**20:.0f} MiB of {lim / 2**20:.0f} MiB"
     elif v is not None:
         u = _UNIT.get(m, "")
-        val = f"{v:.4g}{u} against a bound of {lim:.4g}{u}" if lim is not None else f"{v:.4g}{u}"
+        val = f"{v:.3g}{u} against a bound of {lim:.3g}{u}" if lim is not None else f"{v:.3g}{u}"
     else:
         val = "value unknown"
     return f"{b['component']} {b.get('id')} {_WHAT.get(m, m)}: {val}"
 
 
 def nodes_line(nbr: dict[str, Any] | None) -> str | None:
-    """'10,000 users → 90 nodes of 0.25 CPU / 512 MiB (by cpu); …' with extrapolations marked; None without targets."""
+    """'nodes of 0.25 CPU / 512 MiB: 10,000 users → 90 (by CPU), …' with extrapolations marked; None without targets."""
     if not isinstance(nbr, dict) or not nbr.get("targets"):
         return None
     size = (nbr.get("node_size") or {}).get("label") or "the measured size"
-    parts = []
+    names = {"cpu": "CPU", "memory": "memory", "slo": "the SLO knee", "cpu_scale_out": "CPU at scale"}
+    parts, beyond = [], False
     for t, a in nbr["targets"].items():
         if not isinstance(a, dict):
             continue
+        by = names.get(str(a.get("by")), str(a.get("by")))
         if a.get("nodes") is None:
-            parts.append(f"{int(float(t)):,} users → no node count of {size}: beyond the scale-out model's ceiling of "
-                         f"{_num(a.get('ceiling_users')) or 0:,.0f} users (extrapolated)")
+            parts.append(f"{int(float(t)):,} users → none (past the {by} model's ceiling of "
+                         f"{_num(a.get('ceiling_users')) or 0:,.0f} users)")
             continue
-        ex = ""
-        if a.get("extrapolated"):
-            ex = (f"; extrapolated beyond the {nbr.get('measured_nodes')} node(s) measured, a lower bound"
-                  if a.get("beyond_measured_nodes") else "; extrapolated (see its model)")
-        by = {"cpu": "CPU", "memory": "memory", "slo": "the SLO knee", "cpu_scale_out": "CPU at scale"}.get(str(a.get("by")), str(a.get("by")))
-        parts.append(f"{int(float(t)):,} users → {_int_text(a.get('nodes'))} nodes of {size} (set by {by}{ex})")
-    return "; ".join(parts) or None
+        beyond = beyond or bool(a.get("beyond_measured_nodes"))
+        ex = ", extrapolated" if a.get("extrapolated") else ""
+        parts.append(f"{int(float(t)):,} users → {_int_text(a.get('nodes'))} (by {by}{ex})")
+    if not parts:
+        return None
+    tail = (f"; a count beyond the {nbr.get('measured_nodes')} node(s) measured assumes linear scale-out: "
+            "a lower bound" if beyond else "")
+    return f"nodes of {size}: " + "; ".join(parts) + tail
 
 
 def _int_text(v: Any) -> str:

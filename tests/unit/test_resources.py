@@ -170,7 +170,8 @@ def test_nodes_by_resource_takes_the_max_and_marks_extrapolation() -> None:
     assert slo["users_per_node"] == 120
     assert nb["targets"]["10000"] == {"nodes": math.ceil(10_000 / (120 * 0.75)), "by": "slo", "extrapolated": True,
                                       "beyond_measured_nodes": True}
-    assert "10,000 users → 112 nodes of 0.25 CPU / 512 MiB (set by the SLO knee; extrapolated" in nb["line"]
+    assert nb["line"].startswith("nodes of 0.25 CPU / 512 MiB: 10,000 users → 112 (by the SLO knee, extrapolated)")
+    assert nb["line"].endswith("beyond the 1 node(s) measured assumes linear scale-out: a lower bound")
     # a CPU bound beyond what any node carried: the linear model extrapolates, and says so
     res = _res(_steady([{"cpu_percent": 2.0, "clients": 40}, {"cpu_percent": 4.0, "clients": 120}]))
     use = R.use_table(R.stage_stats(res, _windows([(40, 0, 10), (120, 10, 20)])), _stats([40, 120]), {})
@@ -191,7 +192,7 @@ def test_cost_against_node_count_and_its_ceiling() -> None:
     R.apply_scale_out(nbr, m)
     assert nbr["targets"]["300"] == {"nodes": 6, "by": "cpu_scale_out", "extrapolated": True, "beyond_measured_nodes": True}
     assert nbr["targets"]["10000"]["nodes"] is None and nbr["targets"]["10000"]["ceiling_users"] == pytest.approx(450)
-    assert "10,000 users → no node count of 0.25 CPU / no memory limit: beyond the scale-out model's ceiling of 450" in nbr["line"]
+    assert "10,000 users → none (past the CPU at scale model's ceiling of 450 users)" in nbr["line"]
     # a cost that does not grow is never taken cheaper than the dearest measured; one node count is no model
     flat = R.cost_vs_nodes([{**pts[0], "slope": 0.2}, {**pts[1], "slope": 0.18}])
     assert flat["c1"] == 0 and flat["c0"] == 0.2
