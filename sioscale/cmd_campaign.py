@@ -9,6 +9,7 @@ from pathlib import Path
 
 from contract.config import Campaign, ConfigError, load_campaign
 from contract.status import EXIT_CODE_HELP, EXIT_CODES, worst
+from sioscale.cliargs import add_limit_args, override_limits
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate and list the configs, start nothing")
     p.add_argument("--check", action="store_true", help="exit 1 when a [thresholds] bound is violated")
     p.add_argument("--junit", default=None, help="with thresholds: write JUnit XML here")
+    add_limit_args(p)  # --node-cpus / --node-memory-mb: override the file's [cluster] keys (and their axis)
     return p
 
 
@@ -62,7 +64,7 @@ def _interrupted(camp: Campaign, out: Path, run_dirs: list[Path], total: int, wr
 
 
 def main(args: argparse.Namespace) -> int:
-    camp = load_campaign(args.file)
+    camp = override_limits(load_campaign(args.file), args)
     if args.junit and not camp.thresholds.active():
         # a JUnit file is a verdict per threshold: without any there is nothing to write, and a CI job
         # that asked for one must not pass on a file that never appears
