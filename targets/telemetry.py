@@ -31,15 +31,17 @@ import socket
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
+import redis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from contract.resources import RESOURCES_CSV, append_rows, warning_metric
 
@@ -81,8 +83,6 @@ def _kind_of(e: BaseException) -> str:
         return e.kind
     if isinstance(e, (TimeoutError, socket.timeout)) or "timed out" in str(e).lower():
         return "timeout"
-    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
-        return _kind_of(e.reason)
     if isinstance(e, (ConnectionRefusedError, FileNotFoundError)):
         return "refused"
     if isinstance(e, psutil.NoSuchProcess):
@@ -120,11 +120,23 @@ def parse_node_metrics(text: str) -> dict[str, float]:
 def fetch_metrics(url: str, timeout: float = TIMEOUT_S, context: ssl.SSLContext | None = None) -> str:
     """GET a /metrics URL, every socket operation bounded by `timeout`; the body as text.
 
-    No proxy from the environment: the nodes are ours, on their own ports.
+    http.client directly (no urllib opener, no proxy from the environment: the nodes are ours):
+    about half of urllib's CPU per call, and the sampler runs every second.
     """
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
-    with opener.open(url, timeout=timeout) as r:
+    u = urllib.parse.urlsplit(url)
+    conn: http.client.HTTPConnection
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(u.hostname or "", u.port or 443, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(u.hostname or "", u.port or 80, timeout=timeout)
+    try:
+        conn.request("GET", (u.path or "/") + (f"?{u.query}" if u.query else ""))
+        r = conn.getresponse()
         body = r.read(1 << 20)
+        if r.status != 200:
+            raise SampleError("error", f"HTTP {r.status} from {url}")
+    finally:
+        conn.close()
     return body.decode("utf-8")
 
 
@@ -241,8 +253,10 @@ class _ProcessMeter:
         self.last: dict[int, tuple[float, float]] = {}  # pid -> (monotonic, cpu seconds)
 
     def sample(self, pid: int) -> dict[str, float]:
+        # Kept per pid (a restarted node has a new pid; forget_except drops the old one). Not
+        # is_running() each second: it builds a second Process and reads /proc again.
         p = self.procs.get(pid)
-        if p is None or not p.is_running():  # is_running also catches a reused pid
+        if p is None:
             p = self.procs[pid] = psutil.Process(pid)
             self.last.pop(pid, None)
         with p.oneshot():
@@ -372,6 +386,7 @@ class Sampler:
         except Exception:  # noqa: BLE001 - a cluster being torn down: nothing to sample this second
             targets = []
         futures = self._submit_remote(targets)
+        self.meter.forget_except(t.pid for t in targets if t.pid is not None)
         for t in targets:
             out += self._process(t)
             if t.component == "node" and self.cgroup_reader is not None:
@@ -422,10 +437,6 @@ class Sampler:
 
     def _redis_info(self) -> Sample:
         if self._redis is None:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
             self._redis = redis.Redis.from_url(self.redis_url or "", socket_timeout=self.timeout,
                                                socket_connect_timeout=self.timeout, retry=Retry(NoBackoff(), 0))
         info = self._redis.info()
