@@ -128,3 +128,37 @@ def test_node_server_serves_metrics(tmp_path: Path) -> None:
             client.disconnect()
     assert got["clients"] == 1.0
     assert 0 <= got["event_loop_lag_ms"] < 50
+
+
+def test_a_cpu_limited_node_reads_its_limit_and_throttling(tmp_path: Path) -> None:
+    """A real cgroup-limited node (0.2 CPU) kept busy: limit, throttling and a capped cpu_percent."""
+    from targets.cluster import ClusterError
+
+    cfg = ClusterConfig(nodes=1, balancer="none", policy="direct", adapter="memory", node_cpus=0.2)
+    try:
+        c = Cluster(cfg)
+        c.start()
+    except ClusterError as e:
+        if "cgroup" in str(e).lower():
+            pytest.skip(f"no cgroups here: {e}")
+        raise
+    try:
+        client = socketio.SimpleClient()
+        client.connect(c.url, transports=["websocket"], wait_timeout=5)
+        sampler = tm.cluster_sampler(c, tmp_path, "lim").start()
+        try:
+            end = time.monotonic() + 2.2
+            while time.monotonic() < end:  # keep the node busy past its 20 ms per 100 ms
+                client.call("echo", {"pad": "x" * 2000}, timeout=5)
+        finally:
+            stats = sampler.stop()
+            client.disconnect()
+    finally:
+        c.stop()
+    s = _series(_read(tmp_path / "resources.csv"))
+    assert stats["warnings"] == 0
+    assert [v for _, v in s[("node", "n1", "cpu_limit_cores")]] == [0.2] * stats["samples"]
+    assert sum(v for _, v in s[("node", "n1", "throttled_periods")]) > 0
+    assert sum(v for _, v in s[("node", "n1", "throttled_ms")]) > 0
+    cpu = [v for _, v in s[("node", "n1", "cpu_percent")]]
+    assert cpu and max(cpu) <= 20 * 1.25, cpu  # the quota holds (one-second samples, tick jitter)
