@@ -33,7 +33,12 @@ Socket.IO ack already misses a typical 250 ms p95 SLO once the network and the c
 MEMORY_BOUND_SHARE = 0.9
 """RSS at or above this share of the node's memory limit: the next step is the OOM killer."""
 THROTTLED_BOUND_SHARE = 0.25
-"""CFS throttling for a quarter of the wall time or more: the quota, not the work, sets the pace."""
+"""CFS throttling in a quarter of the periods (or of the wall time) or more: the quota, not the work, sets the pace.
+The share of periods is Kubernetes' own rule (kubernetes-mixin's CPUThrottlingHigh alert, > 25 %): a node whose
+mean CPU is well under its quota still stalls its event loop when its bursts hit the quota."""
+CFS_PERIODS_PER_S = 10.0
+"""targets.cgroups writes a 100 ms CFS period (v1 cpu.cfs_period_us, v2 cpu.max): ten periods a second. The periods
+a cgroup was idle through are not counted by the kernel, so dividing by ten understates the share (never overstates)."""
 ONE_CORE = 100.0
 """The CPU bound of a process without a limit: one core (a Node or Python event loop runs on one)."""
 RECONCILE_TOLERANCE = 0.02
@@ -168,6 +173,7 @@ def use_table(st: pd.DataFrame, stats: pd.DataFrame, limits: dict[str, dict[str,
         rss = _get(st, stage, comp, id_, RSS_METRIC)
         mem_limit = lim.get("memory_bytes")
         thr = _get(st, stage, comp, id_, "throttled_ms")
+        periods = _get(st, stage, comp, id_, "throttled_periods")
         fr = _num(srow.get("failure_ratio")) if srow is not None else None
         steps = _num(srow.get("steps")) if srow is not None else None
         failed = int(round(fr * steps)) if fr is not None and steps is not None else None
@@ -181,7 +187,10 @@ def use_table(st: pd.DataFrame, stats: pd.DataFrame, limits: dict[str, dict[str,
             "clients": _get(st, stage, comp, id_, "clients"),
             "lag_p99_ms": _get(st, stage, comp, id_, LAG_METRIC, "median"),
             "lag_max_ms": _get(st, stage, comp, id_, LAG_METRIC, "max"),
-            "throttled_share": thr / 1000.0 if thr is not None else None,
+            "throttled_share": _max_or_none(thr / 1000.0 if thr is not None else None,
+                                            periods / CFS_PERIODS_PER_S if periods is not None else None),
+            "throttled_time_share": thr / 1000.0 if thr is not None else None,
+            "throttled_period_share": periods / CFS_PERIODS_PER_S if periods is not None else None,
             "queue_max": _get(st, stage, comp, id_, "queue", "max"),
             "balancer_errors_per_s": _get(st, stage, comp, id_, "errors"),
             "ops_per_sec": _get(st, stage, comp, id_, "ops_per_sec"),
@@ -189,6 +198,11 @@ def use_table(st: pd.DataFrame, stats: pd.DataFrame, limits: dict[str, dict[str,
             "failed_steps": failed,
         })
     return out
+
+
+def _max_or_none(*vals: float | None) -> float | None:
+    known = [v for v in vals if v is not None]
+    return max(known) if known else None
 
 
 def _num(v: Any) -> float | None:
@@ -204,9 +218,9 @@ def saturations(row: dict[str, Any]) -> list[dict[str, Any]]:
     c, i = row["component"], row["id"]
     hits = []
 
-    def hit(metric: str, value: float, limit: float, severity: float, why: str) -> None:
+    def hit(metric: str, value: float, limit: float, severity: float, why: str, rank: int = 0) -> None:
         hits.append({"component": c, "id": i, "metric": metric, "value": value, "limit": limit,
-                     "severity": severity, "why": why})
+                     "severity": severity, "why": why, "rank": rank})
 
     cpu, lim = row.get("cpu_percent"), row.get("cpu_limit_percent") or ONE_CORE
     if cpu is not None and c in ("node", "redis", "balancer") and cpu >= CPU_BOUND_SHARE * lim:
@@ -214,12 +228,19 @@ def saturations(row: dict[str, Any]) -> list[dict[str, Any]]:
         hit(CPU_METRIC, cpu, lim, cpu / lim, f"CPU at {cpu:.1f}% of {what} ({cpu / lim:.0%}, bound ≥ {CPU_BOUND_SHARE:.0%})")
     thr = row.get("throttled_share")
     if thr is not None and thr >= THROTTLED_BOUND_SHARE and not hits:
-        hit("throttled_ms", 1000 * thr, 1000 * THROTTLED_BOUND_SHARE, thr / THROTTLED_BOUND_SHARE,
-            f"CPU throttled {thr:.0%} of the time by its quota (bound ≥ {THROTTLED_BOUND_SHARE:.0%})")
+        # the resource is the node's CPU (its quota); throttling is the evidence, said in `why`
+        pshare, tshare = row.get("throttled_period_share"), row.get("throttled_time_share")
+        how = "; ".join(x for x in (f"{pshare:.0%} of its CFS periods" if pshare is not None else "",
+                                    f"{tshare:.0%} of the wall time" if tshare is not None else "") if x)
+        mean = f" while its mean CPU was {cpu:.1f}% of a {lim:.4g}% quota (its bursts hit the quota)" if cpu is not None else ""
+        hit(CPU_METRIC if cpu is not None else "throttled_periods", cpu if cpu is not None else thr,
+            lim if cpu is not None else THROTTLED_BOUND_SHARE, thr / THROTTLED_BOUND_SHARE,
+            f"CPU quota: throttled in {how} (bound ≥ {THROTTLED_BOUND_SHARE:.0%}, Kubernetes' CPUThrottlingHigh rule){mean}",
+            rank=1)
     lag = row.get("lag_p99_ms")
     if lag is not None and lag > LAG_BOUND_MS:
         hit(LAG_METRIC, lag, LAG_BOUND_MS, lag / LAG_BOUND_MS,
-            f"event-loop lag p99 {lag:.0f} ms (median over the hold's seconds; bound > {LAG_BOUND_MS:.0f} ms)")
+            f"event-loop lag p99 {lag:.0f} ms (median over the hold's seconds; bound > {LAG_BOUND_MS:.0f} ms)", rank=2)
     rss, mem = row.get("rss_bytes"), row.get("memory_limit_bytes")
     if rss is not None and mem and rss >= MEMORY_BOUND_SHARE * mem:
         hit(RSS_METRIC, rss, mem, rss / mem, f"RSS {rss / 2**20:.0f} MiB of its {mem / 2**20:.0f} MiB limit ({rss / mem:.0%})")
@@ -229,19 +250,15 @@ def saturations(row: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(hits, key=lambda h: -h["severity"])
 
 
-_CAUSE_RANK = {"throttled_ms": 1, LAG_METRIC: 2}
-"""Several bounds in one stage: a resource (CPU, memory, Redis, the balancer's queue) before throttling, and both
-before event-loop lag, which is what a CPU at its limit looks like from inside the loop; lag names the bound only
-when nothing else is at its bound (the loop blocks with CPU to spare)."""
-
-
 def binding(use: list[dict[str, Any]], k: dict[str, Any], have_samples: bool) -> tuple[dict[str, Any] | None, str, int | None]:
     """The resource that saturates first, up to the knee: (binding or None, the reason, its stage).
 
     Stages are scanned in order of users up to the first stage that broke the SLO (the knee's next
     step), stopping before a generator-bound one (it measures the generator); the first stage where
-    anything is at its bound names the binding resource: a cause before a symptom (_CAUSE_RANK), then
-    the one furthest past its bound.
+    anything is at its bound names the binding resource: a cause before a symptom (rank: a resource at its
+    bound — CPU, memory, Redis, the balancer's queue — before a CPU quota seen by its throttling, and both
+    before event-loop lag, which is what a saturated CPU looks like from inside the loop: lag names the
+    bound only when nothing else is at it), then the one furthest past its bound.
     """
     if not have_samples:
         return None, "no resources.csv samples (a run made before issue 12, or without the sampler)", None
@@ -257,12 +274,11 @@ def binding(use: list[dict[str, Any]], k: dict[str, Any], have_samples: bool) ->
         last = s
         hits = [h for r in use if r["stage"] == s for h in saturations(r)]
         if hits:
-            h = min(hits, key=lambda x: (_CAUSE_RANK.get(x["metric"], 0), -x["severity"]))
+            h = min(hits, key=lambda x: (x["rank"], -x["severity"]))
             users = next((r["users"] for r in use if r["stage"] == s), None)
             when = ("the stage that broke the SLO" if s == stop else "before the SLO broke" if stop is not None and s < stop
                     else "while the SLO still held (the knee was not reached)")
-            reason = (f"{h['component']} {h['id']}: {h['why']} in stage {s} ({users} users), {when}; the first stage "
-                      "where a sampled resource reached its bound")
+            reason = f"{h['component']} {h['id']}, the first resource at its bound: {h['why']}, in stage {s} ({users} users), {when}"
             return {k_: h[k_] for k_ in ("component", "id", "metric", "value", "limit")}, reason, s
         if stop is not None and s >= stop:
             break
@@ -399,14 +415,23 @@ def cpu_users_per_node(use: list[dict[str, Any]], nodes: int) -> dict[str, Any] 
         thr = np.array([r["throttled_share"] if r.get("throttled_share") is not None else 0.0 for r in rows])
         free = (ys < CPU_BOUND_SHARE * lim) & (thr < THROTTLED_BOUND_SHARE)  # a capped stage would flatten the line
         fit = _linear_at(xs[free], ys[free], lim)
-        if fit is None or fit[0] <= 0:
+        model = ("linear fit of the node's CPU % against its connected clients over the stages below its bound "
+                 f"({CPU_BOUND_SHARE:.0%} of {lim:.4g}%, throttled < {THROTTLED_BOUND_SHARE:.0%}), solved for {lim:.4g}%")
+        x = fit[0] if fit is not None and fit[0] > 0 else None
+        if (~free).any():  # a stage was at the bound: the answer lies at or below its clients, whatever the line says
+            at_bound = float(xs[~free].min())
+            if x is None or x > at_bound:
+                below = xs[free & (xs < at_bound)]
+                x = at_bound if x is not None or not len(below) else float(below.max())
+                model += (f"; held to {x:.4g} clients: the node was at its CPU bound (or its quota throttled it) with "
+                          f"{at_bound:.4g}" if fit is not None else
+                          f"; no fit: {x:.4g} clients, the most below the stage at its CPU bound ({at_bound:.4g})")
+        if x is None:
             continue
-        x = fit[0]
         if best is None or x < best["users_per_node"]:
-            best = {"users_per_node": x, "node": id_, "intercept": fit[1], "slope": fit[2], "limit_percent": lim, "points": int(free.sum()),
-                    "measured_max": float(xs.max()), "extrapolated": bool(x > xs.max()),
-                    "model": "linear fit of the node's CPU % against its connected clients over the stages below "
-                             f"{CPU_BOUND_SHARE:.0%} of the bound, solved for the bound ({lim:.4g}%)"}
+            best = {"users_per_node": x, "node": id_, "intercept": fit[1] if fit else None,
+                    "slope": fit[2] if fit else None, "limit_percent": lim, "points": int(free.sum()),
+                    "measured_max": float(xs.max()), "extrapolated": bool(x > xs.max()), "model": model}
     return best
 
 

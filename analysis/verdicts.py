@@ -246,12 +246,9 @@ def resource_verdicts(entry: Cfg) -> list[str]:
     out = []
     b = binding_text(cap.get("binding"))
     if b:
-        stage = cap.get("binding_stage")
-        row = next((st for st in cap.get("table") or [] if st.get("stage") == stage), None)
-        where = f" in stage {stage} ({row['users']} users)" if row else ""
         nbr = cap.get("nodes_needed_by_resource") or {}
-        line = f"; {nbr['line']}" if isinstance(nbr, dict) and nbr.get("line") else ""
-        out.append(f"binding resource: {b}{where} — the first at its bound{line}")
+        line = f" — {nbr['line']}" if isinstance(nbr, dict) and nbr.get("line") else ""
+        out.append(f"binding resource: {cap.get('binding_reason') or b}{line}")
     rec = (cfg.resources or {}).get("reconciliation")
     if isinstance(rec, dict) and rec.get("flagged"):
         out.append(f"server-side clients ({rec.get('server_mean', 0):.0f} on average) differ from the client side's "

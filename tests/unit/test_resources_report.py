@@ -51,7 +51,8 @@ def test_binding_is_the_nodes_cpu_and_capacity_keeps_its_keys(report: tuple[dict
     res = s["configs"][0]["resources"]
     assert res["memory_per_connection"]["n1"]["bytes_per_client"] == pytest.approx(64 * 1024, rel=0.01)
     assert res["reconciliation"]["flagged"] is False and res["node_size"]["label"] == "0.25 CPU / 512 MiB"
-    assert any(v.startswith("binding resource: node n1 CPU") for v in s["configs"][0]["verdicts"])
+    assert any(v.startswith("binding resource: node n1, the first resource at its bound: CPU at")
+               for v in s["configs"][0]["verdicts"])
     svg = (root / "rep" / "plots" / "resources-ramp.svg").read_text()
     assert "CPU % (100 = one core)" in svg and "limit" in svg  # the 25 % CPU limit drawn
 
