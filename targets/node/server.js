@@ -116,6 +116,14 @@ function openFds() {
   }
 }
 
+// Connected Socket.IO sessions over every namespace (as app.py counts them): a load on
+// --namespace /chat is counted too, not only the main namespace's.
+function connectedClients(io) {
+  let n = 0;
+  for (const nsp of io._nsps.values()) n += nsp.sockets.size;
+  return n;
+}
+
 // GET /metrics, Prometheus text, on the node's own port: the two sioscale gauges plus the
 // process metrics under prom-client's default names (no new dependency for five lines).
 function metricsText(io, lag) {
@@ -123,7 +131,7 @@ function metricsText(io, lag) {
   const lines = [
     "# HELP sioscale_clients connected Socket.IO clients (this node's own count)",
     "# TYPE sioscale_clients gauge",
-    `sioscale_clients ${io.of("/").sockets.size}`,
+    `sioscale_clients ${connectedClients(io)}`,
     "# HELP sioscale_event_loop_lag_ms event-loop lag, p99 over the last second, ms",
     "# TYPE sioscale_event_loop_lag_ms gauge",
     `sioscale_event_loop_lag_ms ${lag.p99ms}`,
