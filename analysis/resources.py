@@ -290,6 +290,19 @@ def binding(use: list[dict[str, Any]], k: dict[str, Any], have_samples: bool) ->
     return None, reason, None
 
 
+def _summary(use: list[dict[str, Any]], b: dict[str, Any] | None, stage: int | None) -> str | None:
+    """The binding resource in a few words for the first screen: 'node n1 CPU quota: throttled in 34% of its CFS
+    periods, stage 3 (300 users)' (None without one)."""
+    if b is None:
+        return None
+    for r in use:
+        if r["stage"] == stage and r["component"] == b["component"] and r["id"] == b["id"]:
+            for h in saturations(r):
+                if h["metric"] == b["metric"]:
+                    return f"{b['component']} {b['id']} {h['why'].split(' (')[0]}, stage {stage} ({r['users']} users)"
+    return binding_text(b)
+
+
 def _none_reason(use: list[dict[str, Any]], last: int, stop: int | None) -> str:
     rows = [r for r in use if r["stage"] == last]
     utils = [r for r in rows if r.get("utilisation") is not None and r["component"] == "node"]
@@ -615,7 +628,8 @@ def analyse(res: pd.DataFrame | None, meta: dict[str, Any] | None, windows: pd.D
     mem = memory_per_connection(res)
     nbr = (nodes_by_resource(use, mem, limits, plan or {}, k or {}, nodes, targets, headroom)
            if have and stepped and k is not None else None)
-    cap = {"binding": b, "binding_reason": reason, "binding_stage": stage, "nodes_needed_by_resource": nbr}
+    cap = {"binding": b, "binding_reason": reason, "binding_stage": stage, "binding_summary": _summary(use, b, stage),
+           "nodes_needed_by_resource": nbr}
     if res is None or not len(res):
         return cap, None
     warn_rows = int(len(res) - len(s))
