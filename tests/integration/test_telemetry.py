@@ -1,7 +1,7 @@
 """resources.csv from a real cluster: 2 python nodes + HAProxy + Redis, sampled every second.
 
-One node is SIGKILLed mid-run: its rows become warning rows, the other components keep their
-one-second rhythm (no stall), and nothing raises. Also the runner's hook (meta.json `telemetry`)
+One node is SIGSTOPped (hung), then SIGKILLed mid-run: its rows become warning rows, the other
+components keep their one-second rhythm (no stall), and nothing raises. Also the runner's hook (meta.json `telemetry`)
 and the Node.js server's /metrics when Node is installed.
 """
 
@@ -45,7 +45,7 @@ def _series(rows: list[tuple[float, str, str, str, float]]) -> dict[tuple[str, s
     return out
 
 
-def test_every_component_every_second_and_a_killed_node_gives_warnings_not_a_stall(
+def test_every_component_every_second_and_a_hung_then_killed_node_gives_warnings_not_a_stall(
         cluster: Cluster, tmp_path: Path) -> None:
     clients = []
     for _ in range(3):
@@ -53,10 +53,14 @@ def test_every_component_every_second_and_a_killed_node_gives_warnings_not_a_sta
         c.connect(cluster.url, transports=["websocket"], wait_timeout=5)
         clients.append(c)
     sampler = tm.cluster_sampler(cluster, tmp_path, "it").start()
+    pid = cluster.nodes["n2"].pid or 0
     try:
-        time.sleep(3.3)
+        time.sleep(2.3)
+        hung_at = time.time()
+        os.kill(pid, signal.SIGSTOP)  # a hung node: its /metrics never answers, its process is still there
+        time.sleep(2.0)
         killed_at = time.time()
-        os.kill(cluster.nodes["n2"].pid or 0, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
         time.sleep(2.2)
     finally:
         t0 = time.monotonic()
@@ -67,7 +71,7 @@ def test_every_component_every_second_and_a_killed_node_gives_warnings_not_a_sta
     assert stop_s < 2.0
     s = _series(_read(tmp_path / "resources.csv"))
     n = stats["samples"]
-    assert n >= 5
+    assert n >= 6
     # n1 lives throughout: every metric every second, ticks ~1 s apart even after n2's death
     for metric in ("rss_bytes", "open_fds", "clients", "event_loop_lag_ms"):
         assert len(s[("node", "n1", metric)]) == n, metric
@@ -75,13 +79,16 @@ def test_every_component_every_second_and_a_killed_node_gives_warnings_not_a_sta
     ticks = [ts for ts, _ in s[("node", "n1", "rss_bytes")]]
     gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
     assert all(0.7 < g < 1.4 for g in gaps), gaps
-    # n2: sampled until killed, then warning rows every second
-    assert any(ts < killed_at for ts, _ in s[("node", "n2", "clients")])
+    # n2 hung: /metrics times out (warning), its process rows go on; then killed: gone, every second
+    assert any(ts < hung_at for ts, _ in s[("node", "n2", "clients")])
+    timeouts = [ts for ts, _ in s[("node", "n2", "warning:timeout")]]
+    assert len(timeouts) >= 1 and all(hung_at < ts < killed_at for ts in timeouts), (hung_at, timeouts, killed_at)
+    assert any(hung_at + 0.1 < ts < killed_at for ts, _ in s[("node", "n2", "rss_bytes")])
     gone = [ts for ts, _ in s[("node", "n2", "warning:gone")]]
     assert len(gone) >= 2 and all(ts > killed_at for ts in gone)
     assert not any(ts > killed_at + 1.1 for ts, _ in s[("node", "n2", "rss_bytes")])
     # the servers' own count of clients: all 3, split between the nodes, in samples before the kill
-    before = {ts for ts, _ in s[("node", "n1", "clients")] if ts < killed_at}
+    before = {ts for ts, _ in s[("node", "n1", "clients")] if ts < hung_at}
     both = [dict(s[("node", "n1", "clients")])[ts] + dict(s[("node", "n2", "clients")]).get(ts, -99) for ts in before]
     assert 3.0 in both, both
     # balancer and redis
