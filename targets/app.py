@@ -203,7 +203,7 @@ class MetricsApp:
     def __init__(self, sio: socketio.AsyncServer, probe: LoopLagProbe) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
-        self.registry.register(NodeCollector(sio, probe))  # type: ignore[arg-type]
+        self.registry.register(NodeCollector(sio, probe))
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:

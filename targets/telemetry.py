@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import csv
+import functools
 import http.client
 import io
 import math
@@ -410,7 +411,7 @@ class Sampler:
         fs: dict[cf.Future[Sample], tuple[str, str]] = {}
         for t in targets:
             if t.component == "node" and t.pid is not None and t.metrics_url:
-                fs[self.pool.submit(self._timed(lambda t=t: self._node_metrics(t)))] = ("node", t.id)
+                fs[self.pool.submit(self._timed(functools.partial(self._node_metrics, t)))] = ("node", t.id)
         redis_down = self.redis_is_ours and not any(t.component == "redis" and t.pid for t in targets)
         if self.redis_url and not redis_down:
             fs[self.pool.submit(self._timed(self._redis_info))] = ("redis", "redis")
