@@ -258,3 +258,34 @@ def node_resources(ot: pd.DataFrame, title: str, cpu_limit_percent: float | None
     axes[-1, 0].set_xlabel("seconds since start")
     fig.suptitle(f"Nodes' resources — {_short([title], 60)[0]}", fontsize=9)
     return to_svg(fig)
+
+
+def resources_by_stage(use: pd.DataFrame, title: str) -> str | None:
+    """Each stage's hold mean against its users: CPU % (nodes and Redis), node RSS (MiB) and lag p99 (ms).
+
+    use: analysis.resources.use_table as a frame (stage, users, component, id, cpu_percent, rss_bytes, lag_p99_ms,
+    cpu_limit_percent). None below two stages: one point is no curve.
+    """
+    if use is None or not len(use) or use["stage"].nunique() < 2:
+        return None
+    use = _finite(use)
+    panels = (("cpu_percent", "CPU % (100 = one core)", 1.0), ("rss_bytes", "RSS MiB", 2**20), ("lag_p99_ms", "lag p99 ms", 1.0))
+    fig, axes = plt.subplots(1, 3, figsize=(8.5, 2.6))
+    for ax, (col, label, scale) in zip(axes, panels, strict=True):
+        d = use[use["component"].isin(("node", "redis") if col == "cpu_percent" else ("node",))]
+        for i, ((comp, n), g) in enumerate(d.groupby(["component", "id"], sort=True)):
+            g = g.dropna(subset=[col]).sort_values("users")
+            if len(g):
+                ax.plot(g["users"], g[col] / scale, "o-", color=PALETTE[i % len(PALETTE)], label=f"{comp} {n}", markersize=3)
+        if col == "cpu_percent" and "cpu_limited" in d and d["cpu_limited"].fillna(False).astype(bool).any():
+            ax.axhline(float(d.loc[d["cpu_limited"].fillna(False).astype(bool), "cpu_limit_percent"].min()),
+                       color="#c53030", linestyle="--", linewidth=1, label="limit")
+        ax.set_xlabel("users")
+        ax.set_title(label, fontsize=8)
+    if not any(ax.lines for ax in axes):
+        plt.close(fig)
+        return None
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
+    fig.suptitle(f"Resources per step (hold means) — {_short([title], 60)[0]}", fontsize=9)
+    return to_svg(fig)

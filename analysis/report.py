@@ -118,6 +118,8 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[Con
                                             size.get("memory_bytes"))
             if figures[key]:
                 res_figs[name] = key
+            if entry.resources.get("use"):
+                figures[f"{key}-steps"] = P.resources_by_stage(pd.DataFrame(entry.resources["use"]), name)
         configs.append(entry)
     _scale_out(configs)
     figures.update(_overview_figures(frames, m))

@@ -55,6 +55,7 @@ def test_binding_is_the_nodes_cpu_and_capacity_keeps_its_keys(report: tuple[dict
                for v in s["configs"][0]["verdicts"])
     svg = (root / "rep" / "plots" / "resources-ramp.svg").read_text()
     assert "CPU % (100 = one core)" in svg and "limit" in svg  # the 25 % CPU limit drawn
+    assert "Resources per step" in (root / "rep" / "plots" / "resources-ramp-steps.svg").read_text()
 
 
 def test_first_screen_has_the_answer_before_the_verdicts(report: tuple[dict, str, Path]) -> None:
