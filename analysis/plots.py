@@ -287,5 +287,5 @@ def resources_by_stage(use: pd.DataFrame, title: str) -> str | None:
         return None
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7)
-    fig.suptitle(f"Resources per step (hold means) — {_short([title], 60)[0]}", fontsize=9)
+    fig.suptitle(f"Resources per step (hold means) — {_short([title], 60)[0]}", fontsize=9, y=1.04)
     return to_svg(fig)
