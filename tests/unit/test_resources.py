@@ -228,3 +228,13 @@ def test_a_quota_hit_by_bursts_binds_the_nodes_cpu_by_its_throttling() -> None:
     assert cpu["users_per_node"] == 300 and cpu["extrapolated"] is False and "held to 300 clients" in cpu["model"]
     # a few throttled periods are not a bound
     assert R.binding([u for u in use if u["stage"] < 3], _knee(), True)[0] is None
+
+
+def test_analyse_without_a_step_load_or_samples_says_why() -> None:
+    res = _res(_steady([{"cpu_percent": 10.0, "clients": 40.0, "rss_bytes": 5e7}]))
+    one = _windows([(40, 0, 10)])
+    cap, section = R.analyse(res, {}, one, _stats([40]), _knee(), {}, None, None, 1)
+    assert cap["binding"] is None and cap["binding_reason"].startswith("one load level only")
+    assert cap["nodes_needed_by_resource"] is None and section["samples"] == len(res) and section["use"] == []
+    cap, section = R.analyse(None, {}, None, None, None, None, None, None, 1)
+    assert section is None and cap["binding_reason"].startswith("no resources.csv")
