@@ -147,9 +147,10 @@ def stage_stats(res: pd.DataFrame | None, windows: pd.DataFrame) -> pd.DataFrame
     return pd.concat(rows, ignore_index=True)[_STAT_COLUMNS] if rows else pd.DataFrame(columns=_STAT_COLUMNS)
 
 
-def _get(st: pd.DataFrame, stage: int, comp: str, id_: str, metric: str, col: str = "mean") -> float | None:
-    r = st[(st["stage"] == stage) & (st["component"] == comp) & (st["id"] == id_) & (st["metric"] == metric)]
-    return float(r[col].iloc[0]) if len(r) and math.isfinite(float(r[col].iloc[0])) else None
+def _get(st: dict[tuple[int, str, str, str], dict[str, Any]], stage: int, comp: str, id_: str, metric: str,
+         col: str = "mean") -> float | None:
+    r = st.get((stage, comp, id_, metric))
+    return _num(r[col]) if r is not None else None
 
 
 def use_table(st: pd.DataFrame, stats: pd.DataFrame, limits: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -164,36 +165,37 @@ def use_table(st: pd.DataFrame, stats: pd.DataFrame, limits: dict[str, dict[str,
     if not len(st):
         return out
     by_stage = {int(r["stage"]): r for _, r in stats.iterrows()} if stats is not None else {}
+    look = {(int(r["stage"]), str(r["component"]), str(r["id"]), str(r["metric"])): r for r in st.to_dict("records")}
     for (stage, comp, id_), _ in st.groupby(["stage", "component", "id"], sort=True):
         stage, comp, id_ = int(stage), str(comp), str(id_)
         srow = by_stage.get(stage)
         lim = limits.get(id_, {}) if comp == "node" else {}
-        cpu = _get(st, stage, comp, id_, CPU_METRIC)
+        cpu = _get(look, stage, comp, id_, CPU_METRIC)
         cpu_limit = 100.0 * lim["cpu_cores"] if lim.get("cpu_cores") else ONE_CORE
-        rss = _get(st, stage, comp, id_, RSS_METRIC)
+        rss = _get(look, stage, comp, id_, RSS_METRIC)
         mem_limit = lim.get("memory_bytes")
-        thr = _get(st, stage, comp, id_, "throttled_ms")
-        periods = _get(st, stage, comp, id_, "throttled_periods")
+        thr = _get(look, stage, comp, id_, "throttled_ms")
+        periods = _get(look, stage, comp, id_, "throttled_periods")
         fr = _num(srow.get("failure_ratio")) if srow is not None else None
         steps = _num(srow.get("steps")) if srow is not None else None
         failed = int(round(fr * steps)) if fr is not None and steps is not None else None
         out.append({
             "stage": stage, "users": int(srow["users"]) if srow is not None else None, "component": comp, "id": id_,
-            "cpu_percent": cpu, "cpu_p95": _get(st, stage, comp, id_, CPU_METRIC, "p95"),
+            "cpu_percent": cpu, "cpu_p95": _get(look, stage, comp, id_, CPU_METRIC, "p95"),
             "cpu_limit_percent": cpu_limit, "cpu_limited": bool(lim.get("cpu_cores")),
             "utilisation": cpu / cpu_limit if cpu is not None else None,
             "rss_bytes": rss, "memory_limit_bytes": mem_limit,
             "memory_utilisation": rss / mem_limit if rss is not None and mem_limit else None,
-            "clients": _get(st, stage, comp, id_, "clients"),
-            "lag_p99_ms": _get(st, stage, comp, id_, LAG_METRIC, "median"),
-            "lag_max_ms": _get(st, stage, comp, id_, LAG_METRIC, "max"),
+            "clients": _get(look, stage, comp, id_, "clients"),
+            "lag_p99_ms": _get(look, stage, comp, id_, LAG_METRIC, "median"),
+            "lag_max_ms": _get(look, stage, comp, id_, LAG_METRIC, "max"),
             "throttled_share": _max_or_none(thr / 1000.0 if thr is not None else None,
                                             periods / CFS_PERIODS_PER_S if periods is not None else None),
             "throttled_time_share": thr / 1000.0 if thr is not None else None,
             "throttled_period_share": periods / CFS_PERIODS_PER_S if periods is not None else None,
-            "queue_max": _get(st, stage, comp, id_, "queue", "max"),
-            "balancer_errors_per_s": _get(st, stage, comp, id_, "errors"),
-            "ops_per_sec": _get(st, stage, comp, id_, "ops_per_sec"),
+            "queue_max": _get(look, stage, comp, id_, "queue", "max"),
+            "balancer_errors_per_s": _get(look, stage, comp, id_, "errors"),
+            "ops_per_sec": _get(look, stage, comp, id_, "ops_per_sec"),
             "failure_ratio": fr,
             "failed_steps": failed,
         })
