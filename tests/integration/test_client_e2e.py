@@ -3,7 +3,7 @@
 Source-address spreading through HAProxy's source hash, TLS through a balancer with a private
 CA, node attribution from the sticky cookies when the node header is absent, the hold and
 churn scenarios under the real `locust` command, the web UI's "Reset stats" reaching the
-Socket.IO tab under `--processes`, and `--processes 4` with --sio-log-all keeping every row once.
+Socket.IO tab under `--processes` (`--processes 4` with every row kept: test_eventlog_scale.py).
 Every load is small (at most 12 users, a few seconds) and every process is killed at the end.
 """
 
@@ -12,22 +12,20 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import gevent
 import pytest
 
 from contract.config import ClusterConfig
-from locustfiles.sio.live import LiveStats
 from targets.cluster import Cluster
-from tests.integration.support import ROOT, Procs, free_port, log_of, processes, read_counts, run_rows
+from tests.integration.support import ROOT, Procs, free_port, log_of, processes, run_rows
 from tests.integration.test_client_cluster import Probe, close_all, users
 
 pytestmark = pytest.mark.slow
 
 LOCUST = [str(ROOT / ".venv/bin/locust")]
-CHAT_COUNTED = Path(__file__).parent / "locustfiles_el" / "chat_counted.py"
 
 
 def connect_all(us: list[Probe], timeout: float = 20) -> None:
@@ -260,35 +258,3 @@ def test_web_ui_reset_stats_resets_socketio_tab(procs: Procs, tmp_path: Path, co
         x["data"] for x in get_json(base + "/stats/requests")["extended_stats"])}
     assert tab[("Totals", "connected now")] == "4"
 
-
-# -- 6. --processes 4 with --sio-log-all: every row once, sio_stats.json consistent with them --------------------
-def test_chat_processes_4_events_complete(procs: Procs, tmp_path: Path, cookie_cluster: Cluster) -> None:
-    run = tmp_path / "run"
-    counts = tmp_path / "counts"
-    counts.mkdir()
-    p = procs.start([*LOCUST, "-f", str(CHAT_COUNTED), "--host", cookie_cluster.url, "--headless", "-u", "8",
-                     "-r", "8", "-t", "4s", *processes(4), "--sio-room-size", "2", "--sio-message-rate", "2",
-                     "--sio-run-dir", str(run), "--sio-log-all"], "locust", ROWFIRE_COUNTS_DIR=str(counts))
-    assert p.wait(timeout=90) == 0, log_of(tmp_path)
-    rows = run_rows(run)
-    produced = read_counts(counts)
-    assert len(produced) == 4, (produced, log_of(tmp_path))
-    assert dict(Counter(r["worker"] for r in rows)) == produced  # every worker's rows, each once
-    keys = Counter(tuple(r.values()) for r in rows)
-    assert not [k for k, n in keys.items() if n > 1]  # no duplicated row
-    users_ = {r["user"] for r in rows}
-    assert len(users_) == 8 and all(len({r["worker"] for r in rows if r["user"] == u}) == 1 for u in users_)
-    assert sum(1 for r in rows if r["step"] == "connect" and r["ok"] == "1") == 8
-    assert sum(1 for r in rows if r["step"] == "disconnect") == 8
-
-    stats = json.loads((run / "sio_stats.json").read_text())
-    again = LiveStats()
-    again.add_many(rows)
-    want = again.snapshot()
-    for k in ("rows", "users", "connects", "disconnects", "failures", "broadcast_sends", "broadcast_recvs"):
-        assert stats["totals"][k] == want["totals"][k], k
-    assert stats["nodes"] == want["nodes"] and stats["steps"] == want["steps"]
-    assert {w["id"]: w["rows"] for w in stats["workers"]} == produced
-    assert all(w["status"] == "done" for w in stats["workers"]) and not stats["missing_workers"]
-    assert (stats["delivery"]["expected"], stats["delivery"]["delivered"]) == (
-        want["delivery"]["expected"], want["delivery"]["delivered"])

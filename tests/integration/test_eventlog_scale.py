@@ -16,7 +16,7 @@ import pytest
 
 from analysis.runfiles import read_aggregates, read_delivery, read_rows
 from contract.config import ClusterConfig
-from tests.integration.support import ROOT, Procs, log_of, processes
+from tests.integration.support import ROOT, Procs, log_of, processes, run_rows
 
 USERS = 16
 
@@ -83,7 +83,7 @@ def test_processes_4_sampled_run_stats_files_and_locust_agree(procs: Procs, tmp_
 def test_processes_4_log_all_rows_count_what_the_aggregates_count(procs: Procs, tmp_path: Path, cluster) -> None:
     run = _chat(procs, tmp_path, cluster.info["url"], "all", "--sio-log-all")
     stats, steps = _check_stats_equal_files(run)
-    rows = read_rows(run, ["step", "ts", "msg_id", "worker"])
+    rows = read_rows(run, ["step", "ts", "msg_id", "worker", "user"])
     assert Counter(rows["step"].astype(str)) == steps
     assert stats["eventlog"]["sampled_out"] == 0 and len(set(rows["worker"].astype(str))) == 4
     # the send row carries the payload's own send time: no receipt precedes its send
@@ -93,3 +93,16 @@ def test_processes_4_log_all_rows_count_what_the_aggregates_count(procs: Procs, 
     first = recv.groupby(recv["msg_id"].astype(str))["ts"].min()
     both = first.index.intersection(sends.index)
     assert len(both) > 0 and (first[both] >= sends[both]).all()
+    # one definition: the row path (LiveStats.add over every kept row) gives the master's numbers
+    from locustfiles.sio.live import LiveStats
+
+    again = LiveStats()
+    again.add_many(run_rows(run))
+    want = again.snapshot()
+    for k in ("rows", "users", "connects", "disconnects", "failures", "broadcast_sends", "broadcast_recvs"):
+        assert stats["totals"][k] == want["totals"][k], k
+    assert stats["nodes"] == want["nodes"] and stats["steps"] == want["steps"]
+    assert (stats["delivery"]["expected"], stats["delivery"]["delivered"]) == (
+        want["delivery"]["expected"], want["delivery"]["delivered"])
+    per_user = rows.groupby(rows["user"].astype(str))["worker"].nunique()
+    assert len(per_user) == USERS and (per_user == 1).all()  # user ids unique across the 4 workers
