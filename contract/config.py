@@ -14,6 +14,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,75 @@ def _host_of(target: str) -> str:
 
 
 @dataclass(frozen=True)
+class ScrapeTarget:
+    """A Prometheus text endpoint of a user's own node (`--scrape [ID=]URL`, campaign `[telemetry] scrape`).
+
+    Why a target of its own and not a ClusterConfig key: it describes a server sioscale does not
+    start (behind `--url`, or beside the local cluster), so it is no cluster label and no axis.
+    Its rows in resources.csv are component `node` with this id.
+    """
+
+    id: str
+    url: str
+
+
+_SCRAPE_ID_RE = re.compile(r"[A-Za-z0-9_.:\[\]-]+")
+
+
+def parse_scrape(values: Any, name: str = "--scrape") -> tuple[ScrapeTarget, ...]:
+    """['n1=http://10.0.0.5:9100/metrics', 'http://10.0.0.6:9100/metrics'] → ScrapeTargets, validated.
+
+    `[ID=]URL`: text starting with http:// or https:// is a URL alone (its `=`s are its query's)
+    and its id is its host:port; otherwise ID is everything before the first `=`. Ids are
+    unique: they are the `id` column of resources.csv. `name` (the flag or the campaign key) is
+    in every error, so the user knows which input to fix.
+    """
+    key = "telemetry.scrape"
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise ConfigError(f"{name} = {values!r}: a list of \"[ID=]URL\" strings, e.g. "
+                          "[\"n1=http://10.0.0.5:9100/metrics\"]", key=key)
+    out: list[ScrapeTarget] = []
+    for v in values:
+        if not isinstance(v, str) or not v.strip():
+            raise ConfigError(f"{name} {v!r}: expected [ID=]URL, e.g. n1=http://10.0.0.5:9100/metrics", key=key)
+        text = v.strip()
+        if re.match(r"(?i)https?://", text):
+            id_, url = "", text
+        else:
+            id_, sep, url = text.partition("=")
+            if not sep or not id_:
+                raise ConfigError(f"{name} {v!r}: expected [ID=]URL with an http:// or https:// URL, "
+                                  "e.g. n1=http://10.0.0.5:9100/metrics", key=key)
+        out.append(_scrape_target(name, v, id_.strip(), url.strip()))
+    seen: set[str] = set()
+    for t in out:
+        if t.id in seen:
+            raise ConfigError(f"{name}: id {t.id!r} is given twice; each target needs its own id "
+                              "(ID=URL), they are the id column of resources.csv", key=key)
+        seen.add(t.id)
+    return tuple(out)
+
+
+def _scrape_target(name: str, given: str, id_: str, url: str) -> ScrapeTarget:
+    """One validated target: an http(s) URL with a host, and an id (host:port when not given)."""
+    u = urllib.parse.urlsplit(url)
+    try:
+        port = u.port
+    except ValueError:
+        port = -1
+    if u.scheme.lower() not in ("http", "https") or not u.hostname or port == -1:
+        raise ConfigError(f"{name} {given!r}: {url!r} is not an http:// or https:// URL with a host "
+                          "(e.g. http://10.0.0.5:9100/metrics)", key="telemetry.scrape")
+    if not id_:
+        host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+        id_ = f"{host}:{port or (443 if u.scheme.lower() == 'https' else 80)}"
+    if not _SCRAPE_ID_RE.fullmatch(id_):
+        raise ConfigError(f"{name} {given!r}: id {id_!r} may hold letters, digits and _ . : - [ ] only",
+                          key="telemetry.scrape")
+    return ScrapeTarget(id=id_, url=url)
+
+
+@dataclass(frozen=True)
 class LoadConfig:
     locustfile: str = "locustfiles/chat.py"
     users: int = 30
@@ -375,6 +445,23 @@ class Thresholds:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+def _check_scrape_ids(scrape: tuple[ScrapeTarget, ...], local_nodes: int | None) -> None:
+    """Scrape targets re-validated as a whole; beside a local cluster, no id may be a local node's.
+
+    Why: a scrape id `n1` beside the local n1 would mix two servers' rows under one id.
+    `local_nodes` is None for `--url` (no local nodes).
+    """
+    if not isinstance(scrape, tuple | list) or not all(isinstance(t, ScrapeTarget) for t in scrape):
+        raise ConfigError(f"scrape = {scrape!r}: ScrapeTarget(id, url) values (parse_scrape builds them)",
+                          key="telemetry.scrape")
+    parse_scrape([f"{t.id}={t.url}" for t in scrape], "scrape")
+    local = {f"n{i}" for i in range(1, (local_nodes or 0) + 1)}
+    for t in scrape:
+        if t.id in local:
+            raise ConfigError(f"scrape id {t.id!r} (--scrape or [telemetry] scrape) is also a local cluster node's id "
+                              f"(n1..n{local_nodes}); give the target another id (ID=URL)", key="telemetry.scrape")
+
+
 LABEL_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls")
 """The keys of RunConfig.labels(), in order: the config columns the analysis adds to every frame."""
 
@@ -387,6 +474,7 @@ class RunConfig:
     cluster: ClusterConfig
     load: LoadConfig
     faults: tuple[Fault, ...] = ()
+    scrape: tuple[ScrapeTarget, ...] = ()  # users' own nodes' /metrics, sampled beside the cluster (or --url)
 
     def validate(self, url: str | None = None) -> RunConfig:
         """Every field, then the rules that span fields: faults vs the cluster, source range vs the target.
@@ -407,6 +495,7 @@ class RunConfig:
                               f"--url {url} (drop --node-cpus/--node-memory-mb or the url)", key=key)
         check_faults(self.faults, cl, lo.run_seconds)
         check_source_target(lo.source_range, url or cl.host)
+        _check_scrape_ids(self.scrape, None if url is not None else cl.nodes)
         return self
 
     def labels(self) -> dict[str, Any]:
@@ -433,6 +522,7 @@ class Campaign:
     description: str = ""
     source: str | None = None  # file it was read from
     faults: tuple[Fault, ...] = ()
+    scrape: tuple[ScrapeTarget, ...] = ()  # [telemetry] scrape: users' own nodes, sampled in every cell
 
     def runs(self) -> list[RunConfig]:
         """The cartesian product of the axes over the base cluster and load, in file order."""
@@ -446,7 +536,8 @@ class Campaign:
                 else:
                     lo = replace(lo, **{key: val})
             cl, lo = cl.validate(), lo.validate()
-            out.append(RunConfig(name=run_name(cl, lo), cluster=cl, load=lo, faults=self.faults).validate())
+            out.append(RunConfig(name=run_name(cl, lo), cluster=cl, load=lo, faults=self.faults,
+                                 scrape=self.scrape).validate())
         return out
 
 
@@ -454,7 +545,8 @@ _CLUSTER_KEYS = {f.name for f in fields(ClusterConfig)}
 _LOAD_KEYS = {f.name for f in fields(LoadConfig)}
 _THRESHOLD_KEYS = {f.name for f in fields(Thresholds)}
 _FAULT_KEYS = {f.name for f in fields(Fault)}
-_TOP_KEYS = {"name", "description", "cluster", "load", "axes", "thresholds", "faults"}
+_TOP_KEYS = {"name", "description", "cluster", "load", "axes", "thresholds", "faults", "telemetry"}
+_TELEMETRY_KEYS = {"scrape"}
 
 
 def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
@@ -642,6 +734,8 @@ def _error_location(source: str | None, text: str, e: ConfigError, axes: set[str
         return _location(source, lines, [("faults", e.index, key[7:]), ("faults", e.index, "")])
     if key.startswith("thresholds."):
         return _location(source, lines, [("thresholds", None, key[11:]), ("thresholds", None, "")])
+    if key.startswith("telemetry."):
+        return _location(source, lines, [("telemetry", None, key[10:]), ("telemetry", None, "")])
     table = "cluster" if key in _CLUSTER_KEYS else "load"
     cands: list[tuple[str, int | None, str]] = [("axes", None, key)] if key in axes else []
     cands += [(table, None, key), ("", None, table), (table, None, "")]
@@ -749,6 +843,7 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
     try:
         camp = Campaign(
             faults=_parse_faults(data.get("faults", []), at),
+            scrape=parse_scrape(section("telemetry", _TELEMETRY_KEYS).get("scrape", []), "telemetry.scrape"),
             name=str(data["name"]),
             description=str(data.get("description", "")),
             cluster=ClusterConfig(**section("cluster", _CLUSTER_KEYS)),
@@ -822,9 +917,10 @@ def to_jsonable(obj: Any) -> Any:
 __all__ = [
     "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "MAX_SOURCE_ADDRESSES",
     "MIN_NODE_CPUS", "MIN_NODE_MEMORY_MB", "NODE_COOKIE", "NODE_HEADER", "POLICIES", "SERVERS", "TRANSPORT_SETS",
-    "Campaign", "ClusterConfig", "ConfigError", "Fault", "LoadConfig", "RunConfig", "Step", "Thresholds", "TomlLines",
+    "Campaign", "ClusterConfig", "ConfigError", "Fault", "LoadConfig", "RunConfig", "ScrapeTarget", "Step", "Thresholds",
+    "TomlLines",
     "check_faults", "check_source_target", "key_location", "load_campaign", "machine_cpus", "parse_campaign",
-    "parse_steps_text",
+    "parse_scrape", "parse_steps_text",
     "run_name", "source_range_bounds", "step_plan", "to_jsonable", "toml_key_lines",
 ]
 """The public names (the contract.config shim re-exports exactly these)."""

@@ -17,7 +17,9 @@ from contract.config import (
     Campaign,
     ClusterConfig,
     LoadConfig,
+    ScrapeTarget,
     _transports,
+    parse_scrape,
     parse_steps_text,
 )
 
@@ -71,6 +73,26 @@ def override_limits(camp: Campaign, a: argparse.Namespace) -> Campaign:
     cluster = replace(camp.cluster, **given).validate()
     axes = {k: v for k, v in camp.axes.items() if k not in given}
     return replace(camp, cluster=cluster, axes=axes)
+
+
+def add_scrape_arg(p: argparse._ActionsContainer) -> None:
+    """--scrape [ID=]URL, repeatable: users' own nodes' Prometheus endpoints, sampled into resources.csv."""
+    p.add_argument("--scrape", action="append", default=None, metavar="[ID=]URL",
+                   help="also sample this Prometheus /metrics endpoint every second into resources.csv as node ID "
+                        "(default id host:port); repeatable; with --url, your own cluster's nodes")
+
+
+def scrape_from_args(a: argparse.Namespace) -> tuple[ScrapeTarget, ...] | None:
+    """The --scrape targets, validated (ConfigError names the flag), or None when the flag is not given."""
+    given = getattr(a, "scrape", None)
+    return parse_scrape(given, "--scrape") if given else None
+
+
+def override_scrape(camp: Campaign, a: argparse.Namespace) -> Campaign:
+    """A campaign whose [telemetry] scrape is replaced by --scrape, when given (this invocation's choice,
+    as for --node-cpus). Its cells are validated when they are listed (an id may clash with a local node's)."""
+    scrape = scrape_from_args(a)
+    return camp if scrape is None else replace(camp, scrape=scrape)
 
 
 def cluster_from_args(a: argparse.Namespace) -> ClusterConfig:

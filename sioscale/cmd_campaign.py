@@ -9,7 +9,7 @@ from pathlib import Path
 
 from contract.config import Campaign, ConfigError, load_campaign
 from contract.status import EXIT_CODE_HELP, EXIT_CODES, worst
-from sioscale.cliargs import add_limit_args, override_limits
+from sioscale.cliargs import add_limit_args, add_scrape_arg, override_limits, override_scrape
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit 1 when a [thresholds] bound is violated")
     p.add_argument("--junit", default=None, help="with thresholds: write JUnit XML here")
     add_limit_args(p)  # --node-cpus / --node-memory-mb: override the file's [cluster] keys (and their axis)
+    add_scrape_arg(p)  # replaces the file's [telemetry] scrape
     return p
 
 
@@ -64,7 +65,7 @@ def _interrupted(camp: Campaign, out: Path, run_dirs: list[Path], total: int, wr
 
 
 def main(args: argparse.Namespace) -> int:
-    camp = override_limits(load_campaign(args.file), args)
+    camp = override_scrape(override_limits(load_campaign(args.file), args), args)
     if args.junit and not camp.thresholds.active():
         # a JUnit file is a verdict per threshold: without any there is nothing to write, and a CI job
         # that asked for one must not pass on a file that never appears

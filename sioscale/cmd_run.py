@@ -9,7 +9,14 @@ from pathlib import Path
 
 from contract.config import RunConfig, run_name
 from contract.status import EXIT_CODE_HELP, EXIT_CODES, Status, parse
-from sioscale.cliargs import add_cluster_args, add_load_args, cluster_from_args, load_from_args
+from sioscale.cliargs import (
+    add_cluster_args,
+    add_load_args,
+    add_scrape_arg,
+    cluster_from_args,
+    load_from_args,
+    scrape_from_args,
+)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:  # sub: argparse's private subparsers type
@@ -25,6 +32,7 @@ def add_parser(sub) -> argparse.ArgumentParser:  # sub: argparse's private subpa
     p.add_argument("--url", default=None, help="target an existing server (http[s]://host:port) instead of a local cluster")
     p.add_argument("--out", default=None, help="run directory (default runs/<config-name>-<time>)")
     p.add_argument("--report", action="store_true", help="also write index.html + summary.json into RUN_DIR/report")
+    add_scrape_arg(p)
     add_cluster_args(p)
     add_load_args(p)
     return p
@@ -37,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     # with --url the cluster flags describe nothing that runs: the name must not claim them
     name = external_run_name(load) if args.url else run_name(cluster, load)
     # the cross-field rules (source range vs --url or --host, ...): the same call as a campaign cell's
-    cfg = RunConfig(name=name, cluster=cluster, load=load).validate(url=args.url)
+    cfg = RunConfig(name=name, cluster=cluster, load=load, scrape=scrape_from_args(args) or ()).validate(url=args.url)
     locustfile_paths(cfg)  # a missing locustfile is an error before anything starts
     if args.url:
         check_reachable(args.url)

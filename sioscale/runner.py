@@ -27,7 +27,7 @@ from typing import Any
 
 from contract import environment
 from contract import status as run_status
-from contract.config import ConfigError, LoadConfig, RunConfig, to_jsonable
+from contract.config import ConfigError, LoadConfig, RunConfig, ScrapeTarget, to_jsonable
 from contract.jsonfile import write_json  # also used by the Locust side's event log
 from contract.options import load_flags
 from targets.procs import Child, free_port
@@ -272,20 +272,27 @@ def _say_deaths(cluster: Any, seen: int, elapsed: float, progress: Progress | No
 
 @contextlib.contextmanager
 def _telemetry(cluster: Any, run_dir: Path, run: str, meta: dict[str, Any],
-               cgroup_reader: Callable[[str], Any] | None = None) -> Iterator[None]:
-    """Sample the cluster into RUN_DIR/resources.csv for the duration of the Locust run.
+               cgroup_reader: Callable[[str], Any] | None = None,
+               scrape: tuple[ScrapeTarget, ...] = ()) -> Iterator[None]:
+    """Sample the cluster (and `scrape` targets) into RUN_DIR/resources.csv for the Locust run.
 
-    Telemetry must never fail a run: a sampler that cannot be built or started is recorded in
-    meta.json `telemetry.error` and the run goes on without it. `telemetry` also records what
-    the sampler cost (`cpu_percent` of one core, all its threads), the budget being 1 %.
+    `cluster` None (`--url`): only the scrape targets, users' own nodes; without any, nothing is
+    sampled. Telemetry must never fail a run: a sampler that cannot be built or started is
+    recorded in meta.json `telemetry.error` and the run goes on without it. `telemetry` also
+    records what the sampler cost (`cpu_percent` of one core, all its threads), the budget being
+    1 %, and the scrape targets (ids and URLs).
     """
-    from targets.telemetry import cluster_sampler
+    from targets.telemetry import cluster_sampler, scrape_sampler
 
+    pairs = [(t.id, t.url) for t in scrape]
     sampler = None
     try:
-        sampler = cluster_sampler(cluster, run_dir, run, cgroup_reader=cgroup_reader).start()
+        if cluster is not None:
+            sampler = cluster_sampler(cluster, run_dir, run, cgroup_reader=cgroup_reader, scrape=pairs).start()
+        elif pairs:
+            sampler = scrape_sampler(run_dir, run, pairs).start()
     except Exception as e:  # noqa: BLE001 - no telemetry is a gap in the data, not a failed run
-        meta["telemetry"] = {"error": f"{type(e).__name__}: {e}"}
+        meta["telemetry"] = {"error": f"{type(e).__name__}: {e}", "scrape": [{"id": i, "url": u} for i, u in pairs]}
     try:
         yield
     finally:
@@ -350,7 +357,8 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
     started: list[Any] = []  # the Cluster, once it is up: its deaths are recorded however the run ends
     try:
         if url:
-            meta.update(run_locust(cfg, url, run_dir, None, progress))
+            with _telemetry(None, run_dir, cfg.name, meta, scrape=cfg.scrape):
+                meta.update(run_locust(cfg, url, run_dir, None, progress))
         else:
             from targets.cluster import Cluster, ClusterError
 
@@ -358,7 +366,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
                 with _exit_deferred(Cluster(cfg.cluster, workdir=run_dir / "cluster")) as cluster:
                     started.append(cluster)
                     meta["cluster_info"] = cluster.info
-                    with _telemetry(cluster, run_dir, cfg.name, meta):
+                    with _telemetry(cluster, run_dir, cfg.name, meta, scrape=cfg.scrape):
                         meta.update(run_locust(cfg, cluster.info["url"], run_dir, cluster.info.get("ca_file"),
                                                progress, cluster=cluster))
             except ClusterError as e:

@@ -13,6 +13,9 @@ Rules (docs/contracts.md, "resources.csv"):
 - HAProxy: `show stat` on its stats socket, per backend server and for the backend;
 - cgroup-limited nodes: an optional reader (targets.cgroups when it exists) gives limits and
   throttling counters, turned into per-second rates here.
+- users' own nodes (`--scrape [ID=]URL`, beside the local cluster or alone behind --url): their
+  Prometheus text, prom-client's and python's default process names and a connected-sockets gauge,
+  as component `node` with that id; process_cpu_seconds_total becomes cpu_percent as a rate.
 A sampler that fails writes a warning row and goes on; every remote call is bounded by a timeout
 and runs in its own pool thread, so one hung endpoint delays no other sample, and none fails
 the run. The sampler's own CPU (all its threads, time.thread_time) is counted for meta.json.
@@ -62,6 +65,20 @@ NODE_GAUGES: dict[str, tuple[str, float]] = {
     "sioscale_event_loop_lag_ms": ("event_loop_lag_ms", 1.0),
     "nodejs_eventloop_lag_p99_seconds": ("event_loop_lag_ms", 1000.0),
 }
+# users' own nodes (--scrape): prom-client's and python prometheus_client's default names, and ours.
+# Gauges -> (metric, scale); for a metric named twice the first name present wins (ours first).
+SCRAPE_GAUGES: dict[str, tuple[str, float]] = {
+    "process_resident_memory_bytes": ("rss_bytes", 1.0),
+    "process_open_fds": ("open_fds", 1.0),
+    "sioscale_event_loop_lag_ms": ("event_loop_lag_ms", 1.0),
+    "nodejs_eventloop_lag_p99_seconds": ("event_loop_lag_ms", 1000.0),
+}
+CLIENT_GAUGES: tuple[str, ...] = ("sioscale_clients", "socket_io_connected", "socketio_connected_clients",
+                                  "socket_io_connected_clients", "socketio_connected")
+"""Connected-sockets gauges -> `clients`, the first present wins; a labelled one (per namespace) is
+summed over its samples. socket_io_connected: socket.io-prometheus(-metrics) for Node; the others:
+the usual spellings of a hand-written gauge."""
+CPU_COUNTER = "process_cpu_seconds_total"  # -> cpu_percent, as a rate between two scrapes
 REDIS_INFO: dict[str, str] = {
     "instantaneous_ops_per_sec": "ops_per_sec",
     "connected_clients": "connected_clients",
@@ -116,6 +133,35 @@ def parse_node_metrics(text: str) -> dict[str, float]:
     if not out:
         raise SampleError("garbage", "no sioscale_clients or event-loop lag gauge")
     return out
+
+
+def parse_scrape_metrics(text: str) -> tuple[dict[str, float], float | None]:
+    """A user's node's Prometheus text -> (levels by resources.csv metric, process CPU seconds or None).
+
+    The CPU counter is returned raw: a rate needs the previous scrape (Sampler keeps it). Parsed
+    with prometheus_client's parser; a page it rejects, or one with none of the known names
+    (SCRAPE_GAUGES, CLIENT_GAUGES, CPU_COUNTER), is SampleError("garbage"). A value that is not
+    finite or is negative is a lie and is left out, as if the metric were missing.
+    """
+    seen: dict[str, list[float]] = {}
+    try:
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if math.isfinite(s.value) and s.value >= 0:
+                    seen.setdefault(s.name, []).append(float(s.value))
+    except Exception as e:  # noqa: BLE001 - the parser raises ValueError, IndexError, ... on garbage
+        raise SampleError("garbage", f"{type(e).__name__}: {e}") from None
+    out: dict[str, float] = {}
+    for name, (metric, scale) in SCRAPE_GAUGES.items():
+        if name in seen:
+            out.setdefault(metric, seen[name][0] * scale)
+    clients = next((name for name in CLIENT_GAUGES if name in seen), None)
+    if clients is not None:
+        out["clients"] = sum(seen[clients])
+    cpu = seen[CPU_COUNTER][0] if CPU_COUNTER in seen else None
+    if not out and cpu is None:
+        raise SampleError("garbage", "none of " + ", ".join([CPU_COUNTER, *SCRAPE_GAUGES, *CLIENT_GAUGES]))
+    return out, cpu
 
 
 def fetch_metrics(url: str, timeout: float = TIMEOUT_S, context: ssl.SSLContext | None = None) -> str:
@@ -291,11 +337,16 @@ class _Rates:
     def __init__(self) -> None:
         self.last: dict[tuple[str, str, str], tuple[float, float]] = {}
 
-    def rate(self, key: tuple[str, str, str], total: float, now: float) -> float | None:
+    def rate(self, key: tuple[str, str, str], total: float, now: float, reset_from_zero: bool = False) -> float | None:
+        """`reset_from_zero`: a counter that went down restarted from 0 since the last reading, so
+        its new value is the increase (Prometheus' rate() rule); for a scraped process whose
+        restart we cannot see otherwise, this keeps the second of the restart instead of a gap."""
         prev = self.last.get(key)
         self.last[key] = (now, total)
-        if prev is None or now <= prev[0] or total < prev[1]:
+        if prev is None or now <= prev[0]:
             return None
+        if total < prev[1]:
+            return total / (now - prev[0]) if reset_from_zero else None
         return (total - prev[1]) / (now - prev[0])
 
 
@@ -311,14 +362,19 @@ class Sampler:
     def __init__(self, path: Path, run: str, targets: Callable[[], list[Target]], *,
                  redis_url: str | None = None, redis_is_ours: bool = True, haproxy_socket: Path | None = None,
                  ssl_context: ssl.SSLContext | None = None, cgroup_reader: CgroupReader | None = None,
-                 interval: float = INTERVAL_S, timeout: float = TIMEOUT_S) -> None:
+                 interval: float = INTERVAL_S, timeout: float = TIMEOUT_S,
+                 scrape: Iterable[tuple[str, str]] = ()) -> None:
         self.path, self.run, self.targets = path, run, targets
+        self.scrape: list[tuple[str, str]] = [(str(i), str(u)) for i, u in scrape]  # (id, url), users' own nodes
         self.redis_url, self.redis_is_ours, self.haproxy_socket = redis_url, redis_is_ours, haproxy_socket
         self.ssl_context, self.cgroup_reader = ssl_context, cgroup_reader
         self.interval, self.timeout = interval, timeout
         self.meter, self.rates = _ProcessMeter(), _Rates()
         # threads are made on demand; enough that hung endpoints (each held <= timeout) starve no other read
-        self.pool = cf.ThreadPoolExecutor(max_workers=16, thread_name_prefix="sioscale-telemetry")
+        self.pool = cf.ThreadPoolExecutor(max_workers=16 + len(self.scrape), thread_name_prefix="sioscale-telemetry")
+        # the read of each (component, id) still running: never a second one beside it, so an endpoint
+        # slower than its timeout holds one thread, not one more each second (the others' threads stay free)
+        self._inflight: dict[tuple[str, str], cf.Future[Sample]] = {}
         self._redis: Any = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -350,7 +406,8 @@ class Sampler:
         wall = max(1e-9, (self._t1 or time.monotonic()) - self._t0)
         return {"file": RESOURCES_CSV, "samples": self.samples, "rows": self.rows, "warnings": self.warnings,
                 "write_errors": self.write_errors, "interval_s": self.interval, "timeout_s": self.timeout,
-                "cpu_seconds": round(self.cpu_s, 4), "cpu_percent": round(100.0 * self.cpu_s / wall, 3)}
+                "cpu_seconds": round(self.cpu_s, 4), "cpu_percent": round(100.0 * self.cpu_s / wall, 3),
+                "scrape": [{"id": i, "url": u} for i, u in self.scrape]}
 
     def _loop(self) -> None:
         due = time.monotonic()
@@ -386,7 +443,8 @@ class Sampler:
             targets = self.targets()
         except Exception:  # noqa: BLE001 - a cluster being torn down: nothing to sample this second
             targets = []
-        futures = self._submit_remote(targets)
+        futures, busy = self._submit_remote(targets)
+        out += [(component, id_, warning_metric("timeout"), 1.0) for component, id_ in busy]
         self.meter.forget_except(t.pid for t in targets if t.pid is not None)
         for t in targets:
             out += self._process(t)
@@ -407,18 +465,34 @@ class Sampler:
         self.warnings += sum(1 for _c, _i, m, _v in out if m.startswith("warning:"))
         return [(ts, self.run, c, i, m, v) for c, i, m, v in out]
 
-    def _submit_remote(self, targets: list[Target]) -> dict[cf.Future[Sample], tuple[str, str]]:
-        fs: dict[cf.Future[Sample], tuple[str, str]] = {}
+    def _submit_remote(self, targets: list[Target]
+                       ) -> tuple[dict[cf.Future[Sample], tuple[str, str]], list[tuple[str, str]]]:
+        """This second's remote reads -> (futures by (component, id), the keys still busy from before).
+
+        A key whose previous read has not ended (an endpoint slower than its timeout) is not read
+        again: it is busy, a timeout warning this second.
+        """
+        jobs: list[tuple[tuple[str, str], Callable[[], Sample]]] = []
         for t in targets:
             if t.component == "node" and t.pid is not None and t.metrics_url:
-                fs[self.pool.submit(self._timed(functools.partial(self._node_metrics, t)))] = ("node", t.id)
+                jobs.append((("node", t.id), functools.partial(self._node_metrics, t)))
+        jobs += [(("node", sid), functools.partial(self._scrape, sid, url)) for sid, url in self.scrape]
         redis_down = self.redis_is_ours and not any(t.component == "redis" and t.pid for t in targets)
         if self.redis_url and not redis_down:
-            fs[self.pool.submit(self._timed(self._redis_info))] = ("redis", "redis")
+            jobs.append((("redis", "redis"), self._redis_info))
         balancer = next((t for t in targets if t.component == "balancer" and t.pid is not None), None)
         if self.haproxy_socket is not None and balancer is not None:
-            fs[self.pool.submit(self._timed(lambda: self._haproxy(balancer.id)))] = ("balancer", balancer.id)
-        return fs
+            jobs.append((("balancer", balancer.id), functools.partial(self._haproxy, balancer.id)))
+        fs: dict[cf.Future[Sample], tuple[str, str]] = {}
+        busy: list[tuple[str, str]] = []
+        for key, fn in jobs:
+            prev = self._inflight.get(key)
+            if prev is not None and not prev.done():
+                busy.append(key)
+                continue
+            f = self._inflight[key] = self.pool.submit(self._timed(fn))
+            fs[f] = key
+        return fs, busy
 
     # ----------------------------------------------------------------- samplers
     def _process(self, t: Target) -> Sample:
@@ -435,6 +509,19 @@ class Sampler:
     def _node_metrics(self, t: Target) -> Sample:
         text = fetch_metrics(t.metrics_url or "", self.timeout, self.ssl_context)
         return [("node", t.id, m, v) for m, v in parse_node_metrics(text).items()]
+
+    def _scrape(self, sid: str, url: str) -> Sample:
+        """A user's own node (--scrape): its process metrics, lag and clients; CPU as a rate of its counter.
+
+        The system's default certificates verify an https target (not the local cluster's CA).
+        """
+        levels, cpu = parse_scrape_metrics(fetch_metrics(url, self.timeout))
+        out: Sample = [("node", sid, m, v) for m, v in levels.items()]
+        if cpu is not None:
+            r = self.rates.rate(("node", sid, "cpu_seconds"), cpu, time.monotonic(), reset_from_zero=True)
+            if r is not None:
+                out.append(("node", sid, "cpu_percent", 100.0 * r))
+        return out
 
     def _redis_info(self) -> Sample:
         if self._redis is None:
@@ -513,10 +600,12 @@ def cluster_cgroup_reader(cluster: Any) -> CgroupReader | None:
 
 
 def cluster_sampler(cluster: Any, run_dir: Path, run: str, cgroup_reader: CgroupReader | None = None,
-                    interval: float = INTERVAL_S, timeout: float = TIMEOUT_S) -> Sampler:
+                    interval: float = INTERVAL_S, timeout: float = TIMEOUT_S,
+                    scrape: Iterable[tuple[str, str]] = ()) -> Sampler:
     """A Sampler of a started targets.cluster.Cluster, writing RUN_DIR/resources.csv (not started yet).
 
     Without an explicit `cgroup_reader`, the cluster's own node groups are read (when limited).
+    `scrape`: (id, url) of users' own /metrics endpoints, sampled beside the local nodes.
     """
     c = cluster.config
     cgroup_reader = cgroup_reader or cluster_cgroup_reader(cluster)
@@ -524,9 +613,18 @@ def cluster_sampler(cluster: Any, run_dir: Path, run: str, cgroup_reader: Cgroup
     return Sampler(run_dir / RESOURCES_CSV, run, lambda: cluster_targets(cluster),
                    redis_url=cluster.redis_url if c.adapter == "redis" else None,
                    redis_is_ours=cluster.redis is not None, haproxy_socket=haproxy,
-                   ssl_context=cluster.ssl_context, cgroup_reader=cgroup_reader, interval=interval, timeout=timeout)
+                   ssl_context=cluster.ssl_context, cgroup_reader=cgroup_reader, interval=interval, timeout=timeout,
+                   scrape=scrape)
 
 
-__all__ = ["HAPROXY_STATS_SOCKET", "INTERVAL_S", "NODE_GAUGES", "REDIS_INFO", "TIMEOUT_S", "CgroupReader",
-           "SampleError", "Sampler", "Target", "cluster_cgroup_reader", "cluster_sampler", "cluster_targets", "fetch_metrics",
-           "parse_haproxy_stat", "parse_node_metrics", "redis_cpu_seconds", "redis_rows", "unix_request"]
+def scrape_sampler(run_dir: Path, run: str, scrape: Iterable[tuple[str, str]], interval: float = INTERVAL_S,
+                   timeout: float = TIMEOUT_S) -> Sampler:
+    """A Sampler of users' own nodes only (`sioscale run --url ... --scrape [ID=]URL`): no local process,
+    each (id, url) read as component `node` with that id (not started yet)."""
+    return Sampler(run_dir / RESOURCES_CSV, run, lambda: [], interval=interval, timeout=timeout, scrape=scrape)
+
+
+__all__ = ["CLIENT_GAUGES", "CPU_COUNTER", "HAPROXY_STATS_SOCKET", "INTERVAL_S", "NODE_GAUGES", "REDIS_INFO",
+           "SCRAPE_GAUGES", "TIMEOUT_S", "CgroupReader", "SampleError", "Sampler", "Target", "cluster_cgroup_reader",
+           "cluster_sampler", "cluster_targets", "fetch_metrics", "parse_haproxy_stat", "parse_node_metrics",
+           "parse_scrape_metrics", "redis_cpu_seconds", "redis_rows", "scrape_sampler", "unix_request"]
