@@ -9,6 +9,7 @@ fetch is replaced by a function of the test.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from pathlib import Path
@@ -240,3 +241,53 @@ def test_scrape_flag_is_repeatable_and_campaign_flag_replaces_the_files_list(
     assert "scrape id 'n1'" in capsys.readouterr().err
     assert main(["run", "--url", "http://127.0.0.1:9", "--scrape", "x=gopher://h"]) == 2
     assert "--scrape 'x=gopher://h'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- beside a local cluster; the runner
+class _Child:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def alive(self) -> bool:
+        return True
+
+
+class _OneNodeCluster:
+    """What cluster_sampler reads of a started targets.cluster.Cluster: one node (this process), no balancer."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.config = ClusterConfig(nodes=1, balancer="none", policy="direct")
+        self.info = {"nodes": [{"id": "n1", "url": "http://local-n1"}]}
+        self.workdir, self.redis, self.redis_url, self.ssl_context, self.node_groups = workdir, None, None, None, {}
+
+    def _children(self) -> list[tuple[str, str, _Child]]:
+        return [("node", "n1", _Child(os.getpid()))]
+
+
+def test_scrape_targets_are_sampled_beside_the_local_clusters_nodes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tm, "fetch_metrics", _FakeFetch({"http://local-n1/metrics": ["sioscale_clients 4\n"],
+                                                         "http://ext/m": [PROM_CLIENT]}))
+    s = tm.cluster_sampler(_OneNodeCluster(tmp_path), tmp_path, "r", scrape=[("ext", "http://ext/m")])
+    try:
+        rows = _rows(s.sample_once())
+    finally:
+        s.stop()
+    assert rows[("node", "n1", "clients")] == 4.0 and rows[("node", "n1", "rss_bytes")] > 0  # psutil + /metrics
+    assert rows[("node", "ext", "clients")] == 150.0 and rows[("node", "ext", "rss_bytes")] == 73400320.0
+
+
+def test_runner_hook_samples_scrape_targets_behind_url_and_records_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sioscale.runner import _telemetry
+
+    meta: dict[str, Any] = {}
+    with _telemetry(None, tmp_path, "r", meta):  # --url without --scrape: nothing to sample
+        pass
+    assert "telemetry" not in meta and not (tmp_path / "resources.csv").exists()
+    monkeypatch.setattr(tm, "fetch_metrics", _FakeFetch({"http://ext/m": [PROM_CLIENT]}))
+    with _telemetry(None, tmp_path, "r", meta, scrape=(ScrapeTarget("ext", "http://ext/m"),)):
+        time.sleep(0.3)
+    assert meta["telemetry"]["scrape"] == [{"id": "ext", "url": "http://ext/m"}]
+    assert meta["telemetry"]["samples"] >= 1 and meta["telemetry"]["rows"] >= 4
+    assert "ext,clients,150.0" in (tmp_path / "resources.csv").read_text()
