@@ -650,6 +650,25 @@ def _blank(df: pd.DataFrame, col: str, checks: list[tuple[str, str, pd.Series]],
         df[col] = s
 
 
+def _read_whole_lines(path: Path, name: str, warn: Any) -> bytes | None:
+    """A run file's bytes up to its last complete line (a SIGKILL cuts the last one: said, dropped);
+    None when it is missing (not a warning: optional files), unreadable or empty (both said)."""
+    if not path.exists():
+        return None
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        warn(f"{name} cannot be read: {e.strerror}")
+        return None
+    if not raw.strip():
+        warn(f"{name} is empty")
+        return None
+    if not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        warn(f"{name}: last line was cut off (run killed while writing?); dropped it")
+    return raw
+
+
 def read_generator(path: Path, warn: Any, window: Window | None = None, tally: Tally | None = None) -> pd.DataFrame:
     """generator.csv → ts, worker, cpu_percent, users; bad lines dropped and reported, never raises.
 
@@ -659,19 +678,9 @@ def read_generator(path: Path, warn: Any, window: Window | None = None, tally: T
     """
     cols = list(GENERATOR_COLUMNS)
     empty = empty_generator().drop(columns=["config"])
-    if not path.exists():
+    raw = _read_whole_lines(path, "generator.csv", warn)
+    if raw is None:
         return empty
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        warn(f"generator.csv cannot be read: {e.strerror}")
-        return empty
-    if not raw.strip():
-        warn("generator.csv is empty")
-        return empty
-    if not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        warn("generator.csv: last line was cut off (run killed while writing?); dropped it")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -723,19 +732,9 @@ def read_resources(path: Path, warn: Any, window: Window | None = None, tally: T
     Sampler warning rows ("warning:<kind>") are kept and said once, counted per component and kind.
     """
     empty = empty_resources().drop(columns=["config"])
-    if not path.exists():
+    raw = _read_whole_lines(path, RESOURCES_CSV, warn)
+    if raw is None:
         return empty
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        warn(f"{RESOURCES_CSV} cannot be read: {e.strerror}")
-        return empty
-    if not raw.strip():
-        warn(f"{RESOURCES_CSV} is empty")
-        return empty
-    if not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        warn(f"{RESOURCES_CSV}: last line was cut off (run killed while writing?); dropped it")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 PARENT = "sioscale"
 PERIOD_US = 100_000
 """CFS period: 100 ms, the kernel's and Kubernetes' default; quota = cpus * period."""
@@ -345,16 +347,6 @@ def make_groups(layout: Layout, node_ids: list[str], limits: NodeLimits) -> dict
     return made
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_leftovers(layout: Layout) -> list[str]:
     """Remove `sioscale-<pid>-*` groups whose supervisor pid is gone (a SIGKILLed one); return them.
 
@@ -369,7 +361,7 @@ def sweep_leftovers(layout: Layout) -> list[str]:
             continue
         for d in entries:
             m = _NAME_RE.match(d.name)
-            if m and d.is_dir() and not _pid_alive(int(m.group(1))) and _rmdir(d, 0.0):
+            if m and d.is_dir() and not psutil.pid_exists(int(m.group(1))) and _rmdir(d, 0.0):
                 removed.append(str(d))
     return removed
 

@@ -60,6 +60,13 @@ class Child:
     def start(self) -> None:
         """Spawn the child; ChildStartError when its setup (cgroup) failed, so it never ran."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        for procs in self.cgroup_procs:
+            # Checked here too: under gevent's monkey-patched subprocess (Locust imported in this
+            # process) an exception in preexec_fn surfaces as the exec's OSError ("No such file:
+            # /bin/sh"), which would name the wrong thing. The child still joins before exec.
+            if not os.access(procs, os.W_OK):
+                raise ChildStartError(f"{self.name} could not join its cgroup ({procs} is not writable); "
+                                      "run as root with the cgroup controllers writable")
         log = open(self.log_path, "ab")  # handed to the child, closed below
         setup = _make_setup(threading.current_thread() is threading.main_thread(), os.getpid(), self.cgroup_procs)
         try:
