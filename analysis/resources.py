@@ -677,8 +677,11 @@ def nodes_line(nbr: dict[str, Any] | None) -> str | None:
             continue
         by = names.get(str(a.get("by")), str(a.get("by")))
         if a.get("nodes") is None:
-            parts.append(f"{int(float(t)):,} users → none (past the {by} model's ceiling of "
-                         f"{_num(a.get('ceiling_users')) or 0:,.0f} users)")
+            # the ceiling carries the headroom: say so, or it reads as below what a config carried at its bound
+            h = _num(nbr.get("headroom"))
+            parts.append(f"{int(float(t)):,} users → none (extrapolated: past the {by} model's ceiling of "
+                         f"{_num(a.get('ceiling_users')) or 0:,.0f} users"
+                         + (f" with {h:.0%} headroom)" if h else ")"))
             continue
         beyond = beyond or bool(a.get("beyond_measured_nodes"))
         ex = ", extrapolated" if a.get("extrapolated") else ""

@@ -192,7 +192,9 @@ def test_cost_against_node_count_and_its_ceiling() -> None:
     R.apply_scale_out(nbr, m)
     assert nbr["targets"]["300"] == {"nodes": 6, "by": "cpu_scale_out", "extrapolated": True, "beyond_measured_nodes": True}
     assert nbr["targets"]["10000"]["nodes"] is None and nbr["targets"]["10000"]["ceiling_users"] == pytest.approx(450)
-    assert "10,000 users → none (past the CPU at scale model's ceiling of 450 users)" in nbr["line"]
+    # marked an extrapolation, and the ceiling's headroom said (450 = 600 at the bound × 0.75)
+    assert "10,000 users → none (extrapolated: past the CPU at scale model's ceiling of 450 users with 25% headroom)" \
+        in nbr["line"]
     # a cost that does not grow is never taken cheaper than the dearest measured; one node count is no model
     flat = R.cost_vs_nodes([{**pts[0], "slope": 0.2}, {**pts[1], "slope": 0.18}])
     assert flat["c1"] == 0 and flat["c0"] == 0.2
