@@ -34,13 +34,17 @@ def _direct(**kw) -> ClusterConfig:
 
 
 def _flood(url: str, stop: threading.Event, errors: list[str]) -> None:
-    """One websocket client emitting `echo` without an ack as fast as it can: CPU work for the node."""
+    """One websocket client calling `echo` back to back: CPU work for the node, one message in flight.
+
+    Why acked, not fire-and-forget: a throttled node reads slowly, so unacked emits pile up in the
+    client's send queue without bound. Under gevent's patched threads (Locust imported earlier in
+    the same pytest process) the emit loop also never yields, and the queue grew to 24 GB (OOM)."""
     c = socketio.SimpleClient()
     try:
         c.connect(url, transports=["websocket"], wait_timeout=5)
         payload = {"pad": "x" * 2000, "n": list(range(50))}
         while not stop.is_set():
-            c.emit("echo", payload)
+            c.call("echo", payload, timeout=5)
     except Exception as e:  # noqa: BLE001 - reported by the test, not lost in a thread
         errors.append(repr(e))
     finally:
