@@ -669,6 +669,23 @@ def _read_whole_lines(path: Path, name: str, warn: Any) -> bytes | None:
     return raw
 
 
+def _read_text_csv(path: Path, name: str, warn: Any) -> tuple[pd.DataFrame, int] | None:
+    """A small run CSV (generator.csv, resources.csv) as text columns, and how many lines with a
+    wrong number of fields were skipped; None when there is nothing to read (said by the callee)."""
+    raw = _read_whole_lines(path, name, warn)
+    if raw is None:
+        return None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, on_bad_lines="warn",
+                             encoding_errors="replace")
+    except (ValueError, pd.errors.ParserError) as e:
+        warn(f"{name} cannot be parsed ({str(e).splitlines()[0]}); ignored")
+        return None
+    return df, sum(str(x.message).count("Skipping line") for x in caught)
+
+
 def read_generator(path: Path, warn: Any, window: Window | None = None, tally: Tally | None = None) -> pd.DataFrame:
     """generator.csv → ts, worker, cpu_percent, users; bad lines dropped and reported, never raises.
 
@@ -678,18 +695,10 @@ def read_generator(path: Path, warn: Any, window: Window | None = None, tally: T
     """
     cols = list(GENERATOR_COLUMNS)
     empty = empty_generator().drop(columns=["config"])
-    raw = _read_whole_lines(path, "generator.csv", warn)
-    if raw is None:
+    parsed = _read_text_csv(path, "generator.csv", warn)
+    if parsed is None:
         return empty
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, on_bad_lines="warn",
-                             encoding_errors="replace")
-    except (ValueError, pd.errors.ParserError) as e:
-        warn(f"generator.csv cannot be parsed ({str(e).splitlines()[0]}); ignored")
-        return empty
-    n_bad_lines = sum(str(x.message).count("Skipping line") for x in caught)
+    df, n_bad_lines = parsed
     missing = [c for c in cols if c not in df.columns]
     if missing:
         warn(f"generator.csv: missing column(s) {', '.join(missing)}; ignored")
@@ -732,24 +741,17 @@ def read_resources(path: Path, warn: Any, window: Window | None = None, tally: T
     Sampler warning rows ("warning:<kind>") are kept and said once, counted per component and kind.
     """
     empty = empty_resources().drop(columns=["config"])
-    raw = _read_whole_lines(path, RESOURCES_CSV, warn)
-    if raw is None:
+    parsed = _read_text_csv(path, RESOURCES_CSV, warn)
+    if parsed is None:
         return empty
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, on_bad_lines="warn",
-                             encoding_errors="replace")
-    except (ValueError, pd.errors.ParserError) as e:
-        warn(f"{RESOURCES_CSV} cannot be parsed ({str(e).splitlines()[0]}); ignored")
-        return empty
+    df, n_bad_lines = parsed
     missing = [c for c in RESOURCE_COLUMNS if c != "run" and c not in df.columns]
     if missing:
         warn(f"{RESOURCES_CSV}: missing column(s) {', '.join(missing)} (not the ts,run,component,id,metric,value "
              "file of contract/resources.py); ignored")
         return empty
     tally = tally or Tally(warn, RESOURCES_CSV)
-    tally.drop("row", "line with a wrong number of fields", sum(str(x.message).count("Skipping line") for x in caught))
+    tally.drop("row", "line with a wrong number of fields", n_bad_lines)
     out = _resource_rows(df, window, tally)
     _say_sampler_warnings(out, warn)
     return out

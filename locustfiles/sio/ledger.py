@@ -45,6 +45,16 @@ def _ts(s: _Send) -> float:
     return s.ts
 
 
+
+def _add_send(buckets: dict[int, list[int]], sec: int, expected: int, delivered: int) -> None:
+    """One send into a per-second [sends, expected, delivered] bucket."""
+    b = buckets.get(sec)
+    if b is None:
+        b = buckets[sec] = [0, 0, 0]
+    b[0] += 1
+    b[1] += expected
+    b[2] += delivered
+
 class _Send:
     """One pending ok broadcast_send; `expected` is members(room, ts) as last judged."""
 
@@ -161,12 +171,7 @@ class Ledger:
         self._by_arrival.append(s)
         s.expected = exp = self.membership.count(room, ts)
         capped = delivered if delivered < exp else exp
-        b = self.seconds.get(sec)
-        if b is None:
-            b = self.seconds[sec] = [0, 0, 0]
-        b[0] += 1
-        b[1] += exp
-        b[2] += capped
+        _add_send(self.seconds, sec, exp, capped)
         self.dirty.add(sec)
         if live:
             self.live_sends += 1
@@ -277,12 +282,7 @@ class Ledger:
         if not bucket:
             del self._by_sec[sec]
         exp, dlv = s.expected, s.capped()
-        b = self.settled_buckets.get(sec)
-        if b is None:
-            b = self.settled_buckets[sec] = [0, 0, 0]
-        b[0] += 1
-        b[1] += exp
-        b[2] += dlv
+        _add_send(self.settled_buckets, sec, exp, dlv)
         if s.live:
             lp = self._live_pending
             lp[0] -= 1
