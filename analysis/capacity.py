@@ -421,3 +421,35 @@ def capacity_plan(k: dict[str, Any], nodes: int, run_imbalance: float | None, ta
 
 def _finite_ge1(x: Any) -> bool:
     return isinstance(x, int | float) and math.isfinite(x) and x >= 1
+
+
+def usl_over_nodes(points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The USL over the node count: X(n) = each config's throughput at its knee (steps/s of its last stage within
+    the SLO), n its node count; configs that differ only in node count.
+
+    points: [{"config", "nodes", "capacity": that config's capacity section}]. A config whose knee was not
+    reached gives a lower bound of its throughput: it is used, and the fit says so. Flagged not meaningful below
+    MIN_USL_POINTS node counts (three parameters from three node counts fit anything); None below three
+    configs with a knee throughput.
+    """
+    rows = []
+    for p in points:
+        cap = p.get("capacity") or {}
+        users = cap.get("users")
+        row = next((r for r in cap.get("table") or [] if users is not None and r.get("users") == users), None)
+        x = row.get("throughput") if row else None
+        if p.get("nodes") and isinstance(x, int | float) and math.isfinite(x) and x > 0:
+            rows.append({"config": p.get("config"), "nodes": int(p["nodes"]), "throughput": float(x),
+                         "reached": bool(cap.get("reached"))})
+    if len({r["nodes"] for r in rows}) < 3:
+        return None
+    try:
+        fit = fit_usl([r["nodes"] for r in rows], [r["throughput"] for r in rows])
+    except ValueError:
+        return None
+    out = {**fit.as_dict(), "over": "nodes", "points": rows}
+    out["notes"] = [n.replace("load levels", "node counts") for n in out["notes"]]
+    if not all(r["reached"] for r in rows):
+        out["meaningful"] = False
+        out["notes"].append("a config's knee was not reached: its throughput is a lower bound")
+    return out

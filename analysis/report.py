@@ -24,6 +24,7 @@ from contract.fmt import num
 from contract.status import RunStatus, Status, reconcile, worst  # stdlib-only: one status machine
 
 from . import aggregates as A
+from . import answer as AN
 from . import capacity as C
 from . import metrics as M
 from . import plots as P
@@ -132,32 +133,40 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[Con
         thresholds=thresholds,
         warnings=list(frames.warnings),
     )
-    tables = _tables(m, [c.to_json() for c in configs], cap_figs)
+    plain = [c.to_json() for c in configs]
+    tables = _tables(m, plain, cap_figs)
     tables["resources_fig"] = res_figs
+    tables["answer"] = {"matrix": AN.matrix(plain), "findings": AN.findings(plain), "needed": AN.nodes_needed(plain),
+                        "usl_nodes": AN.usl_over_nodes(plain), "good": AN.GOOD, "fair": AN.FAIR,
+                        "stepped": any((c.get("capacity") or {}).get("stages", 0) >= 2 for c in plain)}
     return summary, tables, figures
 
 
 def _scale_out(configs: list[ConfigEntry]) -> None:
-    """Across configs that differ only in node count (and have the same node size): fit the per-node CPU cost per
-    client against the node count (analysis.resources.cost_vs_nodes) and answer nodes needed with it; each config's
-    verdicts are said again with that answer."""
-    groups: dict[tuple[Any, ...], list[tuple[ConfigEntry, dict[str, Any]]]] = {}
+    """Across configs that differ only in node count (and have the same node size): fit the per-node CPU cost
+    against the node count jointly (analysis.resources.scale_out_fit) and answer nodes needed with it, and fit
+    the USL over the node count (throughput at each config's knee: analysis.capacity.usl_over_nodes); each
+    config's verdicts are said again with those answers."""
+    groups: dict[tuple[Any, ...], list[ConfigEntry]] = {}
     for e in configs:
-        nbr = e.capacity.get("nodes_needed_by_resource")
-        cpu = next((r for r in (nbr or {}).get("resources", []) if r.get("resource") == "cpu" and r.get("slope")), None)
-        if cpu is None or not e.config.nodes:
-            continue
         c = e.config
+        if not c.nodes or not e.capacity.get("stages"):
+            continue
+        nbr = e.capacity.get("nodes_needed_by_resource") or {}
         key = (c.balancer, c.policy, c.adapter, tuple(c.transports or ()), c.server, c.tls,
                (nbr.get("node_size") or {}).get("label"))
-        groups.setdefault(key, []).append((e, {"config": e.name, "nodes": c.nodes, "slope": cpu["slope"],
-                                                "intercept": cpu["intercept"], "limit_percent": cpu["limit_percent"]}))
+        groups.setdefault(key, []).append(e)
     for members in groups.values():
-        model = R.cost_vs_nodes([p for _, p in members])
-        if model is None:
+        if len({e.config.nodes for e in members}) < 2:
             continue
-        for e, _ in members:
-            R.apply_scale_out(e.capacity["nodes_needed_by_resource"], model)
+        usl = C.usl_over_nodes([{"config": e.name, "nodes": e.config.nodes, "capacity": e.capacity} for e in members])
+        model = R.scale_out_fit([{"config": e.name, "nodes": e.config.nodes, "use": (e.resources or {}).get("use")}
+                                 for e in members if e.capacity.get("nodes_needed_by_resource")])
+        for e in members:
+            if usl is not None:
+                e.capacity["usl_nodes"] = usl
+            if model is not None and e.capacity.get("nodes_needed_by_resource"):
+                R.apply_scale_out(e.capacity["nodes_needed_by_resource"], model)
             e.verdicts = config_verdicts(e)
 
 
@@ -356,6 +365,7 @@ def render(summary: dict[str, Any], tables: dict[str, Any], figures: dict[str, s
     env.filters["ms"] = _fmt_ms
     env.filters["num"] = _fmt_num
     env.filters["when"] = _fmt_when
+    env.filters["slug"] = _slug
     return env.get_template("report.html.j2").render(s=summary, t=tables, fig=figures, Markup=jinja2.utils.markupsafe.Markup)
 
 

@@ -516,6 +516,10 @@ def _answer(rows: list[dict[str, Any]], targets: Any, nodes: int) -> dict[str, A
         if capped:
             answer[t] = {"nodes": None, "by": capped[0]["resource"], "extrapolated": True, "beyond_measured_nodes": True,
                          "ceiling_users": capped[0]["ceiling_users"]}
+            if capped[0].get("ceiling_range_users"):
+                answer[t]["ceiling_range_users"] = capped[0]["ceiling_range_users"]
+            if (capped[0].get("min_cpu_cores") or {}).get(t) is not None:
+                answer[t]["min_cpu_cores"] = {"cores": capped[0]["min_cpu_cores"][t], "extrapolated": True}
             continue
         cands = [(r["nodes"][t], r) for r in rows if r.get("nodes") and r["nodes"].get(t)]
         if not cands:
@@ -527,34 +531,83 @@ def _answer(rows: list[dict[str, Any]], targets: Any, nodes: int) -> dict[str, A
     return answer
 
 
-SCALE_OUT_MODEL = ("CPU % per client on a node = c0 + c1 × node count (least squares over the configs that differ "
-                   "only in node count): with the Redis adapter every node handles every broadcast, so a node's cost "
-                   "per client grows with the nodes; a node then carries (bound − intercept) / (c0 + c1 × n) clients")
+SCALE_OUT_MODEL = ("CPU % of a node = i + a × its own clients + b × the cluster's users, least squares over the stages "
+                   "below the CPU bound of the configs that differ only in node count: with a Redis adapter every node "
+                   "handles every user's broadcasts, so b > 0 and a node then carries (bound − i) / (a + b × n) clients; "
+                   "past (bound − i) / b users in all, no node count of this size is enough")
+
+SCALE_OUT_MIN_POINTS = 4
+"""Fewer stage readings than this (below the bound, over all node counts) fit no three-parameter model."""
+SCALE_OUT_Z = 2.0
+"""b is taken as growing only when b − 2 standard errors > 0 (about 95 %); the ceiling's range is b ± 2 s.e."""
 
 
-SCALE_OUT_MIN_GROWTH = 0.05
-"""The per-client cost must grow by at least this share over the measured node range to count as growing."""
+def _scale_out_points(groups: list[dict[str, Any]]) -> list[tuple[float, float, float, float]]:
+    """(own clients, cluster users, cpu %, cpu limit %) of every node at every stage below its CPU bound."""
+    pts = []
+    for g in groups:
+        n = max(1, int(g["nodes"]))
+        for r in g.get("use") or []:
+            cpu, users = r.get("cpu_percent"), r.get("users")
+            if r.get("component") != "node" or cpu is None or not users:
+                continue
+            lim = r.get("cpu_limit_percent") or ONE_CORE
+            if cpu >= CPU_BOUND_SHARE * lim or (r.get("throttled_share") or 0.0) >= THROTTLED_BOUND_SHARE:
+                continue  # a capped reading would flatten the line
+            own = r["clients"] if r.get("clients") is not None else users / n
+            pts.append((float(own), float(users), float(cpu), float(lim)))
+    return pts
 
 
-def cost_vs_nodes(points: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The per-node CPU cost per client against node count, from each config's CPU fit.
+def scale_out_fit(groups: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The per-node CPU cost against the node count, fitted jointly over a campaign's configs (SCALE_OUT_MODEL).
 
-    points: [{"config", "nodes", "slope", "intercept", "limit_percent"}]; None below two distinct node
-    counts. A growth over the measured node range below SCALE_OUT_MIN_GROWTH of the cost is noise: then c1 = 0
-    and the dearest measured cost is used (more nodes never make a node cheaper per client than measured).
+    groups: [{"config", "nodes", "use": that config's USE rows}], configs that differ only in node count. Why one
+    joint fit, not one slope per config compared across configs: each config's own slope rests on three or four
+    stages, and the growth across node counts is a small difference of such slopes, so its ceiling moved by 3×
+    between runs of the same campaign; the joint fit uses every reading at once and says how sure it is (the
+    ceiling's range from b's standard error). None below two node counts or SCALE_OUT_MIN_POINTS readings.
+    When b is not above zero beyond its error the scale-out is linear: b = 0, fitted again without it.
     """
-    pts = [p for p in points if p.get("slope") and p.get("nodes")]
-    ns = np.array([float(p["nodes"]) for p in pts])
-    if len(set(ns.tolist())) < 2:
+    counts = sorted({int(g["nodes"]) for g in groups if g.get("nodes")})
+    pts = _scale_out_points(groups)
+    if len(counts) < 2 or len(pts) < SCALE_OUT_MIN_POINTS:
         return None
-    bs = np.array([float(p["slope"]) for p in pts])
-    c1, c0 = (float(v) for v in np.polyfit(ns, bs, 1))
-    if c1 * float(np.ptp(ns)) < SCALE_OUT_MIN_GROWTH * float(bs.min()):  # no growth beyond noise: flat, at the dearest
-        c1, c0 = 0.0, float(bs.max())
-    return {"c0": c0, "c1": c1, "intercept": max(float(p["intercept"]) for p in pts),
-            "limit_percent": min(float(p["limit_percent"]) for p in pts), "model": SCALE_OUT_MODEL,
-            "points": [{"config": p.get("config"), "nodes": int(p["nodes"]), "cpu_percent_per_client": float(p["slope"])}
-                       for p in pts], "measured_nodes": [int(ns.min()), int(ns.max())]}
+    own, users, cpu, lim = (np.array(c) for c in zip(*pts, strict=True))
+    X = np.column_stack([np.ones_like(own), own, users])
+    coef, se, r2 = _lstsq(X, cpu)
+    growing = coef is not None and coef[2] - SCALE_OUT_Z * se[2] > 0
+    if not growing:
+        coef2, se2, r2 = _lstsq(X[:, :2], cpu)
+        if coef2 is None:
+            return None
+        coef, se = np.append(coef2, 0.0), np.append(se2, 0.0)
+    assert coef is not None
+    i, a, b = (float(v) for v in coef)
+    bound = float(lim.min())
+    out = {"c0": a, "c1": b, "intercept": i, "limit_percent": bound, "model": SCALE_OUT_MODEL, "r2": r2,
+           "stderr": {"intercept": float(se[0]), "c0": float(se[1]), "c1": float(se[2])}, "readings": len(pts),
+           "growing": bool(growing), "measured_nodes": [counts[0], counts[-1]],
+           "points": [{"config": g.get("config"), "nodes": int(g["nodes"]),
+                       "readings": len(_scale_out_points([g]))} for g in groups]}
+    if growing:  # the ceiling without headroom: (bound − i) / b, and its range from b ± 2 s.e.
+        lo_b, hi_b = b + SCALE_OUT_Z * se[2], b - SCALE_OUT_Z * se[2]
+        out["ceiling_at_bound"] = (bound - i) / b
+        out["ceiling_range_at_bound"] = [(bound - i) / lo_b, (bound - i) / hi_b]
+    return out
+
+
+def _lstsq(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, float]:
+    """(coefficients, their standard errors, R²) of y ≈ X·c; None without more readings than unknowns or a full rank."""
+    k = X.shape[1]
+    if len(y) <= k or np.linalg.matrix_rank(X) < k:
+        return None, np.zeros(k), math.nan
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ coef
+    s2 = float(resid @ resid) / (len(y) - k)
+    se = np.sqrt(np.clip(np.diag(s2 * np.linalg.pinv(X.T @ X)), 0, None))
+    sst = float(np.sum((y - y.mean()) ** 2))
+    return coef, se, 1 - float(resid @ resid) / sst if sst > 0 else math.nan
 
 
 def scale_out_nodes(model: dict[str, Any], target: int, imbalance: float, headroom: float) -> int | None:
@@ -568,6 +621,13 @@ def scale_out_nodes(model: dict[str, Any], target: int, imbalance: float, headro
     return max(1, math.ceil(need * model["c0"] / denom - 1e-9))
 
 
+def min_cpu_cores(model: dict[str, Any], target: int, imbalance: float, headroom: float) -> float:
+    """The smallest node (cores) that can carry `target` users at any node count: the broadcast share b × users
+    alone must fit the bound less the headroom (the own-clients share shrinks to nothing as nodes are added).
+    An extrapolation across node sizes: CPU per message is taken as the same at every quota."""
+    return (model["intercept"] + target * max(1.0, imbalance) * model["c1"] / (1 - headroom)) / ONE_CORE
+
+
 def apply_scale_out(nbr: dict[str, Any], model: dict[str, Any]) -> None:
     """Add the scale-out CPU row to a config's nodes_needed_by_resource and answer again (in place)."""
     imb, h = float(nbr.get("imbalance") or 1.0), float(nbr.get("headroom") or 0.25)
@@ -575,11 +635,17 @@ def apply_scale_out(nbr: dict[str, Any], model: dict[str, Any]) -> None:
     nodes = {t: scale_out_nodes(model, int(float(t)), imb, h) for t in targets}
     room = (model["limit_percent"] - model["intercept"]) * (1 - h)
     ceiling = room / (model["c1"] * imb) if model["c1"] > 0 else None
+    rng = model.get("ceiling_range_at_bound")
     hi = model["measured_nodes"][1]
     row = {"resource": "cpu_scale_out", "users_per_node": None, "nodes": nodes, "model": model["model"],
-           "fit": {k: model[k] for k in ("c0", "c1", "intercept", "limit_percent", "points", "measured_nodes")},
-           "ceiling_users": ceiling, "measured_nodes_max": hi,
-           "extrapolated": any(n is None or n > hi for n in nodes.values())}
+           "fit": {k: model.get(k) for k in ("c0", "c1", "intercept", "limit_percent", "points", "measured_nodes", "r2",
+                                             "stderr", "readings", "growing")},
+           "ceiling_users": ceiling,
+           "ceiling_range_users": [v * (1 - h) / imb for v in rng] if ceiling is not None and rng else None,
+           "ceiling_users_one_core": ((ONE_CORE - model["intercept"]) * (1 - h) / (model["c1"] * imb)
+                                      if model["c1"] > 0 else None),
+           "min_cpu_cores": {t: min_cpu_cores(model, int(float(t)), imb, h) for t in targets} if model["c1"] > 0 else None,
+           "measured_nodes_max": hi, "extrapolated": any(n is None or n > hi for n in nodes.values())}
     nbr["resources"] = [r for r in nbr.get("resources") or [] if r.get("resource") != "cpu_scale_out"] + [row]
     nbr["targets"] = _answer(nbr["resources"], targets, int(nbr.get("measured_nodes") or 1))
     nbr["line"] = nodes_line(nbr)
@@ -666,22 +732,30 @@ def binding_text(b: dict[str, Any] | None) -> str | None:
 
 
 def nodes_line(nbr: dict[str, Any] | None) -> str | None:
-    """'nodes of 0.25 CPU / 512 MiB: 10,000 users → 90 (by CPU), …' with extrapolations marked; None without targets."""
+    """'nodes of 0.25 CPU / 512 MiB: 10,000 users → 90 (by CPU), …' with extrapolations marked; None without targets.
+
+    A target past a scale-out ceiling reads 'none of this size', the ceiling (with its range and the headroom it
+    keeps) said once, and the node size that could carry it (beyond one core: no single event loop can)."""
     if not isinstance(nbr, dict) or not nbr.get("targets"):
         return None
     size = (nbr.get("node_size") or {}).get("label") or "the measured size"
     names = {"cpu": "CPU", "memory": "memory", "slo": "the SLO knee", "cpu_scale_out": "CPU at scale"}
-    parts, beyond = [], False
+    parts, beyond, ceiling = [], False, ""
     for t, a in nbr["targets"].items():
         if not isinstance(a, dict):
             continue
         by = names.get(str(a.get("by")), str(a.get("by")))
         if a.get("nodes") is None:
-            # the ceiling carries the headroom: say so, or it reads as below what a config carried at its bound
-            h = _num(nbr.get("headroom"))
-            parts.append(f"{int(float(t)):,} users → none (extrapolated: past the {by} model's ceiling of "
-                         f"{_num(a.get('ceiling_users')) or 0:,.0f} users"
-                         + (f" with {h:.0%} headroom)" if h else ")"))
+            cores = _num((a.get("min_cpu_cores") or {}).get("cores")) if isinstance(a.get("min_cpu_cores"), dict) else None
+            need = (f"; ≥ {cores:.2g} CPU per node, more than one event loop's core" if cores and cores > 1
+                    else f"; nodes of ≥ {cores:.2g} CPU could" if cores else "")
+            parts.append(f"{int(float(t)):,} users → none of this size (extrapolated{need})")
+            if not ceiling:  # the ceiling carries the headroom: say so, or it reads as below what a config carried
+                h = _num(nbr.get("headroom"))
+                rng = a.get("ceiling_range_users")
+                between = f" ({rng[0]:,.0f}–{rng[1]:,.0f})" if isinstance(rng, list) and len(rng) == 2 else ""
+                ceiling = (f"; the {by} model's ceiling is {_num(a.get('ceiling_users')) or 0:,.0f} users{between} at any "
+                           "node count" + (f", with {h:.0%} headroom" if h else ""))
             continue
         beyond = beyond or bool(a.get("beyond_measured_nodes"))
         ex = ", extrapolated" if a.get("extrapolated") else ""
@@ -690,7 +764,7 @@ def nodes_line(nbr: dict[str, Any] | None) -> str | None:
         return None
     tail = (f"; a count beyond the {nbr.get('measured_nodes')} node(s) measured assumes linear scale-out: "
             "a lower bound" if beyond else "")
-    return f"nodes of {size}: " + "; ".join(parts) + tail
+    return f"nodes of {size}: " + "; ".join(parts) + ceiling + tail
 
 
 def _int_text(v: Any) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from analysis.report import write_report
-from tests.synth import SynthConfig, seed_campaign, write_run
+from tests.synth import SynthConfig, seed_campaign, write_run, write_run_v2
+from tests.unit.test_resources_report import _limited
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -42,6 +45,18 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "ramp", transports=("websocket",), policy="l4-round-robin", adapter="redis",
         steps=((15, 4), (30, 4), (45, 4), (60, 4)), capacity_per_node=8, timeout_s=1.0, spawn_rate=60, seed=7)))
     write_report(dirs, root / "report", thresholds={"p95_ack_ms": 50.0})
+    # a capacity campaign: 1, 2, 4 nodes of 0.25 CPU, Redis (a node's cost per client grows with the nodes)
+    cap = [write_run_v2(root / "cap" / f"n{n}", _limited(f"haproxy-cookie-ws-redis-python-{n}n-cpu0.25", nodes=n,
+                                                          adapter="redis", policy="cookie", cpu_growth_per_node=0.5))
+           for n in (1, 2, 4)]
+    write_report(cap, root / "capacity", thresholds={"p95_ack_ms": 50.0})
+    # the seed's whole matrix: policy × transports × adapter, 16 configurations
+    seed = [write_run(root / "seed16" / f"{p}-{'ws' if t == ('websocket',) else 'poll+ws'}-{a}", SynthConfig(
+        f"haproxy-{p}-{'ws' if t == ('websocket',) else 'poll+ws'}-{a}-python-3n", policy=p, transports=t, adapter=a,
+        users=8, duration=3, seed=i))
+        for i, (p, t, a) in enumerate((p, t, a) for p in ("cookie", "l4-round-robin", "l7-round-robin", "source")
+                                      for t in (("polling", "websocket"), ("websocket",)) for a in ("memory", "redis"))]
+    write_report(seed, root / "seed16")
     return root
 
 
@@ -62,3 +77,35 @@ def test_screenshot_is_drawn(report: Path) -> None:
     assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 100_000  # a page with plots, not a blank one
+
+
+# Measures the page as laid out at the window's size: where the answer section ends, what it holds.
+_MEASURE = """<script>
+const a = document.getElementById('answer'), r = a.getBoundingClientRect();
+document.title = 'MEASURE' + JSON.stringify({bottom: r.bottom, right: r.right, vw: innerWidth, vh: innerHeight,
+  cells: a.querySelectorAll('table.answer td').length, text: a.innerText});
+</script>"""
+
+
+@pytest.mark.parametrize("which", ["seed16", "report", "capacity"])
+def test_first_screen_is_the_answer_at_1280_by_800(report: Path, which: str) -> None:
+    """The matrix, the findings and the nodes-needed line fit 1280×800 without scrolling (issue 12 part 6)."""
+    page = report / which / "first-screen.html"
+    page.write_text((report / which / "index.html").read_text().replace("</body>", _MEASURE + "</body>"))
+    r = _chromium(["--window-size=1280,800", "--hide-scrollbars", "--dump-dom", page.as_uri()], report)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = re.search(r"<title>MEASURE(.*?)</title>", r.stdout, re.S)
+    assert m, r.stdout[:2000]
+    got = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+    # a 1280×800 window: headless Chromium leaves its window's frame out of the viewport (657 px high here),
+    # as a desktop browser's toolbars do; the answer must end within what the window shows
+    assert got["vw"] == 1280 and 600 <= got["vh"] <= 800
+    assert got["bottom"] <= got["vh"] and got["right"] <= 1280, got
+    if which == "seed16":  # the seed's policy × transports × adapter: 16 cells
+        assert got["cells"] == 16 and "l7-round-robin" in got["text"] and "websocket · redis" in got["text"]
+        assert "Every session connects" in got["text"] and "whenever" in got["text"]
+    elif which == "report":  # four seed configs and a ramp: a matrix with empty cells, and a step load's answer
+        assert got["cells"] >= 4 and "not run" in got["text"] and "Nodes needed" in got["text"]
+    else:  # the capacity answer: the binding resource per node count and the nodes-needed line
+        assert got["cells"] == 3 and "bound by node n1" in got["text"] and "Nodes needed" in got["text"]
+        assert "USL over node count" in got["text"]

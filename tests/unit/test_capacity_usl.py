@@ -214,3 +214,22 @@ def test_capacity_plan_falls_back_to_the_run_imbalance_then_even() -> None:
     p = capacity_plan(k, nodes=3, run_imbalance=None, targets=(1_000,))
     assert (p["capacity_per_node"], p["imbalance_source"]) == (20.0, "unknown (taken as even)")
     assert capacity_plan({"users": None}, 3, 2.0, (1_000,))["nodes_needed"] is None
+
+
+def test_usl_over_node_count_from_each_configs_knee() -> None:
+    from analysis.capacity import usl_over_nodes
+
+    def cap(users: int, x: float, reached: bool = True) -> dict:
+        return {"users": users, "reached": reached, "table": [{"users": users // 2, "throughput": x / 2},
+                                                              {"users": users, "throughput": x}]}
+
+    pts = [{"config": f"c{n}", "nodes": n, "capacity": cap(150 * n, x)} for n, x in ((1, 300.0), (2, 560.0), (4, 900.0))]
+    u = usl_over_nodes(pts)
+    assert u["over"] == "nodes" and [p["throughput"] for p in u["points"]] == [300.0, 560.0, 900.0]
+    assert u["meaningful"] is False and any("only 3 node counts" in n for n in u["notes"])
+    assert u["alpha"] > 0 or u["beta"] > 0  # sublinear: 4 nodes give 3×, not 4×
+    # a knee not reached is a lower bound, said; fewer than three node counts, or no knee throughput: no fit
+    low = usl_over_nodes([*pts[:2], {**pts[2], "capacity": cap(600, 900.0, reached=False)}])
+    assert low["meaningful"] is False and any("lower bound" in n for n in low["notes"])
+    assert usl_over_nodes(pts[:2]) is None
+    assert usl_over_nodes([*pts[:2], {"config": "x", "nodes": 8, "capacity": {"users": None}}]) is None

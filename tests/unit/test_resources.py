@@ -179,26 +179,60 @@ def test_nodes_by_resource_takes_the_max_and_marks_extrapolation() -> None:
     assert cpu["extrapolated"] is True and cpu["users_per_node"] > 120 and "linear fit" in cpu["model"]
 
 
-def test_cost_against_node_count_and_its_ceiling() -> None:
-    pts = [{"config": f"c{n}", "nodes": n, "slope": s, "intercept": 1.0, "limit_percent": 25.0}
-           for n, s in ((1, 0.16), (2, 0.20), (4, 0.28))]
-    m = R.cost_vs_nodes(pts)
-    assert m["c1"] == pytest.approx(0.04) and m["c0"] == pytest.approx(0.12) and m["measured_nodes"] == [1, 4]
+def _use_rows(nodes: int, users: list[int], cpu, lim: float = 25.0, jitter: float = 0.0) -> list[dict]:
+    """USE rows of `nodes` nodes at each stage's users, each node's CPU = cpu(own clients, cluster users)."""
+    rows = []
+    for st, u in enumerate(users, 1):
+        for k in range(nodes):
+            own = u / nodes
+            wobble = jitter * (1 if (st + k) % 2 else -1)
+            rows.append({"stage": st, "users": u, "component": "node", "id": f"n{k + 1}", "clients": own,
+                         "cpu_percent": cpu(own, u) + wobble, "cpu_limit_percent": lim, "throttled_share": 0.0})
+    return rows
+
+
+def test_joint_cost_against_node_count_and_its_ceiling() -> None:
+    # a node's CPU = 1 + 0.12 × its clients + 0.04 × the cluster's users (every node handles every broadcast)
+    def cpu(own: float, users: float) -> float:
+        return 1.0 + 0.12 * own + 0.04 * users
+
+    groups = [{"config": f"c{n}", "nodes": n, "use": _use_rows(n, [10, 20, 40, 60, 80], cpu, jitter=0.05)}
+              for n in (1, 2, 4)]
+    # readings at or past the bound (CPU ≥ 90 % of the limit, or throttled) are left out of the fit
+    groups[0]["use"] += [{**groups[0]["use"][-1], "stage": 9, "users": 400, "clients": 400, "cpu_percent": 25.0}]
+    m = R.scale_out_fit(groups)
+    assert m["growing"] is True and m["measured_nodes"] == [1, 4]
+    assert m["c1"] == pytest.approx(0.04, rel=0.05) and m["c0"] == pytest.approx(0.12, rel=0.05)
+    assert m["intercept"] == pytest.approx(1.0, abs=0.2) and m["readings"] == 35
+    lo, hi = m["ceiling_range_at_bound"]
+    assert lo < m["ceiling_at_bound"] < hi and m["ceiling_at_bound"] == pytest.approx(600, rel=0.05)
+    exact = {**m, "c0": 0.12, "c1": 0.04, "intercept": 1.0}
     # 300 users: 6 nodes carry 50 each within (25 − 1) / (0.12 + 0.04 × 6) × 0.75 = 50; 5 would not
-    assert R.scale_out_nodes(m, 300, 1.0, 0.25) == 6
-    assert R.scale_out_nodes(m, 10_000, 1.0, 0.25) is None  # past the ceiling of 24 × 0.75 / 0.04 = 450 users
+    assert R.scale_out_nodes(exact, 300, 1.0, 0.25) == 6
+    assert R.scale_out_nodes(exact, 10_000, 1.0, 0.25) is None  # past the ceiling of 24 × 0.75 / 0.04 = 450 users
+    # the smallest node that could: (1 + 10,000 × 0.04 / 0.75) / 100 cores
+    assert R.min_cpu_cores(exact, 10_000, 1.0, 0.25) == pytest.approx((1 + 10_000 * 0.04 / 0.75) / 100)
     nbr = {"targets": {"300": {}, "10000": {}}, "resources": [], "imbalance": 1.0, "headroom": 0.25, "measured_nodes": 4,
            "node_size": {"label": "0.25 CPU / no memory limit"}}
-    R.apply_scale_out(nbr, m)
+    R.apply_scale_out(nbr, exact)
     assert nbr["targets"]["300"] == {"nodes": 6, "by": "cpu_scale_out", "extrapolated": True, "beyond_measured_nodes": True}
     assert nbr["targets"]["10000"]["nodes"] is None and nbr["targets"]["10000"]["ceiling_users"] == pytest.approx(450)
-    # marked an extrapolation, and the ceiling's headroom said (450 = 600 at the bound × 0.75)
-    assert "10,000 users → none (extrapolated: past the CPU at scale model's ceiling of 450 users with 25% headroom)" \
-        in nbr["line"]
-    # a cost that does not grow is never taken cheaper than the dearest measured; one node count is no model
-    flat = R.cost_vs_nodes([{**pts[0], "slope": 0.2}, {**pts[1], "slope": 0.18}])
-    assert flat["c1"] == 0 and flat["c0"] == 0.2
-    assert R.cost_vs_nodes(pts[:1]) is None
+    # marked an extrapolation; the ceiling's range and headroom said once; the node size that could carry it
+    line = nbr["line"]
+    assert "10,000 users → none of this size (extrapolated; ≥ 5.3 CPU per node, more than one event loop's core)" in line
+    assert "the CPU at scale model's ceiling is 450 users (" in line and "at any node count, with 25% headroom" in line
+
+
+def test_joint_fit_without_growth_is_linear_and_needs_two_node_counts() -> None:
+    def flat(own: float, users: float) -> float:
+        return 1.0 + 0.2 * own
+
+    groups = [{"config": f"c{n}", "nodes": n, "use": _use_rows(n, [10, 20, 40, 60], flat, jitter=0.05)} for n in (1, 2)]
+    m = R.scale_out_fit(groups)
+    assert m["growing"] is False and m["c1"] == 0 and m["c0"] == pytest.approx(0.2, rel=0.05)
+    assert "ceiling_at_bound" not in m
+    assert R.scale_out_fit(groups[:1]) is None  # one node count is no model
+    assert R.scale_out_fit([{**g, "use": g["use"][:1]} for g in groups]) is None  # too few readings
 
 
 def test_limits_from_the_clusters_own_meta_shape() -> None:

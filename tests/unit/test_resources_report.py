@@ -63,7 +63,7 @@ def test_first_screen_has_the_answer_before_the_verdicts(report: tuple[dict, str
     answer, verdicts = html.find('id="answer"'), html.find('id="verdicts"')
     assert 0 < answer < verdicts
     first = re.sub(r"<[^>]+>", " ", html[answer:verdicts])
-    assert "node n1 cpu_percent" in first and "10,000 users →" in first and "0.25 CPU / 512 MiB" in first
+    assert "bound by node n1 CPU at" in first and "10,000 users →" in first and "0.25 CPU / 512 MiB" in first
     assert "node n1 CPU at 24" in first and "stage 3 (300 users)" in first  # capacity.binding_summary
     assert 'id="resources"' in html and "Binding resource:" in html
 
