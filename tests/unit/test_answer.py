@@ -60,6 +60,9 @@ def test_findings_name_the_values_under_which_an_outcome_always_holds() -> None:
     assert f[0] == ("Every session connects (≥ 99%) whenever policy is cookie, or transports is websocket; "
                     "not in 2 of 8 configurations.")
     assert f[1] == "Every broadcast reaches its room (≥ 99%) whenever adapter is redis; not in 3 of 6 configurations."
+    # a config whose sessions met on one node is left out of delivery: it crossed no node
+    one = _cfg("source", WS, "memory", 1.0, 1.0, used=1)
+    assert "whenever adapter is redis;" in AN.findings([*SEED, one])[1]
     assert f[2].startswith("2 configuration(s) used fewer nodes than they had")
     assert AN.findings(SEED[:2])[0] == "In all 2 configurations every session connects (≥ 99%)."
     assert AN.findings([SEED[4]])[0] == "In none of the 1 configurations every session connects (≥ 99%)."
