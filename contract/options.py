@@ -15,10 +15,11 @@ or not). Stdlib only: the Locust side and the runner both import it (docs/archit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from contract.config import LoadConfig, Step
+from contract.config import LoadConfig, ScrapeTarget, Step, parse_scrape
 from contract.rowpolicy import DEFAULT_FAILURE_ROWS_PER_S, DEFAULT_FIRST_N, DEFAULT_SAMPLE_RATE
 from contract.wire import DEFAULT_TRANSPORTS, NODE_HEADER
 
@@ -40,6 +41,7 @@ class SioOption:
     from_load: bool = False  # the runner passes LoadConfig.<field> as this flag
     minimum: float | None = None  # numeric options: the smallest value allowed (inclusive)
     maximum: float | None = None  # numeric options: the largest value allowed (inclusive)
+    text_check: Callable[[str], object] | None = None  # str options: raises ValueError on a bad value (parse time)
 
     @property
     def flag(self) -> str:
@@ -100,6 +102,17 @@ def _render_item(v: Any) -> str:
     return str(v)
 
 
+def scrape_targets(text: str, flag: str = "--sio-scrape") -> tuple[ScrapeTarget, ...]:
+    """--sio-scrape's comma-separated `[ID=]URL` list -> targets; "" (or only commas) -> ().
+
+    Why contract.config.parse_scrape: the same syntax, ids and errors as `sioscale run --scrape`, so
+    `sioscale cluster`'s "scrape" value (n1=URL,n2=URL) means the same in both. ConfigError (a
+    ValueError) names the flag and the bad item.
+    """
+    parts = [p for p in text.split(",") if p.strip()]
+    return parse_scrape(parts, flag) if parts else ()
+
+
 def as_bool(raw: Any, flag: str = "option") -> bool:
     """The one place a boolean option's spelling ("true"/"false", as the CLI and web UI give it) becomes a bool."""
     if isinstance(raw, bool):
@@ -142,6 +155,10 @@ OPTIONS: tuple[SioOption, ...] = (
               help="Event log: failed-step rows kept per second per process beyond each user's first of a kind"),
     SioOption("log_all", bool, False, switch=True, from_load=True,
               help="Event log: keep every row beside the aggregates (proof runs; large files)"),
+    SioOption("scrape", str, "", text_check=scrape_targets,
+              help="Web UI: nodes' Prometheus /metrics to show live in the Socket.IO tab (CPU, RSS, event-loop lag, "
+                   "clients): comma-separated [ID=]URL, e.g. n1=http://127.0.0.1:5001/metrics (sioscale cluster's "
+                   "\"scrape\"); empty: none"),
     SioOption("run_dir", str, "", web_ui=False,
               help="Run directory for the event log (event streams, Parquet at the end) and live stats; empty: none"),
     SioOption("run_name", str, "", web_ui=False,
@@ -176,6 +193,7 @@ class SioOptions:
     first_rows: int
     failure_rows: int
     log_all: bool
+    scrape: str
     run_dir: str
     run_name: str
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 RESOURCES_CSV = "resources.csv"
@@ -55,6 +55,67 @@ WARNINGS: tuple[str, ...] = ("timeout", "refused", "garbage", "gone", "no_cgroup
 no cgroup could be read, anything else."""
 
 
+# ------------------------------------------------------------- Prometheus names -> metrics
+# One table for every reader of a node's /metrics: the run's sampler (targets/telemetry.py) and the
+# Locust web UI's live node view (locustfiles/sio/noderes.py). Both parse the text with
+# prometheus_client's parser and hand the samples, {name: [values]}, to `metrics_of_samples`.
+
+NODE_GAUGES: dict[str, tuple[str, float]] = {
+    "sioscale_clients": ("clients", 1.0),
+    "sioscale_event_loop_lag_ms": ("event_loop_lag_ms", 1.0),
+    "nodejs_eventloop_lag_p99_seconds": ("event_loop_lag_ms", 1000.0),
+}
+"""A local reference node's own gauges -> (metric, scale); its process metrics come from psutil
+(ours first; prom-client's lag gauge is in seconds)."""
+SCRAPE_GAUGES: dict[str, tuple[str, float]] = {
+    "process_resident_memory_bytes": ("rss_bytes", 1.0),
+    "process_open_fds": ("open_fds", 1.0),
+    "sioscale_event_loop_lag_ms": ("event_loop_lag_ms", 1.0),
+    "nodejs_eventloop_lag_p99_seconds": ("event_loop_lag_ms", 1000.0),
+}
+"""Users' own nodes (--scrape, --sio-scrape): prom-client's and python prometheus_client's default
+names, and ours. Gauges -> (metric, scale); for a metric named twice the first name present wins."""
+CLIENT_GAUGES: tuple[str, ...] = ("sioscale_clients", "socket_io_connected", "socketio_connected_clients",
+                                  "socket_io_connected_clients", "socketio_connected")
+"""Connected-sockets gauges -> `clients`, the first present wins; a labelled one (per namespace) is
+summed over its samples. socket_io_connected: socket.io-prometheus(-metrics) for Node; the others:
+the usual spellings of a hand-written gauge."""
+CPU_COUNTER = "process_cpu_seconds_total"
+"""-> cpu_percent, as a rate between two scrapes (the reader keeps the previous one)."""
+
+
+def metrics_of_samples(samples: Mapping[str, Sequence[float]],
+                       gauges: Mapping[str, tuple[str, float]] | None = None,
+                       client_gauges: Sequence[str] = CLIENT_GAUGES) -> tuple[dict[str, float], float | None]:
+    """Parsed Prometheus samples {name: [values]} -> (levels by resources.csv metric, CPU seconds or None).
+
+    Why pure and here: the run's sampler and the web UI's poller must read the same names the same
+    way (a node's row in the tab and in resources.csv are one mapping). `gauges` defaults to
+    SCRAPE_GAUGES: the first sample of the first name present per metric, times its scale; the
+    first of `client_gauges` present is summed over its samples (labelled per namespace). The CPU
+    counter comes back raw: a rate needs the previous reading. The caller drops the values it
+    distrusts (non-finite, negative) before; a name with no values counts as absent.
+    """
+    out: dict[str, float] = {}
+    for name, (metric, scale) in (SCRAPE_GAUGES if gauges is None else gauges).items():
+        if samples.get(name):
+            out.setdefault(metric, float(samples[name][0]) * scale)
+    clients = next((name for name in client_gauges if samples.get(name)), None)
+    if clients is not None:
+        out["clients"] = float(sum(samples[clients]))
+    cpu = samples.get(CPU_COUNTER)
+    return out, (float(cpu[0]) if cpu else None)
+
+
+def counter_rate(prev: tuple[float, float] | None, now: float, total: float) -> float | None:
+    """Per-second increase of a cumulative counter since `prev` = (time, total); None without a
+    usable previous reading. A counter that went down restarted from 0 (Prometheus' rate() rule), so
+    its new value is the increase: a restarted node keeps its second instead of a gap."""
+    if prev is None or now <= prev[0]:
+        return None
+    return (total - prev[1] if total >= prev[1] else total) / (now - prev[0])
+
+
 def warning_metric(kind: str) -> str:
     """The metric name of a warning row ("warning:timeout", ...); an unknown kind is "error"."""
     return "warning:" + (kind if kind in WARNINGS else "error")
@@ -87,5 +148,6 @@ def append_rows(path: Path, rows: Iterable[tuple[float, str, str, str, str, floa
     return n
 
 
-__all__ = ["COMPONENTS", "METRICS", "RESOURCES_CSV", "RESOURCE_COLUMNS", "WARNINGS", "append_rows", "is_warning",
-           "valid_row", "warning_metric"]
+__all__ = ["CLIENT_GAUGES", "COMPONENTS", "CPU_COUNTER", "METRICS", "NODE_GAUGES", "RESOURCES_CSV",
+           "RESOURCE_COLUMNS", "SCRAPE_GAUGES", "WARNINGS", "append_rows", "counter_rate", "is_warning",
+           "metrics_of_samples", "valid_row", "warning_metric"]

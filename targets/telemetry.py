@@ -47,7 +47,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from contract.resources import RESOURCES_CSV, append_rows, warning_metric
+from contract.resources import (
+    CLIENT_GAUGES,
+    CPU_COUNTER,
+    NODE_GAUGES,
+    RESOURCES_CSV,
+    SCRAPE_GAUGES,
+    append_rows,
+    metrics_of_samples,
+    warning_metric,
+)
 
 INTERVAL_S = 1.0
 TIMEOUT_S = 0.5
@@ -59,26 +68,8 @@ CgroupReader = Callable[[str], Mapping[str, float] | None]
 """node id -> {"cpu_limit_cores", "memory_limit_bytes", "nr_throttled" (cumulative),
 "throttled_ms" (cumulative)} or None when the node has no cgroup; any key may be absent."""
 
-# /metrics names -> resources.csv metrics (ours first; prom-client's lag gauge is seconds)
-NODE_GAUGES: dict[str, tuple[str, float]] = {
-    "sioscale_clients": ("clients", 1.0),
-    "sioscale_event_loop_lag_ms": ("event_loop_lag_ms", 1.0),
-    "nodejs_eventloop_lag_p99_seconds": ("event_loop_lag_ms", 1000.0),
-}
-# users' own nodes (--scrape): prom-client's and python prometheus_client's default names, and ours.
-# Gauges -> (metric, scale); for a metric named twice the first name present wins (ours first).
-SCRAPE_GAUGES: dict[str, tuple[str, float]] = {
-    "process_resident_memory_bytes": ("rss_bytes", 1.0),
-    "process_open_fds": ("open_fds", 1.0),
-    "sioscale_event_loop_lag_ms": ("event_loop_lag_ms", 1.0),
-    "nodejs_eventloop_lag_p99_seconds": ("event_loop_lag_ms", 1000.0),
-}
-CLIENT_GAUGES: tuple[str, ...] = ("sioscale_clients", "socket_io_connected", "socketio_connected_clients",
-                                  "socket_io_connected_clients", "socketio_connected")
-"""Connected-sockets gauges -> `clients`, the first present wins; a labelled one (per namespace) is
-summed over its samples. socket_io_connected: socket.io-prometheus(-metrics) for Node; the others:
-the usual spellings of a hand-written gauge."""
-CPU_COUNTER = "process_cpu_seconds_total"  # -> cpu_percent, as a rate between two scrapes
+# /metrics names -> resources.csv metrics: NODE_GAUGES, SCRAPE_GAUGES, CLIENT_GAUGES, CPU_COUNTER and
+# metrics_of_samples live in contract.resources, shared with the Locust web UI's live node view.
 REDIS_INFO: dict[str, str] = {
     "instantaneous_ops_per_sec": "ops_per_sec",
     "connected_clients": "connected_clients",
@@ -119,20 +110,26 @@ def parse_node_metrics(text: str) -> dict[str, float]:
     """clients / event_loop_lag_ms from a node's Prometheus text; SampleError("garbage") if neither.
 
     Parsed with prometheus_client's own parser (never by hand): a page that is not the text
-    format raises in it or yields none of the gauges, and both are "garbage".
+    format raises in it or yields none of the gauges, and both are "garbage". The names are
+    contract.resources.NODE_GAUGES.
     """
-    out: dict[str, float] = {}
-    try:
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name in NODE_GAUGES and math.isfinite(s.value):
-                    metric, scale = NODE_GAUGES[s.name]
-                    out.setdefault(metric, s.value * scale)
-    except Exception as e:  # noqa: BLE001 - the parser raises ValueError, IndexError, ... on garbage
-        raise SampleError("garbage", f"{type(e).__name__}: {e}") from None
+    out, _cpu = metrics_of_samples(_samples(text, math.isfinite), NODE_GAUGES, ())
     if not out:
         raise SampleError("garbage", "no sioscale_clients or event-loop lag gauge")
     return out
+
+
+def _samples(text: str, keep: Callable[[float], bool]) -> dict[str, list[float]]:
+    """Prometheus text -> {sample name: [values kept]}, by prometheus_client's parser; garbage raises."""
+    seen: dict[str, list[float]] = {}
+    try:
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if keep(s.value):
+                    seen.setdefault(s.name, []).append(float(s.value))
+    except Exception as e:  # noqa: BLE001 - the parser raises ValueError, IndexError, ... on garbage
+        raise SampleError("garbage", f"{type(e).__name__}: {e}") from None
+    return seen
 
 
 def parse_scrape_metrics(text: str) -> tuple[dict[str, float], float | None]:
@@ -143,22 +140,7 @@ def parse_scrape_metrics(text: str) -> tuple[dict[str, float], float | None]:
     (SCRAPE_GAUGES, CLIENT_GAUGES, CPU_COUNTER), is SampleError("garbage"). A value that is not
     finite or is negative is a lie and is left out, as if the metric were missing.
     """
-    seen: dict[str, list[float]] = {}
-    try:
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if math.isfinite(s.value) and s.value >= 0:
-                    seen.setdefault(s.name, []).append(float(s.value))
-    except Exception as e:  # noqa: BLE001 - the parser raises ValueError, IndexError, ... on garbage
-        raise SampleError("garbage", f"{type(e).__name__}: {e}") from None
-    out: dict[str, float] = {}
-    for name, (metric, scale) in SCRAPE_GAUGES.items():
-        if name in seen:
-            out.setdefault(metric, seen[name][0] * scale)
-    clients = next((name for name in CLIENT_GAUGES if name in seen), None)
-    if clients is not None:
-        out["clients"] = sum(seen[clients])
-    cpu = seen[CPU_COUNTER][0] if CPU_COUNTER in seen else None
+    out, cpu = metrics_of_samples(_samples(text, lambda v: math.isfinite(v) and v >= 0))
     if not out and cpu is None:
         raise SampleError("garbage", "none of " + ", ".join([CPU_COUNTER, *SCRAPE_GAUGES, *CLIENT_GAUGES]))
     return out, cpu

@@ -55,7 +55,7 @@ from contract.eventfiles import SCHEMA_VERSION
 from contract.jsonfile import write_json
 from contract.rows import COLUMNS, Row
 from contract.status import RunStatus, Status, from_sio_stats, writer_identity  # stdlib-only too
-from locustfiles.sio import generator_cpu
+from locustfiles.sio import generator_cpu, noderes
 from locustfiles.sio.ingest import (  # noqa: F401 - re-exported: the master's side, named here as before
     _TS,
     BATCH_VERSION,
@@ -263,6 +263,7 @@ def _compute_stats(st: _State, now: float) -> dict[str, Any]:
     snap["malformed_batch_parts"] = dict(st.malformed)
     snap["colliding_user_ids"] = sorted(st.colliding_users)[:20]
     snap["colliding_user_count"] = len(st.colliding_users)
+    snap["node_resources"] = noderes.readings(st.environment, now)  # --sio-scrape's nodes, live
     return snap
 
 

@@ -28,7 +28,7 @@ def parser_kwargs(o: SioOption) -> dict[str, Any]:
     kw: dict[str, Any] = {"default": o.cli_default, "help": o.help, "include_in_web_ui": o.web_ui}
     if o.switch:
         kw["action"] = "store_true"
-    elif o.type in (int, float):
+    elif o.type in (int, float) or o.text_check is not None:
         kw["type"] = _arg_type(o)
     if o.choices:
         kw["choices"] = list(o.choices)
@@ -38,7 +38,19 @@ def parser_kwargs(o: SioOption) -> dict[str, Any]:
 def _arg_type(o: SioOption) -> Any:
     """The parser's `type` for a numeric option: its range checked at parse time, so an out-of-range
     value stops Locust at startup with one line (`argument --sio-sample-rate: ... between 0 and 1`)
-    instead of failing every user step later."""
+    instead of failing every user step later. A text option with a `text_check` (--sio-scrape) is
+    checked the same way and kept as its text."""
+    if o.text_check is not None:
+        check = o.text_check
+
+        def check_text(text: str) -> str:
+            try:
+                check(text)
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+            return text
+
+        return check_text
     if o.minimum is None and o.maximum is None:
         return o.type
 

@@ -67,6 +67,8 @@ def table_rows(s: dict[str, Any]) -> list[dict[str, str]]:
         f"ms; p50 {_fmt(d.get('latency_p50_ms'))} ms over {d.get('receipts', 0)} receipts")
     for n in s.get("nodes", []):
         add("Node", str(n["node"]), n["connected_now"], f"connected now; {n['connects_total']} connects in total")
+    for n in s.get("node_resources", []):
+        add("Node resources", str(n.get("id")), *node_resource_cells(n))
     for f in s.get("failures", []):
         add("Failures", f"{f['step']} × {f['error_kind']}", f["count"])
     for sw in s.get("node_switches", []):
@@ -97,6 +99,29 @@ def table_rows(s: dict[str, Any]) -> list[dict[str, str]]:
     if t.get("late_rows_ignored"):
         add("Totals", "late rows ignored", t["late_rows_ignored"], "arrived after their window was settled")
     return out
+
+
+def node_resource_cells(n: dict[str, Any]) -> tuple[str, str]:
+    """(value, detail) of one `node_resources` item: CPU % (100 = one core) and "RSS, lag, clients, age",
+    or "–" and the warning when its last read failed (a stale CPU would read as live). CPU is "–" on
+    the first good read too: it is a rate between two reads."""
+    age = n.get("age_s")
+    if n.get("error"):
+        last = "no good reading yet" if age is None else f"last good reading {_fmt(age)} s ago"
+        if n["error"] == "config":
+            last = "no node is polled"
+        return "–", f"warning: {n['error']}: {n.get('detail') or 'no detail'}; {last}"
+    if age is None:
+        return "–", f"waiting for the first read of {n.get('url')}"
+    cpu = n.get("cpu_percent")
+    rss, lag, clients = n.get("rss_bytes"), n.get("event_loop_lag_ms"), n.get("clients")
+    detail = ", ".join([
+        f"RSS {_fmt(None if rss is None else rss / 2**20)} MiB",
+        f"lag p99 {_fmt(lag)} ms",
+        f"{'–' if clients is None else int(clients)} clients",
+        f"read {_fmt(age)} s ago",
+    ])
+    return ("–" if cpu is None else f"{cpu:.1f} %"), detail
 
 
 def to_csv(rows: list[dict[str, str]]) -> str:

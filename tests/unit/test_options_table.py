@@ -41,6 +41,8 @@ NON_DEFAULT: dict[str, tuple[list[str], object]] = {
     "first_rows": (["2"], 2),
     "failure_rows": (["9"], 9),
     "log_all": ([], True),
+    "scrape": (["n1=http://127.0.0.1:5001/metrics,http://10.0.0.6:9100/metrics"],
+               "n1=http://127.0.0.1:5001/metrics,http://10.0.0.6:9100/metrics"),
     "run_dir": (["/tmp/run"], "/tmp/run"),
     "run_name": (["r1"], "r1"),
 }
@@ -178,3 +180,26 @@ def test_the_range_edges_parse_and_a_hand_made_namespace_is_checked_too() -> Non
     assert _parse(["--sio-first-rows", "0", "--sio-failure-rows", "0"]).failure_rows == 0
     with pytest.raises(ValueError, match="--sio-sample-rate"):
         SioOptions.from_namespace(argparse.Namespace(sio_sample_rate=2.0))
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("n1=ftp://x/metrics", "is not an http:// or https:// URL"),
+    ("n1=http://a:1/m,n1=http://b:2/m", "id 'n1' is given twice"),
+    ("justaname", "expected [ID=]URL"),
+])
+def test_a_bad_scrape_list_stops_the_parse_with_one_line_naming_the_flag(
+        value: str, words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--sio-scrape goes through contract.config.parse_scrape, the rules of `sioscale run --scrape`."""
+    with pytest.raises(SystemExit):
+        _parse(["--sio-scrape", value])
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and "--sio-scrape" in err[0] and words in err[0], err
+
+
+def test_scrape_targets_reads_the_cluster_s_scrape_value() -> None:
+    from contract.options import scrape_targets
+
+    got = scrape_targets(" n1=http://127.0.0.1:5001/metrics, ,http://127.0.0.1:5002/metrics,")
+    assert [(t.id, t.url) for t in got] == [("n1", "http://127.0.0.1:5001/metrics"),
+                                           ("127.0.0.1:5002", "http://127.0.0.1:5002/metrics")]
+    assert scrape_targets("") == () and scrape_targets(" , ") == ()
