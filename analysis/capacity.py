@@ -141,15 +141,37 @@ def fit_usl(concurrency: Any, throughput: Any) -> USLFit:
                   notes=tuple(notes))
 
 
-def step_windows(users: pd.DataFrame, min_hold_s: float = 2.0) -> pd.DataFrame:
+def step_windows(users: pd.DataFrame, min_hold_s: float = 2.0, levels: Any = None) -> pd.DataFrame:
     """Stages of a step load from a (ts, users) series (Locust history 'User Count', one row per second).
 
     A stage is a run of equal user counts lasting ≥ min_hold_s: its hold is [hold_start, end); its
     ramp is from the previous stage's end. Columns: stage, users, ramp_start, hold_start, end.
+
+    levels: the configured steps' user counts (meta.json load.steps), when known. Then only plateaus at
+    those counts are stages (the longest one per count): a slow ramp spawns users in bursts, and its
+    pauses of a few seconds are not stages the load held. Without any plateau at a configured count
+    (a run that never reached one), every plateau counts, as without levels.
     """
-    cols = ["stage", "users", "ramp_start", "hold_start", "end"]
+    found = _plateaus(users, min_hold_s)
+    want = {int(v) for v in levels or () if isinstance(v, int | float) and not isinstance(v, bool)}
+    held = [w for w in found if w["users"] in want]
+    if held:
+        longest: dict[int, dict[str, Any]] = {}
+        for w in held:
+            if w["users"] not in longest or w["end"] - w["hold_start"] > longest[w["users"]]["end"] - longest[w["users"]]["hold_start"]:
+                longest[w["users"]] = w
+        found = sorted(longest.values(), key=lambda w: w["hold_start"])
+        for i, w in enumerate(found):  # each ramp runs from the previous kept stage's end
+            w["stage"] = i + 1
+            if i:
+                w["ramp_start"] = found[i - 1]["end"]
+    return pd.DataFrame(found, columns=["stage", "users", "ramp_start", "hold_start", "end"])
+
+
+def _plateaus(users: pd.DataFrame, min_hold_s: float) -> list[dict[str, Any]]:
+    """Every run of equal user counts lasting ≥ min_hold_s, as step_windows' rows."""
     if users is None or not len(users):
-        return pd.DataFrame(columns=cols)
+        return []
     u = users.sort_values("ts")
     ts, uc = u["ts"].to_numpy(dtype=float), u["users"].to_numpy(dtype=float)
     out = []
@@ -165,7 +187,7 @@ def step_windows(users: pd.DataFrame, min_hold_s: float = 2.0) -> pd.DataFrame:
                         "hold_start": float(ts[i]), "end": end})
             prev_end = end
         i = j + 1
-    return pd.DataFrame(out, columns=cols)
+    return out
 
 
 _MESSAGE_STEPS = ("ack", "emit", "broadcast_send")

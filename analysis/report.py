@@ -379,7 +379,9 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: ConfigBloc
     nodes = _int(cfg_block.nodes) or 1
     e = ev[ev["config"] == name]
     users = _users_series(frames, name, e)
-    windows = C.step_windows(users)
+    load = (frames.meta.get(name) or {}).get("load")
+    steps = load.get("steps") if isinstance(load, dict) and isinstance(load.get("steps"), list) else []
+    windows = C.step_windows(users, levels=[s_.get("users") for s_ in steps if isinstance(s_, dict)])
     if len(windows) < 2:
         return ({"stages": int(len(windows)), "users_per_node": None, "users": None, "usl": None, "nodes_needed": None,
                  "note": "one load level only: run a step load ([load] steps) to find the knee"}, None, None,

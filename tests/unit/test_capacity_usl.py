@@ -233,3 +233,17 @@ def test_usl_over_node_count_from_each_configs_knee() -> None:
     assert low["meaningful"] is False and any("lower bound" in n for n in low["notes"])
     assert usl_over_nodes(pts[:2]) is None
     assert usl_over_nodes([*pts[:2], {"config": "x", "nodes": 8, "capacity": {"users": None}}]) is None
+
+
+def test_step_windows_keep_the_configured_levels_not_a_ramps_pauses() -> None:
+    # steps 40 → 120 → 300, the last ramp spawned in bursts of 30 users with 3-s pauses between them
+    counts = [40] * 8 + [80] * 2 + [120] * 8 + [150] * 3 + [180] * 3 + [210] * 3 + [240] * 3 + [270] * 3 + [300] * 8
+    users = pd.DataFrame({"ts": 1000.0 + np.arange(len(counts)), "users": counts})
+    assert len(step_windows(users)) == 9  # every pause of 2 s or more looks like a stage
+    w = step_windows(users, levels=[40, 120, 300])
+    assert list(w["users"]) == [40, 120, 300] and list(w["stage"]) == [1, 2, 3]
+    assert w["ramp_start"].iloc[2] == w["end"].iloc[1] and w["end"].iloc[2] - w["hold_start"].iloc[2] == 8
+    # a level never held (the run stopped early), or levels that match nothing: what was held counts
+    assert list(step_windows(users, levels=[40, 120, 999])["users"]) == [40, 120]
+    assert len(step_windows(users, levels=[7])) == 9
+    assert step_windows(users.iloc[:0], levels=[40]).empty
