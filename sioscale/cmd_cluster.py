@@ -1,8 +1,9 @@
 """`sioscale cluster`: run a local cluster until Ctrl-C, printing its info as one JSON line.
 
 The JSON line is the whole interface: a script (or another terminal) reads the balancer URL,
-node ports/pids and the CA file from it; later lines, one per child that died on its own, are
-`{"death": {...}}`. Child logs go to files in the workdir, never to this terminal, so stdout
+node ports/pids and the CA file from it, and "scrape" (`n1=http://127.0.0.1:PORT/metrics,...`),
+the value Locust's `--sio-scrape` takes to show each node's CPU, RSS and lag in its web UI.
+Later lines, one per child that died on its own, are `{"death": {...}}`. Child logs go to files in the workdir, never to this terminal, so stdout
 stays machine-readable.
 """
 
@@ -25,7 +26,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "cluster",
         help="run a local Socket.IO cluster (nodes + balancer [+ Redis]) until Ctrl-C",
         description="Start N reference Socket.IO nodes behind a real balancer on 127.0.0.1, print one "
-        "JSON line (url, nodes, balancer, policy, adapter, server, tls, redis_url, ca_file, node_limits) and "
+        "JSON line (url, nodes, balancer, policy, adapter, server, tls, redis_url, ca_file, node_limits, scrape) and "
         "block until Ctrl-C or SIGTERM, which stop every child. A child that dies on its own is reported as one "
         "JSON line {\"death\": {...}} (reason \"oom\" for a node OOM-killed under --node-memory-mb) and its "
         "logs are kept; the rest keep running while the URL can be served. --node-cpus / --node-memory-mb run "

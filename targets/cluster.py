@@ -243,6 +243,8 @@ class Cluster:
             "ca_file": str(self.tls.ca_file) if self.tls else None,
             "workdir": str(self.workdir),
             "node_limits": self._limits_info(),
+            # each node's own /metrics as one `--sio-scrape` value (Locust's web UI shows them live)
+            "scrape": ",".join(f"{nid}={self._node_url(nid)}/metrics" for nid in self.nodes),
         }
 
     def _limits_info(self) -> dict[str, Any] | None:

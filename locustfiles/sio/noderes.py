@@ -221,6 +221,8 @@ class NodePoller:
 def _detail(e: BaseException) -> str:
     """A short reason for the tab: the message, or the exception's type when it has none."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, http.client.HTTPException):  # BadStatusLine's message is the line it got
+        text = f"not HTTP ({type(e).__name__}: {text[:60]!r})"
     return (text or type(e).__name__)[:120]
 
 

@@ -9,7 +9,9 @@ the tab, the CSV, the JSON endpoint and the run directory cannot disagree.
 "Reset stats" (Locust's reset_stats event) restarts the tab's counters too; see LiveStats.reset.
 
 The React table shows one flat table per tab, so the stats are flattened into long rows
-(section, metric, value, detail): one table a person can read top to bottom.
+(section, metric, value, detail): one table a person can read top to bottom. With --sio-scrape,
+section "Node resources" has one row per node: its CPU, RSS, event-loop lag and clients as the
+master last read them from the node's /metrics (locustfiles/sio/noderes.py).
 """
 
 from __future__ import annotations
