@@ -9,8 +9,11 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -44,18 +47,50 @@ def _cells(dom: str) -> list[list[str]]:
     return rows
 
 
+class _Metrics(BaseHTTPRequestHandler):
+    """A node's /metrics as python's prometheus_client writes it: the tab's "Node resources" row."""
+
+    cpu = 1.0
+
+    def do_GET(self) -> None:
+        type(self).cpu += 0.2  # 0.2 s of CPU per 2 s read: about 10 % of a core
+        body = (f"process_cpu_seconds_total {self.cpu:.2f}\nprocess_resident_memory_bytes 73400320\n"
+                "sioscale_clients 7\nsioscale_event_loop_lag_ms 2.5\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def metrics_url() -> Iterator[str]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/metrics"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
-def test_socketio_tab_renders_live_numbers(procs: Procs, tmp_path: Path) -> None:
+def test_socketio_tab_renders_live_numbers(procs: Procs, tmp_path: Path, metrics_url: str) -> None:
     port = free_port()
     procs.start([*LOCUST, "--autostart", "-u", "6", "-r", "6", "-t", "60s", *processes(2),
-                 "--web-host", "127.0.0.1", "--web-port", str(port)], "locust", ROWFIRE_WAIT="0.5")
+                 "--web-host", "127.0.0.1", "--web-port", str(port), "--sio-scrape", f"n9={metrics_url}"],
+                "locust", ROWFIRE_WAIT="0.5")
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         assert time.monotonic() < deadline, log_of(tmp_path)
         try:
             s = get_json(base + "/sio/stats")
-            if s["totals"]["connected_now"] == 6 and len(s["workers"]) == 2:
+            if (s["totals"]["connected_now"] == 6 and len(s["workers"]) == 2
+                    and s["node_resources"][0]["cpu_percent"] is not None):  # two reads of n9
                 break
         except OSError:
             pass
@@ -73,6 +108,9 @@ def test_socketio_tab_renders_live_numbers(procs: Procs, tmp_path: Path) -> None
     assert sum(nodes.values()) == 6 and set(nodes) <= {"n1", "n2", "n3"}
     workers = [k[1] for k in table if k[0] == "Worker"]
     assert len(workers) == 2
+    cpu, detail = table[("Node resources", "n9")]  # --sio-scrape: the node's own /metrics, read by the master
+    assert cpu.endswith(" %") and 5.0 < float(cpu.split()[0]) < 15.0, cpu
+    assert detail.startswith("RSS 70.0 MiB, lag p99 2.5 ms, 7 clients, read "), detail
     failed = int(table[("Totals", "failed steps")][0])
     assert failed > 0 and int(table[("Failures", "poll × session_unknown")][0]) == failed
     # the rendered numbers come from the same aggregate as the JSON endpoint (read after: it only grows)
