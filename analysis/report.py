@@ -29,6 +29,7 @@ from . import capacity as C
 from . import metrics as M
 from . import plots as P
 from . import resources as R
+from . import sessions as S
 from .load import CONFIG_KEYS, Frames, load_runs
 from .summary import (
     SCHEMA,
@@ -95,6 +96,7 @@ class _Metrics:
     step_totals: dict[str, tuple[int, int]]
     by_step: dict[str, dict[str, dict[str, int]]]
     cells: pd.DataFrame = field(default_factory=pd.DataFrame)
+    sessions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[ConfigSummary, dict[str, Any], dict[str, str | None]]:
@@ -195,7 +197,7 @@ def _metrics(frames: Frames, thresholds: dict[str, float]) -> _Metrics:
     step_totals, by_step = _step_counts(cells)
     return _Metrics(conn=conn, fails=fails, fcounts=fcounts, attrib=attrib, dist=dist, bal=bal, lat_node=lat_node,
                     lat_step=lat_step, lot=lot, fot=fot, ff=ff, deliv=deliv, adapters=adapters, dset=dset,
-                    step_totals=step_totals, by_step=by_step, cells=cells)
+                    step_totals=step_totals, by_step=by_step, cells=cells, sessions=S.session_ends(ev))
 
 
 def _cells(frames: Frames) -> pd.DataFrame:
@@ -239,6 +241,7 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
     entry.latency_ms, entry.latency_by_node = _latency_sections(m, name)
     entry.nodes, entry.imbalance, entry.p_uniform = _node_sections(m, name)
     entry.first_failure = _first_failure_section(m.ff, name)
+    entry.sessions = S.session_summary(m.sessions, name)
     gen = frames.generator[frames.generator["config"] == name] if len(frames.generator) else None
     entry.generator = C.generator_summary(gen)
     cap, stats, fit, found = _capacity(frames, name, frames.events, cfg_block, thresholds, entry.imbalance, m.cells)

@@ -13,6 +13,7 @@ from contract.fmt import num
 
 from .capacity import GENERATOR_SATURATED
 from .resources import binding_text
+from .sessions import sessions_verdict
 from .summary import ConfigEntry, NodeSwitch
 
 Cfg = ConfigEntry | dict[str, Any]
@@ -79,6 +80,9 @@ def config_verdicts(entry: Cfg, nodes_used_note: bool = True) -> list[str]:
     if not cfg.connections.attempted:
         return [*out, f"{who}: no connection attempts recorded — nothing to judge (see the loader warnings)"]
     out.append(connection_verdict(cfg, who))
+    died = sessions_verdict(cfg.sessions, num(cfg.connections.connect_ratio))
+    if died:
+        out.append(f"{who}: {died}")
     out.extend(upgrade_verdicts(cfg))
     out.extend(broadcast_verdicts(cfg))
     out.extend(redis_gain_verdicts(cfg))

@@ -44,7 +44,7 @@ STEPS: tuple[str, ...] = (
     "connect",  # Socket.IO namespace CONNECT acknowledged (40{sid})
     "upgrade_probe",  # websocket opened + 2probe/3probe
     "upgrade",  # "5" sent and the websocket took over
-    "poll",  # a long-poll GET or a POST that failed or hit another node (successful polls are not logged)
+    "poll",  # a long-poll GET ("poll") or a POST ("post:pong", "post:emit", "post:close", "post:connect", "post") that failed
     "ping",  # heartbeat round (server ping answered / EIO3 client ping ponged)
     "ack",  # emit with ack, timed from emit to ack
     "emit",  # emit without ack (no duration)

@@ -81,7 +81,12 @@ def test_a_stingy_row_policy_changes_no_count(tmp_path: Path) -> None:
     v1 = write_run(tmp_path / "v1", c)
     v2 = write_run_v2(tmp_path / "v2", c, RowPolicyConfig(sample_rate=0.0, first_n=0, failure_rows_per_s=1))
     s1, s2 = write_report([v1], tmp_path / "r1"), write_report([v2], tmp_path / "r2")
-    assert differences(s1["configs"][0], s2["configs"][0], skip=("node_switch", "verdicts", "description")) == []
+    assert differences(s1["configs"][0], s2["configs"][0], skip=("node_switch", "sessions", "verdicts", "description")) == []
+    # sessions rest on state rows (always kept); only the step that ended each one rests on a kept failure row
+    x1, x2 = s1["configs"][0]["sessions"], s2["configs"][0]["sessions"]
+    loose = ("end_steps", "top_end_step")
+    assert {k: v for k, v in x1.items() if k not in loose} == {k: v for k, v in x2.items() if k not in loose}
+    assert sum(x1["end_steps"].values()) == sum(x2["end_steps"].values()) == x1["failed"] > 0
     assert load_run(v2).runs["n_rows"].iloc[0] < 0.8 * load_run(v1).runs["n_rows"].iloc[0]
     n1, n2 = s1["configs"][0]["node_switch"], s2["configs"][0]["node_switch"]
     assert n1["session_unknown"] > 0 and n1["rows"] == n1["session_unknown"]

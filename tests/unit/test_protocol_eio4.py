@@ -239,7 +239,7 @@ def test_node_switch_then_session_unknown(body):
     sw = step(a, "node_switch")
     assert (sw.node, sw.error, sw.ok) == ("n2", "n1->n2", True)
     p = step(a, "poll")
-    assert (p.ok, p.error_kind, p.name, p.node) == (False, "session_unknown", "post", "n2")
+    assert (p.ok, p.error_kind, p.name, p.node) == (False, "session_unknown", "post:connect", "n2")  # the CONNECT POST
     conn = step(a, "connect")
     assert conn.error_kind == "session_unknown"
     assert a[-1] == Closed("transport error", "session_unknown", p.error)
@@ -405,3 +405,25 @@ def test_acks_pending_when_the_server_drops_the_session_are_failures():
     a = c.http_response(poll.rid, 400, b'"Session is disconnected"', 1.5)
     failed = [s for s in of(a, StepResult) if not s.ok]
     assert {s.step for s in failed} >= {"ack", "disconnect"}
+
+
+@pytest.mark.parametrize(("batch", "name"), [
+    (["1"], "post:close"), (["3", "1"], "post:close"), (["40"], "post:connect"), (['42["chat",1]'], "post:emit"),
+    (["3", '421["echo",1]'], "post:emit"), (["3"], "post:pong"), (["2"], "post:pong"), ([b"\x01\x02"], "post:emit"),
+    (["6"], "post"), ([], "post")])
+def test_a_post_is_named_by_what_it_carries(batch, name):
+    from locustfiles.sio.protocol.client import POST_NAMES, post_name
+
+    assert post_name(batch) == name and name in POST_NAMES
+
+
+def test_a_failed_pong_post_is_named_so():
+    c, a = opened(transports=("polling",))
+    post, poll = of(a, HttpRequest)
+    a = c.http_response(post.rid, 200, b"ok", 0.02, node="n1")  # the CONNECT POST
+    a = c.http_response(poll.rid, 200, b'40{"sid":"X"}\x1e2', 0.03, node="n1")  # CONNECT ack + the server's ping
+    pong = next(r for r in of(a, HttpRequest) if r.method == "POST")
+    assert pong.body == b"3"
+    a = c.http_response(pong.rid, 400, b'{"code":1,"message":"Session ID unknown"}', 25.0, node="n2")
+    p = step(a, "poll")
+    assert (p.ok, p.error_kind, p.name) == (False, "session_unknown", "post:pong")

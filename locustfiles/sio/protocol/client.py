@@ -91,6 +91,28 @@ _P_NONE, _P_OPENING, _P_PROBING, _P_PAUSING = Probe.NONE, Probe.OPENING, Probe.P
 _WS_NONE, _WS_OPENING, _WS_OPEN = Ws.NONE, Ws.OPENING, Ws.OPEN
 
 
+
+POST_NAMES = ("post:close", "post:connect", "post:emit", "post:pong", "post")
+
+
+def post_name(batch: list[str | bytes]) -> str:
+    """A POST's row name by the packet that matters most in it: its close, a Socket.IO CONNECT, an event
+    (or ack), its pong; "post" for anything else (a noop, binary attachments only).
+
+    Why: behind a balancer that is not sticky, the session dies at its first upstream packet that meets
+    another node, and which packet that was (the first pong, an emit, the close) is the diagnosis."""
+    texts = [p for p in batch if isinstance(p, str)]
+    if any(p == "1" for p in texts):
+        return "post:close"
+    msgs = [p[1:] for p in texts if p.startswith("4")]
+    if any(m.startswith("0") for m in msgs):
+        return "post:connect"
+    if msgs or len(texts) < len(batch):
+        return "post:emit"
+    if any(p.startswith("3") or p.startswith("2") for p in texts):  # v4 pong "3"; a v3 client's own ping "2"
+        return "post:pong"
+    return "post"
+
 class _BrowserJson:
     """JSON as the browser's JSON.stringify writes it: non-ASCII stays as is (python's default
     escapes it to \\uXXXX, which changes EIO3 length prefixes and payload sizes)."""
@@ -179,7 +201,9 @@ class ClientProtocol:
     - upgrade_probe: probe OpenWebSocket → "3probe". Failed probes (upgrade_failed, or
       session_unknown when the refusal says so) leave the session on polling, like the browser.
     - upgrade: probe OpenWebSocket → "5" sent (polling paused, websocket took over).
-    - poll: only failures, of the long-poll GET (name "poll") or of a POST (name "post").
+    - poll: only failures, of the long-poll GET (name "poll") or of a POST, named by what it carried
+      (post_name: "post:close", "post:connect", "post:emit", "post:pong", or "post"), so the analysis can
+      say which upstream packet met a node that did not know the session.
     - ping: EIO4 (server pings): ok when answered; latency = how late the ping came against
       the pingInterval schedule (a server event-loop lag signal). EIO3 (client pings): ping → pong RTT.
     - ack (or `emit(step=...)`): emit → ack, per ack id; emit (or `step`): no latency.
@@ -338,7 +362,7 @@ class ClientProtocol:
         elif rid == self._polling.post_rid:
             self._polling.post_rid = None
             self._timers.post = None
-            self._fail_step("poll", kind, error, now, out, name="post")
+            self._fail_step("poll", kind, error, now, out, name=self._polling.post_name)
             if self._state is CLOSING:
                 self._finish_client_close(now, out)
             else:
@@ -468,7 +492,7 @@ class ClientProtocol:
             self._timers.post = None
             self._polling.post_rid = None
             err = f"POST not answered within {self._timeout:g} s"
-            self._fail_step("poll", "timeout", err, now, out, name="post")
+            self._fail_step("poll", "timeout", err, now, out, name=self._polling.post_name)
             self._close(now, "transport error", "timeout", err, out)
             return out
         if self._timers.ping is not None and now >= self._timers.ping:
@@ -619,7 +643,7 @@ class ClientProtocol:
             self._polling.post_closes = False
             if status != 200:
                 kind, err = classify_http(status, body, handshake=False)
-                self._fail_step("poll", kind, err, now, out, name="post")
+                self._fail_step("poll", kind, err, now, out, name=self._polling.post_name)
                 if self._state is CLOSING:
                     self._finish_client_close(now, out)
                 else:
@@ -701,6 +725,7 @@ class ClientProtocol:
         self._polling.rid += 1
         self._polling.post_rid = self._polling.rid
         self._polling.post_closes = closing and not self._out and batch[-1] == "1"
+        self._polling.post_name = post_name(batch)
         self._timers.post = now + self._timeout
         out.append(HttpRequest(self._polling.rid, "POST", self._query(POLLING), body, ctype, "post"))
 

@@ -99,6 +99,7 @@ class Polling:
     get_purpose: str = ""  # "handshake" | "poll"
     post_rid: int | None = None  # the POST in flight
     post_closes: bool = False  # the in-flight POST carries the close packet
+    post_name: str = "post"  # the in-flight POST's row name by what it carries (client.post_name)
 
 
 @dataclass(slots=True)
