@@ -60,6 +60,10 @@ from contract.resources import (
 
 INTERVAL_S = 1.0
 TIMEOUT_S = 0.5
+NODE_TIMEOUT_S = 3.0
+"""Our own nodes' /metrics may take this long. A node at its CPU quota answers late: its event loop lags by
+seconds, which is exactly when its lag reading matters. The tick does not wait for it: a reading that
+arrives after its tick is written at the next tick, with the time it was read (Sampler.sample_once)."""
 HAPROXY_STATS_SOCKET = "haproxy-stats.sock"  # relative to the cluster's workdir (haproxy.cfg.j2)
 
 Row = tuple[float, str, str, str, str, float]
@@ -344,9 +348,10 @@ class Sampler:
     def __init__(self, path: Path, run: str, targets: Callable[[], list[Target]], *,
                  redis_url: str | None = None, redis_is_ours: bool = True, haproxy_socket: Path | None = None,
                  ssl_context: ssl.SSLContext | None = None, cgroup_reader: CgroupReader | None = None,
-                 interval: float = INTERVAL_S, timeout: float = TIMEOUT_S,
+                 interval: float = INTERVAL_S, timeout: float = TIMEOUT_S, node_timeout: float = NODE_TIMEOUT_S,
                  scrape: Iterable[tuple[str, str]] = ()) -> None:
         self.path, self.run, self.targets = path, run, targets
+        self.node_timeout = node_timeout
         self.scrape: list[tuple[str, str]] = [(str(i), str(u)) for i, u in scrape]  # (id, url), users' own nodes
         self.redis_url, self.redis_is_ours, self.haproxy_socket = redis_url, redis_is_ours, haproxy_socket
         self.ssl_context, self.cgroup_reader = ssl_context, cgroup_reader
@@ -356,7 +361,9 @@ class Sampler:
         self.pool = cf.ThreadPoolExecutor(max_workers=16 + len(self.scrape), thread_name_prefix="sioscale-telemetry")
         # the read of each (component, id) still running: never a second one beside it, so an endpoint
         # slower than its timeout holds one thread, not one more each second (the others' threads stay free)
-        self._inflight: dict[tuple[str, str], cf.Future[Sample]] = {}
+        self._inflight: dict[tuple[str, str], cf.Future[Any]] = {}
+        # reads their tick did not wait for: future -> ((component, id), submitted at (monotonic), its time limit)
+        self._late: dict[cf.Future[Any], tuple[tuple[str, str], float, float]] = {}
         self._redis: Any = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -388,6 +395,7 @@ class Sampler:
         wall = max(1e-9, (self._t1 or time.monotonic()) - self._t0)
         return {"file": RESOURCES_CSV, "samples": self.samples, "rows": self.rows, "warnings": self.warnings,
                 "write_errors": self.write_errors, "interval_s": self.interval, "timeout_s": self.timeout,
+                "node_timeout_s": self.node_timeout,
                 "cpu_seconds": round(self.cpu_s, 4), "cpu_percent": round(100.0 * self.cpu_s / wall, 3),
                 "scrape": [{"id": i, "url": u} for i, u in self.scrape]}
 
@@ -407,25 +415,29 @@ class Sampler:
         with self._lock:
             self.cpu_s += seconds
 
-    def _timed(self, fn: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> Any:
+    def _timed(self, fn: Callable[[], Sample]) -> Callable[[], tuple[float, Sample]]:
+        """fn, its CPU counted, returning (when it finished, epoch s; its sample): a late reading keeps its time."""
+        def run() -> tuple[float, Sample]:
             t0 = time.thread_time()
             try:
-                return fn()
+                sample = fn()
+                return time.time(), sample
             finally:
                 self._add_cpu(time.thread_time() - t0)
         return run
 
     # --------------------------------------------------------------------- a tick
     def sample_once(self) -> list[Row]:
-        """One sample of everything: the rows (warnings included) for this second."""
+        """One sample of everything: the rows (warnings included) for this second, and the readings of an
+        earlier second that arrived since (a slow node's /metrics), each with the time it was read."""
         ts, now = time.time(), time.monotonic()
         out: Sample = []
+        rows: list[Row] = self._harvest_late(ts)
         try:
             targets = self.targets()
         except Exception:  # noqa: BLE001 - a cluster being torn down: nothing to sample this second
             targets = []
-        futures, busy = self._submit_remote(targets)
+        futures, busy = self._submit_remote(targets, now)
         out += [(component, id_, warning_metric("timeout"), 1.0) for component, id_ in busy]
         self.meter.forget_except(t.pid for t in targets if t.pid is not None)
         for t in targets:
@@ -434,46 +446,68 @@ class Sampler:
                 out += self._cgroup(t.id, now)
         done, late = cf.wait(futures, timeout=self.timeout + 0.25)
         for f in late:
-            f.cancel()
-            component, id_ = futures[f]
-            out.append((component, id_, warning_metric("timeout"), 1.0))
+            key, limit = futures[f]
+            if limit > self.timeout + 0.25:  # still within its own, longer limit: harvested at a later tick
+                self._late[f] = (key, now, limit)
+            else:  # past its limit: a timeout now; overdue (a warning each tick) until it ends
+                self._late[f] = (key, -math.inf, limit)
+                out.append((key[0], key[1], warning_metric("timeout"), 1.0))
         for f in done:
-            component, id_ = futures[f]
-            try:
-                out += f.result()
-            except Exception as e:  # noqa: BLE001 - every failure of a sampler is a warning row
-                out.append((component, id_, warning_metric(_kind_of(e)), 1.0))
+            out += self._result(f, futures[f][0])[1]
+        rows += [(ts, self.run, c, i, m, v) for c, i, m, v in out]
         self.samples += 1
-        self.warnings += sum(1 for _c, _i, m, _v in out if m.startswith("warning:"))
-        return [(ts, self.run, c, i, m, v) for c, i, m, v in out]
+        self.warnings += sum(1 for r in rows if r[4].startswith("warning:"))
+        return rows
 
-    def _submit_remote(self, targets: list[Target]
-                       ) -> tuple[dict[cf.Future[Sample], tuple[str, str]], list[tuple[str, str]]]:
-        """This second's remote reads -> (futures by (component, id), the keys still busy from before).
+    def _result(self, f: cf.Future[Any], key: tuple[str, str]) -> tuple[float | None, Sample]:
+        """(when it was read, its sample) of a finished read; a failure is a warning row, its time unknown."""
+        try:
+            read_at, sample = f.result()
+            return read_at, sample
+        except Exception as e:  # noqa: BLE001 - every failure of a sampler is a warning row
+            return None, [(key[0], key[1], warning_metric(_kind_of(e)), 1.0)]
 
-        A key whose previous read has not ended (an endpoint slower than its timeout) is not read
-        again: it is busy, a timeout warning this second.
+    def _harvest_late(self, ts: float) -> list[Row]:
+        """The late reads that finished since the last tick, as rows at the time they were read."""
+        rows: list[Row] = []
+        for f, (key, _since, _limit) in list(self._late.items()):
+            if f.done():
+                del self._late[f]
+                read_at, sample = self._result(f, key)
+                rows += [(read_at or ts, self.run, c, i, m, v) for c, i, m, v in sample]
+        return rows
+
+    def _submit_remote(self, targets: list[Target], now: float
+                       ) -> tuple[dict[cf.Future[Any], tuple[tuple[str, str], float]], list[tuple[str, str]]]:
+        """This second's remote reads -> (futures -> ((component, id), time limit), the keys overdue from before).
+
+        A key whose previous read has not ended is not read again (an endpoint slower than its limit holds
+        one thread, not one more each second). While that read is within its own limit it is simply late
+        (its reading comes at a later tick); past the limit and a margin it is overdue: a timeout warning
+        this second.
         """
-        jobs: list[tuple[tuple[str, str], Callable[[], Sample]]] = []
+        jobs: list[tuple[tuple[str, str], float, Callable[[], Sample]]] = []
         for t in targets:
             if t.component == "node" and t.pid is not None and t.metrics_url:
-                jobs.append((("node", t.id), functools.partial(self._node_metrics, t)))
-        jobs += [(("node", sid), functools.partial(self._scrape, sid, url)) for sid, url in self.scrape]
+                jobs.append((("node", t.id), self.node_timeout, functools.partial(self._node_metrics, t)))
+        jobs += [(("node", sid), self.timeout, functools.partial(self._scrape, sid, url)) for sid, url in self.scrape]
         redis_down = self.redis_is_ours and not any(t.component == "redis" and t.pid for t in targets)
         if self.redis_url and not redis_down:
-            jobs.append((("redis", "redis"), self._redis_info))
+            jobs.append((("redis", "redis"), self.timeout, self._redis_info))
         balancer = next((t for t in targets if t.component == "balancer" and t.pid is not None), None)
         if self.haproxy_socket is not None and balancer is not None:
-            jobs.append((("balancer", balancer.id), functools.partial(self._haproxy, balancer.id)))
-        fs: dict[cf.Future[Sample], tuple[str, str]] = {}
+            jobs.append((("balancer", balancer.id), self.timeout, functools.partial(self._haproxy, balancer.id)))
+        fs: dict[cf.Future[Any], tuple[tuple[str, str], float]] = {}
         busy: list[tuple[str, str]] = []
-        for key, fn in jobs:
+        for key, limit, fn in jobs:
             prev = self._inflight.get(key)
             if prev is not None and not prev.done():
-                busy.append(key)
+                since = self._late.get(prev, (key, now, limit))[1]
+                if now - since > limit + 0.25:
+                    busy.append(key)
                 continue
             f = self._inflight[key] = self.pool.submit(self._timed(fn))
-            fs[f] = key
+            fs[f] = (key, limit)
         return fs, busy
 
     # ----------------------------------------------------------------- samplers
@@ -489,7 +523,7 @@ class Sampler:
         return [(t.component, t.id, m, v) for m, v in vals.items()]
 
     def _node_metrics(self, t: Target) -> Sample:
-        text = fetch_metrics(t.metrics_url or "", self.timeout, self.ssl_context)
+        text = fetch_metrics(t.metrics_url or "", self.node_timeout, self.ssl_context)
         return [("node", t.id, m, v) for m, v in parse_node_metrics(text).items()]
 
     def _scrape(self, sid: str, url: str) -> Sample:

@@ -162,7 +162,7 @@ def test_a_tick_turns_every_failure_into_a_warning_row_and_never_waits_past_the_
         tm.Target("node", "n3", None, "http://127.0.0.1:1/metrics"),  # stopped
         tm.Target("balancer", "haproxy", dead.pid),  # gone
     ]
-    s = tm.Sampler(tmp_path / "resources.csv", "r1", lambda: targets, timeout=0.2,
+    s = tm.Sampler(tmp_path / "resources.csv", "r1", lambda: targets, timeout=0.2, node_timeout=0.2,
                    haproxy_socket=tmp_path / "missing.sock")
     try:
         t0 = time.monotonic()
@@ -342,3 +342,38 @@ def test_an_endpoint_that_does_not_speak_http_is_garbage() -> None:
     finally:
         th.join(2)
         srv.close()
+
+
+def test_a_slow_nodes_reading_comes_at_the_next_tick_with_the_time_it_was_read(tmp_path: Path) -> None:
+    """A node whose loop lags (at its CPU quota) answers /metrics in 0.8 s: the tick does not wait for it, the
+    next tick writes the reading with its own time, and no timeout warning is written for it."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+
+    def answer_late() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(4096)
+            time.sleep(0.8)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(GOOD), GOOD.encode()))
+
+    threading.Thread(target=answer_late, daemon=True).start()
+    targets = [tm.Target("node", "n1", os.getpid(), f"http://127.0.0.1:{port}/metrics")]
+    s = tm.Sampler(tmp_path / "resources.csv", "r1", lambda: targets, timeout=0.2, node_timeout=2.0)
+    try:
+        t0 = time.time()
+        first = s.sample_once()
+        assert time.time() - t0 < 0.2 + 0.25 + 0.3  # not waited for
+        time.sleep(0.9)
+        second = s.sample_once()
+    finally:
+        s.stop()
+        srv.close()
+    assert not [r for r in first if r[3] == "n1" and r[4] in ("clients", "event_loop_lag_ms")]
+    assert not [r for r in first + second if r[4].startswith("warning:")]
+    late = {r[4]: r for r in second if r[4] in ("clients", "event_loop_lag_ms")}
+    assert late["clients"][5] == 42.0 and late["event_loop_lag_ms"][5] == 3.5
+    tick2 = max(r[0] for r in second if r[4] == "rss_bytes")
+    assert t0 + 0.7 <= late["clients"][0] < tick2  # written at the time it was read, before this tick
