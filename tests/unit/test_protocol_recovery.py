@@ -130,6 +130,17 @@ def test_no_event_before_the_loss_means_no_offset_the_known_limit() -> None:
     assert rec.counts["no_offset"] == 1 and rec.counts["not_recovered"] == 1
 
 
+def test_events_without_offsets_name_an_adapter_that_stores_nothing() -> None:
+    """Redis pub/sub with recovery on: a pid, but broadcasts carry no offset, so nothing can be recovered."""
+    rec = Recovery()
+    first_session(rec, ['42["broadcast",{"id":"m1"}]', '42["broadcast",{"id":"m2"}]'])
+    assert rec.offset is None
+    c, connect = ws_session(rec, t0=1.0)
+    assert connect_payload(connect) == {"pid": "P1"}
+    (rs,) = steps(c.ws_message('40{"sid":"B","pid":"P2"}', 1.01), "recover")
+    assert not rs.ok and "appended none to the 2 event(s)" in rs.error
+
+
 def test_recovered_with_nothing_replayed_is_counted() -> None:
     rec = Recovery()
     first_session(rec, [f'42["b",{{}},"{S1}"]'])

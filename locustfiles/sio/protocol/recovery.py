@@ -105,10 +105,12 @@ class Recovery:
         self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._last_key: tuple[int, int, int] | None = None
+        self._events = 0  # events received since the pid was given (with an offset or not)
 
     def reset(self) -> None:
         """Forget the pid and offsets (a new socket.io-client Socket); the counts stay (the user's totals)."""
         self.pid = self.offset = None
+        self._events = 0
         self._recent.clear()
         self._last_key = None
 
@@ -123,7 +125,10 @@ class Recovery:
 
     def on_event(self, args: list[Any], asks_ack: bool) -> tuple[list[Any], str | None]:
         """(the args the scenario sees, the offset taken off them or None); counts duplicates and order."""
-        if self.pid is None or asks_ack or not args or not isinstance(args[-1], str):
+        if self.pid is None:
+            return args, None
+        self._events += 1
+        if asks_ack or not args or not isinstance(args[-1], str):
             return args, None
         offset = args[-1]
         self._see(offset)
@@ -156,6 +161,7 @@ class Recovery:
         """
         pid = data.get("pid")
         new_pid = pid if isinstance(pid, str) and pid else None
+        events, self._events = self._events, 0
         self.pid = new_pid
         if sent_pid is None:
             if replayed:
@@ -176,6 +182,9 @@ class Recovery:
             self.counts["replay_without_recovery"] += replayed
         if new_pid is None:
             reason = "the server no longer offers recovery (no pid in its CONNECT reply)"
+        elif sent_offset is None and events:
+            reason = (f"no offset to send: the server appended none to the {events} event(s) received, so its "
+                      "adapter stores no packets (Redis pub/sub or sharded) and cannot recover")
         elif sent_offset is None:
             reason = "no offset to send: no event had arrived before the loss, so the server cannot recover it"
         else:
