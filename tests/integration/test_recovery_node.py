@@ -1,5 +1,6 @@
 """Connection-state recovery against the real Node.js server (issue 14): two nodes behind HAProxy
-cookie, recovery on, a client's connection cut from the client side while its node stays alive.
+cookie, recovery on, a client's connection cut while its node stays alive: from the client side
+(its socket shut abruptly) or at the balancer (HAProxy's `shutdown session`, the blip's `cut`).
 
 With the Redis Streams adapter the node that saw the close stores the session, so the reconnect --
 sent to the *other* node on purpose -- comes back `recovered` with the broadcasts of the gap replayed
@@ -15,11 +16,14 @@ import time
 from collections.abc import Callable
 
 import gevent
+import locust  # noqa: F401 -- first, so gevent patches ssl before targets.telemetry imports redis
 import pytest
 
 from contract.config import ClusterConfig
 from contract.wire import NODE_COOKIE
+from targets.blip import cut_sessions
 from targets.cluster import Cluster, node_server_problem
+from targets.telemetry import HAPROXY_STATS_SOCKET
 
 from .test_client_cluster import Probe, make_env
 
@@ -40,9 +44,20 @@ def _broadcast(sender: Probe, msg_id: str) -> None:
     sender.emit("broadcast", {"room": "r", "id": msg_id, "sent": time.time(), "from": sender.user_id, "pad": ""})
 
 
-@pytest.mark.parametrize("adapter,recovers", [("redis-streams", True), ("redis", False)])
+def _cut(cluster: Cluster, victim: Probe, how: str) -> None:
+    """Close the victim's connection: its own socket shut abruptly, or HAProxy's `shutdown session`."""
+    if how == "client":
+        victim.session._ws._conn.sock.shutdown(socket.SHUT_RDWR)  # no close frame; the node stays up
+        return
+    port = victim.session._ws._conn.sock.getsockname()[1]
+    cut = cut_sessions(cluster.workdir / HAPROXY_STATS_SOCKET, lambda ss: [s for s in ss if s.src_port == port])
+    assert len(cut) == 1
+
+
+@pytest.mark.parametrize("adapter,recovers,how", [("redis-streams", True, "client"), ("redis", False, "client"),
+                                                  ("redis-streams", True, "haproxy")])
 def test_a_cut_connection_is_recovered_only_by_an_adapter_that_stores_sessions(
-        adapter: str, recovers: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        adapter: str, recovers: bool, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("locustfiles.sio.user.reconnect_delay_ms", lambda attempt, rand: RECONNECT_DELAY_MS)
     cfg = ClusterConfig(nodes=2, balancer="haproxy", policy="cookie", adapter=adapter, server="node", recovery=True)
     with Cluster(cfg) as cluster:
@@ -63,7 +78,7 @@ def test_a_cut_connection_is_recovered_only_by_an_adapter_that_stores_sessions(
             other = "n2" if first_node == "n1" else "n1"
             victim._http.cookies.update([f"{NODE_COOKIE}={other}"])  # the reconnect goes to the other node
             old = victim.session
-            old._ws._conn.sock.shutdown(socket.SHUT_RDWR)  # abrupt: no close frame, the node stays up
+            _cut(cluster, victim, how)
             _until(lambda: old.closed, 3, "the cut to be seen")
             gevent.sleep(0.2)  # the node saw the close and stored the session
             for i in (1, 2, 3):
