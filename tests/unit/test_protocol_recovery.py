@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from locustfiles.sio.protocol.actions import Closed, Connected, EventReceived, HttpRequest, StepResult, WsSend
 from locustfiles.sio.protocol.client import ClientProtocol
@@ -242,3 +244,32 @@ def test_offset_order_keys() -> None:
     rec.pid, rec.offset = "P", S1
     rec.reset()
     assert (rec.pid, rec.offset) == (None, None) and rec.connect_auth(None) is None
+
+
+_PACKETS = [
+    '40{"sid":"A","pid":"P1"}', '40{"sid":"A","pid":"P2"}', '40{"sid":"A","pid":null}', '40{"sid":"A","pid":["P1"]}',
+    '40{"sid":"A"}', "40", '44{"message":"no"}', "41",
+    f'42["b",{{"id":"m"}},"{S1}"]', f'42["b",{{"id":"m"}},"{S2}"]', '42["b","99999999999999999999999-1"]',
+    '42["b",{},"PaV8xYz.1"]', '42["b",{},"PaV8xYz"]', '42["b"]', "42[]", '42["b",null]', '421["b","1-0"]',
+    '42["b",{},"' + "é" * 300 + '"]', '42["b",{},"1-0"', "42", '43{"x":1}',
+]
+
+
+@given(seq=st.lists(st.sampled_from(_PACKETS), max_size=12), pid=st.sampled_from([None, "P1"]),
+       offset=st.sampled_from([None, S1, "PaV8xYz", "junk"]))
+@settings(max_examples=300, deadline=None)
+def test_any_packet_sequence_is_classified_never_raised(seq: list[str], pid: str | None, offset: str | None) -> None:
+    rec = Recovery()
+    rec.pid, rec.offset = pid, offset
+    for _ in range(2):  # two sessions on one record, as a user's reconnects
+        c, _ = ws_session(rec)
+        recovers = 0
+        for i, p in enumerate(seq):
+            a = c.ws_message(p, 0.01 + i / 1000)
+            assert isinstance(a, list)
+            recovers += len(steps(a, "recover"))
+            assert all(isinstance(e.args, list) for e in of(a, EventReceived))
+        assert recovers <= 1
+        assert all(v >= 0 for v in rec.counts.values())
+        assert rec.counts["recovered"] + rec.counts["not_recovered"] == rec.counts["attempts"]
+        assert rec.offset is None or len(rec.offset) <= 256
