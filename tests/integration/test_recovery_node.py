@@ -5,6 +5,7 @@ cookie, recovery on, a client's connection cut while its node stays alive: from 
 With the Redis Streams adapter the node that saw the close stores the session, so the reconnect --
 sent to the *other* node on purpose -- comes back `recovered` with the broadcasts of the gap replayed
 and its room kept. With the Redis pub/sub adapter nothing is stored: a fresh session, the gap lost.
+The in-memory adapter recovers on one node (its offsets are yeast ids, Streams' are stream ids).
 What is asserted is what a load test records: the `recover` step SocketIOUser reports and the
 events its handler saw.
 """
@@ -54,12 +55,17 @@ def _cut(cluster: Cluster, victim: Probe, how: str) -> None:
     assert len(cut) == 1
 
 
-@pytest.mark.parametrize("adapter,recovers,how", [("redis-streams", True, "client"), ("redis", False, "client"),
-                                                  ("redis-streams", True, "haproxy")])
+@pytest.mark.parametrize("adapter,nodes,recovers,how", [
+    ("redis-streams", 2, True, "client"),
+    ("redis", 2, False, "client"),
+    ("redis-streams", 2, True, "haproxy"),
+    ("memory", 1, True, "client"),  # one node: the in-memory adapter's yeast offsets on the wire
+])
 def test_a_cut_connection_is_recovered_only_by_an_adapter_that_stores_sessions(
-        adapter: str, recovers: bool, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        adapter: str, nodes: int, recovers: bool, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("locustfiles.sio.user.reconnect_delay_ms", lambda attempt, rand: RECONNECT_DELAY_MS)
-    cfg = ClusterConfig(nodes=2, balancer="haproxy", policy="cookie", adapter=adapter, server="node", recovery=True)
+    cfg = ClusterConfig(nodes=nodes, balancer="haproxy", policy="cookie", adapter=adapter, server="node",
+                        recovery=True)
     with Cluster(cfg) as cluster:
         env = make_env(cluster.url, sio_reconnect="true")
         users = [Probe(env) for _ in range(3)]
@@ -75,7 +81,7 @@ def test_a_cut_connection_is_recovered_only_by_an_adapter_that_stores_sessions(
             _broadcast(sender, "m0")
             _until(lambda: all("m0" in ids for ids in got.values()), 5, "m0 everywhere")  # the victim has an offset
             first_node = victim.session.proto.node
-            other = "n2" if first_node == "n1" else "n1"
+            other = first_node if nodes == 1 else "n2" if first_node == "n1" else "n1"
             victim._http.cookies.update([f"{NODE_COOKIE}={other}"])  # the reconnect goes to the other node
             old = victim.session
             _cut(cluster, victim, how)
@@ -103,6 +109,7 @@ def test_a_cut_connection_is_recovered_only_by_an_adapter_that_stores_sessions(
                 assert gap == [], got
                 assert victim.recovery.counts["not_recovered"] == 1
             assert got[witness.user_id].count("m1") == 1
+            assert victim.recovery.counts["bad_offset"] == 0  # every offset the real server sent was read
         finally:
             for u in users:
                 u._teardown()
