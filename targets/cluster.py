@@ -154,8 +154,16 @@ def check_redis_url_version(url: str, min_version: tuple[int, int, int]) -> None
                            "out to start one (" + _REDIS_FIX.split(", or pass")[0] + ")")
 
 
-def node_server_problem() -> str | None:
-    """Why the Node.js reference server cannot run here (None when it can)."""
+_NODE_ADAPTER_PACKAGES = {"redis": "@socket.io/redis-adapter", "redis-sharded": "@socket.io/redis-adapter",
+                          "redis-streams": "@socket.io/redis-streams-adapter"}
+
+
+def node_server_problem(adapter: str = "memory") -> str | None:
+    """Why the Node.js reference server cannot run here with `adapter` (None when it can).
+
+    An adapter's package is checked too: node_modules installed before it was added to the
+    lockfile would otherwise fail at the node's start with a bare "Cannot find module".
+    """
     try:
         find_binary("node")
     except ClusterError as e:
@@ -163,6 +171,10 @@ def node_server_problem() -> str | None:
     if not (NODE_DIR / "node_modules" / "socket.io").is_dir():
         return (f"the Node.js server's packages are not installed ({NODE_DIR}/node_modules missing): "
                 "run `make node` (or `cd targets/node && npm ci`)")
+    package = _NODE_ADAPTER_PACKAGES.get(adapter)
+    if package and not (NODE_DIR / "node_modules" / package).is_dir():
+        return (f"adapter {adapter} needs {package}, which {NODE_DIR}/node_modules lacks: run `make node` "
+                "(or `cd targets/node && npm ci`)")
     return None
 
 
@@ -232,7 +244,7 @@ class Cluster:
         self._make_cgroups()  # limits asked for but no cgroups: the error comes before anything runs
         # Resolve every binary before starting anything: a missing one is the most common error.
         if c.server == "node":
-            problem = node_server_problem()
+            problem = node_server_problem(c.adapter)
             if problem:
                 raise ClusterError(f"--server node unavailable: {problem}")
         if c.balancer != "none":

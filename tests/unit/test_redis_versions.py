@@ -85,3 +85,17 @@ def test_an_external_redis_is_asked_its_version(monkeypatch: pytest.MonkeyPatch,
                         classmethod(lambda cls, url, **kw: _FakeRedis(redis.ConnectionError("refused"))))
     with pytest.raises(ClusterError, match="cannot ask the Redis at redis://h:1/0 for its version"):
         check_redis_url_version("redis://h:1/0", SHARDED_MIN_REDIS)
+
+
+def test_a_missing_adapter_package_is_named_before_any_node_starts(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from targets.cluster import node_server_problem
+
+    (tmp_path / "node_modules" / "socket.io").mkdir(parents=True)
+    monkeypatch.setattr(tc, "NODE_DIR", tmp_path)
+    monkeypatch.setattr(tc, "find_binary", lambda kind: "/usr/bin/node")
+    assert node_server_problem("memory") is None
+    msg = node_server_problem("redis-streams")
+    assert msg is not None and "@socket.io/redis-streams-adapter" in msg and "make node" in msg
+    (tmp_path / "node_modules" / "@socket.io" / "redis-streams-adapter").mkdir(parents=True)
+    assert node_server_problem("redis-streams") is None
