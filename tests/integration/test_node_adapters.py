@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import socketio
 
 from contract.config import ClusterConfig
 from targets.cluster import (
@@ -38,6 +37,10 @@ def _has_redis7() -> bool:
     pytest.param("redis-sharded", False, marks=pytest.mark.skipif(not _has_redis7(), reason="no Redis >= 7 here")),
 ])
 def test_node_redis_adapter_reaches_every_node(adapter: str, recovery: bool) -> None:
+    # imported here, not at collection: python-socketio pulls in ssl users (aiohttp, urllib3), and a test
+    # module collected after this one may import Locust, whose gevent patching then breaks them
+    import socketio
+
     cfg = ClusterConfig(nodes=2, balancer="haproxy", policy="l4-round-robin", adapter=adapter, server="node",
                         recovery=recovery)
     with Cluster(cfg) as cluster:
