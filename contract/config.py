@@ -29,7 +29,13 @@ POLICIES: dict[str, tuple[str, ...]] = {
     # "none": clients talk to node 1 directly (a baseline without any balancer).
     "none": ("direct",),
 }
-ADAPTERS = ("memory", "redis")
+ADAPTERS = ("memory", "redis", "redis-sharded", "redis-streams")
+REDIS_ADAPTERS = ("redis", "redis-sharded", "redis-streams")
+"""The adapters that need a Redis (one of ours, or redis_url)."""
+SERVER_ADAPTERS: dict[str, tuple[str, ...]] = {"python": ("memory", "redis"), "node": ADAPTERS}
+"""What each server can run: python-socketio has an in-memory and a Redis pub/sub manager only."""
+RECOVERY_SERVERS = ("node",)
+"""Servers with Socket.IO connection-state recovery (socket.io >= 4.6; python-socketio has none)."""
 SERVERS = ("python", "node")
 TRANSPORT_SETS = (DEFAULT_TRANSPORTS, ("websocket",), ("polling",))
 
@@ -63,6 +69,9 @@ class ClusterConfig:
     # Per-node limits, like Kubernetes `limits` (targets/cgroups.py): CPUs (1.0 = one core) and MiB.
     node_cpus: float | None = None
     node_memory_mb: int | None = None
+    # Socket.IO connection-state recovery (socket.io >= 4.6, Node.js server only): maxDisconnectionDuration
+    # 2 min, skipMiddlewares true. Adapters that can recover: memory, redis-streams.
+    recovery: bool = False
 
     def validate(self) -> ClusterConfig:
         _int("nodes", self.nodes, 1, 64)
@@ -71,17 +80,19 @@ class ClusterConfig:
         _choice("adapter", self.adapter, ADAPTERS)
         _choice("server", self.server, SERVERS)
         _bool("tls", self.tls)
+        _bool("recovery", self.recovery)
+        _check_server_features(self.server, self.adapter, self.recovery)
         if self.redis_url is not None:
             if not isinstance(self.redis_url, str) or not self.redis_url.startswith(_REDIS_SCHEMES):
                 raise ConfigError(f"redis_url = {self.redis_url!r}: a URL starting with "
                                   f"{', '.join(_REDIS_SCHEMES)} (or leave it out to start a local Redis)",
                                   key="redis_url")
-            if self.adapter != "redis":
+            if self.adapter not in REDIS_ADAPTERS:
                 # Why an error and not a silent pick: the nodes would use Redis while every label
                 # and verdict says "memory adapter".
-                raise ConfigError(f"redis_url = {self.redis_url!r}: redis_url is only used with adapter = 'redis' "
-                                  f"(adapter is {self.adapter!r}); set adapter = 'redis' or drop redis_url",
-                                  key="redis_url")
+                raise ConfigError(f"redis_url = {self.redis_url!r}: redis_url is only used with a Redis adapter "
+                                  f"({', '.join(REDIS_ADAPTERS)}; adapter is {self.adapter!r}); set one or drop "
+                                  "redis_url", key="redis_url")
         if not _is_int(self.port) or not 0 <= self.port <= 65535:
             raise ConfigError(f"port = {self.port!r}: must be 0 (free port) or 1-65535", key="port")
         if not _is_loopback(self.host):
@@ -90,6 +101,26 @@ class ClusterConfig:
         _str("node_header", self.node_header)
         _check_node_limits(self.node_cpus, self.node_memory_mb)
         return self
+
+
+def _check_server_features(server: Any, adapter: Any, recovery: Any) -> None:
+    """A server/adapter/recovery combination the server can run, else one line naming what works.
+
+    Why before anything starts: python-socketio has no sharded or Streams adapter and no
+    connection-state recovery; a node started with such flags would fail (or silently run
+    without them) while the run's labels claim them.
+    """
+    if not isinstance(server, str) or server not in SERVER_ADAPTERS:
+        return  # _choice already named the bad server
+    allowed = SERVER_ADAPTERS[server]
+    if adapter not in allowed:
+        others = [s for s, a in SERVER_ADAPTERS.items() if adapter in a]
+        raise ConfigError(f"adapter = {adapter!r} is not available on server = {server!r} (it takes "
+                          f"{', '.join(allowed)}); use server = {others[0]!r} for {adapter!r}"
+                          if others else f"adapter = {adapter!r}: not a known adapter", key="adapter")
+    if recovery and server not in RECOVERY_SERVERS:
+        raise ConfigError(f"recovery = true needs server = 'node' (socket.io >= 4.6 connection-state recovery); "
+                          f"server = {server!r} has none: drop recovery or use server = 'node'", key="recovery")
 
 
 MIN_NODE_CPUS = 0.01
@@ -186,10 +217,11 @@ def _fault_fits(f: Fault, cluster: ClusterConfig, run_seconds: float, up: dict[s
                           "never fire; make it earlier or the run longer", key="faults.at")
     part = f.target if f.action.endswith("_node") else f.action.split("_", 1)[1]
     assert part is not None  # f.validate() required a target for *_node
-    if part == "redis" and (cluster.adapter != "redis" or cluster.redis_url is not None):
+    if part == "redis" and (cluster.adapter not in REDIS_ADAPTERS or cluster.redis_url is not None):
         why = "it uses an external redis_url" if cluster.redis_url else "adapter = 'memory'"
         raise ConfigError(f"faults.action = {f.action!r}: this cluster runs no Redis of its own ({why}); "
-                          "use adapter = 'redis' without redis_url, or drop the fault", key="faults.action")
+                          "use a Redis adapter (redis, redis-sharded, redis-streams) without redis_url, "
+                          "or drop the fault", key="faults.action")
     if part == "balancer" and cluster.balancer == "none":
         raise ConfigError(f"faults.action = {f.action!r}: balancer = 'none' has no balancer to stop or start",
                           key="faults.action")
@@ -462,7 +494,7 @@ def _check_scrape_ids(scrape: tuple[ScrapeTarget, ...], local_nodes: int | None)
                               f"(n1..n{local_nodes}); give the target another id (ID=URL)", key="telemetry.scrape")
 
 
-LABEL_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls")
+LABEL_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls", "recovery")
 """The keys of RunConfig.labels(), in order: the config columns the analysis adds to every frame."""
 
 
@@ -509,6 +541,7 @@ class RunConfig:
             "server": c.server,
             "nodes": c.nodes,
             "tls": c.tls,
+            "recovery": c.recovery,
         }
 
 
@@ -550,7 +583,7 @@ _TELEMETRY_KEYS = {"scrape"}
 
 
 def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
-    """A stable, file-system safe name for a config: balancer-policy-transports-adapter-server-Nn[-tls][-cpuF][-memM]."""
+    """A stable, file-system safe name for a config: balancer-policy-transports-adapter-server-Nn[-tls][-recovery][-cpuF][-memM]."""
     parts = [
         cluster.balancer,
         cluster.policy,
@@ -561,6 +594,8 @@ def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
     ]
     if cluster.tls:
         parts.append("tls")
+    if cluster.recovery:  # only when on, so every name made before recovery existed stays the same
+        parts.append("recovery")
     # limits only when set, so the names of unlimited configs stay what they were
     if cluster.node_cpus is not None:
         parts.append(f"cpu{cluster.node_cpus:g}")
@@ -916,7 +951,8 @@ def to_jsonable(obj: Any) -> Any:
 
 __all__ = [
     "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "MAX_SOURCE_ADDRESSES",
-    "MIN_NODE_CPUS", "MIN_NODE_MEMORY_MB", "NODE_COOKIE", "NODE_HEADER", "POLICIES", "SERVERS", "TRANSPORT_SETS",
+    "MIN_NODE_CPUS", "MIN_NODE_MEMORY_MB", "NODE_COOKIE", "NODE_HEADER", "POLICIES", "RECOVERY_SERVERS",
+    "REDIS_ADAPTERS", "SERVERS", "SERVER_ADAPTERS", "TRANSPORT_SETS",
     "Campaign", "ClusterConfig", "ConfigError", "Fault", "LoadConfig", "RunConfig", "ScrapeTarget", "Step", "Thresholds",
     "TomlLines",
     "check_faults", "check_source_target", "key_location", "load_campaign", "machine_cpus", "parse_campaign",

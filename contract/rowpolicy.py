@@ -6,7 +6,7 @@ decision is made where the row is produced (the worker), so the master never see
 
 Classes (`RowClass`):
 - STATE: rows that change a session's or a room's state, or mark a session's life. Always kept:
-  every row of `LIFECYCLE_STEPS` with ok=1, every `join` and `leave`, and the `disconnect` of a
+  every row of `LIFECYCLE_STEPS` with ok=1, every `join`, `leave` and `recover`, and the `disconnect` of a
   session that had connected (the analysis counts open sessions and room members from them).
 - FAILURE: any other ok=0 row. The first of each (user, step, error_kind) is always kept; after
   that at most `failure_rows_per_s` a second in this process; the rest are counted, not kept.
@@ -32,8 +32,9 @@ LIFECYCLE_STEPS = frozenset({
     "handshake", "connect", "upgrade_probe", "upgrade", "join", "leave", "node_switch", "disconnect",
     "reconnect", "recover",
 })
-ALWAYS_STEPS = frozenset({"join", "leave"})
-"""Kept whatever their outcome: a failed leave still ends membership (docs/contracts.md)."""
+ALWAYS_STEPS = frozenset({"join", "leave", "recover"})
+"""Kept whatever their outcome: a failed leave still ends membership (docs/contracts.md); a failed
+recover is a session that lost its rooms and missed packets, a state change as much as a success."""
 
 DEFAULT_SAMPLE_RATE = 0.01
 """A chat user makes ~6 rows a second, ~5 of them sampled: 10,000 users for an hour keep ~2 M

@@ -55,6 +55,7 @@ STEPS: tuple[str, ...] = (
     "node_switch",  # the session met a second node; node = the new one, error = "n1->n2"
     "disconnect",  # session ended (ok=1 when the client chose to, 0 otherwise with the reason)
     "reconnect",  # a reconnection attempt ended (ok or not); latency = time from loss to connected
+    "recover",  # a reconnect asked for connection-state recovery (pid sent): ok=1 recovered, else not_recovered
 )
 
 ERROR_KINDS: tuple[str, ...] = (
@@ -67,6 +68,7 @@ ERROR_KINDS: tuple[str, ...] = (
     "transport_closed",
     "upgrade_failed",
     "protocol_error",
+    "not_recovered",  # recover: the server gave a new session instead of the old one (recovery.py)
     # plus "http_<status>" for any other non-2xx answer
 )
 

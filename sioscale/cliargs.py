@@ -37,7 +37,11 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
                         f"caddy: l7-round-robin, cookie, ip-hash; none: direct (default {_C.policy}, "
                         "or direct with --balancer none)")
     g.add_argument("--adapter", choices=ADAPTERS, default=None,
-                   help=f"default {_C.adapter}, or redis with --redis-url")
+                   help=f"default {_C.adapter}, or redis with --redis-url; redis-sharded (Redis >= 7 SPUBLISH) and "
+                        "redis-streams need --server node")
+    g.add_argument("--recovery", action="store_true",
+                   help="Socket.IO connection-state recovery (maxDisconnectionDuration 2 min; --server node; "
+                        "adapters that recover: memory, redis-streams)")
     g.add_argument("--server", choices=SERVERS, default=_C.server, help=f"default {_C.server}")
     g.add_argument("--tls", action="store_true", help="TLS on the balancer with a private CA made for this cluster")
     g.add_argument("--port", type=int, default=_C.port, help="balancer port (default: a free one)")
@@ -98,15 +102,15 @@ def override_scrape(camp: Campaign, a: argparse.Namespace) -> Campaign:
 def cluster_from_args(a: argparse.Namespace) -> ClusterConfig:
     """Build and validate; ConfigError messages are user-facing.
 
-    The one rule for every subcommand: --redis-url implies the redis adapter; with an explicit
-    --adapter memory it is a ConfigError (ClusterConfig.validate), never silently half-used.
+    The one rule for every subcommand: --redis-url implies the redis adapter (unless --adapter names
+    another Redis adapter); with an explicit --adapter memory it is a ConfigError (ClusterConfig.validate), never silently half-used.
     """
     policy = a.policy or ("direct" if a.balancer == "none" else _C.policy)
     adapter = a.adapter or ("redis" if a.redis_url else _C.adapter)
     return ClusterConfig(
         nodes=a.nodes, balancer=a.balancer, policy=policy, adapter=adapter, server=a.server,
         tls=a.tls, port=a.port, host=a.host, redis_url=a.redis_url,
-        node_cpus=a.node_cpus, node_memory_mb=a.node_memory_mb,
+        node_cpus=a.node_cpus, node_memory_mb=a.node_memory_mb, recovery=bool(getattr(a, "recovery", False)),
     ).validate()
 
 

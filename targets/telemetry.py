@@ -47,6 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from contract.config import REDIS_ADAPTERS
 from contract.resources import (
     CLIENT_GAUGES,
     CPU_COUNTER,
@@ -627,7 +628,7 @@ def cluster_sampler(cluster: Any, run_dir: Path, run: str, cgroup_reader: Cgroup
     cgroup_reader = cgroup_reader or cluster_cgroup_reader(cluster)
     haproxy = cluster.workdir / HAPROXY_STATS_SOCKET if c.balancer == "haproxy" else None
     return Sampler(run_dir / RESOURCES_CSV, run, lambda: cluster_targets(cluster),
-                   redis_url=cluster.redis_url if c.adapter == "redis" else None,
+                   redis_url=cluster.redis_url if c.adapter in REDIS_ADAPTERS else None,
                    redis_is_ours=cluster.redis is not None, haproxy_socket=haproxy,
                    ssl_context=cluster.ssl_context, cgroup_reader=cgroup_reader, interval=interval, timeout=timeout,
                    scrape=scrape)

@@ -37,6 +37,7 @@ from locustfiles.sio.protocol.actions import (
     WsSend,
 )
 from locustfiles.sio.protocol.client import ClientProtocol
+from locustfiles.sio.protocol.recovery import Recovery
 from locustfiles.sio.transport import Endpoint, HttpSession, TransportError, WebSocket
 from locustfiles.sio.transport.http import HttpResponse
 from locustfiles.sio.transport.websocket import HandshakeRefused
@@ -111,6 +112,7 @@ class Session:
         cfg: SessionConfig,
         on_action: Callable[[Action, dict[str, str] | None], None],
         http: HttpSession | None = None,
+        recovery: Recovery | None = None,
     ) -> None:
         self.cfg = cfg
         self.endpoint = Endpoint.from_url(cfg.url)
@@ -125,6 +127,7 @@ class Session:
             auth=cfg.auth,
             connect_timeout=cfg.timeout,
             rng=_RNG,
+            recovery=recovery,
         )
         self._on_action = on_action
         self._path = cfg.path if cfg.path.endswith("/") else cfg.path + "/"

@@ -7,7 +7,8 @@ Locust request events (request_type / name):
 - "eio": engine.io steps -- handshake, upgrade_probe, upgrade, poll (failed ones only), ping,
   node_switch (an observation, no duration)
 - "sio": socket.io steps -- connect, ack:<event>, emit:<event> (no duration), join, leave,
-  disconnect, reconnect
+  disconnect, reconnect, recover (a reconnect that asked for connection-state recovery: ok when
+  the server recovered the session; `self.recovery.counts` has what its replays held)
 - "broadcast": broadcast_send:<event> (no duration) and broadcast:<event> (receive latency =
   now - payload "sent")
 response_time is in ms, None where a step has no duration. A failure's exception message
@@ -43,6 +44,7 @@ from locustfiles.sio.protocol.actions import (
     StepResult,
 )
 from locustfiles.sio.protocol.backoff import reconnect_delay_ms
+from locustfiles.sio.protocol.recovery import Recovery
 from locustfiles.sio.transport import HttpSession, parse_source_range, tls_context
 from locustfiles.sio.transport.net import Endpoint
 
@@ -105,6 +107,8 @@ class SocketIOUser(User):
         self._reconnector: gevent.Greenlet | None = None
         self._conn_args: dict[str, Any] = {}
         self.rooms: set[str] = set()
+        # socket.io-client's pid and last offset, kept across reconnects (protocol/recovery.py)
+        self.recovery = Recovery()
 
     # -- options ---------------------------------------------------------------------------------
     def option(self, name: str, default: Any) -> Any:
@@ -160,6 +164,8 @@ class SocketIOUser(User):
         self._conn_args = {"url": url, "namespace": namespace, "auth": auth, "headers": headers,
                            "transports": transports}
         self._want_connected = True
+        # a new connect() is a new socket.io-client Socket: no pid to recover; its counts stay
+        self.recovery.reset()
         return self._open(wait)
 
     def _open(self, wait: bool) -> bool:
@@ -174,7 +180,7 @@ class SocketIOUser(User):
                                      extra_headers=cfg.headers)
         self._connected = AsyncResult()
         self._closed = AsyncResult()
-        self.session = Session(cfg, self._on_action, http=self._http)
+        self.session = Session(cfg, self._on_action, http=self._http, recovery=self.recovery)
         self.session.start()
         if not wait:
             return False

@@ -3,7 +3,14 @@
 // checked against the reference implementation of Socket.IO itself.
 //
 //   node server.js --id n1 --port 8001 [--host 127.0.0.1] [--redis-url redis://...]
+//                  [--adapter memory|redis|redis-sharded|redis-streams] [--recovery]
 //                  [--certfile cert.pem --keyfile key.pem]
+//
+// --adapter: redis = @socket.io/redis-adapter createAdapter (pub/sub), redis-sharded = its
+// createShardedAdapter (SPUBLISH, Redis >= 7), redis-streams = @socket.io/redis-streams-adapter.
+// A Redis adapter needs --redis-url; --redis-url alone means --adapter redis (the older flag set).
+// --recovery: connectionStateRecovery (2 min, skipMiddlewares), which only memory and
+// redis-streams can honour (pub/sub and sharded keep no session: every reconnect is fresh).
 "use strict";
 
 const fs = require("fs");
@@ -13,12 +20,15 @@ const { monitorEventLoopDelay } = require("perf_hooks");
 const { Server } = require("socket.io");
 
 const HEADER = "x-served-by";
+const ADAPTERS = ["memory", "redis", "redis-sharded", "redis-streams"];
+const RECOVERY = { maxDisconnectionDuration: 2 * 60 * 1000, skipMiddlewares: true };
 const LAG_RESOLUTION_MS = 10;
 
 function parseArgs(argv) {
   const out = { id: process.env.SIOSCALE_NODE_ID || "n1", host: "127.0.0.1", port: 8001 };
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i].replace(/^--/, "");
+    if (key === "recovery") { out.recovery = true; continue; }  // a flag: takes no value
     const val = argv[i + 1];
     if (val === undefined) throw new Error(`missing value for ${argv[i]}`);
     i++;
@@ -26,10 +36,15 @@ function parseArgs(argv) {
     else if (key === "host") out.host = val;
     else if (key === "port") out.port = Number(val);
     else if (key === "redis-url") out.redisUrl = val;
+    else if (key === "adapter") out.adapter = val;
     else if (key === "certfile") out.certfile = val;
     else if (key === "keyfile") out.keyfile = val;
     else throw new Error(`unknown option --${key}`);
   }
+  out.adapter = out.adapter || (out.redisUrl ? "redis" : "memory");
+  if (!ADAPTERS.includes(out.adapter)) throw new Error(`--adapter ${out.adapter}: one of ${ADAPTERS.join(", ")}`);
+  if (out.adapter !== "memory" && !out.redisUrl) throw new Error(`--adapter ${out.adapter} needs --redis-url`);
+  if (out.adapter === "memory" && out.redisUrl) throw new Error("--redis-url needs a Redis --adapter, not memory");
   return out;
 }
 
@@ -151,6 +166,42 @@ function metricsText(io, lag) {
   return lines.join("\n") + "\n";
 }
 
+// Connect a Redis client within 3 s or exit 3: the client retries forever (so a Redis restart
+// later is survived), but a node that cannot broadcast at start must not look healthy.
+async function connectRedis(args, clients) {
+  for (const [name, c] of clients) {
+    // A lost Redis must not crash the node (the redis client reconnects by itself).
+    c.on("error", (e) => console.error(`${args.id} redis ${name}: ${e.message}`));
+  }
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error("no answer within 3 s")), 3000);
+  });
+  try {
+    await Promise.race([Promise.all(clients.map(([, c]) => c.connect())), timeout]);
+  } catch (e) {
+    console.error(`node ${args.id}: cannot reach Redis at ${args.redisUrl}: ${e.message}`);
+    process.exit(3);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// The adapter factory of --adapter: pub/sub and sharded take a publisher and a subscriber, the
+// Streams adapter one client (it duplicates its own readers).
+async function redisAdapter(args) {
+  const { createClient } = require("redis");
+  const pub = createClient({ url: args.redisUrl });
+  if (args.adapter === "redis-streams") {
+    await connectRedis(args, [["streams", pub]]);
+    return require("@socket.io/redis-streams-adapter").createAdapter(pub);
+  }
+  const sub = pub.duplicate();
+  await connectRedis(args, [["pub", pub], ["sub", sub]]);
+  const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
+  return args.adapter === "redis-sharded" ? createShardedAdapter(pub, sub) : createAdapter(pub, sub);
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const httpServer = args.certfile
@@ -174,6 +225,7 @@ async function main() {
     cors: { origin: true, credentials: true },
     pingInterval: 25000,
     pingTimeout: 20000,
+    ...(args.recovery ? { connectionStateRecovery: RECOVERY } : {}),
   });
   // Polling answers and the WebSocket 101 (socket.io's own hooks) ...
   io.engine.on("initial_headers", (headers) => { headers[HEADER] = args.id; });
@@ -183,29 +235,7 @@ async function main() {
   stampRawUpgradeAnswers(httpServer, args.id);
   attachHandlers(io, args.id);
 
-  if (args.redisUrl) {
-    const { createClient } = require("redis");
-    const { createAdapter } = require("@socket.io/redis-adapter");
-    const pub = createClient({ url: args.redisUrl });
-    const sub = pub.duplicate();
-    // A lost Redis must not crash the node (the redis client reconnects by itself).
-    pub.on("error", (e) => console.error(`${args.id} redis pub: ${e.message}`));
-    sub.on("error", (e) => console.error(`${args.id} redis sub: ${e.message}`));
-    try {
-      // The client retries forever (so a Redis restart later is survived); at start, give up
-      // after 3 s instead: a node that cannot broadcast must not look healthy.
-      let timer;
-      const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error("no answer within 3 s")), 3000);
-      });
-      await Promise.race([Promise.all([pub.connect(), sub.connect()]), timeout]);
-      clearTimeout(timer);
-    } catch (e) {
-      console.error(`node ${args.id}: cannot reach Redis at ${args.redisUrl}: ${e.message}`);
-      process.exit(3);
-    }
-    io.adapter(createAdapter(pub, sub));
-  }
+  if (args.adapter !== "memory") io.adapter(await redisAdapter(args));
 
   httpServer.on("error", (e) => {
     console.error(`node ${args.id}: ${e.code || ""} ${e.message}`);

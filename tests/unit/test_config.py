@@ -60,7 +60,7 @@ def test_smoke_campaign_is_small():
         ('name="x"\n[cluster]\nbalancer = 5\n', "balancer = 5 is not valid; choose one of: haproxy, caddy, none"),
         ('name="x"\n[cluster]\nadapter = "redis"\nredis_url = 5\n', "redis_url = 5: a URL starting with redis://"),
         ('name="x"\n[cluster]\nredis_url = "redis://127.0.0.1:6379/0"\n',
-         "redis_url is only used with adapter = 'redis'"),
+         "redis_url is only used with a Redis adapter"),
         ('name="x"\n[cluster]\nnode_header = 5\n', "node_header = 5: must be a non-empty string"),
         ('name="x"\n[load]\nnamespace = 5\n', "namespace = 5: a string starting with '/'"),
         ('name="x"\n[load]\nlocustfile = 5\n', "locustfile = 5: must be a non-empty string"),
@@ -114,7 +114,7 @@ def test_axes_override_base_and_steps_parse():
     assert runs[0].load.run_seconds == pytest.approx(41.0)  # holds 20 + 20, ramps 10/30 + 20/30 s
     assert runs[0].labels() == {
         "balancer": "caddy", "policy": "cookie", "adapter": "memory", "transports": ["websocket"],
-        "server": "python", "nodes": 1, "tls": False,
+        "server": "python", "nodes": 1, "tls": False, "recovery": False,
     }
 
 
@@ -275,3 +275,34 @@ def test_limit_flags_on_cluster_run_and_as_campaign_overrides() -> None:
     assert override_limits(camp, q.parse_args([])) is camp
     runs = override_limits(camp, q.parse_args(["--node-cpus", "1"])).runs()
     assert [(r.cluster.node_cpus, r.cluster.nodes) for r in runs] == [(1, 1), (1, 2)]  # the axis gave way
+
+
+def test_adapter_and_recovery_keys_and_axes() -> None:
+    """[cluster] adapter (four values) and recovery (bool), also as [axes]; run names carry `recovery` only
+    when it is on, so the names of every earlier config stay what they were (issue 14)."""
+    from contract.config import ClusterConfig, LoadConfig, run_name
+
+    camp = parse_campaign('name = "x"\n[cluster]\nserver = "node"\nnodes = 2\n'
+                          '[axes]\nadapter = ["memory", "redis", "redis-sharded", "redis-streams"]\n'
+                          'recovery = [false, true]\n')
+    runs = camp.runs()
+    assert len(runs) == 8
+    assert [r.name for r in runs[:2]] == ["haproxy-cookie-poll+ws-memory-node-2n",
+                                          "haproxy-cookie-poll+ws-memory-node-2n-recovery"]
+    assert runs[-1].name == "haproxy-cookie-poll+ws-redis-streams-node-2n-recovery"
+    assert runs[-1].labels()["recovery"] is True and runs[0].labels()["recovery"] is False
+    assert run_name(ClusterConfig(), LoadConfig()) == "haproxy-cookie-poll+ws-memory-python-3n"
+    for text, needle in [
+        ('name = "x"\n[cluster]\nadapter = "redis-streams"\n', "<campaign>:3: adapter = 'redis-streams' is not "
+                                                                "available on server = 'python'"),
+        ('name = "x"\n[cluster]\nrecovery = true\n', "<campaign>:3: recovery = true needs server = 'node'"),
+        ('name = "x"\n[cluster]\nrecovery = "yes"\n', "recovery = 'yes': must be true or false"),
+        ('name = "x"\n[cluster]\nserver = "node"\n[axes]\nadapter = ["memory", "kafka"]\n', "<campaign>:5: adapter"),
+    ]:
+        with pytest.raises(ConfigError) as ei:
+            parse_campaign(text)
+        assert needle in str(ei.value) and "\n" not in str(ei.value)
+    # a Redis adapter may use an external Redis; stop_redis needs one of ours, whichever Redis adapter
+    ClusterConfig(server="node", adapter="redis-streams", redis_url="redis://127.0.0.1:1/0").validate()
+    parse_campaign('name = "x"\n[cluster]\nserver = "node"\nadapter = "redis-streams"\n[load]\nduration = 10\n'
+                   '[[faults]]\nat = 1\naction = "stop_redis"\n[[faults]]\nat = 2\naction = "start_redis"\n')

@@ -33,7 +33,7 @@ def test_defaults_and_implied_values() -> None:
     assert cmd_cluster.config_from_args(_parse("--balancer", "none")).policy == "direct"
     c = cmd_cluster.config_from_args(_parse("--redis-url", "redis://127.0.0.1:6379/0"))
     assert (c.adapter, c.redis_url) == ("redis", "redis://127.0.0.1:6379/0")
-    with pytest.raises(ConfigError, match="redis_url is only used with adapter = 'redis'"):
+    with pytest.raises(ConfigError, match="redis_url is only used with a Redis adapter"):
         cmd_cluster.config_from_args(_parse("--redis-url", "redis://x", "--adapter", "memory"))
     assert cmd_cluster.config_from_args(_parse("--host", "127.0.0.3")).host == "127.0.0.3"
 
@@ -55,7 +55,7 @@ def test_cluster_and_run_share_one_definition_of_the_cluster_flags(command: str)
             "--port", "8081", "--host", "127.0.0.2", "--redis-url", "redis://127.0.0.1:6390/0")
     assert c == ClusterConfig(nodes=2, balancer="caddy", policy="ip-hash", adapter="redis", server="node",
                               tls=True, port=8081, host="127.0.0.2", redis_url="redis://127.0.0.1:6390/0")
-    with pytest.raises(ConfigError, match="only used with adapter = 'redis'"):
+    with pytest.raises(ConfigError, match="only used with a Redis adapter"):
         cfg("--adapter", "memory", "--redis-url", "redis://127.0.0.1:6390/0")
     with pytest.raises(ConfigError, match="loopback"):
         cfg("--host", "10.0.0.1")
@@ -137,3 +137,30 @@ def test_missing_node_modules_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp
         Cluster(ClusterConfig(nodes=1, server="node"), workdir=tmp_path / "w").start()
     monkeypatch.setenv("SIOSCALE_NODEJS", str(tmp_path / "no-node"))
     assert "SIOSCALE_NODEJS" in (tc.node_server_problem() or "")
+
+
+@pytest.mark.parametrize("command", ["cluster", "run"])
+def test_adapter_and_recovery_flags(command: str) -> None:
+    """--adapter takes the four adapters and --recovery the Node.js server's recovery; what a server cannot
+    do is refused in one line that names what works (issue 14)."""
+    from sioscale.cli import build_parser
+    from sioscale.cliargs import cluster_from_args
+
+    parser = build_parser()
+
+    def cfg(*argv: str) -> ClusterConfig:
+        return cluster_from_args(parser.parse_args([command, *argv]))
+
+    c = cfg("--server", "node", "--adapter", "redis-streams", "--recovery")
+    assert (c.adapter, c.recovery, c.server) == ("redis-streams", True, "node")
+    c = cfg("--server", "node", "--adapter", "redis-sharded", "--redis-url", "redis://127.0.0.1:6390/0")
+    assert (c.adapter, c.redis_url) == ("redis-sharded", "redis://127.0.0.1:6390/0")  # the url keeps the adapter
+    assert cfg("--server", "node", "--recovery").recovery is True  # memory recovers on one node
+    assert cfg().recovery is False
+    for argv, needle in [(("--adapter", "redis-streams"), "not available on server = 'python' (it takes memory, "
+                                                          "redis); use server = 'node'"),
+                         (("--adapter", "redis-sharded"), "use server = 'node'"),
+                         (("--recovery",), "recovery = true needs server = 'node'")]:
+        with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")) as ei:
+            cfg(*argv)
+        assert "\n" not in str(ei.value)

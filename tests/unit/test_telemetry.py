@@ -119,7 +119,7 @@ def test_parse_haproxy_stat_per_server_and_backend() -> None:
 
 def test_haproxy_config_has_the_stats_socket_the_sampler_reads() -> None:
     text = haproxy_config("l4-round-robin", [Backend("n1", "127.0.0.1", 9001)], 8080, limit=20000)
-    assert f"stats socket unix@{tm.HAPROXY_STATS_SOCKET} mode 600 level user" in text
+    assert f"stats socket unix@{tm.HAPROXY_STATS_SOCKET} mode 600 level admin" in text
 
 
 def test_unix_request_reaches_a_socket_under_a_path_longer_than_108_bytes(tmp_path: Path) -> None:

@@ -89,8 +89,10 @@ class Connected:
 class EventReceived:
     namespace: str
     event: str
-    args: list[Any]  # binary attachments already reconstructed as bytes
+    args: list[Any]  # binary attachments already reconstructed as bytes; a recovery offset taken off
     ack_id: int | None  # not None: the server waits for `ClientProtocol.send_ack(ack_id, ...)`
+    offset: str | None = None  # the connection-state recovery offset the server appended (recovery.py)
+    replayed: bool = False  # arrived before the CONNECT reply: a recovered session's missed packet
 
 
 @dataclass(slots=True, frozen=True)

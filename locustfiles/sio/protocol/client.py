@@ -46,6 +46,7 @@ from .actions import (
     WsSend,
 )
 from .classify import body_text, classify_http, is_session_unknown
+from .recovery import Recovery
 from .state import (
     TRANSITIONS,
     IllegalTransition,
@@ -68,6 +69,9 @@ POLLING, WEBSOCKET = Transport.POLLING, Transport.WEBSOCKET
 _TRANSPORT_SETS = TRANSPORT_SETS  # contract.config: the one list of allowed transport sets
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _MAX_ATTACHMENTS = 256
+# Events a server may send before its CONNECT reply: a recovered session's replay of missed packets
+# (socket.io-client buffers them and fires them once connected). Beyond this it is a flood.
+MAX_EVENTS_BEFORE_CONNECT = 100_000
 
 # Bounds on what the open packet may carry (issue 9: "impossible ping values").
 # socket.io-client arms setTimeout(pingInterval + pingTimeout); a browser's timer holds at most
@@ -187,6 +191,9 @@ class ClientProtocol:
     for each later step the machine waits on (probe answer, POST answer, disconnect).
     ack_timeout: seconds to wait for an ack (default: connect_timeout).
     rng: the randomness source for cache-busters (a `random.Random`; pass a seeded one in tests).
+    recovery: the connection-state recovery record the user keeps across its sessions
+    (recovery.Recovery; EIO4 only): its pid and offset go into CONNECT, the reply says whether the
+    session was recovered, and the events the server replays before that reply are taken as events.
 
     State (state.py): `_state` (Session, moved only by `_to` along state.TRANSITIONS),
     `_transport` (Transport), `_polling` (Polling: the GET and POST in flight), `_upgrade`
@@ -208,6 +215,9 @@ class ClientProtocol:
       the pingInterval schedule (a server event-loop lag signal). EIO3 (client pings): ping → pong RTT.
     - ack (or `emit(step=...)`): emit → ack, per ack id; emit (or `step`): no latency.
     - node_switch: ok=True, error "n1->n2": a response of this session came from another node.
+    - recover: after a CONNECT that carried a pid (recovery asked): ok when the reply has the same
+      pid (socket.io-client's `recovered`), else failed "not_recovered"; latency = first request →
+      CONNECT reply, as connect's.
     - disconnect: only after a Connected; ok=True for a client disconnect (latency = close POST
       round trip on polling, None on websocket), else failed with the close's kind.
     """
@@ -224,6 +234,7 @@ class ClientProtocol:
         connect_timeout: float = 10.0,
         ack_timeout: float | None = None,
         rng: random.Random | None = None,
+        recovery: Recovery | None = None,
     ) -> None:
         if eio not in (3, 4):
             raise ValueError(f"eio = {eio!r}: 3 (socket.io 2.x) or 4 (socket.io 3.x/4.x)")
@@ -247,6 +258,9 @@ class ClientProtocol:
         self._timeout = float(connect_timeout)
         self._ack_timeout = float(ack_timeout) if ack_timeout is not None else self._timeout
         self._rng = rng or random.Random()
+        self._recovery = recovery if eio == 4 else None  # Socket.IO v2 has no recovery
+        self._rec_sent: tuple[str | None, str | None] = (None, None)  # pid, offset of our CONNECT
+        self._early: list[EventReceived] = []  # events before the CONNECT reply (a recovery's replay)
 
         self._state: Session = NEW  # changed only by _to(), along state.TRANSITIONS
         self._transport: Transport = Transport.NONE
@@ -798,12 +812,12 @@ class ClientProtocol:
         out.append(self._ok("handshake", _ms(self._timers.t_start, now), transport=via))
         # socket.io-client on engine open: CONNECT first (its POST), then probes, then the poll.
         if self._eio == 4:
-            if self._ns == "/":
-                connect = "40" + (_BrowserJson.dumps(self._auth, separators=(",", ":")) if self._auth is not None else "")
-            else:
-                connect = f"40{self._ns}," + (_BrowserJson.dumps(self._auth, separators=(",", ":"))
-                                              if self._auth is not None else "")
-            self._send([connect], now, out)
+            auth = self._auth
+            if self._recovery is not None:
+                auth = self._recovery.connect_auth(auth)
+                self._rec_sent = (self._recovery.pid, self._recovery.offset)
+            body = _BrowserJson.dumps(auth, separators=(",", ":")) if auth is not None else ""
+            self._send([("40" if self._ns == "/" else f"40{self._ns},") + body], now, out)
         elif self._ns != "/":
             self._send([f"40{self._ns},"], now, out)
         if via == POLLING and WEBSOCKET in self._transports and WEBSOCKET in self._upgrades:
@@ -889,7 +903,12 @@ class ClientProtocol:
             if not isinstance(data, list) or not data or not isinstance(data[0], str):
                 raise _ProtocolError(f"EVENT without a name: {data!r:.60}")
             if self._state is CONNECTED:
-                out.append(EventReceived(ns, data[0], data[1:], pkt.id))
+                out.append(self._event(ns, data, pkt.id, replayed=False))
+            elif self._state is CONNECTING:
+                # socket.io-client's receiveBuffer: fired once connected (a recovered session's replay)
+                if len(self._early) >= MAX_EVENTS_BEFORE_CONNECT:
+                    raise _ProtocolError(f"more than {MAX_EVENTS_BEFORE_CONNECT} events before the CONNECT reply")
+                self._early.append(EventReceived(ns, data[0], data[1:], pkt.id))
         elif t in (sio_packet.ACK, sio_packet.BINARY_ACK):
             if pkt.id is None or not (data is None or isinstance(data, list)):
                 raise _ProtocolError(f"bad ACK {pkt.id!r} {data!r:.60}")
@@ -923,11 +942,27 @@ class ClientProtocol:
         self._connected_once = True
         self._timers.connect = None
         out.append(self._ok("connect", _ms(self._timers.t_start, now)))
+        early, self._early = self._early, []
+        if self._recovery is not None:
+            outcome = self._recovery.on_connect(*self._rec_sent, data if isinstance(data, dict) else {}, len(early))
+            if outcome is not None:
+                latency = _ms(self._timers.t_start, now)
+                out.append(self._ok("recover", latency) if outcome.recovered
+                           else self._fail("recover", "not_recovered", outcome.reason, latency_ms=latency))
         out.append(Connected(self._ns, self._sio_sid))
+        for ev in early:  # after Connected, as socket.io-client's emitBuffered() runs on connect
+            out.append(self._event(ev.namespace, [ev.event, *ev.args], ev.ack_id, replayed=True))
         buffered, self._sio_buffer = self._sio_buffer, []
         for parts in buffered:
             self._out.extend(parts)
         self._flush(now, out)
+
+    def _event(self, ns: str, data: list[Any], ack_id: int | None, *, replayed: bool) -> EventReceived:
+        """An EventReceived, its recovery offset (if the server appended one) taken off its args."""
+        args, offset = data[1:], None
+        if self._recovery is not None:
+            args, offset = self._recovery.on_event(args, ack_id is not None)
+        return EventReceived(ns, data[0], args, ack_id, offset, replayed)
 
     # -- internals: failures and close ----------------------------------------------------------
     def _see_node(self, node: str, now: float, out: list[Action]) -> None:
@@ -998,6 +1033,7 @@ class ClientProtocol:
             out.append(AckFailed(self._ns, ack_id, akind, aerr))
         self._acks.clear()
         self._sio_buffer.clear()
+        self._early.clear()
         self._out.clear()
         self._partial = None
         self._upgrade.ws = _WS_NONE
