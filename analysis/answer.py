@@ -14,11 +14,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-AXIS_ORDER: tuple[str, ...] = ("balancer", "policy", "server", "nodes", "size", "transports", "adapter", "tls")
+AXIS_ORDER: tuple[str, ...] = ("balancer", "policy", "server", "nodes", "size", "transports", "adapter", "recovery",
+                               "tls", "idle_timeout", "ping_interval")
 """Axes in the order they become rows then columns: how a balancer routes is the first question, how the
 clients and the adapter behave the second."""
 AXIS_TITLES = {"balancer": "balancer", "policy": "policy", "server": "server", "nodes": "nodes", "size": "node size",
-               "transports": "transports", "adapter": "adapter", "tls": "TLS"}
+               "transports": "transports", "adapter": "adapter", "tls": "TLS", "recovery": "recovery",
+               "idle_timeout": "idle timeout", "ping_interval": "ping interval"}
 GOOD, FAIR = 0.99, 0.90
 """A ratio at or above GOOD is green (it works), at or above FAIR amber (it mostly works), below red."""
 MAX_COLUMNS = 8
@@ -72,7 +74,12 @@ def label(config: dict[str, Any], key: str) -> str:
     """An axis value as the page shows it ('polling+websocket', 'redis', '3', 'TLS', '0.25 CPU / 512 MiB')."""
     if key == "size":
         return str((((config.get("resources") or {}).get("node_size")) or {}).get("label") or "no limit")
-    v = (config.get("config") or {}).get(key)
+    block = config.get("config") or {}
+    v = block.get(key) if key in block else (config.get("options") or {}).get(key)
+    if key in ("idle_timeout", "ping_interval"):
+        return "default" if v is None else f"{v:g} s" if isinstance(v, int | float) else "?"
+    if key == "recovery":
+        return "recovery" if v else "no recovery"
     if key == "transports":
         return "+".join(str(t) for t in v) if isinstance(v, list | tuple) and v else "?"
     if key == "tls":

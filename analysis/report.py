@@ -231,7 +231,7 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
     rs = _status(meta, r, [i for i in getattr(frames, "data_issues", []) if i.get("config") == name])
     entry = ConfigEntry(name=name, **rs.as_meta(),
                         error=r.get("error") if rs.status != Status.OK or r.get("error") else None,
-                        config=cfg_block, events=int(r["n_events"]),
+                        config=cfg_block, options=_options(meta), events=int(r["n_events"]),
                         warnings=[w for w in frames.warnings if w.startswith(f"{name}: ")])
     entry.connections = _connections_section(m.conn, name)
     entry.failures = m.fcounts.get(name, {})
@@ -503,6 +503,16 @@ def _config_block(meta: dict[str, Any], r: pd.Series) -> ConfigBlock:
     return ConfigBlock(balancer=c.get("balancer"), policy=c.get("policy"), adapter=c.get("adapter"),
                        transports=list(tr) if isinstance(tr, list | tuple) else [], server=c.get("server"),
                        nodes=_int(c.get("nodes")), tls=bool(c.get("tls")) if c.get("tls") is not None else None)
+
+
+OPTION_KEYS = ("recovery", "idle_timeout", "ping_interval")
+"""Labels beyond summary.json's pinned `config` keys (contract.config.LABEL_KEYS), under `options`."""
+
+
+def _options(meta: dict[str, Any]) -> dict[str, Any]:
+    """`options`: recovery, idle_timeout, ping_interval as meta.json's config has them (None: not set / older run)."""
+    c = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    return {k: c.get(k) if isinstance(c.get(k), bool | int | float) else None for k in OPTION_KEYS}
 
 
 def _environment(frames: Frames) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from contract.rows import is_ok
+from contract.wire import PING_INTERVAL_S
 
 END_LABELS: dict[str, str] = {
     "poll": "a long-poll GET",
@@ -29,6 +30,7 @@ END_LABELS: dict[str, str] = {
     "upgrade": "the upgrade",
     "ping": "a heartbeat that never came (ping timeout)",
     "ack": "an emit's ack",
+    "connection_closed": "the connection closing under it, no request failed (an idle timeout, a reset)",
     "unknown": "a step whose row was not kept",
 }
 """What each ending step is, in words a user can act on."""
@@ -37,6 +39,7 @@ SESSION_COLUMNS = ["config", "user", "eio_sid", "connected_ts", "ended_ts", "lif
                    "end_step", "transport", "switched", "switch"]
 _NOT_AN_END = frozenset({"disconnect", "connect", "reconnect", "handshake", "node_switch", "join", "leave",
                          "broadcast_send", "broadcast_recv", "emit", "recover"})
+DEFAULT_PING_INTERVAL_S = PING_INTERVAL_S
 DIE_SHARE_VERDICT = 0.1
 """A config whose connected sessions died at this share or more gets a verdict on how they ended."""
 
@@ -85,8 +88,8 @@ def _one_session(key: tuple[Any, ...], connected: float, g: pd.DataFrame) -> dic
             last = fails.iloc[-1]
             name = str(last.get("name") or "")
             end_step = str(last["step"]) if last["step"] != "poll" else name if name.startswith(("poll", "post")) else "poll"
-        else:
-            end_step = "unknown"
+        else:  # nothing failed but the connection: it was closed under the session (an idle timeout, a reset)
+            end_step = "connection_closed" if end_kind in ("transport_closed", "connection_reset") else "unknown"
     return {"config": key[0], "user": key[1], "eio_sid": key[2], "connected_ts": connected, "ended_ts": ended,
             "lifetime_s": (ended - connected) if ended is not None else None, "outcome": outcome,
             "end_kind": end_kind, "end_step": end_step,
@@ -138,6 +141,34 @@ def sessions_verdict(s: dict[str, Any] | None, connect_ratio: float | None) -> s
         text += (f", {switched:.0%} of them after meeting a second node: the balancer is not sticky for this "
                  "transport; use sticky sessions or websocket-only")
     return text
+
+
+def idle_timeout_verdict(options: dict[str, Any] | None, s: dict[str, Any] | None) -> str | None:
+    """What the balancer's idle timeout did to the sessions, when the config set one.
+
+    A connection quiet for longer than the idle timeout is closed by the balancer; Engine.IO's heartbeat
+    (one ping per pingInterval, answered) is what keeps a quiet session's connection busy enough. So with
+    pingInterval ≥ the idle timeout the sessions die at the timeout (a WebSocket sees the close:
+    transport_closed; a long-poll held past it gets the balancer's 504), and below it they live.
+    """
+    o = options or {}
+    idle, ping = o.get("idle_timeout"), o.get("ping_interval")
+    if not isinstance(idle, int | float) or isinstance(idle, bool):
+        return None
+    ping = float(ping) if isinstance(ping, int | float) and not isinstance(ping, bool) else DEFAULT_PING_INTERVAL_S
+    died = s is not None and s["failed"] >= 1 and s["failed_share"] >= DIE_SHARE_VERDICT
+    if ping >= idle and died:
+        kinds = ", ".join(f"{k} × {v}" for k, v in list((s or {}).get("end_kinds", {}).items())[:3])
+        return (f"the balancer's {idle:g} s idle timeout closed {s['failed_share']:.0%} of the connected sessions "
+                f"({kinds}): the servers' pingInterval of {ping:g} s leaves a quiet connection idle longer than that; "
+                f"keep pingInterval below the balancer's idle timeout")
+    if ping >= idle and s is not None and not s["failed"]:
+        return (f"pingInterval {ping:g} s is not below the balancer's {idle:g} s idle timeout, yet the sessions lived: "
+                "the scenario's own traffic kept them busy (a quiet session would be closed)")
+    if s is not None and not died:
+        return (f"the servers' pingInterval of {ping:g} s kept the sessions alive through the balancer's {idle:g} s "
+                "idle timeout (each heartbeat resets it)")
+    return None
 
 
 def _seconds(v: float) -> str:

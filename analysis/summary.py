@@ -199,6 +199,7 @@ class ConfigEntry:
     status_reasons: Any = field(default_factory=list)
     error: Any = None
     config: ConfigBlock = field(default_factory=ConfigBlock)
+    options: dict[str, Any] = field(default_factory=dict)  # the run's labels beyond `config`'s pinned keys
     events: Any = 0  # steps of the run (exact, from the aggregates), not the rows a schema-2 run kept
     warnings: list[Any] = field(default_factory=list)
     connections: Connections = field(default_factory=Connections)
@@ -243,7 +244,7 @@ class ConfigEntry:
                                      for s, per in _obj(kw["latency_by_node"]).items() if isinstance(per, dict)}
         if "checks" in kw:
             kw["checks"] = {str(k): CheckOutcome.from_json(v) for k, v in _obj(kw["checks"]).items()}
-        for key in ("failures", "nodes", "capacity"):
+        for key in ("failures", "nodes", "capacity", "options"):
             if key in kw:
                 kw[key] = _obj(kw[key])
         for key in ("generator", "redis_vs_memory", "resources", "sessions"):

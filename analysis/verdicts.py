@@ -13,7 +13,7 @@ from contract.fmt import num
 
 from .capacity import GENERATOR_SATURATED
 from .resources import binding_text
-from .sessions import sessions_verdict
+from .sessions import idle_timeout_verdict, sessions_verdict
 from .summary import ConfigEntry, NodeSwitch
 
 Cfg = ConfigEntry | dict[str, Any]
@@ -83,6 +83,9 @@ def config_verdicts(entry: Cfg, nodes_used_note: bool = True) -> list[str]:
     died = sessions_verdict(cfg.sessions, num(cfg.connections.connect_ratio))
     if died:
         out.append(f"{who}: {died}")
+    idle = idle_timeout_verdict(cfg.options, cfg.sessions)
+    if idle:
+        out.append(f"{who}: {idle}")
     out.extend(upgrade_verdicts(cfg))
     out.extend(broadcast_verdicts(cfg))
     out.extend(redis_gain_verdicts(cfg))

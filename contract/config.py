@@ -72,6 +72,12 @@ class ClusterConfig:
     # Socket.IO connection-state recovery (socket.io >= 4.6, Node.js server only): maxDisconnectionDuration
     # 2 min, skipMiddlewares true. Adapters that can recover: memory, redis-streams.
     recovery: bool = False
+    # The balancer's client/server idle timeout in seconds (None: its default; HAProxy here: 60 s, 1 h for
+    # tunnels). The classic ELB and the ALB default to 60 s; a connection quiet for longer is closed.
+    idle_timeout: float | None = None
+    # The servers' Engine.IO pingInterval in seconds (None: 25, socket.io's). Heartbeats are what keep a
+    # quiet session's connection under the balancer's idle timeout.
+    ping_interval: float | None = None
 
     def validate(self) -> ClusterConfig:
         _int("nodes", self.nodes, 1, 64)
@@ -100,7 +106,24 @@ class ClusterConfig:
                               "an address such as '127.0.0.1'", key="host")
         _str("node_header", self.node_header)
         _check_node_limits(self.node_cpus, self.node_memory_mb)
+        _check_timeouts(self.balancer, self.idle_timeout, self.ping_interval)
         return self
+
+
+IDLE_TIMEOUT_BALANCERS = ("haproxy", "nginx")
+"""Balancers whose idle timeout sioscale sets. Caddy has none for an upgraded (WebSocket) connection: its
+stream_timeout is a total lifetime, not an idle one."""
+
+
+def _check_timeouts(balancer: Any, idle_timeout: Any, ping_interval: Any) -> None:
+    """idle_timeout and ping_interval: seconds from 1 to 3600; idle_timeout only where it can be set."""
+    for key, v in (("idle_timeout", idle_timeout), ("ping_interval", ping_interval)):
+        if v is not None and (not _is_number(v) or not 1 <= v <= 3600):
+            raise ConfigError(f"{key} = {v!r}: seconds from 1 to 3600, or leave it out for the default", key=key)
+    if idle_timeout is not None and balancer not in IDLE_TIMEOUT_BALANCERS:
+        raise ConfigError(f"idle_timeout = {idle_timeout!r}: balancer = {balancer!r} has no idle timeout sioscale can "
+                          f"set (Caddy's stream_timeout is a total lifetime); use balancer = 'haproxy'",
+                          key="idle_timeout")
 
 
 def _check_server_features(server: Any, adapter: Any, recovery: Any) -> None:
@@ -494,7 +517,8 @@ def _check_scrape_ids(scrape: tuple[ScrapeTarget, ...], local_nodes: int | None)
                               f"(n1..n{local_nodes}); give the target another id (ID=URL)", key="telemetry.scrape")
 
 
-LABEL_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls", "recovery")
+LABEL_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls", "recovery",
+                              "idle_timeout", "ping_interval")
 """The keys of RunConfig.labels(), in order: the config columns the analysis adds to every frame."""
 
 
@@ -542,6 +566,8 @@ class RunConfig:
             "nodes": c.nodes,
             "tls": c.tls,
             "recovery": c.recovery,
+            "idle_timeout": c.idle_timeout,
+            "ping_interval": c.ping_interval,
         }
 
 
@@ -556,14 +582,21 @@ class Campaign:
     source: str | None = None  # file it was read from
     faults: tuple[Fault, ...] = ()
     scrape: tuple[ScrapeTarget, ...] = ()  # [telemetry] scrape: users' own nodes, sampled in every cell
+    extra: tuple[dict[str, Any], ...] = ()  # [[extra]]: single configs beside the product (base keys overridden)
 
     def runs(self) -> list[RunConfig]:
-        """The cartesian product of the axes over the base cluster and load, in file order."""
+        """The cartesian product of the axes over the base cluster and load, in file order, then each [[extra]].
+
+        Why [[extra]]: a campaign often needs one configuration the product does not hold (the seed's own
+        deployment, say, an L4 TLS listener with its idle timeout) without doubling every axis for it.
+        """
         names = list(self.axes)
         out: list[RunConfig] = []
-        for combo in itertools.product(*(self.axes[n] for n in names)) if names else [()]:
+        combos = [dict(zip(names, combo, strict=True))
+                  for combo in (itertools.product(*(self.axes[n] for n in names)) if names else [()])]
+        for over in [*combos, *self.extra]:
             cl, lo = self.cluster, self.load
-            for key, val in zip(names, combo, strict=True):
+            for key, val in over.items():
                 if key in _CLUSTER_KEYS:
                     cl = replace(cl, **{key: val})
                 else:
@@ -571,6 +604,11 @@ class Campaign:
             cl, lo = cl.validate(), lo.validate()
             out.append(RunConfig(name=run_name(cl, lo), cluster=cl, load=lo, faults=self.faults,
                                  scrape=self.scrape).validate())
+        taken = [r.name for r in out]
+        if len(set(taken)) < len(taken):
+            dup = next(n for n in taken if taken.count(n) > 1)
+            raise ConfigError(f"config {dup!r} is listed twice (an [[extra]] the axes already make?): drop one",
+                              key="extra")
         return out
 
 
@@ -578,12 +616,13 @@ _CLUSTER_KEYS = {f.name for f in fields(ClusterConfig)}
 _LOAD_KEYS = {f.name for f in fields(LoadConfig)}
 _THRESHOLD_KEYS = {f.name for f in fields(Thresholds)}
 _FAULT_KEYS = {f.name for f in fields(Fault)}
-_TOP_KEYS = {"name", "description", "cluster", "load", "axes", "thresholds", "faults", "telemetry"}
+_TOP_KEYS = {"name", "description", "cluster", "load", "axes", "thresholds", "faults", "telemetry", "extra"}
 _TELEMETRY_KEYS = {"scrape"}
 
 
 def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
-    """A stable, file-system safe name for a config: balancer-policy-transports-adapter-server-Nn[-tls][-recovery][-cpuF][-memM]."""
+    """A stable, file-system safe name for a config:
+    balancer-policy-transports-adapter-server-Nn[-tls][-recovery][-cpuF][-memM][-idleS][-pingS]."""
     parts = [
         cluster.balancer,
         cluster.policy,
@@ -601,6 +640,10 @@ def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
         parts.append(f"cpu{cluster.node_cpus:g}")
     if cluster.node_memory_mb is not None:
         parts.append(f"mem{cluster.node_memory_mb}")
+    if cluster.idle_timeout is not None:
+        parts.append(f"idle{cluster.idle_timeout:g}")
+    if cluster.ping_interval is not None:
+        parts.append(f"ping{cluster.ping_interval:g}")
     if load.eio == 3:
         parts.append("eio3")
     return "-".join(parts)
@@ -884,6 +927,7 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
             cluster=ClusterConfig(**section("cluster", _CLUSTER_KEYS)),
             load=LoadConfig(**_coerce_load(section("load", _LOAD_KEYS))),
             axes=_parse_axes(section("axes", _CLUSTER_KEYS | _LOAD_KEYS)),
+            extra=_parse_extra(data.get("extra", []), at),
             thresholds=Thresholds(
                 **{k: float(v) if _is_int(v) else v for k, v in section("thresholds", _THRESHOLD_KEYS).items()}
             ).validate(),
@@ -927,6 +971,20 @@ def _parse_faults(faults_raw: Any, at: Any) -> tuple[Fault, ...]:
         if "at" not in f or "action" not in f:
             raise ConfigError(f"{at(('faults', i, ''))}: every [[faults]] needs at and action")
     return tuple(Fault(**f) for f in faults_raw)
+
+
+def _parse_extra(raw: Any, at: Any) -> tuple[dict[str, Any], ...]:
+    """[[extra]] tables → key overrides of the base [cluster] and [load], parsed like [axes] values."""
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        raise ConfigError(f"{at(('', None, 'extra'), ('extra', 0, ''))}: extra must be [[extra]] tables")
+    out = []
+    for i, x in enumerate(raw):
+        for k in x:
+            if k not in _CLUSTER_KEYS | _LOAD_KEYS:
+                raise ConfigError(f"{at(('extra', i, k), ('extra', i, ''))}: unknown key {k!r} in [[extra]]; "
+                                  "any [cluster] or [load] key")
+        out.append({k: v[0] for k, v in _parse_axes({k: [v] for k, v in x.items()}).items()})
+    return tuple(out)
 
 
 def load_campaign(path: str | Path) -> Campaign:

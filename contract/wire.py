@@ -20,3 +20,8 @@ DEFAULT_TRANSPORTS: tuple[str, ...] = ("polling", "websocket")
 GENERATOR_SATURATED_PERCENT = 90.0
 """A Locust process at or above this CPU % is saturated: Locust's own warning threshold
 (locust.runners.CPU_WARNING_THRESHOLD, which tests/unit/test_generator_cpu.py compares)."""
+
+PING_INTERVAL_S = 25.0
+"""The reference servers' Engine.IO pingInterval unless a cluster sets `ping_interval` (socket.io's default)."""
+PING_TIMEOUT_S = 20.0
+"""The reference servers' pingTimeout (socket.io's default)."""

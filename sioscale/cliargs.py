@@ -48,6 +48,11 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--host", default=_C.host, help=f"loopback address the cluster binds (default {_C.host})")
     g.add_argument("--redis-url", default=None,
                    help="use this Redis instead of starting one (implies --adapter redis)")
+    g.add_argument("--idle-timeout", type=float, default=None, metavar="S",
+                   help="the balancer's idle timeout in seconds for every connection (haproxy; the classic ELB's and "
+                        "the ALB's default is 60; default: haproxy's 60 s, 1 h for WebSockets)")
+    g.add_argument("--ping-interval", type=float, default=None, metavar="S",
+                   help="the servers' Engine.IO pingInterval in seconds (default 25, socket.io's)")
     add_limit_args(g)
 
 
@@ -110,7 +115,9 @@ def cluster_from_args(a: argparse.Namespace) -> ClusterConfig:
     return ClusterConfig(
         nodes=a.nodes, balancer=a.balancer, policy=policy, adapter=adapter, server=a.server,
         tls=a.tls, port=a.port, host=a.host, redis_url=a.redis_url,
-        node_cpus=a.node_cpus, node_memory_mb=a.node_memory_mb, recovery=bool(getattr(a, "recovery", False)),
+        node_cpus=a.node_cpus, node_memory_mb=a.node_memory_mb,
+        recovery=bool(getattr(a, "recovery", False)),
+        idle_timeout=getattr(a, "idle_timeout", None), ping_interval=getattr(a, "ping_interval", None),
     ).validate()
 
 

@@ -25,7 +25,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from contract.wire import NODE_HEADER
+from contract.wire import NODE_HEADER, PING_INTERVAL_S, PING_TIMEOUT_S
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -74,15 +74,15 @@ class ServedByMiddleware:
         await self.app(scope, receive, wrapped)
 
 
-def build_server(node_id: str, redis_url: str | None = None) -> socketio.AsyncServer:
+def build_server(node_id: str, redis_url: str | None = None, ping_interval: float = PING_INTERVAL_S) -> socketio.AsyncServer:
     """The Socket.IO server with the contract's handlers; memory adapter unless redis_url is set."""
     manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
     sio = socketio.AsyncServer(
         async_mode="asgi",
         client_manager=manager,
         cors_allowed_origins="*",
-        ping_interval=25,
-        ping_timeout=20,
+        ping_interval=ping_interval,
+        ping_timeout=PING_TIMEOUT_S,
         logger=False,
         engineio_logger=False,
     )
@@ -229,8 +229,8 @@ class _StartProbe:
         await self.app(scope, receive, send)
 
 
-def build_app(node_id: str, redis_url: str | None = None) -> ASGIApp:
-    sio = build_server(node_id, redis_url)
+def build_app(node_id: str, redis_url: str | None = None, ping_interval: float = PING_INTERVAL_S) -> ASGIApp:
+    sio = build_server(node_id, redis_url, ping_interval)
     probe = LoopLagProbe()
     inner = socketio.ASGIApp(sio, other_asgi_app=MetricsApp(sio, probe))
     return _StartProbe(ServedByMiddleware(inner, node_id), probe)
@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis-url", default=os.environ.get("SIOSCALE_REDIS_URL") or None)
     p.add_argument("--certfile", default=None, help="serve TLS directly (balancer 'none')")
     p.add_argument("--keyfile", default=None)
+    p.add_argument("--ping-interval", type=float, default=PING_INTERVAL_S,
+                   help=f"Engine.IO pingInterval in seconds (default {PING_INTERVAL_S:g}, socket.io's)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {a.id} %(name)s %(levelname)s %(message)s")
     if a.redis_url:
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"node {a.id}: cannot reach Redis at {a.redis_url}: {e}", file=sys.stderr, flush=True)
             return 3
     uvicorn.run(
-        build_app(a.id, a.redis_url),
+        build_app(a.id, a.redis_url, a.ping_interval),
         host=a.host,
         port=a.port,
         http="h11",

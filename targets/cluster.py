@@ -466,6 +466,8 @@ class Cluster:
             argv += ["--adapter", c.adapter] + (["--recovery"] if c.recovery else [])
         if c.tls and c.balancer == "none" and self.tls:
             argv += ["--certfile", str(self.tls.cert_file), "--keyfile", str(self.tls.key_file)]
+        if c.ping_interval is not None:
+            argv += ["--ping-interval", f"{c.ping_interval:g}"]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
@@ -540,7 +542,8 @@ class Cluster:
         env = dict(os.environ)
         if c.balancer == "haproxy":
             text = render.haproxy_config(c.policy, backends, port, c.host,
-                                         pem_file=str(self.tls.pem_file) if self.tls else None)
+                                         pem_file=str(self.tls.pem_file) if self.tls else None,
+                                         idle_timeout=c.idle_timeout)
             cfg = self.workdir / "haproxy.cfg"
             argv = [find_binary("haproxy"), "-f", str(cfg), "-db"]
         else:

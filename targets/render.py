@@ -65,8 +65,12 @@ def haproxy_config(
     host: str = "127.0.0.1",
     pem_file: str | None = None,
     limit: int | None = None,
+    idle_timeout: float | None = None,
 ) -> str:
-    """haproxy.cfg for one policy; TLS is terminated on the frontend when pem_file is given."""
+    """haproxy.cfg for one policy; TLS is terminated on the frontend when pem_file is given.
+
+    idle_timeout (s): the client, server and tunnel timeouts, as a cloud balancer's one idle timeout (the classic
+    ELB's and the ALB's 60 s): a connection quiet in both directions for longer is closed."""
     _check("haproxy", policy)
     lim = fd_limit() if limit is None else limit
     return _env.get_template("haproxy.cfg.j2").render(
@@ -80,6 +84,7 @@ def haproxy_config(
         fd_limit=lim,
         maxconn=haproxy_maxconn(lim),
         cookie_name=NODE_COOKIE,
+        idle_ms=round(idle_timeout * 1000) if idle_timeout else None,
     )
 
 

@@ -4,8 +4,9 @@
 //
 //   node server.js --id n1 --port 8001 [--host 127.0.0.1] [--redis-url redis://...]
 //                  [--adapter memory|redis|redis-sharded|redis-streams] [--recovery]
-//                  [--certfile cert.pem --keyfile key.pem]
+//                  [--certfile cert.pem --keyfile key.pem] [--ping-interval S]
 //
+// --ping-interval: Engine.IO pingInterval in seconds (default 25, socket.io's).
 // --adapter: redis = @socket.io/redis-adapter createAdapter (pub/sub), redis-sharded = its
 // createShardedAdapter (SPUBLISH, Redis >= 7), redis-streams = @socket.io/redis-streams-adapter.
 // A Redis adapter needs --redis-url; --redis-url alone means --adapter redis (the older flag set).
@@ -37,6 +38,7 @@ function parseArgs(argv) {
     else if (key === "port") out.port = Number(val);
     else if (key === "redis-url") out.redisUrl = val;
     else if (key === "adapter") out.adapter = val;
+    else if (key === "ping-interval") out.pingInterval = Number(val);
     else if (key === "certfile") out.certfile = val;
     else if (key === "keyfile") out.keyfile = val;
     else throw new Error(`unknown option --${key}`);
@@ -223,7 +225,7 @@ async function main() {
   });
   io = new Server(httpServer, {
     cors: { origin: true, credentials: true },
-    pingInterval: 25000,
+    pingInterval: Math.round(1000 * (args.pingInterval > 0 ? args.pingInterval : 25)),
     pingTimeout: 20000,
     ...(args.recovery ? { connectionStateRecovery: RECOVERY } : {}),
   });

@@ -20,13 +20,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_seed_campaign_is_the_seed_matrix():
     camp = load_campaign(ROOT / "campaigns" / "seed.toml")
     runs = camp.runs()
-    assert len(runs) == 16
+    assert len(runs) == 18
+    # the 16 of the axes, then the seed's own deployment: an L4 TLS listener with a 60 s idle timeout, with Redis
+    ext = runs[16:]
+    assert all(r.cluster.policy == "l4-round-robin" and r.cluster.tls and r.cluster.idle_timeout == 60
+               and r.cluster.adapter == "redis" for r in ext)
+    assert [r.load.transports for r in ext] == [("polling", "websocket"), ("websocket",)]
+    assert ext[0].name == "haproxy-l4-round-robin-poll+ws-redis-python-3n-tls-idle60"
+    runs = runs[:16]
     policies = {r.cluster.policy for r in runs}
     assert policies == {"l4-round-robin", "l7-round-robin", "cookie", "source"}
     assert {r.load.transports for r in runs} == {("polling", "websocket"), ("websocket",)}
     assert {r.cluster.adapter for r in runs} == {"memory", "redis"}
     assert all(r.cluster.nodes == 3 and r.load.locustfile == "locustfiles/chat.py" for r in runs)
-    assert len({r.name for r in runs}) == 16  # names are unique run directories
+    assert len({r.name for r in camp.runs()}) == 18  # names are unique run directories
     assert camp.thresholds.active() == {"connect_ratio": 0.99, "delivery_ratio": 0.99, "p95_connect_ms": 1000.0}
 
 
@@ -114,7 +121,7 @@ def test_axes_override_base_and_steps_parse():
     assert runs[0].load.run_seconds == pytest.approx(41.0)  # holds 20 + 20, ramps 10/30 + 20/30 s
     assert runs[0].labels() == {
         "balancer": "caddy", "policy": "cookie", "adapter": "memory", "transports": ["websocket"],
-        "server": "python", "nodes": 1, "tls": False, "recovery": False,
+        "server": "python", "nodes": 1, "tls": False, "recovery": False, "idle_timeout": None, "ping_interval": None,
     }
 
 
@@ -306,3 +313,20 @@ def test_adapter_and_recovery_keys_and_axes() -> None:
     ClusterConfig(server="node", adapter="redis-streams", redis_url="redis://127.0.0.1:1/0").validate()
     parse_campaign('name = "x"\n[cluster]\nserver = "node"\nadapter = "redis-streams"\n[load]\nduration = 10\n'
                    '[[faults]]\nat = 1\naction = "stop_redis"\n[[faults]]\nat = 2\naction = "start_redis"\n')
+
+
+def test_extra_configs_follow_the_axes_and_are_checked_like_them():
+    from contract.config import ConfigError, parse_campaign
+
+    base = 'name = "x"\n[axes]\npolicy = ["cookie", "l4-round-robin"]\n[load]\nusers = 3\n'
+    camp = parse_campaign(base + '[[extra]]\npolicy = "l4-round-robin"\ntls = true\ntransports = ["websocket"]\n', "x.toml")
+    assert [r.name for r in camp.runs()][-1] == "haproxy-l4-round-robin-ws-memory-python-3n-tls"
+    with pytest.raises(ConfigError, match=r"x.toml:7: unknown key 'tlx' in \[\[extra\]\]"):
+        parse_campaign(base + '[[extra]]\ntlx = true\n', "x.toml")
+    with pytest.raises(ConfigError, match="listed twice"):
+        parse_campaign(base + '[[extra]]\npolicy = "cookie"\n', "x.toml")
+    with pytest.raises(ConfigError, match="idle_timeout = 0: seconds from 1 to 3600"):
+        parse_campaign(base + '[[extra]]\nidle_timeout = 0\n', "x.toml")
+    with pytest.raises(ConfigError, match="balancer = 'caddy' has no idle timeout"):
+        parse_campaign(base.replace("[axes]\npolicy", "[cluster]\nbalancer = 'caddy'\n[axes]\npolicy").replace(
+            '"l4-round-robin"', '"l7-round-robin"') + '[[extra]]\nidle_timeout = 5\n', "x.toml")

@@ -41,13 +41,13 @@ def test_each_connected_session_ends_one_way() -> None:
     assert e.loc["u1", "lifetime_s"] == pytest.approx(25.01) and e.loc["u1", "switch"] == "n1->n2"
     assert bool(e.loc["u1", "switched"]) and e.loc["u1", "end_kind"] == "session_unknown"
     assert (e.loc["u4", "outcome"], e.loc["u5", "outcome"]) == ("closed", "open")
-    assert e.loc["u7", "end_step"] == "unknown" and not e.loc["u7", "switched"]
+    assert e.loc["u7", "end_step"] == "connection_closed" and not e.loc["u7", "switched"]  # nothing else failed
 
 
 def test_summary_and_verdict_say_how_they_died() -> None:
     s = S.session_summary(S.session_ends(EVENTS), "c")
     assert (s["connected"], s["failed"], s["closed"], s["open"]) == (6, 4, 1, 1)
-    assert s["end_steps"] == {"post:pong": 3, "unknown": 1} and s["top_end_step"] == "post:pong"
+    assert s["end_steps"] == {"post:pong": 3, "connection_closed": 1} and s["top_end_step"] == "post:pong"
     assert s["after_node_switch"] == 3 and s["lifetime_s"]["p50"] == pytest.approx(24.51, abs=0.6)
     v = S.sessions_verdict(s, 0.41)
     assert v.startswith("41% connect, but 67% of the connected sessions died (median 25 s after connecting), most at "
@@ -62,3 +62,15 @@ def test_no_verdict_for_a_few_deaths_and_no_crash_on_bad_rows() -> None:
     assert S.session_ends(pd.DataFrame()).empty and S.session_ends(None).empty
     junk = EVENTS.assign(ok=["1", "0", True, 1.0, None, "x", *EVENTS["ok"].tolist()[6:]])
     assert len(S.session_ends(junk)) >= 1  # read with contract.rows.is_ok, never a crash
+
+
+def test_the_idle_timeout_verdict_names_the_timeout_and_the_ping_interval() -> None:
+    dead = {"failed": 9, "failed_share": 0.9, "end_kinds": {"transport_closed": 9}}
+    v = S.idle_timeout_verdict({"idle_timeout": 60, "ping_interval": 90}, dead)
+    assert v.startswith("the balancer's 60 s idle timeout closed 90% of the connected sessions (transport_closed × 9)")
+    assert "pingInterval of 90 s" in v and v.endswith("keep pingInterval below the balancer's idle timeout")
+    alive = {"failed": 0, "failed_share": 0.0, "end_kinds": {}}
+    assert "kept the sessions alive through the balancer's 60 s idle timeout" in S.idle_timeout_verdict(
+        {"idle_timeout": 60, "ping_interval": None}, alive)  # socket.io's 25 s default
+    assert "yet the sessions lived" in S.idle_timeout_verdict({"idle_timeout": 2, "ping_interval": 3}, alive)
+    assert S.idle_timeout_verdict({"idle_timeout": None}, dead) is None and S.idle_timeout_verdict(None, None) is None

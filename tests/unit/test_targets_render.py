@@ -92,3 +92,12 @@ def test_caddy_tls_and_admin_port() -> None:
 def test_unknown_policy_for_the_balancer_names_the_allowed_ones(fn, policy: str) -> None:
     with pytest.raises(RenderError, match="choose one of"):
         fn(policy, NODES, 8080)
+
+
+def test_idle_timeout_sets_client_server_and_tunnel_timeouts() -> None:
+    lines = _lines(haproxy_config("l4-round-robin", NODES, 8443, pem_file="/w/server.pem", limit=20000, idle_timeout=60))
+    assert {"timeout client 60000ms", "timeout server 60000ms", "timeout tunnel 60000ms"} <= set(lines)
+    assert "timeout tunnel 1h" not in lines
+    http = _lines(haproxy_config("cookie", NODES, 8080, limit=20000, idle_timeout=2.5))
+    assert "timeout tunnel 2500ms" in http and "timeout http-keep-alive 2500ms" in http
+    assert "timeout tunnel 1h" in _lines(haproxy_config("cookie", NODES, 8080, limit=20000))
