@@ -37,8 +37,9 @@ THROTTLED_BOUND_SHARE = 0.25
 The share of periods is Kubernetes' own rule (kubernetes-mixin's CPUThrottlingHigh alert, > 25 %): a node whose
 mean CPU is well under its quota still stalls its event loop when its bursts hit the quota."""
 CFS_PERIODS_PER_S = 10.0
-"""targets.cgroups writes a 100 ms CFS period (v1 cpu.cfs_period_us, v2 cpu.max): ten periods a second. The periods
-a cgroup was idle through are not counted by the kernel, so dividing by ten understates the share (never overstates)."""
+"""targets.cgroups writes a 100 ms CFS period (v1 cpu.cfs_period_us, v2 cpu.max): ten periods a second. The share of
+throttled periods is over the periods the group was runnable in (resources.csv `cfs_periods`, the kernel's
+nr_periods: Kubernetes' CPUThrottlingHigh rule); a run without them is divided by ten, which understates it."""
 ONE_CORE = 100.0
 """The CPU bound of a process without a limit: one core (a Node or Python event loop runs on one)."""
 RECONCILE_TOLERANCE = 0.02
@@ -176,6 +177,10 @@ def use_table(st: pd.DataFrame, stats: pd.DataFrame, limits: dict[str, dict[str,
         mem_limit = lim.get("memory_bytes")
         thr = _get(look, stage, comp, id_, "throttled_ms")
         periods = _get(look, stage, comp, id_, "throttled_periods")
+        runnable = _get(look, stage, comp, id_, "cfs_periods")
+        # Kubernetes' rule divides by the periods the group was runnable in (nr_periods); older runs lack them:
+        # then by the ten periods of a second, which understates the share (idle periods are not counted)
+        per_s = runnable if runnable and runnable > 0 else CFS_PERIODS_PER_S
         fr = _num(srow.get("failure_ratio")) if srow is not None else None
         steps = _num(srow.get("steps")) if srow is not None else None
         failed = int(round(fr * steps)) if fr is not None and steps is not None else None
@@ -190,9 +195,9 @@ def use_table(st: pd.DataFrame, stats: pd.DataFrame, limits: dict[str, dict[str,
             "lag_p99_ms": _get(look, stage, comp, id_, LAG_METRIC, "median"),
             "lag_max_ms": _get(look, stage, comp, id_, LAG_METRIC, "max"),
             "throttled_share": _max_or_none(thr / 1000.0 if thr is not None else None,
-                                            periods / CFS_PERIODS_PER_S if periods is not None else None),
+                                            min(1.0, periods / per_s) if periods is not None else None),
             "throttled_time_share": thr / 1000.0 if thr is not None else None,
-            "throttled_period_share": periods / CFS_PERIODS_PER_S if periods is not None else None,
+            "throttled_period_share": min(1.0, periods / per_s) if periods is not None else None,
             "queue_max": _get(look, stage, comp, id_, "queue", "max"),
             "balancer_errors_per_s": _get(look, stage, comp, id_, "errors"),
             "ops_per_sec": _get(look, stage, comp, id_, "ops_per_sec"),

@@ -38,6 +38,7 @@ METRICS: dict[str, str] = {
     "cpu_limit_cores": "the node's CPU limit (cfs quota / period)",
     "memory_limit_bytes": "the node's memory limit",
     "throttled_periods": "CFS periods throttled in the last second",
+    "cfs_periods": "CFS periods in the last second in which the node had work (nr_periods: idle ones are not counted)",
     "throttled_ms": "time throttled in the last second, ms",
     # redis (INFO)
     "ops_per_sec": "instantaneous_ops_per_sec",

@@ -70,7 +70,7 @@ HAPROXY_STATS_SOCKET = "haproxy-stats.sock"  # relative to the cluster's workdir
 Row = tuple[float, str, str, str, str, float]
 Sample = list[tuple[str, str, str, float]]  # (component, id, metric, value), ts and run added later
 CgroupReader = Callable[[str], Mapping[str, float] | None]
-"""node id -> {"cpu_limit_cores", "memory_limit_bytes", "nr_throttled" (cumulative),
+"""node id -> {"cpu_limit_cores", "memory_limit_bytes", "nr_throttled", "nr_periods" (cumulative),
 "throttled_ms" (cumulative)} or None when the node has no cgroup; any key may be absent."""
 
 # /metrics names -> resources.csv metrics: NODE_GAUGES, SCRAPE_GAUGES, CLIENT_GAUGES, CPU_COUNTER and
@@ -576,7 +576,8 @@ class Sampler:
             return []
         out: Sample = [("node", nid, m, float(got[m])) for m in ("cpu_limit_cores", "memory_limit_bytes")
                        if got.get(m) is not None]
-        for src, metric, scale in (("nr_throttled", "throttled_periods", 1.0), ("throttled_ms", "throttled_ms", 1.0)):
+        for src, metric, scale in (("nr_throttled", "throttled_periods", 1.0), ("nr_periods", "cfs_periods", 1.0),
+                                   ("throttled_ms", "throttled_ms", 1.0)):
             if got.get(src) is not None:
                 r = self.rates.rate(("node", nid, metric), float(got[src]), now)
                 if r is not None:
@@ -609,6 +610,8 @@ def cluster_cgroup_reader(cluster: Any) -> CgroupReader | None:
         st = g.cpu_stat()
         if "nr_throttled" in st:
             out["nr_throttled"] = float(st["nr_throttled"])
+        if "nr_periods" in st:
+            out["nr_periods"] = float(st["nr_periods"])
         if "throttled_usec" in st:
             out["throttled_ms"] = st["throttled_usec"] / 1000.0
         return out

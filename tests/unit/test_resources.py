@@ -274,3 +274,13 @@ def test_analyse_without_a_step_load_or_samples_says_why() -> None:
     assert cap["nodes_needed_by_resource"] is None and section["samples"] == len(res) and section["use"] == []
     cap, section = R.analyse(None, {}, None, None, None, None, None, None, 1)
     assert section is None and cap["binding_reason"].startswith("no resources.csv")
+
+
+def test_throttled_share_is_over_the_runnable_periods_when_they_were_read() -> None:
+    # 3 throttled periods a second: 30 % of a second's ten, but 60 % of the 5 periods the node had work in
+    res = _res(_steady([{"cpu_percent": 8.0, "throttled_periods": 3.0, "cfs_periods": 5.0}]))
+    use = R.use_table(R.stage_stats(res, _windows([(40, 0, 10)])), _stats([40]), {"n1": {"cpu_cores": 0.25}})
+    assert use[0]["throttled_period_share"] == pytest.approx(0.6)
+    old = _res(_steady([{"cpu_percent": 8.0, "throttled_periods": 3.0}]))  # a run made before cfs_periods
+    use = R.use_table(R.stage_stats(old, _windows([(40, 0, 10)])), _stats([40]), {"n1": {"cpu_cores": 0.25}})
+    assert use[0]["throttled_period_share"] == pytest.approx(0.3)

@@ -318,7 +318,7 @@ def test_cluster_cgroup_reader_reads_the_node_groups() -> None:
     assert tm.cluster_cgroup_reader(Unlimited()) is None
     read = tm.cluster_cgroup_reader(Limited())
     assert read is not None and read("n2") is None
-    assert read("n1") == {"cpu_limit_cores": 0.25, "memory_limit_bytes": 512.0 * 2 ** 20, "nr_throttled": 7.0,
+    assert read("n1") == {"cpu_limit_cores": 0.25, "memory_limit_bytes": 512.0 * 2 ** 20, "nr_throttled": 7.0, "nr_periods": 100.0,
                           "throttled_ms": 30.0}
 
 
