@@ -22,10 +22,11 @@ from typing import Any
 from contract.rowpolicy import DEFAULT_SAMPLE_RATE
 from contract.wire import CADDY_COOKIE, DEFAULT_TRANSPORTS, NODE_COOKIE, NODE_HEADER
 
-BALANCERS = ("haproxy", "caddy", "none")
+BALANCERS = ("haproxy", "caddy", "nginx", "none")
 POLICIES: dict[str, tuple[str, ...]] = {
     "haproxy": ("l4-round-robin", "l7-round-robin", "cookie", "source", "leastconn"),
     "caddy": ("l7-round-robin", "cookie", "ip-hash"),
+    "nginx": ("l7-round-robin", "ip-hash", "hash-consistent", "header-hash", "l4-round-robin", "least-conn"),
     # "none": clients talk to node 1 directly (a baseline without any balancer).
     "none": ("direct",),
 }
