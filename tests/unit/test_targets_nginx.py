@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from contract.config import POLICIES, ClusterConfig, load_campaign
+from contract.config import (
+    POLICIES,
+    SPREAD_SOURCE_RANGE,
+    ClusterConfig,
+    LoadConfig,
+    RunConfig,
+    load_campaign,
+    with_policy_defaults,
+)
+from sioscale.runner import locust_command
 from targets import nginx
 from targets.cluster import Cluster, ClusterError, find_binary
 from targets.render import NGINX_IDLE_TIMEOUT_S, Backend, RenderError, nginx_config
@@ -135,3 +144,23 @@ def test_seed_needs_no_nginx() -> None:
     seed = load_campaign(Path(__file__).resolve().parents[2] / "campaigns" / "seed.toml")
     balancers = {r.cluster.balancer for r in seed.runs()}
     assert balancers and "nginx" not in balancers
+
+
+def _run(policy: str, source_range: str | None = None) -> RunConfig:
+    return RunConfig(name="r", cluster=ClusterConfig(nodes=2, balancer="nginx", policy=policy),
+                     load=LoadConfig(locustfile="locustfiles/chat.py", source_range=source_range))
+
+
+def test_source_ip_policies_get_a_range_over_several_24s_unless_one_is_given() -> None:
+    for policy in ("ip-hash", "hash-consistent"):
+        assert with_policy_defaults(_run(policy)).load.source_range == SPREAD_SOURCE_RANGE == "127.0.1.1-127.0.8.254"
+        assert with_policy_defaults(_run(policy, "127.0.0.2-127.0.0.9")).load.source_range == "127.0.0.2-127.0.0.9"
+        assert with_policy_defaults(_run(policy), url="http://127.0.0.1:1").load.source_range is None
+    for policy in ("l7-round-robin", "header-hash", "l4-round-robin", "least-conn"):
+        assert with_policy_defaults(_run(policy)).load.source_range is None
+
+
+def test_header_hash_runs_send_the_user_header(tmp_path: Path) -> None:
+    for policy in POLICIES["nginx"]:
+        cmd = locust_command(_run(policy), "http://127.0.0.1:1", tmp_path)
+        assert ("--sio-user-header" in cmd) == (policy == "header-hash"), policy
