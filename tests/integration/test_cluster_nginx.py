@@ -17,10 +17,12 @@ import gevent
 import psutil
 import pytest
 
-from contract.config import SPREAD_SOURCE_RANGE, ClusterConfig
+from contract.config import SPREAD_SOURCE_RANGE, ClusterConfig, parse_campaign
+from sioscale.runner import execute_run
 from targets import nginx, probe
 from targets.cluster import Cluster, ClusterError, find_binary
 from targets.telemetry import _ProcessMeter
+from tests.integration.support import run_rows
 from tests.integration.test_client_cluster import Probe, close_all, users
 
 pytestmark = pytest.mark.slow
@@ -186,3 +188,39 @@ def test_worker_of_a_killed_master_is_swept_and_telemetry_sums_master_and_worker
         assert worker.is_running()  # nginx workers outlive a SIGKILLed master
         assert nginx.sweep_orphans(c.workdir) == [worker.pid]
         worker.wait(5)
+
+
+# ------------------------------------------------------------- real runs (the runner)
+RUNS = """
+name = "nginx-runs"
+[cluster]
+nodes = 3
+balancer = "nginx"
+[axes]
+policy = ["ip-hash", "header-hash"]
+[load]
+locustfile = "locustfiles/hold.py"
+users = 8
+spawn_rate = 8
+duration = 3
+log_all = true
+"""
+
+
+def test_runner_gives_ip_hash_a_spread_source_range_and_header_hash_the_user_header(tmp_path: Path) -> None:
+    """Real `execute_run`s with no source range and no header option given: both policies keep
+    every user on one node through polling and the upgrade, and spread users over nodes."""
+    for cfg in parse_campaign(RUNS).runs():
+        run_dir = tmp_path / cfg.cluster.policy
+        meta = execute_run(cfg, run_dir)
+        assert meta["status"] == "ok", meta.get("status_reasons")
+        want = SPREAD_SOURCE_RANGE if cfg.cluster.policy == "ip-hash" else None
+        assert meta["load"]["source_range"] == want  # what the run used, recorded
+        rows = run_rows(run_dir)
+        assert rows and all(r["ok"] == "1" for r in rows), [r for r in rows if r["ok"] != "1"][:3]
+        per_user: dict[str, set[str]] = {}
+        for r in rows:
+            if r["node"]:
+                per_user.setdefault(r["user"], set()).add(r["node"])
+        assert len(per_user) == 8 and all(len(n) == 1 for n in per_user.values()), per_user
+        assert len({n for ns in per_user.values() for n in ns}) >= 2, per_user
