@@ -470,8 +470,10 @@ class Cluster:
             # Keep Caddy's autosave/data out of the user's home.
             env["XDG_CONFIG_HOME"] = str(self.workdir / "caddy-config")
             env["XDG_DATA_HOME"] = str(self.workdir / "caddy-data")
+        # nginx's master passes a SIGTERM on to its worker; a SIGKILLed master would leave the worker
         return Child(name=f"balancer {c.balancer}", argv=argv, log_path=self.workdir / f"{c.balancer}.log",
-                     port=port, env=env, cwd=str(self.workdir))
+                     port=port, env=env, cwd=str(self.workdir),
+                     death_signal=signal.SIGTERM if c.balancer == "nginx" else signal.SIGKILL)
 
     def _nginx_argv(self, backends: list[render.Backend], port: int) -> list[str]:
         """Write nginx.conf, check it with `nginx -t`, end a killed master's workers; the command.

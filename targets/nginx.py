@@ -97,12 +97,18 @@ def check_config(binary: str, workdir: Path, conf: Path) -> None:
         raise NginxError(f"nginx config check failed: {why} (config: {conf})")
 
 
-def sweep_orphans(workdir: Path) -> list[int]:
-    """Kill nginx workers whose master is gone and whose cwd is `workdir`; their pids.
+RENDERED_MARK = "Rendered by targets/render.py for one sioscale cluster"  # nginx.conf.j2's first line
 
-    A SIGKILLed master (the supervisor SIGKILLed, its parent-death signal passed on) leaves its
-    worker running, still holding the listening socket. Its cwd is the workdir the cluster ran
-    nginx in, so the next start in the same workdir finds and ends it before binding again.
+
+def sweep_orphans(workdir: Path) -> list[int]:
+    """Kill sioscale's nginx workers whose master is gone; their pids.
+
+    A SIGKILLed master leaves its worker running, still holding the listening port (the cluster
+    arms SIGTERM as the master's parent-death signal, which it passes on, so this is the rare
+    case: the master itself SIGKILLed, or dead between fork and arming). Such a worker is
+    sioscale's when its cwd, the workdir its cluster ran nginx in, is `workdir`, holds an
+    nginx.conf that sioscale rendered, or was a temporary cluster workdir since removed.
+    Workers with a live master are never touched, whoever runs them.
     """
     killed: list[int] = []
     target = str(workdir.resolve())
@@ -111,11 +117,22 @@ def sweep_orphans(workdir: Path) -> list[int]:
             cmd = p.info["cmdline"] or []
             if not cmd or not cmd[0].startswith(WORKER_TITLE) or _master_alive(p.info["ppid"]):
                 continue
-            if p.cwd().removesuffix(" (deleted)") != target:
-                continue
-            p.kill()
-            killed.append(p.pid)
+            if _sioscale_workdir(p.cwd(), target):
+                p.kill()
+                killed.append(p.pid)
     return killed
+
+
+def _sioscale_workdir(cwd: str, target: str) -> bool:
+    if cwd == target:
+        return True
+    if cwd.endswith(" (deleted)"):
+        return Path(cwd.removesuffix(" (deleted)")).name.startswith("sioscale-cluster-")
+    try:
+        with open(Path(cwd) / "nginx.conf", encoding="utf-8", errors="replace") as f:
+            return RENDERED_MARK in f.readline()
+    except OSError:
+        return False
 
 
 def _master_alive(ppid: int | None) -> bool:

@@ -7,8 +7,12 @@ node and "spread" means the users ended on more than one.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +25,7 @@ from contract.config import SPREAD_SOURCE_RANGE, ClusterConfig, parse_campaign
 from sioscale.runner import execute_run
 from targets import nginx, probe
 from targets.cluster import Cluster, ClusterError, find_binary
+from targets.procs import port_is_free
 from targets.telemetry import _ProcessMeter
 from tests.integration.support import run_rows
 from tests.integration.test_client_cluster import Probe, close_all, users
@@ -186,8 +191,42 @@ def test_worker_of_a_killed_master_is_swept_and_telemetry_sums_master_and_worker
         master.wait(5)
         time.sleep(0.2)
         assert worker.is_running()  # nginx workers outlive a SIGKILLed master
-        assert nginx.sweep_orphans(c.workdir) == [worker.pid]
+        assert worker.pid in nginx.sweep_orphans(c.workdir)
         worker.wait(5)
+
+
+SUPERVISOR = """
+import json, sys, time
+from contract.config import ClusterConfig
+from targets.cluster import Cluster
+c = Cluster(ClusterConfig(nodes=1, balancer="nginx", policy="l7-round-robin"))
+c.start()
+print(json.dumps({"pids": [c.balancer.pid] + [ch.pid for ch in c.nodes.values()], "port": c.balancer_port}), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_sigkilled_supervisor_leaves_no_nginx_master_nor_worker() -> None:
+    """The master's parent-death signal is SIGTERM, which nginx passes on to its worker."""
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR], stdout=subprocess.PIPE, text=True,
+                            cwd=str(Path(__file__).resolve().parents[2]))
+    seen: list[psutil.Process] = []
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        master = psutil.Process(info["pids"][0])
+        seen = [master, *master.children(), *(psutil.Process(p) for p in info["pids"][1:])]
+        assert len(seen) == 3  # master, its worker, the node
+        proc.kill()
+        proc.wait(5)
+        gone, alive = psutil.wait_procs(seen, timeout=5)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+        assert port_is_free(info["port"])
+    finally:
+        proc.kill()
+        for p in seen:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
 
 
 # ------------------------------------------------------------- real runs (the runner)
