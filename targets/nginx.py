@@ -114,8 +114,7 @@ def sweep_orphans(workdir: Path) -> list[int]:
     target = str(workdir.resolve())
     for p in psutil.process_iter(["cmdline", "ppid"]):
         with contextlib.suppress(psutil.Error):
-            cmd = p.info["cmdline"] or []
-            if not cmd or not cmd[0].startswith(WORKER_TITLE) or _master_alive(p.info["ppid"]):
+            if not _title(p.info["cmdline"]).startswith(WORKER_TITLE) or _master_alive(p.info["ppid"]):
                 continue
             if _sioscale_workdir(p.cwd(), target):
                 p.kill()
@@ -139,7 +138,12 @@ def _master_alive(ppid: int | None) -> bool:
     if not ppid or ppid == 1:
         return False
     try:
-        cmd = psutil.Process(ppid).cmdline()
+        return _title(psutil.Process(ppid).cmdline()).startswith("nginx: master")
     except psutil.Error:
         return False
-    return bool(cmd) and cmd[0].startswith("nginx: master")
+
+
+def _title(cmdline: list[str] | None) -> str:
+    """An nginx process's title: it rewrites its argv in place, which psutil may split at the spaces
+    ('nginx:', 'master', 'process', ...) or keep whole ('nginx: worker process')."""
+    return " ".join(cmdline or [])

@@ -182,8 +182,9 @@ def test_worker_of_a_killed_master_is_swept_and_telemetry_sums_master_and_worker
         assert c.balancer is not None and c.balancer.pid is not None
         master = psutil.Process(c.balancer.pid)
         [worker] = master.children()
-        assert worker.cmdline()[0].startswith(nginx.WORKER_TITLE)
+        assert " ".join(worker.cmdline()).startswith(nginx.WORKER_TITLE)
         assert os.getpgid(worker.pid) == master.pid  # one group: stop_all's killpg reaches the worker
+        assert nginx.sweep_orphans(tmp_path / "elsewhere") == [] and worker.is_running()  # its master lives
         meter = _ProcessMeter()
         alone, both = meter.sample(master.pid), _ProcessMeter().sample(master.pid, tree=True)
         assert both["rss_bytes"] > alone["rss_bytes"] and both["open_fds"] > alone["open_fds"]
