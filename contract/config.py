@@ -22,10 +22,11 @@ from typing import Any
 from contract.rowpolicy import DEFAULT_SAMPLE_RATE
 from contract.wire import CADDY_COOKIE, DEFAULT_TRANSPORTS, NODE_COOKIE, NODE_HEADER
 
-BALANCERS = ("haproxy", "caddy", "none")
+BALANCERS = ("haproxy", "caddy", "nginx", "none")
 POLICIES: dict[str, tuple[str, ...]] = {
     "haproxy": ("l4-round-robin", "l7-round-robin", "cookie", "source", "leastconn"),
     "caddy": ("l7-round-robin", "cookie", "ip-hash"),
+    "nginx": ("l7-round-robin", "ip-hash", "hash-consistent", "header-hash", "l4-round-robin", "least-conn"),
     # "none": clients talk to node 1 directly (a baseline without any balancer).
     "none": ("direct",),
 }
@@ -522,6 +523,32 @@ LABEL_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "s
 """The keys of RunConfig.labels(), in order: the config columns the analysis adds to every frame."""
 
 
+SPREAD_SOURCE_RANGE = "127.0.1.1-127.0.8.254"
+"""The source range a source-IP policy of nginx runs with when none is given: nginx's ip_hash keys on
+the first three octets of an IPv4 address, so users spread over 127.0.0.x alone are one client to it."""
+SOURCE_IP_POLICIES: dict[str, tuple[str, ...]] = {"nginx": ("ip-hash", "hash-consistent")}
+HEADER_HASH_POLICIES: dict[str, tuple[str, ...]] = {"nginx": ("header-hash",)}
+
+
+def with_policy_defaults(run: RunConfig, url: str | None = None) -> RunConfig:
+    """`run` with what its balancer policy needs from the client and the user did not give.
+
+    A source-IP policy (SOURCE_IP_POLICIES) on the local cluster without a source_range would put
+    every user on one node: it gets SPREAD_SOURCE_RANGE, recorded in meta.json's `load` like any
+    value the user gave. Nothing changes for `--url` (the target may not be reachable from loopback
+    sources) nor when a source_range is set.
+    """
+    c = run.cluster
+    if url is None and run.load.source_range is None and c.policy in SOURCE_IP_POLICIES.get(c.balancer, ()):
+        return replace(run, load=replace(run.load, source_range=SPREAD_SOURCE_RANGE))
+    return run
+
+
+def sends_user_header(cluster: ClusterConfig) -> bool:
+    """Whether the policy hashes the client's X-SIO-User header, so each user must send its id (--sio-user-header)."""
+    return cluster.policy in HEADER_HASH_POLICIES.get(cluster.balancer, ())
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One cell of a campaign: a cluster and the load sent to it."""
@@ -1009,12 +1036,14 @@ def to_jsonable(obj: Any) -> Any:
 
 __all__ = [
     "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "MAX_SOURCE_ADDRESSES",
-    "MIN_NODE_CPUS", "MIN_NODE_MEMORY_MB", "NODE_COOKIE", "NODE_HEADER", "POLICIES", "RECOVERY_SERVERS",
-    "REDIS_ADAPTERS", "SERVERS", "SERVER_ADAPTERS", "TRANSPORT_SETS",
+    "HEADER_HASH_POLICIES", "IDLE_TIMEOUT_BALANCERS", "MIN_NODE_CPUS", "MIN_NODE_MEMORY_MB", "NODE_COOKIE",
+    "NODE_HEADER", "POLICIES", "RECOVERY_SERVERS", "REDIS_ADAPTERS", "SERVERS", "SERVER_ADAPTERS",
+    "SOURCE_IP_POLICIES", "SPREAD_SOURCE_RANGE", "TRANSPORT_SETS",
     "Campaign", "ClusterConfig", "ConfigError", "Fault", "LoadConfig", "RunConfig", "ScrapeTarget", "Step", "Thresholds",
     "TomlLines",
     "check_faults", "check_source_target", "key_location", "load_campaign", "machine_cpus", "parse_campaign",
     "parse_scrape", "parse_steps_text",
-    "run_name", "source_range_bounds", "step_plan", "to_jsonable", "toml_key_lines",
+    "run_name", "sends_user_header", "source_range_bounds", "step_plan", "to_jsonable", "toml_key_lines",
+    "with_policy_defaults",
 ]
 """The public names (the contract.config shim re-exports exactly these)."""

@@ -142,6 +142,9 @@ OPTIONS: tuple[SioOption, ...] = (
               help="Seconds to wait for any single step (handshake, connect, upgrade, ack)"),
     SioOption("source_range", str, "", from_load=True,
               help="Bind each user's sockets to its own loopback address, e.g. 127.0.0.2-127.0.0.254"),
+    SioOption("user_header", bool, False, switch=True,
+              help="Send X-SIO-User: <user id> on every HTTP request and WebSocket handshake (for a balancer "
+                   "that hashes a header: nginx header-hash, ingress-nginx upstream-hash-by)"),
     SioOption("ca_file", str, "", help="CA bundle for https/wss targets"),
     SioOption("insecure", bool, False, switch=True, help="Do not verify TLS certificates (explicit opt-in)"),
     SioOption("steps", str, "", web_ui=False, from_load=True,
@@ -186,6 +189,7 @@ class SioOptions:
     reconnect: bool
     timeout: float
     source_range: str
+    user_header: bool
     ca_file: str
     insecure: bool
     steps: str

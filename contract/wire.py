@@ -11,6 +11,9 @@ NODE_HEADER = "x-served-by"
 Lower case: the client's HTTP layer lower-cases response header names."""
 NODE_COOKIE = "SIOSCALE_NODE"
 """HAProxy's sticky cookie; its value is the node id (rendered by targets, read by the client)."""
+USER_HEADER = "X-SIO-User"
+"""Request header with the user's own id (--sio-user-header), hashed by nginx's header-hash policy
+(`hash $http_x_sio_user consistent`, the pattern of ingress-nginx's upstream-hash-by)."""
 CADDY_COOKIE = "lb"
 """Caddy's sticky cookie (an opaque hash of the upstream, not the node id)."""
 

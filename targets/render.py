@@ -112,3 +112,55 @@ def caddy_config(
         admin_port=admin_port,
         cookie_name=CADDY_COOKIE,
     )
+
+
+# nginx policies balanced per TCP connection by the stream module; the others are the http module's.
+NGINX_STREAM_POLICIES = ("l4-round-robin",)
+NGINX_IDLE_TIMEOUT_S = 90  # proxy_read/send_timeout: above Engine.IO's pingInterval + pingTimeout (25 + 20 s)
+
+
+def nginx_config(
+    policy: str,
+    nodes: list[Backend],
+    port: int,
+    workdir: str,
+    host: str = "127.0.0.1",
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    stream_module: str | None = None,
+    user: str | None = None,
+    limit: int | None = None,
+    idle_timeout: float | None = None,
+) -> str:
+    """nginx.conf for one policy, every path in `workdir` (absolute); TLS when cert and key are set.
+
+    `idle_timeout` (s): proxy_read/send_timeout (L7) or proxy_timeout (L4), a cloud balancer's idle timeout;
+    default NGINX_IDLE_TIMEOUT_S, above the servers' ping interval + timeout.
+
+    `stream_module`: the ngx_stream_module.so to load_module (Debian ships it as a separate
+    package, libnginx-mod-stream); None when the binary has it built in or the policy is L7.
+    `user`: the worker's user, given only when the master runs as root (nginx would switch the
+    worker to nobody, who cannot enter the workdir).
+    """
+    _check("nginx", policy)
+    if (cert_file is None) != (key_file is None):
+        raise RenderError("nginx TLS needs both cert_file and key_file")
+    if not workdir.startswith("/"):
+        raise RenderError(f"nginx workdir must be absolute, got {workdir!r}")
+    lim = fd_limit() if limit is None else limit
+    return _env.get_template("nginx.conf.j2").render(
+        policy=policy,
+        mode="stream" if policy in NGINX_STREAM_POLICIES else "http",
+        nodes=nodes,
+        port=port,
+        host=host,
+        workdir=workdir.rstrip("/") or "/",
+        tls=cert_file is not None,
+        cert_file=cert_file or "",
+        key_file=key_file or "",
+        stream_module=stream_module or "",
+        user=user or "",
+        fd_limit=lim,
+        worker_connections=max(512, min(200_000, lim - 256)),
+        idle_timeout=f"{idle_timeout:g}" if idle_timeout else NGINX_IDLE_TIMEOUT_S,
+    )

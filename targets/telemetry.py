@@ -258,6 +258,9 @@ class Target:
     id: str
     pid: int | None  # None: not running (a stopped node, a balancer being restarted)
     metrics_url: str | None = None  # nodes: their own /metrics
+    # CPU, RSS and FDs summed over the process and its children: nginx's master does no proxying,
+    # its worker does (HAProxy -db and Caddy are one process, so the sum is the process itself)
+    tree: bool = False
 
 
 def cluster_targets(cluster: Any) -> list[Target]:
@@ -273,7 +276,7 @@ def cluster_targets(cluster: Any) -> list[Target]:
         if kind == "node":
             out.append(Target("node", nid, pid, urls[nid].rstrip("/") + "/metrics"))
         elif kind == "balancer":
-            out.append(Target("balancer", cluster.config.balancer, pid))
+            out.append(Target("balancer", cluster.config.balancer, pid, tree=True))
         else:
             out.append(Target("redis", "redis", pid))
     return out
@@ -286,7 +289,7 @@ class _ProcessMeter:
         self.procs: dict[int, psutil.Process] = {}
         self.last: dict[int, tuple[float, float]] = {}  # pid -> (monotonic, cpu seconds)
 
-    def sample(self, pid: int) -> dict[str, float]:
+    def sample(self, pid: int, tree: bool = False) -> dict[str, float]:
         # Kept per pid (a restarted node has a new pid; forget_except drops the old one). Not
         # is_running() each second: it builds a second Process and reads /proc again.
         p = self.procs.get(pid)
@@ -300,6 +303,9 @@ class _ProcessMeter:
             rss = p.memory_info().rss
             fds = p.num_fds()
         now, cpu = time.monotonic(), t.user + t.system
+        if tree:
+            c_cpu, c_rss, c_fds = _children_usage(p)
+            cpu, rss, fds = cpu + c_cpu, rss + c_rss, fds + c_fds
         out = {"rss_bytes": float(rss), "open_fds": float(fds)}
         prev = self.last.get(pid)
         self.last[pid] = (now, cpu)
@@ -312,6 +318,20 @@ class _ProcessMeter:
         for pid in [p for p in self.procs if p not in keep]:
             self.procs.pop(pid, None)
             self.last.pop(pid, None)
+
+
+def _children_usage(p: psutil.Process) -> tuple[float, int, int]:
+    """CPU seconds, RSS bytes and open FDs of `p`'s live children (one that ends meanwhile is skipped).
+
+    A child replaced between two samples (an nginx worker respawned) lowers the sum; the CPU
+    delta is clamped at 0 for that second, as for a restarted process.
+    """
+    cpu, rss, fds = 0.0, 0, 0
+    for c in p.children(recursive=True):
+        with contextlib.suppress(psutil.Error), c.oneshot():
+            t = c.cpu_times()
+            cpu, rss, fds = cpu + t.user + t.system, rss + c.memory_info().rss, fds + c.num_fds()
+    return cpu, rss, fds
 
 
 class _Rates:
@@ -516,7 +536,7 @@ class Sampler:
         if t.pid is None:
             return [(t.component, t.id, warning_metric("gone"), 1.0)]
         try:
-            vals = self.meter.sample(t.pid)
+            vals = self.meter.sample(t.pid, t.tree)
         except Exception as e:  # noqa: BLE001 - NoSuchProcess, AccessDenied, a zombie: a warning
             return [(t.component, t.id, warning_metric(_kind_of(e)), 1.0)]
         if t.component == "redis" and not self.redis_is_ours:

@@ -32,6 +32,7 @@ from locust import User
 
 from contract.options import SioOptions
 from contract.rows import make_row
+from contract.wire import USER_HEADER
 from locustfiles.sio import eventlog
 from locustfiles.sio.driver import Session, SessionConfig
 from locustfiles.sio.protocol.actions import (
@@ -144,8 +145,10 @@ class SocketIOUser(User):
         sources = parse_source_range(o.source_range)
         source_ip = sources[(int(self.user_id.rsplit("-", 1)[1]) - 1) % len(sources)] if sources else None
         tls = tls_context(o.ca_file, o.insecure) if Endpoint.from_url(url).tls else None
+        # --sio-user-header: the user's own id for a balancer that hashes a header (nginx header-hash)
+        sent = {USER_HEADER: self.user_id, **(headers or {})} if o.user_header else dict(headers or {})
         return SessionConfig.from_options(o, url, namespace=namespace, auth=auth, transports=transports,
-                                          source_ip=source_ip, tls=tls, headers=dict(headers or {}))
+                                          source_ip=source_ip, tls=tls, headers=sent)
 
     # -- public API ------------------------------------------------------------------------------
     def connect(

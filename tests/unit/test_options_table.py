@@ -34,6 +34,7 @@ NON_DEFAULT: dict[str, tuple[list[str], object]] = {
     "reconnect": (["false"], False),
     "timeout": (["3"], 3.0),
     "source_range": (["127.0.0.2-127.0.0.9"], "127.0.0.2-127.0.0.9"),
+    "user_header": ([], True),
     "ca_file": (["/tmp/ca.pem"], "/tmp/ca.pem"),
     "insecure": ([], True),
     "steps": (["5:2,10:3"], "5:2,10:3"),

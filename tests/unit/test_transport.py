@@ -106,6 +106,17 @@ def test_source_range() -> None:
             parse_source_range(bad)
 
 
+def test_source_range_over_several_24s_deals_one_24_at_a_time() -> None:
+    """nginx ip_hash keys on 3 octets: the first users of a multi-/24 range must be in different /24s."""
+    addrs = parse_source_range("127.0.1.1-127.0.8.254")
+    assert len(addrs) == len(set(addrs)) == 7 * 256 + 254
+    assert addrs[:3] == ["127.0.1.1", "127.0.2.0", "127.0.3.0"] and addrs[8] == "127.0.1.2"
+    assert [a.rsplit(".", 1)[0] for a in addrs[:8]] == [f"127.0.{b}" for b in range(1, 9)]
+    # an uneven range: the short /24s run out and the rest go on in order
+    assert parse_source_range("127.0.1.253-127.0.2.2") == ["127.0.1.253", "127.0.2.0", "127.0.1.254",
+                                                             "127.0.2.1", "127.0.1.255", "127.0.2.2"]
+
+
 def test_endpoint() -> None:
     ep = Endpoint.from_url("https://127.0.0.1:8443/base/")
     assert (ep.host, ep.port, ep.tls, ep.host_header, ep.prefix) == ("127.0.0.1", 8443, True, "127.0.0.1:8443", "/base")

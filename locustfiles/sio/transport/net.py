@@ -7,6 +7,7 @@ opt-outs must apply identically to polling and WebSocket sockets.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket as _stdsocket
 from dataclasses import dataclass
@@ -76,19 +77,31 @@ def tls_context(ca_file: str = "", insecure: bool = False) -> ssl.SSLContext:
 
 
 def parse_source_range(text: str) -> list[str]:
-    """'127.0.0.2-127.0.0.254' (or one address) → the list of addresses; loopback only.
+    """'127.0.0.2-127.0.0.254' (or one address) → the addresses in the order users take them; loopback only.
 
     The rules are contract.config's (source_range_bounds), the ones `sioscale run`, campaign
     cells and `--dry-run` check before any load: one definition, so the two can never disagree.
+    A range over several /24s is dealt out one /24 at a time (127.0.1.1, 127.0.2.1, ...,
+    127.0.1.2, ...): nginx's ip_hash keys on the first three octets only, so ten users on
+    127.0.1.1-10 would all be one client to it. Parsed once per text (every connect asks).
     """
-    text = (text or "").strip()
+    return list(_source_addresses((text or "").strip()))
+
+
+@functools.lru_cache(maxsize=4)
+def _source_addresses(text: str) -> tuple[str, ...]:
     if not text:
-        return []
+        return ()
     try:
         lo, hi = source_range_bounds(text)
     except ConfigError as e:
         raise ValueError(f"--sio-source-range: {e}") from None
-    return [str(ipaddress.IPv4Address(i)) for i in range(int(lo), int(hi) + 1)]
+    blocks: dict[int, list[int]] = {}
+    for i in range(int(lo), int(hi) + 1):
+        blocks.setdefault(i >> 8, []).append(i)
+    rows = list(blocks.values())
+    order = [row[k] for k in range(max(len(r) for r in rows)) for row in rows if k < len(row)]
+    return tuple(str(ipaddress.IPv4Address(i)) for i in order)
 
 
 _resolved: dict[tuple[str, int], tuple[int, tuple]] = {}
