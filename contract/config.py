@@ -349,6 +349,12 @@ def _scrape_target(name: str, given: str, id_: str, url: str) -> ScrapeTarget:
     return ScrapeTarget(id=id_, url=url)
 
 
+HTTP_POOLS: tuple[str, ...] = ("browser", "node")
+"""How a user's HTTP requests get connections (issue 13): `browser`, a Chromium-like pool (late
+binding: a request takes the first connection to become free); `node`, a connection bound to each
+concurrent request, as the Node.js socket.io-client does."""
+
+
 @dataclass(frozen=True)
 class LoadConfig:
     locustfile: str = "locustfiles/chat.py"
@@ -367,6 +373,7 @@ class LoadConfig:
     reconnect: bool = True
     log_all: bool = False  # the event log keeps every row beside the aggregates (--sio-log-all)
     sample_rate: float = DEFAULT_SAMPLE_RATE  # share of successful high-volume rows kept (--sio-sample-rate)
+    http_pool: str = "node"  # HTTP connections per user: HTTP_POOLS (--sio-http-pool)
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> LoadConfig:
@@ -403,6 +410,10 @@ class LoadConfig:
         if not _is_number(self.sample_rate) or not 0 <= self.sample_rate <= 1:
             raise ConfigError(f"sample_rate = {self.sample_rate!r}: a share from 0 to 1 (0.01 keeps 1 row in 100)",
                               key="sample_rate")
+        if self.http_pool not in HTTP_POOLS:
+            raise ConfigError(f"http_pool = {self.http_pool!r}: one of {', '.join(HTTP_POOLS)} (browser: Chromium's "
+                              "connection pool with late binding; node: a connection per request, as Node.js)",
+                              key="http_pool")
         if not isinstance(self.extra_args, tuple | list) or not all(isinstance(a, str) for a in self.extra_args):
             raise ConfigError(f"extra_args = {self.extra_args!r}: a list of strings (extra Locust arguments)",
                               key="extra_args")
@@ -915,7 +926,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 __all__ = [
-    "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "MAX_SOURCE_ADDRESSES",
+    "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "HTTP_POOLS", "MAX_SOURCE_ADDRESSES",
     "MIN_NODE_CPUS", "MIN_NODE_MEMORY_MB", "NODE_COOKIE", "NODE_HEADER", "POLICIES", "SERVERS", "TRANSPORT_SETS",
     "Campaign", "ClusterConfig", "ConfigError", "Fault", "LoadConfig", "RunConfig", "ScrapeTarget", "Step", "Thresholds",
     "TomlLines",

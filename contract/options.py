@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from contract.config import LoadConfig, Step
+from contract.config import HTTP_POOLS, LoadConfig, Step
 from contract.rowpolicy import DEFAULT_FAILURE_ROWS_PER_S, DEFAULT_FIRST_N, DEFAULT_SAMPLE_RATE
 from contract.wire import DEFAULT_TRANSPORTS, NODE_HEADER
 
@@ -142,6 +142,10 @@ OPTIONS: tuple[SioOption, ...] = (
               help="Event log: failed-step rows kept per second per process beyond each user's first of a kind"),
     SioOption("log_all", bool, False, switch=True, from_load=True,
               help="Event log: keep every row beside the aggregates (proof runs; large files)"),
+    SioOption("http_pool", str, "node", choices=HTTP_POOLS, from_load=True,
+              help="HTTP connections per user: browser (Chromium's pool: a request takes the first connection "
+                   "to become free, 6 per host) | node (a new connection bound to each concurrent request, as "
+                   "the Node.js client)"),
     SioOption("run_dir", str, "", web_ui=False,
               help="Run directory for the event log (event streams, Parquet at the end) and live stats; empty: none"),
     SioOption("run_name", str, "", web_ui=False,
@@ -176,6 +180,7 @@ class SioOptions:
     first_rows: int
     failure_rows: int
     log_all: bool
+    http_pool: str
     run_dir: str
     run_name: str
 
