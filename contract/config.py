@@ -561,7 +561,8 @@ _TELEMETRY_KEYS = {"scrape"}
 
 
 def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
-    """A stable, file-system safe name for a config: balancer-policy-transports-adapter-server-Nn[-tls][-cpuF][-memM]."""
+    """A stable, file-system safe name for a config:
+    balancer-policy-transports-adapter-server-Nn[-tls][-cpuF][-memM][-eio3][-browser]."""
     parts = [
         cluster.balancer,
         cluster.policy,
@@ -579,6 +580,8 @@ def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
         parts.append(f"mem{cluster.node_memory_mb}")
     if load.eio == 3:
         parts.append("eio3")
+    if load.http_pool != "node":  # so an [axes] http_pool gives each cell its own run directory
+        parts.append(load.http_pool)
     return "-".join(parts)
 
 

@@ -200,7 +200,8 @@ def test_http_pool_campaign_key_sioscale_run_flag_and_session_class(value: objec
         with pytest.raises(ConfigError, match="http_pool"):
             parse_campaign(text)
         return
-    assert parse_campaign(text).runs()[0].load.http_pool == value
+    [run] = parse_campaign(text).runs()
+    assert run.load.http_pool == value and run.name.endswith("-browser") == (value == "browser")
     p = argparse.ArgumentParser()
     add_load_args(p)
     assert load_from_args(p.parse_args(["--http-pool", str(value)])).http_pool == value
