@@ -95,6 +95,8 @@ def test_regime_a_slow_connects(proxy: tuple[DelayProxy, str], pool: str) -> Non
             assert w["poll"] == w["handshake"], w  # the GET took the released connection: same node
             assert ok, w
             assert any(not c.requests for c in conns), w  # the connect the GET started lost: open, unused
+            ws = [c for c in conns if any("transport=websocket" in r.target for r in c.requests)]
+            assert ws and all(len(c.requests) == 1 for c in ws), w  # the upgrade: a connection of its own
         else:
             assert w["poll"][0] != w["handshake"][0], w  # bound to its own new connection
             assert w["poll"][1] != w["handshake"][1] and not ok, w  # L4: another node, session unknown

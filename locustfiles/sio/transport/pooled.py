@@ -25,8 +25,7 @@ import time
 from collections import deque
 
 import gevent
-from gevent import select as gselect
-from gevent import ssl
+from gevent import monkey, ssl
 from gevent.event import AsyncResult
 
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
@@ -43,6 +42,8 @@ from locustfiles.sio.transport.pool import (
 )
 
 _RETRY_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+_select = monkey.get_original("select", "select")
+"""The OS's select(): a zero-timeout readability check is one syscall; gevent's would go through the hub."""
 
 
 def idle_usable(conn: HttpConnection) -> bool:
@@ -53,7 +54,7 @@ def idle_usable(conn: HttpConnection) -> bool:
     usable."""
     sock = conn.sock
     try:
-        readable, _, _ = gselect.select([sock], [], [], 0)
+        readable, _, _ = _select([sock], [], [], 0)
     except (OSError, ValueError):
         return False
     if not readable:
