@@ -405,6 +405,12 @@ def _scrape_target(name: str, given: str, id_: str, url: str) -> ScrapeTarget:
     return ScrapeTarget(id=id_, url=url)
 
 
+HTTP_POOLS: tuple[str, ...] = ("browser", "node")
+"""How a user's HTTP requests get connections (issue 13): `browser`, a Chromium-like pool (late
+binding: a request takes the first connection to become free); `node`, a connection bound to each
+concurrent request, as the Node.js socket.io-client does."""
+
+
 @dataclass(frozen=True)
 class LoadConfig:
     locustfile: str = "locustfiles/chat.py"
@@ -423,6 +429,7 @@ class LoadConfig:
     reconnect: bool = True
     log_all: bool = False  # the event log keeps every row beside the aggregates (--sio-log-all)
     sample_rate: float = DEFAULT_SAMPLE_RATE  # share of successful high-volume rows kept (--sio-sample-rate)
+    http_pool: str = "node"  # HTTP connections per user: HTTP_POOLS (--sio-http-pool)
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> LoadConfig:
@@ -459,6 +466,10 @@ class LoadConfig:
         if not _is_number(self.sample_rate) or not 0 <= self.sample_rate <= 1:
             raise ConfigError(f"sample_rate = {self.sample_rate!r}: a share from 0 to 1 (0.01 keeps 1 row in 100)",
                               key="sample_rate")
+        if self.http_pool not in HTTP_POOLS:
+            raise ConfigError(f"http_pool = {self.http_pool!r}: one of {', '.join(HTTP_POOLS)} (browser: Chromium's "
+                              "connection pool with late binding; node: a connection per request, as Node.js)",
+                              key="http_pool")
         if not isinstance(self.extra_args, tuple | list) or not all(isinstance(a, str) for a in self.extra_args):
             raise ConfigError(f"extra_args = {self.extra_args!r}: a list of strings (extra Locust arguments)",
                               key="extra_args")
@@ -649,7 +660,7 @@ _TELEMETRY_KEYS = {"scrape"}
 
 def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
     """A stable, file-system safe name for a config:
-    balancer-policy-transports-adapter-server-Nn[-tls][-recovery][-cpuF][-memM][-idleS][-pingS]."""
+    balancer-policy-transports-adapter-server-Nn[-tls][-recovery][-cpuF][-memM][-idleS][-pingS][-eio3][-browser]."""
     parts = [
         cluster.balancer,
         cluster.policy,
@@ -673,6 +684,8 @@ def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
         parts.append(f"ping{cluster.ping_interval:g}")
     if load.eio == 3:
         parts.append("eio3")
+    if load.http_pool != "node":  # so an [axes] http_pool gives each cell its own run directory
+        parts.append(load.http_pool)
     return "-".join(parts)
 
 
@@ -1035,7 +1048,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 __all__ = [
-    "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "MAX_SOURCE_ADDRESSES",
+    "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "HTTP_POOLS", "MAX_SOURCE_ADDRESSES",
     "HEADER_HASH_POLICIES", "IDLE_TIMEOUT_BALANCERS", "MIN_NODE_CPUS", "MIN_NODE_MEMORY_MB", "NODE_COOKIE",
     "NODE_HEADER", "POLICIES", "RECOVERY_SERVERS", "REDIS_ADAPTERS", "SERVERS", "SERVER_ADAPTERS",
     "SOURCE_IP_POLICIES", "SPREAD_SOURCE_RANGE", "TRANSPORT_SETS",

@@ -12,6 +12,7 @@ from dataclasses import replace
 from contract.config import (
     ADAPTERS,
     BALANCERS,
+    HTTP_POOLS,
     MIN_NODE_MEMORY_MB,
     SERVERS,
     Campaign,
@@ -143,6 +144,9 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
                    help=f"event log: share of successful high-volume rows kept (default {_L.sample_rate:g}; counts "
                         "stay exact)")
     g.add_argument("--log-all", action="store_true", help="event log: keep every row beside the aggregates")
+    g.add_argument("--http-pool", choices=list(HTTP_POOLS), default=_L.http_pool,
+                   help=f"HTTP connections per user: browser (Chromium's pool, late binding) | node (one per "
+                        f"concurrent request, as Node.js) (default {_L.http_pool})")
 
 
 def load_from_args(a: argparse.Namespace) -> LoadConfig:
@@ -158,5 +162,6 @@ def load_from_args(a: argparse.Namespace) -> LoadConfig:
         transports=_transports(a.transports), eio=a.eio, namespace=a.namespace, room_size=a.room_size,
         message_rate=a.message_rate, payload_size=a.payload_size, processes=a.processes,
         source_range=a.source_range, reconnect=not a.no_reconnect, log_all=a.log_all, sample_rate=a.sample_rate,
+        http_pool=a.http_pool,
     ).validate()
     return load

@@ -40,6 +40,7 @@ from locustfiles.sio.protocol.client import ClientProtocol
 from locustfiles.sio.protocol.recovery import Recovery
 from locustfiles.sio.transport import Endpoint, HttpSession, TransportError, WebSocket
 from locustfiles.sio.transport.http import HttpResponse
+from locustfiles.sio.transport.pooled import PooledHttpSession
 from locustfiles.sio.transport.websocket import HandshakeRefused
 
 POLL_SAFETY_S = 60.0
@@ -65,6 +66,7 @@ class SessionConfig:
     source_ip: str | None = None
     tls: ssl.SSLContext | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    http_pool: str = "node"  # contract.config.HTTP_POOLS: how HTTP requests get connections
 
     def __post_init__(self) -> None:
         # The HTTP layer lower-cases response header names, so `--sio-node-header X-Served-By`
@@ -84,7 +86,14 @@ class SessionConfig:
             auth = json.loads(o.auth) if o.auth else None
         return cls(url=url, eio=o.eio, transports=tuple(transports), path=o.path,
                    namespace=namespace or o.namespace, auth=auth, timeout=o.timeout,
-                   node_header=o.node_header, **rest)
+                   node_header=o.node_header, http_pool=o.http_pool, **rest)
+
+
+def http_session(cfg: SessionConfig) -> HttpSession:
+    """The user's HTTP agent for `cfg.url`: Chromium's pool (`browser`) or a connection bound to
+    each concurrent request (`node`, `HttpSession`)."""
+    cls = PooledHttpSession if cfg.http_pool == "browser" else HttpSession
+    return cls(Endpoint.from_url(cfg.url), cfg.timeout, cfg.source_ip, cfg.tls, extra_headers=cfg.headers)
 
 
 # A node id is a short name (n1, a pod name, a cookie value); the server chooses it, and it goes
@@ -116,9 +125,7 @@ class Session:
     ) -> None:
         self.cfg = cfg
         self.endpoint = Endpoint.from_url(cfg.url)
-        self.http = http or HttpSession(
-            self.endpoint, cfg.timeout, cfg.source_ip, cfg.tls, extra_headers=cfg.headers
-        )
+        self.http = http or http_session(cfg)
         self.proto = ClientProtocol(
             eio=cfg.eio,
             transports=cfg.transports,

@@ -34,7 +34,7 @@ from contract.options import SioOptions
 from contract.rows import make_row
 from contract.wire import USER_HEADER
 from locustfiles.sio import eventlog
-from locustfiles.sio.driver import Session, SessionConfig
+from locustfiles.sio.driver import Session, SessionConfig, http_session
 from locustfiles.sio.protocol.actions import (
     AckFailed,
     AckReceived,
@@ -179,8 +179,7 @@ class SocketIOUser(User):
             if self._http is not None:
                 self._http.close()
             # one HTTP agent per user for its whole life: the cookie jar survives reconnects
-            self._http = HttpSession(Endpoint.from_url(cfg.url), cfg.timeout, cfg.source_ip, cfg.tls,
-                                     extra_headers=cfg.headers)
+            self._http = http_session(cfg)
         self._connected = AsyncResult()
         self._closed = AsyncResult()
         self.session = Session(cfg, self._on_action, http=self._http, recovery=self.recovery)

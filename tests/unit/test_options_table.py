@@ -44,6 +44,7 @@ NON_DEFAULT: dict[str, tuple[list[str], object]] = {
     "log_all": ([], True),
     "scrape": (["n1=http://127.0.0.1:5001/metrics,http://10.0.0.6:9100/metrics"],
                "n1=http://127.0.0.1:5001/metrics,http://10.0.0.6:9100/metrics"),
+    "http_pool": (["browser"], "browser"),
     "run_dir": (["/tmp/run"], "/tmp/run"),
     "run_name": (["r1"], "r1"),
 }
@@ -123,11 +124,11 @@ def test_every_load_option_is_a_loadconfig_field_with_the_same_default() -> None
 def test_the_runner_s_flags_parse_back_to_the_loadconfig() -> None:
     lo = replace(LoadConfig(), transports=("websocket",), eio=3, namespace="/chat", room_size=4, message_rate=2.5,
                  payload_size=0, reconnect=False, source_range="127.0.0.2-127.0.0.9", log_all=True, sample_rate=0.25,
-                 steps=(Step(5, 2.5), Step(10, 3)))
+                 steps=(Step(5, 2.5), Step(10, 3)), http_pool="browser")
     o = _parse(load_flags(lo, run_dir="/tmp/run", run_name="r", node_header="x-node", ca_file="/ca.pem"))
     assert (o.transports, o.eio, o.namespace, o.room_size, o.message_rate, o.payload_size, o.reconnect) == (
         "websocket", 3, "/chat", 4, 2.5, 0, False)
-    assert (o.log_all, o.sample_rate) == (True, 0.25)
+    assert (o.log_all, o.sample_rate, o.http_pool) == (True, 0.25, "browser")
     assert "--sio-log-all" not in load_flags(LoadConfig())
     assert (o.source_range, o.steps, o.run_dir, o.run_name, o.node_header, o.ca_file) == (
         "127.0.0.2-127.0.0.9", "5:2.5,10:3", "/tmp/run", "r", "x-node", "/ca.pem")
@@ -204,3 +205,33 @@ def test_scrape_targets_reads_the_cluster_s_scrape_value() -> None:
     assert [(t.id, t.url) for t in got] == [("n1", "http://127.0.0.1:5001/metrics"),
                                            ("127.0.0.1:5002", "http://127.0.0.1:5002/metrics")]
     assert scrape_targets("") == () and scrape_targets(" , ") == ()
+
+
+@pytest.mark.parametrize(("value", "ok"), [("browser", True), ("node", True), ("chrome", False), (1, False)])
+def test_http_pool_campaign_key_sioscale_run_flag_and_session_class(value: object, ok: bool) -> None:
+    """[load] http_pool, `sioscale run --http-pool` and --sio-http-pool name one setting; `node` stays
+    the default (issue 13: the default switches once the real-Chromium comparison agrees)."""
+    import argparse
+    import json
+
+    from contract.config import ConfigError, parse_campaign
+    from locustfiles.sio.driver import http_session
+    from locustfiles.sio.transport import HttpSession
+    from locustfiles.sio.transport.pooled import PooledHttpSession
+    from sioscale.cliargs import add_load_args, load_from_args
+
+    assert LoadConfig().http_pool == "node" and BY_FIELD["http_pool"].default == "node"
+    text = f'name = "c"\n[load]\nhttp_pool = {json.dumps(value)}\n'
+    if not ok:
+        with pytest.raises(ConfigError, match="http_pool"):
+            parse_campaign(text)
+        return
+    [run] = parse_campaign(text).runs()
+    assert run.load.http_pool == value and run.name.endswith("-browser") == (value == "browser")
+    p = argparse.ArgumentParser()
+    add_load_args(p)
+    assert load_from_args(p.parse_args(["--http-pool", str(value)])).http_pool == value
+    cfg = SessionConfig.from_options(_parse(["--sio-http-pool", str(value)]), "http://127.0.0.1:1")
+    http = http_session(cfg)
+    assert type(http) is (PooledHttpSession if value == "browser" else HttpSession)
+    http.close()

@@ -77,12 +77,13 @@ class HttpConnection:
     with the WebSocket reader (transport/websocket.py), so its frames are read cooperatively too.
     """
 
-    __slots__ = ("sock", "buf", "uses", "deadline", "_loop", "_loop_now", "_busy_since")
+    __slots__ = ("sock", "buf", "uses", "got_head", "deadline", "_loop", "_loop_now", "_busy_since")
 
     def __init__(self, sock) -> None:  # sock: a gevent socket or SSLSocket
         self.sock = sock
         self.buf = bytearray()
         self.uses = 0
+        self.got_head = False  # the current response's status line and headers have arrived
         self.deadline: float | None = None  # time.monotonic() by which the current response must end
         self._loop = gevent.get_hub().loop
         self._loop_now = 0.0  # the hub's loop time at the last read
@@ -114,9 +115,11 @@ class HttpConnection:
         """Send `request`, read one response; `deadline` (monotonic) is checked at every read."""
         self.uses += 1
         self.deadline = deadline
+        self.got_head = False
         try:
             send_all(self.sock, request)
             resp = self._read_head(False)
+            self.got_head = True
             interim = 0
             while 100 <= resp.status < 200 and resp.status != 101:  # a browser skips these, 101 excepted
                 interim += 1
@@ -306,8 +309,8 @@ class HttpSession:
         finally:
             timer.close()
 
-    def _request(self, method: str, target: str, body: bytes, content_type: str | None,
-                 deadline: float) -> HttpResponse:
+    def _raw(self, method: str, target: str, body: bytes, content_type: str | None) -> bytes:
+        """The request's bytes (head with the jar's cookies, then the body), or protocol_error."""
         if not _safe_target(target):
             raise TransportError("protocol_error", f"{method}: request target with a character a URL cannot "
                                                    f"carry raw: {target[:80]!r}")
@@ -318,9 +321,13 @@ class HttpSession:
             # EIO3 binary payloads must go as application/octet-stream (the core says which)
             head += f"Content-Type: {content_type or 'text/plain;charset=UTF-8'}\r\nContent-Length: {len(body)}\r\n"
         try:  # cookie values are the server's latin-1 bytes back; anything else cannot be sent
-            raw = (head + "\r\n").encode("latin-1") + body
+            return (head + "\r\n").encode("latin-1") + body
         except UnicodeEncodeError as e:
             raise TransportError("protocol_error", f"{method}: request head not encodable: {e}") from None
+
+    def _request(self, method: str, target: str, body: bytes, content_type: str | None,
+                 deadline: float) -> HttpResponse:
+        raw = self._raw(method, target, body, content_type)
         for attempt in (0, 1):
             conn = self._take()
             reused = conn.uses > 0

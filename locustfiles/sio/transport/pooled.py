@@ -1,0 +1,231 @@
+"""`PooledHttpSession`: `HttpSession` with a browser's connection pool (`--sio-http-pool browser`).
+
+The thin gevent driver of `transport.pool.PoolPolicy` (the pool's rules, sans-IO, Chromium's):
+each request asks the policy for a connection and waits for the one it is handed -- an idle one
+at once, or the first to become available, which may be another request's released connection
+rather than the one whose connect it started (late binding). `HttpSession` (`node`, the default)
+binds each request to a connection of its own instead, as the Node.js client does.
+
+Keep-alive, as Chromium's `ReleaseSocket` and `IdleSocket::IsUsable`: a response with
+`Connection: close`, an HTTP/1.0 response or a body read to the end of the stream retires its
+connection; before every request the idle connections are checked without blocking, and one the
+server closed (or that holds bytes nobody asked for) is dropped before it can be handed out. A
+request that fails on a connection taken from the idle list before any response header arrived
+(end of stream, reset, broken pipe) is sent once more on whatever connection the pool hands it
+next, as Chromium's `HttpNetworkTransaction` does for reused connections (its
+`ShouldResendRequest`); a fresh connection's failure is the request's. WebSockets never come
+here: each opens a connection of its own (transport/websocket.py), as in Chromium.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import time
+from collections import deque
+
+import gevent
+from gevent import monkey, ssl
+from gevent.event import AsyncResult
+
+from locustfiles.sio.transport.errors import TransportError, classify_os_error
+from locustfiles.sio.transport.http import RECV_BYTES, HttpConnection, HttpResponse, HttpSession, _Eof
+from locustfiles.sio.transport.net import Endpoint, open_socket
+from locustfiles.sio.transport.pool import (
+    MAX_CONNECTIONS_PER_HOST,
+    Close,
+    Connect,
+    Fail,
+    PoolAction,
+    PoolPolicy,
+    Send,
+)
+
+_RETRY_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+_select = monkey.get_original("select", "select")
+"""The OS's select(): a zero-timeout readability check is one syscall; gevent's would go through the hub."""
+
+
+def idle_usable(conn: HttpConnection) -> bool:
+    """Chromium's `IsConnectedAndIdle`, without blocking: nothing to read on an idle connection.
+
+    Readable means the peer closed it (end of stream) or sent bytes nobody asked for; either way
+    it is not reused. A TLS record without application data (a TLS 1.3 session ticket) leaves it
+    usable."""
+    sock = conn.sock
+    try:
+        readable, _, _ = _select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    if not readable:
+        return True
+    sock.settimeout(0.0)
+    try:
+        sock.recv(RECV_BYTES)  # b"": closed by the peer; bytes: unasked for -- not reusable either way
+        return False
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return True
+    except OSError:
+        return False
+    finally:
+        try:
+            sock.settimeout(None)
+        except OSError:
+            pass
+
+
+class PooledHttpSession(HttpSession):
+    """A browser-like HTTP agent for one virtual user and one origin, with Chromium's pool."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        timeout: float = 10.0,
+        source_ip: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        max_connections: int = MAX_CONNECTIONS_PER_HOST,
+        extra_headers: dict[str, str] | None = None,
+        policy: PoolPolicy | None = None,
+    ) -> None:
+        super().__init__(endpoint, timeout, source_ip, tls, max_connections, extra_headers)
+        self.policy = policy or PoolPolicy(max_connections=max_connections)
+        self._conns: dict[int, HttpConnection] = {}
+        self._connecting: dict[int, gevent.Greenlet] = {}
+        self._waiters: dict[int, AsyncResult] = {}
+        self._rids = itertools.count(1)
+        # (method, connection id) of the latest requests sent, oldest first: which pooled connection
+        # served which request (the event row has no column for it; tests and debugging read it)
+        self.served: deque[tuple[str, int]] = deque(maxlen=32)
+
+    def request(
+        self, method: str, target: str, body: bytes = b"", timeout: float | None = None,
+        content_type: str | None = None,
+    ) -> HttpResponse:
+        """One request on the connection the pool hands it; a classified TransportError on failure."""
+        if self._closed:
+            raise TransportError("transport_closed", "HTTP session closed")
+        seconds = timeout if timeout is not None else self.timeout
+        raw = self._raw(method, target, body, content_type)
+        timer = gevent.Timeout(seconds)
+        timer.start()
+        try:
+            return self._pooled(method, raw, time.monotonic() + seconds)
+        except gevent.Timeout as t:
+            if t is not timer:
+                raise
+            raise TransportError("timeout", f"{method} no response within {timer.seconds:g}s") from None
+        finally:
+            timer.close()
+
+    def _pooled(self, method: str, raw: bytes, deadline: float) -> HttpResponse:
+        for attempt in (0, 1):
+            cid, reused = self._acquire()
+            conn = self._conns[cid]
+            self.served.append((method, cid))
+            keep = False
+            try:
+                resp = conn.roundtrip(raw, method == "HEAD", deadline)
+                keep = resp.keep_alive and not self._closed
+            except _Eof as e:
+                if reused and not e.got_bytes and attempt == 0:
+                    continue  # the server closed it while idle: once more, as Chromium does
+                raise TransportError("transport_closed", f"{method}: server closed the connection mid-response") \
+                    from None
+            except TransportError:
+                raise
+            except (OSError, ssl.SSLError, TimeoutError) as e:
+                if self._closed:
+                    raise TransportError("transport_closed", "HTTP session closed") from None
+                if reused and attempt == 0 and not conn.got_head and getattr(e, "errno", None) in _RETRY_ERRNOS:
+                    continue
+                raise classify_os_error(e, method) from None
+            except Exception as e:  # noqa: BLE001 - the last net: a reader bug must not kill a user greenlet
+                raise TransportError("protocol_error", f"{method}: {type(e).__name__}: {e}") from None
+            finally:
+                self._give_back(cid, keep)
+            if resp.set_cookie:
+                self.cookies.update(resp.set_cookie)
+            return resp
+        raise AssertionError("unreachable")
+
+    def _acquire(self) -> tuple[int, bool]:
+        """Ask the pool for a connection and wait for the one it hands over: (id, reused)."""
+        self._drop_dead_idle()
+        rid = next(self._rids)
+        waiter = self._waiters[rid] = AsyncResult()
+        try:
+            self._run(self.policy.request(rid, time.monotonic()))
+            cid, reused = waiter.get()
+            return cid, reused
+        except BaseException:
+            if waiter.ready() and waiter.successful():  # handed a connection, then cancelled
+                self._give_back(waiter.value[0], True)
+            else:
+                self._run(self.policy.cancel(rid, time.monotonic()))
+            raise
+        finally:
+            self._waiters.pop(rid, None)
+
+    def _give_back(self, cid: int, keep: bool) -> None:
+        """After a request: the connection goes idle (`released`) or is closed (`closed`)."""
+        now = time.monotonic()
+        if keep:
+            self._run(self.policy.released(cid, now))
+            return
+        conn = self._conns.pop(cid, None)
+        if conn is not None:
+            conn.close()
+        self._run(self.policy.closed(cid, now))
+
+    def _drop_dead_idle(self) -> None:
+        for cid in list(self.policy.idle):
+            conn = self._conns.get(cid)
+            if conn is None or not idle_usable(conn):
+                self._give_back(cid, False)
+
+    def _run(self, actions: list[PoolAction]) -> None:
+        """Carry out the policy's actions; none of them blocks."""
+        for a in actions:
+            if isinstance(a, Send):
+                w = self._waiters.get(a.rid)
+                if w is not None:
+                    w.set((a.cid, a.reused))
+                else:  # its request is gone: the connection goes back
+                    self._run(self.policy.released(a.cid, time.monotonic()))
+            elif isinstance(a, Connect):
+                self._connecting[a.cid] = gevent.spawn(self._open, a.cid)
+            elif isinstance(a, Close):
+                conn = self._conns.pop(a.cid, None)
+                if conn is not None:
+                    conn.close()
+            elif isinstance(a, Fail):
+                w = self._waiters.get(a.rid)
+                if w is not None:
+                    w.set_exception(TransportError(a.kind, a.detail))
+
+    def _open(self, cid: int) -> None:
+        """Greenlet body of a connect: the socket goes to the pool, which says who gets it."""
+        try:
+            sock = open_socket(self.endpoint, self.timeout, self.source_ip, self.tls)
+        except TransportError as e:
+            self._connecting.pop(cid, None)
+            self._run(self.policy.connect_failed(cid, e.kind, e.detail or str(e), time.monotonic()))
+            return
+        self._connecting.pop(cid, None)
+        self.connections_opened += 1
+        self._conns[cid] = HttpConnection(sock)
+        self._run(self.policy.connected(cid, time.monotonic()))
+
+    def close(self) -> None:
+        """Close every connection; requests waiting or running get transport_closed."""
+        self._closed = True
+        self._run(self.policy.shutdown())
+        for g in list(self._connecting.values()):
+            g.kill(block=False)
+        self._connecting.clear()
+        for conn in list(self._conns.values()):
+            conn.close()  # a running request wakes with an error and reports `closed`
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns) + len(self._connecting)

@@ -1,0 +1,213 @@
+"""`DelayProxy`: a TLS-terminating TCP proxy on 127.0.0.1 that decides a connection race on purpose
+(issue 13, part 2), and records which client connection carried which request.
+
+Two delays, each optional:
+- `connect_delay_s`: a new connection becomes usable only that long after it is accepted;
+  established connections are forwarded at once;
+- `hold_first_post_s`: the answer to the first POST of each Engine.IO session (the CONNECT POST)
+  reaches the client that much later; everything else is forwarded at once.
+
+Why TLS: a user-space proxy cannot delay a TCP handshake -- the kernel completes it for any
+listening socket before accept() -- so a client would count a "slowly accepted" connection as
+connected at once. Over TLS a connection is usable when its handshake ends, which needs the
+proxy's ServerHello: holding that back is a slow connection, as seen by any client (sioscale's
+open_socket, or a browser's SSL connect job). The proxy offers no ALPN, so clients speak HTTP/1.1.
+
+The record is the proxy's own: the bytes each client connection carried, parsed into request
+lines (`conns[i].requests`), with the node named by the answer's `x-served-by` header. It runs in
+the test process's gevent hub, like the client; every greenlet and socket ends with `close()`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+import gevent
+from gevent import socket as gsocket
+from gevent import ssl
+
+from contract.wire import NODE_HEADER
+
+
+@dataclass
+class Req:
+    method: str
+    target: str
+    t: float  # monotonic time the proxy saw its head
+    node: str = ""  # from the answer's node header
+    held: bool = False
+    hold_done: bool = False
+
+    @property
+    def sid(self) -> str:
+        return parse_qs(urlsplit(self.target).query).get("sid", [""])[0]
+
+
+@dataclass
+class Conn:
+    no: int  # accept order, from 1
+    accepted: float
+    ready: float = 0.0  # TLS handshake done (the client may use it from here)
+    requests: list[Req] = field(default_factory=list)
+
+
+class DelayProxy:
+    """Listen on 127.0.0.1 (`url`), terminate TLS with `cert_file`/`key_file`, forward plain TCP
+    to `upstream`."""
+
+    def __init__(self, upstream: tuple[str, int], cert_file: str, key_file: str, connect_delay_s: float = 0.0,
+                 hold_first_post_s: float = 0.0) -> None:
+        self.upstream = upstream
+        self.connect_delay_s = connect_delay_s
+        self.hold_first_post_s = hold_first_post_s
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert_file, key_file)
+        self.conns: list[Conn] = []
+        self._posted: set[str] = set()  # sessions whose first POST was seen
+        self._socks: list = []
+        self._greenlets: set[gevent.Greenlet] = set()
+        self._lsock = gsocket.socket()
+        self._lsock.bind(("127.0.0.1", 0))
+        self._lsock.listen(64)
+        self.port = self._lsock.getsockname()[1]
+        self._accepter = gevent.spawn(self._accept)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def reset(self, connect_delay_s: float | None = None, hold_first_post_s: float | None = None) -> None:
+        """A fresh record (and optionally new delays) for the next trial."""
+        self.conns = []
+        self._posted = set()
+        if connect_delay_s is not None:
+            self.connect_delay_s = connect_delay_s
+        if hold_first_post_s is not None:
+            self.hold_first_post_s = hold_first_post_s
+
+    def close(self) -> None:
+        self._accepter.kill(block=True, timeout=2)
+        self._lsock.close()
+        for s in self._socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        gevent.killall(list(self._greenlets), block=True, timeout=2)
+
+    def _spawn(self, fn, *args) -> gevent.Greenlet:
+        g = gevent.spawn(fn, *args)
+        self._greenlets.add(g)
+        g.link(self._greenlets.discard)
+        return g
+
+    def _accept(self) -> None:
+        while True:
+            sock, _ = self._lsock.accept()
+            self._socks.append(sock)
+            rec = Conn(len(self.conns) + 1, time.monotonic())
+            self.conns.append(rec)
+            self._spawn(self._serve, sock, rec)
+
+    def _serve(self, sock, rec: Conn) -> None:
+        up = None
+        try:
+            if self.connect_delay_s:
+                gevent.sleep(self.connect_delay_s)
+            sock = self.ctx.wrap_socket(sock, server_side=True)  # the handshake: now it is usable
+            self._socks.append(sock)
+            rec.ready = time.monotonic()
+            up = gsocket.create_connection(self.upstream, timeout=5)
+            up.settimeout(None)
+            self._socks.append(up)
+            a = self._spawn(self._client_to_server, sock, up, rec)
+            b = self._spawn(self._server_to_client, up, sock, rec)
+            gevent.joinall([a, b], count=1)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            for s in (sock, up):
+                if s is not None:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+    def _client_to_server(self, src, dst, rec: Conn) -> None:
+        try:
+            self._c2s(src, dst, rec)
+        except (OSError, ssl.SSLError):
+            pass  # either side went away: _serve closes both
+
+    def _c2s(self, src, dst, rec: Conn) -> None:
+        """Forward at once; parse request heads (and skip Content-Length bodies) to record them."""
+        buf = b""
+        body_left = 0
+        raw = False  # after a WebSocket upgrade: frames, not requests
+        while data := src.recv(65536):
+            if not raw:
+                buf += data
+                while True:
+                    if body_left:
+                        n = min(body_left, len(buf))
+                        buf, body_left = buf[n:], body_left - n
+                        if body_left:
+                            break
+                    end = buf.find(b"\r\n\r\n")
+                    if end < 0:
+                        break
+                    head, buf = buf[:end].decode("latin-1"), buf[end + 4:]
+                    raw = self._record(head, rec)
+                    body_left = _content_length(head)
+                    if raw:
+                        break
+            dst.sendall(data)
+        dst.shutdown(gsocket.SHUT_WR)
+
+    def _record(self, head: str, rec: Conn) -> bool:
+        """One request head seen on `rec`; True when it upgrades the connection."""
+        method, target = (head.split("\r\n", 1)[0].split(" ") + ["", ""])[:2]
+        req = Req(method, target, time.monotonic())
+        if method == "POST" and self.hold_first_post_s and req.sid and req.sid not in self._posted:
+            self._posted.add(req.sid)
+            req.held = True
+        rec.requests.append(req)
+        return "upgrade: websocket" in head.lower()
+
+    def _server_to_client(self, src, dst, rec: Conn) -> None:
+        try:
+            self._s2c(src, dst, rec)
+        except (OSError, ssl.SSLError):
+            pass
+
+    def _s2c(self, src, dst, rec: Conn) -> None:
+        """Forward at once, except the first bytes of a held answer, which wait `hold_first_post_s`."""
+        while data := src.recv(65536):
+            req = rec.requests[-1] if rec.requests else None
+            if req is not None:
+                if req.held and not req.hold_done:
+                    req.hold_done = True
+                    gevent.sleep(self.hold_first_post_s)
+                if not req.node:
+                    req.node = _node(data)
+            dst.sendall(data)
+
+
+def _content_length(head: str) -> int:
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            return int(value.strip())
+    return 0
+
+
+def _node(data: bytes) -> str:
+    """The node header's value in a response's first bytes ("" when absent)."""
+    text = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    for line in text.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == NODE_HEADER:
+            return value.strip()
+    return ""

@@ -1,0 +1,114 @@
+"""Issue 13, part 2 (sioscale's side): the connection race decided on purpose.
+
+A delay proxy (tests/_delayproxy.py) sits in front of HAProxy `l4-round-robin` over 3 real
+python-socketio nodes; under L4 each TCP connection reaches the next node, so the connection a
+request rides decides the node it reaches. The proxy's own record of which client connection
+carried which request is what is asserted, not the client's idea of it.
+
+- (a) new connections are usable 50 ms after they are accepted, the CONNECT POST answers at once:
+  with `--sio-http-pool browser` the first poll GET waits in the pool and rides the handshake's
+  connection, which the POST releases first (same node: the session connects);
+- (b) connections are usable at once, the CONNECT POST's answer is held 50 ms: the GET rides the
+  new connection (another node: `session_unknown`);
+- `node` (today's client) binds the GET to a connection of its own in both regimes.
+Each regime runs several times: the outcome must hold every time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import gevent
+import pytest
+from locust.env import Environment
+from locust.event import Events
+
+from contract.config import ClusterConfig
+from locustfiles.sio import SocketIOUser
+from targets.cluster import Cluster
+from targets.tls import make_tls
+from tests._delayproxy import Conn, DelayProxy
+
+pytestmark = pytest.mark.slow
+
+DELAY_S = 0.05  # the issue's 50 ms
+TRIALS = 3
+
+
+class Person(SocketIOUser):
+    abstract = False
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DelayProxy, str]]:
+    tls = make_tls(Path(tmp_path_factory.mktemp("tls")))
+    with Cluster(ClusterConfig(nodes=3, balancer="haproxy", policy="l4-round-robin")) as c:
+        p = DelayProxy(("127.0.0.1", c.balancer_port), str(tls.cert_file), str(tls.key_file))
+        try:
+            yield p, str(tls.ca_file)
+        finally:
+            p.close()
+
+
+def _trial(proxy: DelayProxy, ca_file: str, pool: str) -> tuple[bool, list[Conn]]:
+    """One person connects through the proxy; (connected?, the proxy's connections record)."""
+    env = Environment(events=Events(), host=proxy.url)
+    env.parsed_options = argparse.Namespace(sio_timeout=5.0, sio_reconnect="false", sio_http_pool=pool,
+                                            sio_ca_file=ca_file)
+    u = Person(env)
+    try:
+        ok = u.connect()
+        gevent.sleep(0.1)  # the losing connect finishes; the record settles
+        return ok, copy.deepcopy(proxy.conns)  # as it stood: the teardown's close POST comes next
+    finally:
+        u._teardown()
+        gevent.sleep(0.05)
+
+
+def _where(conns: list[Conn]) -> dict[str, tuple[int, str]]:
+    """(connection number, node) of the handshake GET, the CONNECT POST and the first poll GET."""
+    seen: list[tuple[float, str, int, str]] = []
+    for c in conns:
+        for r in c.requests:
+            polling = "transport=polling" in r.target
+            key = "" if not polling else "post" if r.method == "POST" else "poll" if r.sid else "handshake"
+            if key:
+                seen.append((r.t, key, c.no, r.node))
+    out: dict[str, tuple[int, str]] = {}
+    for _t, key, no, node in sorted(seen):
+        out.setdefault(key, (no, node))
+    return out
+
+
+@pytest.mark.parametrize("pool", ["browser", "node"])
+def test_regime_a_slow_connects(proxy: tuple[DelayProxy, str], pool: str) -> None:
+    p, ca = proxy
+    for _ in range(TRIALS):
+        p.reset(connect_delay_s=DELAY_S, hold_first_post_s=0.0)
+        ok, conns = _trial(p, ca, pool)
+        w = _where(conns)
+        assert w["post"][0] == w["handshake"][0], w  # both pools: the POST reuses the idle handshake connection
+        if pool == "browser":
+            assert w["poll"] == w["handshake"], w  # the GET took the released connection: same node
+            assert ok, w
+            assert any(not c.requests for c in conns), w  # the connect the GET started lost: open, unused
+            ws = [c for c in conns if any("transport=websocket" in r.target for r in c.requests)]
+            assert ws and all(len(c.requests) == 1 for c in ws), w  # the upgrade: a connection of its own
+        else:
+            assert w["poll"][0] != w["handshake"][0], w  # bound to its own new connection
+            assert w["poll"][1] != w["handshake"][1] and not ok, w  # L4: another node, session unknown
+
+
+@pytest.mark.parametrize("pool", ["browser", "node"])
+def test_regime_b_held_post_answer(proxy: tuple[DelayProxy, str], pool: str) -> None:
+    p, ca = proxy
+    for _ in range(TRIALS):
+        p.reset(connect_delay_s=0.0, hold_first_post_s=DELAY_S)
+        ok, conns = _trial(p, ca, pool)
+        w = _where(conns)
+        assert w["post"][0] == w["handshake"][0], w
+        assert w["poll"][0] != w["handshake"][0], w  # the new connection was up first
+        assert w["poll"][1] != w["handshake"][1] and not ok, w  # L4: another node, session unknown

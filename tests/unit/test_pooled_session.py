@@ -1,0 +1,158 @@
+"""`PooledHttpSession` (--sio-http-pool browser) on real loopback sockets: keep-alive semantics.
+
+A small gevent server answers each request as its script says; the client's own record
+(`served`: which pooled connection carried which request) and the server's count of accepted
+connections are compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gevent
+import pytest
+from gevent.server import StreamServer
+
+from locustfiles.sio.transport import TransportError
+from locustfiles.sio.transport.net import Endpoint
+from locustfiles.sio.transport.pool import PoolPolicy
+from locustfiles.sio.transport.pooled import PooledHttpSession
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class Script:
+    """Answers the n-th request (over all connections) with `answers[n]`:
+    "ok", "close" (Connection: close), "http10", "drop" (close unanswered), "ok+fin" (answer, then
+    close the idle connection), "slow" (answer after 0.3 s)."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.n = 0
+        self.accepted = 0
+
+    def handle(self, sock, _addr) -> None:
+        self.accepted += 1
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = sock.recv(4096)
+                    if not data:
+                        return
+                    buf += data
+                _head, buf = buf.split(b"\r\n\r\n", 1)
+                what = self.answers[self.n] if self.n < len(self.answers) else "ok"
+                self.n += 1
+                if what == "drop":
+                    return
+                if what == "slow":
+                    gevent.sleep(0.3)
+                if what == "close":
+                    sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+                    return
+                if what == "http10":
+                    sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    continue
+                sock.sendall(OK)
+                if what == "ok+fin":
+                    gevent.sleep(0.05)
+                    return
+        finally:
+            sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    servers: list[StreamServer] = []
+
+    def start(answers: list[str]) -> tuple[Script, PooledHttpSession]:
+        script = Script(answers)
+        srv = StreamServer(("127.0.0.1", 0), script.handle)
+        srv.start()
+        servers.append(srv)
+        return script, PooledHttpSession(Endpoint.from_url(f"http://127.0.0.1:{srv.server_port}"), timeout=3.0)
+
+    yield start
+    for s in servers:
+        s.stop(timeout=1)
+
+
+def _get(http: PooledHttpSession) -> bytes:
+    return http.request("GET", "/x").body
+
+
+def test_keep_alive_reuses_one_connection(serve) -> None:
+    script, http = serve(["ok", "ok", "ok"])
+    assert [_get(http) for _ in range(3)] == [b"ok"] * 3
+    assert script.accepted == 1 and [c for _, c in http.served] == [1, 1, 1]
+    http.close()
+
+
+@pytest.mark.parametrize("answer", ["close", "http10"])
+def test_connection_close_or_http10_retires_the_connection(serve, answer: str) -> None:
+    script, http = serve([answer, "ok"])
+    assert _get(http) == b"ok" and _get(http) == b"ok"
+    assert script.accepted == 2 and [c for _, c in http.served] == [1, 2]
+    assert http.open_connections == 1
+    http.close()
+
+
+def test_a_connection_the_server_closed_while_idle_is_dropped_before_reuse(serve) -> None:
+    script, http = serve(["ok+fin", "ok"])
+    assert _get(http) == b"ok"
+    gevent.sleep(0.2)  # the server's FIN has arrived
+    assert _get(http) == b"ok"
+    assert script.accepted == 2 and [c for _, c in http.served] == [1, 2]  # no request sent on the dead one
+
+
+def test_a_reused_connection_that_fails_before_any_answer_is_retried_once(serve) -> None:
+    script, http = serve(["ok", "drop", "ok"])
+    assert _get(http) == b"ok"
+    assert _get(http) == b"ok"  # sent on 1 (reused), dropped unanswered, sent again on a new connection
+    assert [c for _, c in http.served] == [1, 1, 2] and script.accepted == 2
+    http.close()
+
+
+def test_a_fresh_connection_that_fails_is_not_retried(serve) -> None:
+    script, http = serve(["drop", "ok"])
+    with pytest.raises(TransportError) as e:
+        _get(http)
+    assert e.value.kind == "transport_closed" and script.accepted == 1
+    assert http.open_connections == 0 and not http.policy.conns
+    http.close()
+
+
+def test_concurrent_requests_wait_for_the_first_free_connection(serve) -> None:
+    """Two slots: the third request is handed whichever of the first two frees first."""
+    script, http = serve(["slow", "ok", "ok"])
+    http.policy = PoolPolicy(max_connections=2)
+    gs = [gevent.spawn(_get, http) for _ in range(3)]
+    gevent.joinall(gs, timeout=3, raise_error=True)
+    assert [g.value for g in gs] == [b"ok"] * 3
+    carried = [c for _, c in http.served]
+    assert script.accepted == 2 and carried[2] == carried[1] != carried[0]
+    http.close()
+
+
+def test_a_request_that_times_out_waiting_leaves_the_pool_consistent(serve) -> None:
+    _script, http = serve(["slow", "ok"])
+    http.policy = PoolPolicy(max_connections=1)
+    first = gevent.spawn(_get, http)
+    gevent.sleep(0.05)
+    with pytest.raises(TransportError) as e:
+        http.request("GET", "/y", timeout=0.1)
+    assert e.value.kind == "timeout" and not http.policy.waiting
+    assert first.get(timeout=2) == b"ok" and _get(http) == b"ok"
+    http.close()
+
+
+def test_close_wakes_waiting_and_running_requests(serve) -> None:
+    _script, http = serve(["slow", "ok"])
+    http.policy = PoolPolicy(max_connections=1)
+    gs = [gevent.spawn(_get, http) for _ in range(2)]
+    gevent.sleep(0.05)
+    http.close()
+    gevent.joinall(gs, timeout=2)
+    assert all(isinstance(g.exception, TransportError) and g.exception.kind == "transport_closed" for g in gs)
+    assert http.open_connections == 0
