@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gevent
@@ -294,14 +295,22 @@ class HttpSession:
         content_type: str | None = None,
     ) -> HttpResponse:
         """One request on a free keep-alive connection; a classified TransportError on failure."""
+        def send(deadline: float) -> HttpResponse:
+            with self._slots:
+                return self._request(method, target, body, content_type, deadline)
+
+        return self._bounded(method, timeout, send)
+
+    def _bounded(self, method: str, timeout: float | None, send: Callable[[float], HttpResponse]) -> HttpResponse:
+        """send(deadline) under the request's whole-time bound: its gevent.Timeout becomes a `timeout` TransportError
+        (a Timeout that is not ours propagates); one rule for this session and the pooled one."""
         if self._closed:
             raise TransportError("transport_closed", "HTTP session closed")
         seconds = timeout if timeout is not None else self.timeout
         timer = gevent.Timeout(seconds)
         timer.start()
         try:
-            with self._slots:
-                return self._request(method, target, body, content_type, time.monotonic() + seconds)
+            return send(time.monotonic() + seconds)
         except gevent.Timeout as t:
             if t is not timer:
                 raise

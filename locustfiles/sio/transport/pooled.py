@@ -104,18 +104,8 @@ class PooledHttpSession(HttpSession):
         """One request on the connection the pool hands it; a classified TransportError on failure."""
         if self._closed:
             raise TransportError("transport_closed", "HTTP session closed")
-        seconds = timeout if timeout is not None else self.timeout
         raw = self._raw(method, target, body, content_type)
-        timer = gevent.Timeout(seconds)
-        timer.start()
-        try:
-            return self._pooled(method, raw, time.monotonic() + seconds)
-        except gevent.Timeout as t:
-            if t is not timer:
-                raise
-            raise TransportError("timeout", f"{method} no response within {timer.seconds:g}s") from None
-        finally:
-            timer.close()
+        return self._bounded(method, timeout, lambda deadline: self._pooled(method, raw, deadline))
 
     def _pooled(self, method: str, raw: bytes, deadline: float) -> HttpResponse:
         for attempt in (0, 1):
