@@ -640,7 +640,7 @@ def cluster_cgroup_reader(cluster: Any) -> CgroupReader | None:
 
 
 def cluster_sampler(cluster: Any, run_dir: Path, run: str, cgroup_reader: CgroupReader | None = None,
-                    interval: float = INTERVAL_S, timeout: float = TIMEOUT_S,
+                    interval: float = INTERVAL_S, timeout: float = TIMEOUT_S, node_timeout: float = NODE_TIMEOUT_S,
                     scrape: Iterable[tuple[str, str]] = ()) -> Sampler:
     """A Sampler of a started targets.cluster.Cluster, writing RUN_DIR/resources.csv (not started yet).
 
@@ -654,7 +654,7 @@ def cluster_sampler(cluster: Any, run_dir: Path, run: str, cgroup_reader: Cgroup
                    redis_url=cluster.redis_url if c.adapter in REDIS_ADAPTERS else None,
                    redis_is_ours=cluster.redis is not None, haproxy_socket=haproxy,
                    ssl_context=cluster.ssl_context, cgroup_reader=cgroup_reader, interval=interval, timeout=timeout,
-                   scrape=scrape)
+                   node_timeout=node_timeout, scrape=scrape)
 
 
 def scrape_sampler(run_dir: Path, run: str, scrape: Iterable[tuple[str, str]], interval: float = INTERVAL_S,

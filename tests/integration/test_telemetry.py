@@ -52,7 +52,9 @@ def test_every_component_every_second_and_a_hung_then_killed_node_gives_warnings
         c = socketio.SimpleClient()
         c.connect(cluster.url, transports=["websocket"], wait_timeout=5)
         clients.append(c)
-    sampler = tm.cluster_sampler(cluster, tmp_path, "it").start()
+    # node reads bounded like the others here (0.5 s), so a 2 s hang shows as timeouts within it; the default
+    # 3 s bound, whose late readings come at a later tick, is tests/unit/test_telemetry.py's
+    sampler = tm.cluster_sampler(cluster, tmp_path, "it", node_timeout=0.5).start()
     pid = cluster.nodes["n2"].pid or 0
     try:
         time.sleep(2.3)
