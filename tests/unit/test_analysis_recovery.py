@@ -1,0 +1,56 @@
+"""summary.json `configs[].recovery` from hand-made rows (analysis/recovery.py), and its verdict."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.recovery import RECOVERY_KEYS, recovery_block, recovery_verdict
+from analysis.summary import ConfigEntry
+
+
+def _rows(*rows: tuple[str, int, float | None]) -> pd.DataFrame:
+    return pd.DataFrame([{"config": "c", "step": s, "ok": ok, "latency_ms": lat} for s, ok, lat in rows])
+
+
+def test_counts_lost_sessions_recovered_and_the_reconnect_p95() -> None:
+    ev = _rows(
+        ("connect", 1, 5.0), ("connect", 1, 5.0), ("connect", 1, 5.0), ("connect", 1, 5.0),
+        ("disconnect", 0, None), ("disconnect", 0, None), ("disconnect", 0, None),  # lost (cut, ping timeout)
+        ("disconnect", 1, 1.0),  # the client's own "io client disconnect": not a loss
+        ("reconnect", 0, 900.0),  # a failed attempt: no reconnect time
+        *[("reconnect", 1, float(ms)) for ms in (100, 200, 300)],
+        ("recover", 1, 10.0), ("recover", 1, 12.0), ("recover", 0, 11.0),
+    )
+    b = recovery_block(ev)
+    assert b is not None and tuple(b) == RECOVERY_KEYS
+    assert (b["disconnects"], b["recovered"], b["recovered_ratio"]) == (3, 2, round(2 / 3, 4))
+    assert b["p95_reconnect_ms"] == 290.0  # numpy's linear p95 of 100, 200, 300
+    assert (b["missed"], b["duplicated"], b["reordered"]) == (None, None, None)  # not measured, never 0
+
+
+def test_no_loss_no_block_and_no_recovery_asked_has_no_ratio() -> None:
+    assert recovery_block(_rows(("connect", 1, 5.0), ("disconnect", 1, 1.0))) is None
+    assert recovery_block(None) is None and recovery_block(pd.DataFrame()) is None
+    b = recovery_block(_rows(("disconnect", 0, None), ("reconnect", 1, 1500.0)))
+    assert b is not None and b["recovered_ratio"] is None and b["recovered"] == 0 and b["p95_reconnect_ms"] == 1500.0
+    assert recovery_verdict(b, "redis") == "redis: 1 sessions lost, no recovery asked (the server offered none), " \
+        "p95 reconnect 1500 ms; messages missed not measured"
+
+
+def test_verdict_per_config_with_recovery_attempts() -> None:
+    ev = _rows(*[("disconnect", 0, None)] * 4, *[("recover", 1, 3.0)] * 3, ("recover", 0, 3.0))
+    said = recovery_verdict(recovery_block(ev), "redis-streams")
+    assert said == ("redis-streams + recovery: 75% of recovery attempts recovered the session (3), 4 sessions "
+                    "lost; messages missed not measured")
+    assert recovery_verdict(None, "memory") is None
+
+
+def test_block_survives_summary_json_and_old_summaries_have_none() -> None:
+    b = recovery_block(_rows(("disconnect", 0, None), ("recover", 0, 3.0)))
+    e = ConfigEntry(name="c", recovery=b)
+    j = e.to_json()
+    keys = list(j)
+    assert keys.index("recovery") == keys.index("faults") + 1
+    assert ConfigEntry.from_json(j).recovery == b and b["recovered_ratio"] == 0.0
+    assert ConfigEntry.from_json({"name": "old"}).recovery is None
+    assert ConfigEntry.from_json({"name": "odd", "recovery": [1]}).recovery is None
