@@ -26,25 +26,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import aggregates as A
+
 RECOVERY_KEYS = ("disconnects", "recovered", "recovered_ratio", "missed", "duplicated", "reordered",
                  "p95_reconnect_ms")
 
 
-def recovery_block(events: pd.DataFrame | None) -> dict[str, Any] | None:
-    """One config's block from its event rows (columns step, ok, latency_ms); None without any
-    disconnection, reconnect or recover row (nothing to say: the block is absent, not zeros)."""
-    if events is None or not len(events) or "step" not in events.columns:
+def recovery_block(events: pd.DataFrame | None, cells: pd.DataFrame | None = None) -> dict[str, Any] | None:
+    """One config's block; None without any lost session, reconnect or recover (absent, not zeros).
+
+    From the config's aggregate `cells` when there are any (exact counts and the latency
+    histograms: a schema-2 run's rows carry no latency), else from its rows (columns step, ok,
+    latency_ms: a schema-1 run, or hand-made rows).
+    """
+    if cells is not None and len(cells) and {"step", "ok", "count"} <= set(cells.columns):
+        counts, p95 = _from_cells(cells)
+    elif events is not None and len(events) and "step" in events.columns:
+        counts, p95 = _from_rows(events)
+    else:
         return None
-    step = events["step"].astype(str)
-    ok = pd.to_numeric(events["ok"], errors="coerce").fillna(0).astype(int) == 1
-    lost = int(((step == "disconnect") & ~ok).sum())
-    attempts = int((step == "recover").sum())
-    recovered = int(((step == "recover") & ok).sum())
-    rec = (step == "reconnect") & ok
-    if not lost and not attempts and not rec.any():
+    lost, attempts, recovered, reconnected = counts
+    if not lost and not attempts and not reconnected:
         return None
-    lat = pd.to_numeric(events.loc[rec, "latency_ms"], errors="coerce").dropna().to_numpy(dtype=float) \
-        if "latency_ms" in events.columns else np.array([])
     return {
         "disconnects": lost,
         "recovered": recovered,
@@ -52,8 +55,37 @@ def recovery_block(events: pd.DataFrame | None) -> dict[str, Any] | None:
         "missed": None,
         "duplicated": None,
         "reordered": None,
-        "p95_reconnect_ms": round(float(np.percentile(lat, 95)), 1) if len(lat) else None,
+        "p95_reconnect_ms": round(p95, 1) if p95 is not None else None,
     }
+
+
+def _from_rows(events: pd.DataFrame) -> tuple[tuple[int, int, int, int], float | None]:
+    """(lost, recover attempts, recovered, ok reconnects) and the ok reconnects' p95 from rows."""
+    step = events["step"].astype(str)
+    ok = pd.to_numeric(events["ok"], errors="coerce").fillna(0).astype(int) == 1
+    rec = (step == "reconnect") & ok
+    lat = (pd.to_numeric(events.loc[rec, "latency_ms"], errors="coerce").dropna().to_numpy(dtype=float)
+           if "latency_ms" in events.columns else np.array([]))
+    counts = (int(((step == "disconnect") & ~ok).sum()), int((step == "recover").sum()),
+              int(((step == "recover") & ok).sum()), int(rec.sum()))
+    return counts, float(np.percentile(lat, 95)) if len(lat) else None
+
+
+def _from_cells(cells: pd.DataFrame) -> tuple[tuple[int, int, int, int], float | None]:
+    """The same from aggregate cells: counts summed, the p95 read from the merged histogram."""
+    step = cells["step"].astype(str)
+    ok = pd.to_numeric(cells["ok"], errors="coerce").fillna(0).astype(int) == 1
+    n = pd.to_numeric(cells["count"], errors="coerce").fillna(0).astype(int)
+    rec = (step == "reconnect") & ok
+    counts = (int(n[(step == "disconnect") & ~ok].sum()), int(n[step == "recover"].sum()),
+              int(n[(step == "recover") & ok].sum()), int(n[rec].sum()))
+    p95 = None
+    sel = cells[rec]
+    if len(sel) and "hist_bucket" in cells.columns:
+        merged = A.merge(sel.assign(_all="all"), by=("_all",))
+        q = A.quantiles(merged, [0.95])
+        p95 = float(q[0, 0]) if len(q) and np.isfinite(q[0, 0]) else None
+    return counts, p95
 
 
 def recovery_verdict(block: dict[str, Any] | None, adapter: Any) -> str | None:

@@ -244,7 +244,8 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
     # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
     entry.faults = [{k: f.get(k) for k in (*_FAULT_BASE, *_FAULT_EXTRAS) if k in _FAULT_BASE or k in f}
                     for f in (meta.get("faults") or []) if isinstance(f, dict)]
-    entry.recovery = recovery_block(frames.events[frames.events["config"] == name] if len(frames.events) else None)
+    entry.recovery = recovery_block(frames.events[frames.events["config"] == name] if len(frames.events) else None,
+                                    cfg_cells)
     entry.checks = _checks(entry, thresholds)
     entry.verdicts = config_verdicts(entry)
     entry.description = describe(entry)

@@ -54,3 +54,19 @@ def test_block_survives_summary_json_and_old_summaries_have_none() -> None:
     assert ConfigEntry.from_json(j).recovery == b and b["recovered_ratio"] == 0.0
     assert ConfigEntry.from_json({"name": "old"}).recovery is None
     assert ConfigEntry.from_json({"name": "odd", "recovery": [1]}).recovery is None
+
+
+def test_cells_give_the_same_counts_and_a_p95_when_rows_carry_no_latency() -> None:
+    from analysis.aggregates import aggregates_from_rows
+
+    rows = _rows(*[("disconnect", 0, None)] * 3, ("disconnect", 1, 1.0), ("reconnect", 0, 50.0),
+                 *[("reconnect", 1, float(ms)) for ms in range(100, 2100, 100)], ("recover", 1, 3.0),
+                 ("recover", 0, 3.0))
+    rows = rows.assign(ts=1.7e9, name=rows["step"], node="n1", transport="websocket", error_kind="")
+    cells = aggregates_from_rows(rows)
+    stripped = rows.assign(latency_ms=float("nan"))  # a schema-2 run's kept rows
+    b = recovery_block(stripped, cells)
+    assert b is not None and (b["disconnects"], b["recovered"], b["recovered_ratio"]) == (3, 1, 0.5)
+    exact = recovery_block(rows)["p95_reconnect_ms"]  # type: ignore[index]
+    assert exact == 1905.0 and abs(b["p95_reconnect_ms"] - exact) / exact < 0.05  # histogram buckets
+    assert recovery_block(stripped)["p95_reconnect_ms"] is None  # type: ignore[index]
