@@ -13,9 +13,11 @@ counts here are exact.
   reconnects that carried a pid), None without attempts. A client that never received an event has
   no offset, yet still asks: the server decides, and a refusal counts as an attempt not recovered.
 - p95_reconnect_ms: p95 of the ok `reconnect` rows' latency (loss → connected), None without.
-- missed / duplicated / reordered: None. The client counts duplicates and offsets that go backwards
-  per user (locustfiles/sio/protocol/recovery.py `counts`), but no run ships them to the run
-  directory yet, and messages missed per receiver need chat.py's sequence-numbered stream (issue 14
+- duplicated / reordered: the client's recovery counters `duplicated` (an offset seen twice) and
+  `backwards` (an offset older than the one before), counted per user (locustfiles/sio/protocol/
+  recovery.py), shipped as counts in the event log batches and summed in sio_stats.json `recovery`.
+  Only events that carry an offset (recovery on) can be judged: with recovery off they are 0.
+- missed: None. Messages missed per receiver need chat.py's sequence-numbered stream (issue 14
   part 4), not built yet. None says "not measured", never 0.
 """
 
@@ -32,12 +34,15 @@ RECOVERY_KEYS = ("disconnects", "recovered", "recovered_ratio", "missed", "dupli
                  "p95_reconnect_ms")
 
 
-def recovery_block(events: pd.DataFrame | None, cells: pd.DataFrame | None = None) -> dict[str, Any] | None:
+def recovery_block(events: pd.DataFrame | None, cells: pd.DataFrame | None = None,
+                   client: Any = None) -> dict[str, Any] | None:
     """One config's block; None without any lost session, reconnect or recover (absent, not zeros).
 
     From the config's aggregate `cells` when there are any (exact counts and the latency
     histograms: a schema-2 run's rows carry no latency), else from its rows (columns step, ok,
-    latency_ms: a schema-1 run, or hand-made rows).
+    latency_ms: a schema-1 run, or hand-made rows). `client`: sio_stats.json's `recovery`, the users'
+    recovery counters summed over every Locust process (absent in runs before they were shipped:
+    duplicated and reordered stay None then).
     """
     if cells is not None and len(cells) and {"step", "ok", "count"} <= set(cells.columns):
         counts, p95 = _from_cells(cells)
@@ -53,10 +58,18 @@ def recovery_block(events: pd.DataFrame | None, cells: pd.DataFrame | None = Non
         "recovered": recovered,
         "recovered_ratio": round(recovered / attempts, 4) if attempts else None,
         "missed": None,
-        "duplicated": None,
-        "reordered": None,
+        "duplicated": _count(client, "duplicated"),
+        "reordered": _count(client, "backwards"),
         "p95_reconnect_ms": round(p95, 1) if p95 is not None else None,
     }
+
+
+def _count(client: Any, key: str) -> int | None:
+    """A shipped counter (0 when shipped but never incremented); None when nothing was shipped."""
+    if not isinstance(client, dict):
+        return None
+    n = client.get(key, 0)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
 
 
 def _from_rows(events: pd.DataFrame) -> tuple[tuple[int, int, int, int], float | None]:

@@ -245,7 +245,7 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
     entry.faults = [{k: f.get(k) for k in (*_FAULT_BASE, *_FAULT_EXTRAS) if k in _FAULT_BASE or k in f}
                     for f in (meta.get("faults") or []) if isinstance(f, dict)]
     entry.recovery = recovery_block(frames.events[frames.events["config"] == name] if len(frames.events) else None,
-                                    cfg_cells)
+                                    cfg_cells, (frames.sio_stats.get(name) or {}).get("recovery"))
     entry.checks = _checks(entry, thresholds)
     entry.verdicts = config_verdicts(entry)
     entry.description = describe(entry)

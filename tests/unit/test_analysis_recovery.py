@@ -70,3 +70,13 @@ def test_cells_give_the_same_counts_and_a_p95_when_rows_carry_no_latency() -> No
     exact = recovery_block(rows)["p95_reconnect_ms"]  # type: ignore[index]
     assert exact == 1905.0 and abs(b["p95_reconnect_ms"] - exact) / exact < 0.05  # histogram buckets
     assert recovery_block(stripped)["p95_reconnect_ms"] is None  # type: ignore[index]
+
+
+def test_shipped_client_counters_fill_duplicated_and_reordered() -> None:
+    ev = _rows(("disconnect", 0, None), ("recover", 1, 3.0))
+    b = recovery_block(ev, client={"attempts": 1, "recovered": 1, "duplicated": 2, "backwards": 5})
+    assert b is not None and (b["duplicated"], b["reordered"], b["missed"]) == (2, 5, None)
+    b = recovery_block(ev, client={})  # shipped, nothing counted
+    assert b is not None and (b["duplicated"], b["reordered"]) == (0, 0)
+    b = recovery_block(ev, client={"duplicated": -1, "backwards": "x"})  # a bad file: not a number
+    assert b is not None and (b["duplicated"], b["reordered"]) == (None, None)
