@@ -13,12 +13,14 @@ counts here are exact.
   reconnects that carried a pid), None without attempts. A client that never received an event has
   no offset, yet still asks: the server decides, and a refusal counts as an attempt not recovered.
 - p95_reconnect_ms: p95 of the ok `reconnect` rows' latency (loss → connected), None without.
-- duplicated / reordered: the client's recovery counters `duplicated` (an offset seen twice) and
-  `backwards` (an offset older than the one before), counted per user (locustfiles/sio/protocol/
-  recovery.py), shipped as counts in the event log batches and summed in sio_stats.json `recovery`.
-  Only events that carry an offset (recovery on) can be judged: with recovery off they are 0.
-- missed: None. Messages missed per receiver need chat.py's sequence-numbered stream (issue 14
-  part 4), not built yet. None says "not measured", never 0.
+- missed / duplicated / reordered, when the run's locustfile numbers its messages per sender
+  (chat.py: `stream_received` > 0): messages a receiver missed between two it received from one
+  sender (net of those that came late), received twice, received late (older than the last one).
+  Counted per receiver, shipped as counts, summed in sio_stats.json `recovery`. A lower bound:
+  what a receiver missed after its last receipt from a sender is not seen.
+- otherwise duplicated / reordered are the client's recovery counters `duplicated` (an offset seen
+  twice) and `backwards` (an offset older than the one before; across Redis Streams nodes this is
+  interleaving, not a per-sender reorder), and missed is None: "not measured", never 0.
 """
 
 from __future__ import annotations
@@ -57,11 +59,19 @@ def recovery_block(events: pd.DataFrame | None, cells: pd.DataFrame | None = Non
         "disconnects": lost,
         "recovered": recovered,
         "recovered_ratio": round(recovered / attempts, 4) if attempts else None,
-        "missed": None,
-        "duplicated": _count(client, "duplicated"),
-        "reordered": _count(client, "backwards"),
+        **_delivery(client),
         "p95_reconnect_ms": round(p95, 1) if p95 is not None else None,
     }
+
+
+def _delivery(client: Any) -> dict[str, int | None]:
+    """missed / duplicated / reordered: from chat.py's numbered stream when the run had one
+    (`stream_received` shipped), else duplicated / reordered from the recovery offsets and missed None."""
+    if isinstance(client, dict) and _count(client, "stream_received"):
+        missed, late = _count(client, "missed"), _count(client, "seq_reordered")
+        return {"missed": None if missed is None or late is None else max(0, missed - late),
+                "duplicated": _count(client, "seq_duplicated"), "reordered": late}
+    return {"missed": None, "duplicated": _count(client, "duplicated"), "reordered": _count(client, "backwards")}
 
 
 def _count(client: Any, key: str) -> int | None:

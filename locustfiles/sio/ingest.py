@@ -31,6 +31,9 @@ from locustfiles.sio.live import STATE_STEPS, normalize
 from locustfiles.sio.logstate import WorkerInfo, _State, _state
 from locustfiles.sio.protocol.recovery import COUNTERS as RECOVERY_COUNTERS
 
+SHIPPED_COUNTERS = frozenset((*RECOVERY_COUNTERS, "stream_received", "missed", "seq_duplicated", "seq_reordered"))
+"""What a batch's `recovery` may count: the client's recovery counters and chat.py's numbered stream."""
+
 log = logging.getLogger(__name__)
 
 BATCH_VERSION = 2
@@ -245,7 +248,7 @@ def _ingest_recovery(st: _State, worker_id: str, recovery: Any) -> None:
     if not isinstance(recovery, dict):
         _bad(st, "recovery", worker_id)
         return
-    good = {k: n for k, n in recovery.items() if k in RECOVERY_COUNTERS and type(n) is int and 0 <= n < MAX_COUNT}
+    good = {k: n for k, n in recovery.items() if k in SHIPPED_COUNTERS and type(n) is int and 0 <= n < MAX_COUNT}
     _bad(st, "recovery", worker_id, len(recovery) - len(good))
     st.live.add_recovery(good)
 
