@@ -80,3 +80,21 @@ def test_shipped_client_counters_fill_duplicated_and_reordered() -> None:
     assert b is not None and (b["duplicated"], b["reordered"]) == (0, 0)
     b = recovery_block(ev, client={"duplicated": -1, "backwards": "x"})  # a bad file: not a number
     assert b is not None and (b["duplicated"], b["reordered"]) == (None, None)
+
+
+def test_the_report_shows_a_failover_table_only_for_configs_with_a_block() -> None:
+    import jinja2
+
+    from analysis import report
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(report.Path(report.__file__).parent / "templates")))
+    src = env.loader.get_source(env, "report.html.j2")[0]  # type: ignore[union-attr]
+    i = src.index("{% set rec = s.configs|selectattr('recovery')|list %}")
+    part = src[i:src.index("</section>", i)]
+    env.filters["num"] = lambda v: "" if v is None else str(v)
+    b = {"disconnects": 9, "recovered": 0, "recovered_ratio": 0.0, "missed": 93, "duplicated": 0, "reordered": 0,
+         "p95_reconnect_ms": 1431.4}
+    html = env.from_string(part).render(s={"configs": [{"name": "redis-rec", "recovery": b},
+                                                         {"name": "quiet", "recovery": None}]})
+    assert "redis-rec" in html and "quiet" not in html and "0% (0)" in html and "1431 ms" in html
+    assert "Failover and recovery" not in env.from_string(part).render(s={"configs": [{"name": "q", "recovery": None}]})
