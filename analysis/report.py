@@ -31,6 +31,7 @@ from . import plots as P
 from . import resources as R
 from . import sessions as S
 from .load import CONFIG_KEYS, Frames, load_runs
+from .recovery import recovery_block
 from .summary import (
     SCHEMA,
     Broadcast,
@@ -253,12 +254,19 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
     entry.capacity = {**cap, **added}
     entry.redis_vs_memory = _redis_vs_memory_section(m.adapters, name)
     # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
-    entry.faults = [{k: f.get(k) for k in ("at", "action", "target", "error")}
+    entry.faults = [{k: f.get(k) for k in (*_FAULT_BASE, *_FAULT_EXTRAS) if k in _FAULT_BASE or k in f}
                     for f in (meta.get("faults") or []) if isinstance(f, dict)]
+    entry.recovery = recovery_block(frames.events[frames.events["config"] == name] if len(frames.events) else None,
+                                    cfg_cells, (frames.sio_stats.get(name) or {}).get("recovery"))
     entry.checks = _checks(entry, thresholds)
     entry.verdicts = config_verdicts(entry)
     entry.description = describe(entry)
     return entry, stats, fit
+
+
+_FAULT_BASE = ("at", "action", "target", "error")
+_FAULT_EXTRAS = ("fraction", "duration", "mode", "cut", "sessions", "cut_by_node", "down_s")
+"""What blip / pause_node / restart_node add to a fault's record (issue 14), kept only where present."""
 
 
 def _connections_section(conn: pd.DataFrame, name: str) -> Connections:

@@ -217,6 +217,7 @@ class ConfigEntry:
     capacity: dict[str, Any] = field(default_factory=dict)
     redis_vs_memory: dict[str, Any] | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
+    recovery: dict[str, Any] | None = None  # analysis.recovery.recovery_block; None without lost sessions
     sessions: dict[str, Any] | None = None  # analysis.sessions.session_summary: how connected sessions ended
     resources: dict[str, Any] | None = None  # analysis.resources.analyse's section; None without resources.csv
     checks: dict[str, CheckOutcome] = field(default_factory=dict)
@@ -247,7 +248,7 @@ class ConfigEntry:
         for key in ("failures", "nodes", "capacity", "options"):
             if key in kw:
                 kw[key] = _obj(kw[key])
-        for key in ("generator", "redis_vs_memory", "resources", "sessions"):
+        for key in ("generator", "redis_vs_memory", "recovery", "resources", "sessions"):
             if key in kw and not isinstance(kw[key], dict):
                 kw[key] = None
         return cls(**kw)

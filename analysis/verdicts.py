@@ -12,6 +12,7 @@ from typing import Any
 from contract.fmt import num
 
 from .capacity import GENERATOR_SATURATED
+from .recovery import recovery_verdict
 from .resources import binding_text
 from .sessions import idle_timeout_verdict, sessions_verdict
 from .summary import ConfigEntry, NodeSwitch
@@ -93,7 +94,8 @@ def config_verdicts(entry: Cfg, nodes_used_note: bool = True) -> list[str]:
     out.extend(generator_verdicts(cfg))
     out.extend(capacity_verdicts(cfg))
     out.extend(resource_verdicts(cfg))
-    return out
+    said = recovery_verdict(cfg.recovery, cfg.config.adapter)
+    return [*out, said] if said else out
 
 
 def connection_verdict(entry: Cfg, who: str) -> str:

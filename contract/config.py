@@ -184,7 +184,12 @@ class Step:
     hold: float
 
 
-FAULT_ACTIONS = ("stop_node", "start_node", "stop_redis", "start_redis", "stop_balancer", "start_balancer")
+FAULT_ACTIONS = ("stop_node", "start_node", "stop_redis", "start_redis", "stop_balancer", "start_balancer",
+                 "blip", "pause_node", "restart_node")
+BLIP_MODES = ("cut", "silent")
+BLIP_MODES_BUILT = ("cut",)
+"""`silent` (the client drops its connection without a FIN) is pinned by issue 14 but not built yet."""
+_NODE_TARGETED = ("stop_node", "start_node", "pause_node", "restart_node")
 
 
 @dataclass(frozen=True)
@@ -193,25 +198,54 @@ class Fault:
 
     Why in the config: a failover finding (reconnects, lost broadcasts while Redis is away) is
     only comparable across configs when the fault hits every config at the same moment.
+    `blip` cuts a `fraction` of the users' connections at the balancer (of node `target` only,
+    when given), the nodes staying up; `duration` is recorded (in `cut` mode the clients'
+    reconnect backoff decides when they are back). `pause_node` SIGSTOPs node `target` and
+    SIGCONTs it `duration` s later; `restart_node` is a graceful SIGTERM, then a start.
     """
 
     at: float
     action: str
-    target: str | None = None  # node id for stop_node / start_node
+    target: str | None = None  # node id for the node actions; optional for blip (only that node's users)
+    fraction: float | None = None  # blip: share of the users' connections cut, 0 < f <= 1
+    duration: float | None = None  # blip, pause_node: seconds
+    mode: str | None = None  # blip: "cut" (default) or "silent" (not built yet)
 
     def validate(self, nodes: int) -> Fault:
         _choice("faults.action", self.action, FAULT_ACTIONS)
         if not _is_number(self.at) or self.at < 0:
             raise ConfigError(f"faults.at = {self.at!r}: seconds after the load started, >= 0", key="faults.at")
-        if self.action.endswith("_node"):
-            ids = [f"n{i}" for i in range(1, nodes + 1)]
+        ids = [f"n{i}" for i in range(1, nodes + 1)]
+        if self.action in _NODE_TARGETED or (self.action == "blip" and self.target is not None):
             if self.target not in ids:
                 raise ConfigError(f"faults.target = {self.target!r} for {self.action}: one of {', '.join(ids)}",
                                   key="faults.target")
         elif self.target is not None:
-            raise ConfigError(f"faults.target is only for stop_node / start_node, not {self.action}",
+            raise ConfigError(f"faults.target is only for {', '.join(_NODE_TARGETED)} and blip, not {self.action}",
                               key="faults.target")
+        self._validate_extras()
         return self
+
+    def _validate_extras(self) -> None:
+        """fraction / duration / mode: required or refused by action, each in its range."""
+        wants = {"blip": ("fraction", "duration", "mode"), "pause_node": ("duration",)}.get(self.action, ())
+        for key in ("fraction", "duration", "mode"):
+            if getattr(self, key) is not None and key not in wants:
+                raise ConfigError(f"faults.{key} is not for {self.action} (only for "
+                                  f"{'blip' if key != 'duration' else 'blip, pause_node'})", key=f"faults.{key}")
+        if "duration" in wants and not (_is_number(self.duration) and float(self.duration or 0) > 0):
+            raise ConfigError(f"faults.duration = {self.duration!r} for {self.action}: seconds, > 0",
+                              key="faults.duration")
+        if self.action != "blip":
+            return
+        if not (_is_number(self.fraction) and 0 < float(self.fraction or 0) <= 1):
+            raise ConfigError(f"faults.fraction = {self.fraction!r} for blip: the share of the users' connections "
+                              "to cut, 0 < fraction <= 1", key="faults.fraction")
+        if self.mode is not None:
+            _choice("faults.mode", self.mode, BLIP_MODES)
+            if self.mode not in BLIP_MODES_BUILT:
+                raise ConfigError(f"faults.mode = {self.mode!r}: not built yet; use mode = 'cut' (the default)",
+                                  key="faults.mode")
 
 
 def check_faults(faults: tuple[Fault, ...] | list[Fault], cluster: ClusterConfig, run_seconds: float) -> None:
@@ -239,6 +273,14 @@ def _fault_fits(f: Fault, cluster: ClusterConfig, run_seconds: float, up: dict[s
     if f.at >= run_seconds:
         raise ConfigError(f"faults.at = {f.at!r}: the load runs {run_seconds:g} s, so this {f.action} would "
                           "never fire; make it earlier or the run longer", key="faults.at")
+    if f.action == "blip" and cluster.balancer != "haproxy":
+        raise ConfigError(f"faults.action = 'blip' cuts connections through HAProxy's runtime API; "
+                          f"balancer = {cluster.balancer!r} has none (use balancer = 'haproxy')", key="faults.action")
+    if f.action in ("blip", "pause_node", "restart_node"):
+        if f.target is not None and not up[f.target]:
+            raise ConfigError(f"faults.action = {f.action!r} at {f.at:g} s: {f.target} is already stopped then",
+                              key="faults.action")
+        return  # the part is up again afterwards: no state change
     part = f.target if f.action.endswith("_node") else f.action.split("_", 1)[1]
     assert part is not None  # f.validate() required a target for *_node
     if part == "redis" and (cluster.adapter not in REDIS_ADAPTERS or cluster.redis_url is not None):
@@ -1007,7 +1049,7 @@ def _parse_faults(faults_raw: Any, at: Any) -> tuple[Fault, ...]:
         for k in f:
             if k not in _FAULT_KEYS:
                 raise ConfigError(f"{at(('faults', i, k), ('faults', i, ''))}: unknown key {k!r} in [[faults]]; "
-                                  "allowed: at, action, target")
+                                  f"allowed: {', '.join(sorted(_FAULT_KEYS))}")
         if "at" not in f or "action" not in f:
             raise ConfigError(f"{at(('faults', i, ''))}: every [[faults]] needs at and action")
     return tuple(Fault(**f) for f in faults_raw)

@@ -9,20 +9,58 @@ second. A broadcast carries {"room", "id", "sent", "from", "pad"}; each receiver
 broadcast_recv row with latency = now - sent, the sender a broadcast_send row whose ts is that
 same `sent`: delivery is judged against the room's members at that instant, by the receivers'
 own workers and the master alike (contract/delivery.py).
+
+The ids are a sequence per sender ("<user>-<n>", n = 0, 1, 2, ...): each receiver follows every
+sender it hears from (StreamCounts) and counts the messages missed between two it received
+(n jumped), delivered twice, or late (older than the last one, not seen before). Its first message
+from a sender is the baseline, so a receiver that joins late or sits on another node (memory
+adapter) misses nothing it could not have had; messages missed after its last receipt are not
+counted (a lower bound). The counts go to the event log as counts (`eventlog.count_recovery`:
+`stream_received`, `missed`, `seq_duplicated`, `seq_reordered`), not rows, so they add up across
+Locust's workers; summary.json `recovery.missed` reads them.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from typing import Any
 
 from locust import constant_pacing, task
 from locust.runners import WorkerRunner
 
-from locustfiles.sio import SioError, SocketIOUser
+from locustfiles.sio import SioError, SocketIOUser, eventlog
 
 _slots = itertools.count()
+_RECENT = 256  # ids remembered per sender to tell a duplicate from a late one
+
+
+class StreamCounts:
+    """One receiver's view of each sender's numbered stream; `see` returns the counter increments."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.recent: dict[str, deque[int]] = {}
+
+    def see(self, msg_id: str) -> dict[str, int]:
+        sender, sep, tail = msg_id.rpartition("-")
+        if not sep or not tail.isdigit():
+            return {}
+        n = int(tail)
+        out = {"stream_received": 1}
+        last, recent = self.last.get(sender), self.recent.setdefault(sender, deque(maxlen=_RECENT))
+        if last is None or n == last + 1:
+            self.last[sender] = n
+        elif n > last + 1:
+            out["missed"] = n - last - 1
+            self.last[sender] = n
+        elif n in recent:
+            out["seq_duplicated"] = 1
+        else:  # older than the last one and not seen: late, so counted in `missed` when n jumped past it
+            out["seq_reordered"] = 1  # (net missed = missed - seq_reordered: counts only ever add)
+        recent.append(n)
+        return out
 
 
 class ChatUser(SocketIOUser):
@@ -38,6 +76,7 @@ class ChatUser(SocketIOUser):
         self.pad = "x" * self.sio_options.payload_size
         self._seq = itertools.count()
         self._turn = itertools.cycle(("echo", "broadcast"))
+        self.streams = StreamCounts()
         self.on("broadcast", self._received)
         if self.connect():
             self._join()
@@ -63,6 +102,9 @@ class ChatUser(SocketIOUser):
                       transport=self.session.proto.transport if self.session else "",
                       node=self.session.proto.node if self.session else "",
                       room=str(payload.get("room", "")), msg_id=str(payload.get("id", "")))
+        counts = self.streams.see(str(payload.get("id", "")))
+        if counts:
+            eventlog.count_recovery(self.environment, counts)
 
     @task
     def message(self) -> None:

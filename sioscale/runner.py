@@ -29,6 +29,7 @@ from contract import environment
 from contract import status as run_status
 from contract.config import (
     ConfigError,
+    Fault,
     LoadConfig,
     RunConfig,
     ScrapeTarget,
@@ -199,26 +200,63 @@ def _live_counts(run_dir: Path) -> tuple[int | None, int | None, int | None, int
 
 
 class FaultSchedule:
-    """Fires the run's faults on the cluster as the run's clock passes them; records what happened."""
+    """Fires the run's faults on the cluster as the run's clock passes them; records what happened.
+
+    A `pause_node` leaves a resume due `duration` s later (fired by fire_due like a fault); `finish()`
+    resumes whatever is still paused when the run ends early (Ctrl-C, a Locust failure), and the
+    Cluster's stop() does it again as the last guard: a node is never left SIGSTOPped.
+    """
 
     def __init__(self, cfg: RunConfig, cluster: Any | None) -> None:
         self.pending = sorted(cfg.faults, key=lambda f: f.at) if cluster is not None else []
         self.cluster = cluster
         self.done: list[dict[str, Any]] = []
+        self.resumes: list[tuple[float, dict[str, Any]]] = []  # (elapsed s when due, the pause's record)
 
     def fire_due(self, elapsed: float, progress: Progress | None) -> None:
+        for due, rec in [r for r in self.resumes if r[0] <= elapsed]:
+            self.resumes.remove((due, rec))
+            self._resume(rec)
         while self.pending and self.pending[0].at <= elapsed:
             f = self.pending.pop(0)
             rec: dict[str, Any] = {"at": f.at, "action": f.action, "target": f.target, "ts": time.time(), "error": None}
+            rec |= {k: getattr(f, k) for k in ("fraction", "duration", "mode") if getattr(f, k) is not None}
             try:
-                method = getattr(self.cluster, f.action)
-                method(f.target) if f.target else method()
+                rec |= self._apply(f, elapsed, rec) or {}
             except Exception as e:  # noqa: BLE001 - a fault that cannot be applied is recorded, the run goes on
                 rec["error"] = f"{type(e).__name__}: {e}"
             self.done.append(rec)
             if progress:
-                progress(f"fault {f.action}{' ' + f.target if f.target else ''} at {elapsed:.1f}s"
+                what = f" cut {rec['cut']} of {rec['sessions']} connections" if "cut" in rec else ""
+                progress(f"fault {f.action}{' ' + f.target if f.target else ''} at {elapsed:.1f}s{what}"
                          + (f": FAILED {rec['error']}" if rec["error"] else ""))
+
+    def _apply(self, f: Fault, elapsed: float, rec: dict[str, Any]) -> dict[str, Any] | None:
+        """One fault on the cluster; what it returns (blip's counts, a restart's downtime) goes in meta.json."""
+        assert self.cluster is not None
+        if f.action == "blip":
+            return dict(self.cluster.blip(f.fraction, f.target, f.mode or "cut"))
+        if f.action == "pause_node":
+            self.cluster.pause_node(f.target)
+            self.resumes.append((elapsed + float(f.duration or 0), rec))
+            return None
+        method = getattr(self.cluster, f.action)
+        out = method(f.target) if f.target else method()
+        return dict(out) if isinstance(out, dict) else None
+
+    def _resume(self, rec: dict[str, Any]) -> None:
+        try:
+            self.cluster.resume_node(rec["target"])
+            rec["resumed_ts"] = time.time()
+        except Exception as e:  # noqa: BLE001 - recorded; Cluster.stop() resumes it again
+            rec["error"] = f"resume failed: {type(e).__name__}: {e}"
+
+    def finish(self) -> None:
+        """Resume every node still paused (the run ended before its pause did)."""
+        while self.resumes:
+            _, rec = self.resumes.pop(0)
+            self._resume(rec)
+            rec["resumed_early"] = True
 
 
 def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, progress: Progress | None,
@@ -231,23 +269,26 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
     started = time.time()
     seen = len(cluster.deaths) if cluster is not None else 0  # our cursor into cluster.deaths
     with _locust_process(cmd, run_dir / "locust.out", env) as proc:
-        last = 0.0
-        while proc.poll() is None:
-            elapsed = time.time() - started
-            if elapsed > budget:
-                raise TimeoutError(f"locust did not finish within {budget:.0f} s; stopped it")
-            faults.fire_due(elapsed, progress)
-            if cluster is not None:
-                seen = _say_deaths(cluster, seen, elapsed, progress)
-            if progress and elapsed - last >= 5:
-                last = elapsed
-                users, reqs, fails, missing = _live_counts(run_dir)
-                progress(
-                    f"{elapsed:5.0f}s/{cfg.load.run_seconds:.0f}s  connected {users if users is not None else '-'}"
-                    f"  requests {reqs if reqs is not None else '-'}  failures {fails if fails is not None else '-'}"
-                    + (f"  {missing} worker(s) missing (their sessions no longer counted)" if missing else "")
-                )
-            time.sleep(0.5)
+        try:
+            last = 0.0
+            while proc.poll() is None:
+                elapsed = time.time() - started
+                if elapsed > budget:
+                    raise TimeoutError(f"locust did not finish within {budget:.0f} s; stopped it")
+                faults.fire_due(elapsed, progress)
+                if cluster is not None:
+                    seen = _say_deaths(cluster, seen, elapsed, progress)
+                if progress and elapsed - last >= 5:
+                    last = elapsed
+                    users, reqs, fails, missing = _live_counts(run_dir)
+                    progress(
+                        f"{elapsed:5.0f}s/{cfg.load.run_seconds:.0f}s  connected {users if users is not None else '-'}"
+                        f"  requests {reqs if reqs is not None else '-'}  failures {fails if fails is not None else '-'}"
+                        + (f"  {missing} worker(s) missing (their sessions no longer counted)" if missing else "")
+                    )
+                time.sleep(0.5)
+        finally:
+            faults.finish()  # a pause that outlived the run (Ctrl-C, Locust gone) is resumed now
     rc = proc.returncode
     result: dict[str, Any] = {"locust_command": cmd, "locust_exit_code": rc}
     if cfg.faults:

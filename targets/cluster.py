@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,8 +27,10 @@ from typing import Any
 
 from contract.config import REDIS_ADAPTERS, ClusterConfig, ConfigError
 from targets import nginx, probe, render
+from targets.blip import ProxiedSession, cut_sessions, pick_fraction
 from targets.cgroups import CgroupError, Layout, NodeGroup, NodeLimits, detect, make_groups, sweep_leftovers
 from targets.procs import Child, ChildStartError, free_port, port_is_free, stop_all, wait_port_free
+from targets.telemetry import HAPROXY_STATS_SOCKET
 from targets.tls import TLSFiles, make_tls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,6 +223,7 @@ class Cluster:
         self.node_groups: dict[str, NodeGroup] = {}
         self._oom_base: dict[str, int | None] = {}  # each node's group oom_kill count when it (re)started
         self.cgroup_leftovers: list[str] = []  # groups of a dead supervisor removed at start
+        self.paused: set[str] = set()  # nodes a pause_node fault SIGSTOPped and nothing resumed yet
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> Cluster:
@@ -291,6 +295,9 @@ class Cluster:
         children = [ch for ch in [self.balancer, *self.nodes.values(), self.redis] if ch is not None]
         if self._started:
             self.check_deaths()  # a child that died on its own before this stop is a finding, not our kill
+        for nid in list(self.paused):  # never leave a SIGSTOPped node behind (Ctrl-C during a pause_node)
+            with contextlib.suppress(OSError):
+                self.resume_node(nid)
         stop_all(children)
         leaked = [f"{ch.name}:{ch.port}" for ch in children
                   if ch.port and not wait_port_free(ch.port, self.config.host, timeout=3.0)]
@@ -425,6 +432,68 @@ class Cluster:
             raise ClusterError(f"node {node_id} is already running (pid {ch.pid})")
         self._launch_node(node_id)
         self._await_node(node_id, retry_port=False)
+
+    def pause_node(self, node_id: str) -> None:
+        """SIGSTOP the node's process group (a long GC pause, a partition); `resume_node` undoes it.
+
+        The node stays in `paused` until resumed, and `stop()` resumes it before stopping: a stopped
+        process would keep its port and ignore SIGTERM.
+        """
+        ch = self._node(node_id)
+        self.check_deaths()
+        if not ch.alive():
+            raise ClusterError(f"node {node_id} is not running; nothing to pause")
+        ch.signal_group(signal.SIGSTOP)
+        self.paused.add(node_id)
+
+    def resume_node(self, node_id: str) -> None:
+        """SIGCONT a node `pause_node` stopped (a no-op for a node that is not paused)."""
+        if node_id in self.paused:
+            self._node(node_id).signal_group(signal.SIGCONT)
+            self.paused.discard(node_id)
+
+    def restart_node(self, node_id: str, grace: float = 10.0) -> dict[str, Any]:
+        """A graceful restart: SIGTERM, wait up to `grace` s for the node to exit, start it again.
+
+        Unlike stop_node (a crash as far as the clients can tell: SIGKILL after 2 s) the node gets
+        time to close its connections itself. Returns the exit code and how long it was down.
+        """
+        ch = self._node(node_id)
+        self.check_deaths()
+        if not ch.alive():
+            raise ClusterError(f"node {node_id} is not running; nothing to restart")
+        t0 = time.monotonic()
+        stop_all([ch], grace=grace)
+        code = ch.returncode()
+        ch.proc = None
+        self._expect_free(ch)
+        self._launch_node(node_id)
+        self._await_node(node_id, retry_port=False)
+        return {"exit_code": code, "down_s": round(time.monotonic() - t0, 3)}
+
+    def blip(self, fraction: float, target: str | None = None, mode: str = "cut",
+             rng: random.Random | None = None) -> dict[str, Any]:
+        """Cut `fraction` of the clients' connections (of node `target` only, when given) at HAProxy.
+
+        The nodes stay up and see the close at once (targets/blip.py says why through HAProxy).
+        Returns what was there and what was cut, per node, for meta.json.
+        """
+        if mode != "cut":
+            raise ClusterError(f"blip mode {mode!r} is not built yet; only 'cut'")
+        self._own_balancer()
+        if self.config.balancer != "haproxy":
+            raise ClusterError(f"blip needs the haproxy balancer's runtime API, not {self.config.balancer}")
+        seen: list[ProxiedSession] = []
+
+        def choose(sessions: list[ProxiedSession]) -> list[ProxiedSession]:
+            seen.extend(s for s in sessions if target is None or s.server == target)
+            return pick_fraction(sessions, fraction, rng, target)
+
+        cut = cut_sessions(self.workdir / HAPROXY_STATS_SOCKET, choose)
+        by_node: dict[str, int] = {}
+        for sess in cut:
+            by_node[sess.server] = by_node.get(sess.server, 0) + 1
+        return {"sessions": len(seen), "cut": len(cut), "cut_by_node": by_node}
 
     def stop_redis(self) -> None:
         ch = self._own_redis()

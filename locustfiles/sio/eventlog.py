@@ -33,7 +33,8 @@ Why it is built this way:
 The batch payload (v 2), built by `payload_of` (a worker's via `_payload`) and read by `ingest_batch` (ingest.py):
   {"v": 2, "seq": int, "final": bool, "dropped": int, "sent": float, "cpu": [[ts, cpu, users], ...],
    "aggs": Aggregator.drain(), "rows": [[values in contract.rows.COLUMNS order], ...],
-   "sends": [[msg_id, room, ts], ...], "receipts": {msg_id: count}, "policy": RowPolicy.counts()}
+   "sends": [[msg_id, room, ts], ...], "receipts": {msg_id: count}, "policy": RowPolicy.counts(),
+   "recovery": {counter: increment} (optional: the users' recovery counters, protocol/recovery.py)}
 A payload of another version, or without "v" (the old `sio_rows` row message, no longer
 accepted), is refused whole and counted as malformed `version`.
 A seq at or below one already ingested from that worker is a duplicate: dropped and counted.
@@ -148,7 +149,18 @@ def payload_of(p: Producer, seq: int, final: bool = False, dropped: int = 0,
     sends, p.rows, p.sends = p.sends, [], []
     return {"v": BATCH_VERSION, "seq": seq, "final": final, "dropped": dropped, "sent": time.time(),
             "cpu": [] if cpu is None else cpu, "aggs": p.agg.drain(), "rows": rows, "sends": sends,
-            "receipts": p.receipts.drain(), "policy": p.policy.counts()}
+            "receipts": p.receipts.drain(), "policy": p.policy.counts(), "recovery": _drain_recovery(p)}
+
+
+def _drain_recovery(p: Producer) -> dict[str, int]:
+    out, p.recovery = p.recovery, {}
+    return out
+
+
+def count_recovery(environment: Any, deltas: dict[str, int]) -> None:
+    """A user's recovery counter increments into this process's next batch (cheap, no I/O)."""
+    st = getattr(environment, _ATTR, None) or _state(environment)
+    (st.producer or _producer(st)).add_recovery(deltas)
 
 
 def _payload(st: _State, worker: str, final: bool) -> dict[str, Any] | None:
@@ -161,8 +173,8 @@ def _payload(st: _State, worker: str, final: bool) -> dict[str, Any] | None:
     for v in payload["rows"]:
         if v[2] in ("", "local", None):
             v[2] = worker
-    if not (payload["rows"] or payload["aggs"] or payload["sends"] or payload["receipts"] or cpu or final
-            or st.is_worker):
+    if not (payload["rows"] or payload["aggs"] or payload["sends"] or payload["receipts"] or payload["recovery"]
+            or cpu or final or st.is_worker):
         return None
     return payload
 
@@ -193,7 +205,11 @@ def _merge_unsent(st: _State, new: dict[str, Any]) -> dict[str, Any]:
     if len(sends) > limit:
         st.dropped += len(sends) - limit
         del sends[:len(sends) - limit]
-    return {**new, "aggs": agg.drain(), "rows": rows, "sends": sends, "receipts": receipts, "dropped": st.dropped}
+    recovery = dict(old.get("recovery") or {})
+    for k, n in (new.get("recovery") or {}).items():
+        recovery[k] = recovery.get(k, 0) + n
+    return {**new, "aggs": agg.drain(), "rows": rows, "sends": sends, "receipts": receipts, "dropped": st.dropped,
+            "recovery": recovery}
 
 
 # -- worker side ----------------------------------------------------------------------------

@@ -29,6 +29,10 @@ from locustfiles.sio import generator_cpu
 from locustfiles.sio.ledger import FUTURE_SLACK_S  # one bound: the ledger's data clock uses it too
 from locustfiles.sio.live import STATE_STEPS, normalize
 from locustfiles.sio.logstate import WorkerInfo, _State, _state
+from locustfiles.sio.protocol.recovery import COUNTERS as RECOVERY_COUNTERS
+
+SHIPPED_COUNTERS = frozenset((*RECOVERY_COUNTERS, "stream_received", "missed", "seq_duplicated", "seq_reordered"))
+"""What a batch's `recovery` may count: the client's recovery counters and chat.py's numbered stream."""
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ def ingest_batch(environment: Any, worker_id: str, data: Any, now: float | None 
     _guard(st, "sends", worker_id, _ingest_sends, st, worker_id, data.get("sends"), limit)
     _guard(st, "receipts", worker_id, _ingest_receipts, st, worker_id, data.get("receipts"))
     _guard(st, "policy", worker_id, _ingest_policy, st, worker_id, data.get("policy"))
+    _guard(st, "recovery", worker_id, _ingest_recovery, st, worker_id, data.get("recovery"))
     st.live.tick()
 
 
@@ -234,6 +239,18 @@ def _ingest_policy(st: _State, worker_id: str, policy: Any) -> None:
         st.live.set_policy(worker_id, policy)
     else:
         _bad(st, "policy", worker_id)
+
+
+def _ingest_recovery(st: _State, worker_id: str, recovery: Any) -> None:
+    """Recovery counter increments; a counter we do not know or a non-count costs only itself."""
+    if recovery is None:
+        return
+    if not isinstance(recovery, dict):
+        _bad(st, "recovery", worker_id)
+        return
+    good = {k: n for k, n in recovery.items() if k in SHIPPED_COUNTERS and type(n) is int and 0 <= n < MAX_COUNT}
+    _bad(st, "recovery", worker_id, len(recovery) - len(good))
+    st.live.add_recovery(good)
 
 
 __all__ = ["BATCH_VERSION", "FUTURE_SLACK_S", "ingest_batch"]

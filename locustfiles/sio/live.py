@@ -81,6 +81,7 @@ class LiveStats:
         self.reconnects = {"attempts": 0, "ok": 0, "failed": 0}
         self.reconnect_latency = Histogram()
         self.delivery_latency = Histogram()
+        self.recovery: Counter[str] = Counter()  # the users' recovery counters (protocol/recovery.py), summed
         self.max_ts = -math.inf
         self.min_ts = math.inf  # the oldest kept row's ts (exact: a run's first rows are connects, kept)
         self.min_cell = math.inf  # the oldest cell's second, when no row was kept
@@ -187,6 +188,10 @@ class LiveStats:
                 self.ledger.bump(rooms, ts)
         elif self.membership.on_row(row):
             self.ledger.bump((row["room"],), ts)
+
+    def add_recovery(self, counts: Mapping[str, int]) -> None:
+        """A batch's recovery counter increments (duplicated, backwards, replayed, ...)."""
+        self.recovery.update({k: n for k, n in counts.items() if n})
 
     def seen(self, user: str, ts: float) -> None:
         """A kept row of another step: its user and time only (add_state_row's cheap part)."""
@@ -328,6 +333,7 @@ class LiveStats:
                            "latency_p95_ms": self.reconnect_latency.quantile(0.95),
                            "latency_mean_ms": self.reconnect_latency.mean()},
             "delivery": self.delivery(),
+            "recovery": dict(sorted(self.recovery.items())),
             "eventlog": self.eventlog_block(),
         }
 

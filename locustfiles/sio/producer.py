@@ -41,7 +41,7 @@ class Producer:
     rows are still held, up to twice it (all of it counted in `dropped`).
     """
 
-    __slots__ = ("agg", "dropped", "max_held", "policy", "receipts", "rows", "sends")
+    __slots__ = ("agg", "dropped", "max_held", "policy", "receipts", "recovery", "rows", "sends")
 
     def __init__(self, config: RowPolicyConfig | None = None, max_held: int = 1_000_000) -> None:
         self.agg = Aggregator()
@@ -51,6 +51,15 @@ class Producer:
         self.sends: list[list[Any]] = []
         self.dropped = 0  # kept rows and sends that did not fit in max_held (their counts stay exact)
         self.max_held = max_held
+        # the users' connection-state recovery counters (protocol/recovery.py COUNTERS) since the last
+        # batch: counts, not rows, so they survive Locust's distributed mode as exactly as the cells
+        self.recovery: dict[str, int] = {}
+
+    def add_recovery(self, deltas: dict[str, int]) -> None:
+        """Add a user's recovery counter increments (what changed since it last shipped)."""
+        for k, n in deltas.items():
+            if n:
+                self.recovery[k] = self.recovery.get(k, 0) + n
 
     def add(self, row: Row) -> bool:
         """Count one well-typed row with every column (contract.rows.make_row: ts float, ok int,

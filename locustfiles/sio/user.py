@@ -110,6 +110,7 @@ class SocketIOUser(User):
         self.rooms: set[str] = set()
         # socket.io-client's pid and last offset, kept across reconnects (protocol/recovery.py)
         self.recovery = Recovery()
+        self._recovery_shipped: dict[str, int] = {}  # self.recovery.counts as last handed to the event log
 
     # -- options ---------------------------------------------------------------------------------
     def option(self, name: str, default: Any) -> Any:
@@ -178,6 +179,7 @@ class SocketIOUser(User):
         if self._http is None or self._http.endpoint != Endpoint.from_url(cfg.url):
             if self._http is not None:
                 self._http.close()
+            self._ship_recovery()
             # one HTTP agent per user for its whole life: the cookie jar survives reconnects
             self._http = http_session(cfg)
         self._connected = AsyncResult()
@@ -374,7 +376,16 @@ class SocketIOUser(User):
             row["ts"] = ts
         eventlog.record(self.environment, row)
 
+    def _ship_recovery(self) -> None:
+        """Hand what the recovery counters gained since last time to this process's event log batch."""
+        now = self.recovery.counts
+        deltas = {k: n - self._recovery_shipped.get(k, 0) for k, n in now.items() if n != self._recovery_shipped.get(k, 0)}
+        if deltas:
+            self._recovery_shipped = dict(now)
+            eventlog.count_recovery(self.environment, deltas)
+
     def _on_closed(self, a: Closed) -> None:
+        self._ship_recovery()
         if self._connected is not None and not self._connected.ready():
             self._connected.set(False)
         if self._closed is not None:

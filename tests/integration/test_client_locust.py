@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.runfiles import read_aggregates
 from contract.config import ClusterConfig
 from targets.cluster import Cluster
 from tests.integration.support import run_rows
@@ -51,5 +53,12 @@ def test_locust_chat_headless(tmp_path: Path) -> None:
     assert all(r["ok"] == "1" for r in rows if r["step"] != "disconnect"), [r for r in rows if r["ok"] != "1"][:5]
     assert len(by_step["disconnect"]) == 10
     stats = list(csv.DictReader((tmp_path / "locust_stats.csv").open()))
+    # every receipt (the aggregates' exact count; the rows are sampled) followed its sender's numbered
+    # stream; no fault, so nothing missed or repeated
+    streams = json.loads((run_dir / "sio_stats.json").read_text())["recovery"]
+    cells = read_aggregates(run_dir)
+    received = int(cells.loc[cells["step"] == "broadcast_recv", "count"].sum())
+    assert streams.get("stream_received") == received > 0, streams
+    assert not streams.get("missed") and not streams.get("seq_duplicated"), streams
     names = {(s["Type"], s["Name"]) for s in stats}
     assert {("eio", "handshake"), ("sio", "connect"), ("sio", "ack:echo"), ("broadcast", "broadcast:broadcast")} <= names

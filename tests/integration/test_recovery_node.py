@@ -22,6 +22,7 @@ import pytest
 
 from contract.config import ClusterConfig
 from contract.wire import NODE_COOKIE
+from locustfiles.sio import eventlog
 from targets.blip import cut_sessions
 from targets.cluster import Cluster, node_server_problem
 from targets.telemetry import HAPROXY_STATS_SOCKET
@@ -113,3 +114,6 @@ def test_a_cut_connection_is_recovered_only_by_an_adapter_that_stores_sessions(
         finally:
             for u in users:
                 u._teardown()
+        # the victim's counters went into the event log's batch as counts (what a worker ships)
+        shipped = eventlog.payload_of(eventlog._state(env).producer, seq=0)["recovery"]
+        assert shipped.get("recovered" if recovers else "not_recovered") == 1 and shipped.get("attempts") == 1, shipped

@@ -125,7 +125,7 @@ def test_worker_ships_one_batch_with_its_id_and_sequence() -> None:
     assert [t for t, _ in sent] == [eventlog.MSG_BATCH, eventlog.MSG_BATCH]
     first, last = sent[0][1], sent[1][1]
     assert set(first) == {"v", "seq", "final", "dropped", "sent", "cpu", "aggs", "rows", "sends", "receipts",
-                          "policy"}
+                          "policy", "recovery"}
     assert first["v"] == 2 and first["seq"] == 0 and last["seq"] == 1 and last["final"] and last["rows"] == []
     assert [dict(zip(COLUMNS, v, strict=True))["worker"] for v in first["rows"]] == ["w-A", "explicit"]
     assert sum(a[7] for a in first["aggs"]) == 2 and last["aggs"] == []
