@@ -34,4 +34,4 @@ smoke: venv node
 	$(VENV)/bin/sioscale campaign campaigns/smoke.toml
 
 test: venv node
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m tests.parallel

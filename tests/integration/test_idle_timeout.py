@@ -22,7 +22,7 @@ def test_heartbeats_keep_quiet_sessions_through_the_idle_timeout_and_a_slower_pi
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, "-m", "sioscale.cli", "run", "--nodes", "2", "--policy", "l4-round-robin",
                         "--tls", "--idle-timeout", "2", "--ping-interval", str(ping), "-f", "locustfiles/hold.py",
-                        "--transports", "websocket", "-u", "4", "-r", "4", "-t", "7", "--no-reconnect",
+                        "--transports", "websocket", "-u", "4", "-r", "4", "-t", "5", "--no-reconnect",
                         "--out", str(out), "--report"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode in (0, 3), p.stderr[-3000:]
     assert out.name.endswith("run")

@@ -48,7 +48,7 @@ def _workers(p: subprocess.Popen) -> list[psutil.Process]:
 
 
 def test_worker_killed_under_processes_2_degrades_the_run(tmp_path: Path) -> None:
-    p, run_dir = _start(tmp_path, "-f", "locustfiles/hold.py", "-u", "4", "-r", "4", "-t", "20", "--processes", "2")
+    p, run_dir = _start(tmp_path, "-f", "locustfiles/hold.py", "-u", "4", "-r", "4", "-t", "12", "--processes", "2")
     tree: list[psutil.Process] = []
     try:
         _wait_for_load(p, run_dir, tmp_path, timeout=90)
