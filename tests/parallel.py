@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ["tests/unit"]
-PROCESSES = ["tests/integration", "tests/hostile"]
+PROCESSES = ["tests/hostile", "tests/integration"]  # hostile first: its RSS and stall bounds assume a fresh process
 GRACE_S = 60.0
 
 
