@@ -7,8 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import psutil
@@ -139,3 +140,13 @@ def report_of(runs: Path, out: Path) -> dict:
 def first_screen(html: str) -> str:
     """The top of the report page: everything before the second section (the configuration matrix)."""
     return html.split('<section id="matrix"', 1)[0]
+
+
+def until_green(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for cond() inside a gevent test (it yields to the other greenlets between looks)."""
+    import gevent
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        gevent.sleep(0.02)

@@ -5,8 +5,6 @@ graceful and the node serves again."""
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable
 
 import gevent
 import locust  # noqa: F401 -- first, so gevent patches ssl before targets.telemetry imports redis
@@ -16,17 +14,11 @@ import pytest
 from contract.config import ClusterConfig
 from targets.cluster import Cluster, node_server_problem
 
+from .support import until_green
 from .test_client_cluster import Probe, make_env
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(node_server_problem() is not None, reason=str(node_server_problem()))]
-
-
-def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        gevent.sleep(0.02)
 
 
 def test_blip_cuts_the_fraction_and_a_target_only_its_nodes_users() -> None:
@@ -41,13 +33,13 @@ def test_blip_cuts_the_fraction_and_a_target_only_its_nodes_users() -> None:
             assert 0 < len(on_n1) < len(users), node  # both nodes hold users
             rec = cluster.blip(1.0, target="n1", rng=random.Random(1))
             assert rec == {"sessions": len(on_n1), "cut": len(on_n1), "cut_by_node": {"n1": len(on_n1)}}
-            _until(lambda: all(u.session.closed for u in users if u.user_id in on_n1), 3, "n1's users' close")
+            until_green(lambda: all(u.session.closed for u in users if u.user_id in on_n1), 3, "n1's users' close")
             gevent.sleep(0.3)
             assert all(not u.session.closed for u in users if u.user_id not in on_n1)  # n2's untouched
             left = [u for u in users if u.user_id not in on_n1]
             rec = cluster.blip(0.5, rng=random.Random(2))
             assert rec["sessions"] == len(left) and rec["cut"] == round(0.5 * len(left))
-            _until(lambda: sum(u.session.closed for u in left) == rec["cut"], 3, "the half's close")
+            until_green(lambda: sum(u.session.closed for u in left) == rec["cut"], 3, "the half's close")
             gevent.sleep(0.3)
             assert sum(u.session.closed for u in left) == rec["cut"] and not cluster.dead()
         finally:
@@ -61,10 +53,10 @@ def test_pause_resume_restart_and_a_stop_while_paused() -> None:
     try:
         pid = cluster.nodes["n1"].pid
         cluster.pause_node("n1")
-        _until(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, 2, "SIGSTOP")
+        until_green(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, 2, "SIGSTOP")
         assert cluster.paused == {"n1"}
         cluster.resume_node("n1")
-        _until(lambda: psutil.Process(pid).status() != psutil.STATUS_STOPPED, 2, "SIGCONT")
+        until_green(lambda: psutil.Process(pid).status() != psutil.STATUS_STOPPED, 2, "SIGCONT")
         rec = cluster.restart_node("n2")
         assert rec["exit_code"] is not None and rec["down_s"] < 10  # it exited by itself, within the grace
         assert cluster.nodes["n2"].alive() and not cluster.dead()
