@@ -215,12 +215,21 @@ def findings(configs: list[dict[str, Any]]) -> list[str]:
         if len(bad) == len(judged):
             out.append(f"In none of the {len(judged)} configurations {what} (≥ {GOOD:.0%}).")
             continue
-        conds = []
+        # the values under which the outcome always holds, widest first; a value whose configurations a wider
+        # one already covers (e.g. one only ever beside adapter redis) is implied and not named
+        cands = []
         for k in keys:
-            vals = [v for v in dict.fromkeys(label(c, k) for _, c in judged)
-                    if all(getattr(cl, attr) == "ok" for cl, c in judged if label(c, k) == v)]
-            if vals:
-                conds.append(f"{AXIS_TITLES.get(k, k)} is {' or '.join(vals)}")
+            for v in dict.fromkeys(label(c, k) for _, c in judged):
+                with_v = [cl for cl, c in judged if label(c, k) == v]
+                if all(getattr(cl, attr) == "ok" for cl in with_v):
+                    cands.append((k, v, {id(cl) for cl in with_v}))
+        named: dict[str, list[str]] = {}
+        covered: set[int] = set()
+        for k, v, ids in sorted(cands, key=lambda x: -len(x[2])):
+            if not ids <= covered:
+                named.setdefault(k, []).append(v)
+                covered |= ids
+        conds = [f"{AXIS_TITLES.get(k, k)} is {' or '.join(named[k])}" for k in keys if k in named]
         when = (" whenever " + ", or ".join(conds)) if conds else ""
         out.append(f"{what[0].upper()}{what[1:]} (≥ {GOOD:.0%}){when}; not in {len(bad)} of {len(judged)} configurations.")
     short = [cl for cl, _ in cells if cl.spread_short]

@@ -390,9 +390,7 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: ConfigBloc
     nodes = _int(cfg_block.nodes) or 1
     e = ev[ev["config"] == name]
     users = _users_series(frames, name, e)
-    load = (frames.meta.get(name) or {}).get("load")
-    steps = load.get("steps") if isinstance(load, dict) and isinstance(load.get("steps"), list) else []
-    windows = C.step_windows(users, levels=[s_.get("users") for s_ in steps if isinstance(s_, dict)])
+    windows = C.step_windows(users, levels=_load_levels(frames.meta.get(name) or {}))
     if len(windows) < 2:
         return ({"stages": int(len(windows)), "users_per_node": None, "users": None, "usl": None, "nodes_needed": None,
                  "note": "one load level only: run a step load ([load] steps) to find the knee"}, None, None,
@@ -434,6 +432,16 @@ def _capacity(frames: Frames, name: str, ev: pd.DataFrame, cfg_block: ConfigBloc
              "imbalance_source": plan["imbalance_source"], "headroom": plan["headroom"],
              "nodes_needed": plan["nodes_needed"], "nodes_needed_even": plan["nodes_needed_even"],
              "assumptions": list(C.NODES_NEEDED_ASSUMPTIONS)}, stats, fit, {"windows": windows, "knee": k, "plan": plan})
+
+
+def _load_levels(meta: dict[str, Any]) -> list[Any]:
+    """The user counts the run was asked to hold (meta.json load): each step's, or the one `users` of a constant
+    load, whose ramp's pauses are no stages either. Empty for a run whose meta.json does not say."""
+    load = meta.get("load") if isinstance(meta.get("load"), dict) else {}
+    steps = load.get("steps")
+    if isinstance(steps, list) and steps:
+        return [s.get("users") for s in steps if isinstance(s, dict)]
+    return [load["users"]] if isinstance(load.get("users"), int) and not isinstance(load.get("users"), bool) else []
 
 
 def _status(meta: dict[str, Any], r: pd.Series, issues: list[dict[str, Any]]) -> RunStatus:

@@ -98,3 +98,10 @@ def test_without_telemetry_the_slo_knee_answers() -> None:
     low = _cfg("cookie", WS, "redis", 1.0, 1.0, capacity={**cap, "reached": False})
     assert AN.nodes_needed([low])[0]["line"].endswith("(the knee was not reached: upper bounds)")
     assert AN.nodes_needed([_cfg("cookie", WS, "redis", 1.0, 1.0, capacity={"nodes_needed": None})]) == []
+
+
+def test_a_value_only_ever_beside_a_named_one_is_not_named_again() -> None:
+    extra = {**_cfg("l4-round-robin", WS, "redis", 1.0, 1.0), "name": "tls-row"}
+    extra["config"] = {**extra["config"], "tls": True}
+    f = AN.findings([*SEED, extra])
+    assert "whenever adapter is redis;" in f[1] and "TLS" not in f[1]
