@@ -59,6 +59,16 @@ def close_all(us: list[Probe]) -> None:
         u._teardown()
 
 
+def try_connect(url: str, n: int, **opts) -> tuple[list[bool], list[str]]:
+    """n users each try to connect once, then all close: (who connected, every failure they logged)."""
+    us = users(url, n, **opts)
+    try:
+        ok = [u.connect() for u in us]
+    finally:
+        close_all(us)
+    return ok, [f for u in us for f in u.failures()]
+
+
 @pytest.fixture(scope="module")
 def direct():
     with Cluster(ClusterConfig(nodes=1, balancer="none", policy="direct")) as c:

@@ -28,7 +28,7 @@ from targets.cluster import Cluster, ClusterError, find_binary
 from targets.procs import port_is_free
 from targets.telemetry import _ProcessMeter
 from tests.integration.support import run_rows
-from tests.integration.test_client_cluster import Probe, close_all, users
+from tests.integration.test_client_cluster import Probe, close_all, try_connect, users
 
 pytestmark = pytest.mark.slow
 
@@ -70,12 +70,7 @@ def _sticky_nodes(us: list[Probe]) -> list[str]:
 # ------------------------------------------------------------------ l7-round-robin
 def test_l7_round_robin_breaks_polling_and_spreads_websockets() -> None:
     with _cluster("l7-round-robin") as c:
-        us = users(c.url, 4, sio_timeout=3.0)
-        try:
-            ok = [u.connect() for u in us]
-        finally:
-            close_all(us)
-        fails = [f for u in us for f in u.failures()]
+        ok, fails = try_connect(c.url, 4, sio_timeout=3.0)
         assert not all(ok) and any(f.startswith("session_unknown") for f in fails), fails
         counts = Counter(probe.ws_upgrade(c.url).served_by for _ in range(30))
         assert counts == {"n1": 10, "n2": 10, "n3": 10}, counts  # one decision per request, in turn
@@ -120,12 +115,7 @@ def test_header_hash_is_sticky_per_user_and_spreads_users() -> None:
         again = probe.ws_upgrade(c.url, headers={"X-SIO-User": us[0].user_id}).served_by
         assert again == next(s["node"] for s in us[0].steps if s["node"])
         # without the header the key is empty and nginx falls back to round robin: polling breaks
-        bare = users(c.url, 3, sio_timeout=3.0)
-        try:
-            ok = [u.connect() for u in bare]
-        finally:
-            close_all(bare)
-        fails = [f for u in bare for f in u.failures()]
+        ok, fails = try_connect(c.url, 3, sio_timeout=3.0)
         assert not any(ok) and any(f.startswith("session_unknown") for f in fails), fails
 
 
