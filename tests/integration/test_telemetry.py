@@ -101,7 +101,9 @@ def test_every_component_every_second_and_a_hung_then_killed_node_gives_warnings
     for metric in ("ops_per_sec", "connected_clients", "used_memory_bytes", "pubsub_channels"):
         assert len(s[("redis", "redis", metric)]) == n, metric
     assert s[("redis", "redis", "connected_clients")][0][1] >= 3  # 2 nodes' subscriptions + the sampler
-    assert all(v < 50 for _, v in s[("node", "n1", "event_loop_lag_ms")])
+    # an idle node's loop lag is milliseconds; the bound allows a machine whose two cores another test shares
+    lags = [v for _, v in s[("node", "n1", "event_loop_lag_ms")]]
+    assert all(0 <= v < 250 for v in lags), lags
     # only n2's death warns; the sampler stays within its budget (1 % of a core; 3 % allows a busy box)
     warned = {(c, i) for (c, i, m) in s if m.startswith("warning:")}
     assert warned <= {("node", "n2"), ("balancer", "haproxy")}, warned
