@@ -377,7 +377,8 @@ class Session:
         if ws.response.set_cookie:
             self.http.cookies.update(ws.response.set_cookie)
         self._ws = ws
-        self._feed(self.proto.ws_opened(time.monotonic(), node=node_of(ws.response.headers, self.http, self.cfg.node_header)))
+        self._feed(self.proto.ws_opened(time.monotonic(), node=node_of(ws.response.headers, self.http, self.cfg.node_header),
+                                        extension=ws.extension))
         proto = self.proto
         while True:
             try:
