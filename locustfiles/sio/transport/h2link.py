@@ -85,6 +85,9 @@ class H2Link:
                 for r in self.codec.receive(data):
                     self._deliver(r)
                 self._send(quiet=True)
+                if self.codec.goaway is not None and not self.codec.streams:
+                    # Chromium closes a going-away session once its last stream ends
+                    self._lost("transport_closed", "HTTP/2 GOAWAY and no stream left")
         except _Eof:
             self._lost("transport_closed", "server closed the HTTP/2 connection")
         except TransportError as e:
