@@ -67,6 +67,7 @@ class SessionConfig:
     tls: ssl.SSLContext | None = None
     headers: dict[str, str] = field(default_factory=dict)
     http_pool: str = "node"  # contract.config.HTTP_POOLS: how HTTP requests get connections
+    ws_deflate: bool = True  # the WebSocket offers permessage-deflate (as Chrome and the Node.js client)
 
     def __post_init__(self) -> None:
         # The HTTP layer lower-cases response header names, so `--sio-node-header X-Served-By`
@@ -86,7 +87,7 @@ class SessionConfig:
             auth = json.loads(o.auth) if o.auth else None
         return cls(url=url, eio=o.eio, transports=tuple(transports), path=o.path,
                    namespace=namespace or o.namespace, auth=auth, timeout=o.timeout,
-                   node_header=o.node_header, http_pool=o.http_pool, **rest)
+                   node_header=o.node_header, http_pool=o.http_pool, ws_deflate=o.ws_deflate, **rest)
 
 
 def http_session(cfg: SessionConfig) -> HttpSession:
@@ -355,6 +356,7 @@ class Session:
                 tls=self.cfg.tls,
                 cookie=self.http.cookies.header(),
                 extra_headers=self.cfg.headers,
+                deflate=self.cfg.ws_deflate,
             )
         except HandshakeRefused as e:
             if e.response.set_cookie:

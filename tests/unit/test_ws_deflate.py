@@ -3,6 +3,8 @@ messages both ways checked against wsproto's own server side (an independent cod
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import zlib
 
 import pytest
@@ -10,13 +12,15 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
 from locustfiles.sio.transport.errors import TransportError
-from locustfiles.sio.transport.http import HttpConnection
+from locustfiles.sio.transport.http import HttpConnection, HttpResponse
 from locustfiles.sio.transport.net import Endpoint
 from locustfiles.sio.transport.websocket import (
+    _GUID,
     MAX_MESSAGE_BYTES,
     WS_EXTENSIONS_OFFER,
     BoundedDeflate,
     WebSocket,
+    _check_101,
     accepted_extension,
     extension_name,
     request_head,
@@ -147,3 +151,19 @@ def test_bad_deflate_frames_are_protocol_errors(raw: bytes, why: str) -> None:
         ws.recv()
     assert ei.value.kind == "protocol_error"
 
+
+
+def test_without_the_offer_an_extension_in_the_101_is_refused() -> None:
+    """--sio-ws-deflate false: no offer, and a server that answers with one anyway is refused."""
+
+    head = request_head(Endpoint.from_url("http://h:1"), "/x", b"k" * 24, deflate=False).decode()
+    assert "sec-websocket-extensions" not in head.lower()
+    key = b"k" * 24
+    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
+    headers = {"upgrade": "websocket", "connection": "Upgrade", "sec-websocket-accept": accept,
+               "sec-websocket-extensions": "permessage-deflate"}
+    resp = HttpResponse(101, "Switching Protocols", headers, b"")
+    assert _check_101(resp, key, offered=True) is not None
+    with pytest.raises(TransportError) as ei:
+        _check_101(resp, key, offered=False)
+    assert ei.value.kind == "upgrade_failed"

@@ -251,14 +251,16 @@ def _header(name: str, value: str) -> str:
 
 
 def request_head(endpoint: Endpoint, target: str, key: bytes, cookie: str = "",
-                 extra_headers: dict[str, str] | None = None) -> bytes:
-    """The opening request's bytes; a TransportError (never an encoding error) when it cannot be."""
+                 extra_headers: dict[str, str] | None = None, deflate: bool = True) -> bytes:
+    """The opening request's bytes (offering permessage-deflate unless `deflate` is False); a
+    TransportError (never an encoding error) when it cannot be."""
     head = (
         f"GET {safe_target(endpoint.prefix + target)} HTTP/1.1\r\n{_header('Host', endpoint.host_header)}"
         f"User-Agent: {USER_AGENT}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Sec-WebSocket-Extensions: {WS_EXTENSIONS_OFFER}\r\n"
     )
+    if deflate:
+        head += f"Sec-WebSocket-Extensions: {WS_EXTENSIONS_OFFER}\r\n"
     if cookie:
         head += _header("Cookie", cookie)
     for k, v in (extra_headers or {}).items():
@@ -266,7 +268,7 @@ def request_head(endpoint: Endpoint, target: str, key: bytes, cookie: str = "",
     return (head + "\r\n").encode("latin-1")  # every piece checked above: cannot fail
 
 
-def _check_101(resp: HttpResponse, key: bytes) -> BoundedDeflate | None:
+def _check_101(resp: HttpResponse, key: bytes, offered: bool = True) -> BoundedDeflate | None:
     """RFC 6455 4.1: what a client (a browser) must check in the 101 before using the socket;
     the permessage-deflate it accepted, if it did (RFC 7692)."""
     h = resp.headers
@@ -278,7 +280,11 @@ def _check_101(resp: HttpResponse, key: bytes) -> BoundedDeflate | None:
     if h.get("sec-websocket-protocol"):
         raise TransportError("upgrade_failed", f"101 answer chose sec-websocket-protocol "
                              f"{h['sec-websocket-protocol'][:60]!r}, which was not offered")
-    return accepted_extension(h.get("sec-websocket-extensions", ""))
+    chosen = h.get("sec-websocket-extensions", "")
+    if chosen and not offered:
+        raise TransportError("upgrade_failed", f"101 answer chose sec-websocket-extensions {chosen[:60]!r}, "
+                             "which was not offered")
+    return accepted_extension(chosen)
 
 
 class WebSocket:
@@ -315,13 +321,14 @@ class WebSocket:
         tls: ssl.SSLContext | None = None,
         cookie: str = "",
         extra_headers: dict[str, str] | None = None,
+        deflate: bool = True,
     ) -> WebSocket:
         """Open the TCP connection and do the opening handshake within `timeout` seconds.
 
         Any failure is a classified TransportError, whatever the server sent.
         """
         key = base64.b64encode(_getrandbits(128).to_bytes(16, "big"))
-        head = request_head(endpoint, target, key, cookie, extra_headers)  # before any socket
+        head = request_head(endpoint, target, key, cookie, extra_headers, deflate)  # before any socket
         timer = gevent.Timeout(timeout)
         timer.start()
         conn = None
@@ -333,7 +340,7 @@ class WebSocket:
                 raise TransportError("upgrade_failed", "server closed the connection during the WebSocket handshake") from None
             if resp.status != 101:
                 raise HandshakeRefused(resp)
-            return cls(conn, resp, _check_101(resp, key))
+            return cls(conn, resp, _check_101(resp, key, deflate))
         except gevent.Timeout as t:
             if conn is not None:
                 conn.close()
