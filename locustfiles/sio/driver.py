@@ -40,6 +40,7 @@ from locustfiles.sio.protocol.client import ClientProtocol
 from locustfiles.sio.protocol.recovery import Recovery
 from locustfiles.sio.transport import Endpoint, HttpSession, TransportError, WebSocket
 from locustfiles.sio.transport.http import HttpResponse
+from locustfiles.sio.transport.net import alpn_context
 from locustfiles.sio.transport.pooled import PooledHttpSession
 from locustfiles.sio.transport.websocket import HandshakeRefused
 
@@ -353,7 +354,7 @@ class Session:
                 target,
                 timeout=self.cfg.timeout,
                 source_ip=self.cfg.source_ip,
-                tls=self.cfg.tls,
+                tls=self._ws_tls(),
                 cookie=self.http.cookies.header(),
                 extra_headers=self.cfg.headers,
                 deflate=self.cfg.ws_deflate,
@@ -404,6 +405,13 @@ class Session:
                 if self.closed or self._ws_closing:
                     return
             self._feed(proto.ws_message(data, now))
+
+    def _ws_tls(self) -> ssl.SSLContext | None:
+        """The WebSocket's TLS context: a browser's offers ALPN http/1.1 only (Chromium's WebSocket
+        connections never ask for h2); the Node.js client's offers none."""
+        if self.cfg.http_pool == "browser" and self.endpoint.tls:
+            return alpn_context(self.cfg.tls, ("http/1.1",))
+        return self.cfg.tls
 
     def _ws_flush(self) -> None:
         """Write the frames this step queued (WsSend actions), in one write."""
