@@ -167,3 +167,29 @@ def test_without_the_offer_an_extension_in_the_101_is_refused() -> None:
     with pytest.raises(TransportError) as ei:
         _check_101(resp, key, offered=False)
     assert ei.value.kind == "upgrade_failed"
+
+
+def test_the_event_row_keeps_the_negotiated_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ok upgrade_probe row carries the extension (and a node_switch its "n1->n2"); other ok
+    rows keep no error text."""
+    import argparse
+
+    from locust.env import Environment
+    from locust.event import Events
+
+    from locustfiles.sio import SocketIOUser
+    from locustfiles.sio import user as user_mod
+
+    class Person(SocketIOUser):
+        abstract = False
+
+    rows: list[dict] = []
+    monkeypatch.setattr(user_mod.eventlog, "record", lambda _env, row: rows.append(row))
+    env = Environment(events=Events())
+    env.parsed_options = argparse.Namespace(sio_timeout=5.0)
+    u = Person(env)
+    ext = "permessage-deflate; client_max_window_bits=15; server_max_window_bits=15"
+    u.log_step("upgrade_probe", "upgrade_probe", 1.0, True, "", ext, transport="websocket")
+    u.log_step("node_switch", "node_switch", None, True, "", "n1->n2")
+    u.log_step("ack", "ack:echo", 1.0, True, "", "not a detail")
+    assert [r["error"] for r in rows] == [ext, "n1->n2", ""]

@@ -120,6 +120,7 @@ class H2Codec:
                 pass
 
     def data_to_send(self) -> bytes:
+        """The bytes the connection owes the server (requests, acks, window updates) since the last call."""
         return self.conn.data_to_send()
 
     def receive(self, data: bytes) -> list[H2Result]:
