@@ -521,14 +521,17 @@ def _config_block(meta: dict[str, Any], r: pd.Series) -> ConfigBlock:
                        nodes=_int(c.get("nodes")), tls=bool(c.get("tls")) if c.get("tls") is not None else None)
 
 
-OPTION_KEYS = ("recovery", "idle_timeout", "ping_interval")
+OPTION_KEYS = ("recovery", "idle_timeout", "ping_interval", "http_protocol")
 """Labels beyond summary.json's pinned `config` keys (contract.config.LABEL_KEYS), under `options`."""
 
 
 def _options(meta: dict[str, Any]) -> dict[str, Any]:
-    """`options`: recovery, idle_timeout, ping_interval as meta.json's config has them (None: not set / older run)."""
+    """`options`: recovery, idle_timeout, ping_interval, http_protocol ("h2" | "http/1.1") as meta.json's
+    config has them (None: not set / older run / unknown behind --url)."""
     c = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    return {k: c.get(k) if isinstance(c.get(k), bool | int | float) else None for k in OPTION_KEYS}
+    out = {k: c.get(k) if isinstance(c.get(k), bool | int | float) else None for k in OPTION_KEYS}
+    out["http_protocol"] = c.get("http_protocol") if c.get("http_protocol") in ("h2", "http/1.1") else None
+    return out
 
 
 def _environment(frames: Frames) -> dict[str, Any]:

@@ -448,6 +448,20 @@ def _scrape_target(name: str, given: str, id_: str, url: str) -> ScrapeTarget:
 
 
 HTTP_POOLS: tuple[str, ...] = ("browser", "node")
+H2_BALANCERS: tuple[str, ...] = ("caddy",)
+"""Balancers whose TLS listener offers h2 by ALPN as configured here (docs/protocol.md, section 8):
+Caddy's HTTP server does by default; targets/balancers/haproxy.cfg.j2 binds with `alpn http/1.1`
+and nginx.conf.j2 has no `http2 on`, and their L4 listeners forward to HTTP/1.1-only nodes."""
+
+
+def http_protocol(cluster: ClusterConfig, load: LoadConfig) -> str:
+    """What a config's polling rides: "h2" when the browser pool (which offers h2 by ALPN, as
+    Chromium does) meets a TLS listener that chooses it, else "http/1.1" (the Node.js client
+    offers no ALPN; websocket-only sessions make no polling requests)."""
+    polls = "polling" in tuple(load.transports)
+    if load.http_pool == "browser" and polls and cluster.tls and cluster.balancer in H2_BALANCERS:
+        return "h2"
+    return "http/1.1"
 """How a user's HTTP requests get connections (issue 13): `browser`, a Chromium-like pool (late
 binding: a request takes the first connection to become free); `node`, a connection bound to each
 concurrent request, as the Node.js socket.io-client does."""
@@ -572,7 +586,7 @@ def _check_scrape_ids(scrape: tuple[ScrapeTarget, ...], local_nodes: int | None)
 
 
 LABEL_KEYS: tuple[str, ...] = ("balancer", "policy", "adapter", "transports", "server", "nodes", "tls", "recovery",
-                              "idle_timeout", "ping_interval")
+                              "idle_timeout", "ping_interval", "http_protocol")
 """The keys of RunConfig.labels(), in order: the config columns the analysis adds to every frame."""
 
 
@@ -648,6 +662,7 @@ class RunConfig:
             "recovery": c.recovery,
             "idle_timeout": c.idle_timeout,
             "ping_interval": c.ping_interval,
+            "http_protocol": http_protocol(c, lo),
         }
 
 
@@ -702,7 +717,7 @@ _TELEMETRY_KEYS = {"scrape"}
 
 def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
     """A stable, file-system safe name for a config:
-    balancer-policy-transports-adapter-server-Nn[-tls][-recovery][-cpuF][-memM][-idleS][-pingS][-eio3][-browser]."""
+    balancer-policy-transports-adapter-server-Nn[-tls][-recovery][-cpuF][-memM][-idleS][-pingS][-eio3][-browser][-h2]."""
     parts = [
         cluster.balancer,
         cluster.policy,
@@ -728,6 +743,8 @@ def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
         parts.append("eio3")
     if load.http_pool != "node":  # so an [axes] http_pool gives each cell its own run directory
         parts.append(load.http_pool)
+    if http_protocol(cluster, load) == "h2":  # the polling rode HTTP/2: the report's label says so
+        parts.append("h2")
     return "-".join(parts)
 
 

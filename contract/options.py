@@ -166,6 +166,9 @@ OPTIONS: tuple[SioOption, ...] = (
               help="HTTP connections per user: browser (Chromium's pool: a request takes the first connection "
                    "to become free, 6 per host) | node (a new connection bound to each concurrent request, as "
                    "the Node.js client)"),
+    SioOption("ws_deflate", bool, True, choices=BOOL_SPELLINGS,
+              help="WebSocket: offer permessage-deflate as Chrome does and compress when the server accepts "
+                   "(true|false; false saves ~140 KB of zlib state per user and the CPU of compressing)"),
     SioOption("run_dir", str, "", web_ui=False,
               help="Run directory for the event log (event streams, Parquet at the end) and live stats; empty: none"),
     SioOption("run_name", str, "", web_ui=False,
@@ -203,6 +206,7 @@ class SioOptions:
     log_all: bool
     scrape: str
     http_pool: str
+    ws_deflate: bool
     run_dir: str
     run_name: str
 

@@ -34,7 +34,8 @@ COLUMNS: tuple[str, ...] = (
     "latency_ms",  # float; empty (NaN) where the step has no duration
     "ok",  # 1 / 0
     "error_kind",  # one of ERROR_KINDS or "http_<status>"; "" when ok
-    "error",  # human-readable error text; "" when ok
+    "error",  # human-readable error text; "" when ok, except a node_switch's "n1->n2" and the WebSocket
+    # extension an ok upgrade_probe's (websocket-only: handshake's) 101 accepted ("permessage-deflate; ...")
     "room",  # room for join/leave/broadcast_*; "" otherwise
     "msg_id",  # broadcast message id for broadcast_send/broadcast_recv; "" otherwise
 )

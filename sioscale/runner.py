@@ -370,8 +370,9 @@ def external_labels(url: str, cfg: RunConfig) -> dict[str, Any]:
     server, nodes and tls are None (unknown) rather than the flags' defaults; verdicts must not
     talk about a "memory adapter" they never saw.
     """
+    h2_possible = cfg.load.http_pool == "browser" and url.lower().startswith(("https:", "wss:"))
     return dict(cfg.labels(), balancer="external", policy="external", adapter=None, server=None,
-                nodes=None, tls=None, target_url=url)
+                nodes=None, tls=None, target_url=url, http_protocol=None if h2_possible else "http/1.1")
 
 
 def external_run_name(load: LoadConfig) -> str:

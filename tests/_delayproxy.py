@@ -11,7 +11,11 @@ Why TLS: a user-space proxy cannot delay a TCP handshake -- the kernel completes
 listening socket before accept() -- so a client would count a "slowly accepted" connection as
 connected at once. Over TLS a connection is usable when its handshake ends, which needs the
 proxy's ServerHello: holding that back is a slow connection, as seen by any client (sioscale's
-open_socket, or a browser's SSL connect job). The proxy offers no ALPN, so clients speak HTTP/1.1.
+open_socket, or a browser's SSL connect job). By default the proxy offers no ALPN, so clients
+speak HTTP/1.1. With `h2_upstream` it offers ALPN ["h2", "http/1.1"] as an h2-speaking balancer
+does: a connection that chooses h2 is forwarded to that (cleartext h2c) address, and its requests
+are recorded by decoding the client's HTTP/2 frames on the way (an h2 server-side connection
+used only to read them); a held POST answer then holds the connection's next answer bytes.
 
 The record is the proxy's own: the bytes each client connection carried, parsed into request
 lines (`conns[i].requests`), with the node named by the answer's `x-served-by` header. It runs in
@@ -25,6 +29,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import gevent
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
 from gevent import socket as gsocket
 from gevent import ssl
 
@@ -51,6 +60,7 @@ class Conn:
     accepted: float
     ready: float = 0.0  # TLS handshake done (the client may use it from here)
     requests: list[Req] = field(default_factory=list)
+    alpn: str = ""  # what the TLS handshake chose ("h2", "http/1.1", or "" for none)
 
 
 class DelayProxy:
@@ -58,12 +68,15 @@ class DelayProxy:
     to `upstream`."""
 
     def __init__(self, upstream: tuple[str, int], cert_file: str, key_file: str, connect_delay_s: float = 0.0,
-                 hold_first_post_s: float = 0.0) -> None:
+                 hold_first_post_s: float = 0.0, h2_upstream: tuple[str, int] | None = None) -> None:
         self.upstream = upstream
+        self.h2_upstream = h2_upstream
         self.connect_delay_s = connect_delay_s
         self.hold_first_post_s = hold_first_post_s
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert_file, key_file)
+        if h2_upstream is not None:
+            self.ctx.set_alpn_protocols(["h2", "http/1.1"])
         self.conns: list[Conn] = []
         self._posted: set[str] = set()  # sessions whose first POST was seen
         self._socks: list = []
@@ -119,7 +132,8 @@ class DelayProxy:
             sock = self.ctx.wrap_socket(sock, server_side=True)  # the handshake: now it is usable
             self._socks.append(sock)
             rec.ready = time.monotonic()
-            up = gsocket.create_connection(self.upstream, timeout=5)
+            rec.alpn = sock.selected_alpn_protocol() or ""
+            up = gsocket.create_connection(self.h2_upstream if rec.alpn == "h2" else self.upstream, timeout=5)
             up.settimeout(None)
             self._socks.append(up)
             a = self._spawn(self._client_to_server, sock, up, rec)
@@ -143,6 +157,9 @@ class DelayProxy:
 
     def _c2s(self, src, dst, rec: Conn) -> None:
         """Forward at once; parse request heads (and skip Content-Length bodies) to record them."""
+        if rec.alpn == "h2":
+            self._c2s_h2(src, dst, rec)
+            return
         buf = b""
         body_left = 0
         raw = False  # after a WebSocket upgrade: frames, not requests
@@ -166,6 +183,26 @@ class DelayProxy:
             dst.sendall(data)
         dst.shutdown(gsocket.SHUT_WR)
 
+    def _c2s_h2(self, src, dst, rec: Conn) -> None:
+        """Forward at once; read the client's HTTP/2 frames to record each stream's request."""
+        reader = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="latin-1"))
+        reader.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 30})  # it only reads: never a window to wait on
+        reader.initiate_connection()
+        reader.increment_flow_control_window((1 << 31) - 1 - 65535)
+        while data := src.recv(65536):
+            try:
+                for ev in reader.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        h = dict(ev.headers or [])
+                        self._record(f"{h.get(':method', '')} {h.get(':path', '')} HTTP/2", rec)
+            except h2.exceptions.H2Error as e:  # the record would be wrong from here: say so loudly
+                rec.requests.append(Req("H2-READ-ERROR", repr(e), time.monotonic()))
+                raise OSError("h2 reader failed") from e
+            reader.data_to_send()  # the reader's own frames go nowhere
+            dst.sendall(data)
+        dst.shutdown(gsocket.SHUT_WR)
+
     def _record(self, head: str, rec: Conn) -> bool:
         """One request head seen on `rec`; True when it upgrades the connection."""
         method, target = (head.split("\r\n", 1)[0].split(" ") + ["", ""])[:2]
@@ -186,11 +223,13 @@ class DelayProxy:
         """Forward at once, except the first bytes of a held answer, which wait `hold_first_post_s`."""
         while data := src.recv(65536):
             req = rec.requests[-1] if rec.requests else None
+            if rec.alpn == "h2":  # streams share the bytes: hold the next ones after the held POST
+                req = next((r for r in rec.requests if r.held and not r.hold_done), None)
             if req is not None:
                 if req.held and not req.hold_done:
                     req.hold_done = True
                     gevent.sleep(self.hold_first_post_s)
-                if not req.node:
+                if not req.node and rec.alpn != "h2":
                     req.node = _node(data)
             dst.sendall(data)
 

@@ -40,6 +40,7 @@ from locustfiles.sio.protocol.client import ClientProtocol
 from locustfiles.sio.protocol.recovery import Recovery
 from locustfiles.sio.transport import Endpoint, HttpSession, TransportError, WebSocket
 from locustfiles.sio.transport.http import HttpResponse
+from locustfiles.sio.transport.net import alpn_context
 from locustfiles.sio.transport.pooled import PooledHttpSession
 from locustfiles.sio.transport.websocket import HandshakeRefused
 
@@ -67,6 +68,7 @@ class SessionConfig:
     tls: ssl.SSLContext | None = None
     headers: dict[str, str] = field(default_factory=dict)
     http_pool: str = "node"  # contract.config.HTTP_POOLS: how HTTP requests get connections
+    ws_deflate: bool = True  # the WebSocket offers permessage-deflate (as Chrome and the Node.js client)
 
     def __post_init__(self) -> None:
         # The HTTP layer lower-cases response header names, so `--sio-node-header X-Served-By`
@@ -86,7 +88,7 @@ class SessionConfig:
             auth = json.loads(o.auth) if o.auth else None
         return cls(url=url, eio=o.eio, transports=tuple(transports), path=o.path,
                    namespace=namespace or o.namespace, auth=auth, timeout=o.timeout,
-                   node_header=o.node_header, http_pool=o.http_pool, **rest)
+                   node_header=o.node_header, http_pool=o.http_pool, ws_deflate=o.ws_deflate, **rest)
 
 
 def http_session(cfg: SessionConfig) -> HttpSession:
@@ -352,9 +354,10 @@ class Session:
                 target,
                 timeout=self.cfg.timeout,
                 source_ip=self.cfg.source_ip,
-                tls=self.cfg.tls,
+                tls=self._ws_tls(),
                 cookie=self.http.cookies.header(),
                 extra_headers=self.cfg.headers,
+                deflate=self.cfg.ws_deflate,
             )
         except HandshakeRefused as e:
             if e.response.set_cookie:
@@ -377,7 +380,8 @@ class Session:
         if ws.response.set_cookie:
             self.http.cookies.update(ws.response.set_cookie)
         self._ws = ws
-        self._feed(self.proto.ws_opened(time.monotonic(), node=node_of(ws.response.headers, self.http, self.cfg.node_header)))
+        self._feed(self.proto.ws_opened(time.monotonic(), node=node_of(ws.response.headers, self.http, self.cfg.node_header),
+                                        extension=ws.extension))
         proto = self.proto
         while True:
             try:
@@ -401,6 +405,13 @@ class Session:
                 if self.closed or self._ws_closing:
                     return
             self._feed(proto.ws_message(data, now))
+
+    def _ws_tls(self) -> ssl.SSLContext | None:
+        """The WebSocket's TLS context: a browser's offers ALPN http/1.1 only (Chromium's WebSocket
+        connections never ask for h2); the Node.js client's offers none."""
+        if self.cfg.http_pool == "browser" and self.endpoint.tls:
+            return alpn_context(self.cfg.tls, ("http/1.1",))
+        return self.cfg.tls
 
     def _ws_flush(self) -> None:
         """Write the frames this step queued (WsSend actions), in one write."""

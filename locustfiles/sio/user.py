@@ -52,6 +52,9 @@ from locustfiles.sio.transport.net import Endpoint
 log = logging.getLogger(__name__)
 
 EIO_STEPS = frozenset({"handshake", "upgrade_probe", "upgrade", "poll", "ping", "node_switch"})
+OK_DETAIL_STEPS = frozenset({"node_switch", "upgrade_probe", "handshake"})
+"""Steps whose ok rows keep their `error` text as a detail (contract.rows): a node_switch's
+"n1->n2", the WebSocket extension an upgrade_probe's (websocket-only: handshake's) 101 accepted."""
 BROADCAST_STEPS = frozenset({"broadcast_send", "broadcast_recv"})
 _user_ids = itertools.count(1)
 _proc_tags: dict[int, str] = {}
@@ -370,7 +373,7 @@ class SocketIOUser(User):
         row = make_row(
             step, user=self.user_id, eio_sid=eio_sid, sio_sid=sio_sid, name=name, transport=transport,
             node=node, latency_ms=latency_ms, ok=1 if ok else 0, error_kind="" if ok else error_kind,
-            error="" if ok else error[:500], room=room, msg_id=msg_id,
+            error=error[:500] if not ok or step in OK_DETAIL_STEPS else "", room=room, msg_id=msg_id,
         )
         if ts is not None:
             row["ts"] = ts

@@ -4,8 +4,11 @@
 //
 //   node server.js --id n1 --port 8001 [--host 127.0.0.1] [--redis-url redis://...]
 //                  [--adapter memory|redis|redis-sharded|redis-streams] [--recovery]
-//                  [--certfile cert.pem --keyfile key.pem] [--ping-interval S]
+//                  [--certfile cert.pem --keyfile key.pem [--http2]] [--ping-interval S]
 //
+// --http2: serve TLS with node's HTTP/2 server (ALPN h2, allowHTTP1 for the WebSocket and clients
+// that offer only http/1.1), as socket.io documents; an L4 TLS passthrough in front of such nodes
+// is the issue 13 case where one HTTP/2 connection means one node.
 // --ping-interval: Engine.IO pingInterval in seconds (default 25, socket.io's).
 // --adapter: redis = @socket.io/redis-adapter createAdapter (pub/sub), redis-sharded = its
 // createShardedAdapter (SPUBLISH, Redis >= 7), redis-streams = @socket.io/redis-streams-adapter.
@@ -17,6 +20,7 @@
 const fs = require("fs");
 const http = require("http");
 const https = require("https");
+const http2 = require("http2");
 const { monitorEventLoopDelay } = require("perf_hooks");
 const { Server } = require("socket.io");
 
@@ -30,6 +34,7 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i].replace(/^--/, "");
     if (key === "recovery") { out.recovery = true; continue; }  // a flag: takes no value
+    if (key === "http2") { out.http2 = true; continue; }
     const val = argv[i + 1];
     if (val === undefined) throw new Error(`missing value for ${argv[i]}`);
     i++;
@@ -206,9 +211,10 @@ async function redisAdapter(args) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const httpServer = args.certfile
-    ? https.createServer({ cert: fs.readFileSync(args.certfile), key: fs.readFileSync(args.keyfile) })
-    : http.createServer();
+  if (args.http2 && !args.certfile) throw new Error("--http2 needs --certfile and --keyfile (h2 is offered by ALPN)");
+  const tlsFiles = args.certfile ? { cert: fs.readFileSync(args.certfile), key: fs.readFileSync(args.keyfile) } : null;
+  const httpServer = args.http2 ? http2.createSecureServer({ ...tlsFiles, allowHTTP1: true })
+    : tlsFiles ? https.createServer(tlsFiles) : http.createServer();
   // Registered before socket.io attaches: engine.io hands it every request off its own path.
   let io = null;
   const lag = startLagMonitor();

@@ -11,6 +11,10 @@ carried which request is what is asserted, not the client's idea of it.
 - (b) connections are usable at once, the CONNECT POST's answer is held 50 ms: the GET rides the
   new connection (another node: `session_unknown`);
 - `node` (today's client) binds the GET to a connection of its own in both regimes.
+- HTTP/2 where offered: the proxy offers ALPN h2 and forwards h2 to a Caddy speaking h2c in front
+  of one node; the browser pool's requests are all streams on the handshake's connection, so the
+  first poll GET rides it in both regimes and no second polling connection is ever opened (the
+  WebSocket still gets one of its own, over HTTP/1.1).
 Each regime runs several times: the outcome must hold every time.
 """
 
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +34,11 @@ from locust.event import Events
 
 from contract.config import ClusterConfig
 from locustfiles.sio import SocketIOUser
-from targets.cluster import Cluster
+from targets.cluster import Cluster, find_binary
+from targets.procs import free_port
 from targets.tls import make_tls
 from tests._delayproxy import Conn, DelayProxy
+from tests.integration.support import Procs
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +59,54 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DelayProxy
             yield p, str(tls.ca_file)
         finally:
             p.close()
+
+
+H2C_CADDYFILE = """{
+    admin off
+    auto_https off
+    persist_config off
+    servers {
+        protocols h1 h2c
+    }
+}
+http://127.0.0.1:%(port)d {
+    bind 127.0.0.1
+    reverse_proxy 127.0.0.1:%(node)d
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def proxy_h2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DelayProxy, str]]:
+    """The proxy offering h2: h2 goes to Caddy (h2c) in front of one node, HTTP/1.1 to that node."""
+    tmp = Path(tmp_path_factory.mktemp("h2c"))
+    tls = make_tls(tmp)
+    procs = Procs(tmp)
+    with Cluster(ClusterConfig(nodes=1, balancer="none", policy="direct")) as c:
+        node = c.nodes["n1"].port or 0
+        port = free_port("127.0.0.1")
+        (tmp / "Caddyfile").write_text(H2C_CADDYFILE % {"port": port, "node": node})
+        p = None
+        try:
+            procs.start([find_binary("caddy"), "run", "--config", str(tmp / "Caddyfile"), "--adapter", "caddyfile"],
+                        "caddy", XDG_CONFIG_HOME=str(tmp / "cfg"), XDG_DATA_HOME=str(tmp / "data"))
+            _await_port(port)
+            p = DelayProxy(("127.0.0.1", node), str(tls.cert_file), str(tls.key_file), h2_upstream=("127.0.0.1", port))
+            yield p, str(tls.ca_file)
+        finally:
+            if p is not None:
+                p.close()
+            procs.close()
+
+
+def _await_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port} after {timeout:g} s")
 
 
 def _trial(proxy: DelayProxy, ca_file: str, pool: str) -> tuple[bool, list[Conn]]:
@@ -112,3 +168,23 @@ def test_regime_b_held_post_answer(proxy: tuple[DelayProxy, str], pool: str) -> 
         assert w["post"][0] == w["handshake"][0], w
         assert w["poll"][0] != w["handshake"][0], w  # the new connection was up first
         assert w["poll"][1] != w["handshake"][1] and not ok, w  # L4: another node, session unknown
+
+
+@pytest.mark.parametrize("regime", ["slow_connects", "held_post_answer"])
+def test_h2_the_first_poll_rides_the_one_session_in_both_regimes(proxy_h2: tuple[DelayProxy, str],
+                                                                 regime: str) -> None:
+    p, ca = proxy_h2
+    for _ in range(TRIALS):
+        p.reset(connect_delay_s=DELAY_S if regime == "slow_connects" else 0.0,
+                hold_first_post_s=DELAY_S if regime == "held_post_answer" else 0.0)
+        ok, conns = _trial(p, ca, "browser")
+        w = _where(conns)
+        assert ok, w
+        assert w["post"][0] == w["poll"][0] == w["handshake"][0], w  # one connection carries them all
+        polling = [c for c in conns if any("transport=polling" in r.target for r in c.requests)]
+        assert [c.alpn for c in polling] == ["h2"], [(c.no, c.alpn, [r.method for r in c.requests]) for c in conns]
+        ws = [c for c in conns if any("transport=websocket" in r.target for r in c.requests)]
+        assert ws and all(c.alpn == "http/1.1" and len(c.requests) == 1 for c in ws), w  # its own, HTTP/1.1
+        assert len(conns) == 2, [(c.no, c.alpn) for c in conns]  # nothing else was opened
+        if regime == "held_post_answer":
+            assert any(r.held for c in polling for r in c.requests), w  # the hold really happened

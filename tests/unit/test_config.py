@@ -122,6 +122,7 @@ def test_axes_override_base_and_steps_parse():
     assert runs[0].labels() == {
         "balancer": "caddy", "policy": "cookie", "adapter": "memory", "transports": ["websocket"],
         "server": "python", "nodes": 1, "tls": False, "recovery": False, "idle_timeout": None, "ping_interval": None,
+        "http_protocol": "http/1.1",
     }
 
 
@@ -330,3 +331,20 @@ def test_extra_configs_follow_the_axes_and_are_checked_like_them():
     with pytest.raises(ConfigError, match="balancer = 'caddy' has no idle timeout"):
         parse_campaign(base.replace("[axes]\npolicy", "[cluster]\nbalancer = 'caddy'\n[axes]\npolicy").replace(
             '"l4-round-robin"', '"l7-round-robin"') + '[[extra]]\nidle_timeout = 5\n', "x.toml")
+
+
+def test_http_protocol_is_h2_only_where_the_browser_pool_meets_an_h2_listener() -> None:
+    """Issue 13: the config (meta.json's labels) and its name say which protocol the polling rode."""
+    from contract.config import ClusterConfig, LoadConfig, http_protocol, run_name
+
+    caddy_tls = ClusterConfig(balancer="caddy", policy="cookie", tls=True)
+    browser = LoadConfig(http_pool="browser")
+    assert http_protocol(caddy_tls, browser) == "h2"
+    assert run_name(caddy_tls, browser).endswith("-tls-browser-h2")
+    for cl, lo in [(caddy_tls, LoadConfig(http_pool="node")),
+                   (ClusterConfig(balancer="caddy", policy="cookie"), browser),
+                   (ClusterConfig(balancer="haproxy", policy="cookie", tls=True), browser),
+                   (ClusterConfig(balancer="nginx", policy="l7-round-robin", tls=True), browser),
+                   (caddy_tls, LoadConfig(http_pool="browser", transports=("websocket",)))]:
+        assert http_protocol(cl, lo) == "http/1.1", (cl, lo)
+        assert not run_name(cl, lo).endswith("-h2")

@@ -45,6 +45,7 @@ NON_DEFAULT: dict[str, tuple[list[str], object]] = {
     "scrape": (["n1=http://127.0.0.1:5001/metrics,http://10.0.0.6:9100/metrics"],
                "n1=http://127.0.0.1:5001/metrics,http://10.0.0.6:9100/metrics"),
     "http_pool": (["browser"], "browser"),
+    "ws_deflate": (["false"], False),
     "run_dir": (["/tmp/run"], "/tmp/run"),
     "run_name": (["r1"], "r1"),
 }

@@ -14,6 +14,7 @@ import pytest
 from gevent.server import StreamServer
 
 from locustfiles.sio.transport import TransportError
+from locustfiles.sio.transport.h2pool import BrowserPool
 from locustfiles.sio.transport.net import Endpoint
 from locustfiles.sio.transport.pool import PoolPolicy
 from locustfiles.sio.transport.pooled import PooledHttpSession
@@ -119,14 +120,14 @@ def test_a_fresh_connection_that_fails_is_not_retried(serve) -> None:
     with pytest.raises(TransportError) as e:
         _get(http)
     assert e.value.kind == "transport_closed" and script.accepted == 1
-    assert http.open_connections == 0 and not http.policy.conns
+    assert http.open_connections == 0 and not http.policy.h1.conns
     http.close()
 
 
 def test_concurrent_requests_wait_for_the_first_free_connection(serve) -> None:
     """Two slots: the third request is handed whichever of the first two frees first."""
     script, http = serve(["slow", "ok", "ok"])
-    http.policy = PoolPolicy(max_connections=2)
+    http.policy = BrowserPool(PoolPolicy(max_connections=2))
     gs = [gevent.spawn(_get, http) for _ in range(3)]
     gevent.joinall(gs, timeout=3, raise_error=True)
     assert [g.value for g in gs] == [b"ok"] * 3
@@ -137,19 +138,19 @@ def test_concurrent_requests_wait_for_the_first_free_connection(serve) -> None:
 
 def test_a_request_that_times_out_waiting_leaves_the_pool_consistent(serve) -> None:
     _script, http = serve(["slow", "ok"])
-    http.policy = PoolPolicy(max_connections=1)
+    http.policy = BrowserPool(PoolPolicy(max_connections=1))
     first = gevent.spawn(_get, http)
     gevent.sleep(0.05)
     with pytest.raises(TransportError) as e:
         http.request("GET", "/y", timeout=0.1)
-    assert e.value.kind == "timeout" and not http.policy.waiting
+    assert e.value.kind == "timeout" and not http.policy.h1.waiting
     assert first.get(timeout=2) == b"ok" and _get(http) == b"ok"
     http.close()
 
 
 def test_close_wakes_waiting_and_running_requests(serve) -> None:
     _script, http = serve(["slow", "ok"])
-    http.policy = PoolPolicy(max_connections=1)
+    http.policy = BrowserPool(PoolPolicy(max_connections=1))
     gs = [gevent.spawn(_get, http) for _ in range(2)]
     gevent.sleep(0.05)
     http.close()

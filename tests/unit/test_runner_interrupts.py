@@ -72,6 +72,9 @@ def test_external_target_labels_claim_nothing_about_the_cluster() -> None:
     assert labels["transports"] == ["websocket"] and labels["target_url"] == "http://127.0.0.1:9"
     assert external_run_name(cfg.load) == "external-websocket"
     assert external_run_name(LoadConfig(eio=3)) == "external-polling+websocket-eio3"
+    assert labels["http_protocol"] == "http/1.1"  # plain http: no ALPN, no h2
+    browser = RunConfig("y", ClusterConfig(), LoadConfig(http_pool="browser"))
+    assert external_labels("https://example.test", browser)["http_protocol"] is None  # only the server knows
 
 
 def test_faults_with_url_are_a_config_error_before_anything_starts(tmp_path: Path) -> None:

@@ -372,8 +372,14 @@ HOSTILE_101 = {
     "wrong accept": (lambda req: _good_101(b"AAAAAAAAAAAAAAAAAAAAAAAAAAA="), "upgrade_failed"),
     "no Connection": (lambda req: _good_101(_accept_of(req)).replace(b"Connection: Upgrade\r\n", b""),
                       "upgrade_failed"),
-    "extension not offered": (lambda req: _good_101(_accept_of(req), b"Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+    "extension not offered": (lambda req: _good_101(_accept_of(req), b"Sec-WebSocket-Extensions: x-webkit-deflate-frame\r\n"),
                               "upgrade_failed"),
+    "deflate twice": (lambda req: _good_101(
+        _accept_of(req), b"Sec-WebSocket-Extensions: permessage-deflate, permessage-deflate\r\n"), "upgrade_failed"),
+    "deflate, unknown parameter": (lambda req: _good_101(
+        _accept_of(req), b"Sec-WebSocket-Extensions: permessage-deflate; foo=1\r\n"), "upgrade_failed"),
+    "deflate, window out of range": (lambda req: _good_101(
+        _accept_of(req), b"Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=16\r\n"), "upgrade_failed"),
     "subprotocol not offered": (lambda req: _good_101(_accept_of(req), b"Sec-WebSocket-Protocol: chat\r\n"),
                                 "upgrade_failed"),
     "superscript status": (lambda req: b"HTTP/1.1 \xb2\xb2\xb2 OK\r\n\r\n", "protocol_error"),

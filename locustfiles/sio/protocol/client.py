@@ -383,12 +383,13 @@ class ClientProtocol:
                 self._close(now, "transport error", kind, error, out)
         return out
 
-    def ws_opened(self, now: float, *, node: str = "") -> list[Action]:
-        """The WebSocket of the last OpenWebSocket is open (HTTP 101)."""
+    def ws_opened(self, now: float, *, node: str = "", extension: str = "") -> list[Action]:
+        """The WebSocket of the last OpenWebSocket is open (HTTP 101); `extension`: the one the
+        101 accepted, recorded on the upgrade_probe row (websocket-only: the handshake row)."""
         out: list[Action] = []
         if self._state in (CLOSED,) or self._upgrade.ws is not _WS_OPENING:
             return out
-        self._upgrade.ws = _WS_OPEN
+        self._upgrade.ws, self._upgrade.extension = _WS_OPEN, extension
         self._see_node(node, now, out)
         if self._upgrade.ws_purpose == "probe":
             self._upgrade.probe = _P_PROBING
@@ -451,7 +452,8 @@ class ClientProtocol:
                 if pkt == (codec.PONG, "probe"):
                     self._upgrade.probe = _P_PAUSING
                     self._timers.probe = now + self._timeout
-                    out.append(self._ok("upgrade_probe", _ms(self._timers.t_probe, now), transport=WEBSOCKET))
+                    out.append(self._ok("upgrade_probe", _ms(self._timers.t_probe, now), transport=WEBSOCKET,
+                                        error=self._upgrade.extension))
                     self._maybe_finish_upgrade(now, out)
                 else:
                     self._probe_failed(now, "upgrade_failed", f"probe answered with {str(data)[:60]!r}", out)
@@ -809,7 +811,8 @@ class ClientProtocol:
         self._timers.ping = now + self._ping_interval + self._ping_timeout
         if self._eio == 3:
             self._timers.next_ping = now + self._ping_interval
-        out.append(self._ok("handshake", _ms(self._timers.t_start, now), transport=via))
+        out.append(self._ok("handshake", _ms(self._timers.t_start, now), transport=via,
+                            error=self._upgrade.extension if via == WEBSOCKET else ""))
         # socket.io-client on engine open: CONNECT first (its POST), then probes, then the poll.
         if self._eio == 4:
             auth = self._auth
@@ -977,7 +980,8 @@ class ClientProtocol:
     def _ok(self, step: str, latency_ms: float | None, *, transport: str | None = None, node: str | None = None,
             error: str = "", name: str | None = None, ack_id: int | None = None) -> StepResult:
         """An ok step of this session: its transport and node unless given; `error` carries only a
-        node_switch's "n1->n2"; `name` defaults to `step`."""
+        node_switch's "n1->n2" or the WebSocket extension an upgrade_probe's (websocket-only: a
+        handshake's) 101 accepted; `name` defaults to `step`."""
         return StepResult(step, True, latency_ms, transport or self._transport, node or self._node, "", error,
                           name or step, ack_id)
 

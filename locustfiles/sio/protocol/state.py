@@ -110,6 +110,7 @@ class Upgrade:
     ws_purpose: str = ""  # "probe" | "websocket" (OpenWebSocket.purpose)
     probe: Probe = Probe.NONE
     upgraded: bool = False  # "5" sent: polling is over for this session
+    extension: str = ""  # the WebSocket extension its 101 accepted ("" or "permessage-deflate; ...")
 
 
 @dataclass(slots=True)

@@ -394,3 +394,8 @@ class HttpSession:
     @property
     def open_connections(self) -> int:
         return len(self._idle) + len(self._busy)
+
+    @property
+    def protocol(self) -> str:
+        """What the requests ride: HTTP/1.1 (the Node.js client offers no ALPN; the browser pool may say h2)."""
+        return "http/1.1"

@@ -76,6 +76,31 @@ def tls_context(ca_file: str = "", insecure: bool = False) -> ssl.SSLContext:
     return ctx
 
 
+_alpn_contexts: dict[tuple[int, tuple[str, ...]], tuple[ssl.SSLContext | None, ssl.SSLContext]] = {}
+
+
+def alpn_context(ctx: ssl.SSLContext | None, protocols: tuple[str, ...]) -> ssl.SSLContext:
+    """A context that verifies as `ctx` does (its CA certificates, hostname check, verify mode)
+    and offers `protocols` by ALPN; made once per context and protocol list.
+
+    Why a copy: the user's context is shared with its WebSockets, which Chromium opens with
+    ALPN http/1.1 only; setting h2 on it would offer h2 to the WebSocket's balancer as well."""
+    key = (id(ctx), protocols)
+    hit = _alpn_contexts.get(key)
+    if hit is not None and hit[0] is ctx:
+        return hit[1]
+    base = ctx or tls_context()
+    new = ssl.create_default_context()
+    certs = base.get_ca_certs(binary_form=True)
+    if certs:
+        new.load_verify_locations(cadata=b"".join(certs))
+    new.check_hostname = base.check_hostname
+    new.verify_mode = base.verify_mode
+    new.set_alpn_protocols(list(protocols))
+    _alpn_contexts[key] = (ctx, new)  # ctx kept alive with it, so its id cannot be reused
+    return new
+
+
 def parse_source_range(text: str) -> list[str]:
     """'127.0.0.2-127.0.0.254' (or one address) → the addresses in the order users take them; loopback only.
 

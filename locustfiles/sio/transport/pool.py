@@ -30,7 +30,8 @@ klzgrad/naiveproxy mirror of Chromium's net/ tree):
 
 One pool per virtual user and origin = one browser context. Not modelled: priorities (every
 polling request is an XHR of the same priority, so the queue is FIFO), backup connect jobs
-(250 ms+ after a SYN loss; loopback loses none), the 256-socket global limit, HTTP/2.
+(250 ms+ after a SYN loss; loopback loses none), the 256-socket global limit. HTTP/2 (one session per origin, when ALPN chooses h2) is
+`transport/h2pool.py`'s, on top of this group.
 
 Inputs are calls (`request`, `connected`, `connect_failed`, `released`, `closed`, `cancel`,
 `expire`); outputs are action lists: `Connect(cid)`, `Send(rid, cid, reused)`, `Close(cid)`,
@@ -197,6 +198,18 @@ class PoolPolicy:
         out += [Fail(rid, "transport_closed", "HTTP session closed") for rid in self.waiting]
         self.waiting.clear()
         return out
+
+    def start_connect(self) -> Connect:
+        """A connect the caller asked for outside the request queue (the HTTP/2 session's,
+        transport/h2pool.py): counted in this group like any other, so ids never clash."""
+        return self._connect()
+
+    def withdraw(self, cid: int) -> None:
+        """Connecting `cid` leaves this group without serving anyone (it came up as HTTP/2, and
+        the origin's HTTP/2 session takes it over)."""
+        c = self.conns.get(cid)
+        if c is not None and c.state == "connecting":
+            del self.conns[cid]
 
     # -- views -----------------------------------------------------------------------------------
     def count(self, state: str) -> int:

@@ -15,6 +15,11 @@ request that fails on a connection taken from the idle list before any response 
 next, as Chromium's `HttpNetworkTransaction` does for reused connections (its
 `ShouldResendRequest`); a fresh connection's failure is the request's. WebSockets never come
 here: each opens a connection of its own (transport/websocket.py), as in Chromium.
+
+HTTP/2 (transport/h2pool.py, h2codec.py, h2link.py): over TLS every pooled connection offers
+ALPN ["h2", "http/1.1"], as Chromium's does. When the balancer chooses h2 the connection becomes
+the origin's HTTP/2 session and every later request is a stream on it (`Stream` actions); the
+pool's `protocol` says which one this user's polling rode.
 """
 
 from __future__ import annotations
@@ -29,14 +34,22 @@ from gevent import monkey, ssl
 from gevent.event import AsyncResult
 
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
-from locustfiles.sio.transport.http import RECV_BYTES, HttpConnection, HttpResponse, HttpSession, _Eof
-from locustfiles.sio.transport.net import Endpoint, open_socket
+from locustfiles.sio.transport.h2link import H2Link, H2Retry
+from locustfiles.sio.transport.h2pool import ALPN_OFFER, H2, HTTP11, BrowserAction, BrowserPool, Stream
+from locustfiles.sio.transport.http import (
+    RECV_BYTES,
+    USER_AGENT,
+    HttpConnection,
+    HttpResponse,
+    HttpSession,
+    _Eof,
+)
+from locustfiles.sio.transport.net import Endpoint, alpn_context, open_socket
 from locustfiles.sio.transport.pool import (
     MAX_CONNECTIONS_PER_HOST,
     Close,
     Connect,
     Fail,
-    PoolAction,
     PoolPolicy,
     Send,
 )
@@ -85,10 +98,19 @@ class PooledHttpSession(HttpSession):
         tls: ssl.SSLContext | None = None,
         max_connections: int = MAX_CONNECTIONS_PER_HOST,
         extra_headers: dict[str, str] | None = None,
-        policy: PoolPolicy | None = None,
+        policy: PoolPolicy | BrowserPool | None = None,
+        http2: bool = True,
     ) -> None:
         super().__init__(endpoint, timeout, source_ip, tls, max_connections, extra_headers)
-        self.policy = policy or PoolPolicy(max_connections=max_connections)
+        if isinstance(policy, BrowserPool):
+            self.policy = policy
+        else:
+            self.policy = BrowserPool(policy or PoolPolicy(max_connections=max_connections))
+        if endpoint.tls and http2:  # Chromium offers h2 on every TLS connection of its HTTP pool
+            self.tls = alpn_context(tls, ALPN_OFFER)
+        self._h2_headers = [("user-agent", USER_AGENT), ("accept", "*/*"),
+                            *((str(k).lower(), str(v)) for k, v in (extra_headers or {}).items())]
+        self._links: dict[int, H2Link] = {}
         self._conns: dict[int, HttpConnection] = {}
         self._connecting: dict[int, gevent.Greenlet] = {}
         self._waiters: dict[int, AsyncResult] = {}
@@ -105,11 +127,45 @@ class PooledHttpSession(HttpSession):
         if self._closed:
             raise TransportError("transport_closed", "HTTP session closed")
         raw = self._raw(method, target, body, content_type)
-        return self._bounded(method, timeout, lambda deadline: self._pooled(method, raw, deadline))
+        stream = (target, body, content_type)
+        return self._bounded(method, timeout, lambda deadline: self._pooled(method, raw, deadline, stream))
 
-    def _pooled(self, method: str, raw: bytes, deadline: float) -> HttpResponse:
+    def _on_stream(self, link: H2Link, method: str, stream: tuple[str, bytes, str | None]) -> HttpResponse:
+        """One request as an HTTP/2 stream: the same headers as the HTTP/1.1 request, as Chromium
+        sends them (lower-case names, :authority for Host, the jar's cookies, content-length)."""
+        target, body, content_type = stream
+        headers = list(self._h2_headers)
+        if self.cookies:
+            headers.append(("cookie", self.cookies.header()))
+        if method == "POST":
+            headers += [("content-type", content_type or "text/plain;charset=UTF-8"), ("content-length", str(len(body)))]
+        try:
+            return link.request(method, self.endpoint.host_header, self.endpoint.prefix + target, headers, body)
+        except TransportError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the last net: a codec bug must not kill a user greenlet
+            raise TransportError("protocol_error", f"{method}: {type(e).__name__}: {e}") from None
+
+    @property
+    def protocol(self) -> str:
+        """What this user's polling rides: "h2" once the balancer chose it by ALPN, else "http/1.1"."""
+        return self.policy.protocol
+
+    def _pooled(self, method: str, raw: bytes, deadline: float, stream: tuple[str, bytes, str | None]) -> HttpResponse:
         for attempt in (0, 1):
             cid, reused = self._acquire()
+            link = self._links.get(cid)
+            if link is not None:  # a stream on the origin's HTTP/2 session
+                self.served.append((method, cid))
+                try:
+                    resp = self._on_stream(link, method, stream)
+                except H2Retry:
+                    if attempt == 0 and not self._closed:
+                        continue  # the server never saw it: once more, on the next session
+                    raise
+                if resp.set_cookie:
+                    self.cookies.update(resp.set_cookie)
+                return resp
             conn = self._conns[cid]
             self.served.append((method, cid))
             keep = False
@@ -173,10 +229,14 @@ class PooledHttpSession(HttpSession):
             if conn is None or not idle_usable(conn):
                 self._give_back(cid, False)
 
-    def _run(self, actions: list[PoolAction]) -> None:
+    def _run(self, actions: list[BrowserAction]) -> None:
         """Carry out the policy's actions; none of them blocks."""
         for a in actions:
-            if isinstance(a, Send):
+            if isinstance(a, Stream):
+                w = self._waiters.get(a.rid)
+                if w is not None:
+                    w.set((a.cid, True))
+            elif isinstance(a, Send):
                 w = self._waiters.get(a.rid)
                 if w is not None:
                     w.set((a.cid, a.reused))
@@ -188,6 +248,9 @@ class PooledHttpSession(HttpSession):
                 conn = self._conns.pop(a.cid, None)
                 if conn is not None:
                     conn.close()
+                link = self._links.pop(a.cid, None)
+                if link is not None:
+                    link.close()
             elif isinstance(a, Fail):
                 w = self._waiters.get(a.rid)
                 if w is not None:
@@ -203,8 +266,18 @@ class PooledHttpSession(HttpSession):
             return
         self._connecting.pop(cid, None)
         self.connections_opened += 1
-        self._conns[cid] = HttpConnection(sock)
-        self._run(self.policy.connected(cid, time.monotonic()))
+        proto = (sock.selected_alpn_protocol() if self.endpoint.tls else None) or HTTP11
+        if proto == H2:
+            self._links[cid] = H2Link(sock, lambda: self._run(self.policy.goaway(cid)),
+                                      lambda: self._link_closed(cid))
+        else:
+            self._conns[cid] = HttpConnection(sock)
+        self._run(self.policy.connected(cid, proto, time.monotonic()))
+
+    def _link_closed(self, cid: int) -> None:
+        """An HTTP/2 connection ended (the server, an error, or close()): the pool forgets it."""
+        self._links.pop(cid, None)
+        self._run(self.policy.closed(cid, time.monotonic()))
 
     def close(self) -> None:
         """Close every connection; requests waiting or running get transport_closed."""
@@ -215,7 +288,9 @@ class PooledHttpSession(HttpSession):
         self._connecting.clear()
         for conn in list(self._conns.values()):
             conn.close()  # a running request wakes with an error and reports `closed`
+        for link in list(self._links.values()):
+            link.close()  # its streams fail with transport_closed
 
     @property
     def open_connections(self) -> int:
-        return len(self._conns) + len(self._connecting)
+        return len(self._conns) + len(self._links) + len(self._connecting)

@@ -1,4 +1,4 @@
-"""Minimal RFC 6455 WebSocket client over a gevent socket (client side only, no extensions).
+"""Minimal RFC 6455 WebSocket client over a gevent socket (client side), with permessage-deflate.
 
 Why hand-written rather than websocket-client or wsproto: Engine.IO needs only text/binary
 messages, ping/pong and close; the opening handshake must carry the user's cookie jar and
@@ -16,6 +16,14 @@ checks the same way (tests/unit/test_fuzz_websocket.py runs both on the same gen
 and compares their verdicts); the only deliberate differences are the limits below and close
 code 1014 (IANA-registered "bad gateway", which wsproto refuses and browsers accept).
 
+permessage-deflate (RFC 7692, issue 13): the opening request offers it as Chrome does, and when the
+101 accepts it every data message is compressed both ways. The compression itself is wsproto's
+`PerMessageDeflate` (its per-frame hooks, driven by this parser), bounded here so that a
+decompression bomb ends in a named limit; what a 101 may answer is checked as Chromium checks it
+(`WebSocketDeflateParameters::Initialize` and `IsValidAsResponse`): one extension, known
+parameters, none twice, window bits as numbers. Chrome compresses every message it sends (its
+`WebSocketDeflatePredictorImpl` always predicts DEFLATE); so does this client.
+
 Hostile servers: every violation of RFC 6455 and every limit below ends the connection with a
 `WebSocketProtocolError` (kind protocol_error, the limit named in the message); the reader
 yields to the gevent hub after a bounded amount of work, so a server that writes faster than
@@ -31,12 +39,15 @@ import random
 import re
 import struct
 import time
+import zlib
 from collections import deque
 from urllib.parse import quote
 
 import gevent
 from gevent import ssl
 from gevent.lock import Semaphore
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, Opcode, RsvBits
 
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
 from locustfiles.sio.transport.http import USER_AGENT, HttpConnection, HttpResponse, _Eof
@@ -60,6 +71,10 @@ would otherwise own the process: timers stop firing and every latency measured i
 _VALID_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 """RFC 6455 7.4 + IANA registry (1012-1014); 1004-1006 and 1015 must never be on the wire.
 3000-4999 (libraries, applications) are valid too; everything else is a protocol error."""
+WS_EXTENSIONS_OFFER = "permessage-deflate; client_max_window_bits"
+"""`Sec-WebSocket-Extensions` as Chrome sends it (net/websockets: `WebSocketHandshakeStreamBase::
+AddVectorHeaders` with the deflate offer `permessage-deflate; client_max_window_bits`): the server
+may choose the client's window; context takeover both ways unless the server says otherwise."""
 _getrandbits = random.getrandbits
 _monotonic = time.monotonic
 _BAD_HEADER_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")  # CR, LF, NUL, controls, non-Latin-1
@@ -84,6 +99,99 @@ class WebSocketProtocolError(TransportError):
     def __init__(self, detail: str, close_code: int = 1002) -> None:
         super().__init__("protocol_error", f"WebSocket: {detail}")
         self.close_code = close_code
+
+
+_DEFLATE_PROTO = FrameDecoder(client=True)
+"""What wsproto's extension hooks are handed as their `proto`: they read only `.client`."""
+_NO_RSV = RsvBits(False, False, False)
+_WINDOW_PARAMS = ("server_max_window_bits", "client_max_window_bits")
+_FLAG_PARAMS = ("server_no_context_takeover", "client_no_context_takeover")
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """wsproto's permessage-deflate, with each inflated message bounded by MAX_MESSAGE_BYTES.
+
+    Why the one override: wsproto inflates a frame's payload without a bound, so a few KiB from
+    a hostile server could become gigabytes in this process; here zlib is asked for at most the
+    room left (`max_length`) and anything past it ends the connection with 1009."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inflated = 0  # bytes inflated for the message being read
+
+    def frame_inbound_payload_data(self, proto: FrameDecoder, data: bytes) -> bytes | CloseReason:  # type: ignore[override]
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        assert self._decompressor is not None
+        room = MAX_MESSAGE_BYTES - self._inflated
+        try:
+            out = self._decompressor.decompress(bytes(data), room + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        if self._inflated > MAX_MESSAGE_BYTES or self._decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_complete(self, proto: FrameDecoder, fin: bool) -> bytes | CloseReason | None:  # type: ignore[override]
+        out = super().frame_inbound_complete(proto, fin)
+        if fin:
+            self._inflated = 0
+        return out
+
+
+def accepted_extension(value: str) -> BoundedDeflate | None:
+    """The extension a 101's `Sec-WebSocket-Extensions` chose (None: none), checked as Chromium
+    checks the answer to its offer; anything else is `upgrade_failed`, as Chrome fails the
+    connection (its console: "Error during WebSocket handshake: ...")."""
+    value = value.strip()
+    if not value:
+        return None
+    if "," in value:
+        raise TransportError("upgrade_failed", f"101 answer chose more than one extension: {value[:80]!r}")
+    name, *params = (p.strip() for p in value.split(";"))
+    if name.lower() != "permessage-deflate":
+        raise TransportError("upgrade_failed", f"101 answer chose extension {name[:40]!r}, which was not offered")
+    seen: list[str] = []
+    for p in params:
+        key, eq, val = (x.strip() for x in p.partition("="))
+        key, val = key.lower(), val.strip('"')
+        if key in seen:
+            raise TransportError("upgrade_failed", f"permessage-deflate answer names {key!r} twice")
+        if key in _FLAG_PARAMS and not eq:
+            seen.append(key)
+        elif key in _WINDOW_PARAMS and val.isdigit() and val[0] != "0" and 9 <= int(val) <= 15:
+            seen.append(f"{key}={int(val)}")
+        elif key in _WINDOW_PARAMS and val == "8":  # RFC 7692 allows 8; zlib cannot keep a 256-byte window
+            raise TransportError("upgrade_failed", f"permessage-deflate answer {key}=8: zlib's smallest window is 9 bits")
+        else:
+            raise TransportError("upgrade_failed", f"permessage-deflate answer with bad parameter {p[:60]!r}")
+    ext = BoundedDeflate()
+    ext.finalize("; ".join(["permessage-deflate", *seen]))  # wsproto takes the parameters from here
+    return ext
+
+
+def _deflate_ok(r: object) -> object:
+    """A permessage-deflate hook's result, or the WebSocketProtocolError its CloseReason means."""
+    if not isinstance(r, CloseReason):
+        return r
+    if r == CloseReason.MESSAGE_TOO_BIG:
+        raise WebSocketProtocolError(f"compressed message inflates past MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})", 1009)
+    raise WebSocketProtocolError(f"permessage-deflate: {r.name.lower()} (bad compressed data)", int(r))
+
+
+def extension_name(ext: PerMessageDeflate | None) -> str:
+    """The negotiated extension as the event log records it: "" or e.g.
+    "permessage-deflate; client_max_window_bits=15; server_max_window_bits=15"."""
+    if ext is None:
+        return ""
+    parts = ["permessage-deflate", f"client_max_window_bits={ext.client_max_window_bits}",
+             f"server_max_window_bits={ext.server_max_window_bits}"]
+    if ext.client_no_context_takeover:
+        parts.append("client_no_context_takeover")
+    if ext.server_no_context_takeover:
+        parts.append("server_no_context_takeover")
+    return "; ".join(parts)
 
 
 def _mask(key: bytes, data: bytes) -> bytes:
@@ -143,13 +251,16 @@ def _header(name: str, value: str) -> str:
 
 
 def request_head(endpoint: Endpoint, target: str, key: bytes, cookie: str = "",
-                 extra_headers: dict[str, str] | None = None) -> bytes:
-    """The opening request's bytes; a TransportError (never an encoding error) when it cannot be."""
+                 extra_headers: dict[str, str] | None = None, deflate: bool = True) -> bytes:
+    """The opening request's bytes (offering permessage-deflate unless `deflate` is False); a
+    TransportError (never an encoding error) when it cannot be."""
     head = (
         f"GET {safe_target(endpoint.prefix + target)} HTTP/1.1\r\n{_header('Host', endpoint.host_header)}"
         f"User-Agent: {USER_AGENT}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
     )
+    if deflate:
+        head += f"Sec-WebSocket-Extensions: {WS_EXTENSIONS_OFFER}\r\n"
     if cookie:
         head += _header("Cookie", cookie)
     for k, v in (extra_headers or {}).items():
@@ -157,25 +268,34 @@ def request_head(endpoint: Endpoint, target: str, key: bytes, cookie: str = "",
     return (head + "\r\n").encode("latin-1")  # every piece checked above: cannot fail
 
 
-def _check_101(resp: HttpResponse, key: bytes) -> None:
-    """RFC 6455 4.1: what a client (a browser) must check in the 101 before using the socket."""
+def _check_101(resp: HttpResponse, key: bytes, offered: bool = True) -> BoundedDeflate | None:
+    """RFC 6455 4.1: what a client (a browser) must check in the 101 before using the socket;
+    the permessage-deflate it accepted, if it did (RFC 7692)."""
     h = resp.headers
     want = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
     if h.get("upgrade", "").lower() != "websocket" or h.get("sec-websocket-accept", "") != want:
         raise TransportError("upgrade_failed", "101 answer is not a valid WebSocket handshake")
     if "upgrade" not in (t.strip().lower() for t in h.get("connection", "").split(",")):
         raise TransportError("upgrade_failed", "101 answer without 'Connection: Upgrade'")
-    for name in ("sec-websocket-extensions", "sec-websocket-protocol"):
-        if h.get(name):
-            raise TransportError("upgrade_failed", f"101 answer chose {name} {h[name][:60]!r}, which was not offered")
+    if h.get("sec-websocket-protocol"):
+        raise TransportError("upgrade_failed", f"101 answer chose sec-websocket-protocol "
+                             f"{h['sec-websocket-protocol'][:60]!r}, which was not offered")
+    chosen = h.get("sec-websocket-extensions", "")
+    if chosen and not offered:
+        raise TransportError("upgrade_failed", f"101 answer chose sec-websocket-extensions {chosen[:60]!r}, "
+                             "which was not offered")
+    return accepted_extension(chosen)
 
 
 class WebSocket:
     """An open WebSocket; `recv()` from one reader greenlet, `send()` from any greenlet."""
 
-    def __init__(self, conn: HttpConnection, response: HttpResponse) -> None:
+    def __init__(self, conn: HttpConnection, response: HttpResponse, deflate: BoundedDeflate | None = None) -> None:
         self._conn = conn
         self.response = response  # the 101, for node attribution (headers, cookies)
+        self._deflate = deflate  # permessage-deflate, when the 101 accepted it
+        self.extension = extension_name(deflate)  # "" or the negotiated extension, for the event log
+        self.compressed_in = 0  # compressed messages received (deflate on): what tests check
         self._ready: deque[str | bytes] = deque()
         self._frag_op = 0  # opcode of the fragmented message being reassembled (0: none)
         self._frag: list = []  # its pieces: bytes (binary) or str (text, decoded as they come)
@@ -201,13 +321,14 @@ class WebSocket:
         tls: ssl.SSLContext | None = None,
         cookie: str = "",
         extra_headers: dict[str, str] | None = None,
+        deflate: bool = True,
     ) -> WebSocket:
         """Open the TCP connection and do the opening handshake within `timeout` seconds.
 
         Any failure is a classified TransportError, whatever the server sent.
         """
         key = base64.b64encode(_getrandbits(128).to_bytes(16, "big"))
-        head = request_head(endpoint, target, key, cookie, extra_headers)  # before any socket
+        head = request_head(endpoint, target, key, cookie, extra_headers, deflate)  # before any socket
         timer = gevent.Timeout(timeout)
         timer.start()
         conn = None
@@ -219,8 +340,7 @@ class WebSocket:
                 raise TransportError("upgrade_failed", "server closed the connection during the WebSocket handshake") from None
             if resp.status != 101:
                 raise HandshakeRefused(resp)
-            _check_101(resp, key)
-            return cls(conn, resp)
+            return cls(conn, resp, _check_101(resp, key, deflate))
         except gevent.Timeout as t:
             if conn is not None:
                 conn.close()
@@ -245,6 +365,10 @@ class WebSocket:
     # -- sending -----------------------------------------------------------------------------
     def send(self, message: str | bytes) -> None:
         """Send one text (str) or binary (bytes) message; classified TransportError on failure."""
+        if self._deflate is not None:  # compressed in wire order: through the queue, under its lock
+            self.queue(message)
+            self.flush()
+            return
         if isinstance(message, str):
             frame = encode_frame(0x1, _utf8(message))
         else:
@@ -257,10 +381,11 @@ class WebSocket:
         Why: the frames one protocol step produces ("41" then the close frame, "5" then the
         buffered packets) go out in one write instead of one syscall each; same frames, same order.
         """
-        if isinstance(message, str):
-            self._wbuf.append(encode_frame(0x1, _utf8(message)))
-        else:
-            self._wbuf.append(encode_frame(0x2, bytes(message)))
+        op, data = (0x1, _utf8(message)) if isinstance(message, str) else (0x2, bytes(message))
+        if self._deflate is not None:
+            _, data = self._deflate.frame_outbound(_DEFLATE_PROTO, Opcode(op), _NO_RSV, data, True)
+            op |= 0x40  # RSV1: this message is compressed (RFC 7692 6)
+        self._wbuf.append(encode_frame(op, data))
 
     def flush(self) -> None:
         """Write the queued frames; classified TransportError on failure."""
@@ -363,7 +488,7 @@ class WebSocket:
                 del buf[: pos + n]
                 consumed = True
                 self._work += 1 + (n >> 16)
-                self._on_frame(b0 & 0x80, b0 & 0x0F, payload)
+                self._on_frame(b0 & 0x80, b0 & 0x0F, payload, b0 & 0x40)
         except TransportError as e:
             self._error = e
         if self._pong is not None and (self._error is None or self._error.kind == "transport_closed"):
@@ -377,8 +502,11 @@ class WebSocket:
     def _check_head(self, b0: int, b1: int, n: int) -> None:
         """What the first two bytes of a frame can be refused for (n: the 7-bit length)."""
         op = b0 & 0x0F
-        if b0 & 0x70:
-            raise WebSocketProtocolError(f"reserved bits set (0x{b0 & 0x70:02x}) but no extension was negotiated")
+        if b0 & 0x70 and not (b0 & 0x70 == 0x40 and self._deflate is not None and op in (0x1, 0x2)):
+            if self._deflate is None:
+                raise WebSocketProtocolError(f"reserved bits set (0x{b0 & 0x70:02x}) but no extension was negotiated")
+            raise WebSocketProtocolError(f"reserved bits 0x{b0 & 0x70:02x} on a frame of opcode {op} "
+                                         "(permessage-deflate sets only RSV1, on a message's first frame)")
         if b1 & 0x80:
             raise WebSocketProtocolError("masked frame from the server (RFC 6455 5.1)")
         if op >= 0x8:
@@ -409,7 +537,7 @@ class WebSocket:
                 f"fragmented message of {self._frag_len + n} bytes or more exceeds MAX_MESSAGE_BYTES "
                 f"({MAX_MESSAGE_BYTES})", 1009)
 
-    def _on_frame(self, fin: int, op: int, payload: bytes) -> None:
+    def _on_frame(self, fin: int, op: int, payload: bytes, rsv1: int = 0) -> None:
         if op >= 0x8:  # control frames (header already checked)
             now = _monotonic()
             if now - self._ctl_since >= 1.0:
@@ -424,6 +552,8 @@ class WebSocket:
             elif op == 0x9:
                 self._pong = payload  # answered once the batch is parsed
             return  # unsolicited pongs are allowed (RFC 6455 5.5.3) and ignored
+        if self._deflate is not None:
+            payload = self._inflate(fin, op, rsv1, payload)
         if fin and op:  # the common case: one whole message in one frame
             self._deliver(op, payload)
             return
@@ -440,6 +570,19 @@ class WebSocket:
             parts, op = self._frag, self._frag_op
             self._frag, self._frag_op, self._frag_len, self._utf8 = [], 0, 0, None
             self._ready.append("".join(parts) if op == 0x1 else b"".join(parts))
+
+    def _inflate(self, fin: int, op: int, rsv1: int, payload: bytes) -> bytes:
+        """One data frame through wsproto's permessage-deflate hooks: its payload as sent
+        (uncompressed messages pass unchanged), with the message's tail once `fin`."""
+        d = self._deflate
+        assert d is not None
+        if rsv1:
+            self.compressed_in += 1
+        _deflate_ok(d.frame_inbound_header(_DEFLATE_PROTO, Opcode(op), RsvBits(bool(rsv1), False, False), len(payload)))
+        data = _deflate_ok(d.frame_inbound_payload_data(_DEFLATE_PROTO, payload))
+        tail = _deflate_ok(d.frame_inbound_complete(_DEFLATE_PROTO, bool(fin)))
+        assert isinstance(data, bytes)
+        return data + tail if isinstance(tail, bytes) else data
 
     def _deliver(self, op: int, data: bytes) -> None:
         if op == 0x1:
