@@ -12,7 +12,7 @@ from typing import Any
 from contract.fmt import num
 
 from .capacity import GENERATOR_SATURATED
-from .recovery import recovery_verdict
+from .recovery import bad_offset_verdict, fault_verdict, recovery_verdict
 from .resources import binding_text
 from .sessions import idle_timeout_verdict, sessions_verdict
 from .summary import ConfigEntry, NodeSwitch
@@ -95,7 +95,18 @@ def config_verdicts(entry: Cfg, nodes_used_note: bool = True) -> list[str]:
     out.extend(capacity_verdicts(cfg))
     out.extend(resource_verdicts(cfg))
     said = recovery_verdict(cfg.recovery, cfg.config.adapter)
-    return [*out, said] if said else out
+    out = [*out, said] if said else out
+    return out + _fault_verdicts(cfg)
+
+
+def _fault_verdicts(cfg: Any) -> list[str]:
+    """One sentence per fault of recovery.by_fault (adapter x recovery x fault), then a server that sent
+    offsets it cannot honour."""
+    rec = cfg.recovery if isinstance(cfg.recovery, dict) else {}
+    on = (cfg.options or {}).get("recovery") if isinstance(cfg.options, dict) else None
+    out = [fault_verdict(f, cfg.config.adapter, on) for f in rec.get("by_fault") or () if isinstance(f, dict)]
+    bad = bad_offset_verdict(rec, cfg.config.adapter)
+    return [*out, bad] if bad else out
 
 
 def connection_verdict(entry: Cfg, who: str) -> str:
