@@ -197,7 +197,8 @@ def _client_window(by_second: Any, lo: int, hi: int | None) -> dict[str, int] | 
 
 
 def redis_load(res: pd.DataFrame | None) -> dict[str, float | None] | None:
-    """`recovery.redis`: the run's Redis cost (resources.csv): mean CPU % of a core, mean ops/s, peak used memory.
+    """`recovery.redis`: the run's Redis cost (resources.csv): mean CPU % of a core, mean ops/s, peak used
+    memory and peak stream length (the Streams adapter's, None for the others).
 
     What recovery costs in Redis load: Redis Streams writes every broadcast into a stream the nodes
     read (XADD / XREAD), pub/sub only relays it. None without Redis samples (the memory adapter).
@@ -214,7 +215,7 @@ def redis_load(res: pd.DataFrame | None) -> dict[str, float | None] | None:
         return round(float(v.mean() if how == "mean" else v.max()), 2) if len(v) else None
 
     return {"cpu_percent": agg("cpu_percent", "mean"), "ops_per_sec": agg("ops_per_sec", "mean"),
-            "used_memory_bytes": agg("used_memory_bytes", "max")}
+            "used_memory_bytes": agg("used_memory_bytes", "max"), "stream_length": agg("stream_length", "max")}
 
 
 def bad_offset_verdict(block: dict[str, Any] | None, adapter: Any) -> str | None:

@@ -173,7 +173,10 @@ def test_redis_load_and_the_bad_offset_finding() -> None:
         for m, v in (("cpu_percent", 2.0), ("cpu_percent", 4.0), ("ops_per_sec", 100), ("ops_per_sec", 300),
                      ("used_memory_bytes", 1e6), ("used_memory_bytes", 2e6))
     ] + [{"component": "node", "id": "n1", "metric": "cpu_percent", "value": 50.0}])
-    assert redis_load(res) == {"cpu_percent": 3.0, "ops_per_sec": 200.0, "used_memory_bytes": 2e6}
+    assert redis_load(res) == {"cpu_percent": 3.0, "ops_per_sec": 200.0, "used_memory_bytes": 2e6, "stream_length": None}
+    streams = pd.concat([res, pd.DataFrame([{"component": "redis", "id": "redis", "metric": "stream_length", "value": v}
+                                            for v in (10.0, 4000.0)])])
+    assert redis_load(streams)["stream_length"] == 4000.0  # type: ignore[index]
     assert redis_load(res[res["component"] == "node"]) is None and redis_load(None) is None
     said = bad_offset_verdict({"bad_offsets": 2771, "recovered": 0}, "redis-sharded")
     assert said is not None and said.startswith("redis-sharded + recovery: the server appended 2771 offsets")
