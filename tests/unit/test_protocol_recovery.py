@@ -287,8 +287,17 @@ def test_the_sharded_adapters_empty_offsets_are_taken_off_and_counted() -> None:
     assert [e.args for e in evs] == [[{"id": f"m{i}"}] for i in range(1, 5)]
     assert rec.counts["bad_offset"] == 4 and rec.counts["duplicated"] == 0 and rec.counts["backwards"] == 0
     assert rec.offset == ""
-    _, connect = ws_session(rec, t0=1.0)
+    c, connect = ws_session(rec, t0=1.0)
     assert connect_payload(connect) == {"pid": "P1", "offset": ""}
+    (rs,) = steps(c.ws_message('40{"sid":"B","pid":"P2"}', 1.01), "recover")
+    assert not rs.ok and "only empty offsets" in rs.error
+    # a member on another node saw nulls only: no offset to send, and the same reason
+    rec2 = Recovery()
+    first_session(rec2, ['42["broadcast",{"id":"m1"},null]'])
+    c, connect = ws_session(rec2, t0=1.0)
+    assert connect_payload(connect) == {"pid": "P1"}
+    (rs,) = steps(c.ws_message('40{"sid":"B","pid":"P2"}', 1.01), "recover")
+    assert not rs.ok and "only empty offsets" in rs.error
 
 
 def test_a_trailing_null_without_recovery_is_the_apps_own() -> None:

@@ -115,11 +115,12 @@ class Recovery:
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._last_key: tuple[int, int, int] | None = None
         self._events = 0  # events received since the pid was given (with an offset or not)
+        self._empty = 0  # of which with an empty offset slot (null): EMPTY_OFFSETS
 
     def reset(self) -> None:
         """Forget the pid and offsets (a new socket.io-client Socket); the counts stay (the user's totals)."""
         self.pid = self.offset = None
-        self._events = 0
+        self._events = self._empty = 0
         self._recent.clear()
         self._last_key = None
 
@@ -141,6 +142,7 @@ class Recovery:
             return args, None
         if args[-1] is None:  # an empty offset slot (see EMPTY_OFFSETS): taken off, nothing to keep
             self.counts["bad_offset"] += 1
+            self._empty += 1
             return args[:-1], None
         if not isinstance(args[-1], str):
             return args, None
@@ -178,6 +180,7 @@ class Recovery:
         pid = data.get("pid")
         new_pid = pid if isinstance(pid, str) and pid else None
         events, self._events = self._events, 0
+        empty, self._empty = self._empty, 0
         self.pid = new_pid
         if sent_pid is None:
             if replayed:
@@ -198,6 +201,9 @@ class Recovery:
             self.counts["replay_without_recovery"] += replayed
         if new_pid is None:
             reason = "the server no longer offers recovery (no pid in its CONNECT reply)"
+        elif (sent_offset is None and empty) or sent_offset in EMPTY_OFFSETS:
+            reason = ("the server appended only empty offsets ('' or null) to its events: its adapter stores no "
+                      "packets (the sharded adapter) and cannot recover")
         elif sent_offset is None and events:
             reason = (f"no offset to send: the server appended none to the {events} event(s) received, so its "
                       "adapter stores no packets (Redis pub/sub or sharded) and cannot recover")
