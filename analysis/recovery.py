@@ -248,7 +248,10 @@ def fault_verdict(f: dict[str, Any], adapter: Any, recovery_on: Any) -> str:
     on = recovery_on or f.get("recovered_ratio") is not None  # older runs: the attempts say it
     label = f"{adapter or 'unknown adapter'}{' + recovery' if on else ''}, {fault_label(f)}"
     lost, ratio = f.get("disconnects") or 0, f.get("recovered_ratio")
-    if not lost:
+    if not lost and f.get("cut"):
+        text = (f"{label}: {f['cut']} connections cut but no session lost (they were still handshaking: the "
+                "users were not connected yet; set the blip later)")
+    elif not lost:
         text = f"{label}: no session lost"
     elif ratio is None:
         text = f"{label}: {lost} sessions lost, none recovered (no recovery asked)"

@@ -157,10 +157,12 @@ def test_by_fault_rows_for_a_fault_that_cut_nothing_and_runs_without_per_second_
     cells = _cells((T0 + 20, "disconnect", 0, None))
     blip, restart, crash = by_fault(FAULTS, cells, None)  # type: ignore[misc]
     assert (blip["disconnects"], blip["recovered_ratio"], blip["missed"]) == (0, None, None)
-    assert fault_verdict(blip, "memory", False) == ("memory, blip (30% of the users): no session lost; "
-                                                   "messages missed not measured")
+    assert fault_verdict({**blip, "cut": 0}, "memory", False) == ("memory, blip (30% of the users): no session "
+                                                                 "lost; messages missed not measured")
     assert fault_verdict(crash, "memory", False) == ("memory, crash n3: 1 sessions lost, none recovered (no recovery "
                                                      "asked); messages missed not measured")
+    early = {**blip, "cut": 9}  # the blip hit handshakes: the users were not connected yet
+    assert "9 connections cut but no session lost" in fault_verdict(early, "redis-streams", True)
     assert by_fault([], cells, None) is None and by_fault([{"action": "start_node", "ts": T0}], cells, None) is None
     # rows without cells (a schema-1 run) are windowed by their ts
     rows = pd.DataFrame([{"ts": T0 + 13.0, "step": "disconnect", "ok": 0, "latency_ms": None}])
