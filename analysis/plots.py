@@ -162,10 +162,20 @@ def generator_cpu_over_time(gen: pd.DataFrame, saturated: float = 90.0) -> str |
     return to_svg(fig)
 
 
-def failures_over_time(fot: pd.DataFrame) -> str | None:
+def _mark_faults(ax: plt.Axes, marks: list[tuple[float, str]] | None) -> None:
+    """A dashed vertical line and a label per fault (s since start): what the curves must be read against."""
+    for t, label in marks or ():
+        ax.axvline(t, color="#555555", linestyle="--", linewidth=0.8)
+        ax.text(t, 0.98, f" {label}", transform=ax.get_xaxis_transform(), rotation=90, fontsize=7,
+                va="top", ha="left", color="#555555")
+
+
+def failures_over_time(fot: pd.DataFrame, faults: list[tuple[float, str]] | None = None) -> str | None:
+    """Failed steps % and connected users per second, a line per config; each fault a dashed line."""
     if not len(fot):
         return None
     fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    _mark_faults(ax, faults)
     ax2 = ax.twinx()
     for i, (c, g) in enumerate(fot.groupby("config", sort=False)):
         col = PALETTE[i % len(PALETTE)]

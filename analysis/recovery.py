@@ -134,4 +134,135 @@ def recovery_verdict(block: dict[str, Any] | None, adapter: Any) -> str | None:
     return text + (f", {missed} messages missed" if missed is not None else "; messages missed not measured")
 
 
-__all__ = ["RECOVERY_KEYS", "recovery_block", "recovery_verdict"]
+FAULT_WORDS = {"blip": "blip", "restart_node": "graceful restart", "stop_node": "crash", "pause_node": "pause",
+               "stop_redis": "Redis stopped", "stop_balancer": "balancer stopped"}
+"""The faults that end sessions, as the table and the verdicts name them; start_* ones end none and
+open no window of their own."""
+
+
+def by_fault(faults: Any, cells: pd.DataFrame | None, events: pd.DataFrame | None,
+             client_by_second: Any = None) -> list[dict[str, Any]] | None:
+    """`recovery.by_fault`: one recovery block per fault that ends sessions, plus its action / at / target.
+
+    Why windows and not a fault axis: three faults at separate times in one run cost a third of the
+    configs. Each fault owns the seconds from its own (meta.json `ts`, floored) to the next such
+    fault's, the last one to the run's end; a disconnect, reconnect or recover cell (or row, in a run
+    without cells) counts for the window its second falls in, and so do the receivers' stream
+    counters (sio_stats.json `recovery_by_second`, by their arrival at the master, within ~1 s of the
+    gap being seen). A fault that cut nothing gets zeros, not a missing row. None without such faults.
+    """
+    fs = sorted((f for f in faults or () if isinstance(f, dict) and f.get("action") in FAULT_WORDS
+                 and isinstance(f.get("ts"), (int, float)) and not f.get("error")), key=lambda f: f["ts"])
+    if not fs:
+        return None
+    starts = [int(np.floor(f["ts"])) for f in fs]
+    out = []
+    for i, f in enumerate(fs):
+        lo, hi = starts[i], (starts[i + 1] if i + 1 < len(fs) else None)
+        block = recovery_block(_window(events, "ts", lo, hi, float), _window(cells, "second", lo, hi, int),
+                               _client_window(client_by_second, lo, hi))
+        if block is None:
+            block = {"disconnects": 0, "recovered": 0, "recovered_ratio": None,
+                     **_delivery(_client_window(client_by_second, lo, hi)), "p95_reconnect_ms": None}
+        extra = {k: f[k] for k in ("fraction", "cut") if f.get(k) is not None}  # a blip's share and count
+        out.append({"action": f["action"], "at": f.get("at"), "target": f.get("target"), **extra, **block})
+    return out
+
+
+def _window(frame: pd.DataFrame | None, col: str, lo: int, hi: int | None, kind: type) -> pd.DataFrame | None:
+    """The frame's part whose `col` (a time in epoch s) floors into [lo, hi); None without that column."""
+    if frame is None or not len(frame) or col not in frame.columns:
+        return None
+    t = np.floor(pd.to_numeric(frame[col], errors="coerce"))
+    keep = (t >= lo) & ((t < hi) if hi is not None else True)
+    return frame[keep]
+
+
+def _client_window(by_second: Any, lo: int, hi: int | None) -> dict[str, int] | None:
+    """The stream and recovery counters that arrived in [lo, hi), summed; None in runs without them."""
+    if not isinstance(by_second, dict):
+        return None
+    out: dict[str, int] = {}
+    for sec, counts in by_second.items():
+        try:
+            t = int(sec)
+        except (TypeError, ValueError):
+            continue
+        if t < lo or (hi is not None and t >= hi) or not isinstance(counts, dict):
+            continue
+        for k, n in counts.items():
+            if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+                out[str(k)] = out.get(str(k), 0) + n
+    return out
+
+
+def redis_load(res: pd.DataFrame | None) -> dict[str, float | None] | None:
+    """`recovery.redis`: the run's Redis cost (resources.csv): mean CPU % of a core, mean ops/s, peak used
+    memory and peak stream length (the Streams adapter's, None for the others).
+
+    What recovery costs in Redis load: Redis Streams writes every broadcast into a stream the nodes
+    read (XADD / XREAD), pub/sub only relays it. None without Redis samples (the memory adapter).
+    """
+    if res is None or not len(res) or not {"component", "metric", "value"} <= set(res.columns):
+        return None
+    r = res[res["component"].astype(str) == "redis"]
+    if not len(r):
+        return None
+    vals = pd.to_numeric(r["value"], errors="coerce")
+
+    def agg(metric: str, how: str) -> float | None:
+        v = vals[r["metric"].astype(str) == metric].dropna()
+        return round(float(v.mean() if how == "mean" else v.max()), 2) if len(v) else None
+
+    return {"cpu_percent": agg("cpu_percent", "mean"), "ops_per_sec": agg("ops_per_sec", "mean"),
+            "used_memory_bytes": agg("used_memory_bytes", "max"), "stream_length": agg("stream_length", "max")}
+
+
+def bad_offset_verdict(block: dict[str, Any] | None, adapter: Any) -> str | None:
+    """A server that appended offsets it cannot honour: said once per config, as a server finding.
+
+    @socket.io/redis-adapter 8.3's sharded adapter with connectionStateRecovery on appends "" (on the
+    publishing node) or null (on the others) to every event without ack, and restores no session:
+    the offsets promise a recovery the adapter cannot give. The client takes them off the handler's
+    arguments (a Python handler of one argument would otherwise fail on every event from another node).
+    """
+    if not block or not block.get("bad_offsets"):
+        return None
+    n, rec = block["bad_offsets"], block.get("recovered") or 0
+    tail = ("and restored no session: an adapter that stores nothing to recover from (the sharded adapter "
+            "appends '' or null)" if not rec else f"yet recovered {rec} sessions")
+    return f"{adapter or 'unknown adapter'} + recovery: the server appended {n} offsets that are no offset {tail}"
+
+
+def fault_label(f: dict[str, Any]) -> str:
+    """'blip (30% of the users)', 'graceful restart n2', 'crash n3'."""
+    word = FAULT_WORDS.get(str(f.get("action")), str(f.get("action")))
+    if f.get("action") == "blip" and isinstance(f.get("fraction"), (int, float)):
+        return f"{word} ({100 * f['fraction']:.0f}% of the users)"
+    return f"{word} {f['target']}" if f.get("target") else word
+
+
+def fault_verdict(f: dict[str, Any], adapter: Any, recovery_on: Any) -> str:
+    """One row's verdict in the issue's words, e.g. "redis-streams + recovery, crash n3: 0% of sessions
+    recovered (0 of 11 lost), 41 messages missed (3.7 per disconnected user)"."""
+    on = recovery_on or f.get("recovered_ratio") is not None  # older runs: the attempts say it
+    label = f"{adapter or 'unknown adapter'}{' + recovery' if on else ''}, {fault_label(f)}"
+    lost, ratio = f.get("disconnects") or 0, f.get("recovered_ratio")
+    if not lost and f.get("cut"):
+        text = (f"{label}: {f['cut']} connections cut but no session lost (they were still handshaking: the "
+                "users were not connected yet; set the blip later)")
+    elif not lost:
+        text = f"{label}: no session lost"
+    elif ratio is None:
+        text = f"{label}: {lost} sessions lost, none recovered (no recovery asked)"
+    else:
+        text = f"{label}: {100 * ratio:.0f}% of sessions recovered ({f.get('recovered', 0)} of {lost} lost)"
+    missed = f.get("missed")
+    if missed is None:
+        return text + "; messages missed not measured"
+    per = f" ({missed / lost:.1f} per disconnected user)" if lost and missed else ""
+    return f"{text}, {missed} messages missed{per}"
+
+
+__all__ = ["FAULT_WORDS", "RECOVERY_KEYS", "bad_offset_verdict", "by_fault", "fault_label", "fault_verdict", "recovery_block",
+           "recovery_verdict", "redis_load"]

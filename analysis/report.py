@@ -31,7 +31,7 @@ from . import plots as P
 from . import resources as R
 from . import sessions as S
 from .load import CONFIG_KEYS, Frames, load_runs
-from .recovery import recovery_block
+from .recovery import by_fault, fault_label, fault_verdict, recovery_block, redis_load
 from .summary import (
     SCHEMA,
     Broadcast,
@@ -256,8 +256,14 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
     # faults the runner injected (stop a node, Redis, the balancer): what the time series must be read against
     entry.faults = [{k: f.get(k) for k in (*_FAULT_BASE, *_FAULT_EXTRAS) if k in _FAULT_BASE or k in f}
                     for f in (meta.get("faults") or []) if isinstance(f, dict)]
-    entry.recovery = recovery_block(frames.events[frames.events["config"] == name] if len(frames.events) else None,
-                                    cfg_cells, (frames.sio_stats.get(name) or {}).get("recovery"))
+    cfg_rows = frames.events[frames.events["config"] == name] if len(frames.events) else None
+    entry.recovery = recovery_block(cfg_rows, cfg_cells, (frames.sio_stats.get(name) or {}).get("recovery"))
+    if entry.recovery is not None:  # additive keys beside the pinned ones: per fault, and Redis's load
+        entry.recovery["by_fault"] = by_fault(meta.get("faults"), cfg_cells, cfg_rows,
+                                              (frames.sio_stats.get(name) or {}).get("recovery_by_second"))
+        entry.recovery["redis"] = redis_load(res)
+        client = (frames.sio_stats.get(name) or {}).get("recovery")
+        entry.recovery["bad_offsets"] = client.get("bad_offset") if isinstance(client, dict) else None
     entry.checks = _checks(entry, thresholds)
     entry.verdicts = config_verdicts(entry)
     entry.description = describe(entry)
@@ -345,7 +351,7 @@ def _overview_figures(frames: Frames, m: _Metrics) -> dict[str, str | None]:
         "latency-time": P.latency_over_time(m.lot),
         "generator-time": P.generator_cpu_over_time(C.generator_over_time(frames.generator, _first_ts(frames.runs)),
                                                     C.GENERATOR_SATURATED),
-        "failures-time": P.failures_over_time(m.fot),
+        "failures-time": P.failures_over_time(m.fot, _fault_marks(frames)),
         "broadcast": P.broadcast_delivery(m.deliv),
     }
 
@@ -377,6 +383,7 @@ def render(summary: dict[str, Any], tables: dict[str, Any], figures: dict[str, s
     env.filters["num"] = _fmt_num
     env.filters["when"] = _fmt_when
     env.filters["slug"] = _slug
+    env.globals |= {"fault_label": fault_label, "fault_verdict": fault_verdict}
     return env.get_template("report.html.j2").render(s=summary, t=tables, fig=figures, Markup=jinja2.utils.markupsafe.Markup)
 
 
@@ -465,6 +472,19 @@ def _status(meta: dict[str, Any], r: pd.Series, issues: list[dict[str, Any]]) ->
     if not n and rs.status in (Status.OK, Status.DEGRADED):
         rs.add(Status.FAILED, "no event rows: nothing was measured")
     return rs
+
+
+def _fault_marks(frames: Frames) -> list[tuple[float, str]]:
+    """The faults applied (meta.json `faults` with a `ts`), as (s since the config's first event, label),
+    one mark per distinct (time, label) over the configs: what the time series must be read against."""
+    t0 = _first_ts(frames.runs)
+    marks: set[tuple[float, str]] = set()
+    for name, meta in frames.meta.items():
+        for f in (meta or {}).get("faults") or ():
+            if isinstance(f, dict) and isinstance(f.get("ts"), (int, float)) and str(name) in t0 and not f.get("error"):
+                label = f"{f.get('action')}{' ' + str(f['target']) if f.get('target') else ''}"
+                marks.add((round(float(f["ts"]) - t0[str(name)]), label))
+    return sorted(marks)
 
 
 def _first_ts(runs: pd.DataFrame) -> dict[str, float]:

@@ -12,7 +12,7 @@ from typing import Any
 from contract.fmt import num
 
 from .capacity import GENERATOR_SATURATED
-from .recovery import recovery_verdict
+from .recovery import FAULT_WORDS, bad_offset_verdict, fault_verdict, recovery_verdict
 from .resources import binding_text
 from .sessions import idle_timeout_verdict, sessions_verdict
 from .summary import ConfigEntry, NodeSwitch
@@ -83,7 +83,7 @@ def config_verdicts(entry: Cfg, nodes_used_note: bool = True) -> list[str]:
     out.append(connection_verdict(cfg, who))
     died = sessions_verdict(cfg.sessions, num(cfg.connections.connect_ratio))
     if died:
-        out.append(f"{who}: {died}")
+        out.append(f"{who}: {died}{_faults_note(cfg.faults)}")
     idle = idle_timeout_verdict(cfg.options, cfg.sessions)
     if idle:
         out.append(f"{who}: {idle}")
@@ -95,7 +95,26 @@ def config_verdicts(entry: Cfg, nodes_used_note: bool = True) -> list[str]:
     out.extend(capacity_verdicts(cfg))
     out.extend(resource_verdicts(cfg))
     said = recovery_verdict(cfg.recovery, cfg.config.adapter)
-    return [*out, said] if said else out
+    out = [*out, said] if said else out
+    return out + _fault_verdicts(cfg)
+
+
+def _faults_note(faults: Any) -> str:
+    """'; the run's own faults ended sessions: blip, restart_node n2, stop_node n3 (see Failover and recovery)'
+    when faults that end sessions were applied: the dying sessions are the experiment, not an idle timeout."""
+    done = [f"{f.get('action')}{' ' + str(f['target']) if f.get('target') else ''}" for f in faults or ()
+            if isinstance(f, dict) and f.get("action") in FAULT_WORDS and not f.get("error")]
+    return f"; the run's own faults ended sessions: {', '.join(done)} (see Failover and recovery)" if done else ""
+
+
+def _fault_verdicts(cfg: Any) -> list[str]:
+    """One sentence per fault of recovery.by_fault (adapter x recovery x fault), then a server that sent
+    offsets it cannot honour."""
+    rec = cfg.recovery if isinstance(cfg.recovery, dict) else {}
+    on = (cfg.options or {}).get("recovery") if isinstance(cfg.options, dict) else None
+    out = [fault_verdict(f, cfg.config.adapter, on) for f in rec.get("by_fault") or () if isinstance(f, dict)]
+    bad = bad_offset_verdict(rec, cfg.config.adapter)
+    return [*out, bad] if bad else out
 
 
 def connection_verdict(entry: Cfg, who: str) -> str:

@@ -45,6 +45,8 @@ METRICS: dict[str, str] = {
     "connected_clients": "connected_clients",
     "used_memory_bytes": "used_memory",
     "pubsub_channels": "pubsub_channels",
+    "pubsubshard_channels": "pubsubshard_channels (Redis >= 7: the sharded adapter's SSUBSCRIBE channels)",
+    "stream_length": "XLEN of the Redis Streams adapter's stream (what it keeps for recovery), summed",
     # balancer (HAProxy stats; per backend server id "<balancer>/<node>" where it is per server)
     "current_sessions": "scur",
     "queue": "qcur",

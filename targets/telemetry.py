@@ -80,7 +80,10 @@ REDIS_INFO: dict[str, str] = {
     "connected_clients": "connected_clients",
     "used_memory": "used_memory_bytes",
     "pubsub_channels": "pubsub_channels",
+    "pubsubshard_channels": "pubsubshard_channels",  # Redis >= 7 only; absent keys are skipped
 }
+STREAMS_KEY = "socket.io"
+"""@socket.io/redis-streams-adapter's default streamName (targets/node/server.js keeps it)."""
 
 
 class SampleError(Exception):
@@ -370,8 +373,9 @@ class Sampler:
                  redis_url: str | None = None, redis_is_ours: bool = True, haproxy_socket: Path | None = None,
                  ssl_context: ssl.SSLContext | None = None, cgroup_reader: CgroupReader | None = None,
                  interval: float = INTERVAL_S, timeout: float = TIMEOUT_S, node_timeout: float = NODE_TIMEOUT_S,
-                 scrape: Iterable[tuple[str, str]] = ()) -> None:
+                 scrape: Iterable[tuple[str, str]] = (), streams: Iterable[str] = ()) -> None:
         self.path, self.run, self.targets = path, run, targets
+        self.streams = tuple(streams)  # Redis stream keys whose XLEN is sampled (the Streams adapter's)
         self.node_timeout = node_timeout
         self.scrape: list[tuple[str, str]] = [(str(i), str(u)) for i, u in scrape]  # (id, url), users' own nodes
         self.redis_url, self.redis_is_ours, self.haproxy_socket = redis_url, redis_is_ours, haproxy_socket
@@ -566,6 +570,8 @@ class Sampler:
                                                socket_connect_timeout=self.timeout, retry=Retry(NoBackoff(), 0))
         info = self._redis.info()
         out = [("redis", "redis", m, v) for m, v in redis_rows(info).items()]
+        if self.streams:  # XLEN is O(1): what the Streams adapter keeps for recovery (MAXLEN ~10,000)
+            out.append(("redis", "redis", "stream_length", float(sum(int(self._redis.xlen(k)) for k in self.streams))))
         cpu = redis_cpu_seconds(info)
         if not self.redis_is_ours and cpu is not None:  # not our process: its CPU from INFO
             r = self.rates.rate(("redis", "redis", "cpu"), cpu, time.monotonic())
@@ -654,7 +660,8 @@ def cluster_sampler(cluster: Any, run_dir: Path, run: str, cgroup_reader: Cgroup
                    redis_url=cluster.redis_url if c.adapter in REDIS_ADAPTERS else None,
                    redis_is_ours=cluster.redis is not None, haproxy_socket=haproxy,
                    ssl_context=cluster.ssl_context, cgroup_reader=cgroup_reader, interval=interval, timeout=timeout,
-                   node_timeout=node_timeout, scrape=scrape)
+                   node_timeout=node_timeout, scrape=scrape,
+                   streams=(STREAMS_KEY,) if c.adapter == "redis-streams" and cluster.redis is not None else ())
 
 
 def scrape_sampler(run_dir: Path, run: str, scrape: Iterable[tuple[str, str]], interval: float = INTERVAL_S,
@@ -665,6 +672,6 @@ def scrape_sampler(run_dir: Path, run: str, scrape: Iterable[tuple[str, str]], i
 
 
 __all__ = ["CLIENT_GAUGES", "CPU_COUNTER", "HAPROXY_STATS_SOCKET", "INTERVAL_S", "NODE_GAUGES", "REDIS_INFO",
-           "SCRAPE_GAUGES", "TIMEOUT_S", "CgroupReader", "SampleError", "Sampler", "Target", "cluster_cgroup_reader",
+           "SCRAPE_GAUGES", "STREAMS_KEY", "TIMEOUT_S", "CgroupReader", "SampleError", "Sampler", "Target", "cluster_cgroup_reader",
            "cluster_sampler", "cluster_targets", "fetch_metrics", "parse_haproxy_stat", "parse_node_metrics",
            "parse_scrape_metrics", "redis_cpu_seconds", "redis_rows", "scrape_sampler", "unix_request"]

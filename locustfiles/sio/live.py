@@ -82,6 +82,8 @@ class LiveStats:
         self.reconnect_latency = Histogram()
         self.delivery_latency = Histogram()
         self.recovery: Counter[str] = Counter()  # the users' recovery counters (protocol/recovery.py), summed
+        # the same per second of arrival here (epoch s): which fault's window a missed message falls in
+        self.recovery_by_second: dict[int, Counter[str]] = {}
         self.max_ts = -math.inf
         self.min_ts = math.inf  # the oldest kept row's ts (exact: a run's first rows are connects, kept)
         self.min_cell = math.inf  # the oldest cell's second, when no row was kept
@@ -191,7 +193,10 @@ class LiveStats:
 
     def add_recovery(self, counts: Mapping[str, int]) -> None:
         """A batch's recovery counter increments (duplicated, backwards, replayed, ...)."""
-        self.recovery.update({k: n for k, n in counts.items() if n})
+        got = {k: n for k, n in counts.items() if n}
+        self.recovery.update(got)
+        if got:
+            self.recovery_by_second.setdefault(int(time.time()), Counter()).update(got)
 
     def seen(self, user: str, ts: float) -> None:
         """A kept row of another step: its user and time only (add_state_row's cheap part)."""
@@ -334,6 +339,8 @@ class LiveStats:
                            "latency_mean_ms": self.reconnect_latency.mean()},
             "delivery": self.delivery(),
             "recovery": dict(sorted(self.recovery.items())),
+            "recovery_by_second": {str(sec): dict(sorted(c.items()))
+                                   for sec, c in sorted(self.recovery_by_second.items())},
             "eventlog": self.eventlog_block(),
         }
 

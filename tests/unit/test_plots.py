@@ -27,3 +27,11 @@ def test_failure_plot_uses_the_same_stacked_helper() -> None:
     assert svg and svg.startswith("<svg") and "Failures by kind" in svg
     assert {"timeout", "session_unknown"} <= set(_legend_labels(svg))
     assert P.failure_breakdown(fails.iloc[0:0]) is None and P.node_distribution(pd.DataFrame()) is None
+
+
+def test_failures_over_time_draws_each_fault_where_it_happened() -> None:
+    fot = pd.DataFrame({"config": ["c"] * 3, "t": [0.0, 10.0, 20.0], "failure_ratio": [0.0, 0.2, 0.0],
+                        "active": [30, 21, 30]})
+    svg = P.failures_over_time(fot, [(5.0, "blip"), (19.0, "stop_node n3")])
+    assert svg and {"blip", "stop_node n3"} <= {t.strip() for t in _legend_labels(svg)}
+    assert "stop_node" not in (P.failures_over_time(fot) or "")

@@ -273,3 +273,36 @@ def test_any_packet_sequence_is_classified_never_raised(seq: list[str], pid: str
         assert all(v >= 0 for v in rec.counts.values())
         assert rec.counts["recovered"] + rec.counts["not_recovered"] == rec.counts["attempts"]
         assert rec.offset is None or len(rec.offset) <= 256
+
+
+def test_the_sharded_adapters_empty_offsets_are_taken_off_and_counted() -> None:
+    """@socket.io/redis-adapter's sharded adapter with recovery on: "" on the publishing node, null on
+    the others. Both leave the scenario's args as sent (a handler of one argument must still fit),
+    count as bad offsets, never as duplicates; "" is kept and resent as socket.io-client does."""
+    rec = Recovery()
+    c = first_session(rec, [])
+    evs = [of(c.ws_message(p, 0.03), EventReceived)[0]
+           for p in ('42["broadcast",{"id":"m1"},""]', '42["broadcast",{"id":"m2"},null]',
+                     '42["broadcast",{"id":"m3"},""]', '42["broadcast",{"id":"m4"},null]')]
+    assert [e.args for e in evs] == [[{"id": f"m{i}"}] for i in range(1, 5)]
+    assert rec.counts["bad_offset"] == 4 and rec.counts["duplicated"] == 0 and rec.counts["backwards"] == 0
+    assert rec.offset == ""
+    c, connect = ws_session(rec, t0=1.0)
+    assert connect_payload(connect) == {"pid": "P1", "offset": ""}
+    (rs,) = steps(c.ws_message('40{"sid":"B","pid":"P2"}', 1.01), "recover")
+    assert not rs.ok and "only empty offsets" in rs.error
+    # a member on another node saw nulls only: no offset to send, and the same reason
+    rec2 = Recovery()
+    first_session(rec2, ['42["broadcast",{"id":"m1"},null]'])
+    c, connect = ws_session(rec2, t0=1.0)
+    assert connect_payload(connect) == {"pid": "P1"}
+    (rs,) = steps(c.ws_message('40{"sid":"B","pid":"P2"}', 1.01), "recover")
+    assert not rs.ok and "only empty offsets" in rs.error
+
+
+def test_a_trailing_null_without_recovery_is_the_apps_own() -> None:
+    rec = Recovery()
+    c, _ = ws_session(rec)
+    c.ws_message('40{"sid":"A"}', 0.010)  # no pid: the server offers no recovery
+    (ev,) = of(c.ws_message('42["n",{"a":1},null]', 0.02), EventReceived)
+    assert ev.args == [{"a": 1}, None] and rec.counts["bad_offset"] == 0

@@ -377,3 +377,26 @@ def test_a_slow_nodes_reading_comes_at_the_next_tick_with_the_time_it_was_read(t
     assert late["clients"][5] == 42.0 and late["event_loop_lag_ms"][5] == 3.5
     tick2 = max(r[0] for r in second if r[4] == "rss_bytes")
     assert t0 + 0.7 <= late["clients"][0] < tick2  # written at the time it was read, before this tick
+
+
+def test_redis_shard_channels_and_the_streams_adapters_stream_length(tmp_path: Path) -> None:
+    """Redis >= 7's shard channels (the sharded adapter's SSUBSCRIBE) and, for the Streams adapter, the XLEN
+    of its stream: what recovery keeps in Redis (issue 14's Redis load per adapter)."""
+    info = {"instantaneous_ops_per_sec": 9, "pubsub_channels": 0, "pubsubshard_channels": 2}
+    assert tm.redis_rows(info) == {"ops_per_sec": 9.0, "pubsub_channels": 0.0, "pubsubshard_channels": 2.0}
+
+    class FakeRedis:
+        def info(self) -> dict:
+            return info
+
+        def xlen(self, key: str) -> int:
+            return {"socket.io": 1234}.get(key, 0)
+
+    s = tm.Sampler(tmp_path / "r.csv", "run", lambda: [], redis_url="redis://x", streams=("socket.io",))
+    s._redis = FakeRedis()
+    try:
+        assert ("redis", "redis", "stream_length", 1234.0) in s._redis_info()
+        s.streams = ()
+        assert not [r for r in s._redis_info() if r[2] == "stream_length"]
+    finally:
+        s.pool.shutdown()

@@ -87,3 +87,27 @@ def test_missing_config_block_does_not_print_none() -> None:
     assert "None" not in text and "behind an unknown balancer" in text and "unknown adapter" in text
     failed = {"name": "x", "status": "failed", "error": "boom", "config": None}
     assert config_verdicts(failed) == ["? behind an unknown balancer: did not run — boom"]
+
+
+def test_sessions_that_died_under_the_runs_own_faults_say_so_and_each_fault_gets_its_row() -> None:
+    """recovery.toml: half the sessions die because the run blips, restarts and kills nodes; the sessions verdict
+    must name those faults rather than leave an idle timeout as the only reading, and each fault gets a verdict."""
+    cfg = _cfg("cookie", "redis-streams", {"n1": 10, "n2": 10, "n3": 10})
+    cfg["sessions"] = {"connected": 30, "failed": 15, "failed_share": 0.5, "closed": 15, "open": 15,
+                       "lifetime_s": {"p50": 11.0}, "end_steps": {"connection_closed": 15},
+                       "end_kinds": {"transport_closed": 15}, "after_node_switch": 0, "top_end_step": "connection_closed"}
+    cfg["faults"] = [{"at": 7, "action": "blip", "target": None, "error": None, "fraction": 0.3},
+                     {"at": 14, "action": "restart_node", "target": "n2", "error": None},
+                     {"at": 30, "action": "stop_node", "target": "n3", "error": "not reached: the run ended first"}]
+    cfg["options"] = {"recovery": True}
+    blip = {"action": "blip", "at": 7, "target": None, "fraction": 0.3, "cut": 9, "disconnects": 9, "recovered": 9,
+            "recovered_ratio": 1.0, "missed": 0, "duplicated": 0, "reordered": 0, "p95_reconnect_ms": 1400.0}
+    cfg["recovery"] = {**{k: v for k, v in blip.items() if k not in ("action", "at", "target", "fraction", "cut")},
+                       "by_fault": [blip], "redis": None, "bad_offsets": None}
+    v = config_verdicts(cfg)
+    died = next(x for x in v if "connected sessions died" in x)
+    assert died.endswith("; the run's own faults ended sessions: blip, restart_node n2 (see Failover and recovery)")
+    assert ("redis-streams + recovery, blip (30% of the users): 100% of sessions recovered (9 of 9 lost), "
+            "0 messages missed") in v
+    del cfg["faults"]
+    assert "faults" not in next(x for x in config_verdicts(cfg) if "connected sessions died" in x)

@@ -19,8 +19,9 @@ socket.io-client `Socket` carries from a lost session into the next. What the re
   and fires them once connected: they are the replay.
 
 Differences from the real client, on purpose: the offset is stripped from the arguments the
-scenario sees (socket.io-client leaves it there, so a handler gets one extra argument), and only
-from events that ask no ack (the server never appends an offset to those). What the server
+scenario sees (socket.io-client leaves it there, so a handler gets one extra argument; a Python
+handler would raise TypeError on it, so a null last argument, the sharded adapter's empty slot, is
+taken off too: EMPTY_OFFSETS), and only from events that ask no ack (the server never appends an offset to those). What the server
 replays, or fails to, is counted here (`counts`), never raised: a server that says recovered but
 replays nothing, replays a packet twice, or whose offsets go backwards. The first can be right
 (nothing was missed) and the last two happen with a correct server too (Redis Streams across nodes:
@@ -41,6 +42,14 @@ RECENT_OFFSETS = 4096
 MAX_OFFSET_CHARS = 256
 """A longer string is no offset (yeast ids are ~7-12 chars, stream ids ~15-41): not kept for the
 next CONNECT, so a hostile server cannot make every reconnect carry its megabytes back."""
+
+EMPTY_OFFSETS = ("",)
+"""An offset slot with nothing in it. @socket.io/redis-adapter 8.3's sharded adapter is a
+socket.io-adapter ClusterAdapter whose publish resolves to "" and whose receiving side passes no
+offset, so with connectionStateRecovery on every event without ack ends with "" on the node that
+published it and with null (JS undefined in JSON) on the others, although that adapter stores
+nothing and restores nothing. Both are taken off the args (counted as `bad_offset`), never kept
+as an order and never counted as a duplicate; a trailing null without a pid is the app's own."""
 
 _STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 _YEAST = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"
@@ -106,11 +115,12 @@ class Recovery:
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._last_key: tuple[int, int, int] | None = None
         self._events = 0  # events received since the pid was given (with an offset or not)
+        self._empty = 0  # of which with an empty offset slot (null): EMPTY_OFFSETS
 
     def reset(self) -> None:
         """Forget the pid and offsets (a new socket.io-client Socket); the counts stay (the user's totals)."""
         self.pid = self.offset = None
-        self._events = 0
+        self._events = self._empty = 0
         self._recent.clear()
         self._last_key = None
 
@@ -128,15 +138,23 @@ class Recovery:
         if self.pid is None:
             return args, None
         self._events += 1
-        if asks_ack or not args or not isinstance(args[-1], str):
+        if asks_ack or not args:
+            return args, None
+        if args[-1] is None:  # an empty offset slot (see EMPTY_OFFSETS): taken off, nothing to keep
+            self.counts["bad_offset"] += 1
+            self._empty += 1
+            return args[:-1], None
+        if not isinstance(args[-1], str):
             return args, None
         offset = args[-1]
         self._see(offset)
         return args[:-1], offset
 
     def _see(self, offset: str) -> None:
-        if len(offset) > MAX_OFFSET_CHARS:
+        if len(offset) > MAX_OFFSET_CHARS or offset in EMPTY_OFFSETS:
             self.counts["bad_offset"] += 1
+            if offset in EMPTY_OFFSETS:
+                self.offset = offset  # socket.io-client keeps any string, "" too, and sends it back
             return
         if offset in self._recent:
             self.counts["duplicated"] += 1
@@ -162,6 +180,7 @@ class Recovery:
         pid = data.get("pid")
         new_pid = pid if isinstance(pid, str) and pid else None
         events, self._events = self._events, 0
+        empty, self._empty = self._empty, 0
         self.pid = new_pid
         if sent_pid is None:
             if replayed:
@@ -182,6 +201,9 @@ class Recovery:
             self.counts["replay_without_recovery"] += replayed
         if new_pid is None:
             reason = "the server no longer offers recovery (no pid in its CONNECT reply)"
+        elif (sent_offset is None and empty) or sent_offset in EMPTY_OFFSETS:
+            reason = ("the server appended only empty offsets ('' or null) to its events: its adapter stores no "
+                      "packets (the sharded adapter) and cannot recover")
         elif sent_offset is None and events:
             reason = (f"no offset to send: the server appended none to the {events} event(s) received, so its "
                       "adapter stores no packets (Redis pub/sub or sharded) and cannot recover")
