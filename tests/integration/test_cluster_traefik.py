@@ -62,8 +62,13 @@ def _sticky_nodes(us: list[Probe]) -> list[str]:
 
 
 # ------------------------------------------------------------------ l7-round-robin
-def test_l7_round_robin_breaks_polling_spreads_websockets_and_its_process_is_sampled() -> None:
+def test_l7_round_robin_breaks_polling_spreads_websockets_and_its_process_is_sampled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # entrypoint read and keep-alive idle timeouts of 1 s: a quiet WebSocket still outlives them (why
+    # Traefik takes no --idle-timeout; if this ever fails, Traefik closes idle WebSockets and could)
+    monkeypatch.setattr(render, "TRAEFIK_TIMEOUT_S", 1)
     with _cluster("l7-round-robin") as c:
+        assert 'readTimeout = "1s"' in (c.workdir / "traefik.toml").read_text()
         ok, fails = try_connect(c.url, 4, sio_timeout=3.0)
         assert not all(ok) and any(f.startswith("session_unknown") for f in fails), fails
         counts = Counter(probe.ws_upgrade(c.url).served_by for _ in range(27))
@@ -71,7 +76,9 @@ def test_l7_round_robin_breaks_polling_spreads_websockets_and_its_process_is_sam
         assert set(counts) == {"n1", "n2", "n3"} and max(counts.values()) - min(counts.values()) <= 2, counts
         ws = _connect_all(c.url, 3, sio_transports="websocket")
         try:
+            time.sleep(2.0)  # quiet: the nodes ping every 25 s
             assert all(u.connected and u.call("echo", 1) == [1] for u in ws)
+            assert not [f for u in ws for f in u.failures()]
         finally:
             close_all(ws)
         [balancer] = [t for t in cluster_targets(c) if t.component == "balancer"]

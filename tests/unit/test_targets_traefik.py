@@ -32,7 +32,9 @@ def test_static_config_one_entrypoint_api_on_loopback_without_dashboard_and_the_
     eps = static["entryPoints"]
     assert eps["sio"]["address"] == "127.0.0.1:8080" and eps["traefik"]["address"] == "127.0.0.1:9090"
     assert static["api"] == {"insecure": True, "dashboard": False}
-    assert static["providers"] == {"file": {"filename": DYN, "watch": False}}
+    assert static["providers"] == {"providersThrottleDuration": "100ms", "file": {"filename": DYN, "watch": False}}
+    # a stopped balancer goes at once (fault hooks, Ctrl-C): no grace period for open connections
+    assert {ep["transport"]["lifeCycle"]["graceTimeOut"] for ep in eps.values()} == {"100ms"}
     assert static["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
     rt = eps["sio"]["transport"]["respondingTimeouts"]
     # above pingInterval + pingTimeout (25 + 20 s); no write deadline, which would drop a long poll's answer
