@@ -156,6 +156,12 @@ def test_p2c_sends_new_connections_to_the_less_loaded_of_two_nodes() -> None:
         finally:
             for u in held:
                 u.close()
+        # the fault hooks: a balancer restarted while a node is down waits only for the nodes that are up
+        c.stop_node("n2")
+        c.stop_balancer()
+        c.start_balancer()
+        h = probe.wait_ready(c.url, 5.0)
+        assert h is not None and h.served_by == "n1"
 
 
 # ------------------------------------------------------------------------ bad input

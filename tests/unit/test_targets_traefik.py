@@ -54,7 +54,8 @@ def test_http_policies_render_an_http_router_and_their_strategy(policy: str, str
     assert lb["strategy"] == strategy
     assert [s["url"] for s in lb["servers"]] == ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]
     assert (lb.get("sticky") or {}).get("cookie", {}).get("name") == sticky
-    assert lb["passiveHealthCheck"] == {"failureWindow": "2s", "maxFailedAttempts": 1}
+    assert lb["healthCheck"] == {"path": "/metrics", "method": "HEAD", "interval": "1s", "timeout": "1s"}
+    assert "passiveHealthCheck" not in lb  # it left healthy nodes out after requests the clients aborted
     fwd = dyn["http"]["serversTransports"]["sio"]["forwardingTimeouts"]
     assert fwd["responseHeaderTimeout"] == "0s" and fwd["idleConnTimeout"] == f"{TRAEFIK_TIMEOUT_S}s"
 
