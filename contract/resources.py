@@ -5,8 +5,9 @@ the balancer a queue), users' clusters add their own ids, and the analysis reads
 groupby. The columns are pinned by the issue: `ts,run,component,id,metric,value`.
 
 - ts: epoch seconds of the sample; run: the run name; component: one of COMPONENTS; id: the node
-  id, "haproxy"/"caddy", "redis", or a Locust worker id; metric: one of METRICS (or a warning,
-  below); value: a float ("" never: a value that could not be read is a warning row instead).
+  id, the balancer's name ("haproxy", "caddy", "nginx", "traefik"), "redis", or a Locust worker id;
+  metric: one of METRICS (or a warning, below); value: a float ("" never: a value that could not be
+  read is a warning row instead).
 - A sampler that fails leaves a warning row, it never stalls or fails the run: metric =
   "warning:" + one of WARNINGS, value = 1, for the component and id it failed on.
 - Counters are turned into rates by the sampler (cpu_percent, throttled_ms per second): every row

@@ -16,6 +16,12 @@ USER_HEADER = "X-SIO-User"
 (`hash $http_x_sio_user consistent`, the pattern of ingress-nginx's upstream-hash-by)."""
 CADDY_COOKIE = "lb"
 """Caddy's sticky cookie (an opaque hash of the upstream, not the node id)."""
+TRAEFIK_COOKIE = "SIOSCALE_TRAEFIK"
+"""Traefik's sticky cookie as sioscale names it (Traefik's own default name is a hash of the service name).
+Its value is the first 16 hex digits of SHA-256 of the server URL (Traefik >= 3.3.4), so the client records
+`traefik:<value>` and the analysis maps it back to the node with the cluster's `node_labels` (meta.json)."""
+TRAEFIK_LABEL = "traefik:"
+"""The prefix of a node label read from Traefik's cookie (see TRAEFIK_COOKIE)."""
 
 DEFAULT_TRANSPORTS: tuple[str, ...] = ("polling", "websocket")
 """socket.io-client's default `transports`: HTTP long-polling first, then the WebSocket upgrade."""

@@ -36,7 +36,7 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--policy", default=None,
                    help="haproxy: l4-round-robin, l7-round-robin, cookie, source, leastconn; "
                         "caddy: l7-round-robin, cookie, ip-hash; nginx: l7-round-robin, ip-hash, hash-consistent, "
-                        "header-hash, l4-round-robin, least-conn; "
+                        "header-hash, l4-round-robin, least-conn; traefik: l7-round-robin, cookie, l4-round-robin, p2c; "
                         f"none: direct (default {_C.policy}, "
                         "or direct with --balancer none)")
     g.add_argument("--adapter", choices=ADAPTERS, default=None,

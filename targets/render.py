@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from contract.config import POLICIES
-from contract.wire import CADDY_COOKIE, NODE_COOKIE
+from contract.wire import CADDY_COOKIE, NODE_COOKIE, TRAEFIK_COOKIE
 
 TEMPLATES = Path(__file__).parent / "balancers"
 # HAProxy policies balanced per TCP connection (mode tcp); the others are mode http.
@@ -164,3 +164,49 @@ def nginx_config(
         worker_connections=max(512, min(200_000, lim - 256)),
         idle_timeout=f"{idle_timeout:g}" if idle_timeout else NGINX_IDLE_TIMEOUT_S,
     )
+
+
+# Traefik policies served by a TCP router (HostSNI(`*`)); the others by an HTTP router.
+TRAEFIK_TCP_POLICIES = ("l4-round-robin",)
+TRAEFIK_TIMEOUT_S = 90  # entrypoint read/idle and keep-alive timeouts: above pingInterval + pingTimeout (25 + 20 s)
+TRAEFIK_NAME = "sio"  # the router's and the service's name; Traefik's API lists them as sio@file
+
+
+@dataclass(frozen=True)
+class TraefikConfig:
+    """Traefik's two files: `static` (--configFile: entrypoints, API, provider, log) and `dynamic` (routers,
+    services, TLS: what the file provider loads). `router` is "tcp" or "http"."""
+
+    static: str
+    dynamic: str
+    router: str
+
+
+def traefik_config(
+    policy: str,
+    nodes: list[Backend],
+    port: int,
+    api_port: int,
+    dynamic_file: str,
+    host: str = "127.0.0.1",
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> TraefikConfig:
+    """Traefik's static and dynamic config for one policy; TLS terminated by Traefik when cert and key are set.
+
+    The API listens on `host:api_port` (loopback: the cluster host is always 127.0.0.0/8) without the
+    dashboard, so the supervisor can see the routers go live; `dynamic_file` (absolute) is where the
+    supervisor writes `dynamic`.
+    """
+    _check("traefik", policy)
+    if (cert_file is None) != (key_file is None):
+        raise RenderError("traefik TLS needs both cert_file and key_file")
+    if not dynamic_file.startswith("/"):
+        raise RenderError(f"traefik dynamic_file must be absolute, got {dynamic_file!r}")
+    router = "tcp" if policy in TRAEFIK_TCP_POLICIES else "http"
+    values = dict(policy=policy, router=router, nodes=nodes, port=port, host=host, api_port=api_port,
+                  dynamic_file=dynamic_file, tls=cert_file is not None, cert_file=cert_file or "",
+                  key_file=key_file or "", cookie_name=TRAEFIK_COOKIE, name=TRAEFIK_NAME,
+                  timeout_s=TRAEFIK_TIMEOUT_S)
+    return TraefikConfig(static=_env.get_template("traefik.toml.j2").render(**values),
+                         dynamic=_env.get_template("traefik-dynamic.toml.j2").render(**values), router=router)

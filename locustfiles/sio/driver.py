@@ -24,7 +24,14 @@ import gevent
 from gevent import ssl
 
 from contract.options import SioOptions
-from contract.wire import CADDY_COOKIE, DEFAULT_TRANSPORTS, NODE_COOKIE, NODE_HEADER
+from contract.wire import (
+    CADDY_COOKIE,
+    DEFAULT_TRANSPORTS,
+    NODE_COOKIE,
+    NODE_HEADER,
+    TRAEFIK_COOKIE,
+    TRAEFIK_LABEL,
+)
 from locustfiles.sio.protocol.actions import (
     Action,
     CancelPolling,
@@ -104,13 +111,19 @@ MAX_NODE_ID_CHARS = 128
 
 
 def node_of(headers: dict[str, str], http: HttpSession, node_header: str) -> str:
-    """Which backend served a response: the node header, else the balancer's sticky cookie."""
+    """Which backend served a response: the node header, else the balancer's sticky cookie.
+
+    HAProxy's cookie is the node id; Traefik's and Caddy's are hashes of the server address, recorded
+    as `traefik:<value>` / `lb:<value>` (the analysis maps Traefik's back to the node id from meta.json)."""
     node = headers.get(node_header)
     if node:
         return node[:MAX_NODE_ID_CHARS]
     v = http.cookies.get(NODE_COOKIE)
     if v:
         return v[:MAX_NODE_ID_CHARS]
+    v = http.cookies.get(TRAEFIK_COOKIE)
+    if v:
+        return f"{TRAEFIK_LABEL}{v[:MAX_NODE_ID_CHARS]}"
     v = http.cookies.get(CADDY_COOKIE)
     return f"lb:{v[:MAX_NODE_ID_CHARS]}" if v else ""
 

@@ -64,7 +64,7 @@ def test_smoke_campaign_is_small():
         ('name="x"\n[cluster]\ntls = "no"\n', "tls = 'no': must be true or false"),
         ('name="x"\n[cluster]\nnodes = true\n', "nodes = True: must be a whole number from 1 to 64"),
         ('name="x"\n[cluster]\nport = 80.5\n', "port = 80.5"),
-        ('name="x"\n[cluster]\nbalancer = 5\n', "balancer = 5 is not valid; choose one of: haproxy, caddy, nginx, none"),
+        ('name="x"\n[cluster]\nbalancer = 5\n', "balancer = 5 is not valid; choose one of: haproxy, caddy, nginx, traefik, none"),
         ('name="x"\n[cluster]\nadapter = "redis"\nredis_url = 5\n', "redis_url = 5: a URL starting with redis://"),
         ('name="x"\n[cluster]\nredis_url = "redis://127.0.0.1:6379/0"\n',
          "redis_url is only used with a Redis adapter"),

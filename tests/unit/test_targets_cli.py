@@ -60,7 +60,7 @@ def test_cluster_and_run_share_one_definition_of_the_cluster_flags(command: str)
     with pytest.raises(ConfigError, match="loopback"):
         cfg("--host", "10.0.0.1")
     with pytest.raises(SystemExit):  # argparse: choices are listed in the usage error
-        parser.parse_args([command, "--balancer", "traefik"])
+        parser.parse_args([command, "--balancer", "envoy"])
 
 
 @pytest.mark.parametrize(
