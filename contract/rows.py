@@ -68,6 +68,7 @@ ERROR_KINDS: tuple[str, ...] = (
     "transport_closed",
     "upgrade_failed",
     "protocol_error",
+    "network_lost",  # disconnect: the client's network went away (blip `silent`: no FIN, no answers)
     "not_recovered",  # recover: the server gave a new session instead of the old one (recovery.py)
     # plus "http_<status>" for any other non-2xx answer
 )

@@ -33,7 +33,7 @@ from locust import User
 from contract.options import SioOptions
 from contract.rows import make_row
 from contract.wire import USER_HEADER
-from locustfiles.sio import eventlog
+from locustfiles.sio import eventlog, silent
 from locustfiles.sio.driver import Session, SessionConfig, http_session
 from locustfiles.sio.protocol.actions import (
     AckFailed,
@@ -111,6 +111,9 @@ class SocketIOUser(User):
         # socket.io-client's pid and last offset, kept across reconnects (protocol/recovery.py)
         self.recovery = Recovery()
         self._recovery_shipped: dict[str, int] = {}  # self.recovery.counts as last handed to the event log
+        self._offline_until = 0.0  # blip `silent`: no reconnect before this time.monotonic()
+        self._ended = False
+        silent.register(environment, self)
 
     # -- options ---------------------------------------------------------------------------------
     def option(self, name: str, default: Any) -> Any:
@@ -266,6 +269,33 @@ class SocketIOUser(User):
             s.abort()
         self.rooms.clear()
 
+    def local_addresses(self) -> set[str]:
+        """The client addresses ("ip:port") of every connection the user holds now (its WebSocket and
+        its HTTP agent's): what the balancer lists, and what a blip `silent` order names."""
+        socks = (self.session.sockets() if self.session is not None else []) + (
+            self._http.sockets() if self._http is not None else [])
+        return {a for a in map(silent.address, socks) if a}
+
+    def go_silent(self, duration: float) -> bool:
+        """The network is gone for `duration` s (blip `silent`, locustfiles/sio/silent.py): every
+        connection is kept open and unanswered (no FIN), the session ends (`network_lost`), the
+        reconnect waits until the network is back. False when there was no session to lose."""
+        s = self.session
+        if s is None or s.closed or self._ended:
+            return False
+        http = self._http
+        fds = silent.keep(s.sockets() + (http.sockets() if http is not None else []))
+        self._offline_until = time.monotonic() + duration
+        if http is not None:  # a new agent (no connections yet) with the same cookie jar
+            self._http = http_session(s.cfg)
+            self._http.cookies = http.cookies
+        s.network_lost(f"network lost for {duration:g} s (blip silent): connections left open, unanswered")
+        if http is not None:
+            http.close()  # its descriptors are kept: nothing reaches the server
+        for fd in fds:
+            gevent.spawn_later(duration, silent.drain, fd, lambda: self._ended)
+        return True
+
     def on_reconnected(self) -> None:
         """Hook: the session came back after a loss (rejoin rooms here). Runs in its own greenlet."""
 
@@ -285,6 +315,7 @@ class SocketIOUser(User):
             self._teardown()
 
     def _teardown(self) -> None:
+        self._ended = True  # the kept connections of a silent blip are closed by their drains
         try:
             if self.session is not None and not self.session.closed:
                 with gevent.Timeout(2.0, False):
@@ -410,6 +441,9 @@ class SocketIOUser(User):
         while self._want_connected:
             attempt += 1
             gevent.sleep(reconnect_delay_ms(attempt, random.random()) / 1000.0)
+            offline = self._offline_until - time.monotonic()
+            if offline > 0:  # blip silent: the attempts fail until the network is back
+                gevent.sleep(offline)
             if not self._want_connected:
                 return
             t0 = time.monotonic()

@@ -4,9 +4,10 @@
 //
 //   node server.js --id n1 --port 8001 [--host 127.0.0.1] [--redis-url redis://...]
 //                  [--adapter memory|redis|redis-sharded|redis-streams] [--recovery]
-//                  [--certfile cert.pem --keyfile key.pem] [--ping-interval S]
+//                  [--certfile cert.pem --keyfile key.pem] [--ping-interval S] [--ping-timeout S]
 //
 // --ping-interval: Engine.IO pingInterval in seconds (default 25, socket.io's).
+// --ping-timeout: Engine.IO pingTimeout in seconds (default 20, socket.io's).
 // --adapter: redis = @socket.io/redis-adapter createAdapter (pub/sub), redis-sharded = its
 // createShardedAdapter (SPUBLISH, Redis >= 7), redis-streams = @socket.io/redis-streams-adapter.
 // A Redis adapter needs --redis-url; --redis-url alone means --adapter redis (the older flag set).
@@ -39,6 +40,7 @@ function parseArgs(argv) {
     else if (key === "redis-url") out.redisUrl = val;
     else if (key === "adapter") out.adapter = val;
     else if (key === "ping-interval") out.pingInterval = Number(val);
+    else if (key === "ping-timeout") out.pingTimeout = Number(val);
     else if (key === "certfile") out.certfile = val;
     else if (key === "keyfile") out.keyfile = val;
     else throw new Error(`unknown option --${key}`);
@@ -226,7 +228,7 @@ async function main() {
   io = new Server(httpServer, {
     cors: { origin: true, credentials: true },
     pingInterval: Math.round(1000 * (args.pingInterval > 0 ? args.pingInterval : 25)),
-    pingTimeout: 20000,
+    pingTimeout: Math.round(1000 * (args.pingTimeout > 0 ? args.pingTimeout : 20)),
     ...(args.recovery ? { connectionStateRecovery: RECOVERY } : {}),
   });
   // Polling answers and the WebSocket 101 (socket.io's own hooks) ...

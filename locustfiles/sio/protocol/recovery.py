@@ -188,6 +188,7 @@ class Recovery:
         elif sent_offset is None:
             reason = "no offset to send: no event had arrived before the loss, so the server cannot recover it"
         else:
-            reason = "the server started a new session (new pid): the session expired, or this adapter keeps none"
+            reason = ("the server started a new session (new pid): the session expired, this adapter keeps none, "
+                      "or the server had not stored it yet (it had not seen the old connection end)")
         # socket.io-client keeps its last offset across a new pid, so this does too
         return Outcome(False, replayed, reason)

@@ -23,6 +23,7 @@ import errno
 import itertools
 import time
 from collections import deque
+from typing import Any
 
 import gevent
 from gevent import monkey, ssl
@@ -215,6 +216,10 @@ class PooledHttpSession(HttpSession):
         self._connecting.clear()
         for conn in list(self._conns.values()):
             conn.close()  # a running request wakes with an error and reports `closed`
+
+    def sockets(self) -> list[Any]:
+        """The sockets of the pool's open connections (idle or carrying a request)."""
+        return [c.sock for c in self._conns.values()]
 
     @property
     def open_connections(self) -> int:
