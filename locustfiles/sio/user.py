@@ -112,6 +112,7 @@ class SocketIOUser(User):
         self.recovery = Recovery()
         self._recovery_shipped: dict[str, int] = {}  # self.recovery.counts as last handed to the event log
         self._offline_until = 0.0  # blip `silent`: no reconnect before this time.monotonic()
+        self._reconnecting = False  # a reconnect loop's session is opening (on_session_connected says so)
         self._ended = False
         silent.register(environment, self)
 
@@ -296,6 +297,10 @@ class SocketIOUser(User):
             gevent.spawn_later(duration, silent.drain, fd, lambda: self._ended)
         return True
 
+    def on_session_connected(self, reconnect: bool) -> None:
+        """Hook: a session's CONNECT was answered, before the events the server replayed with it are
+        delivered (`reconnect`: opened by the reconnect loop). Runs in the I/O greenlet: must not block."""
+
     def on_reconnected(self) -> None:
         """Hook: the session came back after a loss (rejoin rooms here). Runs in its own greenlet."""
 
@@ -341,6 +346,10 @@ class SocketIOUser(User):
         elif t is AckFailed:
             self._resolve_ack(a.ack_id, (False, (a.error_kind, a.error)))
         elif t is Connected:
+            try:
+                self.on_session_connected(self._reconnecting)
+            except Exception:  # a scenario hook bug must not kill the session
+                log.exception("on_session_connected failed")
             if self._connected is not None:
                 self._connected.set(True)
         elif t is Closed:
@@ -447,7 +456,11 @@ class SocketIOUser(User):
             if not self._want_connected:
                 return
             t0 = time.monotonic()
-            ok = self._open(wait=True)
+            self._reconnecting = True
+            try:
+                ok = self._open(wait=True)
+            finally:
+                self._reconnecting = False
             latency = (time.monotonic() - lost_at) * 1000.0
             s = self.session
             self.log_step("reconnect", "reconnect", latency if ok else (time.monotonic() - t0) * 1000.0, ok,
