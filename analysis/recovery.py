@@ -19,8 +19,10 @@ Additive keys (issue 14 parts 4 and the known limits; the pinned ones above neve
   to where it was then (locustfiles/chat.py CatchUp has the exact definition); None without.
   caught_up / not_caught_up: those rows ok / failed (a sender's stream had a gap across the
   reconnect: never whole again); both None without any.
-- no_offset: recovery attempts sent without an offset (the client had received no event yet, so no
-  server can recover it: the known limit), from the client's counters; None when not shipped.
+- no_offset: recovery attempts sent without an offset because the client had received no event at
+  all (so no server can recover it: the known limit; the client's `no_event` counter). Attempts without
+  an offset because the adapter appends none (Redis pub/sub) are not counted here: the `recover` rows
+  name that reason. None when not shipped (runs before the counter).
 - server_answers: what the server's recovery answers held that a correct replay does not, counted by
   the client, never raised: {recovered_empty: recovered with nothing replayed (harmless when nothing
   was missed), duplicated_offsets: a packet delivered twice (offset seen before), offsets_backwards:
@@ -74,7 +76,7 @@ def recovery_block(events: pd.DataFrame | None, cells: pd.DataFrame | None = Non
         **_delivery(client),
         "p95_reconnect_ms": round(p95, 1) if p95 is not None else None,
         **_catch_up(events, cells),
-        "no_offset": _count(client, "no_offset"),
+        "no_offset": _count(client, "no_event") if isinstance(client, dict) and "attempts" in client else None,
         "server_answers": _server_answers(client),
     }
 
@@ -199,10 +201,25 @@ def _limits_and_answers(block: dict[str, Any]) -> str:
                 "so no server can recover them (a known limit)")
     odd = {k: n for k, n in (block.get("server_answers") or {}).items() if n}
     if odd:
-        words = {"recovered_empty": "said recovered with nothing replayed (a loss only where messages were missed)",
-                 "duplicated_offsets": "delivered packets twice", "offsets_backwards": "sent offsets going backwards"}
+        words = {"recovered_empty": "said recovered with nothing replayed",
+                 "duplicated_offsets": "sent an offset it had sent before", "offsets_backwards": "sent offsets going backwards"}
         out += "; the server " + ", ".join(f"{words[k]} ({n})" for k, n in odd.items())
+        out += _answers_meaning(block, odd)
     return out
+
+
+def _answers_meaning(block: dict[str, Any], odd: dict[str, int]) -> str:
+    """What the odd answers cost, read against the numbered stream (when the run had one)."""
+    missed, dup, late = block.get("missed"), block.get("duplicated"), block.get("reordered")
+    if missed is None:
+        return " (no numbered stream to tell whether a message was lost)"
+    parts = []
+    if odd.get("recovered_empty"):
+        parts.append("a loss" if missed else "harmless: nothing was missed")
+    if odd.get("duplicated_offsets") or odd.get("offsets_backwards"):
+        parts.append(f"{dup} messages delivered twice and {late} late per sender" if dup or late else
+                     "no message twice or late per sender: the adapter interleaving its nodes' entries")
+    return f" ({'; '.join(parts)})"
 
 
 __all__ = ["RECOVERY_KEYS", "recovery_block", "recovery_verdict"]

@@ -41,11 +41,11 @@ def test_no_catch_up_rows_and_no_client_counters_are_none_not_zero() -> None:
 
 
 def test_no_offset_is_the_known_limit_in_the_verdict() -> None:
-    b = recovery_block(_rows(*LOST, ("recover", 0, 9.0)), client={"attempts": 2, "no_offset": 1})
-    assert b["no_offset"] == 1
+    b = recovery_block(_rows(*LOST, ("recover", 0, 9.0)), client={"attempts": 2, "no_offset": 2, "no_event": 1})
+    assert b["no_offset"] == 1  # the one that had received nothing; the other's adapter appends no offsets
     assert "1 recovery attempts carried no offset: those clients had received no event" in recovery_verdict(b, "memory")
-    b = recovery_block(_rows(*LOST), client={"attempts": 1})
-    assert b["no_offset"] == 0 and "no offset" not in recovery_verdict(b, "memory")
+    b = recovery_block(_rows(*LOST), client={"attempts": 1, "no_offset": 1})  # Redis pub/sub: none appended
+    assert b["no_offset"] == 0 and "no offset" not in recovery_verdict(b, "redis")
 
 
 def test_a_lying_servers_answers_are_classified() -> None:
@@ -53,8 +53,12 @@ def test_a_lying_servers_answers_are_classified() -> None:
     b = recovery_block(_rows(*LOST), client=client)
     assert b["server_answers"] == {"recovered_empty": 1, "duplicated_offsets": 4, "offsets_backwards": 2}
     v = recovery_verdict(b, "redis-streams")
-    assert ("the server said recovered with nothing replayed (a loss only where messages were missed) (1), "
-            "delivered packets twice (4), sent offsets going backwards (2)") in v
+    assert ("the server said recovered with nothing replayed (1), sent an offset it had sent before (4), sent offsets "
+            "going backwards (2) (no numbered stream to tell whether a message was lost)") in v
+    b = recovery_block(_rows(*LOST), client={**client, "stream_received": 50, "missed": 3, "seq_duplicated": 4})
+    assert b["missed"] == 3 and "(a loss; 4 messages delivered twice and 0 late per sender)" in recovery_verdict(b, "x")
+    b = recovery_block(_rows(*LOST), client={"attempts": 2, "backwards": 9, "stream_received": 50})
+    assert "(no message twice or late per sender: the adapter interleaving its nodes' entries)" in recovery_verdict(b, "x")
     clean = recovery_block(_rows(*LOST), client={"attempts": 1, "recovered": 1})
     assert clean["server_answers"] == dict.fromkeys(("recovered_empty", "duplicated_offsets", "offsets_backwards"), 0)
     assert "the server" not in recovery_verdict(clean, "redis-streams")
@@ -78,3 +82,17 @@ def test_the_report_shows_the_catch_up_and_the_servers_answers_beside_the_failov
     row = html[html.index("p95 reconnect → caught up"):]
     assert "42 ms" in row and "1 of 2" in row and '<td class="n bad">3</td>' in row
     assert "older" in row  # its cells blank, no error
+
+
+def test_the_client_tells_no_event_received_from_an_adapter_that_appends_no_offset() -> None:
+    from locustfiles.sio.protocol.recovery import Recovery
+
+    quiet = Recovery()
+    quiet.on_connect(None, None, {"sid": "A", "pid": "P1"}, 0)  # first session: pid given, then lost silently
+    out = quiet.on_connect("P1", None, {"sid": "B", "pid": "P2"}, 0)
+    assert not out.recovered and (quiet.counts["no_offset"], quiet.counts["no_event"]) == (1, 1)
+    pubsub = Recovery()
+    pubsub.on_connect(None, None, {"sid": "A", "pid": "P1"}, 0)
+    assert pubsub.on_event([{"id": "m"}], False) == ([{"id": "m"}], None)  # no offset appended
+    pubsub.on_connect("P1", None, {"sid": "B", "pid": "P2"}, 0)
+    assert (pubsub.counts["no_offset"], pubsub.counts["no_event"]) == (1, 0)
