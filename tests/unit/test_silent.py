@@ -172,3 +172,12 @@ def test_the_runner_writes_the_order_and_meta_gets_the_counts(tmp_path: Path) ->
     (order,) = parse_orders(json.loads((tmp_path / SILENT_FILE).read_text()))
     assert order.seq == 1 and order.duration == 3.0 and order.addrs == {"127.0.0.1:5", "127.0.0.1:6"}
     assert order.ts >= t0
+
+
+def test_ping_timeout_is_checked_and_names_the_run() -> None:
+    from contract.config import ConfigError, run_name
+
+    with pytest.raises(ConfigError, match=r"ping_timeout = 0.5: seconds from 1 to 3600"):
+        ClusterConfig(ping_timeout=0.5).validate()
+    cfg = ClusterConfig(server="node", ping_interval=2, ping_timeout=3).validate()
+    assert run_name(cfg, LoadConfig()).endswith("-ping2-pingto3")
