@@ -83,7 +83,7 @@ class CatchUp:
     whole again (missed messages, counted in `missed` too). Finished when every followed sender has
     sent again, or at CATCH_UP_HORIZON_S (senders not heard from again are left out; none heard: no
     result), or at the next loss or the user's end. Pure: `start`, `see` and `finish` return the
-    result (ms, ok, senders) once, else None.
+    result (ms, ok, senders caught up on, those with a gap) once, else None.
     """
 
     def __init__(self) -> None:
@@ -91,17 +91,18 @@ class CatchUp:
         self.pending: set[str] = set()
         self.last_at: dict[str, float] = {}  # sender -> arrival time of its latest message (any session)
         self.at = 0.0  # the latest catch-up moment so far
-        self.clean = True
+        self.gaps = 0  # of those, the ones whose stream had a gap across T_r
         self.done = 0  # senders caught up on
 
-    def start(self, t_r: float, senders: set[str]) -> tuple[float, bool, int] | None:
+    def start(self, t_r: float, senders: set[str]) -> tuple[float, bool, int, int] | None:
         """A reconnected session is up at t_r; any catch-up still open ends first (returned)."""
         out = self.finish()
         if senders:
-            self.t_r, self.pending, self.at, self.clean, self.done = t_r, set(senders), t_r, True, 0
+            self.t_r, self.pending, self.at, self.gaps, self.done = t_r, set(senders), t_r, 0, 0
         return out
 
-    def see(self, sender: str, n: int, last: int | None, sent: float, now: float) -> tuple[float, bool, int] | None:
+    def see(self, sender: str, n: int, last: int | None, sent: float,
+            now: float) -> tuple[float, bool, int, int] | None:
         """Message n of `sender` (its last one received before this was `last`), sent at `sent`, arrived now."""
         prev_at, self.last_at[sender] = self.last_at.get(sender), now
         if self.t_r is None:
@@ -113,17 +114,18 @@ class CatchUp:
         self.pending.discard(sender)
         self.done += 1
         if last is not None and n != last + 1:
-            self.clean = False
+            self.gaps += 1
         if prev_at is not None and prev_at > self.t_r:
             self.at = max(self.at, prev_at)
         return self.finish() if not self.pending else None
 
-    def finish(self) -> tuple[float, bool, int] | None:
-        """(ms from T_r to caught up, ok, senders caught up on) once; None without a reconnect or a sender."""
+    def finish(self) -> tuple[float, bool, int, int] | None:
+        """(ms from T_r to caught up, ok, senders caught up on, those with a gap) once; None without a
+        reconnect or a sender."""
         t_r, self.t_r = self.t_r, None
         if t_r is None or not self.done:
             return None
-        return max(0.0, (self.at - t_r) * 1000.0), self.clean, self.done
+        return max(0.0, (self.at - t_r) * 1000.0), not self.gaps, self.done, self.gaps
 
 
 class ChatUser(SocketIOUser):
@@ -155,13 +157,13 @@ class ChatUser(SocketIOUser):
     def on_stop(self) -> None:
         self._log_catch_up(self.catch_up.finish())
 
-    def _log_catch_up(self, result: tuple[float, bool, int] | None) -> None:
+    def _log_catch_up(self, result: tuple[float, bool, int, int] | None) -> None:
         """One `caught_up` row per finished catch-up (CatchUp says what it measures)."""
         if result is None:
             return
-        ms, ok, senders = result
+        ms, ok, senders, gaps = result
         self.log_step("caught_up", "caught_up", ms, ok, "" if ok else "messages_missed",
-                      "" if ok else f"the stream of {senders} sender(s) had a gap across the reconnect")
+                      "" if ok else f"the streams of {gaps} of {senders} senders had a gap across the reconnect")
 
     def _join(self) -> None:
         try:
