@@ -255,7 +255,8 @@ class FaultSchedule:
         the orders file in the run directory (contract/control.py), which every user process polls."""
         if self.run_dir is None:
             raise RuntimeError("blip silent needs the run directory, through which the clients get their order")
-        out = dict(self.cluster.blip(f.fraction, f.target, "silent"))
+        gone = frozenset().union(*(o.addrs for o in self.silent_orders))  # abandoned earlier, still open
+        out = dict(self.cluster.blip(f.fraction, f.target, "silent", exclude=gone))
         addrs = out.pop("addrs")
         order = SilentOrder(len(self.silent_orders) + 1, time.time(), float(f.duration or 0), frozenset(addrs))
         self.silent_orders.append(order)

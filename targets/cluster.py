@@ -472,14 +472,16 @@ class Cluster:
         return {"exit_code": code, "down_s": round(time.monotonic() - t0, 3)}
 
     def blip(self, fraction: float, target: str | None = None, mode: str = "cut",
-             rng: random.Random | None = None) -> dict[str, Any]:
+             rng: random.Random | None = None, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Cut `fraction` of the clients' connections (of node `target` only, when given) at HAProxy.
 
         The nodes stay up and see the close at once (targets/blip.py says why through HAProxy).
         Returns what was there and what was cut, per node, for meta.json. In `silent` mode nothing
         is cut here: the same choice is returned as `addrs` (the clients' "ip:port"), with
         `silenced` / `silenced_by_node` counts, for the runner to hand to the clients
-        (contract/control.py), which then drop those connections without a FIN.
+        (contract/control.py), which then drop those connections without a FIN. `exclude`: client
+        addresses not to choose from, the connections an earlier silent blip abandoned (a node keeps
+        them open until its WebSocket close handshake times out, ~30 s; no user holds them any more).
         """
         if mode not in ("cut", "silent"):
             raise ClusterError(f"blip mode {mode!r}: one of cut, silent")
@@ -488,7 +490,7 @@ class Cluster:
             raise ClusterError(f"blip needs the haproxy balancer's runtime API, not {self.config.balancer}")
         sock = self.workdir / HAPROXY_STATS_SOCKET
         if mode == "silent":
-            sessions = client_sessions(sock)
+            sessions = [s for s in client_sessions(sock) if s.src not in exclude]
             chosen = pick_fraction(sessions, fraction, rng, target)
             return {"sessions": sum(1 for s in sessions if target is None or s.server == target),
                     "silenced": len(chosen), "silenced_by_node": _by_node(chosen), "addrs": [s.src for s in chosen]}

@@ -41,9 +41,13 @@ def _gaps(ids: list[int]) -> int:
     return (max(ids) - min(ids) + 1 - len(set(ids))) if ids else 0
 
 
-def _silence(cluster: Cluster, env, users: list[Probe], seq: int, duration: float, rng: random.Random) -> set[str]:
-    """The runner's choice at HAProxy (a third of the connections), carried out as a Locust process does."""
-    rec = cluster.blip(1 / 3, mode="silent", rng=rng)
+def _silence(cluster: Cluster, env, users: list[Probe], seq: int, duration: float, rng: random.Random,
+             gone: frozenset[str] = frozenset()) -> tuple[set[str], frozenset[str]]:
+    """The runner's choice at HAProxy (a third of the connections, not those an earlier blip abandoned),
+    carried out as a Locust process does: (the users hit, the connections chosen)."""
+    rec = cluster.blip(1 / 3, mode="silent", rng=rng, exclude=gone)
+    # the 6 users and the sender, less those left out: no connection an earlier blip abandoned among them
+    assert rec["sessions"] == 7 - (6 - len(users)), rec
     assert rec["silenced"] == len(rec["addrs"]) == round(rec["sessions"] / 3) > 0, rec
     owners = {u.user_id for u in users if u.local_addresses() & set(rec["addrs"])}
     hit = silent.apply(env, SilentOrder(seq, time.time(), duration, frozenset(rec["addrs"])))
@@ -51,7 +55,7 @@ def _silence(cluster: Cluster, env, users: list[Probe], seq: int, duration: floa
     # no FIN: HAProxy still holds every chosen connection right after the clients dropped them
     gevent.sleep(0.2)
     assert set(rec["addrs"]) <= {s.src for s in client_sessions(cluster.workdir / HAPROXY_STATS_SOCKET)}
-    return set(hit)
+    return set(hit), frozenset(rec["addrs"])
 
 
 def test_silent_blip_hits_only_the_chosen_and_recovers_only_after_the_servers_ping_timeout(
@@ -84,8 +88,10 @@ def test_silent_blip_hits_only_the_chosen_and_recovers_only_after_the_servers_pi
             until_green(lambda: all(len(ids) >= 3 for ids in got.values()), 5, "the stream everywhere")
 
             rng = random.Random(4)
-            early = _silence(cluster, env, users, 1, 0.3, rng)  # back before the node's ping timeout
-            late = _silence(cluster, env, [u for u in users if u.user_id not in early], 2, 3.0, rng)
+            early, gone = _silence(cluster, env, users, 1, 0.3, rng)  # back before the node's ping timeout
+            gevent.sleep(0.5)  # the early ones are back on new connections; their old ones are still open
+            back = frozenset().union(*(u.local_addresses() for u in users if u.user_id in early))
+            late, _ = _silence(cluster, env, [u for u in users if u.user_id not in early], 2, 3.0, rng, gone | back)
             until_green(lambda: all(any(s["name"] == "recover" for s in u.steps) for u in users
                                     if u.user_id in early | late), 8, "the silenced users' reconnects")
             gevent.sleep(0.6)

@@ -155,23 +155,36 @@ def test_a_kept_connection_closes_when_the_user_ends() -> None:
 
 
 class FakeCluster:
-    def blip(self, fraction: float, target: str | None, mode: str) -> dict[str, Any]:
+    def __init__(self) -> None:
+        self.excluded: list[frozenset[str]] = []
+
+    def blip(self, fraction: float, target: str | None, mode: str, exclude: frozenset[str]) -> dict[str, Any]:
         assert mode == "silent"
-        return {"sessions": 4, "silenced": 2, "silenced_by_node": {"n1": 2}, "addrs": ["127.0.0.1:5", "127.0.0.1:6"]}
+        self.excluded.append(exclude)
+        n = len(self.excluded)
+        return {"sessions": 4, "silenced": 2, "silenced_by_node": {"n1": 2},
+                "addrs": [f"127.0.0.1:{n}5", f"127.0.0.1:{n}6"]}
 
 
 def test_the_runner_writes_the_order_and_meta_gets_the_counts(tmp_path: Path) -> None:
     cfg = RunConfig(name="x", cluster=ClusterConfig(server="node"), load=LoadConfig(users=2, duration=20),
-                    faults=(Fault(1, "blip", fraction=0.5, duration=3, mode="silent"),))
-    sched = FaultSchedule(cfg, FakeCluster(), tmp_path)
+                    faults=(Fault(1, "blip", fraction=0.5, duration=3, mode="silent"),
+                            Fault(5, "blip", fraction=0.5, duration=1, mode="silent")))
+    fake = FakeCluster()
+    sched = FaultSchedule(cfg, fake, tmp_path)
     t0 = time.time()
     sched.fire_due(1.2, None)
     (rec,) = sched.done
     assert rec["error"] is None and (rec["silenced"], rec["sessions"], rec["mode"]) == (2, 4, "silent")
     assert "addrs" not in rec  # meta.json gets counts, the file the addresses
     (order,) = parse_orders(json.loads((tmp_path / SILENT_FILE).read_text()))
-    assert order.seq == 1 and order.duration == 3.0 and order.addrs == {"127.0.0.1:5", "127.0.0.1:6"}
+    assert order.seq == 1 and order.duration == 3.0 and order.addrs == {"127.0.0.1:15", "127.0.0.1:16"}
     assert order.ts >= t0
+    sched.fire_due(5.0, None)
+    # the second blip does not choose the connections the first abandoned (the nodes keep them open a while)
+    assert fake.excluded == [frozenset(), frozenset({"127.0.0.1:15", "127.0.0.1:16"})]
+    first, second = parse_orders(json.loads((tmp_path / SILENT_FILE).read_text()))
+    assert (first, second.seq, second.duration) == (order, 2, 1.0)
 
 
 def test_ping_timeout_is_checked_and_names_the_run() -> None:
