@@ -13,6 +13,20 @@ counts here are exact.
   reconnects that carried a pid), None without attempts. A client that never received an event has
   no offset, yet still asks: the server decides, and a refusal counts as an attempt not recovered.
 - p95_reconnect_ms: p95 of the ok `reconnect` rows' latency (loss → connected), None without.
+Additive keys (issue 14 parts 4 and the known limits; the pinned ones above never change):
+- p95_caught_up_ms: p95 of the ok `caught_up` rows' latency: per receiver and reconnect, the time from
+  the reconnected session's CONNECT reply until the receiver held every followed sender's stream up
+  to where it was then (locustfiles/chat.py CatchUp has the exact definition); None without.
+  caught_up / not_caught_up: those rows ok / failed (a sender's stream had a gap across the
+  reconnect: never whole again); both None without any.
+- no_offset: recovery attempts sent without an offset because the client had received no event at
+  all (so no server can recover it: the known limit; the client's `no_event` counter). Attempts without
+  an offset because the adapter appends none (Redis pub/sub) are not counted here: the `recover` rows
+  name that reason. None when not shipped (runs before the counter).
+- server_answers: what the server's recovery answers held that a correct replay does not, counted by
+  the client, never raised: {recovered_empty: recovered with nothing replayed (harmless when nothing
+  was missed), duplicated_offsets: a packet delivered twice (offset seen before), offsets_backwards:
+  an offset older than the one before}; None when not shipped.
 - missed / duplicated / reordered, when the run's locustfile numbers its messages per sender
   (chat.py: `stream_received` > 0): messages a receiver missed between two it received from one
   sender (net of those that came late), received twice, received late (older than the last one).
@@ -61,7 +75,46 @@ def recovery_block(events: pd.DataFrame | None, cells: pd.DataFrame | None = Non
         "recovered_ratio": round(recovered / attempts, 4) if attempts else None,
         **_delivery(client),
         "p95_reconnect_ms": round(p95, 1) if p95 is not None else None,
+        **_catch_up(events, cells),
+        "no_offset": _count(client, "no_event") if isinstance(client, dict) and "attempts" in client else None,
+        "server_answers": _server_answers(client),
     }
+
+
+def _catch_up(events: pd.DataFrame | None, cells: pd.DataFrame | None) -> dict[str, Any]:
+    """p95_caught_up_ms, caught_up, not_caught_up from the `caught_up` cells (or rows, without cells)."""
+    ok_n = bad_n = 0
+    p95 = None
+    if cells is not None and len(cells) and {"step", "ok", "count"} <= set(cells.columns):
+        sel = cells[cells["step"].astype(str) == "caught_up"]
+        ok = pd.to_numeric(sel["ok"], errors="coerce").fillna(0).astype(int) == 1
+        n = pd.to_numeric(sel["count"], errors="coerce").fillna(0).astype(int)
+        ok_n, bad_n = int(n[ok].sum()), int(n[~ok].sum())
+        if ok.any() and "hist_bucket" in sel.columns:
+            q = A.quantiles(A.merge(sel[ok].assign(_all="all"), by=("_all",)), [0.95])
+            p95 = float(q[0, 0]) if len(q) and np.isfinite(q[0, 0]) else None
+    elif events is not None and len(events) and "step" in events.columns:
+        sel = events[events["step"].astype(str) == "caught_up"]
+        ok = pd.to_numeric(sel["ok"], errors="coerce").fillna(0).astype(int) == 1
+        ok_n, bad_n = int(ok.sum()), int((~ok).sum())
+        lat = (pd.to_numeric(sel.loc[ok, "latency_ms"], errors="coerce").dropna().to_numpy(dtype=float)
+               if "latency_ms" in sel.columns else np.array([]))
+        p95 = float(np.percentile(lat, 95)) if len(lat) else None
+    if not ok_n and not bad_n:
+        return {"p95_caught_up_ms": None, "caught_up": None, "not_caught_up": None}
+    return {"p95_caught_up_ms": round(p95, 1) if p95 is not None else None, "caught_up": ok_n, "not_caught_up": bad_n}
+
+
+SERVER_ANSWERS = {"recovered_empty": "recovered_empty", "duplicated_offsets": "duplicated",
+                  "offsets_backwards": "backwards"}
+"""server_answers' keys → the client's recovery counters (locustfiles/sio/protocol/recovery.py) they read."""
+
+
+def _server_answers(client: Any) -> dict[str, int] | None:
+    """The client's counts of recovery answers a correct full replay would not give; None when not shipped."""
+    if not isinstance(client, dict) or _count(client, "attempts") is None:
+        return None
+    return {k: _count(client, c) or 0 for k, c in SERVER_ANSWERS.items()}
 
 
 def _delivery(client: Any) -> dict[str, int | None]:
@@ -131,7 +184,42 @@ def recovery_verdict(block: dict[str, Any] | None, adapter: Any) -> str | None:
     if block.get("p95_reconnect_ms") is not None:
         text += f", p95 reconnect {block['p95_reconnect_ms']:.0f} ms"
     missed = block.get("missed")
-    return text + (f", {missed} messages missed" if missed is not None else "; messages missed not measured")
+    text += f", {missed} messages missed" if missed is not None else "; messages missed not measured"
+    return text + _limits_and_answers(block)
+
+
+def _limits_and_answers(block: dict[str, Any]) -> str:
+    """The catch-up time, the no-offset limit and the server's odd recovery answers, where there are any."""
+    out = ""
+    if block.get("p95_caught_up_ms") is not None:
+        out += f"; p95 reconnect to caught up {block['p95_caught_up_ms']:.0f} ms"
+    if block.get("not_caught_up"):
+        out += f" ({block['not_caught_up']} of {block['not_caught_up'] + (block.get('caught_up') or 0)} " \
+               "reconnects never whole again)"
+    if block.get("no_offset"):
+        out += (f"; {block['no_offset']} recovery attempts carried no offset: those clients had received no event, "
+                "so no server can recover them (a known limit)")
+    odd = {k: n for k, n in (block.get("server_answers") or {}).items() if n}
+    if odd:
+        words = {"recovered_empty": "said recovered with nothing replayed",
+                 "duplicated_offsets": "sent an offset it had sent before", "offsets_backwards": "sent offsets going backwards"}
+        out += "; the server " + ", ".join(f"{words[k]} ({n})" for k, n in odd.items())
+        out += _answers_meaning(block, odd)
+    return out
+
+
+def _answers_meaning(block: dict[str, Any], odd: dict[str, int]) -> str:
+    """What the odd answers cost, read against the numbered stream (when the run had one)."""
+    missed, dup, late = block.get("missed"), block.get("duplicated"), block.get("reordered")
+    if missed is None:
+        return " (no numbered stream to tell whether a message was lost)"
+    parts = []
+    if odd.get("recovered_empty"):
+        parts.append("a loss" if missed else "harmless: nothing was missed")
+    if odd.get("duplicated_offsets") or odd.get("offsets_backwards"):
+        parts.append(f"{dup} messages delivered twice and {late} late per sender" if dup or late else
+                     "no message twice or late per sender: the adapter interleaving its nodes' entries")
+    return f" ({'; '.join(parts)})"
 
 
 FAULT_WORDS = {"blip": "blip", "restart_node": "graceful restart", "stop_node": "crash", "pause_node": "pause",

@@ -271,7 +271,8 @@ def _config_entry(frames: Frames, m: _Metrics, r: pd.Series, thresholds: dict[st
 
 
 _FAULT_BASE = ("at", "action", "target", "error")
-_FAULT_EXTRAS = ("fraction", "duration", "mode", "cut", "sessions", "cut_by_node", "down_s")
+_FAULT_EXTRAS = ("fraction", "duration", "mode", "cut", "sessions", "cut_by_node", "silenced", "silenced_by_node",
+                 "down_s")
 """What blip / pause_node / restart_node add to a fault's record (issue 14), kept only where present."""
 
 

@@ -32,6 +32,7 @@ END_LABELS: dict[str, str] = {
     "ack": "an emit's ack",
     "connection_closed": "the connection closing under it, no request failed (an idle timeout, a reset)",
     "unknown": "a step whose row was not kept",
+    "network_lost": "the client's network going away (a silent blip: no FIN, the server learns at its ping timeout)",
 }
 """What each ending step is, in words a user can act on."""
 
@@ -84,7 +85,9 @@ def _one_session(key: tuple[Any, ...], connected: float, g: pd.DataFrame) -> dic
     if outcome == "failed":
         end_kind = str(end.get("error_kind") or "") or None
         fails = upto[~upto["_ok"] & ~upto["step"].isin(_NOT_AN_END) & (upto["ts"] >= connected)]
-        if len(fails):
+        if end_kind == "network_lost":  # the client's own loss; what failed with it is its consequence
+            end_step = "network_lost"
+        elif len(fails):
             last = fails.iloc[-1]
             name = str(last.get("name") or "")
             end_step = str(last["step"]) if last["step"] != "poll" else name if name.startswith(("poll", "post")) else "poll"

@@ -82,6 +82,9 @@ class ClusterConfig:
     # The servers' Engine.IO pingInterval in seconds (None: 25, socket.io's). Heartbeats are what keep a
     # quiet session's connection under the balancer's idle timeout.
     ping_interval: float | None = None
+    # The servers' Engine.IO pingTimeout in seconds (None: 20, socket.io's): how long a node waits for a pong
+    # before it drops a session. A client that vanishes without a FIN is seen gone only then (blip `silent`).
+    ping_timeout: float | None = None
 
     def validate(self) -> ClusterConfig:
         _int("nodes", self.nodes, 1, 64)
@@ -111,6 +114,9 @@ class ClusterConfig:
         _str("node_header", self.node_header)
         _check_node_limits(self.node_cpus, self.node_memory_mb)
         _check_timeouts(self.balancer, self.idle_timeout, self.ping_interval)
+        if self.ping_timeout is not None and (not _is_number(self.ping_timeout) or not 1 <= self.ping_timeout <= 3600):
+            raise ConfigError(f"ping_timeout = {self.ping_timeout!r}: seconds from 1 to 3600, or leave it out for "
+                              "the default (20, socket.io's)", key="ping_timeout")
         return self
 
 
@@ -196,8 +202,9 @@ class Step:
 FAULT_ACTIONS = ("stop_node", "start_node", "stop_redis", "start_redis", "stop_balancer", "start_balancer",
                  "blip", "pause_node", "restart_node")
 BLIP_MODES = ("cut", "silent")
-BLIP_MODES_BUILT = ("cut",)
-"""`silent` (the client drops its connection without a FIN) is pinned by issue 14 but not built yet."""
+BLIP_MODES_BUILT = ("cut", "silent")
+"""Both built: `cut` closes at HAProxy; `silent` has the chosen users' clients drop their connections
+without a FIN (contract/control.py carries the runner's choice to the Locust processes)."""
 _NODE_TARGETED = ("stop_node", "start_node", "pause_node", "restart_node")
 
 
@@ -209,7 +216,9 @@ class Fault:
     only comparable across configs when the fault hits every config at the same moment.
     `blip` cuts a `fraction` of the users' connections at the balancer (of node `target` only,
     when given), the nodes staying up; `duration` is recorded (in `cut` mode the clients'
-    reconnect backoff decides when they are back). `pause_node` SIGSTOPs node `target` and
+    reconnect backoff decides when they are back); in `silent` mode the chosen users' clients go
+    quiet for `duration` s, their connections left open unread (the server learns at its ping
+    timeout), then reconnect on new ones. `pause_node` SIGSTOPs node `target` and
     SIGCONTs it `duration` s later; `restart_node` is a graceful SIGTERM, then a start.
     """
 
@@ -218,7 +227,7 @@ class Fault:
     target: str | None = None  # node id for the node actions; optional for blip (only that node's users)
     fraction: float | None = None  # blip: share of the users' connections cut, 0 < f <= 1
     duration: float | None = None  # blip, pause_node: seconds
-    mode: str | None = None  # blip: "cut" (default) or "silent" (not built yet)
+    mode: str | None = None  # blip: "cut" (default) or "silent"
 
     def validate(self, nodes: int) -> Fault:
         _choice("faults.action", self.action, FAULT_ACTIONS)
@@ -252,9 +261,6 @@ class Fault:
                               "to cut, 0 < fraction <= 1", key="faults.fraction")
         if self.mode is not None:
             _choice("faults.mode", self.mode, BLIP_MODES)
-            if self.mode not in BLIP_MODES_BUILT:
-                raise ConfigError(f"faults.mode = {self.mode!r}: not built yet; use mode = 'cut' (the default)",
-                                  key="faults.mode")
 
 
 def check_faults(faults: tuple[Fault, ...] | list[Fault], cluster: ClusterConfig, run_seconds: float) -> None:
@@ -748,6 +754,8 @@ def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
         parts.append(f"idle{cluster.idle_timeout:g}")
     if cluster.ping_interval is not None:
         parts.append(f"ping{cluster.ping_interval:g}")
+    if cluster.ping_timeout is not None:
+        parts.append(f"pingto{cluster.ping_timeout:g}")
     if load.eio == 3:
         parts.append("eio3")
     if load.http_pool != "node":  # so an [axes] http_pool gives each cell its own run directory

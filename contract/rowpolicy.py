@@ -32,9 +32,10 @@ LIFECYCLE_STEPS = frozenset({
     "handshake", "connect", "upgrade_probe", "upgrade", "join", "leave", "node_switch", "disconnect",
     "reconnect", "recover",
 })
-ALWAYS_STEPS = frozenset({"join", "leave", "recover"})
+ALWAYS_STEPS = frozenset({"join", "leave", "recover", "caught_up"})
 """Kept whatever their outcome: a failed leave still ends membership (docs/contracts.md); a failed
-recover is a session that lost its rooms and missed packets, a state change as much as a success."""
+recover is a session that lost its rooms and missed packets, a state change as much as a success;
+`caught_up` (one per reconnect of a chat receiver) is what the recovery table's catch-up time is read from."""
 
 DEFAULT_SAMPLE_RATE = 0.01
 """A chat user makes ~6 rows a second, ~5 of them sampled: 10,000 users for an hour keep ~2 M

@@ -57,6 +57,7 @@ STEPS: tuple[str, ...] = (
     "disconnect",  # session ended (ok=1 when the client chose to, 0 otherwise with the reason)
     "reconnect",  # a reconnection attempt ended (ok or not); latency = time from loss to connected
     "recover",  # a reconnect asked for connection-state recovery (pid sent): ok=1 recovered, else not_recovered
+    "caught_up",  # chat.py: reconnect → the receiver's streams whole up to then (ms); ok=0 messages_missed
 )
 
 ERROR_KINDS: tuple[str, ...] = (
@@ -69,6 +70,8 @@ ERROR_KINDS: tuple[str, ...] = (
     "transport_closed",
     "upgrade_failed",
     "protocol_error",
+    "network_lost",  # disconnect: the client's network went away (blip `silent`: no FIN, no answers)
+    "messages_missed",  # caught_up: a sender's stream had a gap across the reconnect
     "not_recovered",  # recover: the server gave a new session instead of the old one (recovery.py)
     # plus "http_<status>" for any other non-2xx answer
 )

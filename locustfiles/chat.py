@@ -63,6 +63,71 @@ class StreamCounts:
         return out
 
 
+CATCH_UP_HORIZON_S = 10.0
+"""How long after a reconnect a receiver waits for each followed sender's first newer message; a sender
+silent that long (it left, or lost its own session) is left out of the catch-up."""
+
+
+class CatchUp:
+    """The time from a reconnect to caught up, for one receiver (issue 14 part 4).
+
+    Definition. T_r is the moment the reconnected session's CONNECT reply arrived (wall clock, the
+    clock of the payloads' `sent`; a recovered session's replay is delivered right after it). The
+    receiver follows the senders it had heard from before the loss. It is caught up on sender s when
+    it holds s's stream up to where s was at T_r: at the arrival of s's first message sent at or after
+    T_r, everything s sent before T_r has either arrived or never will (one sender's stream comes in
+    order, the replay first). Caught up on s at: the arrival of the message before that one when it
+    arrived after T_r (a replayed or late message), else T_r itself (nothing to catch up). The
+    receiver's time to caught up = the latest of these over its senders, minus T_r; ok when no
+    sender's stream had a gap across T_r (n == the last one received + 1), else the stream was never
+    whole again (missed messages, counted in `missed` too). Finished when every followed sender has
+    sent again, or at CATCH_UP_HORIZON_S (senders not heard from again are left out; none heard: no
+    result), or at the next loss or the user's end. Pure: `start`, `see` and `finish` return the
+    result (ms, ok, senders caught up on, those with a gap) once, else None.
+    """
+
+    def __init__(self) -> None:
+        self.t_r: float | None = None
+        self.pending: set[str] = set()
+        self.last_at: dict[str, float] = {}  # sender -> arrival time of its latest message (any session)
+        self.at = 0.0  # the latest catch-up moment so far
+        self.gaps = 0  # of those, the ones whose stream had a gap across T_r
+        self.done = 0  # senders caught up on
+
+    def start(self, t_r: float, senders: set[str]) -> tuple[float, bool, int, int] | None:
+        """A reconnected session is up at t_r; any catch-up still open ends first (returned)."""
+        out = self.finish()
+        if senders:
+            self.t_r, self.pending, self.at, self.gaps, self.done = t_r, set(senders), t_r, 0, 0
+        return out
+
+    def see(self, sender: str, n: int, last: int | None, sent: float,
+            now: float) -> tuple[float, bool, int, int] | None:
+        """Message n of `sender` (its last one received before this was `last`), sent at `sent`, arrived now."""
+        prev_at, self.last_at[sender] = self.last_at.get(sender), now
+        if self.t_r is None:
+            return None
+        if now - self.t_r > CATCH_UP_HORIZON_S:
+            return self.finish()
+        if sender not in self.pending or sent < self.t_r:
+            return None
+        self.pending.discard(sender)
+        self.done += 1
+        if last is not None and n != last + 1:
+            self.gaps += 1
+        if prev_at is not None and prev_at > self.t_r:
+            self.at = max(self.at, prev_at)
+        return self.finish() if not self.pending else None
+
+    def finish(self) -> tuple[float, bool, int, int] | None:
+        """(ms from T_r to caught up, ok, senders caught up on, those with a gap) once; None without a
+        reconnect or a sender."""
+        t_r, self.t_r = self.t_r, None
+        if t_r is None or not self.done:
+            return None
+        return max(0.0, (self.at - t_r) * 1000.0), not self.gaps, self.done, self.gaps
+
+
 class ChatUser(SocketIOUser):
     def wait_time(self) -> float:
         rate = self.sio_options.message_rate
@@ -77,12 +142,28 @@ class ChatUser(SocketIOUser):
         self._seq = itertools.count()
         self._turn = itertools.cycle(("echo", "broadcast"))
         self.streams = StreamCounts()
+        self.catch_up = CatchUp()
         self.on("broadcast", self._received)
         if self.connect():
             self._join()
 
     def on_reconnected(self) -> None:
         self._join()
+
+    def on_session_connected(self, reconnect: bool) -> None:
+        if reconnect:  # before the replay is delivered: T_r of the catch-up
+            self._log_catch_up(self.catch_up.start(time.time(), set(self.streams.last)))
+
+    def on_stop(self) -> None:
+        self._log_catch_up(self.catch_up.finish())
+
+    def _log_catch_up(self, result: tuple[float, bool, int, int] | None) -> None:
+        """One `caught_up` row per finished catch-up (CatchUp says what it measures)."""
+        if result is None:
+            return
+        ms, ok, senders, gaps = result
+        self.log_step("caught_up", "caught_up", ms, ok, "" if ok else "messages_missed",
+                      "" if ok else f"the streams of {gaps} of {senders} senders had a gap across the reconnect")
 
     def _join(self) -> None:
         try:
@@ -102,9 +183,13 @@ class ChatUser(SocketIOUser):
                       transport=self.session.proto.transport if self.session else "",
                       node=self.session.proto.node if self.session else "",
                       room=str(payload.get("room", "")), msg_id=str(payload.get("id", "")))
-        counts = self.streams.see(str(payload.get("id", "")))
+        msg_id = str(payload.get("id", ""))
+        sender, _, tail = msg_id.rpartition("-")
+        last = self.streams.last.get(sender)
+        counts = self.streams.see(msg_id)
         if counts:
             eventlog.count_recovery(self.environment, counts)
+            self._log_catch_up(self.catch_up.see(sender, int(tail), last, float(payload["sent"]), time.time()))
 
     @task
     def message(self) -> None:

@@ -56,6 +56,9 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
                         "the ALB's default is 60; default: haproxy's 60 s, 1 h for WebSockets)")
     g.add_argument("--ping-interval", type=float, default=None, metavar="S",
                    help="the servers' Engine.IO pingInterval in seconds (default 25, socket.io's)")
+    g.add_argument("--ping-timeout", type=float, default=None, metavar="S",
+                   help="the servers' Engine.IO pingTimeout in seconds: how long a node waits for a pong before it "
+                        "drops the session (default 20, socket.io's)")
     add_limit_args(g)
 
 
@@ -121,6 +124,7 @@ def cluster_from_args(a: argparse.Namespace) -> ClusterConfig:
         node_cpus=a.node_cpus, node_memory_mb=a.node_memory_mb,
         recovery=bool(getattr(a, "recovery", False)),
         idle_timeout=getattr(a, "idle_timeout", None), ping_interval=getattr(a, "ping_interval", None),
+        ping_timeout=getattr(a, "ping_timeout", None),
     ).validate()
 
 

@@ -37,6 +37,7 @@ from contract.config import (
     to_jsonable,
     with_policy_defaults,
 )
+from contract.control import SILENT_FILE, SilentOrder, orders_json
 from contract.jsonfile import write_json  # also used by the Locust side's event log
 from contract.options import load_flags
 from targets.procs import Child, free_port
@@ -207,9 +208,11 @@ class FaultSchedule:
     Cluster's stop() does it again as the last guard: a node is never left SIGSTOPped.
     """
 
-    def __init__(self, cfg: RunConfig, cluster: Any | None) -> None:
+    def __init__(self, cfg: RunConfig, cluster: Any | None, run_dir: Path | None = None) -> None:
         self.pending = sorted(cfg.faults, key=lambda f: f.at) if cluster is not None else []
         self.cluster = cluster
+        self.run_dir = run_dir
+        self.silent_orders: list[SilentOrder] = []  # every `silent` blip's order so far (contract/control.py)
         self.done: list[dict[str, Any]] = []
         self.resumes: list[tuple[float, dict[str, Any]]] = []  # (elapsed s when due, the pause's record)
 
@@ -227,13 +230,16 @@ class FaultSchedule:
                 rec["error"] = f"{type(e).__name__}: {e}"
             self.done.append(rec)
             if progress:
-                what = f" cut {rec['cut']} of {rec['sessions']} connections" if "cut" in rec else ""
+                what = (f" cut {rec['cut']} of {rec['sessions']} connections" if "cut" in rec else
+                        f" silenced {rec['silenced']} of {rec['sessions']} connections" if "silenced" in rec else "")
                 progress(f"fault {f.action}{' ' + f.target if f.target else ''} at {elapsed:.1f}s{what}"
                          + (f": FAILED {rec['error']}" if rec["error"] else ""))
 
     def _apply(self, f: Fault, elapsed: float, rec: dict[str, Any]) -> dict[str, Any] | None:
         """One fault on the cluster; what it returns (blip's counts, a restart's downtime) goes in meta.json."""
         assert self.cluster is not None
+        if f.action == "blip" and f.mode == "silent":
+            return self._silent(f)
         if f.action == "blip":
             return dict(self.cluster.blip(f.fraction, f.target, f.mode or "cut"))
         if f.action == "pause_node":
@@ -243,6 +249,19 @@ class FaultSchedule:
         method = getattr(self.cluster, f.action)
         out = method(f.target) if f.target else method()
         return dict(out) if isinstance(out, dict) else None
+
+    def _silent(self, f: Fault) -> dict[str, Any]:
+        """Choose at HAProxy, then order the Locust processes to drop those connections silently:
+        the orders file in the run directory (contract/control.py), which every user process polls."""
+        if self.run_dir is None:
+            raise RuntimeError("blip silent needs the run directory, through which the clients get their order")
+        gone = frozenset().union(*(o.addrs for o in self.silent_orders))  # abandoned earlier, still open
+        out = dict(self.cluster.blip(f.fraction, f.target, "silent", exclude=gone))
+        addrs = out.pop("addrs")
+        order = SilentOrder(len(self.silent_orders) + 1, time.time(), float(f.duration or 0), frozenset(addrs))
+        self.silent_orders.append(order)
+        write_json(self.run_dir / SILENT_FILE, orders_json(self.silent_orders))
+        return out
 
     def _resume(self, rec: dict[str, Any]) -> None:
         try:
@@ -263,7 +282,7 @@ def run_locust(cfg: RunConfig, url: str, run_dir: Path, ca_file: str | None, pro
                cluster: Any | None = None) -> dict:
     """Run Locust to completion; faults (if any) are applied to `cluster` at their times."""
     cmd = locust_command(cfg, url, run_dir, ca_file)
-    faults = FaultSchedule(cfg, cluster)
+    faults = FaultSchedule(cfg, cluster, run_dir)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     budget = cfg.load.run_seconds + 60 + 10 * cfg.load.processes
     started = time.time()

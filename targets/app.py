@@ -74,7 +74,8 @@ class ServedByMiddleware:
         await self.app(scope, receive, wrapped)
 
 
-def build_server(node_id: str, redis_url: str | None = None, ping_interval: float = PING_INTERVAL_S) -> socketio.AsyncServer:
+def build_server(node_id: str, redis_url: str | None = None, ping_interval: float = PING_INTERVAL_S,
+                 ping_timeout: float = PING_TIMEOUT_S) -> socketio.AsyncServer:
     """The Socket.IO server with the contract's handlers; memory adapter unless redis_url is set."""
     manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
     sio = socketio.AsyncServer(
@@ -82,7 +83,7 @@ def build_server(node_id: str, redis_url: str | None = None, ping_interval: floa
         client_manager=manager,
         cors_allowed_origins="*",
         ping_interval=ping_interval,
-        ping_timeout=PING_TIMEOUT_S,
+        ping_timeout=ping_timeout,
         logger=False,
         engineio_logger=False,
     )
@@ -229,8 +230,9 @@ class _StartProbe:
         await self.app(scope, receive, send)
 
 
-def build_app(node_id: str, redis_url: str | None = None, ping_interval: float = PING_INTERVAL_S) -> ASGIApp:
-    sio = build_server(node_id, redis_url, ping_interval)
+def build_app(node_id: str, redis_url: str | None = None, ping_interval: float = PING_INTERVAL_S,
+              ping_timeout: float = PING_TIMEOUT_S) -> ASGIApp:
+    sio = build_server(node_id, redis_url, ping_interval, ping_timeout)
     probe = LoopLagProbe()
     inner = socketio.ASGIApp(sio, other_asgi_app=MetricsApp(sio, probe))
     return _StartProbe(ServedByMiddleware(inner, node_id), probe)
@@ -246,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keyfile", default=None)
     p.add_argument("--ping-interval", type=float, default=PING_INTERVAL_S,
                    help=f"Engine.IO pingInterval in seconds (default {PING_INTERVAL_S:g}, socket.io's)")
+    p.add_argument("--ping-timeout", type=float, default=PING_TIMEOUT_S,
+                   help=f"Engine.IO pingTimeout in seconds (default {PING_TIMEOUT_S:g}, socket.io's)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {a.id} %(name)s %(levelname)s %(message)s")
     if a.redis_url:
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"node {a.id}: cannot reach Redis at {a.redis_url}: {e}", file=sys.stderr, flush=True)
             return 3
     uvicorn.run(
-        build_app(a.id, a.redis_url, a.ping_interval),
+        build_app(a.id, a.redis_url, a.ping_interval, a.ping_timeout),
         host=a.host,
         port=a.port,
         http="h11",

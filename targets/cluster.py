@@ -27,7 +27,7 @@ from typing import Any
 
 from contract.config import REDIS_ADAPTERS, ClusterConfig, ConfigError
 from targets import nginx, probe, render, traefik
-from targets.blip import ProxiedSession, cut_sessions, pick_fraction
+from targets.blip import ProxiedSession, client_sessions, cut_sessions, pick_fraction
 from targets.cgroups import CgroupError, Layout, NodeGroup, NodeLimits, detect, make_groups, sweep_leftovers
 from targets.procs import Child, ChildStartError, free_port, port_is_free, stop_all, wait_port_free
 from targets.telemetry import HAPROXY_STATS_SOCKET
@@ -497,28 +497,36 @@ class Cluster:
         return {"exit_code": code, "down_s": round(time.monotonic() - t0, 3)}
 
     def blip(self, fraction: float, target: str | None = None, mode: str = "cut",
-             rng: random.Random | None = None) -> dict[str, Any]:
+             rng: random.Random | None = None, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Cut `fraction` of the clients' connections (of node `target` only, when given) at HAProxy.
 
         The nodes stay up and see the close at once (targets/blip.py says why through HAProxy).
-        Returns what was there and what was cut, per node, for meta.json.
+        Returns what was there and what was cut, per node, for meta.json. In `silent` mode nothing
+        is cut here: the same choice is returned as `addrs` (the clients' "ip:port"), with
+        `silenced` / `silenced_by_node` counts, for the runner to hand to the clients
+        (contract/control.py), which then drop those connections without a FIN. `exclude`: client
+        addresses not to choose from, the connections an earlier silent blip abandoned (a node keeps
+        them open until its WebSocket close handshake times out, ~30 s; no user holds them any more).
         """
-        if mode != "cut":
-            raise ClusterError(f"blip mode {mode!r} is not built yet; only 'cut'")
+        if mode not in ("cut", "silent"):
+            raise ClusterError(f"blip mode {mode!r}: one of cut, silent")
         self._own_balancer()
         if self.config.balancer != "haproxy":
             raise ClusterError(f"blip needs the haproxy balancer's runtime API, not {self.config.balancer}")
+        sock = self.workdir / HAPROXY_STATS_SOCKET
+        if mode == "silent":
+            sessions = [s for s in client_sessions(sock) if s.src not in exclude]
+            chosen = pick_fraction(sessions, fraction, rng, target)
+            return {"sessions": sum(1 for s in sessions if target is None or s.server == target),
+                    "silenced": len(chosen), "silenced_by_node": _by_node(chosen), "addrs": [s.src for s in chosen]}
         seen: list[ProxiedSession] = []
 
         def choose(sessions: list[ProxiedSession]) -> list[ProxiedSession]:
             seen.extend(s for s in sessions if target is None or s.server == target)
             return pick_fraction(sessions, fraction, rng, target)
 
-        cut = cut_sessions(self.workdir / HAPROXY_STATS_SOCKET, choose)
-        by_node: dict[str, int] = {}
-        for sess in cut:
-            by_node[sess.server] = by_node.get(sess.server, 0) + 1
-        return {"sessions": len(seen), "cut": len(cut), "cut_by_node": by_node}
+        cut = cut_sessions(sock, choose)
+        return {"sessions": len(seen), "cut": len(cut), "cut_by_node": _by_node(cut)}
 
     def stop_redis(self) -> None:
         ch = self._own_redis()
@@ -571,6 +579,8 @@ class Cluster:
             argv += ["--certfile", str(self.tls.cert_file), "--keyfile", str(self.tls.key_file)]
         if c.ping_interval is not None:
             argv += ["--ping-interval", f"{c.ping_interval:g}"]
+        if c.ping_timeout is not None:
+            argv += ["--ping-timeout", f"{c.ping_timeout:g}"]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
@@ -873,3 +883,11 @@ def _redis_ping(host: str, port: int) -> bool:
             return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def _by_node(sessions: list[ProxiedSession]) -> dict[str, int]:
+    """How many of `sessions` each node (HAProxy server name) served."""
+    out: dict[str, int] = {}
+    for sess in sessions:
+        out[sess.server] = out.get(sess.server, 0) + 1
+    return out

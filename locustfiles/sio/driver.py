@@ -209,6 +209,21 @@ class Session:
         self._polls.clear()
         gevent.killall(others, block=False)
 
+    def sockets(self) -> list[Any]:
+        """The sockets this session holds now: its WebSocket's (its HTTP agent's are the user's)."""
+        ws = self._ws
+        return [ws._conn.sock] if ws is not None and not ws.closed else []
+
+    def network_lost(self, error: str) -> None:
+        """The device lost its network (blip `silent`): the core closes the session (`network_lost`)
+        and no byte is written on the way out. The caller has kept the sockets' descriptors
+        (`os.dup`), so closing this session's socket objects sends neither FIN nor RST."""
+        ws, self._ws = self._ws, None
+        self._ws_closing = True
+        if ws is not None:
+            ws.close(send_frame=False)
+        self._feed(self.proto.network_lost(time.monotonic(), error))
+
     # -- the action loop ---------------------------------------------------------------------
     def _feed(self, actions: list[Action]) -> None:
         for a in actions:

@@ -33,7 +33,7 @@ from locust import User
 from contract.options import SioOptions
 from contract.rows import make_row
 from contract.wire import USER_HEADER
-from locustfiles.sio import eventlog
+from locustfiles.sio import eventlog, silent
 from locustfiles.sio.driver import Session, SessionConfig, http_session
 from locustfiles.sio.protocol.actions import (
     AckFailed,
@@ -114,6 +114,10 @@ class SocketIOUser(User):
         # socket.io-client's pid and last offset, kept across reconnects (protocol/recovery.py)
         self.recovery = Recovery()
         self._recovery_shipped: dict[str, int] = {}  # self.recovery.counts as last handed to the event log
+        self._offline_until = 0.0  # blip `silent`: no reconnect before this time.monotonic()
+        self._reconnecting = False  # a reconnect loop's session is opening (on_session_connected says so)
+        self._ended = False
+        silent.register(environment, self)
 
     # -- options ---------------------------------------------------------------------------------
     def option(self, name: str, default: Any) -> Any:
@@ -269,6 +273,37 @@ class SocketIOUser(User):
             s.abort()
         self.rooms.clear()
 
+    def local_addresses(self) -> set[str]:
+        """The client addresses ("ip:port") of every connection the user holds now (its WebSocket and
+        its HTTP agent's): what the balancer lists, and what a blip `silent` order names."""
+        socks = (self.session.sockets() if self.session is not None else []) + (
+            self._http.sockets() if self._http is not None else [])
+        return {a for a in map(silent.address, socks) if a}
+
+    def go_silent(self, duration: float) -> bool:
+        """The network is gone for `duration` s (blip `silent`, locustfiles/sio/silent.py): every
+        connection is kept open and unanswered (no FIN), the session ends (`network_lost`), the
+        reconnect waits until the network is back. False when there was no session to lose."""
+        s = self.session
+        if s is None or s.closed or self._ended:
+            return False
+        http = self._http
+        fds = silent.keep(s.sockets() + (http.sockets() if http is not None else []))
+        self._offline_until = time.monotonic() + duration
+        if http is not None:  # a new agent (no connections yet) with the same cookie jar
+            self._http = http_session(s.cfg)
+            self._http.cookies = http.cookies
+        s.network_lost(f"network lost for {duration:g} s (blip silent): connections left open, unanswered")
+        if http is not None:
+            http.close()  # its descriptors are kept: nothing reaches the server
+        for fd in fds:
+            gevent.spawn_later(duration, silent.drain, fd, lambda: self._ended)
+        return True
+
+    def on_session_connected(self, reconnect: bool) -> None:
+        """Hook: a session's CONNECT was answered, before the events the server replayed with it are
+        delivered (`reconnect`: opened by the reconnect loop). Runs in the I/O greenlet: must not block."""
+
     def on_reconnected(self) -> None:
         """Hook: the session came back after a loss (rejoin rooms here). Runs in its own greenlet."""
 
@@ -288,6 +323,7 @@ class SocketIOUser(User):
             self._teardown()
 
     def _teardown(self) -> None:
+        self._ended = True  # the kept connections of a silent blip are closed by their drains
         try:
             if self.session is not None and not self.session.closed:
                 with gevent.Timeout(2.0, False):
@@ -313,6 +349,10 @@ class SocketIOUser(User):
         elif t is AckFailed:
             self._resolve_ack(a.ack_id, (False, (a.error_kind, a.error)))
         elif t is Connected:
+            try:
+                self.on_session_connected(self._reconnecting)
+            except Exception:  # a scenario hook bug must not kill the session
+                log.exception("on_session_connected failed")
             if self._connected is not None:
                 self._connected.set(True)
         elif t is Closed:
@@ -413,10 +453,17 @@ class SocketIOUser(User):
         while self._want_connected:
             attempt += 1
             gevent.sleep(reconnect_delay_ms(attempt, random.random()) / 1000.0)
+            offline = self._offline_until - time.monotonic()
+            if offline > 0:  # blip silent: the attempts fail until the network is back
+                gevent.sleep(offline)
             if not self._want_connected:
                 return
             t0 = time.monotonic()
-            ok = self._open(wait=True)
+            self._reconnecting = True
+            try:
+                ok = self._open(wait=True)
+            finally:
+                self._reconnecting = False
             latency = (time.monotonic() - lost_at) * 1000.0
             s = self.session
             self.log_step("reconnect", "reconnect", latency if ok else (time.monotonic() - t0) * 1000.0, ok,

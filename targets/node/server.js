@@ -4,12 +4,13 @@
 //
 //   node server.js --id n1 --port 8001 [--host 127.0.0.1] [--redis-url redis://...]
 //                  [--adapter memory|redis|redis-sharded|redis-streams] [--recovery]
-//                  [--certfile cert.pem --keyfile key.pem [--http2]] [--ping-interval S]
+//                  [--certfile cert.pem --keyfile key.pem [--http2]] [--ping-interval S] [--ping-timeout S]
 //
 // --http2: serve TLS with node's HTTP/2 server (ALPN h2, allowHTTP1 for the WebSocket and clients
 // that offer only http/1.1), as socket.io documents; an L4 TLS passthrough in front of such nodes
 // is the issue 13 case where one HTTP/2 connection means one node.
 // --ping-interval: Engine.IO pingInterval in seconds (default 25, socket.io's).
+// --ping-timeout: Engine.IO pingTimeout in seconds (default 20, socket.io's).
 // --adapter: redis = @socket.io/redis-adapter createAdapter (pub/sub), redis-sharded = its
 // createShardedAdapter (SPUBLISH, Redis >= 7), redis-streams = @socket.io/redis-streams-adapter.
 // A Redis adapter needs --redis-url; --redis-url alone means --adapter redis (the older flag set).
@@ -44,6 +45,7 @@ function parseArgs(argv) {
     else if (key === "redis-url") out.redisUrl = val;
     else if (key === "adapter") out.adapter = val;
     else if (key === "ping-interval") out.pingInterval = Number(val);
+    else if (key === "ping-timeout") out.pingTimeout = Number(val);
     else if (key === "certfile") out.certfile = val;
     else if (key === "keyfile") out.keyfile = val;
     else throw new Error(`unknown option --${key}`);
@@ -232,7 +234,7 @@ async function main() {
   io = new Server(httpServer, {
     cors: { origin: true, credentials: true },
     pingInterval: Math.round(1000 * (args.pingInterval > 0 ? args.pingInterval : 25)),
-    pingTimeout: 20000,
+    pingTimeout: Math.round(1000 * (args.pingTimeout > 0 ? args.pingTimeout : 20)),
     ...(args.recovery ? { connectionStateRecovery: RECOVERY } : {}),
   });
   // Polling answers and the WebSocket 101 (socket.io's own hooks) ...

@@ -31,7 +31,7 @@ def test_counts_lost_sessions_recovered_and_the_reconnect_p95() -> None:
         ("recover", 1, 10.0), ("recover", 1, 12.0), ("recover", 0, 11.0),
     )
     b = recovery_block(ev)
-    assert b is not None and tuple(b) == RECOVERY_KEYS
+    assert b is not None and tuple(b)[:len(RECOVERY_KEYS)] == RECOVERY_KEYS  # the pinned keys, then additive ones
     assert (b["disconnects"], b["recovered"], b["recovered_ratio"]) == (3, 2, round(2 / 3, 4))
     assert b["p95_reconnect_ms"] == 290.0  # numpy's linear p95 of 100, 200, 300
     assert (b["missed"], b["duplicated"], b["reordered"]) == (None, None, None)  # not measured, never 0

@@ -46,7 +46,6 @@ def test_blip_pause_restart_parse_and_keep_their_keys() -> None:
     (Fault(1, "blip", fraction=True, duration=3), "faults.fraction = True"),
     (Fault(1, "blip", fraction=0.3), "faults.duration = None for blip"),
     (Fault(1, "blip", fraction=0.3, duration=-1), "faults.duration = -1"),
-    (Fault(1, "blip", fraction=0.3, duration=3, mode="silent"), "faults.mode = 'silent': not built yet"),
     (Fault(1, "blip", fraction=0.3, duration=3, mode="loud"), "faults.mode = 'loud' is not valid"),
     (Fault(1, "blip", fraction=0.3, duration=3, target="n9"), "faults.target = 'n9' for blip: one of n1, n2, n3"),
     (Fault(1, "pause_node", duration=2), "faults.target = None for pause_node"),

@@ -74,3 +74,10 @@ def test_the_idle_timeout_verdict_names_the_timeout_and_the_ping_interval() -> N
         {"idle_timeout": 60, "ping_interval": None}, alive)  # socket.io's 25 s default
     assert "yet the sessions lived" in S.idle_timeout_verdict({"idle_timeout": 2, "ping_interval": 3}, alive)
     assert S.idle_timeout_verdict({"idle_timeout": None}, dead) is None and S.idle_timeout_verdict(None, None) is None
+
+
+def test_a_silent_blip_ends_a_session_at_the_clients_own_network_loss() -> None:
+    ev = pd.DataFrame([_row(0, "u1", "s1", "connect"), _row(2, "u1", "s1", "ack", 0, "ack:echo", "network_lost"),
+                       _row(2, "u1", "s1", "disconnect", 0, kind="network_lost")])
+    e = S.session_ends(ev).set_index("user")
+    assert (e.loc["u1", "end_step"], e.loc["u1", "end_kind"]) == ("network_lost", "network_lost")  # not the ack

@@ -489,6 +489,24 @@ class ClientProtocol:
             self._close(now, "transport close", kind, error, out)
         return out
 
+    def network_lost(self, now: float, error: str = "network connection lost") -> list[Action]:
+        """The device lost its network (the blip's `silent` mode): the session ends at once, as
+        engine.io-client's `offline` listener ends it (`_onClose("transport close", {description:
+        "network connection lost"})`), whatever its transport or state. Kind `network_lost`, so the
+        loss is told apart from a server's or a balancer's close. The driver keeps the sockets open
+        (no FIN reaches the server), so the server learns only at its ping timeout."""
+        out: list[Action] = []
+        if self._state is CLOSED:
+            return out
+        if not self._opened:
+            self._fail_step("handshake", "network_lost", error, now, out)
+            self._close(now, "connect error", "network_lost", error, out)
+        elif self._state is CLOSING:
+            self._finish_client_close(now, out)
+        else:
+            self._close(now, "transport close", "network_lost", error, out)
+        return out
+
     def tick(self, now: float) -> list[Action]:
         """Fire every timer due at `now`: timeouts, EIO3 pings."""
         out: list[Action] = []

@@ -59,7 +59,8 @@ COUNTERS = (
     "attempts",  # CONNECTs sent with a pid (a recovery asked for)
     "recovered",  # the server answered with the same pid
     "not_recovered",  # it answered with a new pid (or none): a fresh session
-    "no_offset",  # attempts without an offset (no event had arrived): the server cannot recover them
+    "no_offset",  # attempts without an offset (none received, or the adapter appends none): not recoverable
+    "no_event",  # of those, the ones where no event had arrived at all: the known limit, any adapter
     "replayed",  # events received before the CONNECT reply (the server's replay of missed packets)
     "recovered_empty",  # recovered with nothing replayed (right when nothing was missed; else a loss)
     "replay_without_recovery",  # events before a CONNECT reply that did not recover
@@ -189,6 +190,8 @@ class Recovery:
         self.counts["attempts"] += 1
         if sent_offset is None:
             self.counts["no_offset"] += 1
+            if not events:
+                self.counts["no_event"] += 1
         recovered = new_pid is not None and new_pid == sent_pid
         if recovered:
             self.counts["recovered"] += 1
@@ -210,6 +213,7 @@ class Recovery:
         elif sent_offset is None:
             reason = "no offset to send: no event had arrived before the loss, so the server cannot recover it"
         else:
-            reason = "the server started a new session (new pid): the session expired, or this adapter keeps none"
+            reason = ("the server started a new session (new pid): the session expired, this adapter keeps none, "
+                      "or the server had not stored it yet (it had not seen the old connection end)")
         # socket.io-client keeps its last offset across a new pid, so this does too
         return Outcome(False, replayed, reason)

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import gevent
 from gevent import ssl
@@ -390,6 +391,10 @@ class HttpSession:
         self._idle.clear()
         for conn in list(self._busy):
             conn.close()
+
+    def sockets(self) -> list[Any]:
+        """The sockets of the connections open now (idle or carrying a request)."""
+        return [c.sock for c in (*self._idle, *self._busy)]
 
     @property
     def open_connections(self) -> int:

@@ -28,6 +28,7 @@ import errno
 import itertools
 import time
 from collections import deque
+from typing import Any
 
 import gevent
 from gevent import monkey, ssl
@@ -290,6 +291,10 @@ class PooledHttpSession(HttpSession):
             conn.close()  # a running request wakes with an error and reports `closed`
         for link in list(self._links.values()):
             link.close()  # its streams fail with transport_closed
+
+    def sockets(self) -> list[Any]:
+        """The sockets of the pool's open connections (idle or carrying a request)."""
+        return [c.sock for c in self._conns.values()]
 
     @property
     def open_connections(self) -> int:
