@@ -31,7 +31,7 @@ def test_heartbeats_keep_quiet_sessions_through_the_idle_timeout_and_a_slower_pi
     assert "timeout tunnel 2000ms" in (out / "cluster" / "haproxy.cfg").read_text()
     c = json.loads((out / "report" / "summary.json").read_text())["configs"][0]
     s = c["sessions"]
-    assert c["options"] == {"recovery": False, "idle_timeout": 2, "ping_interval": ping}
+    assert c["options"] == {"recovery": False, "idle_timeout": 2, "ping_interval": ping, "http_protocol": "http/1.1"}
     assert s["connected"] == 4, s
     verdicts = " ".join(c["verdicts"])
     if alive:
