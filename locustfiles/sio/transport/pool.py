@@ -26,7 +26,10 @@ klzgrad/naiveproxy mirror of Chromium's net/ tree):
   idle, or to another waiting request).
 - `CleanupIdleSockets` (called at every `RequestSocket`): idle sockets past their timeout close --
   used ones after 300 s (`g_used_idle_socket_timeout_s`, `client_socket_pool.cc`), unused ones
-  after `ClientSocketPoolManager::unused_idle_socket_timeout()` (10 s on desktop in that mirror).
+  after `ClientSocketPoolManager::unused_idle_socket_timeout()`: 60 s on every platform in current
+  Chromium (the field-trial default of `kNetUnusedIdleSocketTimeout`; older trees, e.g. that mirror
+  in 2020, said 10 s on desktop), and the same 60 s in `HttpStreamPool::Group`
+  (`kUnusedIdleStreamSocketTimeout`, the pool behind the HappyEyeballsV3 feature, off by default).
 
 One pool per virtual user and origin = one browser context. Not modelled: priorities (every
 polling request is an XHR of the same priority, so the queue is FIFO), backup connect jobs
@@ -44,8 +47,9 @@ from dataclasses import dataclass, field
 
 MAX_CONNECTIONS_PER_HOST = 6
 """`g_max_sockets_per_group[NORMAL_SOCKET_POOL]` (client_socket_pool_manager.cc)."""
-UNUSED_IDLE_TIMEOUT_S = 10.0
-"""`ClientSocketPoolManager::unused_idle_socket_timeout()` on desktop (client_socket_pool_manager.cc)."""
+UNUSED_IDLE_TIMEOUT_S = 60.0
+"""`ClientSocketPoolManager::unused_idle_socket_timeout()` (client_socket_pool_manager.cc, current Chromium;
+10 s on desktop before ~2021) = `HttpStreamPool::Group::kUnusedIdleStreamSocketTimeout`."""
 USED_IDLE_TIMEOUT_S = 300.0
 """`g_used_idle_socket_timeout_s` (client_socket_pool.cc)."""
 
