@@ -96,6 +96,7 @@ def side_summary(people: list[Person]) -> dict[str, Any]:
         "never_connected": dict(Counter(p.end_step or "unknown" for p in people if not p.connected)),
         "first_poll_on_A": sum(1 for p in people if p.step("poll") and p.step("poll")[1] == "A"),  # type: ignore[index]
         "race_decided": len(race), "race_followed": agree,
+        "races": dict(Counter(p.race or "-" for p in people)),
     }
 
 
@@ -106,7 +107,7 @@ def _line(side: str, s: dict[str, Any]) -> str:
     return (f"  {side:9s} connected {s['connected']}/{s['n']} = {s['connected'] / n:.1%}, upgraded {s['upgraded']}, "
             f"alive at the window's end {s['alive']}; connected then died at: {ends}; never connected, failed at: "
             f"{never}; first poll on the handshake's connection {s['first_poll_on_A']}; race decided "
-            f"{s['race_decided']}, first poll took the winner {s['race_followed']}")
+            f"{s['race_decided']}, first poll took the winner {s['race_followed']}; first poll's race {s['races']}")
 
 
 def report(title: str, people: list[Person]) -> dict[str, Any]:

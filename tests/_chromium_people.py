@@ -4,7 +4,7 @@ Why a subprocess: Playwright's sync API runs its own event loop and does not mix
 patching that Locust (and the delay proxy) need, so the browser side lives in its own process,
 started by `ChromiumPeople` (tests/_fidelity.py) in its own process group and always stopped.
 
-Protocol: one JSON command a line on stdin, {"url", "people", "interval", "window", "start_at"};
+Protocol: one JSON command a line on stdin, {"url", "people", "interval", "window", "start_at", "no_cache"};
 for each person one JSON line on stdout (in start order), then {"done": true}. "ready" is written
 once the browser is up. EOF on stdin ends the process.
 
@@ -92,10 +92,16 @@ READ = "() => ({st: window.__st, log: window.__log, connected: window.__socket.c
        "transport: window.__socket.io.engine ? window.__socket.io.engine.transport.name : ''})"
 
 
-def _start(browser: Any, url: str, bundle: str) -> tuple[Any, Any]:
-    """One person: a fresh context and page on `url`'s origin, socket started; (context, page)."""
+def _start(browser: Any, url: str, bundle: str, no_cache: bool = False) -> tuple[Any, Any]:
+    """One person: a fresh context and page on `url`'s origin, socket started; (context, page).
+    `no_cache`: DevTools' "Disable cache" (Network.setCacheDisabled), an experiment on where a GET's
+    time goes before it reaches the connection pool (the HTTP cache sits in front of it, a POST skips it)."""
     ctx = browser.new_context()
     page = ctx.new_page()
+    if no_cache:
+        cdp = ctx.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
     origin = url.rstrip("/") + "/"
     page.route(origin, lambda r: r.fulfill(status=200, content_type="text/html", body=PAGE))
     page.goto(origin)
@@ -128,7 +134,7 @@ def _batch(browser: Any, cmd: dict[str, Any], bundle: str) -> None:
             ctx.close()
             print(json.dumps({"person": i, **out}), flush=True)
             continue
-        ctx, page = _start(browser, cmd["url"], bundle)
+        ctx, page = _start(browser, cmd["url"], bundle, bool(cmd.get("no_cache")))
         live.append((time.time() + window, started, ctx, page))
         started += 1
     print(json.dumps({"done": True}), flush=True)

@@ -64,7 +64,10 @@ class Person:
     reason: str = ""
     steps: list[tuple[str, str, str]] = field(default_factory=list)  # (request, connection, node) from the proxy
     timeline: str = ""  # tests/_fidelity.timeline of its session
-    race: str = ""  # which was free first for the first poll: "A" (the POST's answer), "new", "close" (too near to say)
+    post_to_poll_ms: float | None = None  # in the page: the first poll GET's send() after the CONNECT POST's
+    # which was free first for the first poll: "A" (the POST's answer), "new", "close" (too near to say),
+    # "idle" (no race: no connect was started, the GET reached the pool after A was free again)
+    race: str = ""
 
     def step(self, key: str) -> tuple[str, str, str] | None:
         """The first proxy-seen request of this kind (e.g. "poll", "websocket", "post:connect")."""
@@ -123,7 +126,7 @@ def races(conns: list[Conn]) -> dict[str, str]:
         new = [o.ready for o in conns if o.no != c.no and o.ready and since - 0.001 <= o.accepted <= post.answered + 0.2
                and not (o.requests and "transport=websocket" in o.requests[0].target)]
         if not new:
-            out[post.sid] = "A"
+            out[post.sid] = "idle"  # no connect started: the GET came after the answer and found A idle
             continue
         d = min(new) - post.answered
         out[post.sid] = "close" if abs(d) < RACE_MARGIN_S else ("A" if d > 0 else "new")
@@ -176,10 +179,12 @@ class ChromiumPeople:
             raise RuntimeError(f"chromium people exited ({self.proc.poll()})")
         return json.loads(line)
 
-    def run(self, url: str, people: int, interval: float, window: float, start_at: float | None = None) -> list[Person]:
+    def run(self, url: str, people: int, interval: float, window: float, start_at: float | None = None,
+            no_cache: bool = False) -> list[Person]:
         """`people` people on `url`, `interval` apart from `start_at` (epoch s), each read after `window`."""
         assert self.proc.stdin is not None
-        cmd = {"url": url, "people": people, "interval": interval, "window": window, "start_at": start_at}
+        cmd = {"url": url, "people": people, "interval": interval, "window": window, "start_at": start_at,
+               "no_cache": no_cache}
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         out = []
@@ -217,6 +222,10 @@ def chromium_person(rec: dict[str, Any]) -> Person:
     connect, end = st.get("connect"), st.get("disconnect") or st.get("connect_error")
     p = Person("chromium", st.get("sid", ""), connect is not None, "upgrade" in st,
                bool(rec.get("connected")), reason=st.get("reason") or st.get("error") or rec.get("error", ""))
+    post = next((r for r in log if r.get("method") == "POST" and r.get("t")), None)
+    poll = next((r for r in log if r.get("method") == "GET" and "sid=" in r.get("url", "") and r.get("t")), None)
+    if post and poll:
+        p.post_to_poll_ms = poll["t"] - post["t"]
     if end is not None:
         failed = sorted((r for r in log if r.get("kind") == "xhr" and r.get("end") and r.get("status") != 200
                          and r["end"] <= end + 5 and r["end"] >= (connect or 0) - 5), key=lambda r: r["end"])

@@ -32,6 +32,7 @@ from locustfiles.sio.transport.errors import TransportError, classify_os_error
 from locustfiles.sio.transport.http import RECV_BYTES, HttpConnection, HttpResponse, HttpSession, _Eof
 from locustfiles.sio.transport.net import Endpoint, open_socket
 from locustfiles.sio.transport.pool import (
+    DISPATCH_GAP_S,
     MAX_CONNECTIONS_PER_HOST,
     Close,
     Connect,
@@ -86,9 +87,12 @@ class PooledHttpSession(HttpSession):
         max_connections: int = MAX_CONNECTIONS_PER_HOST,
         extra_headers: dict[str, str] | None = None,
         policy: PoolPolicy | None = None,
+        dispatch_gap_s: float = DISPATCH_GAP_S,
     ) -> None:
         super().__init__(endpoint, timeout, source_ip, tls, max_connections, extra_headers)
         self.policy = policy or PoolPolicy(max_connections=max_connections)
+        self.dispatch_gap_s = dispatch_gap_s
+        self._next_dispatch = 0.0  # monotonic time the next request may reach the pool (pool.DISPATCH_GAP_S)
         self._conns: dict[int, HttpConnection] = {}
         self._connecting: dict[int, gevent.Greenlet] = {}
         self._waiters: dict[int, AsyncResult] = {}
@@ -138,8 +142,18 @@ class PooledHttpSession(HttpSession):
             return resp
         raise AssertionError("unreachable")
 
+    def _pace(self) -> None:
+        """Requests issued together reach the pool one `dispatch_gap_s` apart, in the order issued, as
+        from a page's one JS thread (pool.DISPATCH_GAP_S); a lone request goes at once."""
+        now = time.monotonic()
+        at = max(now, self._next_dispatch)
+        self._next_dispatch = at + self.dispatch_gap_s
+        if at > now:
+            gevent.sleep(at - now)
+
     def _acquire(self) -> tuple[int, bool]:
         """Ask the pool for a connection and wait for the one it hands over: (id, reused)."""
+        self._pace()
         self._drop_dead_idle()
         rid = next(self._rids)
         waiter = self._waiters[rid] = AsyncResult()
