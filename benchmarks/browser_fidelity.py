@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.browser_fidelity [--people 135] [--runs 3] [--policy l4-round-robin]
         [--interval 1.0] [--ping-interval 2] [--window 5] [--tls] [--regimes 6] [--pool browser]
+        [--dispatch-gap-ms MS]
 
 Per run: a fresh cluster (HAProxy `--policy` over 3 python-socketio nodes, pingInterval `--ping-interval`)
 behind the delay proxy (tests/_delayproxy.py: plain TCP and no delay by default, so the race is the
@@ -34,6 +35,7 @@ from typing import Any
 import gevent
 
 from contract.config import ClusterConfig
+from locustfiles.sio.transport import pool as pool_rules
 from targets.cluster import Cluster
 from targets.tls import make_tls
 from tests._delayproxy import DelayProxy
@@ -179,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tls", action="store_true", help="TLS at the proxy (HTTP/1.1, no ALPN)")
     ap.add_argument("--regimes", type=int, default=0, help="people per side through the 50 ms regimes first")
     ap.add_argument("--pool", default="browser", choices=("browser", "node"))
+    ap.add_argument("--dispatch-gap-ms", type=float, default=None,
+                    help="sioscale's page dispatch gap for this run (default: pool.DISPATCH_GAP_S)")
     a = ap.parse_args(argv)
+    if a.dispatch_gap_ms is not None:
+        pool_rules.DISPATCH_GAP_S = a.dispatch_gap_ms / 1000
     if (why := chromium_missing()):
         print(f"browser_fidelity: cannot run: {why}", file=sys.stderr)
         return 2
@@ -187,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     cp = ChromiumPeople()
     print(f"Chromium {cp.version}; {a.policy}, 3 python-socketio nodes, pingInterval {a.ping_interval:g} s, "
           f"{'TLS' if a.tls else 'plain'} proxy; {a.people} people a side a run, one every {a.interval:g} s a side, "
-          f"window {a.window:g} s, sioscale --sio-http-pool {a.pool}")
+          f"window {a.window:g} s, sioscale --sio-http-pool {a.pool} (dispatch gap "
+          f"{pool_rules.DISPATCH_GAP_S * 1000:g} ms)")
     everyone: list[Person] = []
     out: dict[str, Any] = {"runs": []}
     try:

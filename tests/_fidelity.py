@@ -91,13 +91,14 @@ def _key(method: str, target: str, body: bytes) -> str:
 def sequences(conns: list[Conn]) -> dict[str, list[tuple[str, str, str]]]:
     """Per Engine.IO sid, its requests in time order as (request, connection letter, node "="/"x").
 
-    The handshake GET carries no sid: it is the sid-less GET on the connection that carried the
-    session's first request with a sid (its CONNECT POST) just before it."""
+    The handshake GET carries no sid: it is the last sid-less GET before the session's first POST (its
+    CONNECT POST, which reuses the handshake's idle connection) on that POST's connection."""
     reqs = sorted(((r.t, c.no, r) for c in conns for r in c.requests), key=lambda x: x[0])
     out: dict[str, list[tuple[str, str, str]]] = {}
     for sid in {r.sid for _, _, r in reqs if r.sid}:
         mine = [(t, no, r) for t, no, r in reqs if r.sid == sid]
-        t0, no0 = mine[0][0], mine[0][1]
+        # the CONNECT POST reuses the idle handshake connection (the first poll may reach the proxy first)
+        t0, no0 = next(((t, no) for t, no, r in mine if r.method == "POST"), mine[0][:2])
         hs = [(t, no, r) for t, no, r in reqs if not r.sid and no == no0 and t <= t0 and r.method == "GET"]
         seq = hs[-1:] + mine
         letters: dict[int, str] = {}

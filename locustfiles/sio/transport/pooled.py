@@ -28,11 +28,11 @@ import gevent
 from gevent import monkey, ssl
 from gevent.event import AsyncResult
 
+from locustfiles.sio.transport import pool as _pool
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
 from locustfiles.sio.transport.http import RECV_BYTES, HttpConnection, HttpResponse, HttpSession, _Eof
 from locustfiles.sio.transport.net import Endpoint, open_socket
 from locustfiles.sio.transport.pool import (
-    DISPATCH_GAP_S,
     MAX_CONNECTIONS_PER_HOST,
     Close,
     Connect,
@@ -87,11 +87,12 @@ class PooledHttpSession(HttpSession):
         max_connections: int = MAX_CONNECTIONS_PER_HOST,
         extra_headers: dict[str, str] | None = None,
         policy: PoolPolicy | None = None,
-        dispatch_gap_s: float = DISPATCH_GAP_S,
+        dispatch_gap_s: float | None = None,
     ) -> None:
         super().__init__(endpoint, timeout, source_ip, tls, max_connections, extra_headers)
         self.policy = policy or PoolPolicy(max_connections=max_connections)
-        self.dispatch_gap_s = dispatch_gap_s
+        # read at construction, so a calibration run (benchmarks/browser_fidelity --dispatch-gap-ms) can set it
+        self.dispatch_gap_s = _pool.DISPATCH_GAP_S if dispatch_gap_s is None else dispatch_gap_s
         self._next_dispatch = 0.0  # monotonic time the next request may reach the pool (pool.DISPATCH_GAP_S)
         self._conns: dict[int, HttpConnection] = {}
         self._connecting: dict[int, gevent.Greenlet] = {}
@@ -145,11 +146,9 @@ class PooledHttpSession(HttpSession):
     def _pace(self) -> None:
         """Requests issued together reach the pool one `dispatch_gap_s` apart, in the order issued, as
         from a page's one JS thread (pool.DISPATCH_GAP_S); a lone request goes at once."""
-        now = time.monotonic()
-        at = max(now, self._next_dispatch)
-        self._next_dispatch = at + self.dispatch_gap_s
-        if at > now:
-            gevent.sleep(at - now)
+        while (now := time.monotonic()) < self._next_dispatch:  # a late hub must not collapse two into one
+            gevent.sleep(self._next_dispatch - now)
+        self._next_dispatch = now + self.dispatch_gap_s
 
     def _acquire(self) -> tuple[int, bool]:
         """Ask the pool for a connection and wait for the one it hands over: (id, reused)."""
