@@ -125,7 +125,7 @@ def races(conns: list[Conn]) -> dict[str, str]:
         post = posts[0]
         since = c.requests[0].answered or post.t  # the handshake's answer: the client may ask for the GET from then
         new = [o.ready for o in conns if o.no != c.no and o.ready and since - 0.001 <= o.accepted <= post.answered + 0.2
-               and not (o.requests and "transport=websocket" in o.requests[0].target)]
+               and (not o.requests or (o.requests[0].sid == post.sid and "transport=websocket" not in o.requests[0].target))]
         if not new:
             out[post.sid] = "idle"  # no connect started: the GET came after the answer and found A idle
             continue

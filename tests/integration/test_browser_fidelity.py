@@ -9,7 +9,9 @@ sides the same way.
 
 - The race, decided on purpose (part 2): (a) new connections usable 50 ms late, the CONNECT POST answered
   at once: the first poll GET rides the handshake's connection A; (b) connections at once, the POST's
-  answer held 50 ms: it rides the new one. Both sides, every person (150 ms here: see DELAY_S).
+  answer held 50 ms: it rides the new one. Both sides, every person whose GET asked for a connection
+  while the POST was out (150 ms here: see DELAY_S). A page can be slower than that: Chromium was seen to
+  start the first poll 430 ms after the POST at load 15, when it finds A idle and there is no race.
 - Three balancers (part 3): cookie (all connect, upgrade and live), L7 round-robin (none connect: each
   session ends at its first request that met another node, the CONNECT POST or the first poll) and
   L4 round-robin (a race: a person connects exactly when its first poll met the session's node, always
@@ -104,8 +106,11 @@ def test_race_regimes(chromium: ChromiumPeople, l4: tuple[DelayProxy, str], regi
     _connections_as_a_browser(people)
     for x in people:
         poll = x.step("poll")
-        assert poll is not None and (poll[1] == "A") == (regime == "a"), _show(people)  # the first free connection
-        assert x.connected == (poll[2] == "="), _show(people)  # connected exactly when it met the session's node
+        assert poll is not None and x.connected == (poll[2] == "="), _show(people)  # connected iff its node
+        if x.race != "idle":  # the GET asked while the POST was out: the regime decides which is free first
+            assert (poll[1] == "A") == (regime == "a"), _show(people)
+    for side in ("chromium", "sioscale"):  # a browser so slow that every GET came after the answer proves nothing
+        assert any(x.race != "idle" for x in people if x.side == side), _show(people)
 
 
 def test_cookie_all_connect_upgrade_and_live(chromium: ChromiumPeople, tls: TLSFiles) -> None:
