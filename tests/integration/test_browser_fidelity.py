@@ -115,7 +115,7 @@ def test_race_regimes(chromium: ChromiumPeople, l4: tuple[DelayProxy, str], regi
 
 def test_cookie_all_connect_upgrade_and_live(chromium: ChromiumPeople, tls: TLSFiles) -> None:
     for p, ca in _proxied("cookie", tls):
-        people = _both(chromium, p, ca, WINDOW_S)
+        people = _both(chromium, p, ca, 1.6)  # past the first ping/pong
         assert all(x.connected and x.upgraded and x.alive for x in people), _show(people)
         assert all(s[2] == "=" for x in people for s in x.steps), _show(people)  # one node per session
 
@@ -124,9 +124,8 @@ def test_l7_round_robin_none_connect(chromium: ChromiumPeople, tls: TLSFiles) ->
     for p, ca in _proxied("l7-round-robin", tls):
         people = _both(chromium, p, ca, 1.0)
         assert not any(x.connected for x in people), _show(people)
-        for x in people:  # which request meets another node first is a race: both sides end exactly there
-            first_x = next(s[0] for s in x.steps if s[0] != "websocket" and s[2] == "x")
-            assert x.end_step == first_x, _show(people)
+        for x in people:  # which request meets another node (and is answered first) is a race: both sides end there
+            assert x.end_step in {s[0] for s in x.steps if s[0] != "websocket" and s[2] == "x"}, _show(people)
 
 
 def test_l4_round_robin_connect_iff_first_poll_on_a(chromium: ChromiumPeople, l4: tuple[DelayProxy, str]) -> None:
