@@ -27,6 +27,7 @@ from collections import deque
 import gevent
 from gevent import monkey, ssl
 from gevent.event import AsyncResult
+from gevent.lock import Semaphore
 
 from locustfiles.sio.transport import pool as _pool
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
@@ -94,6 +95,7 @@ class PooledHttpSession(HttpSession):
         # read at construction, so a calibration run (benchmarks/browser_fidelity --dispatch-gap-ms) can set it
         self.dispatch_gap_s = _pool.DISPATCH_GAP_S if dispatch_gap_s is None else dispatch_gap_s
         self._next_dispatch = 0.0  # monotonic time the next request may reach the pool (pool.DISPATCH_GAP_S)
+        self._dispatch_lock = Semaphore()
         self._conns: dict[int, HttpConnection] = {}
         self._connecting: dict[int, gevent.Greenlet] = {}
         self._waiters: dict[int, AsyncResult] = {}
@@ -146,9 +148,10 @@ class PooledHttpSession(HttpSession):
     def _pace(self) -> None:
         """Requests issued together reach the pool one `dispatch_gap_s` apart, in the order issued, as
         from a page's one JS thread (pool.DISPATCH_GAP_S); a lone request goes at once."""
-        while (now := time.monotonic()) < self._next_dispatch:  # a late hub must not collapse two into one
-            gevent.sleep(self._next_dispatch - now)
-        self._next_dispatch = now + self.dispatch_gap_s
+        with self._dispatch_lock:  # FIFO: in the order issued (the CONNECT POST before the first poll GET)
+            while (now := time.monotonic()) < self._next_dispatch:  # a late hub must not collapse two into one
+                gevent.sleep(self._next_dispatch - now)
+            self._next_dispatch = now + self.dispatch_gap_s
 
     def _acquire(self) -> tuple[int, bool]:
         """Ask the pool for a connection and wait for the one it hands over: (id, reused)."""
