@@ -16,6 +16,11 @@ speak HTTP/1.1. With `h2_upstream` it offers ALPN ["h2", "http/1.1"] as an h2-sp
 does: a connection that chooses h2 is forwarded to that (cleartext h2c) address, and its requests
 are recorded by decoding the client's HTTP/2 frames on the way (an h2 server-side connection
 used only to read them); a held POST answer then holds the connection's next answer bytes.
+Without a certificate it is a plain TCP proxy (then `connect_delay_s` only holds a connection's bytes).
+
+Besides request lines it keeps, per request, the first bytes of its body (which packet a POST carried)
+and when its answer left (`answered`; a held answer's due time), and per connection when it was
+ready and closed: enough to read which connection was free first (tests/_fidelity.races).
 
 The record is the proxy's own: the bytes each client connection carried, parsed into request
 lines (`conns[i].requests`), with the node named by the answer's `x-served-by` header. It runs in
@@ -39,6 +44,8 @@ from gevent import ssl
 
 from contract.wire import NODE_HEADER
 
+BODY_KEPT = 64
+
 
 @dataclass
 class Req:
@@ -48,6 +55,8 @@ class Req:
     node: str = ""  # from the answer's node header
     held: bool = False
     hold_done: bool = False
+    answered: float = 0.0  # monotonic time its answer's first bytes went to the client
+    body: bytes = b""  # the first bytes of its body (a POST's packets: which step it was)
 
     @property
     def sid(self) -> str:
@@ -59,6 +68,7 @@ class Conn:
     no: int  # accept order, from 1
     accepted: float
     ready: float = 0.0  # TLS handshake done (the client may use it from here)
+    closed: float = 0.0  # either side closed it
     requests: list[Req] = field(default_factory=list)
     alpn: str = ""  # what the TLS handshake chose ("h2", "http/1.1", or "" for none)
 
@@ -67,16 +77,19 @@ class DelayProxy:
     """Listen on 127.0.0.1 (`url`), terminate TLS with `cert_file`/`key_file`, forward plain TCP
     to `upstream`."""
 
-    def __init__(self, upstream: tuple[str, int], cert_file: str, key_file: str, connect_delay_s: float = 0.0,
-                 hold_first_post_s: float = 0.0, h2_upstream: tuple[str, int] | None = None) -> None:
+    def __init__(self, upstream: tuple[str, int], cert_file: str | None, key_file: str | None,
+                 connect_delay_s: float = 0.0, hold_first_post_s: float = 0.0,
+                 h2_upstream: tuple[str, int] | None = None) -> None:
         self.upstream = upstream
         self.h2_upstream = h2_upstream
         self.connect_delay_s = connect_delay_s
         self.hold_first_post_s = hold_first_post_s
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert_file, key_file)
-        if h2_upstream is not None:
-            self.ctx.set_alpn_protocols(["h2", "http/1.1"])
+        self.ctx: ssl.SSLContext | None = None  # None: plain TCP (connect_delay_s then only delays the first bytes)
+        if cert_file:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(cert_file, key_file)
+            if h2_upstream is not None:
+                self.ctx.set_alpn_protocols(["h2", "http/1.1"])
         self.conns: list[Conn] = []
         self._posted: set[str] = set()  # sessions whose first POST was seen
         self._socks: list = []
@@ -89,7 +102,7 @@ class DelayProxy:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"{'https' if self.ctx else 'http'}://127.0.0.1:{self.port}"
 
     def reset(self, connect_delay_s: float | None = None, hold_first_post_s: float | None = None) -> None:
         """A fresh record (and optionally new delays) for the next trial."""
@@ -129,10 +142,11 @@ class DelayProxy:
         try:
             if self.connect_delay_s:
                 gevent.sleep(self.connect_delay_s)
-            sock = self.ctx.wrap_socket(sock, server_side=True)  # the handshake: now it is usable
-            self._socks.append(sock)
+            if self.ctx is not None:
+                sock = self.ctx.wrap_socket(sock, server_side=True)  # the handshake: now it is usable
+                self._socks.append(sock)
             rec.ready = time.monotonic()
-            rec.alpn = sock.selected_alpn_protocol() or ""
+                rec.alpn = sock.selected_alpn_protocol() or ""
             up = gsocket.create_connection(self.h2_upstream if rec.alpn == "h2" else self.upstream, timeout=5)
             up.settimeout(None)
             self._socks.append(up)
@@ -142,6 +156,7 @@ class DelayProxy:
         except (OSError, ssl.SSLError):
             pass
         finally:
+            rec.closed = time.monotonic()
             for s in (sock, up):
                 if s is not None:
                     try:
@@ -169,6 +184,8 @@ class DelayProxy:
                 while True:
                     if body_left:
                         n = min(body_left, len(buf))
+                        cur = rec.requests[-1]
+                        cur.body += buf[:max(0, min(n, BODY_KEPT - len(cur.body)))]
                         buf, body_left = buf[n:], body_left - n
                         if body_left:
                             break
@@ -228,10 +245,13 @@ class DelayProxy:
             if req is not None:
                 if req.held and not req.hold_done:
                     req.hold_done = True
+                    req.answered = time.monotonic() + self.hold_first_post_s  # when it is due, even if the client leaves first
                     gevent.sleep(self.hold_first_post_s)
                 if not req.node and rec.alpn != "h2":
                     req.node = _node(data)
             dst.sendall(data)
+            if req is not None and not req.answered:
+                req.answered = time.monotonic()
 
 
 def _content_length(head: str) -> int:

@@ -30,7 +30,7 @@ def _up(p: PoolPolicy, rid: int, t: float = 0.0) -> int:
 
 
 def test_constants_are_chromiums() -> None:
-    assert (MAX_CONNECTIONS_PER_HOST, UNUSED_IDLE_TIMEOUT_S, USED_IDLE_TIMEOUT_S) == (6, 10.0, 300.0)
+    assert (MAX_CONNECTIONS_PER_HOST, UNUSED_IDLE_TIMEOUT_S, USED_IDLE_TIMEOUT_S) == (6, 60.0, 300.0)
 
 
 def test_first_request_connects_then_is_sent_on_its_connection() -> None:
@@ -152,15 +152,15 @@ def test_cancelled_waiter_leaves_its_connect_running() -> None:
     assert p.idle == [a]
 
 
-def test_idle_timeouts_unused_10s_used_300s() -> None:
+def test_idle_timeouts_unused_60s_used_300s() -> None:
     p = PoolPolicy()
     a, b = _up(p, 1), _up(p, 2)
     p.cancel(2, 0.0)
     p.connected(a, 0.0)
     p.released(a, 0.0)  # used, idle since 0
     p.connected(b, 0.0)  # never used, idle since 0
-    assert p.expire(9.9) == []
-    assert p.expire(10.0) == [Close(b, "idle time limit expired")]
+    assert p.expire(59.9) == []
+    assert p.expire(60.0) == [Close(b, "idle time limit expired")]
     assert p.expire(299.9) == []
     assert p.expire(300.0) == [Close(a, "idle time limit expired")]
 

@@ -157,3 +157,19 @@ def test_close_wakes_waiting_and_running_requests(serve) -> None:
     gevent.joinall(gs, timeout=2)
     assert all(isinstance(g.exception, TransportError) and g.exception.kind == "transport_closed" for g in gs)
     assert http.open_connections == 0
+
+
+def test_requests_issued_together_reach_the_pool_one_dispatch_gap_apart(serve) -> None:
+    """As from a page's one JS thread (pool.DISPATCH_GAP_S): the second of two requests issued at once
+    asks the pool later; the first's answer (microseconds on loopback) has freed its connection by then,
+    so no second connection is opened (without the gap the second request started a connect of its own)."""
+    script, http = serve(["ok", "ok", "ok"])
+    assert _get(http) == b"ok"  # connection 1, now idle
+    asked: list[float] = []
+    request = http.policy.request
+    http.policy.request = lambda rid, now: (asked.append(now), request(rid, now))[1]  # type: ignore[method-assign]
+    gs = [gevent.spawn(_get, http) for _ in range(2)]
+    gevent.joinall(gs, timeout=3, raise_error=True)
+    assert asked[1] - asked[0] >= http.dispatch_gap_s > 0
+    assert script.accepted == 1 and [c for _, c in http.served] == [1, 1, 1]
+    http.close()

@@ -26,7 +26,10 @@ klzgrad/naiveproxy mirror of Chromium's net/ tree):
   idle, or to another waiting request).
 - `CleanupIdleSockets` (called at every `RequestSocket`): idle sockets past their timeout close --
   used ones after 300 s (`g_used_idle_socket_timeout_s`, `client_socket_pool.cc`), unused ones
-  after `ClientSocketPoolManager::unused_idle_socket_timeout()` (10 s on desktop in that mirror).
+  after `ClientSocketPoolManager::unused_idle_socket_timeout()`: 60 s on every platform in current
+  Chromium (the field-trial default of `kNetUnusedIdleSocketTimeout`; older trees, e.g. that mirror
+  in 2020, said 10 s on desktop), and the same 60 s in `HttpStreamPool::Group`
+  (`kUnusedIdleStreamSocketTimeout`, the pool behind the HappyEyeballsV3 feature, off by default).
 
 One pool per virtual user and origin = one browser context. Not modelled: priorities (every
 polling request is an XHR of the same priority, so the queue is FIFO), backup connect jobs
@@ -45,10 +48,25 @@ from dataclasses import dataclass, field
 
 MAX_CONNECTIONS_PER_HOST = 6
 """`g_max_sockets_per_group[NORMAL_SOCKET_POOL]` (client_socket_pool_manager.cc)."""
-UNUSED_IDLE_TIMEOUT_S = 10.0
-"""`ClientSocketPoolManager::unused_idle_socket_timeout()` on desktop (client_socket_pool_manager.cc)."""
+UNUSED_IDLE_TIMEOUT_S = 60.0
+"""`ClientSocketPoolManager::unused_idle_socket_timeout()` (client_socket_pool_manager.cc, current Chromium;
+10 s on desktop before ~2021) = `HttpStreamPool::Group::kUnusedIdleStreamSocketTimeout`."""
 USED_IDLE_TIMEOUT_S = 300.0
 """`g_used_idle_socket_timeout_s` (client_socket_pool.cc)."""
+DISPATCH_GAP_S = 0.003
+"""The page's own time between two requests it issues together, before the second reaches the pool.
+
+Why: a page has one JS thread. socket.io-client sends the CONNECT POST, creates the WebSocket probe and
+only then starts the first poll GET, so the GET reaches Chromium's pool some renderer time after the POST:
+0-2 ms in the packet captures of issue 13; in-page `send()` times here 1.7 ms at least, median 6.5 ms
+(the machine's load at 11). On loopback a connect takes microseconds, so without this gap the GET
+always got the new connection (5 % of people connected behind L4 round-robin where Chromium connected
+36 %); with it, the GET finds the handshake's connection free again when the POST's answer came first,
+as Chromium's does (benchmarks/browser_fidelity.py). A calibration, not a law: the browser's gap grows
+with its machine's load (2 ms gave 22 % against Chromium's 39 %, 6.5 ms 51 % against 39 %, on this
+2-core machine at load 11-15); 3 ms sits between the captures and the in-page median. Not part of
+Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue order, before handing a
+request to `PoolPolicy.request`."""
 
 
 @dataclass(frozen=True)

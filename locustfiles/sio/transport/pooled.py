@@ -33,7 +33,9 @@ from typing import Any
 import gevent
 from gevent import monkey, ssl
 from gevent.event import AsyncResult
+from gevent.lock import Semaphore
 
+from locustfiles.sio.transport import pool as _pool
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
 from locustfiles.sio.transport.h2link import H2Link, H2Retry
 from locustfiles.sio.transport.h2pool import ALPN_OFFER, H2, HTTP11, BrowserAction, BrowserPool, Stream
@@ -101,6 +103,7 @@ class PooledHttpSession(HttpSession):
         extra_headers: dict[str, str] | None = None,
         policy: PoolPolicy | BrowserPool | None = None,
         http2: bool = True,
+        dispatch_gap_s: float | None = None,
     ) -> None:
         super().__init__(endpoint, timeout, source_ip, tls, max_connections, extra_headers)
         if isinstance(policy, BrowserPool):
@@ -112,6 +115,10 @@ class PooledHttpSession(HttpSession):
         self._h2_headers = [("user-agent", USER_AGENT), ("accept", "*/*"),
                             *((str(k).lower(), str(v)) for k, v in (extra_headers or {}).items())]
         self._links: dict[int, H2Link] = {}
+        # read at construction, so a calibration run (benchmarks/browser_fidelity --dispatch-gap-ms) can set it
+        self.dispatch_gap_s = _pool.DISPATCH_GAP_S if dispatch_gap_s is None else dispatch_gap_s
+        self._next_dispatch = 0.0  # monotonic time the next request may reach the pool (pool.DISPATCH_GAP_S)
+        self._dispatch_lock = Semaphore()
         self._conns: dict[int, HttpConnection] = {}
         self._connecting: dict[int, gevent.Greenlet] = {}
         self._waiters: dict[int, AsyncResult] = {}
@@ -195,8 +202,17 @@ class PooledHttpSession(HttpSession):
             return resp
         raise AssertionError("unreachable")
 
+    def _pace(self) -> None:
+        """Requests issued together reach the pool one `dispatch_gap_s` apart, in the order issued, as
+        from a page's one JS thread (pool.DISPATCH_GAP_S); a lone request goes at once."""
+        with self._dispatch_lock:  # FIFO: in the order issued (the CONNECT POST before the first poll GET)
+            while (now := time.monotonic()) < self._next_dispatch:  # a late hub must not collapse two into one
+                gevent.sleep(self._next_dispatch - now)
+            self._next_dispatch = now + self.dispatch_gap_s
+
     def _acquire(self) -> tuple[int, bool]:
         """Ask the pool for a connection and wait for the one it hands over: (id, reused)."""
+        self._pace()
         self._drop_dead_idle()
         rid = next(self._rids)
         waiter = self._waiters[rid] = AsyncResult()

@@ -1,0 +1,214 @@
+"""Issue 13's powered fidelity check: real Chromium against sioscale's users (`--sio-http-pool browser`).
+
+    .venv/bin/python -m benchmarks.browser_fidelity [--people 135] [--runs 3] [--policy l4-round-robin]
+        [--interval 1.0] [--ping-interval 2] [--window 5] [--tls] [--regimes 6] [--pool browser]
+        [--dispatch-gap-ms MS]
+
+Per run: a fresh cluster (HAProxy `--policy` over 3 python-socketio nodes, pingInterval `--ping-interval`)
+behind the delay proxy (tests/_delayproxy.py: plain TCP and no delay by default, so the race is the
+machine's own; `--tls` terminates TLS in it, HTTP/1.1). Both sides run at once and interleaved: a
+Chromium person every `--interval` seconds (tests/_chromium_people.py: one browser context each, the real
+socket.io-client bundle) and a sioscale user half an interval later; each lives `--window` seconds (past
+the first ping/pong). `--regimes N` first runs N people a side through the issue's two 50 ms regimes
+(over a TLS proxy of their own) and prints which connection the first poll rode.
+
+Printed per run and pooled: both sides' connect, upgrade and alive rates; a two-proportion z-test and a
+95 % CI (Newcombe's hybrid score interval) for the connect-rate difference; the n per side needed to detect
+a 10-point difference at alpha 0.05, power 0.8, at the observed rate; how sessions ended (step, median
+seconds from connect) and how never-connected sessions failed; and, from the proxy's record, how often the
+first poll rode the connection the proxy made free first. The last line is one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import gevent
+
+from contract.config import ClusterConfig
+from locustfiles.sio.transport import pool as pool_rules
+from targets.cluster import Cluster
+from targets.tls import make_tls
+from tests._delayproxy import DelayProxy
+from tests._fidelity import ChromiumPeople, Person, attach, chromium_missing, sioscale_people
+
+SIDES = ("chromium", "sioscale")
+DETECT = 0.10  # the issue: detect a 10-point difference in connect rate
+
+
+def _phi(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
+def _wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return c - h, c + h
+
+
+def compare(k1: int, n1: int, k2: int, n2: int) -> dict[str, float]:
+    """Rate 1 - rate 2: difference, two-sided p (pooled two-proportion z-test), Newcombe 95 % CI."""
+    p1, p2 = k1 / n1 if n1 else 0.0, k2 / n2 if n2 else 0.0
+    pool = (k1 + k2) / (n1 + n2) if n1 + n2 else 0.0
+    se = math.sqrt(pool * (1 - pool) * (1 / max(n1, 1) + 1 / max(n2, 1)))
+    pval = 1.0 if se == 0 else 2 * (1 - _phi(abs(p1 - p2) / se))
+    l1, u1 = _wilson(k1, n1)
+    l2, u2 = _wilson(k2, n2)
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return {"diff": d, "p": pval, "ci_lo": lo, "ci_hi": hi}
+
+
+def needed_n(rate: float, delta: float = DETECT, z_a: float = 1.959964, z_b: float = 0.841621) -> int:
+    """People per side for a two-proportion test to detect `delta` around `rate` (alpha 0.05, power 0.8)."""
+    p1 = min(max(rate - delta / 2, 0.0), 1 - delta)
+    p2 = p1 + delta
+    pb = (p1 + p2) / 2
+    n = (z_a * math.sqrt(2 * pb * (1 - pb)) + z_b * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / delta ** 2
+    return math.ceil(n)
+
+
+def side_summary(people: list[Person]) -> dict[str, Any]:
+    """Rates and how sessions ended, for one side."""
+    n = len(people)
+    conn = [p for p in people if p.connected]
+    died = [p for p in conn if not p.alive and p.end_after_s is not None]
+    ends: dict[str, list[float]] = {}
+    for p in died:
+        ends.setdefault(p.end_step or "unknown", []).append(p.end_after_s or 0.0)
+    race = [p for p in people if p.race in ("A", "new") and p.step("poll")]
+    agree = sum((p.step("poll")[1] == "A") == (p.race == "A") for p in race)  # type: ignore[index]
+    return {
+        "n": n, "connected": len(conn), "upgraded": sum(p.upgraded for p in people),
+        "alive": sum(p.alive for p in people),
+        "ended": {k: {"n": len(v), "median_s": round(statistics.median(v), 3)} for k, v in sorted(ends.items())},
+        "never_connected": dict(Counter(p.end_step or "unknown" for p in people if not p.connected)),
+        "first_poll_on_A": sum(1 for p in people if p.step("poll") and p.step("poll")[1] == "A"),  # type: ignore[index]
+        "race_decided": len(race), "race_followed": agree,
+        "races": dict(Counter(p.race or "-" for p in people)),
+    }
+
+
+def _line(side: str, s: dict[str, Any]) -> str:
+    n = max(s["n"], 1)
+    ends = ", ".join(f"{k} {v['n']} (median {v['median_s']:.2f} s)" for k, v in s["ended"].items()) or "none"
+    never = ", ".join(f"{k} {v}" for k, v in s["never_connected"].items()) or "none"
+    return (f"  {side:9s} connected {s['connected']}/{s['n']} = {s['connected'] / n:.1%}, upgraded {s['upgraded']}, "
+            f"alive at the window's end {s['alive']}; connected then died at: {ends}; never connected, failed at: "
+            f"{never}; first poll on the handshake's connection {s['first_poll_on_A']}; race decided "
+            f"{s['race_decided']}, first poll took the winner {s['race_followed']}; first poll's race {s['races']}")
+
+
+def report(title: str, people: list[Person]) -> dict[str, Any]:
+    """Print one comparison block; its figures."""
+    sides = {side: side_summary([p for p in people if p.side == side]) for side in SIDES}
+    c, s = sides["chromium"], sides["sioscale"]
+    cmp_ = compare(c["connected"], c["n"], s["connected"], s["n"])
+    rate = (c["connected"] + s["connected"]) / max(c["n"] + s["n"], 1)
+    need = needed_n(rate)
+    print(f"{title}")
+    for side in SIDES:
+        print(_line(side, sides[side]))
+    print(f"  connect rate chromium - sioscale = {cmp_['diff']:+.1%} (95 % CI {cmp_['ci_lo']:+.1%} .. "
+          f"{cmp_['ci_hi']:+.1%}), p = {cmp_['p']:.3f}; to detect a {DETECT:.0%} difference at {rate:.0%}: "
+          f"{need} per side ({'met' if min(c['n'], s['n']) >= need else 'not met'} by {min(c['n'], s['n'])})")
+    return {"sides": sides, "compare": cmp_, "needed_per_side": need}
+
+
+def one_run(cp: ChromiumPeople, a: argparse.Namespace, tls: Any) -> list[Person]:
+    """A fresh cluster and proxy; both sides interleaved; everyone read through the proxy."""
+    cfg = ClusterConfig(nodes=3, balancer="haproxy", policy=a.policy, ping_interval=a.ping_interval)
+    with Cluster(cfg) as cl:
+        proxy = DelayProxy(("127.0.0.1", cl.balancer_port), str(tls.cert_file) if a.tls else None,
+                           str(tls.key_file) if a.tls else None)
+        ca = str(tls.ca_file) if a.tls else None
+        try:
+            if a.regimes:  # over TLS: a plain proxy cannot make a connection late (the kernel accepts it)
+                rp = DelayProxy(("127.0.0.1", cl.balancer_port), str(tls.cert_file), str(tls.key_file))
+                try:
+                    regimes(cp, rp, str(tls.ca_file), a)
+                finally:
+                    rp.close()
+            return _interleaved(cp, proxy, ca, a.people, a.interval, a.window, a.pool)
+        finally:
+            proxy.close()
+
+
+def _interleaved(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, n: int, interval: float, window: float,
+                 pool: str) -> list[Person]:
+    start = time.time() + 1.0
+    g_ch = gevent.spawn(cp.run, proxy.url, n, interval, window, start)
+    g_ss = gevent.spawn(sioscale_people, proxy.url, ca, n, interval, window, start + interval / 2, pool)
+    gevent.joinall([g_ch, g_ss], raise_error=True)
+    return attach(g_ch.value + g_ss.value, proxy.conns)
+
+
+def regimes(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.Namespace) -> None:
+    """The issue's regimes at 50 ms, one person at a time: which connection each side's first poll rode."""
+    for name, conn_d, hold in (("a: connections 50 ms late", 0.05, 0.0), ("b: CONNECT answer held 50 ms", 0.0, 0.05)):
+        proxy.reset(connect_delay_s=conn_d, hold_first_post_s=hold)
+        people = cp.run(proxy.url, a.regimes, 0.5, 0.6)
+        people += sioscale_people(proxy.url, ca, a.regimes, 0.5, 0.6, pool=a.pool)
+        attach(people, proxy.conns)
+        for side in SIDES:
+            mine = [p for p in people if p.side == side]
+            on_a = sum(1 for p in mine if p.step("poll") and p.step("poll")[1] == "A")  # type: ignore[index]
+            print(f"regime {name}: {side} first poll on the handshake's connection {on_a}/{len(mine)}, "
+                  f"connected {sum(p.connected for p in mine)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--people", type=int, default=135, help="people per side per run (3 runs: 405 a side)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--policy", default="l4-round-robin")
+    ap.add_argument("--interval", type=float, default=1.0, help="seconds between one side's people")
+    ap.add_argument("--ping-interval", type=float, default=2.0)
+    ap.add_argument("--window", type=float, default=5.0)
+    ap.add_argument("--tls", action="store_true", help="TLS at the proxy (HTTP/1.1, no ALPN)")
+    ap.add_argument("--regimes", type=int, default=0, help="people per side through the 50 ms regimes first")
+    ap.add_argument("--pool", default="browser", choices=("browser", "node"))
+    ap.add_argument("--dispatch-gap-ms", type=float, default=None,
+                    help="sioscale's page dispatch gap for this run (default: pool.DISPATCH_GAP_S)")
+    a = ap.parse_args(argv)
+    if a.dispatch_gap_ms is not None:
+        pool_rules.DISPATCH_GAP_S = a.dispatch_gap_ms / 1000
+    if (why := chromium_missing()):
+        print(f"browser_fidelity: cannot run: {why}", file=sys.stderr)
+        return 2
+    tls = make_tls(Path(tempfile.mkdtemp(prefix="fidelity-tls-")))
+    cp = ChromiumPeople()
+    print(f"Chromium {cp.version}; {a.policy}, 3 python-socketio nodes, pingInterval {a.ping_interval:g} s, "
+          f"{'TLS' if a.tls else 'plain'} proxy; {a.people} people a side a run, one every {a.interval:g} s a side, "
+          f"window {a.window:g} s, sioscale --sio-http-pool {a.pool} (dispatch gap "
+          f"{pool_rules.DISPATCH_GAP_S * 1000:g} ms)")
+    everyone: list[Person] = []
+    out: dict[str, Any] = {"runs": []}
+    try:
+        for r in range(1, a.runs + 1):
+            people = one_run(cp, a, tls)
+            everyone += people
+            out["runs"].append(report(f"run {r}", people))
+    finally:
+        cp.close()
+    if a.runs > 1:
+        out["pooled"] = report(f"pooled, {a.runs} runs", everyone)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

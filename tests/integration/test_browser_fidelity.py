@@ -1,0 +1,145 @@
+"""Issue 13, parts 2 and 3: real Chromium and sioscale's users (`--sio-http-pool browser`) on the same cluster.
+
+Fidelity is checked, not assumed: headless Chromium (the system /usr/bin/chromium driven by Playwright,
+one browser context per person, the real socket.io-client 4.8.4 bundle in a page on the target's
+origin) and sioscale's users go through the same delay proxy (tests/_delayproxy.py, TLS, no ALPN:
+HTTP/1.1) in front of HAProxy over 3 python-socketio nodes with a 1 s pingInterval. The proxy's own
+record says which connection each request rode and which node answered; tests/_fidelity.py reads both
+sides the same way.
+
+- The race, decided on purpose (part 2): (a) new connections usable 50 ms late, the CONNECT POST answered
+  at once: the first poll GET rides the handshake's connection A; (b) connections at once, the POST's
+  answer held 50 ms: it rides the new one. Both sides, every person whose GET asked for a connection
+  while the POST was out (150 ms here: see DELAY_S). A page can be slower than that: Chromium was seen to
+  start the first poll 430 ms after the POST at load 15, when it finds A idle and there is no race.
+- Three balancers (part 3): cookie (all connect, upgrade and live), L7 round-robin (none connect: each
+  session ends at its first request that met another node, the CONNECT POST or the first poll) and
+  L4 round-robin (a race: a person connects exactly when its first poll met the session's node, always
+  when it rode A; every session that ends does so at a request that met another node), both sides.
+Small on purpose (3 people a case, one at a time): the powered L4 comparison is benchmarks/browser_fidelity.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from contract.config import ClusterConfig
+from targets.cluster import Cluster
+from targets.tls import TLSFiles, make_tls
+from tests._delayproxy import DelayProxy
+from tests._fidelity import ChromiumPeople, Person, attach, chromium_missing, sioscale_people
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+MISSING = chromium_missing()
+DELAY_S = 0.15
+"""The issue's regimes use 50 ms (benchmarks/browser_fidelity.py --regimes does); here 150 ms, because on a
+busy 2-core machine (load 7 measured) Chromium's own network process was seen to read an answer 60 ms after
+the proxy sent it, which a 50 ms margin does not survive. Every person must follow the regime."""
+PING_S = 1.0  # the first pong comes inside the window
+PEOPLE = 3
+INTERVAL_S = 0.3
+WINDOW_S = 2.6  # past the first ping/pong (1 s) and the second
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[ChromiumPeople]:
+    if MISSING:
+        pytest.skip(f"real-browser fidelity check skipped: {MISSING}")
+    cp = ChromiumPeople()
+    try:
+        yield cp
+    finally:
+        cp.close()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls(Path(tmp_path_factory.mktemp("tls")))
+
+
+def _proxied(policy: str, tls: TLSFiles) -> Iterator[tuple[DelayProxy, str]]:
+    with Cluster(ClusterConfig(nodes=3, balancer="haproxy", policy=policy, ping_interval=PING_S)) as c:
+        p = DelayProxy(("127.0.0.1", c.balancer_port), str(tls.cert_file), str(tls.key_file))
+        try:
+            yield p, str(tls.ca_file)
+        finally:
+            p.close()
+
+
+@pytest.fixture(scope="module")
+def l4(chromium: ChromiumPeople, tls: TLSFiles) -> Iterator[tuple[DelayProxy, str]]:
+    yield from _proxied("l4-round-robin", tls)
+
+
+def _both(cp: ChromiumPeople, proxy: DelayProxy, ca: str, window: float) -> list[Person]:
+    """PEOPLE Chromium people, then PEOPLE sioscale users, one at a time; both read through the proxy."""
+    people = cp.run(proxy.url, PEOPLE, INTERVAL_S, window)
+    people += sioscale_people(proxy.url, ca, PEOPLE, INTERVAL_S, window)
+    return attach(people, proxy.conns)
+
+
+def _show(people: list[Person]) -> str:
+    return "\n".join(f"{p.side} race={p.race} conn={p.connected} up={p.upgraded} alive={p.alive} "
+                     f"end={p.end_step}@{p.end_after_s} {p.steps}\n    {p.timeline}" for p in people)
+
+
+def _connections_as_a_browser(people: list[Person]) -> None:
+    """The CONNECT POST reuses the handshake's idle connection; a WebSocket never shares one."""
+    for p in people:
+        poll, post = p.step("poll"), p.step("post:connect")
+        assert poll and post and post[1] == "A", _show(people)
+        ws = p.step("websocket")
+        if ws:  # a WebSocket never shares a connection with an HTTP request
+            assert all(s[1] != ws[1] for s in p.steps if s[0] != "websocket"), _show(people)
+
+
+@pytest.mark.parametrize("regime", ["a", "b"])
+def test_race_regimes(chromium: ChromiumPeople, l4: tuple[DelayProxy, str], regime: str) -> None:
+    p, ca = l4
+    p.reset(connect_delay_s=DELAY_S if regime == "a" else 0.0, hold_first_post_s=DELAY_S if regime == "b" else 0.0)
+    people = _both(chromium, p, ca, window=0.5)
+    assert {x.side for x in people} == {"chromium", "sioscale"} and all(x.sid for x in people), _show(people)
+    _connections_as_a_browser(people)
+    for x in people:
+        poll = x.step("poll")
+        assert poll is not None and x.connected == (poll[2] == "="), _show(people)  # connected iff its node
+        if x.race != "idle":  # the GET asked while the POST was out: the regime decides which is free first
+            assert (poll[1] == "A") == (regime == "a"), _show(people)
+    for side in ("chromium", "sioscale"):  # a browser so slow that every GET came after the answer proves nothing
+        assert any(x.race != "idle" for x in people if x.side == side), _show(people)
+
+
+def test_cookie_all_connect_upgrade_and_live(chromium: ChromiumPeople, tls: TLSFiles) -> None:
+    for p, ca in _proxied("cookie", tls):
+        people = _both(chromium, p, ca, 1.6)  # past the first ping/pong
+        assert all(x.connected and x.upgraded and x.alive for x in people), _show(people)
+        assert all(s[2] == "=" for x in people for s in x.steps), _show(people)  # one node per session
+
+
+def test_l7_round_robin_none_connect(chromium: ChromiumPeople, tls: TLSFiles) -> None:
+    for p, ca in _proxied("l7-round-robin", tls):
+        people = _both(chromium, p, ca, 1.0)
+        assert not any(x.connected for x in people), _show(people)
+        for x in people:  # which request meets another node (and is answered first) is a race: both sides end there
+            assert x.end_step in {s[0] for s in x.steps if s[0] != "websocket" and s[2] == "x"}, _show(people)
+
+
+def test_l4_round_robin_connect_iff_first_poll_on_a(chromium: ChromiumPeople, l4: tuple[DelayProxy, str]) -> None:
+    p, ca = l4
+    p.reset(connect_delay_s=0.0, hold_first_post_s=0.0)
+    people = _both(chromium, p, ca, WINDOW_S)
+    _connections_as_a_browser(people)
+    for x in people:
+        poll = x.step("poll")
+        assert poll is not None and x.connected == (poll[2] == "="), _show(people)
+        if poll[1] == "A":  # the handshake's connection: its node, always
+            assert x.connected, _show(people)
+        if x.connected and not x.alive:
+            # it died at the first request that met another node (L4: another connection)
+            after = [s for s in x.steps[x.steps.index(x.step("poll")) + 1:] if s[0] != "websocket"]  # type: ignore[arg-type]
+            assert any(s[2] == "x" for s in after), _show(people)
+            assert x.end_step in ("poll", "post:pong", "post:emit", "post"), _show(people)
