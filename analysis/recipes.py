@@ -158,7 +158,8 @@ def _delivers(cs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _spread(cs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Nodes used and the χ² test against uniform (analysis.metrics.node_balance), per configuration; the worst shows.
+    """Nodes used and the χ² test against uniform (analysis.metrics.node_balance), per configuration; the worst shows,
+    with how many of the configurations were short of nodes or uneven.
 
     Judged over the configurations whose sessions mostly connected (≥ FAIR; all with sessions when none did):
     a round robin's 1 connected session of 60 tells nothing about its spread. Per configuration and not pooled:
@@ -171,20 +172,23 @@ def _spread(cs: list[dict[str, Any]]) -> dict[str, Any]:
     dist = pd.DataFrame([{"config": str(i), "node": n, "sessions": s}
                          for i, c in enumerate(judged) for n, s in _nodes(c).items()])
     bal = M.node_balance(dist).set_index("config")
-    worst = None
+    seen = []  # (used, of, p) per judged configuration
     for i, c in enumerate(judged):
         b = bal.loc[str(i)]
-        used, of = int(b["nodes_used"]), max(_configured(c), len(_nodes(c)))
         p = float(b["p_uniform"]) if not math.isnan(float(b["p_uniform"])) else 1.0
-        key = (used - of, p)
-        if worst is None or key < worst[0]:
-            worst = (key, used, of, p)
-    assert worst is not None
-    _, used, of, p = worst
+        seen.append((int(b["nodes_used"]), max(_configured(c), len(_nodes(c))), p))
+    used, of, p = min(seen, key=lambda x: (x[0] - x[1], x[2]))  # fewest nodes first, then the smallest p
     ok = bool(used >= of and p >= SPREAD_P)
-    cls = "ok" if ok else "warn" if used >= of else "bad"
-    even = "" if used < of else f", p {'< 0.001' if p < 0.001 else f'= {p:.2g}'}"
-    return _cell(ok, p, used, of, cls, f"{'yes' if ok else 'no'} · {used} of {of} nodes{even}")
+    short = sum(1 for u, o, _ in seen if u < o)
+    uneven = sum(1 for u, o, q in seen if u >= o and q < SPREAD_P)
+    pt = f"p {'< 0.001' if p < 0.001 else f'= {p:.2g}'}"
+    if ok:
+        text = f"yes · {used} of {of} nodes, {pt}"
+    elif short:
+        text = f"no · {used} of {of} nodes" + (f" in {short} of {len(seen)} configs" if short < len(seen) else "")
+    else:
+        text = f"no · uneven in {uneven} of {len(seen)} configs, {pt}"
+    return _cell(ok, p, used, of, "ok" if ok else "warn" if not short else "bad", text)
 
 
 def _transports(c: dict[str, Any]) -> tuple[str, ...]:

@@ -78,8 +78,15 @@ def test_a_recipe_that_puts_everyone_on_one_node_does_not_spread_and_its_deliver
 def test_uneven_spread_is_no_with_its_p_value_and_amber() -> None:
     cs = _recipe("haproxy", "leastconn", (90, 90), ws=(90, 90), nodes=(60, 25, 5))
     s = RC.recipe_table(cs).iloc[0]
-    assert not s["spread"] and s["spread_class"] == "warn" and s["spread_text"].startswith("no · 3 of 3 nodes, p < 0.001")
-    assert s["spread_value"] < RC.SPREAD_P
+    assert not s["spread"] and s["spread_class"] == "warn" and s["spread_text"] == "no · uneven in 4 of 4 configs, p < 0.001"
+    assert s["spread_value"] < RC.SPREAD_P and (s["spread_num"], s["spread_den"]) == (3, 3)
+    # one configuration of four uneven (1/11/18 of 30: a hash of 30 user ids), or on fewer nodes: said with the count
+    cs = _recipe("nginx", "header-hash", (30, 30))
+    cs[2]["nodes"] = {"n1": 1, "n2": 11, "n3": 18}
+    assert RC.recipe_table(cs).iloc[0]["spread_text"] == "no · uneven in 1 of 4 configs, p < 0.001"
+    cs[1]["nodes"] = {"n1": 30, "n2": 0, "n3": 0}
+    row = RC.recipe_table(cs).iloc[0]
+    assert (row["spread_text"], row["spread_class"]) == ("no · 1 of 3 nodes in 1 of 4 configs", "bad")
 
 
 def test_missing_transports_adapters_and_failed_configs_are_said_not_guessed() -> None:
