@@ -680,7 +680,7 @@ class Campaign:
             flat: dict[str, Any] = {}
             tables: dict[str, tuple[str, dict[str, Any]]] = {}  # key → (axis, the table that set it)
             for key, val in over.items():
-                if isinstance(val, dict):
+                if isinstance(val, dict) and key not in _CLUSTER_KEYS | _LOAD_KEYS:  # a table axis's value
                     flat.update(val)
                     tables.update({k: (key, val) for k in val})
                 else:

@@ -59,6 +59,8 @@ def test_table_axis_sets_its_keys_together_in_file_order() -> None:
      "config 'nginx-ip-hash-poll+ws-memory-python-3n' is listed twice (the same values twice in an axis"),
     ('recipe = "nginx"', "x.toml:5: unknown key 'recipe' in [axes]; allowed: "),  # not a list of tables
     ('recipy = ["nginx"]', "x.toml:5: unknown key 'recipy' in [axes]; allowed: "),
+    ('recipe = [{ balancer = "nginx", policy = { name = "ip-hash" } }]',  # a table where a value goes
+     "axes.recipe value 1 {balancer = \"nginx\", policy = {'name': 'ip-hash'}}: policy = {'name': 'ip-hash'} is not valid"),
 ])
 def test_table_axis_errors_name_the_axis_its_line_and_the_table(axes: str, needle: str) -> None:
     with pytest.raises(ConfigError) as ei:
@@ -73,6 +75,11 @@ def test_table_axis_error_in_an_array_of_tables_names_its_line() -> None:
     aot = BASE + '[[axes.recipe]]\nbalancer = "nginx"\npolicy = "ip-hash"\n[[axes.recipe]]\nbalancer = "caddy"\npolicy = "hash"\n'
     with pytest.raises(ConfigError, match=r"^x.toml:7: axes.recipe value 2 .*policy = 'hash' is not valid"):
         parse_campaign(aot, "x.toml")
+
+
+def test_an_inline_table_as_an_extra_value_is_a_value_error_not_a_recipe() -> None:
+    with pytest.raises(ConfigError, match=r"x.toml: policy = \{'balancer': 'nginx'\} is not valid"):
+        parse_campaign(BASE + '[[extra]]\npolicy = { balancer = "nginx" }\n', "x.toml")
 
 
 def test_limit_flags_override_a_key_a_table_sets() -> None:
