@@ -28,6 +28,7 @@ from . import answer as AN
 from . import capacity as C
 from . import metrics as M
 from . import plots as P
+from . import recipes as RC
 from . import resources as R
 from . import sessions as S
 from .load import CONFIG_KEYS, Frames, load_runs
@@ -74,6 +75,19 @@ def write_report(run_dirs: list[str | Path] | tuple[str | Path, ...], out_dir: s
     html = render(plain, tables, figures)
     (out / "index.html").write_text(html, encoding="utf-8")
     return _jsonable(plain)
+
+
+def summarize(run_dirs: list[str | Path] | tuple[str | Path, ...], title: str | None = None,
+              thresholds: Any = None, thresholds_source: str | None = None) -> dict[str, Any]:
+    """The summary write_report would write (summary.json's object), without writing any file.
+
+    Why: `sioscale report --markdown-recipes` without --out prints a view of it (README's recipe table) from the
+    same analysis as the page, so the two cannot disagree.
+    """
+    th = _thresholds(thresholds)
+    summary, _, _ = build(load_runs([Path(d) for d in run_dirs]), th, title or _default_title(run_dirs))
+    summary.slo = _slo_used(th, thresholds_source)
+    return _jsonable(summary.to_json())
 
 
 @dataclass
@@ -142,7 +156,22 @@ def build(frames: Frames, thresholds: dict[str, float], title: str) -> tuple[Con
     tables["answer"] = {"matrix": AN.matrix(plain), "findings": AN.findings(plain), "needed": AN.nodes_needed(plain),
                         "usl_nodes": AN.usl_over_nodes(plain), "good": AN.GOOD, "fair": AN.FAIR,
                         "stepped": any((c.get("capacity") or {}).get("stages", 0) >= 2 for c in plain)}
+    if RC.applies(plain):  # configurations that differ by balancer or policy: the recipe table leads the page
+        summary.recipes = RC.records(RC.recipe_table(plain, _source_ranges(frames)))
+        tables["recipes"] = {"rows": summary.recipes, "questions": RC.QUESTIONS, "good": AN.GOOD, "fair": AN.FAIR,
+                             "spread_p": RC.SPREAD_P,
+                             "sources": list(dict.fromkeys(x for r in summary.recipes for x in r["sources"]))}
     return summary, tables, figures
+
+
+def _source_ranges(frames: Frames) -> dict[str, str | None]:
+    """{config: the client source range it ran with (meta.json load.source_range)}; None: the generator's one address."""
+    out: dict[str, str | None] = {}
+    for name, meta in frames.meta.items():
+        load = meta.get("load") if isinstance(meta, dict) and isinstance(meta.get("load"), dict) else {}
+        rng = load.get("source_range")
+        out[str(name)] = rng if isinstance(rng, str) and rng else None
+    return out
 
 
 def _scale_out(configs: list[ConfigEntry]) -> None:

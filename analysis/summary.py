@@ -267,15 +267,19 @@ class ConfigSummary:
     warnings: list[Any] = field(default_factory=list)
     slo: dict[str, Any] | None = None
     schema: Any = SCHEMA
+    recipes: list[dict[str, Any]] | None = None  # analysis.recipes.records: only when configs differ by recipe
 
     def to_json(self) -> dict[str, Any]:
-        """The pinned summary.json object (`slo` only once set: write_report sets it)."""
+        """The pinned summary.json object (`slo` only once set: write_report sets it; `recipes` only when the
+        configurations differ by balancer or policy)."""
         out: dict[str, Any] = {"schema": self.schema, "title": self.title, "status": self.status,
                                "generated": self.generated, "configs": [c.to_json() for c in self.configs],
                                "environment": to_plain(self.environment), "thresholds": to_plain(self.thresholds),
                                "warnings": list(self.warnings)}
         if self.slo is not None:
             out["slo"] = to_plain(self.slo)
+        if self.recipes is not None:
+            out["recipes"] = to_plain(self.recipes)
         return out
 
     @classmethod
@@ -289,4 +293,6 @@ class ConfigSummary:
                 raise ConfigError(f"summary configs[{i}] is {type(c).__name__}, not an object")
         kw = _pick(cls, d)
         kw["configs"] = [ConfigEntry.from_json(c) for c in configs]
+        if not isinstance(kw.get("recipes"), list | type(None)):
+            kw["recipes"] = None
         return cls(**kw)

@@ -699,27 +699,47 @@ class Campaign:
 
         Why [[extra]]: a campaign often needs one configuration the product does not hold (the seed's own
         deployment, say, an L4 TLS listener with its idle timeout) without doubling every axis for it.
+        A table axis's value (a recipe: {balancer, policy}) sets all its keys in the cell; an error in a key it
+        set names that table.
         """
         names = list(self.axes)
         out: list[RunConfig] = []
         combos = [dict(zip(names, combo, strict=True))
                   for combo in (itertools.product(*(self.axes[n] for n in names)) if names else [()])]
         for over in [*combos, *self.extra]:
-            cl, lo = self.cluster, self.load
+            flat: dict[str, Any] = {}
+            tables: dict[str, tuple[str, dict[str, Any]]] = {}  # key → (axis, the table that set it)
             for key, val in over.items():
-                if key in _CLUSTER_KEYS:
-                    cl = replace(cl, **{key: val})
+                if isinstance(val, dict) and key not in _CLUSTER_KEYS | _LOAD_KEYS:  # a table axis's value
+                    flat.update(val)
+                    tables.update({k: (key, val) for k in val})
                 else:
-                    lo = replace(lo, **{key: val})
-            cl, lo = cl.validate(), lo.validate()
-            out.append(RunConfig(name=run_name(cl, lo), cluster=cl, load=lo, faults=self.faults,
-                                 scrape=self.scrape).validate())
+                    flat[key] = val
+            try:
+                out.append(self._cell(flat))
+            except ConfigError as e:
+                if e.key not in tables:
+                    raise
+                axis, t = tables[e.key]
+                i = next(i for i, v in enumerate(self.axes[axis]) if v is t)
+                raise ConfigError(f"axes.{axis} value {i + 1} {_inline(t)}: {e}", key=f"axes.{axis}", index=i) from None
         taken = [r.name for r in out]
         if len(set(taken)) < len(taken):
             dup = next(n for n in taken if taken.count(n) > 1)
-            raise ConfigError(f"config {dup!r} is listed twice (an [[extra]] the axes already make?): drop one",
-                              key="extra")
+            raise ConfigError(f"config {dup!r} is listed twice (the same values twice in an axis, or an [[extra]] "
+                              "the axes already make?): drop one", key="extra")
         return out
+
+    def _cell(self, over: dict[str, Any]) -> RunConfig:
+        """One validated cell: the base [cluster] and [load] with `over`'s keys replaced."""
+        cl, lo = self.cluster, self.load
+        for key, val in over.items():
+            if key in _CLUSTER_KEYS:
+                cl = replace(cl, **{key: val})
+            else:
+                lo = replace(lo, **{key: val})
+        cl, lo = cl.validate(), lo.validate()
+        return RunConfig(name=run_name(cl, lo), cluster=cl, load=lo, faults=self.faults, scrape=self.scrape).validate()
 
 
 _CLUSTER_KEYS = {f.name for f in fields(ClusterConfig)}
@@ -928,6 +948,10 @@ def _error_location(source: str | None, text: str, e: ConfigError, axes: set[str
         return _location(source, lines, [("faults", e.index, key[7:]), ("faults", e.index, "")])
     if key.startswith("thresholds."):
         return _location(source, lines, [("thresholds", None, key[11:]), ("thresholds", None, "")])
+    if key.startswith("axes."):  # a table axis: its i-th [[axes.NAME]] table, else the axis's own line
+        name = key[5:]
+        return _location(source, lines, [(f"axes.{name}", e.index, ""), ("axes", None, name), ("", None, "axes"),
+                                         ("axes", None, "")])
     if key.startswith("telemetry."):
         return _location(source, lines, [("telemetry", None, key[10:]), ("telemetry", None, "")])
     table = "cluster" if key in _CLUSTER_KEYS else "load"
@@ -1029,11 +1053,14 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
             raise ConfigError(f"{at(('', None, name))}: [{name}] must be a table")
         for k in sec:
             if k not in allowed:
+                also = f"; or {TABLE_AXIS_HELP}" if name == "axes" else ""
                 raise ConfigError(f"{at((name, None, k), ('', None, name))}: unknown key {k!r} in [{name}]; "
-                                  f"allowed: {', '.join(sorted(allowed))}")
+                                  f"allowed: {', '.join(sorted(allowed - table_axes))}{also}")
         return sec
 
     axes_keys = set(data["axes"]) if isinstance(data.get("axes"), dict) else set()
+    table_axes = {k for k in axes_keys if isinstance(data["axes"][k], list)
+                  and any(isinstance(v, dict) for v in data["axes"][k])}
     try:
         camp = Campaign(
             faults=_parse_faults(data.get("faults", []), at),
@@ -1042,7 +1069,7 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
             description=str(data.get("description", "")),
             cluster=ClusterConfig(**section("cluster", _CLUSTER_KEYS)),
             load=LoadConfig(**_coerce_load(section("load", _LOAD_KEYS))),
-            axes=_parse_axes(section("axes", _CLUSTER_KEYS | _LOAD_KEYS)),
+            axes=_parse_axes(section("axes", _CLUSTER_KEYS | _LOAD_KEYS | table_axes)),
             extra=_parse_extra(data.get("extra", []), at),
             thresholds=Thresholds(
                 **{k: float(v) if _is_int(v) else v for k, v in section("thresholds", _THRESHOLD_KEYS).items()}
@@ -1061,18 +1088,78 @@ def parse_campaign(text: str, source: str | None = None) -> Campaign:
 
 
 def _parse_axes(axes_raw: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
-    """[axes] → {key: values}; transports and steps parsed like their [load] keys."""
+    """[axes] → {key: values}; transports and steps parsed like their [load] keys; table axes (TABLE_AXIS_HELP).
+
+    Why table axes: some keys only make sense together (a recipe is a balancer *and* one of its policies;
+    nginx's ip_hash also wants its source_range), so their product would hold cells that cannot run. An
+    axis of tables varies them as one value, crossed with the other axes like any axis.
+    """
     axes: dict[str, tuple[Any, ...]] = {}
     for k, vals in axes_raw.items():
         if not isinstance(vals, list) or not vals:
             raise ConfigError(f"axis {k!r} must be a non-empty list", key=k)
-        if k == "transports":
-            axes[k] = tuple(_transports(v) for v in vals)
-        elif k == "steps":
-            axes[k] = tuple(_steps(v) for v in vals)
+        if any(isinstance(v, dict) for v in vals):
+            axes[k] = _table_axis(k, vals)
         else:
-            axes[k] = tuple(vals)
+            axes[k] = tuple(_axis_value(k, v) for v in vals)
+    _check_axis_overlap(axes)
     return axes
+
+
+TABLE_AXIS_HELP = ("an axis of your own name whose values are tables of [cluster]/[load] keys, varied together, "
+                   "e.g. recipe = [{balancer = \"nginx\", policy = \"ip-hash\"}, {balancer = \"haproxy\", "
+                   "policy = \"cookie\"}]")
+
+
+def _axis_value(key: str, v: Any) -> Any:
+    """One value of a [cluster]/[load] key as an axis or a table gives it: transports and steps parsed."""
+    if key == "transports":
+        return _transports(v)
+    if key == "steps":
+        return _steps(v)
+    return v
+
+
+def _table_axis(name: str, vals: list[Any]) -> tuple[dict[str, Any], ...]:
+    """A table axis's values, each a non-empty table of [cluster]/[load] keys; ConfigError names the table."""
+    if name in _CLUSTER_KEYS | _LOAD_KEYS:
+        raise ConfigError(f"axis {name!r} is a [cluster]/[load] key, so its values are {name} values, not tables; "
+                          f"give a table axis a name of its own ({TABLE_AXIS_HELP})", key=name)
+    out = []
+    for i, t in enumerate(vals):
+        if not isinstance(t, dict) or not t:
+            raise ConfigError(f"axis {name!r}: value {i + 1} is {t!r}; every value of a table axis is a non-empty "
+                              f"table ({TABLE_AXIS_HELP})", key=f"axes.{name}", index=i)
+        for k in t:
+            if k not in _CLUSTER_KEYS | _LOAD_KEYS:
+                raise ConfigError(f"axis {name!r}: unknown key {k!r} in value {i + 1} {_inline(t)}; "
+                                  "any [cluster] or [load] key", key=f"axes.{name}", index=i)
+        out.append({k: _axis_value(k, v) for k, v in t.items()})
+    return tuple(out)
+
+
+def _check_axis_overlap(axes: dict[str, tuple[Any, ...]]) -> None:
+    """No key set by two axes (a table axis and a plain one, or two table axes): which would win is a guess."""
+    setter: dict[str, str] = {}
+    for name, vals in axes.items():
+        keys = {k for v in vals for k in v} if vals and isinstance(vals[0], dict) else {name}
+        for k in sorted(keys):
+            if k in setter:
+                raise ConfigError(f"axes {setter[k]!r} and {name!r} both set {k!r}: set it in one of them", key=name)
+            setter[k] = name
+
+
+def _inline(t: dict[str, Any]) -> str:
+    """A table as a TOML inline table, for messages: {balancer = "nginx", policy = "ip-hash"}."""
+    def val(v: Any) -> str:
+        if isinstance(v, str):
+            return '"' + v + '"'
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, tuple | list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        return repr(v)
+    return "{" + ", ".join(f"{k} = {val(v)}" for k, v in t.items()) + "}"
 
 
 def _parse_faults(faults_raw: Any, at: Any) -> tuple[Fault, ...]:
@@ -1099,7 +1186,7 @@ def _parse_extra(raw: Any, at: Any) -> tuple[dict[str, Any], ...]:
             if k not in _CLUSTER_KEYS | _LOAD_KEYS:
                 raise ConfigError(f"{at(('extra', i, k), ('extra', i, ''))}: unknown key {k!r} in [[extra]]; "
                                   "any [cluster] or [load] key")
-        out.append({k: v[0] for k, v in _parse_axes({k: [v] for k, v in x.items()}).items()})
+        out.append({k: _axis_value(k, v) for k, v in x.items()})
     return tuple(out)
 
 
@@ -1127,7 +1214,7 @@ __all__ = [
     "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "HTTP_POOLS", "MAX_SOURCE_ADDRESSES",
     "HEADER_HASH_POLICIES", "IDLE_TIMEOUT_BALANCERS", "MIN_NODE_CPUS", "MIN_NODE_MEMORY_MB", "NODE_COOKIE",
     "NODE_HEADER", "POLICIES", "RECOVERY_SERVERS", "REDIS_ADAPTERS", "SERVERS", "SERVER_ADAPTERS",
-    "SOURCE_IP_POLICIES", "SPREAD_SOURCE_RANGE", "TRANSPORT_SETS",
+    "SOURCE_IP_POLICIES", "SPREAD_SOURCE_RANGE", "TABLE_AXIS_HELP", "TRANSPORT_SETS",
     "Campaign", "ClusterConfig", "ConfigError", "Fault", "LoadConfig", "RunConfig", "ScrapeTarget", "Step", "Thresholds",
     "TomlLines",
     "check_faults", "check_source_target", "key_location", "load_campaign", "machine_cpus", "parse_campaign",

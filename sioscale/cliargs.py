@@ -86,7 +86,8 @@ def override_limits(camp: Campaign, a: argparse.Namespace) -> Campaign:
     if not given:
         return camp
     cluster = replace(camp.cluster, **given).validate()
-    axes = {k: v for k, v in camp.axes.items() if k not in given}
+    axes = {k: tuple({kk: vv for kk, vv in x.items() if kk not in given} if isinstance(x, dict) else x for x in v)
+            for k, v in camp.axes.items() if k not in given}  # a table axis (recipes) loses those keys too
     return replace(camp, cluster=cluster, axes=axes)
 
 

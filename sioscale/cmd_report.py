@@ -1,7 +1,8 @@
 """`sioscale report RUN_DIR... --out reports/NAME/`: the HTML capacity report and summary.json.
 
 Accepts run directories or a campaign directory (its runs/* are taken), so the report of an
-old campaign can be rebuilt without re-running it.
+old campaign can be rebuilt without re-running it. `--markdown-recipes` prints the report's recipe
+table as Markdown (README's "Recipes" table), from the same analysis as the page.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from contract.config import ConfigError
 from sioscale.cmd_check import add_threshold_args, thresholds_from_args
 
 
@@ -20,7 +22,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run directories (meta.json, events.csv or the aggregates files, ...) or a campaign "
                         "directory containing runs/")
-    p.add_argument("--out", required=True, help="output directory, e.g. reports/NAME/")
+    p.add_argument("--out", default=None, help="output directory, e.g. reports/NAME/ (required unless "
+                                                "--markdown-recipes)")
+    p.add_argument("--markdown-recipes", action="store_true",
+                   help="print the recipe table (the report's first section when the runs differ by balancer or "
+                        "policy) as Markdown on stdout, e.g. for a README; without --out nothing is written")
     p.add_argument("--title", default=None, help="report title (default: from the campaign directory)")
     g = p.add_argument_group("thresholds", "checked per config and used as the capacity SLO "
                              "(p95 connect/ack, failure ratio; the rest of the SLO keeps its default)")
@@ -74,8 +80,7 @@ def _note_earlier_thresholds(paths: list[str]) -> None:
 def main(args: argparse.Namespace) -> int:
     import jinja2
 
-    from analysis.report import write_report  # heavy imports (pandas, matplotlib) only when used
-    from analysis.summary import ConfigSummary
+    from analysis.report import summarize, write_report  # heavy imports (pandas, matplotlib) only when used
 
     dirs, problems = expand_run_dirs(args.run_dirs)
     for msg in problems:
@@ -83,13 +88,16 @@ def main(args: argparse.Namespace) -> int:
     if not dirs:
         print("sioscale report: no run directory to report on", file=sys.stderr)
         return 2
+    if args.out is None and not args.markdown_recipes:
+        raise ConfigError("--out is required (the report's directory), unless --markdown-recipes prints the recipe table")
     th, _, source = thresholds_from_args(args)  # a bad campaign file → ConfigError → exit 2 (cli.py)
-    if not th.active():
+    if not th.active() and args.out is not None:
         _note_earlier_thresholds(args.run_dirs)
-    out = Path(args.out)
+    out = Path(args.out) if args.out is not None else None
     try:
-        summary = write_report(dirs, out, title=args.title, thresholds=th if th.active() else None,
-                               thresholds_source=source or None)
+        kw: dict[str, Any] = {"title": args.title, "thresholds": th if th.active() else None,
+                              "thresholds_source": source or None}
+        summary = write_report(dirs, out, **kw) if out is not None else summarize(dirs, **kw)
     except OSError as e:
         print(f"sioscale report: cannot write {out}: {e.strerror or e}", file=sys.stderr)
         return 2
@@ -98,6 +106,33 @@ def main(args: argparse.Namespace) -> int:
         # too, and deserves one line naming it rather than a traceback.
         print(f"sioscale report: cannot build a report from these runs: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    if args.markdown_recipes:
+        return _print_recipes(summary, out)
+    return _print_summary(summary, out)
+
+
+def _print_recipes(summary: dict[str, Any], out: Path | None) -> int:
+    """The recipe table as Markdown on stdout (2 and one line when the runs hold one recipe only)."""
+    import pandas as pd
+
+    from analysis.recipes import recipe_key, to_markdown
+
+    recs = summary.get("recipes")
+    if not recs:
+        keys = sorted({" ".join(recipe_key(c)) for c in summary.get("configs", [])})
+        print(f"sioscale report: no recipe table: the runs do not differ by balancer or policy (they all run "
+              f"{', '.join(keys) or 'nothing'})", file=sys.stderr)
+        return 2
+    if out is not None:
+        print(f"wrote {out / 'index.html'} and {out / 'summary.json'}", file=sys.stderr)
+    sys.stdout.write(to_markdown(pd.DataFrame(recs)))
+    return 0
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> int:
+    """What the report found, in the terminal: configs not ok, warnings, the SLO, verdicts, failed thresholds."""
+    from analysis.summary import ConfigSummary
+
     typed = ConfigSummary.from_json(summary)
     not_ok = [c for c in typed.configs if c.status != "ok"]
     print(f"wrote {out / 'index.html'} and {out / 'summary.json'}: {len(typed.configs)} config(s)"

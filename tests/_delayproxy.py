@@ -145,8 +145,8 @@ class DelayProxy:
             if self.ctx is not None:
                 sock = self.ctx.wrap_socket(sock, server_side=True)  # the handshake: now it is usable
                 self._socks.append(sock)
-            rec.ready = time.monotonic()
                 rec.alpn = sock.selected_alpn_protocol() or ""
+            rec.ready = time.monotonic()
             up = gsocket.create_connection(self.h2_upstream if rec.alpn == "h2" else self.upstream, timeout=5)
             up.settimeout(None)
             self._socks.append(up)

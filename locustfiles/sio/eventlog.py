@@ -382,6 +382,18 @@ def _status(st: _State, final: bool) -> RunStatus:
 
 # -- Locust event listeners (registered at import) ------------------------------------------
 @events.init.add_listener
+def _refresh_loop_clock(**_kw: Any) -> None:
+    """Bring the gevent loop's cached clock to now, just before Locust arms its --run-time timer.
+
+    Why: libev times a timer from the loop's cached "now", which a loop that has not run yet last read when
+    it was created. Locust's start-up (imports, the locustfile, the run directory) runs between that and
+    `spawn_later(run_time, quit)` without a loop iteration, so on a busy machine a 5 s run stopped after
+    0.5 s (the runs of campaigns/recipes.toml on 2 shared cores); init fires just before the timer is armed.
+    """
+    gevent.get_hub().loop.update_now()
+
+
+@events.init.add_listener
 def _on_init(environment: Any, **_kw: Any) -> None:
     st = _state(environment)
     runner = environment.runner

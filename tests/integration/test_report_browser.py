@@ -57,6 +57,15 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i, (p, t, a) in enumerate((p, t, a) for p in ("cookie", "l4-round-robin", "l7-round-robin", "source")
                                       for t in (("polling", "websocket"), ("websocket",)) for a in ("memory", "redis"))]
     write_report(seed, root / "seed16")
+    # a recipe campaign (campaigns/recipes.toml and the Traefik rows the lead adds): 10 recipes, two configs each
+    recipes = [write_run(root / "recipes16" / f"{b}-{p}-{tr}-{a}", SynthConfig(
+        f"{b}-{p}-{tr}-{a}-python-3n", balancer=b, policy=p, transports=t, adapter=a, users=8, duration=3, seed=i))
+        for i, (b, p) in enumerate((("nginx", "ip-hash"), ("nginx", "hash-consistent"), ("nginx", "header-hash"),
+                                    ("haproxy", "cookie"), ("caddy", "cookie"), ("traefik", "cookie"),
+                                    ("nginx", "l7-round-robin"), ("haproxy", "l7-round-robin"),
+                                    ("caddy", "l7-round-robin"), ("traefik", "l7-round-robin")))
+        for tr, t, a in (("poll+ws", ("polling", "websocket"), "memory"), ("ws", ("websocket",), "redis"))]
+    write_report(recipes, root / "recipes16")
     return root
 
 
@@ -79,17 +88,21 @@ def test_screenshot_is_drawn(report: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 100_000  # a page with plots, not a blank one
 
 
-# Measures the page as laid out at the window's size: where the answer section ends, what it holds.
+# Measures the page as laid out at the window's size: where the first sections end, what they hold.
 _MEASURE = """<script>
-const a = document.getElementById('answer'), r = a.getBoundingClientRect();
-document.title = 'MEASURE' + JSON.stringify({bottom: r.bottom, right: r.right, vw: innerWidth, vh: innerHeight,
-  cells: a.querySelectorAll('table.answer td').length, text: a.innerText});
+const box = id => { const e = document.getElementById(id); if (!e) return null; const r = e.getBoundingClientRect();
+  return {top: r.top, bottom: r.bottom, right: r.right, text: e.innerText,
+          cells: e.querySelectorAll('table.answer td').length}; };
+const first = document.querySelector('main > section');
+document.title = 'MEASURE' + JSON.stringify({vw: innerWidth, vh: innerHeight, first: first.id,
+  answer: box('answer'), recipes: box('recipes')});
 </script>"""
 
 
-@pytest.mark.parametrize("which", ["seed16", "report", "capacity"])
+@pytest.mark.parametrize("which", ["seed16", "report", "capacity", "recipes16"])
 def test_first_screen_is_the_answer_at_1280_by_800(report: Path, which: str) -> None:
-    """The matrix, the findings and the nodes-needed line fit 1280×800 without scrolling (issue 12 part 6)."""
+    """The first section fits 1280×800 without scrolling (issue 12 part 6): the recipe table when the configs differ
+    by balancer or policy (issue 15), else the matrix with the findings and the nodes-needed line."""
     page = report / which / "first-screen.html"
     page.write_text((report / which / "index.html").read_text().replace("</body>", _MEASURE + "</body>"))
     r = _chromium(["--window-size=1280,800", "--hide-scrollbars", "--dump-dom", page.as_uri()], report)
@@ -98,14 +111,22 @@ def test_first_screen_is_the_answer_at_1280_by_800(report: Path, which: str) -> 
     assert m, r.stdout[:2000]
     got = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
     # a 1280×800 window: headless Chromium leaves its window's frame out of the viewport (657 px high here),
-    # as a desktop browser's toolbars do; the answer must end within what the window shows
+    # as a desktop browser's toolbars do; the first section must end within what the window shows
     assert got["vw"] == 1280 and 600 <= got["vh"] <= 800
-    assert got["bottom"] <= got["vh"] and got["right"] <= 1280, got
-    if which == "seed16":  # the seed's policy × transports × adapter: 16 cells
-        assert got["cells"] == 16 and "l7-round-robin" in got["text"] and "websocket · redis" in got["text"]
-        assert "Every session connects" in got["text"] and "whenever" in got["text"]
+    ans, rec = got["answer"], got["recipes"]
+    first = rec if which != "capacity" else ans
+    assert got["first"] == ("recipes" if which != "capacity" else "answer") and (rec is None) == (which == "capacity")
+    assert first["bottom"] <= got["vh"] and first["right"] <= 1280 and ans["right"] <= 1280, got
+    if which == "seed16":  # four HAProxy recipes, then the seed's policy × transports × adapter: 16 cells
+        assert rec["cells"] == 4 * 5 and "HAProxy balance source" in rec["text"] and "1 of 3 nodes" in rec["text"]
+        assert ans["top"] < got["vh"]  # the matrix starts on the first screen
+        assert ans["cells"] == 16 and "l7-round-robin" in ans["text"] and "websocket · redis" in ans["text"]
+        assert "Every session connects" in ans["text"] and "whenever" in ans["text"]
     elif which == "report":  # four seed configs and a ramp: a matrix with empty cells, and a step load's answer
-        assert got["cells"] >= 4 and "not run" in got["text"] and "Nodes needed" in got["text"]
-    else:  # the capacity answer: the binding resource per node count and the nodes-needed line
-        assert got["cells"] == 3 and "bound by node n1" in got["text"] and "Nodes needed" in got["text"]
-        assert "USL over node count" in got["text"]
+        assert ans["cells"] >= 4 and "not run" in ans["text"] and "Nodes needed" in ans["text"]
+    elif which == "capacity":  # the capacity answer: the binding resource per node count and the nodes-needed line
+        assert ans["cells"] == 3 and "bound by node n1" in ans["text"] and "Nodes needed" in ans["text"]
+        assert "USL over node count" in ans["text"]
+    else:  # ten recipes (Traefik's two too), their five questions, the controls last
+        assert rec["cells"] == 10 * 5 and "Traefik sticky cookie" in rec["text"] and "negative controls" in rec["text"]
+        assert rec["text"].index("negative controls") < rec["text"].index("nginx round robin")
