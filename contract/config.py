@@ -463,6 +463,9 @@ def _scrape_target(name: str, given: str, id_: str, url: str) -> ScrapeTarget:
 
 
 HTTP_POOLS: tuple[str, ...] = ("browser", "node")
+DEFAULT_HTTP_POOL = "browser"
+"""The default since real Chromium was measured beside it (issue 13, tests/integration/test_browser_fidelity.py,
+benchmarks/browser_fidelity.py): a browser is what users put behind their balancer. `node` is the Node.js client."""
 H2_BALANCERS: tuple[str, ...] = ("caddy",)
 """Balancers whose TLS listener offers h2 by ALPN as configured here (docs/protocol.md, section 8):
 Caddy's HTTP server does by default; targets/balancers/haproxy.cfg.j2 binds with `alpn http/1.1`
@@ -500,7 +503,7 @@ class LoadConfig:
     reconnect: bool = True
     log_all: bool = False  # the event log keeps every row beside the aggregates (--sio-log-all)
     sample_rate: float = DEFAULT_SAMPLE_RATE  # share of successful high-volume rows kept (--sio-sample-rate)
-    http_pool: str = "node"  # HTTP connections per user: HTTP_POOLS (--sio-http-pool)
+    http_pool: str = DEFAULT_HTTP_POOL  # HTTP connections per user: HTTP_POOLS (--sio-http-pool)
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> LoadConfig:
@@ -752,7 +755,7 @@ _TELEMETRY_KEYS = {"scrape"}
 
 def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
     """A stable, file-system safe name for a config:
-    balancer-policy-transports-adapter-server-Nn[-tls][-recovery][-cpuF][-memM][-idleS][-pingS][-eio3][-browser][-h2]."""
+    balancer-policy-transports-adapter-server-Nn[-tls][-recovery][-cpuF][-memM][-idleS][-pingS][-eio3][-node][-h2]."""
     parts = [
         cluster.balancer,
         cluster.policy,
@@ -778,7 +781,7 @@ def run_name(cluster: ClusterConfig, load: LoadConfig) -> str:
         parts.append(f"pingto{cluster.ping_timeout:g}")
     if load.eio == 3:
         parts.append("eio3")
-    if load.http_pool != "node":  # so an [axes] http_pool gives each cell its own run directory
+    if load.http_pool != DEFAULT_HTTP_POOL:  # so an [axes] http_pool gives each cell its own run directory
         parts.append(load.http_pool)
     if http_protocol(cluster, load) == "h2":  # the polling rode HTTP/2: the report's label says so
         parts.append("h2")
@@ -1211,7 +1214,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 __all__ = [
-    "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "HTTP_POOLS", "MAX_SOURCE_ADDRESSES",
+    "ADAPTERS", "BALANCERS", "CADDY_COOKIE", "DEFAULT_TRANSPORTS", "FAULT_ACTIONS", "DEFAULT_HTTP_POOL", "HTTP_POOLS", "MAX_SOURCE_ADDRESSES",
     "HEADER_HASH_POLICIES", "IDLE_TIMEOUT_BALANCERS", "MIN_NODE_CPUS", "MIN_NODE_MEMORY_MB", "NODE_COOKIE",
     "NODE_HEADER", "POLICIES", "RECOVERY_SERVERS", "REDIS_ADAPTERS", "SERVERS", "SERVER_ADAPTERS",
     "SOURCE_IP_POLICIES", "SPREAD_SOURCE_RANGE", "TABLE_AXIS_HELP", "TRANSPORT_SETS",

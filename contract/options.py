@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from contract.config import HTTP_POOLS, LoadConfig, ScrapeTarget, Step, parse_scrape
+from contract.config import DEFAULT_HTTP_POOL, HTTP_POOLS, LoadConfig, ScrapeTarget, Step, parse_scrape
 from contract.rowpolicy import DEFAULT_FAILURE_ROWS_PER_S, DEFAULT_FIRST_N, DEFAULT_SAMPLE_RATE
 from contract.wire import DEFAULT_TRANSPORTS, NODE_HEADER
 
@@ -162,7 +162,7 @@ OPTIONS: tuple[SioOption, ...] = (
               help="Web UI: nodes' Prometheus /metrics to show live in the Socket.IO tab (CPU, RSS, event-loop lag, "
                    "clients): comma-separated [ID=]URL, e.g. n1=http://127.0.0.1:5001/metrics (sioscale cluster's "
                    "\"scrape\"); empty: none"),
-    SioOption("http_pool", str, "node", choices=HTTP_POOLS, from_load=True,
+    SioOption("http_pool", str, DEFAULT_HTTP_POOL, choices=HTTP_POOLS, from_load=True,
               help="HTTP connections per user: browser (Chromium's pool: a request takes the first connection "
                    "to become free, 6 per host) | node (a new connection bound to each concurrent request, as "
                    "the Node.js client)"),

@@ -28,6 +28,7 @@ from typing import Any
 from contract import environment
 from contract import status as run_status
 from contract.config import (
+    DEFAULT_HTTP_POOL,
     ConfigError,
     Fault,
     LoadConfig,
@@ -395,9 +396,9 @@ def external_labels(url: str, cfg: RunConfig) -> dict[str, Any]:
 
 
 def external_run_name(load: LoadConfig) -> str:
-    """`external-<transports>[-eio3][-browser]`: a run name that claims nothing about the server behind --url."""
+    """`external-<transports>[-eio3][-node]`: a run name that claims nothing about the server behind --url."""
     return (f"external-{load.transports_label}" + ("-eio3" if load.eio == 3 else "")
-            + ("" if load.http_pool == "node" else f"-{load.http_pool}"))
+            + ("" if load.http_pool == DEFAULT_HTTP_POOL else f"-{load.http_pool}"))
 
 
 def execute_run(cfg: RunConfig, run_dir: Path, url: str | None = None, progress: Progress | None = None) -> dict:

@@ -23,6 +23,7 @@ from typing import Any
 import gevent
 from gevent import ssl
 
+from contract.config import DEFAULT_HTTP_POOL
 from contract.options import SioOptions
 from contract.wire import (
     CADDY_COOKIE,
@@ -74,7 +75,7 @@ class SessionConfig:
     source_ip: str | None = None
     tls: ssl.SSLContext | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    http_pool: str = "node"  # contract.config.HTTP_POOLS: how HTTP requests get connections
+    http_pool: str = DEFAULT_HTTP_POOL  # contract.config.HTTP_POOLS: how HTTP requests get connections
     ws_deflate: bool = True  # the WebSocket offers permessage-deflate (as Chrome and the Node.js client)
 
     def __post_init__(self) -> None:
