@@ -69,6 +69,26 @@ def try_connect(url: str, n: int, **opts) -> tuple[list[bool], list[str]]:
     return ok, [f for u in us for f in u.failures()]
 
 
+def connect_all(url: str, n: int, **opts: object) -> list[Probe]:
+    """n users connect at once (each its own greenlet, 20 s in all); the caller closes them."""
+    us = users(url, n, **opts)
+    gevent.joinall([gevent.spawn(u.connect) for u in us], timeout=20)
+    return us
+
+
+def sticky_nodes(us: list[Probe]) -> list[str]:
+    """Each user's one node (asserting every step of it, and `whoami`, named that node)."""
+    out = []
+    for u in us:
+        assert u.connected, u.steps
+        served = {s["node"] for s in u.steps}
+        node = u.call("whoami")[0]
+        assert served == {node}, u.steps
+        out.append(node)
+    assert not [f for u in us for f in u.failures()]
+    return out
+
+
 @pytest.fixture(scope="module")
 def direct():
     with Cluster(ClusterConfig(nodes=1, balancer="none", policy="direct")) as c:

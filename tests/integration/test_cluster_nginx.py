@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import gevent
 import psutil
 import pytest
 
@@ -28,7 +27,12 @@ from targets.cluster import Cluster, ClusterError, find_binary
 from targets.procs import port_is_free
 from targets.telemetry import _ProcessMeter
 from tests.integration.support import run_rows
-from tests.integration.test_client_cluster import Probe, close_all, try_connect, users
+from tests.integration.test_client_cluster import (
+    close_all,
+    connect_all,
+    sticky_nodes,
+    try_connect,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,25 +52,6 @@ def _cluster(policy: str, tls: bool = False, nodes: int = 3, workdir: Path | Non
     return Cluster(ClusterConfig(nodes=nodes, balancer="nginx", policy=policy, tls=tls), workdir=workdir)
 
 
-def _connect_all(url: str, n: int, **opts: object) -> list[Probe]:
-    us = users(url, n, **opts)
-    gevent.joinall([gevent.spawn(u.connect) for u in us], timeout=20)
-    return us
-
-
-def _sticky_nodes(us: list[Probe]) -> list[str]:
-    """Each user's one node (asserting every step of it, and `whoami`, named that node)."""
-    out = []
-    for u in us:
-        assert u.connected, u.steps
-        served = {s["node"] for s in u.steps}
-        node = u.call("whoami")[0]
-        assert served == {node}, u.steps
-        out.append(node)
-    assert not [f for u in us for f in u.failures()]
-    return out
-
-
 # ------------------------------------------------------------------ l7-round-robin
 def test_l7_round_robin_breaks_polling_and_spreads_websockets() -> None:
     with _cluster("l7-round-robin") as c:
@@ -74,7 +59,7 @@ def test_l7_round_robin_breaks_polling_and_spreads_websockets() -> None:
         assert not all(ok) and any(f.startswith("session_unknown") for f in fails), fails
         counts = Counter(probe.ws_upgrade(c.url).served_by for _ in range(30))
         assert counts == {"n1": 10, "n2": 10, "n3": 10}, counts  # one decision per request, in turn
-        ws = _connect_all(c.url, 3, sio_transports="websocket")
+        ws = connect_all(c.url, 3, sio_transports="websocket")
         try:
             assert all(u.connected and u.call("echo", 1) == [1] for u in ws)
         finally:
@@ -85,15 +70,15 @@ def test_l7_round_robin_breaks_polling_and_spreads_websockets() -> None:
 @pytest.mark.parametrize("policy", ["ip-hash", "hash-consistent"])
 def test_source_hash_is_sticky_and_spreads_sources_over_several_24s(policy: str) -> None:
     with _cluster(policy) as c:
-        us = _connect_all(c.url, 12, sio_source_range=SPREAD_SOURCE_RANGE)
+        us = connect_all(c.url, 12, sio_source_range=SPREAD_SOURCE_RANGE)
         try:
-            spread = Counter(_sticky_nodes(us))
+            spread = Counter(sticky_nodes(us))
         finally:
             close_all(us)
         assert len(spread) >= 2, spread
-        narrow = _connect_all(c.url, 12, sio_source_range=NARROW)
+        narrow = connect_all(c.url, 12, sio_source_range=NARROW)
         try:
-            in_one_24 = Counter(_sticky_nodes(narrow))
+            in_one_24 = Counter(sticky_nodes(narrow))
         finally:
             close_all(narrow)
         if policy == "ip-hash":
@@ -105,9 +90,9 @@ def test_source_hash_is_sticky_and_spreads_sources_over_several_24s(policy: str)
 # --------------------------------------------------------------------- header-hash
 def test_header_hash_is_sticky_per_user_and_spreads_users() -> None:
     with _cluster("header-hash") as c:
-        us = _connect_all(c.url, 12, sio_user_header=True)
+        us = connect_all(c.url, 12, sio_user_header=True)
         try:
-            spread = Counter(_sticky_nodes(us))
+            spread = Counter(sticky_nodes(us))
         finally:
             close_all(us)
         assert len(spread) >= 2, spread
@@ -122,9 +107,9 @@ def test_header_hash_is_sticky_per_user_and_spreads_users() -> None:
 # ------------------------------------------------------------------ l4-round-robin
 def test_l4_round_robin_carries_websocket_only_sessions_and_spreads_them() -> None:
     with _cluster("l4-round-robin") as c:
-        ws = _connect_all(c.url, 6, sio_transports="websocket")
+        ws = connect_all(c.url, 6, sio_transports="websocket")
         try:
-            spread = Counter(_sticky_nodes(ws))
+            spread = Counter(sticky_nodes(ws))
         finally:
             close_all(ws)
         assert spread == {"n1": 2, "n2": 2, "n3": 2}, spread
@@ -146,7 +131,7 @@ def test_least_conn_sends_new_connections_to_the_least_loaded_node() -> None:
         finally:
             for u in held:
                 u.close()
-        us = _connect_all(c.url, 6)  # polling first: least_conn is no stickiness, but short sessions pass
+        us = connect_all(c.url, 6)  # polling first: least_conn is no stickiness, but short sessions pass
         close_all(us)
 
 
@@ -155,9 +140,9 @@ def test_least_conn_sends_new_connections_to_the_least_loaded_node() -> None:
 def test_tls_terminates_at_nginx_for_l7_and_at_the_tcp_listener_for_l4(policy: str) -> None:
     with _cluster(policy, tls=True, nodes=2) as c:
         assert c.url.startswith("https://")
-        ws = _connect_all(c.url, 4, sio_transports="websocket", sio_ca_file=c.info["ca_file"])
+        ws = connect_all(c.url, 4, sio_transports="websocket", sio_ca_file=c.info["ca_file"])
         try:
-            nodes = _sticky_nodes(ws)
+            nodes = sticky_nodes(ws)
             assert all(u.call("echo", {"tls": True}) == [{"tls": True}] for u in ws)
         finally:
             close_all(ws)

@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import gevent
 import pandas as pd
 import pytest
 
@@ -25,7 +24,12 @@ from targets import probe, render
 from targets.cluster import Cluster, ClusterError, find_binary
 from targets.procs import port_is_free
 from targets.telemetry import _ProcessMeter, cluster_targets
-from tests.integration.test_client_cluster import Probe, close_all, try_connect, users
+from tests.integration.test_client_cluster import (
+    close_all,
+    connect_all,
+    sticky_nodes,
+    try_connect,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -42,25 +46,6 @@ def _cluster(policy: str, tls: bool = False, nodes: int = 3) -> Cluster:
     return Cluster(ClusterConfig(nodes=nodes, balancer="traefik", policy=policy, tls=tls))
 
 
-def _connect_all(url: str, n: int, **opts: object) -> list[Probe]:
-    us = users(url, n, **opts)
-    gevent.joinall([gevent.spawn(u.connect) for u in us], timeout=20)
-    return us
-
-
-def _sticky_nodes(us: list[Probe]) -> list[str]:
-    """Each user's one node (asserting every step of it, and `whoami`, named that node)."""
-    out = []
-    for u in us:
-        assert u.connected, u.steps
-        served = {s["node"] for s in u.steps}
-        node = u.call("whoami")[0]
-        assert served == {node}, u.steps
-        out.append(node)
-    assert not [f for u in us for f in u.failures()]
-    return out
-
-
 # ------------------------------------------------------------------ l7-round-robin
 def test_l7_round_robin_breaks_polling_spreads_websockets_and_its_process_is_sampled(
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +59,7 @@ def test_l7_round_robin_breaks_polling_spreads_websockets_and_its_process_is_sam
         counts = Counter(probe.ws_upgrade(c.url).served_by for _ in range(27))
         # one decision per request; Traefik's wrr (earliest deadline first) evens out over every 9
         assert set(counts) == {"n1", "n2", "n3"} and max(counts.values()) - min(counts.values()) <= 2, counts
-        ws = _connect_all(c.url, 3, sio_transports="websocket")
+        ws = connect_all(c.url, 3, sio_transports="websocket")
         try:
             time.sleep(2.0)  # quiet: the nodes ping every 25 s
             assert all(u.connected and u.call("echo", 1) == [1] for u in ws)
@@ -99,9 +84,9 @@ def test_cookie_keeps_each_user_on_one_node_spreads_users_and_maps_back_to_the_n
         ca = c.info["ca_file"]
         labels = c.info["node_labels"]
         assert sorted(labels.values()) == ["n1", "n2", "n3"]
-        us = _connect_all(c.url, 9, sio_ca_file=ca)  # polling first, then the upgrade: every request must stick
+        us = connect_all(c.url, 9, sio_ca_file=ca)  # polling first, then the upgrade: every request must stick
         try:
-            spread = Counter(_sticky_nodes(us))
+            spread = Counter(sticky_nodes(us))
             for u, node in zip(us, [u.call("whoami")[0] for u in us], strict=True):
                 assert u._http is not None
                 assert labels[TRAEFIK_LABEL + (u._http.cookies.get(TRAEFIK_COOKIE) or "")] == node
@@ -109,7 +94,7 @@ def test_cookie_keeps_each_user_on_one_node_spreads_users_and_maps_back_to_the_n
             close_all(us)
         assert len(spread) >= 2, spread
         # no node header: the user names the node by Traefik's cookie; node_labels maps it back
-        [u] = _connect_all(c.url, 1, sio_node_header="x-no-such-header", sio_ca_file=ca)
+        [u] = connect_all(c.url, 1, sio_node_header="x-no-such-header", sio_ca_file=ca)
         try:
             node = u.call("whoami")[0]
             seen = {s["node"] for s in u.steps}
@@ -126,9 +111,9 @@ def test_l4_round_robin_carries_websocket_only_sessions_and_breaks_polling_over_
     with _cluster("l4-round-robin", tls=True) as c:
         assert c.url.startswith("https://") and "[tcp.routers.sio.tls]" in (c.workdir / "traefik-dynamic.toml").read_text()
         ca = c.info["ca_file"]
-        ws = _connect_all(c.url, 6, sio_transports="websocket", sio_ca_file=ca)
+        ws = connect_all(c.url, 6, sio_transports="websocket", sio_ca_file=ca)
         try:
-            spread = Counter(_sticky_nodes(ws))
+            spread = Counter(sticky_nodes(ws))
             assert all(u.call("echo", {"tls": True}) == [{"tls": True}] for u in ws)
         finally:
             close_all(ws)
