@@ -466,10 +466,11 @@ HTTP_POOLS: tuple[str, ...] = ("browser", "node")
 DEFAULT_HTTP_POOL = "browser"
 """The default since real Chromium was measured beside it (issue 13, tests/integration/test_browser_fidelity.py,
 benchmarks/browser_fidelity.py): a browser is what users put behind their balancer. `node` is the Node.js client."""
-H2_BALANCERS: tuple[str, ...] = ("caddy",)
-"""Balancers whose TLS listener offers h2 by ALPN as configured here (docs/protocol.md, section 8):
-Caddy's HTTP server does by default; targets/balancers/haproxy.cfg.j2 binds with `alpn http/1.1`
-and nginx.conf.j2 has no `http2 on`, and their L4 listeners forward to HTTP/1.1-only nodes."""
+H2_BALANCERS: tuple[str, ...] = ("caddy", "traefik")
+"""Balancers whose HTTP (L7) TLS listener offers h2 by ALPN as configured here (docs/protocol.md, section 8):
+Caddy's and Traefik's HTTP servers do by default; targets/balancers/haproxy.cfg.j2 binds with `alpn http/1.1`
+and nginx.conf.j2 has no `http2 on`. No L4 listener offers it (Traefik's TCP router is told `http/1.1`): they
+forward bytes to HTTP/1.1-only nodes."""
 
 
 def http_protocol(cluster: ClusterConfig, load: LoadConfig) -> str:
@@ -477,7 +478,8 @@ def http_protocol(cluster: ClusterConfig, load: LoadConfig) -> str:
     Chromium does) meets a TLS listener that chooses it, else "http/1.1" (the Node.js client
     offers no ALPN; websocket-only sessions make no polling requests)."""
     polls = "polling" in tuple(load.transports)
-    if load.http_pool == "browser" and polls and cluster.tls and cluster.balancer in H2_BALANCERS:
+    if (load.http_pool == "browser" and polls and cluster.tls and cluster.balancer in H2_BALANCERS
+            and cluster.policy != "l4-round-robin"):
         return "h2"
     return "http/1.1"
 """How a user's HTTP requests get connections (issue 13): `browser`, a Chromium-like pool (late

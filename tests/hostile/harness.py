@@ -100,12 +100,14 @@ def _watchdog(out: Outcome, rss0: int, proc: psutil.Process) -> StallMeter:
 
 
 def drive(url: str, *, transports: str, users: int = 3, duration: float = 1.5, timeout: float = 1.0,
-          message_rate: float = 10.0) -> Outcome:
+          message_rate: float = 10.0, http_pool: str | None = None) -> Outcome:
     """Run `users` chat users against `url` for `duration` s, stop them, and say what happened."""
     out = Outcome()
     opts = argparse.Namespace(sio_timeout=timeout, sio_reconnect="true", sio_transports=transports,
                               sio_message_rate=message_rate, sio_room_size=users, sio_payload_size=16,
                               sio_run_dir="", sio_run_name="")
+    if http_pool is not None:
+        opts.sio_http_pool = http_pool
     env = Environment(user_classes=[HostileChat], events=Events(), host=url, parsed_options=opts)
     env.events.request.add_listener(_collector(out))
     runner = env.create_local_runner()

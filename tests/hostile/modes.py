@@ -96,6 +96,7 @@ class Mode:
     on_ws_101: Callable[[Ctx, str], Awaitable[None]] | None = None
     on_ws: Hook | None = None
     sweep: str = ""  # "open" | "ws_101": the n-th connection's answer is cut after n-1 bytes
+    http_pool: str | None = None  # --sio-http-pool for this mode (None: the default, browser)
 
 
 # -- wire-level actions -------------------------------------------------------------------------
@@ -305,7 +306,12 @@ MODES: tuple[Mode, ...] = (
     M("silent_connect", "the CONNECT is never answered", frozenset({"timeout"}), connect_reply=""),
     M("silent_ack", "echo is never acked", frozenset({"timeout"}), ack_reply=lambda _i, _a: None),
     M("rst_open", "RST in answer to the handshake", frozenset(CLOSED_KINDS), on_open=rst()),
-    M("rst_post", "RST in answer to the CONNECT POST", frozenset(CLOSED_KINDS), on_post=rst()),
+    # the Node.js client's pattern: the POST rides a connection of its own, so its RST is the request's failure
+    M("rst_post", "RST in answer to the CONNECT POST", frozenset(CLOSED_KINDS), on_post=rst(), http_pool="node"),
+    # the browser pool's POST reuses the handshake's connection; reset before any answer byte, it is sent once
+    # more on a new one (Chromium's HttpNetworkTransaction::ShouldResendRequest): no failure, and no harm
+    M("rst_post_reused", "RST in answer to the CONNECT POST on a reused connection (browser pool: resent)", None,
+      on_post=rst()),
     M("rst_ws_101", "RST in answer to the WebSocket upgrade (WebSocket only)", frozenset(CLOSED_KINDS | {"upgrade_failed"}),
       transports="websocket", on_ws_101=lambda ctx, _a: rst()(ctx)),
     M("rst_session", "RST after the upgrade, mid-session", frozenset(CLOSED_KINDS),

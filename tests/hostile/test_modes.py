@@ -65,7 +65,8 @@ def test_mode(hostile: HostileServer, mode: Mode, capfd: pytest.CaptureFixture[s
     hostile.stats()  # resets the server's lag gauge
     for _attempt in range(2):
         capfd.readouterr()
-        out = drive(hostile.url(mode.name), transports=mode.transports, duration=DURATION, timeout=TIMEOUT)
+        out = drive(hostile.url(mode.name), transports=mode.transports, duration=DURATION, timeout=TIMEOUT,
+                    http_pool=mode.http_pool)
         stats = hostile.stats()
         if stats["_lag_ms"] < SERVER_LAG_MS:
             break

@@ -64,7 +64,8 @@ def test_one_connection_per_user_carries_every_poll(caddy_tls: Cluster, transpor
 
 
 def test_the_node_pool_stays_on_http11(caddy_tls: Cluster) -> None:
-    [u] = users(caddy_tls.url, 1, sio_transports="polling", sio_ca_file=str(caddy_tls.tls.ca_file))
+    [u] = users(caddy_tls.url, 1, sio_transports="polling", sio_ca_file=str(caddy_tls.tls.ca_file),
+                sio_http_pool="node")
     try:
         _chat([u])
         assert u._http is not None and u._http.protocol == "http/1.1"  # Node's client: no ALPN, no h2

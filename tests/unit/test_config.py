@@ -26,13 +26,15 @@ def test_seed_campaign_is_the_seed_matrix():
     assert all(r.cluster.policy == "l4-round-robin" and r.cluster.tls and r.cluster.idle_timeout == 60
                and r.cluster.adapter == "redis" for r in ext)
     assert [r.load.transports for r in ext] == [("polling", "websocket"), ("websocket",)]
-    assert ext[0].name == "haproxy-l4-round-robin-poll+ws-redis-python-3n-tls-idle60"
+    assert ext[0].name == "haproxy-l4-round-robin-poll+ws-redis-python-3n-tls-idle60-ping5"
     runs = runs[:16]
     policies = {r.cluster.policy for r in runs}
     assert policies == {"l4-round-robin", "l7-round-robin", "cookie", "source"}
     assert {r.load.transports for r in runs} == {("polling", "websocket"), ("websocket",)}
     assert {r.cluster.adapter for r in runs} == {"memory", "redis"}
     assert all(r.cluster.nodes == 3 and r.load.locustfile == "locustfiles/chat.py" for r in runs)
+    # past the first ping within the 15 s window (issue 13): sessions show what the heartbeat's POST meets
+    assert all(r.cluster.ping_interval == 5 for r in camp.runs())
     assert len({r.name for r in camp.runs()}) == 18  # names are unique run directories
     assert camp.thresholds.active() == {"connect_ratio": 0.99, "delivery_ratio": 0.99, "p95_connect_ms": 1000.0}
 
@@ -340,7 +342,7 @@ def test_http_protocol_is_h2_only_where_the_browser_pool_meets_an_h2_listener() 
     caddy_tls = ClusterConfig(balancer="caddy", policy="cookie", tls=True)
     browser = LoadConfig(http_pool="browser")
     assert http_protocol(caddy_tls, browser) == "h2"
-    assert run_name(caddy_tls, browser).endswith("-tls-browser-h2")
+    assert run_name(caddy_tls, browser).endswith("-tls-h2")
     for cl, lo in [(caddy_tls, LoadConfig(http_pool="node")),
                    (ClusterConfig(balancer="caddy", policy="cookie"), browser),
                    (ClusterConfig(balancer="haproxy", policy="cookie", tls=True), browser),

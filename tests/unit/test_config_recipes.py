@@ -20,7 +20,8 @@ def test_recipes_campaign_crosses_each_recipe_with_transports_and_adapter() -> N
     recipes = list(dict.fromkeys((r.cluster.balancer, r.cluster.policy) for r in runs))
     assert ("nginx", "ip-hash") in recipes and ("haproxy", "cookie") in recipes and ("caddy", "cookie") in recipes
     assert {p for b, p in recipes} >= {"ip-hash", "hash-consistent", "header-hash", "cookie", "l7-round-robin"}
-    assert {b for b, p in recipes if p == "l7-round-robin"} == {"nginx", "haproxy", "caddy"}  # the controls
+    assert {b for b, p in recipes if p == "l7-round-robin"} == {"nginx", "haproxy", "caddy", "traefik"}  # the controls
+    assert ("traefik", "cookie") in recipes
     assert len(runs) == 4 * len(recipes) and len({r.name for r in runs}) == len(runs)
     for r in runs:  # the source-IP hashes spread their users over several /24s; the others keep one address
         spread = r.cluster.policy in ("ip-hash", "hash-consistent")

@@ -86,8 +86,10 @@ def serve(tls_files) -> Iterator:
         srv = StreamServer(("127.0.0.1", 0), script.handle, ssl_context=ctx)
         srv.start()
         servers.append(srv)
+        # no dispatch gap (pool.DISPATCH_GAP_S): requests issued together reach the pool at once, so a test
+        # can hold three before the protocol is known
         http = PooledHttpSession(Endpoint.from_url(f"https://127.0.0.1:{srv.server_port}"), timeout=3.0,
-                                 tls=tls_context(str(tls.ca_file)))
+                                 tls=tls_context(str(tls.ca_file)), dispatch_gap_s=0.0)
         return script, http
 
     yield start
