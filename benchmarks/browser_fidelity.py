@@ -18,7 +18,9 @@ the sides taking turns (a Chromium burst, then a sioscale burst, ...) and each b
 until its window ends. Why turns, not both at once: HAProxy's round-robin counter is shared, so which node
 a connection reaches depends on every other connection opened meanwhile; alone, each side's burst meets
 only its own kind's concurrency, as the seed's users do, and taking turns spreads the machine's load drift
-over both sides alike. The spread of each burst's handshakes as the proxy saw them is printed per side
+over both sides alike. `--burst-together` runs both sides' bursts at once instead, people interleaved:
+then both meet the same machine load and server latency (a Chromium burst loads the 2-core machine far
+more than sioscale's, and slows the nodes' answers), at the price of sharing the counter. The spread of each burst's handshakes as the proxy saw them is printed per side
 (Chromium loads a burst's pages first and then starts their sockets on schedule, as sioscale's users start).
 
 Printed per run and pooled: both sides' connect, upgrade and alive rates; a two-proportion z-test and a
@@ -171,14 +173,47 @@ def _bursts(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.N
     """`a.bursts` bursts of `a.burst` people a side, the sides taking turns, each burst alone until its window ends."""
     people: list[Person] = []
     for _ in range(a.bursts):
+        if a.burst_together:  # both sides' bursts at once, interleaved: one load, one server latency for both
+            start = time.time() + 0.3
+            g_ch = gevent.spawn(cp.run, proxy.url, a.burst, a.burst_spacing, a.window, start, prepare=True)
+            g_ss = gevent.spawn(_after_pages, g_ch, proxy, len(proxy.conns), ca, a)
+            gevent.joinall([g_ch, g_ss], raise_error=True)
+            people += g_ch.value + g_ss.value
+            gevent.sleep(0.5)
+            continue
         start = time.time() + 0.3
         people += cp.run(proxy.url, a.burst, a.burst_spacing, a.window, start, prepare=True)
         gevent.sleep(0.5)  # the last sessions' close requests leave before the other side's burst
         start = time.time() + 0.3
         people += sioscale_people(proxy.url, ca, a.burst, a.burst_spacing, a.window, start, a.pool)
         gevent.sleep(0.5)
-    print(f"  median spread of a burst's first requests: {burst_spread(people, proxy.conns, a.burst)} s")
+    print(f"  median spread of a burst's first requests: {burst_spread(people, proxy.conns, a.burst)} s; "
+          f"median ms from the CONNECT POST to its answer at the proxy (the nodes' latency each side met): "
+          f"{post_answer_ms(people, proxy.conns)}")
     return attach(people, proxy.conns)
+
+
+def _after_pages(g_ch: gevent.Greenlet, proxy: DelayProxy, n0: int, ca: str | None,
+                 a: argparse.Namespace) -> list[Person]:
+    """sioscale's burst of a together-run, started with Chromium's sockets (once its pages are loaded the
+    proxy sees Chromium's first connection: page loads never reach it), half a spacing after Chromium's."""
+    while not g_ch.ready() and len(proxy.conns) <= n0:
+        gevent.sleep(0.005)
+    return sioscale_people(proxy.url, ca, a.burst, a.burst_spacing, a.window, time.time() + a.burst_spacing / 2, a.pool)
+
+
+def post_answer_ms(people: list[Person], conns: list[Any]) -> dict[str, float]:
+    """Per side, the median ms from a session's first POST (its CONNECT) to its answer at the proxy. Why: the
+    first poll rides the handshake's connection when that answer came first, so a side whose answers came
+    late (a loaded machine) connects less, whatever its pool does."""
+    first: dict[str, float] = {}
+    for c in conns:
+        for r in c.requests:
+            if r.method == "POST" and r.sid and r.answered and r.sid not in first:
+                first[r.sid] = (r.answered - r.t) * 1000
+    return {side: round(statistics.median(v), 1) if (v := [first[p.sid] for p in people
+                                                            if p.side == side and p.sid in first]) else 0.0
+            for side in SIDES}
 
 
 def burst_spread(people: list[Person], conns: list[Any], burst: int) -> dict[str, float]:
@@ -227,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="sioscale's page dispatch gap for this run (default: pool.DISPATCH_GAP_S)")
     ap.add_argument("--burst", type=int, default=0, help="people a burst (0: one at a time, --interval apart)")
     ap.add_argument("--bursts", type=int, default=8, help="bursts a side a run (with --burst)")
+    ap.add_argument("--burst-together", action="store_true",
+                    help="both sides' bursts at once, interleaved (one machine load for both), not taking turns")
     ap.add_argument("--burst-spacing", type=float, default=1 / 15, help="seconds between a burst's people")
     a = ap.parse_args(argv)
     if a.burst < 0 or a.bursts < 1 or a.burst_spacing < 0:
