@@ -48,7 +48,7 @@ PEOPLE = 3
 INTERVAL_S = 0.3
 WINDOW_S = 2.6  # past the first ping/pong (1 s) and the second
 H2_PEOPLE = 2
-H2_WINDOW_S = 0.6
+H2_WINDOW_S = 0.8
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def h2(chromium: ChromiumPeople, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def _h2_connections(people: list[Person], conns: list[Conn]) -> None:
     """Each session's polling rode one h2 connection, the handshake's; its WebSocket one of its own
-    (HTTP/1.1); no connection was opened for anything else (no race loser: nothing to race on h2)."""
+    (HTTP/1.1); no connection was opened for the first poll (no race loser: nothing to race on h2)."""
     show = _show(people) + "\n" + "\n".join(f"#{c.no} {c.alpn} {[(r.method, r.sid[:4]) for r in c.requests]}"
                                             for c in conns)
     for x in people:
@@ -171,7 +171,10 @@ def _h2_connections(people: list[Person], conns: list[Conn]) -> None:
         assert all(s[1] == "A" for s in x.steps if s[0] != "websocket"), show  # the CONNECT POST and every poll
         assert [c.alpn for c in conns if c.no in polling] == ["h2"], show
         assert all(c.alpn == "http/1.1" and len(c.requests) == 1 for c in ws), show
-    assert all(c.requests for c in conns), show  # no connection opened and left unused
+    for x in people:  # no connection opened for the first poll and left unused (HTTP/1.1's race loser); a
+        # connection opened later (the WebSocket's, when the window closed the page first) is not one
+        gets = [r.t for c in conns for r in c.requests if r.sid == x.sid and r.method == "GET"]
+        assert gets and not [c.no for c in conns if not c.requests and c.accepted <= min(gets)], show
 
 
 @pytest.mark.parametrize("regime", ["a", "b"])
