@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.browser_fidelity [--people 135] [--runs 3] [--policy l4-round-robin]
         [--interval 1.0] [--ping-interval 2] [--window 5] [--tls] [--regimes 6] [--pool browser]
-        [--dispatch-gap-ms MS]
+        [--dispatch-gap-ms MS] [--burst 10 --bursts 8 --burst-spacing 0.067]
 
 Per run: a fresh cluster (HAProxy `--policy` over 3 python-socketio nodes, pingInterval `--ping-interval`)
 behind the delay proxy (tests/_delayproxy.py: plain TCP and no delay by default, so the race is the
@@ -11,6 +11,17 @@ Chromium person every `--interval` seconds (tests/_chromium_people.py: one brows
 socket.io-client bundle) and a sioscale user half an interval later; each lives `--window` seconds (past
 the first ping/pong). `--regimes N` first runs N people a side through the issue's two 50 ms regimes
 (over a TLS proxy of their own) and prints which connection the first poll rode.
+
+`--burst N`: people arrive concurrently instead, as the seed campaign's users do (30 spawned at 15/s):
+bursts of N people `--burst-spacing` apart (1/15 s: the seed's spawn rate), `--bursts` bursts a side a run,
+the sides taking turns (a Chromium burst, then a sioscale burst, ...) and each burst alone on the cluster
+until its window ends. Why turns, not both at once: HAProxy's round-robin counter is shared, so which node
+a connection reaches depends on every other connection opened meanwhile; alone, each side's burst meets
+only its own kind's concurrency, as the seed's users do, and taking turns spreads the machine's load drift
+over both sides alike. `--burst-together` runs both sides' bursts at once instead, people interleaved:
+then both meet the same machine load and server latency (a Chromium burst loads the 2-core machine far
+more than sioscale's, and slows the nodes' answers), at the price of sharing the counter. The spread of each burst's handshakes as the proxy saw them is printed per side
+(Chromium loads a burst's pages first and then starts their sockets on schedule, as sioscale's users start).
 
 Printed per run and pooled: both sides' connect, upgrade and alive rates; a two-proportion z-test and a
 95 % CI (Newcombe's hybrid score interval) for the connect-rate difference; the n per side needed to detect
@@ -142,6 +153,8 @@ def one_run(cp: ChromiumPeople, a: argparse.Namespace, tls: Any) -> list[Person]
                     regimes(cp, rp, str(tls.ca_file), a)
                 finally:
                     rp.close()
+            if a.burst:
+                return _bursts(cp, proxy, ca, a)
             return _interleaved(cp, proxy, ca, a.people, a.interval, a.window, a.pool)
         finally:
             proxy.close()
@@ -154,6 +167,70 @@ def _interleaved(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, n: int, 
     g_ss = gevent.spawn(sioscale_people, proxy.url, ca, n, interval, window, start + interval / 2, pool)
     gevent.joinall([g_ch, g_ss], raise_error=True)
     return attach(g_ch.value + g_ss.value, proxy.conns)
+
+
+def _bursts(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.Namespace) -> list[Person]:
+    """`a.bursts` bursts of `a.burst` people a side, the sides taking turns, each burst alone until its window ends."""
+    people: list[Person] = []
+    for _ in range(a.bursts):
+        if a.burst_together:  # both sides' bursts at once, interleaved: one load, one server latency for both
+            start = time.time() + 0.3
+            g_ch = gevent.spawn(cp.run, proxy.url, a.burst, a.burst_spacing, a.window, start, prepare=True)
+            g_ss = gevent.spawn(_after_pages, g_ch, proxy, len(proxy.conns), ca, a)
+            gevent.joinall([g_ch, g_ss], raise_error=True)
+            people += g_ch.value + g_ss.value
+            gevent.sleep(0.5)
+            continue
+        start = time.time() + 0.3
+        people += cp.run(proxy.url, a.burst, a.burst_spacing, a.window, start, prepare=True)
+        gevent.sleep(0.5)  # the last sessions' close requests leave before the other side's burst
+        start = time.time() + 0.3
+        people += sioscale_people(proxy.url, ca, a.burst, a.burst_spacing, a.window, start, a.pool)
+        gevent.sleep(0.5)
+    print(f"  median spread of a burst's first requests: {burst_spread(people, proxy.conns, a.burst)} s; "
+          f"median ms from the CONNECT POST to its answer at the proxy (the nodes' latency each side met): "
+          f"{post_answer_ms(people, proxy.conns)}")
+    return attach(people, proxy.conns)
+
+
+def _after_pages(g_ch: gevent.Greenlet, proxy: DelayProxy, n0: int, ca: str | None,
+                 a: argparse.Namespace) -> list[Person]:
+    """sioscale's burst of a together-run, started with Chromium's sockets (once its pages are loaded the
+    proxy sees Chromium's first connection: page loads never reach it), half a spacing after Chromium's."""
+    while not g_ch.ready() and len(proxy.conns) <= n0:
+        gevent.sleep(0.005)
+    return sioscale_people(proxy.url, ca, a.burst, a.burst_spacing, a.window, time.time() + a.burst_spacing / 2, a.pool)
+
+
+def post_answer_ms(people: list[Person], conns: list[Any]) -> dict[str, float]:
+    """Per side, the median ms from a session's first POST (its CONNECT) to its answer at the proxy. Why: the
+    first poll rides the handshake's connection when that answer came first, so a side whose answers came
+    late (a loaded machine) connects less, whatever its pool does."""
+    first: dict[str, float] = {}
+    for c in conns:
+        for r in c.requests:
+            if r.method == "POST" and r.sid and r.answered and r.sid not in first:
+                first[r.sid] = (r.answered - r.t) * 1000
+    return {side: round(statistics.median(v), 1) if (v := [first[p.sid] for p in people
+                                                            if p.side == side and p.sid in first]) else 0.0
+            for side in SIDES}
+
+
+def burst_spread(people: list[Person], conns: list[Any], burst: int) -> dict[str, float]:
+    """Per side, the median spread (s) of a burst's sessions' first requests at the proxy: how concurrent
+    the bursts really were (people are listed in start order, `burst` at a time)."""
+    t_of: dict[str, float] = {}
+    for c in conns:
+        for r in c.requests:
+            if r.sid:
+                t_of[r.sid] = min(t_of.get(r.sid, r.t), r.t)
+    out: dict[str, float] = {}
+    for side in SIDES:
+        mine = [p for p in people if p.side == side]
+        spreads = [max(ts) - min(ts) for i in range(0, len(mine), burst)
+                   if len(ts := [t_of[p.sid] for p in mine[i:i + burst] if p.sid in t_of]) > 1]
+        out[side] = round(statistics.median(spreads), 3) if spreads else 0.0
+    return out
 
 
 def regimes(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.Namespace) -> None:
@@ -183,7 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", default="browser", choices=("browser", "node"))
     ap.add_argument("--dispatch-gap-ms", type=float, default=None,
                     help="sioscale's page dispatch gap for this run (default: pool.DISPATCH_GAP_S)")
+    ap.add_argument("--burst", type=int, default=0, help="people a burst (0: one at a time, --interval apart)")
+    ap.add_argument("--bursts", type=int, default=8, help="bursts a side a run (with --burst)")
+    ap.add_argument("--burst-together", action="store_true",
+                    help="both sides' bursts at once, interleaved (one machine load for both), not taking turns")
+    ap.add_argument("--burst-spacing", type=float, default=1 / 15, help="seconds between a burst's people")
     a = ap.parse_args(argv)
+    if a.burst < 0 or a.bursts < 1 or a.burst_spacing < 0:
+        ap.error("--burst must be >= 0, --bursts >= 1, --burst-spacing >= 0")
     if a.dispatch_gap_ms is not None:
         pool_rules.DISPATCH_GAP_S = a.dispatch_gap_ms / 1000
     if (why := chromium_missing()):

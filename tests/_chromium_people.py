@@ -4,7 +4,8 @@ Why a subprocess: Playwright's sync API runs its own event loop and does not mix
 patching that Locust (and the delay proxy) need, so the browser side lives in its own process,
 started by `ChromiumPeople` (tests/_fidelity.py) in its own process group and always stopped.
 
-Protocol: one JSON command a line on stdin, {"url", "people", "interval", "window", "start_at", "no_cache"};
+Protocol: one JSON command a line on stdin, {"url", "people", "interval", "window", "start_at", "no_cache",
+"prepare"};
 for each person one JSON line on stdout (in start order), then {"done": true}. "ready" is written
 once the browser is up. EOF on stdin ends the process.
 
@@ -16,6 +17,7 @@ socket.io's client-dist. Instrumentation wraps XMLHttpRequest and WebSocket (ins
 bundle, which reads `WebSocket` when it loads) to log each request: method, URL, the start of the
 POST body, status and times; the socket's connect/upgrade/disconnect events are logged too.
 People start one at a time `interval` apart; each is read and closed `window` seconds after its start.
+With "prepare" all pages are loaded first and only their sockets start on schedule (bursts: see _batch).
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ READ = "() => ({st: window.__st, log: window.__log, connected: window.__socket.c
        "transport: window.__socket.io.engine ? window.__socket.io.engine.transport.name : ''})"
 
 
-def _start(browser: Any, url: str, bundle: str, no_cache: bool = False) -> tuple[Any, Any]:
-    """One person: a fresh context and page on `url`'s origin, socket started; (context, page).
+def _start(browser: Any, url: str, bundle: str, no_cache: bool = False, go: bool = True) -> tuple[Any, Any]:
+    """One person: a fresh context and page on `url`'s origin, socket started (`go`; else ready to); (context, page).
     `no_cache`: DevTools' "Disable cache" (Network.setCacheDisabled), an experiment on where a GET's
     time goes before it reaches the connection pool (the HTTP cache sits in front of it, a POST skips it)."""
     ctx = browser.new_context()
@@ -108,14 +110,19 @@ def _start(browser: Any, url: str, bundle: str, no_cache: bool = False) -> tuple
     page.unroute_all()  # from here on every request goes to the network as it would in a browser
     page.add_script_tag(content=INSTRUMENT)
     page.add_script_tag(content=bundle)
-    page.evaluate(START, url)
+    if go:
+        page.evaluate(START, url)
     return ctx, page
 
 
 def _batch(browser: Any, cmd: dict[str, Any], bundle: str) -> None:
     """Start `people` people `interval` apart from `start_at`; read and close each `window` after its start."""
     n, interval, window = int(cmd["people"]), float(cmd["interval"]), float(cmd["window"])
-    start_at = float(cmd.get("start_at") or time.time())
+    # `prepare`: every page of the batch is loaded first and only the socket starts on schedule (a page
+    # load takes 0.1-0.6 s on a busy machine, far more than a burst's spacing), from then or `start_at`
+    ready = [_start(browser, cmd["url"], bundle, bool(cmd.get("no_cache")), go=False)
+             for _ in range(n)] if cmd.get("prepare") else []
+    start_at = max(float(cmd.get("start_at") or time.time()), time.time() if ready else 0.0)
     live: list[tuple[float, int, Any, Any]] = []  # (read at, person, context, page)
     started = 0
     while started < n or live:
@@ -134,7 +141,11 @@ def _batch(browser: Any, cmd: dict[str, Any], bundle: str) -> None:
             ctx.close()
             print(json.dumps({"person": i, **out}), flush=True)
             continue
-        ctx, page = _start(browser, cmd["url"], bundle, bool(cmd.get("no_cache")))
+        if ready:
+            ctx, page = ready.pop(0)
+            page.evaluate(START, cmd["url"])
+        else:
+            ctx, page = _start(browser, cmd["url"], bundle, bool(cmd.get("no_cache")))
         live.append((time.time() + window, started, ctx, page))
         started += 1
     print(json.dumps({"done": True}), flush=True)

@@ -181,15 +181,17 @@ class ChromiumPeople:
         return json.loads(line)
 
     def run(self, url: str, people: int, interval: float, window: float, start_at: float | None = None,
-            no_cache: bool = False) -> list[Person]:
-        """`people` people on `url`, `interval` apart from `start_at` (epoch s), each read after `window`."""
+            no_cache: bool = False, prepare: bool = False) -> list[Person]:
+        """`people` people on `url`, `interval` apart from `start_at` (epoch s), each read after `window`.
+        `prepare`: load every page first and start only the sockets on schedule (from `start_at` or when
+        the pages are loaded, whichever is later): bursts whose spacing is shorter than a page load."""
         assert self.proc.stdin is not None
         cmd = {"url": url, "people": people, "interval": interval, "window": window, "start_at": start_at,
-               "no_cache": no_cache}
+               "no_cache": no_cache, "prepare": prepare}
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         out = []
-        deadline = 30 + window + people * (interval + 1.5)
+        deadline = 30 + window + people * (interval + 1.5) * (2 if prepare else 1)
         while not (rec := self._line(deadline)).get("done"):
             out.append(chromium_person(rec))
         return out

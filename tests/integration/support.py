@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -150,3 +153,60 @@ def until_green(cond: Callable[[], bool], timeout: float, what: str) -> None:
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         gevent.sleep(0.02)
+
+
+H2C_CADDYFILE = """{
+    admin off
+    auto_https off
+    persist_config off
+    servers {
+        protocols h1 h2c
+    }
+}
+http://127.0.0.1:%(port)d {
+    bind 127.0.0.1
+    reverse_proxy 127.0.0.1:%(node)d
+}
+"""
+
+
+@contextlib.contextmanager
+def h2c_proxy(tmp: Path, ping_interval: float | None = None) -> Iterator[tuple[Any, str]]:
+    """A delay proxy offering ALPN h2 in front of one python-socketio node: (proxy, CA file).
+
+    Why: an h2-speaking balancer whose one connection means one node (issue 13); h2 goes to Caddy
+    speaking h2c in front of the node, HTTP/1.1 (the WebSocket) straight to the node. Shared by
+    sioscale's race test and the real-Chromium fidelity test so both sides meet the same thing."""
+    from contract.config import ClusterConfig
+    from targets.cluster import Cluster, find_binary
+    from targets.tls import make_tls
+    from tests._delayproxy import DelayProxy
+
+    tls = make_tls(tmp)
+    procs = Procs(tmp)
+    with Cluster(ClusterConfig(nodes=1, balancer="none", policy="direct", ping_interval=ping_interval)) as c:
+        node = c.nodes["n1"].port or 0
+        port = free_port("127.0.0.1")
+        (tmp / "Caddyfile").write_text(H2C_CADDYFILE % {"port": port, "node": node})
+        p = None
+        try:
+            procs.start([find_binary("caddy"), "run", "--config", str(tmp / "Caddyfile"), "--adapter", "caddyfile"],
+                        "caddy", XDG_CONFIG_HOME=str(tmp / "cfg"), XDG_DATA_HOME=str(tmp / "data"))
+            await_port(port)
+            p = DelayProxy(("127.0.0.1", node), str(tls.cert_file), str(tls.key_file), h2_upstream=("127.0.0.1", port))
+            yield p, str(tls.ca_file)
+        finally:
+            if p is not None:
+                p.close()
+            procs.close()
+
+
+def await_port(port: int, timeout: float = 10.0) -> None:
+    """Wait until something listens on 127.0.0.1:`port` (a clear error after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port} after {timeout:g} s")

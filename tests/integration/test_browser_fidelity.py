@@ -16,6 +16,9 @@ sides the same way.
   session ends at its first request that met another node, the CONNECT POST or the first poll) and
   L4 round-robin (a race: a person connects exactly when its first poll met the session's node, always
   when it rode A; every session that ends does so at a request that met another node), both sides.
+- HTTP/2 where offered: the proxy offers ALPN h2 to Caddy (h2c) in front of one node; in both regimes
+  both sides carry the CONNECT POST and every poll on the handshake's one h2 connection (the WebSocket:
+  one of its own, HTTP/1.1) and open nothing else.
 Small on purpose (3 people a case, one at a time): the powered L4 comparison is benchmarks/browser_fidelity.py.
 """
 
@@ -29,8 +32,9 @@ import pytest
 from contract.config import ClusterConfig
 from targets.cluster import Cluster
 from targets.tls import TLSFiles, make_tls
-from tests._delayproxy import DelayProxy
+from tests._delayproxy import Conn, DelayProxy
 from tests._fidelity import ChromiumPeople, Person, attach, chromium_missing, sioscale_people
+from tests.integration.support import h2c_proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -43,6 +47,8 @@ PING_S = 1.0  # the first pong comes inside the window
 PEOPLE = 3
 INTERVAL_S = 0.3
 WINDOW_S = 2.6  # past the first ping/pong (1 s) and the second
+H2_PEOPLE = 2
+H2_WINDOW_S = 0.8
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +149,47 @@ def test_l4_round_robin_connect_iff_first_poll_on_a(chromium: ChromiumPeople, l4
             after = [s for s in x.steps[x.steps.index(x.step("poll")) + 1:] if s[0] != "websocket"]  # type: ignore[arg-type]
             assert any(s[2] == "x" for s in after), _show(people)
             assert x.end_step in ("poll", "post:pong", "post:emit", "post"), _show(people)
+
+
+@pytest.fixture(scope="module")
+def h2(chromium: ChromiumPeople, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DelayProxy, str]]:
+    """The same proxy offering ALPN h2, to Caddy (h2c) in front of one node (tests/integration/support.h2c_proxy)."""
+    with h2c_proxy(Path(tmp_path_factory.mktemp("h2c")), ping_interval=PING_S) as pc:
+        yield pc
+
+
+def _h2_connections(people: list[Person], conns: list[Conn]) -> None:
+    """Each session's polling rode one h2 connection, the handshake's; its WebSocket one of its own
+    (HTTP/1.1); no connection was opened for the first poll (no race loser: nothing to race on h2)."""
+    show = _show(people) + "\n" + "\n".join(f"#{c.no} {c.alpn} {[(r.method, r.sid[:4]) for r in c.requests]}"
+                                            for c in conns)
+    for x in people:
+        polling = {c.no for c in conns for r in c.requests if r.sid == x.sid and "transport=polling" in r.target}
+        ws = [c for c in conns if any(r.sid == x.sid and "transport=websocket" in r.target for r in c.requests)]
+        hs = x.step("handshake")
+        assert x.connected and hs and hs[1] == "A" and len(polling) == 1, show
+        assert all(s[1] == "A" for s in x.steps if s[0] != "websocket"), show  # the CONNECT POST and every poll
+        assert [c.alpn for c in conns if c.no in polling] == ["h2"], show
+        assert all(c.alpn == "http/1.1" and len(c.requests) == 1 for c in ws), show
+    for x in people:  # no connection opened for the first poll and left unused (HTTP/1.1's race loser); a
+        # connection opened later (the WebSocket's, when the window closed the page first) is not one
+        gets = [r.t for c in conns for r in c.requests if r.sid == x.sid and r.method == "GET"]
+        assert gets and not [c.no for c in conns if not c.requests and c.accepted <= min(gets)], show
+
+
+@pytest.mark.parametrize("regime", ["a", "b"])
+def test_h2_one_connection_both_regimes(chromium: ChromiumPeople, h2: tuple[DelayProxy, str], regime: str) -> None:
+    """HTTP/2 where offered (the issue's Done-when): both sides multiplex the CONNECT POST and the first
+    poll on the handshake's one h2 connection in both regimes, so the race of HTTP/1.1 never happens."""
+    p, ca = h2
+    p.reset(connect_delay_s=DELAY_S if regime == "a" else 0.0, hold_first_post_s=DELAY_S if regime == "b" else 0.0)
+    cp_people = chromium.run(p.url, H2_PEOPLE, INTERVAL_S, H2_WINDOW_S)
+    people = attach(cp_people + sioscale_people(p.url, ca, H2_PEOPLE, INTERVAL_S, H2_WINDOW_S), p.conns)
+    assert {x.side for x in people} == {"chromium", "sioscale"} and all(x.sid for x in people), _show(people)
+    _h2_connections(people, p.conns)
+    if regime == "b":  # the hold happened, and on each side some first poll was sent while it was held
+        held = {r.sid: r.answered for c in p.conns for r in c.requests if r.held}
+        assert len(held) == len(people), _show(people)
+        for side in ("chromium", "sioscale"):
+            assert any(r.method == "GET" and r.sid == x.sid and r.t < held[x.sid]
+                       for x in people if x.side == side for c in p.conns for r in c.requests), _show(people)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,11 +32,10 @@ from locust.event import Events
 
 from contract.config import ClusterConfig
 from locustfiles.sio import SocketIOUser
-from targets.cluster import Cluster, find_binary
-from targets.procs import free_port
+from targets.cluster import Cluster
 from targets.tls import make_tls
 from tests._delayproxy import Conn, DelayProxy
-from tests.integration.support import Procs
+from tests.integration.support import h2c_proxy
 
 pytestmark = pytest.mark.slow
 
@@ -61,52 +58,11 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DelayProxy
             p.close()
 
 
-H2C_CADDYFILE = """{
-    admin off
-    auto_https off
-    persist_config off
-    servers {
-        protocols h1 h2c
-    }
-}
-http://127.0.0.1:%(port)d {
-    bind 127.0.0.1
-    reverse_proxy 127.0.0.1:%(node)d
-}
-"""
-
-
 @pytest.fixture(scope="module")
 def proxy_h2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DelayProxy, str]]:
     """The proxy offering h2: h2 goes to Caddy (h2c) in front of one node, HTTP/1.1 to that node."""
-    tmp = Path(tmp_path_factory.mktemp("h2c"))
-    tls = make_tls(tmp)
-    procs = Procs(tmp)
-    with Cluster(ClusterConfig(nodes=1, balancer="none", policy="direct")) as c:
-        node = c.nodes["n1"].port or 0
-        port = free_port("127.0.0.1")
-        (tmp / "Caddyfile").write_text(H2C_CADDYFILE % {"port": port, "node": node})
-        p = None
-        try:
-            procs.start([find_binary("caddy"), "run", "--config", str(tmp / "Caddyfile"), "--adapter", "caddyfile"],
-                        "caddy", XDG_CONFIG_HOME=str(tmp / "cfg"), XDG_DATA_HOME=str(tmp / "data"))
-            _await_port(port)
-            p = DelayProxy(("127.0.0.1", node), str(tls.cert_file), str(tls.key_file), h2_upstream=("127.0.0.1", port))
-            yield p, str(tls.ca_file)
-        finally:
-            if p is not None:
-                p.close()
-            procs.close()
-
-
-def _await_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port} after {timeout:g} s")
+    with h2c_proxy(Path(tmp_path_factory.mktemp("h2c"))) as pc:
+        yield pc
 
 
 def _trial(proxy: DelayProxy, ca_file: str, pool: str) -> tuple[bool, list[Conn]]:
