@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from gevent import socket as gsocket
 
 from targets.procs import free_port
 from targets.tls import make_tls
-from tests.integration.support import ROOT, Procs
+from tests.integration.support import ROOT, Procs, await_port
 from tests.integration.test_client_cluster import close_all, users
 
 pytestmark = pytest.mark.slow
@@ -68,16 +67,6 @@ class RoundRobinForwarder:
                 pass
 
 
-def _await_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port} after {timeout:g} s")
-
-
 @pytest.fixture(scope="module")
 def passthrough(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     if not (ROOT / "targets" / "node" / "node_modules" / "socket.io").is_dir():
@@ -92,7 +81,7 @@ def passthrough(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             procs.start(["node", str(SERVER_JS), "--id", f"n{i}", "--port", str(port), "--certfile",
                          str(tls.cert_file), "--keyfile", str(tls.key_file), "--http2"], f"n{i}")
         for port in ports:
-            _await_port(port)
+            await_port(port, timeout=15.0)
         fwd = RoundRobinForwarder(ports)
         yield f"https://127.0.0.1:{fwd.port}", str(tls.ca_file)
     finally:
