@@ -145,6 +145,19 @@ def first_screen(html: str) -> str:
     return html.split('<section id="matrix"', 1)[0]
 
 
+def first_action(actions: list, pred: Callable[[Any], bool], timeout: float = 5.0) -> Any:
+    """The first of a driver's actions (a list it keeps appending to) that `pred` accepts, waiting in gevent."""
+    import gevent
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for a in actions:
+            if pred(a):
+                return a
+        gevent.sleep(0.01)
+    raise AssertionError(f"timed out; actions so far: {actions}")
+
+
 def until_green(cond: Callable[[], bool], timeout: float, what: str) -> None:
     """Wait for cond() inside a gevent test (it yields to the other greenlets between looks)."""
     import gevent
@@ -168,6 +181,21 @@ http://127.0.0.1:%(port)d {
     reverse_proxy 127.0.0.1:%(node)d
 }
 """
+
+
+@contextlib.contextmanager
+def haproxy_behind_delay_proxy(policy: str, tls: Any, ping_interval: float | None = None) -> Iterator[tuple[Any, str]]:
+    """A DelayProxy (TLS with `tls`'s files) in front of HAProxy `policy` over 3 python nodes: (proxy, CA file)."""
+    from contract.config import ClusterConfig
+    from targets.cluster import Cluster
+    from tests._delayproxy import DelayProxy
+
+    with Cluster(ClusterConfig(nodes=3, balancer="haproxy", policy=policy, ping_interval=ping_interval)) as c:
+        p = DelayProxy(("127.0.0.1", c.balancer_port), str(tls.cert_file), str(tls.key_file))
+        try:
+            yield p, str(tls.ca_file)
+        finally:
+            p.close()
 
 
 @contextlib.contextmanager

@@ -29,12 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from contract.config import ClusterConfig
-from targets.cluster import Cluster
 from targets.tls import TLSFiles, make_tls
 from tests._delayproxy import Conn, DelayProxy
 from tests._fidelity import ChromiumPeople, Person, attach, chromium_missing, sioscale_people
-from tests.integration.support import h2c_proxy
+from tests.integration.support import h2c_proxy, haproxy_behind_delay_proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -68,12 +66,8 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
 
 
 def _proxied(policy: str, tls: TLSFiles) -> Iterator[tuple[DelayProxy, str]]:
-    with Cluster(ClusterConfig(nodes=3, balancer="haproxy", policy=policy, ping_interval=PING_S)) as c:
-        p = DelayProxy(("127.0.0.1", c.balancer_port), str(tls.cert_file), str(tls.key_file))
-        try:
-            yield p, str(tls.ca_file)
-        finally:
-            p.close()
+    with haproxy_behind_delay_proxy(policy, tls, ping_interval=PING_S) as pc:
+        yield pc
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,10 @@ import pytest
 from locust.env import Environment
 from locust.event import Events
 
-from contract.config import ClusterConfig
 from locustfiles.sio import SocketIOUser
-from targets.cluster import Cluster
 from targets.tls import make_tls
 from tests._delayproxy import Conn, DelayProxy
-from tests.integration.support import h2c_proxy
+from tests.integration.support import h2c_proxy, haproxy_behind_delay_proxy
 
 pytestmark = pytest.mark.slow
 
@@ -50,12 +48,8 @@ class Person(SocketIOUser):
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DelayProxy, str]]:
     tls = make_tls(Path(tmp_path_factory.mktemp("tls")))
-    with Cluster(ClusterConfig(nodes=3, balancer="haproxy", policy="l4-round-robin")) as c:
-        p = DelayProxy(("127.0.0.1", c.balancer_port), str(tls.cert_file), str(tls.key_file))
-        try:
-            yield p, str(tls.ca_file)
-        finally:
-            p.close()
+    with haproxy_behind_delay_proxy("l4-round-robin", tls) as pc:
+        yield pc
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import pytest
 from locustfiles.sio.driver import Session, SessionConfig
 from locustfiles.sio.protocol.actions import AckReceived, Closed, Connected, EventReceived, StepResult
 from targets.procs import free_port
+from tests.integration.support import first_action
 
 pytestmark = pytest.mark.slow
 
@@ -72,16 +73,6 @@ def node_url(tmp_path_factory):
         proc.wait(timeout=10)
 
 
-def _wait(actions: list, pred, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for a in actions:
-            if pred(a):
-                return a
-        gevent.sleep(0.01)
-    raise AssertionError(f"timed out; actions so far: {actions}")
-
-
 @pytest.mark.parametrize("eio", [3, 4])
 @pytest.mark.parametrize("transports,namespace", [
     (("polling", "websocket"), "/"),
@@ -95,22 +86,22 @@ def test_session_against_node_socketio(node_url, eio, transports, namespace):
                 lambda a, ctx: actions.append(a))
     try:
         s.start()
-        conn = _wait(actions, lambda a: isinstance(a, Connected))
+        conn = first_action(actions, lambda a: isinstance(a, Connected))
         assert conn.namespace == namespace and conn.sid
         if len(transports) == 2:
-            _wait(actions, lambda a: isinstance(a, StepResult) and a.step == "upgrade")
+            first_action(actions, lambda a: isinstance(a, StepResult) and a.step == "upgrade")
             assert s.proto.transport == "websocket"
         # text with non-BMP characters (EIO3 counts UTF-16 units) and a binary attachment
         text = "héllo 😀 𝄞"
         ack_id = s.emit("echo", text, b"\x00\x01\xff", ack=True)
-        ack = _wait(actions, lambda a: isinstance(a, AckReceived) and a.ack_id == ack_id)
+        ack = first_action(actions, lambda a: isinstance(a, AckReceived) and a.ack_id == ack_id)
         assert ack.args == [text, b"\x00\x01\xff"]
         # a server event that asks for an ack, answered through send_ack
         s.emit("ask")
-        q = _wait(actions, lambda a: isinstance(a, EventReceived) and a.event == "q")
+        q = first_action(actions, lambda a: isinstance(a, EventReceived) and a.event == "q")
         assert q.args == ["question?"] and q.ack_id is not None
         s.send_ack(q.ack_id, "answer 😀")
-        answered = _wait(actions, lambda a: isinstance(a, EventReceived) and a.event == "answered")
+        answered = first_action(actions, lambda a: isinstance(a, EventReceived) and a.event == "answered")
         assert answered.args == ["answer 😀"]
         # heartbeats in the version's direction keep the session alive
         gevent.sleep(1.0)
@@ -118,7 +109,7 @@ def test_session_against_node_socketio(node_url, eio, transports, namespace):
         assert pings and all(p.ok for p in pings), pings
         assert not any(isinstance(a, Closed) for a in actions)
         s.disconnect()
-        closed = _wait(actions, lambda a: isinstance(a, Closed))
+        closed = first_action(actions, lambda a: isinstance(a, Closed))
         assert closed.error_kind == "", closed
         failures = [a for a in actions if isinstance(a, StepResult) and not a.ok]
         assert failures == []

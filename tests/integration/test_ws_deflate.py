@@ -8,27 +8,15 @@ and the upgrade_probe row records what was negotiated.
 
 from __future__ import annotations
 
-import time
-
-import gevent
 import pytest
 
 from contract.config import ClusterConfig
 from locustfiles.sio.driver import Session, SessionConfig
 from locustfiles.sio.protocol.actions import AckReceived, StepResult
 from targets.cluster import Cluster
+from tests.integration.support import first_action
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(actions: list, pred, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for a in actions:
-            if pred(a):
-                return a
-        gevent.sleep(0.01)
-    raise AssertionError(f"timed out; actions so far: {actions}")
 
 
 @pytest.mark.parametrize(("server", "accepted"), [("python", True), ("node", False)])
@@ -39,12 +27,12 @@ def test_deflate_is_used_when_the_server_accepts_it(server: str, accepted: bool)
                     lambda a, ctx: actions.append(a))
         try:
             s.start()
-            probe = _wait(actions, lambda a: isinstance(a, StepResult) and a.step == "upgrade_probe")
-            _wait(actions, lambda a: isinstance(a, StepResult) and a.step == "upgrade")
+            probe = first_action(actions, lambda a: isinstance(a, StepResult) and a.step == "upgrade_probe")
+            first_action(actions, lambda a: isinstance(a, StepResult) and a.step == "upgrade")
             assert probe.ok, probe
             text = "compress me " * 500
             ack_id = s.emit("echo", text, ack=True)
-            ack = _wait(actions, lambda a: isinstance(a, AckReceived) and a.ack_id == ack_id)
+            ack = first_action(actions, lambda a: isinstance(a, AckReceived) and a.ack_id == ack_id)
             assert ack.args == [text]
             ws = s._ws
             assert ws is not None
