@@ -431,10 +431,13 @@ def read_events(path: Path, warn: Any, window: Window | None = None, tally: Tall
     return df
 
 
-ROW_COLUMNS: tuple[str, ...] = ("ts", "user", "eio_sid", "step", "node", "ok", "error_kind", "room", "msg_id")
+ROW_COLUMNS: tuple[str, ...] = ("ts", "user", "eio_sid", "step", "name", "node", "ok", "error_kind", "room",
+                                 "msg_id")
 """The kept-row columns a schema-2 run's figures read (sessions, nodes, node switches, membership),
 plus msg_id: two receipts of one user at the same ts are two rows, not one held twice (the duplicate
-check judges on these columns). The rest (error text, ...) stay on disk. Counts and latencies come
+check judges on these columns). `name` says which request a failed polling step was (a "poll" GET or a
+"post:pong"/"post:emit"/... POST): without it every session that died at a POST was read as dying at a
+long-poll GET (analysis/sessions.py). The rest (error text, ...) stay on disk. Counts and latencies come
 from the aggregates."""
 
 

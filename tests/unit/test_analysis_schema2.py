@@ -263,3 +263,30 @@ def test_two_receipts_of_one_user_at_one_ts_are_two_rows_not_a_duplicate(tmp_pat
     assert not [w for w in f.warnings if "duplicated" in w or "held twice" in w], f.warnings
     kept = f.events[(f.events["user"].astype(str) == "u-same")]
     assert len(kept) == 2
+
+
+def test_a_schema2_session_that_died_at_a_post_says_which_post(tmp_path: Path) -> None:
+    """A failed POST is a "poll" step named by what it carried: read without `name`, a schema-2 run said every
+    such session died "at a long-poll GET" (the seed's L4 rows, where they die at the join's emit POST)."""
+    from analysis.sessions import session_ends
+    from contract.rows import COLUMNS, make_row
+    from tests.synth import simulate
+
+    c = CONFIGS[0]
+    rows, _users = simulate(c)
+    t = float(rows[-1][COLUMNS.index("ts")]) - 3.0
+    sid = "sid-dies-at-emit"
+    mine = [make_row("handshake", ts=t, user="u-emit", eio_sid=sid, transport="polling", node="n1", latency_ms=1.0),
+            make_row("connect", ts=t + 0.005, user="u-emit", eio_sid=sid, transport="polling", node="n1", latency_ms=4.0),
+            make_row("node_switch", ts=t + 0.012, user="u-emit", eio_sid=sid, transport="polling", node="n2",
+                     error="n1->n2"),
+            make_row("poll", ts=t + 0.012, user="u-emit", eio_sid=sid, name="post:emit", transport="polling", node="n2",
+                     ok=0, error_kind="session_unknown", error='HTTP 400: "Invalid session"'),
+            make_row("disconnect", ts=t + 0.013, user="u-emit", eio_sid=sid, transport="polling", node="n2", ok=0,
+                     error_kind="session_unknown", error="transport error")]
+    all_rows = [*rows, *[tuple("" if r[k] is None else r[k] for k in COLUMNS) for r in mine]]
+    v2 = write_run_v2(tmp_path / "v2", c, rows=all_rows)
+    ends = session_ends(load_run(v2).events)
+    me = ends[ends["eio_sid"].astype(str) == sid].iloc[0]
+    assert (me["outcome"], me["end_step"], me["switched"]) == ("failed", "post:emit", True)
+    assert 0.007 <= me["lifetime_s"] <= 0.009
