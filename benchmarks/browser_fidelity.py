@@ -2,15 +2,22 @@
 
     .venv/bin/python -m benchmarks.browser_fidelity [--people 135] [--runs 3] [--policy l4-round-robin]
         [--interval 1.0] [--ping-interval 2] [--window 5] [--tls] [--regimes 6] [--pool browser]
-        [--dispatch-gap-ms MS] [--burst 10 --bursts 8 --burst-spacing 0.067]
+        [--dispatch-gap-ms MS] [--burst 10 --bursts 8 --burst-spacing 0.067] [--emit join] [--page-origin target]
 
 Per run: a fresh cluster (HAProxy `--policy` over 3 python-socketio nodes, pingInterval `--ping-interval`)
 behind the delay proxy (tests/_delayproxy.py: plain TCP and no delay by default, so the race is the
 machine's own; `--tls` terminates TLS in it, HTTP/1.1). Both sides run at once and interleaved: a
 Chromium person every `--interval` seconds (tests/_chromium_people.py: one browser context each, the real
-socket.io-client bundle) and a sioscale user half an interval later; each lives `--window` seconds (past
-the first ping/pong). `--regimes N` first runs N people a side through the issue's two 50 ms regimes
+socket.io-client bundle, its page loaded ahead so its socket starts on time) and a sioscale user half an
+interval later, each start moved at random by up to `--jitter` x interval (seeded per run and side: without
+it every newcomer meets the first pong of the person two ahead, tests/_fidelity.schedule); each lives
+`--window` seconds (past the first ping/pong). `--regimes N` first runs N people a side through the issue's two 50 ms regimes
 (over a TLS proxy of their own) and prints which connection the first poll rode.
+
+`--emit join`: each person emits `join` with an ack as soon as it is connected, as the seed's chat user does
+(locustfiles/chat.py; in the page, in socket.io-client's connect handler). `--page-origin target` loads
+Chromium's pages from the target's own origin (default: another origin of the same site, so the target's
+pool starts empty on both sides; tests/_chromium_people.py says why).
 
 `--burst N`: people arrive concurrently instead, as the seed campaign's users do (30 spawned at 15/s):
 bursts of N people `--burst-spacing` apart (1/15 s: the seed's spawn rate), `--bursts` bursts a side a run,
@@ -50,7 +57,7 @@ from locustfiles.sio.transport import pool as pool_rules
 from targets.cluster import Cluster
 from targets.tls import make_tls
 from tests._delayproxy import DelayProxy
-from tests._fidelity import ChromiumPeople, Person, attach, chromium_missing, sioscale_people
+from tests._fidelity import ChromiumPeople, Person, attach, chromium_missing, schedule, sioscale_people
 
 SIDES = ("chromium", "sioscale")
 DETECT = 0.10  # the issue: detect a 10-point difference in connect rate
@@ -110,6 +117,12 @@ def side_summary(people: list[Person]) -> dict[str, Any]:
         "first_poll_on_A": sum(1 for p in people if p.step("poll") and p.step("poll")[1] == "A"),  # type: ignore[index]
         "race_decided": len(race), "race_followed": agree,
         "races": dict(Counter(p.race or "-" for p in people)),
+        # in the page (Chromium): ms from the CONNECT POST's send() to the first poll GET's, median
+        "post_to_poll_ms": round(statistics.median(g), 2) if (g := [p.post_to_poll_ms for p in people
+                                                                    if p.post_to_poll_ms is not None]) else None,
+        # the emit at connect (--emit): which connection it rode, the long poll's (A) or another one
+        "emit_on": dict(Counter((e[1] == "A" and "A" or "other") + (e[2] == "=" and "=" or "x")
+                                for p in conn if (e := p.step("post:emit")))),
     }
 
 
@@ -120,7 +133,10 @@ def _line(side: str, s: dict[str, Any]) -> str:
     return (f"  {side:9s} connected {s['connected']}/{s['n']} = {s['connected'] / n:.1%}, upgraded {s['upgraded']}, "
             f"alive at the window's end {s['alive']}; connected then died at: {ends}; never connected, failed at: "
             f"{never}; first poll on the handshake's connection {s['first_poll_on_A']}; race decided "
-            f"{s['race_decided']}, first poll took the winner {s['race_followed']}; first poll's race {s['races']}")
+            f"{s['race_decided']}, first poll took the winner {s['race_followed']}; first poll's race {s['races']}"
+            + (f"; in the page, CONNECT POST to first poll GET median {s['post_to_poll_ms']} ms"
+               if s["post_to_poll_ms"] is not None else "")
+            + (f"; the emit at connect rode (connection, node) {s['emit_on']}" if s["emit_on"] else ""))
 
 
 def report(title: str, people: list[Person]) -> dict[str, Any]:
@@ -155,16 +171,18 @@ def one_run(cp: ChromiumPeople, a: argparse.Namespace, tls: Any) -> list[Person]
                     rp.close()
             if a.burst:
                 return _bursts(cp, proxy, ca, a)
-            return _interleaved(cp, proxy, ca, a.people, a.interval, a.window, a.pool)
+            return _interleaved(cp, proxy, ca, a)
         finally:
             proxy.close()
 
 
-def _interleaved(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, n: int, interval: float, window: float,
-                 pool: str) -> list[Person]:
-    start = time.time() + 1.0
-    g_ch = gevent.spawn(cp.run, proxy.url, n, interval, window, start)
-    g_ss = gevent.spawn(sioscale_people, proxy.url, ca, n, interval, window, start + interval / 2, pool)
+def _interleaved(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.Namespace) -> list[Person]:
+    start = time.time() + 2.0  # Chromium's first page loads meanwhile
+    ch = schedule(a.people, a.interval, start, a.jitter, seed=2 * a.run_no)
+    ss = schedule(a.people, a.interval, start + a.interval / 2, a.jitter, seed=2 * a.run_no + 1)
+    g_ch = gevent.spawn(cp.run, proxy.url, a.people, a.interval, a.window, emit=a.emit, page=a.page_origin, starts=ch)
+    g_ss = gevent.spawn(sioscale_people, proxy.url, ca, a.people, a.interval, a.window, pool=a.pool, emit=a.emit,
+                        starts=ss)
     gevent.joinall([g_ch, g_ss], raise_error=True)
     return attach(g_ch.value + g_ss.value, proxy.conns)
 
@@ -175,17 +193,19 @@ def _bursts(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.N
     for _ in range(a.bursts):
         if a.burst_together:  # both sides' bursts at once, interleaved: one load, one server latency for both
             start = time.time() + 0.3
-            g_ch = gevent.spawn(cp.run, proxy.url, a.burst, a.burst_spacing, a.window, start, prepare=True)
+            g_ch = gevent.spawn(cp.run, proxy.url, a.burst, a.burst_spacing, a.window, start, prepare=True,
+                                emit=a.emit, page=a.page_origin)
             g_ss = gevent.spawn(_after_pages, g_ch, proxy, len(proxy.conns), ca, a)
             gevent.joinall([g_ch, g_ss], raise_error=True)
             people += g_ch.value + g_ss.value
             gevent.sleep(0.5)
             continue
         start = time.time() + 0.3
-        people += cp.run(proxy.url, a.burst, a.burst_spacing, a.window, start, prepare=True)
+        people += cp.run(proxy.url, a.burst, a.burst_spacing, a.window, start, prepare=True, emit=a.emit,
+                         page=a.page_origin)
         gevent.sleep(0.5)  # the last sessions' close requests leave before the other side's burst
         start = time.time() + 0.3
-        people += sioscale_people(proxy.url, ca, a.burst, a.burst_spacing, a.window, start, a.pool)
+        people += sioscale_people(proxy.url, ca, a.burst, a.burst_spacing, a.window, start, a.pool, a.emit)
         gevent.sleep(0.5)
     print(f"  median spread of a burst's first requests: {burst_spread(people, proxy.conns, a.burst)} s; "
           f"median ms from the CONNECT POST to its answer at the proxy (the nodes' latency each side met): "
@@ -199,7 +219,8 @@ def _after_pages(g_ch: gevent.Greenlet, proxy: DelayProxy, n0: int, ca: str | No
     proxy sees Chromium's first connection: page loads never reach it), half a spacing after Chromium's."""
     while not g_ch.ready() and len(proxy.conns) <= n0:
         gevent.sleep(0.005)
-    return sioscale_people(proxy.url, ca, a.burst, a.burst_spacing, a.window, time.time() + a.burst_spacing / 2, a.pool)
+    return sioscale_people(proxy.url, ca, a.burst, a.burst_spacing, a.window, time.time() + a.burst_spacing / 2, a.pool,
+                           a.emit)
 
 
 def post_answer_ms(people: list[Person], conns: list[Any]) -> dict[str, float]:
@@ -237,7 +258,7 @@ def regimes(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.N
     """The issue's regimes at 50 ms, one person at a time: which connection each side's first poll rode."""
     for name, conn_d, hold in (("a: connections 50 ms late", 0.05, 0.0), ("b: CONNECT answer held 50 ms", 0.0, 0.05)):
         proxy.reset(connect_delay_s=conn_d, hold_first_post_s=hold)
-        people = cp.run(proxy.url, a.regimes, 0.5, 0.6)
+        people = cp.run(proxy.url, a.regimes, 0.5, 0.6, page=a.page_origin)
         people += sioscale_people(proxy.url, ca, a.regimes, 0.5, 0.6, pool=a.pool)
         attach(people, proxy.conns)
         for side in SIDES:
@@ -265,9 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--burst-together", action="store_true",
                     help="both sides' bursts at once, interleaved (one machine load for both), not taking turns")
     ap.add_argument("--burst-spacing", type=float, default=1 / 15, help="seconds between a burst's people")
+    ap.add_argument("--jitter", type=float, default=0.25,
+                    help="each person's start moves by up to this x --interval either way, seeded (tests/_fidelity.schedule)")
+    ap.add_argument("--emit", default="", help="an event each person emits (with an ack) once connected, e.g. join")
+    ap.add_argument("--page-origin", default="", help="Chromium's pages' origin: 'target' for the target's own "
+                    "(default: another origin of the same site, the target's pool empty at start)")
     a = ap.parse_args(argv)
-    if a.burst < 0 or a.bursts < 1 or a.burst_spacing < 0:
-        ap.error("--burst must be >= 0, --bursts >= 1, --burst-spacing >= 0")
+    if a.burst < 0 or a.bursts < 1 or a.burst_spacing < 0 or not 0 <= a.jitter < 0.5:
+        ap.error("--burst must be >= 0, --bursts >= 1, --burst-spacing >= 0, 0 <= --jitter < 0.5")
     if a.dispatch_gap_ms is not None:
         pool_rules.DISPATCH_GAP_S = a.dispatch_gap_ms / 1000
     if (why := chromium_missing()):
@@ -277,12 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     cp = ChromiumPeople()
     print(f"Chromium {cp.version}; {a.policy}, 3 python-socketio nodes, pingInterval {a.ping_interval:g} s, "
           f"{'TLS' if a.tls else 'plain'} proxy; {a.people} people a side a run, one every {a.interval:g} s a side, "
-          f"window {a.window:g} s, sioscale --sio-http-pool {a.pool} (dispatch gap "
-          f"{pool_rules.DISPATCH_GAP_S * 1000:g} ms)")
+          f"window {a.window:g} s, starts jittered by up to {a.jitter:g} x interval, sioscale --sio-http-pool {a.pool} (dispatch gap "
+          f"{pool_rules.DISPATCH_GAP_S * 1000:g} ms); emit at connect: {a.emit or 'none'}; Chromium's page on "
+          f"{'the target' if a.page_origin == 'target' else a.page_origin or 'another origin of the same site'}")
     everyone: list[Person] = []
     out: dict[str, Any] = {"runs": []}
     try:
         for r in range(1, a.runs + 1):
+            a.run_no = r
             people = one_run(cp, a, tls)
             everyone += people
             out["runs"].append(report(f"run {r}", people))

@@ -4,8 +4,8 @@ Why a subprocess: Playwright's sync API runs its own event loop and does not mix
 patching that Locust (and the delay proxy) need, so the browser side lives in its own process,
 started by `ChromiumPeople` (tests/_fidelity.py) in its own process group and always stopped.
 
-Protocol: one JSON command a line on stdin, {"url", "people", "interval", "window", "start_at", "no_cache",
-"prepare"};
+Protocol: one JSON command a line on stdin, {"url", "people", "interval", "window", "start_at", "starts",
+"no_cache", "prepare", "emit", "page"};
 for each person one JSON line on stdout (in start order), then {"done": true}. "ready" is written
 once the browser is up. EOF on stdin ends the process.
 
@@ -16,8 +16,20 @@ socket goes through Chromium's real network stack), and the real socket.io-clien
 socket.io's client-dist. Instrumentation wraps XMLHttpRequest and WebSocket (installed before the
 bundle, which reads `WebSocket` when it loads) to log each request: method, URL, the start of the
 POST body, status and times; the socket's connect/upgrade/disconnect events are logged too.
-People start one at a time `interval` apart; each is read and closed `window` seconds after its start.
+People start one at a time `interval` apart (or at the epoch times `starts`), each page loaded ahead so
+that its socket starts on schedule; each is read and closed `window` seconds after its start.
 With "prepare" all pages are loaded first and only their sockets start on schedule (bursts: see _batch).
+"emit": an event the page emits with an ack in its connect handler, as the seed's chat user joins its room.
+"page": the page's origin. By default another origin of the same site (the target's scheme, 127.0.0.1, port 9
+where nothing listens; the router answers the page): loading a page from the target's own origin opens a
+connection to the target for the navigation (the router answers the request, not the connect), 100-200 ms
+before the socket starts, and the handshake later reuses it; under per-connection round robin every
+connection anyone opens in between then shifts which node the session's later connections reach (measured:
+real Chromium upgraded 14 of 405 sessions behind L4 where sioscale's users, which load no page, upgraded 2).
+From another origin the target's pool starts empty, as a sioscale user's does. The socket is then
+cross-origin: it asks `withCredentials` (an app whose socket.io lives on another origin sets it to keep a
+sticky cookie; same site, so the balancer's cookie is first-party), the nodes answer CORS with credentials,
+and polling requests are simple requests (no preflight). "target" loads the page from the target's origin.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 BUNDLE = Path(__file__).resolve().parent.parent / "targets/node/node_modules/socket.io/client-dist/socket.io.min.js"
 CHROMIUM = "/usr/bin/chromium"
@@ -65,15 +78,19 @@ INSTRUMENT = r"""
 """
 
 START = r"""
-(url) => {
+([url, emit]) => {
   const T = () => performance.timeOrigin + performance.now();
   const st = window.__st = {t: T()};
-  const s = window.__socket = io(url, {reconnection: false});
+  const s = window.__socket = io(url, {reconnection: false, withCredentials: true});
   const e = s.io.engine;
   e.on('open', () => { st.sid = e.id; });
   e.on('upgrade', () => { st.upgrade = T(); });
   e.on('upgradeError', (err) => { st.upgrade_error = String(err && err.message); });
-  s.on('connect', () => { st.connect = T(); });
+  s.on('connect', () => {
+    st.connect = T();
+    // the seed's chat user joins its room at connect: in the handler, so its POST is sent before the next poll
+    if (emit) s.emit(emit, 'fidelity', () => { st.ack = T(); });
+  });
   s.on('connect_error', (err) => { st.connect_error = T(); st.error = String(err && err.message); });
   s.on('disconnect', (reason, d) => {
     st.disconnect = T(); st.reason = reason;
@@ -94,7 +111,17 @@ READ = "() => ({st: window.__st, log: window.__log, connected: window.__socket.c
        "transport: window.__socket.io.engine ? window.__socket.io.engine.transport.name : ''})"
 
 
-def _start(browser: Any, url: str, bundle: str, no_cache: bool = False, go: bool = True) -> tuple[Any, Any]:
+def page_url(url: str, page_origin: str = "") -> str:
+    """The page's URL: `page_origin`; "target" for `url`'s own origin; by default the same scheme on 127.0.0.1:9."""
+    if page_origin == "target":
+        return url.rstrip("/") + "/"
+    if page_origin:
+        return page_origin.rstrip("/") + "/"
+    return f"{urlsplit(url).scheme}://127.0.0.1:9/"
+
+
+def _start(browser: Any, url: str, bundle: str, no_cache: bool = False, go: bool = True, emit: str = "",
+           page_origin: str = "") -> tuple[Any, Any]:
     """One person: a fresh context and page on `url`'s origin, socket started (`go`; else ready to); (context, page).
     `no_cache`: DevTools' "Disable cache" (Network.setCacheDisabled), an experiment on where a GET's
     time goes before it reaches the connection pool (the HTTP cache sits in front of it, a POST skips it)."""
@@ -104,30 +131,37 @@ def _start(browser: Any, url: str, bundle: str, no_cache: bool = False, go: bool
         cdp = ctx.new_cdp_session(page)
         cdp.send("Network.enable")
         cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
-    origin = url.rstrip("/") + "/"
+    origin = page_url(url, page_origin)
     page.route(origin, lambda r: r.fulfill(status=200, content_type="text/html", body=PAGE))
     page.goto(origin)
     page.unroute_all()  # from here on every request goes to the network as it would in a browser
     page.add_script_tag(content=INSTRUMENT)
     page.add_script_tag(content=bundle)
     if go:
-        page.evaluate(START, url)
+        page.evaluate(START, [url, emit])
     return ctx, page
 
 
 def _batch(browser: Any, cmd: dict[str, Any], bundle: str) -> None:
-    """Start `people` people `interval` apart from `start_at`; read and close each `window` after its start."""
+    """Start `people` people at `starts` (epoch s; default `interval` apart from `start_at`); read and close each
+    `window` after its start. A person's page is loaded ahead (the next one while the current one runs; all of
+    them first with "prepare"), so its socket starts on schedule: a page load takes 0.1-0.6 s, and a start
+    late by that much lands at a random place among the other people's connections, where sioscale's users
+    start on time (under per-connection round robin, that decides which node a connection reaches)."""
     n, interval, window = int(cmd["people"]), float(cmd["interval"]), float(cmd["window"])
-    # `prepare`: every page of the batch is loaded first and only the socket starts on schedule (a page
-    # load takes 0.1-0.6 s on a busy machine, far more than a burst's spacing), from then or `start_at`
-    ready = [_start(browser, cmd["url"], bundle, bool(cmd.get("no_cache")), go=False)
-             for _ in range(n)] if cmd.get("prepare") else []
-    start_at = max(float(cmd.get("start_at") or time.time()), time.time() if ready else 0.0)
+    emit, page_origin = str(cmd.get("emit") or ""), str(cmd.get("page") or "")
+
+    def load() -> tuple[Any, Any]:
+        return _start(browser, cmd["url"], bundle, bool(cmd.get("no_cache")), go=False, page_origin=page_origin)
+
+    ready = [load() for _ in range(n)] if cmd.get("prepare") else [load()] if n else []
+    t0 = max(float(cmd.get("start_at") or time.time()), time.time())
+    starts = [float(t) for t in cmd.get("starts") or []] or [t0 + i * interval for i in range(n)]
     live: list[tuple[float, int, Any, Any]] = []  # (read at, person, context, page)
     started = 0
     while started < n or live:
         now = time.time()
-        next_start = start_at + started * interval if started < n else float("inf")
+        next_start = starts[started] if started < n else float("inf")
         next_read = live[0][0] if live else float("inf")
         if min(next_start, next_read) > now:
             time.sleep(min(min(next_start, next_read) - now, 0.05))
@@ -141,13 +175,13 @@ def _batch(browser: Any, cmd: dict[str, Any], bundle: str) -> None:
             ctx.close()
             print(json.dumps({"person": i, **out}), flush=True)
             continue
-        if ready:
-            ctx, page = ready.pop(0)
-            page.evaluate(START, cmd["url"])
-        else:
-            ctx, page = _start(browser, cmd["url"], bundle, bool(cmd.get("no_cache")))
+        ctx, page = ready.pop(0) if ready else load()
+        page.evaluate(START, [cmd["url"], emit])
         live.append((time.time() + window, started, ctx, page))
+        live.sort(key=lambda x: x[0])
         started += 1
+        if started < n and not ready:
+            ready.append(load())  # the next person's page, while this one connects
     print(json.dumps({"done": True}), flush=True)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ import gevent
 from locust.env import Environment
 from locust.event import Events
 
-from locustfiles.sio import SocketIOUser
+from locustfiles.sio import SioError, SocketIOUser
 from locustfiles.sio.protocol.client import post_name
 from tests._delayproxy import Conn
 
@@ -181,13 +182,17 @@ class ChromiumPeople:
         return json.loads(line)
 
     def run(self, url: str, people: int, interval: float, window: float, start_at: float | None = None,
-            no_cache: bool = False, prepare: bool = False) -> list[Person]:
+            no_cache: bool = False, prepare: bool = False, emit: str = "", page: str = "",
+            starts: list[float] | None = None) -> list[Person]:
         """`people` people on `url`, `interval` apart from `start_at` (epoch s), each read after `window`.
         `prepare`: load every page first and start only the sockets on schedule (from `start_at` or when
-        the pages are loaded, whichever is later): bursts whose spacing is shorter than a page load."""
+        the pages are loaded, whichever is later): bursts whose spacing is shorter than a page load.
+        `emit`: an event each page emits with an ack at connect; `page`: the pages' origin (tests/_chromium_people.py);
+        `starts`: each person's start (epoch s; then `people` = len(starts)), e.g. from `schedule`."""
         assert self.proc.stdin is not None
+        people = len(starts) if starts else people
         cmd = {"url": url, "people": people, "interval": interval, "window": window, "start_at": start_at,
-               "no_cache": no_cache, "prepare": prepare}
+               "no_cache": no_cache, "prepare": prepare, "emit": emit, "page": page, "starts": starts}
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         out = []
@@ -243,8 +248,9 @@ class _User(SocketIOUser):
     abstract = False
 
 
-def sioscale_person(url: str, ca_file: str | None, window: float, pool: str = "browser") -> Person:
-    """One sioscale user (`--sio-http-pool pool`) connects, lives `window` seconds, and is read like a browser."""
+def sioscale_person(url: str, ca_file: str | None, window: float, pool: str = "browser", emit: str = "") -> Person:
+    """One sioscale user (`--sio-http-pool pool`) connects, lives `window` seconds, and is read like a browser.
+    `emit`: an event it calls (with an ack) as soon as it is connected, as locustfiles/chat.py joins its room."""
     env = Environment(events=Events(), host=url)
     env.parsed_options = argparse.Namespace(sio_timeout=5.0, sio_reconnect="false", sio_http_pool=pool,
                                             sio_ca_file=ca_file)
@@ -260,6 +266,11 @@ def sioscale_person(url: str, ca_file: str | None, window: float, pool: str = "b
     try:
         connected = u.connect()
         sid = u.session.proto.eio_sid if u.session is not None else ""
+        if connected and emit:
+            try:
+                u.call(emit, "fidelity", step="join", name="join", room="fidelity")
+            except SioError:
+                pass  # a failed step row, read below like any other
         gevent.sleep(max(0.0, t0 + window - time.time()))
         return _sioscale_outcome(sid, connected, u.connected, steps)
     finally:
@@ -280,14 +291,32 @@ def _sioscale_outcome(sid: str, connected: bool, alive: bool, steps: list[tuple[
     return p
 
 
+def schedule(people: int, interval: float, start_at: float, jitter: float = 0.0, seed: int = 0) -> list[float]:
+    """Start times `interval` apart from `start_at`, each moved by up to `jitter` x interval either way (seeded).
+
+    Why jitter: with people exactly one interval apart and a pingInterval that is a multiple of it, every
+    person's connects coincide, to the millisecond, with the first pong of the person two ahead (interval 1 s,
+    ping 2 s): under per-connection round robin those connections shift which node the newcomer's reach, the
+    same way for every person. Measured: 34 of 405 sioscale users connected through a first poll that rode a
+    new connection which that shift had put on the session's node, against 7 of 405 Chromium people, whose
+    starts a page load used to delay by 0.1-0.6 s at random. Jittered starts make such meetings random, alike
+    on both sides."""
+    rng = random.Random(seed)
+    return [start_at + i * interval + (rng.uniform(-jitter, jitter) * interval if jitter else 0.0)
+            for i in range(people)]
+
+
 def sioscale_people(url: str, ca_file: str | None, people: int, interval: float, window: float,
-                    start_at: float | None = None, pool: str = "browser") -> list[Person]:
-    """`people` sioscale users, `interval` apart from `start_at` (epoch s), concurrently in this hub."""
+                    start_at: float | None = None, pool: str = "browser", emit: str = "",
+                    starts: list[float] | None = None) -> list[Person]:
+    """`people` sioscale users, `interval` apart from `start_at` (epoch s; or at `starts`), concurrently in this hub."""
     start_at = start_at or time.time()
+    starts = starts or schedule(people, interval, start_at)
+    people = len(starts)
 
     def one(i: int) -> Person:
-        gevent.sleep(max(0.0, start_at + i * interval - time.time()))
-        return sioscale_person(url, ca_file, window, pool)
+        gevent.sleep(max(0.0, starts[i] - time.time()))
+        return sioscale_person(url, ca_file, window, pool, emit)
 
     gs = [gevent.spawn(one, i) for i in range(people)]
     try:

@@ -1,9 +1,10 @@
 """Issue 13, parts 2 and 3: real Chromium and sioscale's users (`--sio-http-pool browser`) on the same cluster.
 
 Fidelity is checked, not assumed: headless Chromium (the system /usr/bin/chromium driven by Playwright,
-one browser context per person, the real socket.io-client 4.8.4 bundle in a page on the target's
-origin) and sioscale's users go through the same delay proxy (tests/_delayproxy.py, TLS, no ALPN:
-HTTP/1.1) in front of HAProxy over 3 python-socketio nodes with a 1 s pingInterval. The proxy's own
+one browser context per person, the real socket.io-client 4.8.4 bundle in a page of the target's site but
+another origin, so that the target's connection pool starts empty as a sioscale user's does:
+tests/_chromium_people.py) and sioscale's users go through the same delay proxy (tests/_delayproxy.py, TLS,
+no ALPN: HTTP/1.1) in front of HAProxy over 3 python-socketio nodes with a 1 s pingInterval. The proxy's own
 record says which connection each request rode and which node answered; tests/_fidelity.py reads both
 sides the same way.
 
@@ -16,6 +17,8 @@ sides the same way.
   session ends at its first request that met another node, the CONNECT POST or the first poll) and
   L4 round-robin (a race: a person connects exactly when its first poll met the session's node, always
   when it rode A; every session that ends does so at a request that met another node), both sides.
+- The seed's chat user joins its room at connect: on both sides the next long poll parks on the handshake's
+  connection and the join's POST rides another, and when that one meets another node the session dies there.
 - HTTP/2 where offered: the proxy offers ALPN h2 to Caddy (h2c) in front of one node; in both regimes
   both sides carry the CONNECT POST and every poll on the handshake's one h2 connection (the WebSocket:
   one of its own, HTTP/1.1) and open nothing else.
@@ -143,6 +146,42 @@ def test_l4_round_robin_connect_iff_first_poll_on_a(chromium: ChromiumPeople, l4
             after = [s for s in x.steps[x.steps.index(x.step("poll")) + 1:] if s[0] != "websocket"]  # type: ignore[arg-type]
             assert any(s[2] == "x" for s in after), _show(people)
             assert x.end_step in ("poll", "post:pong", "post:emit", "post"), _show(people)
+
+
+EMIT_WINDOW_S = 0.8  # before the first ping (1 s): what ends a session here is the emit, nothing later
+EMIT_TRIES = 3
+
+
+def test_l4_join_at_connect_dies_at_its_emit_post(chromium: ChromiumPeople, l4: tuple[DelayProxy, str]) -> None:
+    """The seed's chat user joins its room as soon as it is connected. socket.io-client handles the CONNECT
+    reply a tick after the poll that brought it (its Manager defers decoded packets), so the next long-poll
+    GET goes out first and parks on the handshake's connection, and the join's POST needs a connection of its
+    own (docs/protocol.md section 6): when L4 round robin puts that connection on another node the session dies
+    at that POST, milliseconds after connecting, as the seed's L4 sessions do. Both sides alike."""
+    p, ca = l4
+    people: list[Person] = []
+    for _ in range(EMIT_TRIES):  # a race decides who connects: again until each side has connected someone
+        p.reset(connect_delay_s=0.0, hold_first_post_s=0.0)
+        people = chromium.run(p.url, PEOPLE, INTERVAL_S, EMIT_WINDOW_S, emit="join")
+        people = attach(people + sioscale_people(p.url, ca, PEOPLE, INTERVAL_S, EMIT_WINDOW_S, emit="join"), p.conns)
+        if all(any(x.connected for x in people if x.side == side) for side in ("chromium", "sioscale")):
+            break
+    else:
+        pytest.fail("in %d tries a side connected no one:\n%s" % (EMIT_TRIES, _show(people)))
+    for side in ("chromium", "sioscale"):
+        mine = [x for x in people if x.side == side and x.connected]
+        for x in mine:
+            emit = x.step("post:emit")
+            assert emit is not None, _show(people)
+            if emit[2] == "x":  # the join met another node: the session ended there, at once
+                assert not x.alive and x.end_step == "post:emit", _show(people)
+                assert x.end_after_s is not None and x.end_after_s < 0.5, _show(people)
+            else:
+                assert x.end_step != "post:emit", _show(people)
+        # the join did not wait for the parked poll: it rode a connection other than the handshake's (on
+        # Chromium a page slowed by the machine may send the poll after it: then it finds A idle)
+        assert any(x.step("post:emit")[1] != "A" for x in mine), _show(people)  # type: ignore[index]
+    assert all(x.step("post:emit")[1] != "A" for x in people if x.side == "sioscale" and x.connected), _show(people)  # type: ignore[index]
 
 
 @pytest.fixture(scope="module")

@@ -53,20 +53,21 @@ UNUSED_IDLE_TIMEOUT_S = 60.0
 10 s on desktop before ~2021) = `HttpStreamPool::Group::kUnusedIdleStreamSocketTimeout`."""
 USED_IDLE_TIMEOUT_S = 300.0
 """`g_used_idle_socket_timeout_s` (client_socket_pool.cc)."""
-DISPATCH_GAP_S = 0.003
+DISPATCH_GAP_S = 0.0015
 """The page's own time between two requests it issues together, before the second reaches the pool.
 
 Why: a page has one JS thread. socket.io-client sends the CONNECT POST, creates the WebSocket probe and
-only then starts the first poll GET, so the GET reaches Chromium's pool some renderer time after the POST:
-0-2 ms in the packet captures of issue 13; in-page `send()` times here 1.7 ms at least, median 6.5 ms
-(the machine's load at 11). On loopback a connect takes microseconds, so without this gap the GET
-always got the new connection (5 % of people connected behind L4 round-robin where Chromium connected
-36 %); with it, the GET finds the handshake's connection free again when the POST's answer came first,
-as Chromium's does (benchmarks/browser_fidelity.py). A calibration, not a law: the browser's gap grows
-with its machine's load (2 ms gave 22 % against Chromium's 39 %, 6.5 ms 51 % against 39 %, on this
-2-core machine at load 11-15); 3 ms sits between the captures and the in-page median. Not part of
-Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue order, before handing a
-request to `PoolPolicy.request`."""
+only then starts the first poll GET; at a ping it sends the pong POST and then the next poll GET. So the GET
+reaches Chromium's pool some renderer time after the POST, and on loopback, where a connect takes
+microseconds, that time decides whether the GET finds the handshake's connection free again (the POST's
+answer came first) or a new one (behind L4 round robin: another node). Without a gap sioscale connected 5 %
+of people where Chromium connected 36 %. A calibration, not a law (docs/protocol.md section 6): against real
+Chromium 156 behind HAProxy L4 round robin, pages from another origin, starts on time and jittered
+(benchmarks/browser_fidelity.py), 1.5 ms gave 35.6 % connected against Chromium's 37.8 % and 3 ms 63.7 %
+against 39.3 % (135 people a side each); the page's own send() times were 4.0 ms apart (median), so the
+gap at the pool is not the gap in the page. The browser's gap grows with its machine's load. Not part of
+Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue order, before handing a request
+to `PoolPolicy.request`."""
 
 
 @dataclass(frozen=True)
