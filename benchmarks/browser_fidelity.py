@@ -121,8 +121,7 @@ def side_summary(people: list[Person]) -> dict[str, Any]:
         "post_to_poll_ms": round(statistics.median(g), 2) if (g := [p.post_to_poll_ms for p in people
                                                                     if p.post_to_poll_ms is not None]) else None,
         # the emit at connect (--emit): which connection it rode, the long poll's (A) or another one
-        "emit_on": dict(Counter((e[1] == "A" and "A" or "other") + (e[2] == "=" and "=" or "x")
-                                for p in conn if (e := p.step("post:emit")))),
+        "emit_on": dict(Counter(("A" if e[1] == "A" else "other") + e[2] for p in conn if (e := p.step("post:emit")))),
     }
 
 

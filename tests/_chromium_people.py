@@ -88,7 +88,8 @@ START = r"""
   e.on('upgradeError', (err) => { st.upgrade_error = String(err && err.message); });
   s.on('connect', () => {
     st.connect = T();
-    // the seed's chat user joins its room at connect: in the handler, so its POST is sent before the next poll
+    // the seed's chat user joins its room at connect; socket.io-client runs this handler a microtask after the
+    // poll that brought the CONNECT reply, which has already sent the next poll (docs/protocol.md section 6)
     if (emit) s.emit(emit, 'fidelity', () => { st.ack = T(); });
   });
   s.on('connect_error', (err) => { st.connect_error = T(); st.error = String(err && err.message); });
@@ -177,8 +178,7 @@ def _batch(browser: Any, cmd: dict[str, Any], bundle: str) -> None:
             continue
         ctx, page = ready.pop(0) if ready else load()
         page.evaluate(START, [cmd["url"], emit])
-        live.append((time.time() + window, started, ctx, page))
-        live.sort(key=lambda x: x[0])
+        live.append((time.time() + window, started, ctx, page))  # started in order: read in order
         started += 1
         if started < n and not ready:
             ready.append(load())  # the next person's page, while this one connects

@@ -167,7 +167,7 @@ def test_l4_join_at_connect_dies_at_its_emit_post(chromium: ChromiumPeople, l4: 
         if all(any(x.connected for x in people if x.side == side) for side in ("chromium", "sioscale")):
             break
     else:
-        pytest.fail("in %d tries a side connected no one:\n%s" % (EMIT_TRIES, _show(people)))
+        pytest.fail(f"in {EMIT_TRIES} tries a side connected no one:\n{_show(people)}")
     for side in ("chromium", "sioscale"):
         mine = [x for x in people if x.side == side and x.connected]
         for x in mine:
