@@ -179,7 +179,8 @@ def _interleaved(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argpa
     start = time.time() + 2.0  # Chromium's first page loads meanwhile
     ch = schedule(a.people, a.interval, start, a.jitter, seed=2 * a.run_no)
     ss = schedule(a.people, a.interval, start + a.interval / 2, a.jitter, seed=2 * a.run_no + 1)
-    g_ch = gevent.spawn(cp.run, proxy.url, a.people, a.interval, a.window, emit=a.emit, page=a.page_origin, starts=ch)
+    g_ch = gevent.spawn(cp.run, proxy.url, a.people, a.interval, a.window, emit=a.emit, page=a.page_origin, starts=ch,
+                        ahead=True)
     g_ss = gevent.spawn(sioscale_people, proxy.url, ca, a.people, a.interval, a.window, pool=a.pool, emit=a.emit,
                         starts=ss)
     gevent.joinall([g_ch, g_ss], raise_error=True)

@@ -5,7 +5,7 @@ patching that Locust (and the delay proxy) need, so the browser side lives in it
 started by `ChromiumPeople` (tests/_fidelity.py) in its own process group and always stopped.
 
 Protocol: one JSON command a line on stdin, {"url", "people", "interval", "window", "start_at", "starts",
-"no_cache", "prepare", "emit", "page"};
+"no_cache", "prepare", "ahead", "emit", "page"};
 for each person one JSON line on stdout (in start order), then {"done": true}. "ready" is written
 once the browser is up. EOF on stdin ends the process.
 
@@ -16,8 +16,8 @@ socket goes through Chromium's real network stack), and the real socket.io-clien
 socket.io's client-dist. Instrumentation wraps XMLHttpRequest and WebSocket (installed before the
 bundle, which reads `WebSocket` when it loads) to log each request: method, URL, the start of the
 POST body, status and times; the socket's connect/upgrade/disconnect events are logged too.
-People start one at a time `interval` apart (or at the epoch times `starts`), each page loaded ahead so
-that its socket starts on schedule; each is read and closed `window` seconds after its start.
+People start one at a time `interval` apart (or at the epoch times `starts`; with "ahead" each page is loaded
+ahead so that its socket starts on schedule); each is read and closed `window` seconds after its start.
 With "prepare" all pages are loaded first and only their sockets start on schedule (bursts: see _batch).
 "emit": an event the page emits with an ack in its connect handler, as the seed's chat user joins its room.
 "page": the page's origin. By default another origin of the same site (the target's scheme, 127.0.0.1, port 9
@@ -145,17 +145,21 @@ def _start(browser: Any, url: str, bundle: str, no_cache: bool = False, go: bool
 
 def _batch(browser: Any, cmd: dict[str, Any], bundle: str) -> None:
     """Start `people` people at `starts` (epoch s; default `interval` apart from `start_at`); read and close each
-    `window` after its start. A person's page is loaded ahead (the next one while the current one runs; all of
-    them first with "prepare"), so its socket starts on schedule: a page load takes 0.1-0.6 s, and a start
-    late by that much lands at a random place among the other people's connections, where sioscale's users
-    start on time (under per-connection round robin, that decides which node a connection reaches)."""
+    `window` after its start. With "ahead" a person's page is loaded ahead (the next one while the current one
+    connects; all of them first with "prepare"), so its socket starts on schedule: a page load takes 0.1-0.6 s,
+    and a start late by that much lands at a random place among the other people's connections, where
+    sioscale's users start on time (under per-connection round robin, that decides which node a connection
+    reaches). Without it a page loads at its start time: the loading browser then does not slow the person
+    before it, which matters for the tests' short windows on a busy machine (an h2 session seen not connected
+    within 0.8 s while the next page loaded)."""
     n, interval, window = int(cmd["people"]), float(cmd["interval"]), float(cmd["window"])
     emit, page_origin = str(cmd.get("emit") or ""), str(cmd.get("page") or "")
 
     def load() -> tuple[Any, Any]:
         return _start(browser, cmd["url"], bundle, bool(cmd.get("no_cache")), go=False, page_origin=page_origin)
 
-    ready = [load() for _ in range(n)] if cmd.get("prepare") else [load()] if n else []
+    ahead = bool(cmd.get("ahead"))
+    ready = [load() for _ in range(n)] if cmd.get("prepare") else [load()] if n and ahead else []
     t0 = max(float(cmd.get("start_at") or time.time()), time.time())
     starts = [float(t) for t in cmd.get("starts") or []] or [t0 + i * interval for i in range(n)]
     live: list[tuple[float, int, Any, Any]] = []  # (read at, person, context, page)
@@ -180,7 +184,7 @@ def _batch(browser: Any, cmd: dict[str, Any], bundle: str) -> None:
         page.evaluate(START, [cmd["url"], emit])
         live.append((time.time() + window, started, ctx, page))  # started in order: read in order
         started += 1
-        if started < n and not ready:
+        if ahead and started < n and not ready:
             ready.append(load())  # the next person's page, while this one connects
     print(json.dumps({"done": True}), flush=True)
 

@@ -183,16 +183,18 @@ class ChromiumPeople:
 
     def run(self, url: str, people: int, interval: float, window: float, start_at: float | None = None,
             no_cache: bool = False, prepare: bool = False, emit: str = "", page: str = "",
-            starts: list[float] | None = None) -> list[Person]:
+            starts: list[float] | None = None, ahead: bool = False) -> list[Person]:
         """`people` people on `url`, `interval` apart from `start_at` (epoch s), each read after `window`.
         `prepare`: load every page first and start only the sockets on schedule (from `start_at` or when
         the pages are loaded, whichever is later): bursts whose spacing is shorter than a page load.
         `emit`: an event each page emits with an ack at connect; `page`: the pages' origin (tests/_chromium_people.py);
-        `starts`: each person's start (epoch s; then `people` = len(starts)), e.g. from `schedule`."""
+        `starts`: each person's start (epoch s; then `people` = len(starts)), e.g. from `schedule`; `ahead`: load
+        each page before its start, so the socket starts on time (tests/_chromium_people._batch)."""
         assert self.proc.stdin is not None
         people = len(starts) if starts else people
         cmd = {"url": url, "people": people, "interval": interval, "window": window, "start_at": start_at,
-               "no_cache": no_cache, "prepare": prepare, "emit": emit, "page": page, "starts": starts}
+               "no_cache": no_cache, "prepare": prepare, "emit": emit, "page": page, "starts": starts,
+               "ahead": ahead}
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         out = []
@@ -308,7 +310,7 @@ def schedule(people: int, interval: float, start_at: float, jitter: float = 0.0,
 
 def sioscale_people(url: str, ca_file: str | None, people: int, interval: float, window: float,
                     start_at: float | None = None, pool: str = "browser", emit: str = "",
-                    starts: list[float] | None = None) -> list[Person]:
+                    starts: list[float] | None = None, ahead: bool = False) -> list[Person]:
     """`people` sioscale users, `interval` apart from `start_at` (epoch s; or at `starts`), concurrently in this hub."""
     start_at = start_at or time.time()
     starts = starts or schedule(people, interval, start_at)
