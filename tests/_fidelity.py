@@ -310,7 +310,7 @@ def schedule(people: int, interval: float, start_at: float, jitter: float = 0.0,
 
 def sioscale_people(url: str, ca_file: str | None, people: int, interval: float, window: float,
                     start_at: float | None = None, pool: str = "browser", emit: str = "",
-                    starts: list[float] | None = None, ahead: bool = False) -> list[Person]:
+                    starts: list[float] | None = None) -> list[Person]:
     """`people` sioscale users, `interval` apart from `start_at` (epoch s; or at `starts`), concurrently in this hub."""
     start_at = start_at or time.time()
     starts = starts or schedule(people, interval, start_at)

@@ -9,10 +9,10 @@ record says which connection each request rode and which node answered; tests/_f
 sides the same way.
 
 - The race, decided on purpose (part 2): (a) new connections usable 50 ms late, the CONNECT POST answered
-  at once: the first poll GET rides the handshake's connection A; (b) connections at once, the POST's
+  first: the first poll GET rides the handshake's connection A; (b) connections at once, the POST's
   answer held 50 ms: it rides the new one. Both sides, every person whose GET asked for a connection
-  while the POST was out (150 ms here: see DELAY_S). A page can be slower than that: Chromium was seen to
-  start the first poll 430 ms after the POST at load 15, when it finds A idle and there is no race.
+  while the POST was out (150 ms here: see DELAY_S and HOLD_A_S). A page can be slower than that: Chromium
+  was seen to start the first poll 430 ms after the POST at load 15, when it finds A idle and there is no race.
 - Three balancers (part 3): cookie (all connect, upgrade and live), L7 round-robin (none connect: each
   session ends at its first request that met another node, the CONNECT POST or the first poll) and
   L4 round-robin (a race: a person connects exactly when its first poll met the session's node, always
@@ -44,6 +44,11 @@ DELAY_S = 0.15
 """The issue's regimes use 50 ms (benchmarks/browser_fidelity.py --regimes does); here 150 ms, because on a
 busy 2-core machine (load 7 measured) Chromium's own network process was seen to read an answer 60 ms after
 the proxy sent it, which a 50 ms margin does not survive. Every person must follow the regime."""
+HOLD_A_S = 0.04
+"""Regime (a) holds the CONNECT POST's answer this long (still far ahead of a new connection, DELAY_S): answered
+at once, a busy CI machine's Chromium sent all 3 people's first poll 6-19 ms after the POST, after its answer,
+so none raced and the test proved nothing about that side."""
+TRIALS = 2  # a trial where a side had no person whose GET raced is run again (a race decides: issue 13, part 3)
 PING_S = 1.0  # the first pong comes inside the window
 PEOPLE = 3
 INTERVAL_S = 0.3
@@ -103,17 +108,22 @@ def _connections_as_a_browser(people: list[Person]) -> None:
 @pytest.mark.parametrize("regime", ["a", "b"])
 def test_race_regimes(chromium: ChromiumPeople, l4: tuple[DelayProxy, str], regime: str) -> None:
     p, ca = l4
-    p.reset(connect_delay_s=DELAY_S if regime == "a" else 0.0, hold_first_post_s=DELAY_S if regime == "b" else 0.0)
-    people = _both(chromium, p, ca, window=0.5)
-    assert {x.side for x in people} == {"chromium", "sioscale"} and all(x.sid for x in people), _show(people)
-    _connections_as_a_browser(people)
-    for x in people:
-        poll = x.step("poll")
-        assert poll is not None and x.connected == (poll[2] == "="), _show(people)  # connected iff its node
-        if x.race != "idle":  # the GET asked while the POST was out: the regime decides which is free first
-            assert (poll[1] == "A") == (regime == "a"), _show(people)
-    for side in ("chromium", "sioscale"):  # a browser so slow that every GET came after the answer proves nothing
-        assert any(x.race != "idle" for x in people if x.side == side), _show(people)
+    for trial in range(TRIALS):
+        p.reset(connect_delay_s=DELAY_S if regime == "a" else 0.0,
+                hold_first_post_s=HOLD_A_S if regime == "a" else DELAY_S)
+        people = _both(chromium, p, ca, window=0.5)
+        assert {x.side for x in people} == {"chromium", "sioscale"} and all(x.sid for x in people), _show(people)
+        _connections_as_a_browser(people)
+        for x in people:
+            poll = x.step("poll")
+            assert poll is not None and x.connected == (poll[2] == "="), _show(people)  # connected iff its node
+            if x.race != "idle":  # the GET asked while the POST was out: the regime decides which is free first
+                assert (poll[1] == "A") == (regime == "a"), _show(people)
+        # a browser so slow that every GET came after the answer proves nothing: run the trial again
+        raced = {x.side for x in people if x.race != "idle"}
+        if raced == {"chromium", "sioscale"} or trial == TRIALS - 1:
+            break
+    assert raced == {"chromium", "sioscale"}, _show(people)
 
 
 def test_cookie_all_connect_upgrade_and_live(chromium: ChromiumPeople, tls: TLSFiles) -> None:
