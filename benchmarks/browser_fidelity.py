@@ -6,7 +6,8 @@
 
 Per run: a fresh cluster (HAProxy `--policy` over 3 python-socketio nodes, pingInterval `--ping-interval`)
 behind the delay proxy (tests/_delayproxy.py: plain TCP and no delay by default, so the race is the
-machine's own; `--tls` terminates TLS in it, HTTP/1.1). Both sides run at once and interleaved: a
+machine's own; `--tls` terminates TLS in it, HTTP/1.1), in a process of its own (`ProxyProcess`: in this
+process's hub its forwarding delayed the sioscale side's answers and not Chromium's). Both sides run at once and interleaved: a
 Chromium person every `--interval` seconds (tests/_chromium_people.py: one browser context each, the real
 socket.io-client bundle, its page loaded ahead so its socket starts on time) and a sioscale user half an
 interval later, each start moved at random by up to `--jitter` x interval (seeded per run and side: without
@@ -56,7 +57,7 @@ from contract.config import ClusterConfig
 from locustfiles.sio.transport import pool as pool_rules
 from targets.cluster import Cluster
 from targets.tls import make_tls
-from tests._delayproxy import DelayProxy
+from tests._delayproxy import ProxyProcess
 from tests._fidelity import ChromiumPeople, Person, attach, chromium_missing, schedule, sioscale_people
 
 SIDES = ("chromium", "sioscale")
@@ -158,12 +159,12 @@ def one_run(cp: ChromiumPeople, a: argparse.Namespace, tls: Any) -> list[Person]
     """A fresh cluster and proxy; both sides interleaved; everyone read through the proxy."""
     cfg = ClusterConfig(nodes=3, balancer="haproxy", policy=a.policy, ping_interval=a.ping_interval)
     with Cluster(cfg) as cl:
-        proxy = DelayProxy(("127.0.0.1", cl.balancer_port), str(tls.cert_file) if a.tls else None,
+        proxy = ProxyProcess(("127.0.0.1", cl.balancer_port), str(tls.cert_file) if a.tls else None,
                            str(tls.key_file) if a.tls else None)
         ca = str(tls.ca_file) if a.tls else None
         try:
             if a.regimes:  # over TLS: a plain proxy cannot make a connection late (the kernel accepts it)
-                rp = DelayProxy(("127.0.0.1", cl.balancer_port), str(tls.cert_file), str(tls.key_file))
+                rp = ProxyProcess(("127.0.0.1", cl.balancer_port), str(tls.cert_file), str(tls.key_file))
                 try:
                     regimes(cp, rp, str(tls.ca_file), a)
                 finally:
@@ -175,7 +176,7 @@ def one_run(cp: ChromiumPeople, a: argparse.Namespace, tls: Any) -> list[Person]
             proxy.close()
 
 
-def _interleaved(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.Namespace) -> list[Person]:
+def _interleaved(cp: ChromiumPeople, proxy: ProxyProcess, ca: str | None, a: argparse.Namespace) -> list[Person]:
     start = time.time() + 2.0  # Chromium's first page loads meanwhile
     ch = schedule(a.people, a.interval, start, a.jitter, seed=2 * a.run_no)
     ss = schedule(a.people, a.interval, start + a.interval / 2, a.jitter, seed=2 * a.run_no + 1)
@@ -187,7 +188,7 @@ def _interleaved(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argpa
     return attach(g_ch.value + g_ss.value, proxy.conns)
 
 
-def _bursts(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.Namespace) -> list[Person]:
+def _bursts(cp: ChromiumPeople, proxy: ProxyProcess, ca: str | None, a: argparse.Namespace) -> list[Person]:
     """`a.bursts` bursts of `a.burst` people a side, the sides taking turns, each burst alone until its window ends."""
     people: list[Person] = []
     for _ in range(a.bursts):
@@ -195,7 +196,7 @@ def _bursts(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.N
             start = time.time() + 0.3
             g_ch = gevent.spawn(cp.run, proxy.url, a.burst, a.burst_spacing, a.window, start, prepare=True,
                                 emit=a.emit, page=a.page_origin)
-            g_ss = gevent.spawn(_after_pages, g_ch, proxy, len(proxy.conns), ca, a)
+            g_ss = gevent.spawn(_after_pages, g_ch, proxy, proxy.conn_count(), ca, a)
             gevent.joinall([g_ch, g_ss], raise_error=True)
             people += g_ch.value + g_ss.value
             gevent.sleep(0.5)
@@ -213,11 +214,11 @@ def _bursts(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.N
     return attach(people, proxy.conns)
 
 
-def _after_pages(g_ch: gevent.Greenlet, proxy: DelayProxy, n0: int, ca: str | None,
+def _after_pages(g_ch: gevent.Greenlet, proxy: ProxyProcess, n0: int, ca: str | None,
                  a: argparse.Namespace) -> list[Person]:
     """sioscale's burst of a together-run, started with Chromium's sockets (once its pages are loaded the
     proxy sees Chromium's first connection: page loads never reach it), half a spacing after Chromium's."""
-    while not g_ch.ready() and len(proxy.conns) <= n0:
+    while not g_ch.ready() and proxy.conn_count() <= n0:
         gevent.sleep(0.005)
     return sioscale_people(proxy.url, ca, a.burst, a.burst_spacing, a.window, time.time() + a.burst_spacing / 2, a.pool,
                            a.emit)
@@ -254,7 +255,7 @@ def burst_spread(people: list[Person], conns: list[Any], burst: int) -> dict[str
     return out
 
 
-def regimes(cp: ChromiumPeople, proxy: DelayProxy, ca: str | None, a: argparse.Namespace) -> None:
+def regimes(cp: ChromiumPeople, proxy: ProxyProcess, ca: str | None, a: argparse.Namespace) -> None:
     """The issue's regimes at 50 ms, one person at a time: which connection each side's first poll rode."""
     for name, conn_d, hold in (("a: connections 50 ms late", 0.05, 0.0), ("b: CONNECT answer held 50 ms", 0.0, 0.05)):
         proxy.reset(connect_delay_s=conn_d, hold_first_post_s=hold)

@@ -113,6 +113,10 @@ class DelayProxy:
         if hold_first_post_s is not None:
             self.hold_first_post_s = hold_first_post_s
 
+    def conn_count(self) -> int:
+        """Connections accepted since the last reset (cheap, unlike `ProxyProcess.conns`)."""
+        return len(self.conns)
+
     def close(self) -> None:
         self._accepter.kill(block=True, timeout=2)
         self._lsock.close()
@@ -270,3 +274,112 @@ def _node(data: bytes) -> str:
         if name.strip().lower() == NODE_HEADER:
             return value.strip()
     return ""
+
+
+class ProxyProcess:
+    """A `DelayProxy` in a process of its own, with the same face (`url`, `port`, `reset`, `conns`, `close`).
+
+    Why: in the caller's gevent hub the proxy's forwarding queues behind the sioscale users' own greenlets, so
+    a POST's answer reaches a sioscale user late while the user's next request leaves on its own timer; in
+    benchmarks/browser_fidelity.py that alone moved sioscale's L4 connect rate from 53 % (users straight to
+    HAProxy) to 13 % beside Chromium's 37-45 % (60 people a side, one run each, 2026-12-01), where Chromium,
+    another process, met the proxy's hub only on the wire. In a process of its own the proxy delays both
+    sides alike. Its times are `time.monotonic()`, the system-wide CLOCK_MONOTONIC, so comparable with the
+    caller's. The child ends when its stdin closes (`close`, or the caller's death)."""
+
+    def __init__(self, upstream: tuple[str, int], cert_file: str | None, key_file: str | None,
+                 connect_delay_s: float = 0.0, hold_first_post_s: float = 0.0,
+                 h2_upstream: tuple[str, int] | None = None) -> None:
+        import json
+        import sys
+        from pathlib import Path
+
+        from gevent import subprocess as gsub
+
+        self._json = json
+        args = {"upstream": list(upstream), "cert_file": cert_file, "key_file": key_file,
+                "connect_delay_s": connect_delay_s, "hold_first_post_s": hold_first_post_s,
+                "h2_upstream": list(h2_upstream) if h2_upstream else None}
+        self._proc = gsub.Popen([sys.executable, "-m", "tests._delayproxy", json.dumps(args)],
+                                cwd=str(Path(__file__).resolve().parent.parent), stdin=gsub.PIPE,
+                                stdout=gsub.PIPE, text=True, start_new_session=True)
+        try:
+            hello = self._read()
+        except BaseException:
+            self.close()
+            raise
+        self.port = int(hello["port"])
+        self.url = str(hello["url"])
+
+    def _read(self) -> dict:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the delay proxy process ended (exit code {self._proc.poll()})")
+        return self._json.loads(line)
+
+    def _ask(self, cmd: dict) -> dict:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(self._json.dumps(cmd) + "\n")
+        self._proc.stdin.flush()
+        return self._read()
+
+    def reset(self, connect_delay_s: float | None = None, hold_first_post_s: float | None = None) -> None:
+        self._ask({"cmd": "reset", "connect_delay_s": connect_delay_s, "hold_first_post_s": hold_first_post_s})
+
+    def conn_count(self) -> int:
+        return int(self._ask({"cmd": "count"})["count"])
+
+    @property
+    def conns(self) -> list[Conn]:
+        out = self._ask({"cmd": "conns"})["conns"]
+        return [Conn(**{**c, "requests": [Req(**{**r, "body": r["body"].encode("latin-1")}) for r in c["requests"]]})
+                for c in out]
+
+    def close(self) -> None:
+        try:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+            self._proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - a stuck child is killed below, whatever went wrong
+            pass
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _serve_forever(args: dict) -> None:
+    """The child of `ProxyProcess`: a hello line, then one answer line per command line on stdin."""
+    import json
+    import sys
+    from dataclasses import asdict
+
+    from gevent.fileobject import FileObjectPosix
+
+    proxy = DelayProxy(tuple(args["upstream"]), args["cert_file"], args["key_file"], args["connect_delay_s"],
+                       args["hold_first_post_s"], tuple(args["h2_upstream"]) if args["h2_upstream"] else None)
+    try:
+        print(json.dumps({"port": proxy.port, "url": proxy.url}), flush=True)
+        stdin = FileObjectPosix(sys.stdin.fileno(), "r")  # cooperative: the proxy forwards while this waits
+        for line in stdin:
+            cmd = json.loads(line)
+            if cmd["cmd"] == "reset":
+                proxy.reset(cmd.get("connect_delay_s"), cmd.get("hold_first_post_s"))
+                print(json.dumps({"ok": True}), flush=True)
+            elif cmd["cmd"] == "count":
+                print(json.dumps({"count": proxy.conn_count()}), flush=True)
+            elif cmd["cmd"] == "conns":
+                conns = [asdict(c) for c in proxy.conns]
+                for c in conns:
+                    for r in c["requests"]:
+                        r["body"] = r["body"].decode("latin-1")
+                print(json.dumps({"conns": conns}), flush=True)
+    finally:
+        proxy.close()
+
+
+if __name__ == "__main__":
+    import json as _json
+    import sys as _sys
+
+    _serve_forever(_json.loads(_sys.argv[1]))

@@ -184,14 +184,17 @@ http://127.0.0.1:%(port)d {
 
 
 @contextlib.contextmanager
-def haproxy_behind_delay_proxy(policy: str, tls: Any, ping_interval: float | None = None) -> Iterator[tuple[Any, str]]:
-    """A DelayProxy (TLS with `tls`'s files) in front of HAProxy `policy` over 3 python nodes: (proxy, CA file)."""
+def haproxy_behind_delay_proxy(policy: str, tls: Any, ping_interval: float | None = None,
+                               process: bool = False) -> Iterator[tuple[Any, str]]:
+    """A DelayProxy (TLS with `tls`'s files) in front of HAProxy `policy` over 3 python nodes: (proxy, CA file).
+    `process`: the proxy in a process of its own (`ProxyProcess`, as benchmarks/browser_fidelity.py runs it)."""
     from contract.config import ClusterConfig
     from targets.cluster import Cluster
-    from tests._delayproxy import DelayProxy
+    from tests._delayproxy import DelayProxy, ProxyProcess
 
     with Cluster(ClusterConfig(nodes=3, balancer="haproxy", policy=policy, ping_interval=ping_interval)) as c:
-        p = DelayProxy(("127.0.0.1", c.balancer_port), str(tls.cert_file), str(tls.key_file))
+        p = (ProxyProcess if process else DelayProxy)(("127.0.0.1", c.balancer_port), str(tls.cert_file),
+                                                      str(tls.key_file))
         try:
             yield p, str(tls.ca_file)
         finally:

@@ -45,10 +45,12 @@ class Person(SocketIOUser):
     abstract = False
 
 
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DelayProxy, str]]:
+@pytest.fixture(scope="module", params=["hub", "process"])
+def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DelayProxy, str]]:
+    """The delay proxy in this process's hub, and in a process of its own (benchmarks/browser_fidelity.py's):
+    both must decide the race the same way."""
     tls = make_tls(Path(tmp_path_factory.mktemp("tls")))
-    with haproxy_behind_delay_proxy("l4-round-robin", tls) as pc:
+    with haproxy_behind_delay_proxy("l4-round-robin", tls, process=request.param == "process") as pc:
         yield pc
 
 

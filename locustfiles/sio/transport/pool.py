@@ -53,7 +53,7 @@ UNUSED_IDLE_TIMEOUT_S = 60.0
 10 s on desktop before ~2021) = `HttpStreamPool::Group::kUnusedIdleStreamSocketTimeout`."""
 USED_IDLE_TIMEOUT_S = 300.0
 """`g_used_idle_socket_timeout_s` (client_socket_pool.cc)."""
-DISPATCH_GAP_S = 0.0015
+DISPATCH_GAP_S = 0.00125
 """The page's own time between two requests it issues together, before the second reaches the pool.
 
 Why: a page has one JS thread. socket.io-client sends the CONNECT POST, creates the WebSocket probe and
@@ -62,12 +62,13 @@ reaches Chromium's pool some renderer time after the POST, and on loopback, wher
 microseconds, that time decides whether the GET finds the handshake's connection free again (the POST's
 answer came first) or a new one (behind L4 round robin: another node). Without a gap sioscale connected 5 %
 of people where Chromium connected 36 %. A calibration, not a law (docs/protocol.md section 6): against real
-Chromium 156 behind HAProxy L4 round robin, pages from another origin, starts on time and jittered
-(benchmarks/browser_fidelity.py), 1.5 ms gave 35.6 % connected against Chromium's 37.8 % and 3 ms 63.7 %
-against 39.3 % (135 people a side each); the page's own send() times were 4.0 ms apart (median), so the
-gap at the pool is not the gap in the page. The browser's gap grows with its machine's load. Not part of
-Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue order, before handing a request
-to `PoolPolicy.request`."""
+Chromium 156 behind HAProxy L4 round robin, pages from another origin, starts on time and jittered, the
+delay proxy in a process of its own (benchmarks/browser_fidelity.py), 3 runs of 135 a side at 1.25 ms:
+Chromium 35.3 % connected, sioscale 38.8 % (p = 0.31). The page's own send() times were 5.5 ms apart
+(median), so the gap at the pool is not the gap in the page. Chromium's rate held at 31-47 % over two days
+of runs where a fixed gap's rate moved with the nodes' answer latency: the gap models the mean, not the
+browser's spread. Not part of Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue
+order, before handing a request to `PoolPolicy.request`."""
 
 
 @dataclass(frozen=True)
