@@ -25,6 +25,7 @@ ready and closed: enough to read which connection was free first (tests/_fidelit
 The record is the proxy's own: the bytes each client connection carried, parsed into request
 lines (`conns[i].requests`), with the node named by the answer's `x-served-by` header. It runs in
 the test process's gevent hub, like the client; every greenlet and socket ends with `close()`.
+`ProxyProcess` runs the same proxy in a process of its own (benchmarks/browser_fidelity.py: says why).
 """
 
 from __future__ import annotations
