@@ -30,8 +30,11 @@ the test process's gevent hub, like the client; every greenlet and socket ends w
 
 from __future__ import annotations
 
+import json
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import gevent
@@ -42,6 +45,8 @@ import h2.exceptions
 import h2.settings
 from gevent import socket as gsocket
 from gevent import ssl
+from gevent import subprocess as gsub
+from gevent.fileobject import FileObjectPosix
 
 from contract.wire import NODE_HEADER
 
@@ -277,6 +282,9 @@ def _node(data: bytes) -> str:
     return ""
 
 
+ANSWER_TIMEOUT_S = 30.0  # a `ProxyProcess` command's answer (a record of thousands of connections takes well under 1 s)
+
+
 class ProxyProcess:
     """A `DelayProxy` in a process of its own, with the same face (`url`, `port`, `reset`, `conns`, `close`).
 
@@ -291,13 +299,6 @@ class ProxyProcess:
     def __init__(self, upstream: tuple[str, int], cert_file: str | None, key_file: str | None,
                  connect_delay_s: float = 0.0, hold_first_post_s: float = 0.0,
                  h2_upstream: tuple[str, int] | None = None) -> None:
-        import json
-        import sys
-        from pathlib import Path
-
-        from gevent import subprocess as gsub
-
-        self._json = json
         args = {"upstream": list(upstream), "cert_file": cert_file, "key_file": key_file,
                 "connect_delay_s": connect_delay_s, "hold_first_post_s": hold_first_post_s,
                 "h2_upstream": list(h2_upstream) if h2_upstream else None}
@@ -314,14 +315,15 @@ class ProxyProcess:
 
     def _read(self) -> dict:
         assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
+        with gevent.Timeout(ANSWER_TIMEOUT_S, RuntimeError(f"the delay proxy process gave no answer in {ANSWER_TIMEOUT_S} s")):
+            line = self._proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the delay proxy process ended (exit code {self._proc.poll()})")
-        return self._json.loads(line)
+        return json.loads(line)
 
     def _ask(self, cmd: dict) -> dict:
         assert self._proc.stdin is not None
-        self._proc.stdin.write(self._json.dumps(cmd) + "\n")
+        self._proc.stdin.write(json.dumps(cmd) + "\n")
         self._proc.stdin.flush()
         return self._read()
 
@@ -351,12 +353,6 @@ class ProxyProcess:
 
 def _serve_forever(args: dict) -> None:
     """The child of `ProxyProcess`: a hello line, then one answer line per command line on stdin."""
-    import json
-    import sys
-    from dataclasses import asdict
-
-    from gevent.fileobject import FileObjectPosix
-
     proxy = DelayProxy(tuple(args["upstream"]), args["cert_file"], args["key_file"], args["connect_delay_s"],
                        args["hold_first_post_s"], tuple(args["h2_upstream"]) if args["h2_upstream"] else None)
     try:
@@ -380,7 +376,4 @@ def _serve_forever(args: dict) -> None:
 
 
 if __name__ == "__main__":
-    import json as _json
-    import sys as _sys
-
-    _serve_forever(_json.loads(_sys.argv[1]))
+    _serve_forever(json.loads(sys.argv[1]))
