@@ -208,10 +208,11 @@ def _bursts(cp: ChromiumPeople, proxy: ProxyProcess, ca: str | None, a: argparse
         start = time.time() + 0.3
         people += sioscale_people(proxy.url, ca, a.burst, a.burst_spacing, a.window, start, a.pool, a.emit)
         gevent.sleep(0.5)
-    print(f"  median spread of a burst's first requests: {burst_spread(people, proxy.conns, a.burst)} s; "
+    conns = proxy.conns  # one copy of the record (from the proxy's process)
+    print(f"  median spread of a burst's first requests: {burst_spread(people, conns, a.burst)} s; "
           f"median ms from the CONNECT POST to its answer at the proxy (the nodes' latency each side met): "
-          f"{post_answer_ms(people, proxy.conns)}")
-    return attach(people, proxy.conns)
+          f"{post_answer_ms(people, conns)}")
+    return attach(people, conns)
 
 
 def _after_pages(g_ch: gevent.Greenlet, proxy: ProxyProcess, n0: int, ca: str | None,

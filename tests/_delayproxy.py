@@ -315,8 +315,12 @@ class ProxyProcess:
 
     def _read(self) -> dict:
         assert self._proc.stdout is not None
-        with gevent.Timeout(ANSWER_TIMEOUT_S, RuntimeError(f"the delay proxy process gave no answer in {ANSWER_TIMEOUT_S} s")):
-            line = self._proc.stdout.readline()
+        try:
+            with gevent.Timeout(ANSWER_TIMEOUT_S):
+                line = self._proc.stdout.readline()
+        except gevent.Timeout:
+            self.close()  # a late answer would be read as the next command's: this proxy is done
+            raise RuntimeError(f"the delay proxy process gave no answer in {ANSWER_TIMEOUT_S} s") from None
         if not line:
             raise RuntimeError(f"the delay proxy process ended (exit code {self._proc.poll()})")
         return json.loads(line)
@@ -325,7 +329,10 @@ class ProxyProcess:
         assert self._proc.stdin is not None
         self._proc.stdin.write(json.dumps(cmd) + "\n")
         self._proc.stdin.flush()
-        return self._read()
+        answer = self._read()
+        if "error" in answer:
+            raise RuntimeError(f"the delay proxy process: {answer['error']}")
+        return answer
 
     def reset(self, connect_delay_s: float | None = None, hold_first_post_s: float | None = None) -> None:
         self._ask({"cmd": "reset", "connect_delay_s": connect_delay_s, "hold_first_post_s": hold_first_post_s})
@@ -349,6 +356,8 @@ class ProxyProcess:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
 def _serve_forever(args: dict) -> None:
@@ -371,6 +380,8 @@ def _serve_forever(args: dict) -> None:
                     for r in c["requests"]:
                         r["body"] = r["body"].decode("latin-1")
                 print(json.dumps({"conns": conns}), flush=True)
+            else:
+                print(json.dumps({"error": f"unknown command {cmd['cmd']!r}"}), flush=True)
     finally:
         proxy.close()
 

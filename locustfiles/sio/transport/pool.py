@@ -64,7 +64,8 @@ answer came first) or a new one (behind L4 round robin: another node). Without a
 of people where Chromium connected 36 %. A calibration, not a law (docs/protocol.md section 6): against real
 Chromium 156 behind HAProxy L4 round robin, pages from another origin, starts on time and jittered, the
 delay proxy in a process of its own (benchmarks/browser_fidelity.py), 3 runs of 135 a side at 1.25 ms:
-Chromium 35.3 % connected, sioscale 38.8 % (p = 0.31). The page's own send() times were 5.5 ms apart
+Chromium 35.3 % connected, sioscale 38.8 % (p = 0.31); the next 3 runs 41.0 % against 28.4 % (p < 0.001,
+sioscale's runs 36, 30, 19 %). The page's own send() times were 5.5 ms apart
 (median), so the gap at the pool is not the gap in the page. Chromium's rate held at 31-47 % over two days
 of runs where a fixed gap's rate moved with the nodes' answer latency: the gap models the mean, not the
 browser's spread. Not part of Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue
