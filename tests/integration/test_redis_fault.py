@@ -57,9 +57,11 @@ def test_stop_redis_mid_run_cuts_cross_node_broadcasts_and_nothing_else(tmp_path
     (stop,) = meta["faults"]
     assert stop["action"] == "stop_redis" and stop["error"] is None
     assert not meta.get("deaths"), meta["deaths"]  # every node lived through it
-    # delivery per send second: every member before, about the sender's node's share after
+    # delivery per send second: every member before, about the sender's node's share after. A row's `second`
+    # is the whole epoch second its sends began in: "before" takes only seconds that ended before the fault
+    # (with `second < ts - 0.5` a second that ran past the fault was let in: 48 of 72 delivered, seen in CI)
     d = pd.read_parquet(tmp_path / "run" / "delivery.parquet")
-    before = d[(d["second"] >= stop["ts"] - 2.5) & (d["second"] < stop["ts"] - 0.5)]
+    before = d[(d["second"] >= stop["ts"] - 2.5) & (d["second"] + 1 <= stop["ts"] - 0.2)]
     after = d[d["second"] >= stop["ts"] + 1]
     assert len(before) and len(after) and before["expected"].sum() > 10 and after["expected"].sum() > 10
     assert _ratio(before) > 0.95, before
