@@ -11,7 +11,8 @@ sides the same way.
 - The race, decided on purpose (part 2): (a) new connections usable 50 ms late, the CONNECT POST answered
   first: the first poll GET rides the handshake's connection A; (b) connections at once, the POST's
   answer held 50 ms: it rides the new one. Both sides, every person whose GET asked for a connection
-  while the POST was out (150 ms here: see DELAY_S and HOLD_A_S). A page can be slower than that: Chromium
+  while the POST was out rides the one the proxy made free first, and on each side the regime decided that
+  for someone (150 ms here: see DELAY_S and HOLD_A_S). A page can be slower than that: Chromium
   was seen to start the first poll 430 ms after the POST at load 15, when it finds A idle and there is no race.
 - Three balancers (part 3): cookie (all connect, upgrade and live), L7 round-robin (none connect: each
   session ends at its first request that met another node, the CONNECT POST or the first poll) and
@@ -117,11 +118,12 @@ def test_race_regimes(chromium: ChromiumPeople, l4: tuple[DelayProxy, str], regi
         for x in people:
             poll = x.step("poll")
             assert poll is not None and x.connected == (poll[2] == "="), _show(people)  # connected iff its node
-            if x.race != "idle":  # the GET asked while the POST was out: the regime decides which is free first
-                assert (poll[1] == "A") == (regime == "a"), _show(people)
-                assert x.race == ("A" if regime == "a" else "new"), _show(people)  # and the proxy saw it so
-        # a browser so slow that every GET came after the answer proves nothing: run the trial again
-        raced = {x.side for x in people if x.race in ("A", "new")}
+            if x.race in ("A", "new"):  # the GET asked while the POST was out: it rides whichever was free first
+                assert (poll[1] == "A") == (x.race == "A"), _show(people)
+        # the regime decides the race unless the machine overrides it (a node that took 178 ms to answer the
+        # CONNECT POST in CI let regime (a)'s late connection win); a trial where a side had no person whose
+        # race went the regime's way (or a browser so slow that every GET came after the answer) is run again
+        raced = {x.side for x in people if x.race == ("A" if regime == "a" else "new")}
         if raced == {"chromium", "sioscale"}:
             break
     assert raced == {"chromium", "sioscale"}, _show(people)
