@@ -66,9 +66,9 @@ Chromium 156 behind HAProxy L4 round robin, pages from another origin, starts on
 delay proxy in a process of its own (benchmarks/browser_fidelity.py), 3 runs of 135 a side at 1.25 ms:
 Chromium 35.3 % connected, sioscale 38.8 % (p = 0.31); the next 3 runs 41.0 % against 28.4 % (p < 0.001,
 sioscale's runs 36, 30, 19 %). The page's own send() times were 5.5 ms apart
-(median), so the gap at the pool is not the gap in the page. Chromium's rate held at 31-47 % over two days
-of runs where a fixed gap's rate moved with the nodes' answer latency: the gap models the mean, not the
-browser's spread. Not part of Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue
+(median), so the gap at the pool is not the gap in the page. With the CONNECT answer held +0/+3/+6 ms
+Chromium connected 27/15/2 % and sioscale 32/5/0 %: a fixed gap answers the nodes' latency more steeply than
+the browser's spread-out one, so the calibration holds on average, not run by run (docs/protocol.md section 6). Not part of Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue
 order, before handing a request to `PoolPolicy.request`."""
 
 
