@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.browser_fidelity [--people 135] [--runs 3] [--policy l4-round-robin]
         [--interval 1.0] [--ping-interval 2] [--window 5] [--tls] [--regimes 6] [--pool browser]
         [--dispatch-gap-ms MS] [--burst 10 --bursts 8 --burst-spacing 0.067] [--emit join] [--page-origin target]
+        [--hold-connect-ms 3]
 
 Per run: a fresh cluster (HAProxy `--policy` over 3 python-socketio nodes, pingInterval `--ping-interval`)
 behind the delay proxy (tests/_delayproxy.py: plain TCP and no delay by default, so the race is the
@@ -160,7 +161,7 @@ def one_run(cp: ChromiumPeople, a: argparse.Namespace, tls: Any) -> list[Person]
     cfg = ClusterConfig(nodes=3, balancer="haproxy", policy=a.policy, ping_interval=a.ping_interval)
     with Cluster(cfg) as cl:
         proxy = ProxyProcess(("127.0.0.1", cl.balancer_port), str(tls.cert_file) if a.tls else None,
-                           str(tls.key_file) if a.tls else None)
+                             str(tls.key_file) if a.tls else None, hold_first_post_s=a.hold_connect_ms / 1000)
         ca = str(tls.ca_file) if a.tls else None
         try:
             if a.regimes:  # over TLS: a plain proxy cannot make a connection late (the kernel accepts it)
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--burst-spacing", type=float, default=1 / 15, help="seconds between a burst's people")
     ap.add_argument("--jitter", type=float, default=0.25,
                     help="each person's start moves by up to this x --interval either way, seeded (tests/_fidelity.schedule)")
+    ap.add_argument("--hold-connect-ms", type=float, default=0.0,
+                    help="hold each session's CONNECT POST answer this long at the proxy: how each side's connect "
+                         "rate answers the server's latency (docs/protocol.md section 6)")
     ap.add_argument("--emit", default="", help="an event each person emits (with an ack) once connected, e.g. join")
     ap.add_argument("--page-origin", default="", help="Chromium's pages' origin: 'target' for the target's own "
                     "(default: another origin of the same site, the target's pool empty at start)")
@@ -304,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     tls = make_tls(Path(tempfile.mkdtemp(prefix="fidelity-tls-")))
     cp = ChromiumPeople()
     print(f"Chromium {cp.version}; {a.policy}, 3 python-socketio nodes, pingInterval {a.ping_interval:g} s, "
-          f"{'TLS' if a.tls else 'plain'} proxy; {a.people} people a side a run, one every {a.interval:g} s a side, "
+          f"{'TLS' if a.tls else 'plain'} proxy (CONNECT answers held {a.hold_connect_ms:g} ms); {a.people} people a side a run, one every {a.interval:g} s a side, "
           f"window {a.window:g} s, starts jittered by up to {a.jitter:g} x interval, sioscale --sio-http-pool {a.pool} (dispatch gap "
           f"{pool_rules.DISPATCH_GAP_S * 1000:g} ms); emit at connect: {a.emit or 'none'}; Chromium's page on "
           f"{'the target' if a.page_origin == 'target' else a.page_origin or 'another origin of the same site'}")

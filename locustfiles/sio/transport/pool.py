@@ -67,8 +67,9 @@ delay proxy in a process of its own (benchmarks/browser_fidelity.py), 3 runs of 
 Chromium 35.3 % connected, sioscale 38.8 % (p = 0.31); the next 3 runs 41.0 % against 28.4 % (p < 0.001,
 sioscale's runs 36, 30, 19 %). The page's own send() times were 5.5 ms apart
 (median), so the gap at the pool is not the gap in the page. With the CONNECT answer held +0/+3/+6 ms
-Chromium connected 27/15/2 % and sioscale 32/5/0 %: a fixed gap answers the nodes' latency more steeply than
-the browser's spread-out one, so the calibration holds on average, not run by run (docs/protocol.md section 6). Not part of Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue
+Chromium connected 27/15/2 % and sioscale 32/5/0 % (one run each): both rates answer the nodes' latency
+steeply, the fixed gap likely more than the browser's spread-out one, so the calibration holds on average,
+not run by run (docs/protocol.md section 6). Not part of Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue
 order, before handing a request to `PoolPolicy.request`."""
 
 
