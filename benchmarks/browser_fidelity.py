@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.browser_fidelity [--people 135] [--runs 3] [--policy l4-round-robin]
         [--interval 1.0] [--ping-interval 2] [--window 5] [--tls] [--regimes 6] [--pool browser]
         [--dispatch-gap-ms MS] [--burst 10 --bursts 8 --burst-spacing 0.067] [--emit join] [--page-origin target]
-        [--hold-connect-ms 3]
+        [--hold-connect-ms 3] [--dump people.jsonl]
 
 Per run: a fresh cluster (HAProxy `--policy` over 3 python-socketio nodes, pingInterval `--ping-interval`)
 behind the delay proxy (tests/_delayproxy.py: plain TCP and no delay by default, so the race is the
@@ -36,7 +36,11 @@ Printed per run and pooled: both sides' connect, upgrade and alive rates; a two-
 95 % CI (Newcombe's hybrid score interval) for the connect-rate difference; the n per side needed to detect
 a 10-point difference at alpha 0.05, power 0.8, at the observed rate; how sessions ended (step, median
 seconds from connect) and how never-connected sessions failed; and, from the proxy's record, how often the
-first poll rode the connection the proxy made free first. The last line is one JSON object of the figures.
+first poll rode the connection the proxy made free first; and, per side, the first poll's race as the proxy
+timed it (tests/_fidelity.first_poll_timing: the CONNECT POST's answer time, when the poll asked for a
+connection, p10/p50/p90), the figures sioscale's browser lags were fitted to (transport/lags.py; `--dump` writes
+every person as a JSON line for that). `--dispatch-gap-ms MS` replaces sioscale's drawn lags by one fixed gap
+and no release lag, the earlier model. The last line is one JSON object of the figures.
 """
 
 from __future__ import annotations
@@ -49,13 +53,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import gevent
 
 from contract.config import ClusterConfig
-from locustfiles.sio.transport import pool as pool_rules
+from locustfiles.sio.transport import lags as lag_rules
 from targets.cluster import Cluster
 from targets.tls import make_tls
 from tests._delayproxy import ProxyProcess
@@ -124,7 +129,20 @@ def side_summary(people: list[Person]) -> dict[str, Any]:
                                                                     if p.post_to_poll_ms is not None]) else None,
         # the emit at connect (--emit): which connection it rode, the long poll's (A) or another one
         "emit_on": dict(Counter(("A" if e[1] == "A" else "other") + e[2] for p in conn if (e := p.step("post:emit")))),
+        # at the proxy, ms from the CONNECT POST's arrival (tests/_fidelity.first_poll_timing): p10/p50/p90
+        "timing_ms": {k: _quantiles([float(v) for p in people if isinstance(v := p.timing.get(k), (int, float))])
+                      for k in ("answer", "offer", "after_answer")}
+        | {"offer_minus_answer": _quantiles([float(p.timing["offer"]) - float(p.timing["answer"])  # type: ignore[arg-type]
+                                             for p in people if p.timing])},
     }
+
+
+def _quantiles(v: list[float]) -> list[float] | None:
+    """p10, p50, p90 (None for no values)."""
+    if not v:
+        return None
+    v = sorted(v)
+    return [round(v[min(len(v) - 1, int(q * len(v)))], 2) for q in (0.1, 0.5, 0.9)]
 
 
 def _line(side: str, s: dict[str, Any]) -> str:
@@ -137,7 +155,9 @@ def _line(side: str, s: dict[str, Any]) -> str:
             f"{s['race_decided']}, first poll took the winner {s['race_followed']}; first poll's race {s['races']}"
             + (f"; in the page, CONNECT POST to first poll GET median {s['post_to_poll_ms']} ms"
                if s["post_to_poll_ms"] is not None else "")
-            + (f"; the emit at connect rode (connection, node) {s['emit_on']}" if s["emit_on"] else ""))
+            + (f"; the emit at connect rode (connection, node) {s['emit_on']}" if s["emit_on"] else "")
+            + "; at the proxy, ms after the CONNECT POST (p10/p50/p90): " + ", ".join(
+                f"{k} {v}" for k, v in s["timing_ms"].items() if v))
 
 
 def report(title: str, people: list[Person]) -> dict[str, Any]:
@@ -271,6 +291,13 @@ def regimes(cp: ChromiumPeople, proxy: ProxyProcess, ca: str | None, a: argparse
                   f"connected {sum(p.connected for p in mine)}")
 
 
+def _lags_said(lags: lag_rules.BrowserLags) -> str:
+    def one(lag: lag_rules.Lag) -> str:
+        q = [lag.quantile(p) for p in (0.1, 0.5, 0.9)]
+        return f"{q[1]:g} ms" if q[0] == q[2] else "p10/p50/p90 " + "/".join(f"{v:.2g}" for v in q) + " ms"
+    return f"dispatch gap {one(lags.dispatch_gap)}, release {one(lags.release)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--people", type=int, default=135, help="people per side per run (3 runs: 405 a side)")
@@ -283,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--regimes", type=int, default=0, help="people per side through the 50 ms regimes first")
     ap.add_argument("--pool", default="browser", choices=("browser", "node"))
     ap.add_argument("--dispatch-gap-ms", type=float, default=None,
-                    help="sioscale's page dispatch gap for this run (default: pool.DISPATCH_GAP_S)")
+                    help="a fixed dispatch gap and no release lag for sioscale this run (default: lags.CHROMIUM's "
+                         "drawn ones; transport/lags.py)")
     ap.add_argument("--burst", type=int, default=0, help="people a burst (0: one at a time, --interval apart)")
     ap.add_argument("--bursts", type=int, default=8, help="bursts a side a run (with --burst)")
     ap.add_argument("--burst-together", action="store_true",
@@ -297,11 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--emit", default="", help="an event each person emits (with an ack) once connected, e.g. join")
     ap.add_argument("--page-origin", default="", help="Chromium's pages' origin: 'target' for the target's own "
                     "(default: another origin of the same site, the target's pool empty at start)")
+    ap.add_argument("--dump", default="", help="write every person (outcome, proxy-seen steps, first_poll_timing) "
+                    "as JSON lines to this file")
     a = ap.parse_args(argv)
     if a.burst < 0 or a.bursts < 1 or a.burst_spacing < 0 or not 0 <= a.jitter < 0.5:
         ap.error("--burst must be >= 0, --bursts >= 1, --burst-spacing >= 0, 0 <= --jitter < 0.5")
     if a.dispatch_gap_ms is not None:
-        pool_rules.DISPATCH_GAP_S = a.dispatch_gap_ms / 1000
+        lag_rules.DEFAULT = lag_rules.BrowserLags.fixed(a.dispatch_gap_ms)
     if (why := chromium_missing()):
         print(f"browser_fidelity: cannot run: {why}", file=sys.stderr)
         return 2
@@ -309,21 +339,23 @@ def main(argv: list[str] | None = None) -> int:
     cp = ChromiumPeople()
     print(f"Chromium {cp.version}; {a.policy}, 3 python-socketio nodes, pingInterval {a.ping_interval:g} s, "
           f"{'TLS' if a.tls else 'plain'} proxy (CONNECT answers held {a.hold_connect_ms:g} ms); {a.people} people a side a run, one every {a.interval:g} s a side, "
-          f"window {a.window:g} s, starts jittered by up to {a.jitter:g} x interval, sioscale --sio-http-pool {a.pool} (dispatch gap "
-          f"{pool_rules.DISPATCH_GAP_S * 1000:g} ms); emit at connect: {a.emit or 'none'}; Chromium's page on "
+          f"window {a.window:g} s, starts jittered by up to {a.jitter:g} x interval, sioscale --sio-http-pool {a.pool} (lags: "
+          f"{_lags_said(lag_rules.DEFAULT)}); emit at connect: {a.emit or 'none'}; Chromium's page on "
           f"{'the target' if a.page_origin == 'target' else a.page_origin or 'another origin of the same site'}")
-    everyone: list[Person] = []
+    everyone: list[tuple[int, Person]] = []
     out: dict[str, Any] = {"runs": []}
     try:
         for r in range(1, a.runs + 1):
             a.run_no = r
             people = one_run(cp, a, tls)
-            everyone += people
+            everyone += [(r, p) for p in people]
             out["runs"].append(report(f"run {r}", people))
     finally:
         cp.close()
     if a.runs > 1:
-        out["pooled"] = report(f"pooled, {a.runs} runs", everyone)
+        out["pooled"] = report(f"pooled, {a.runs} runs", [p for _, p in everyone])
+    if a.dump:
+        Path(a.dump).write_text("".join(json.dumps({"run": r, **asdict(p)}) + "\n" for r, p in everyone))
     print(json.dumps(out))
     return 0
 

@@ -69,6 +69,7 @@ class Person:
     # which was free first for the first poll: "A" (the POST's answer), "new", "close" (too near to say),
     # "idle" (no race: no connect was started, the GET reached the pool after A was free again)
     race: str = ""
+    timing: dict[str, float | str | None] = field(default_factory=dict)  # first_poll_timing's, for its session
 
     def step(self, key: str) -> tuple[str, str, str] | None:
         """The first proxy-seen request of this kind (e.g. "poll", "websocket", "post:connect")."""
@@ -135,6 +136,46 @@ def races(conns: list[Conn]) -> dict[str, str]:
     return out
 
 
+def first_poll_timing(conns: list[Conn]) -> dict[str, dict[str, float | str | None]]:
+    """Per sid, the first poll's race in ms from the CONNECT POST's arrival at the proxy: `answer` (the POST's
+    answer left), `offer` (the first poll GET offered itself: the new connection it started was accepted, or,
+    when it started none, the GET itself arrived on the idle connection A), `on` ("A" or "new": what it rode)
+    and `after_answer` (it arrived on A this long after the answer left: the client's read and release); and
+    the WebSocket probe's connection (`ws_accepted`, `ws_asked`: its upgrade request; `ws_same_node`), which
+    can load the node while it answers the POST.
+
+    Why: whether a first poll stays on the handshake's node is decided by `offer` against `answer`; these are
+    the distributions a client model must match, measured the same way on both sides (docs/protocol.md §6)."""
+    out: dict[str, dict[str, float | str | None]] = {}
+    for c in conns:
+        posts = [r for r in c.requests if r.method == "POST" and r.sid]
+        if not posts or posts[0].sid in out or not posts[0].answered:
+            continue
+        post = posts[0]
+        since = c.requests[0].answered or post.t
+        new = [o for o in conns if o.no != c.no and since - 0.001 <= o.accepted <= post.answered + 0.2
+               and (not o.requests or (o.requests[0].sid == post.sid and "transport=websocket" not in o.requests[0].target))]
+        polls = sorted(((r.t, o.no) for o in conns for r in o.requests if r.sid == post.sid and r.method == "GET"
+                        and "transport=websocket" not in r.target), key=lambda x: x[0])
+        if not polls:
+            continue
+        t_poll, on = polls[0]
+        t0 = post.t
+        offer = min(o.accepted for o in new) if new else t_poll
+        ws = next((o for o in conns if o.requests and o.requests[0].sid == post.sid
+                   and "transport=websocket" in o.requests[0].target), None)
+        out[post.sid] = {"answer": _ms(post.answered, t0), "offer": _ms(offer, t0), "on": "A" if on == c.no else "new",
+                         "after_answer": _ms(t_poll, post.answered) if on == c.no else None,
+                         "ws_accepted": _ms(ws.accepted, t0) if ws else None,
+                         "ws_asked": _ms(ws.requests[0].t, t0) if ws else None,
+                         "ws_same_node": (ws.requests[0].node == post.node) if ws else None}
+    return out
+
+
+def _ms(t: float, t0: float) -> float:
+    return round((t - t0) * 1000, 3)
+
+
 def timeline(conns: list[Conn], sid: str) -> str:
     """A session's connections and requests in ms from its handshake (accepted/ready, request@sent>answered):
     what a failed assertion shows, so a race's loser can be read off."""
@@ -150,10 +191,11 @@ def timeline(conns: list[Conn], sid: str) -> str:
 
 def attach(people: list[Person], conns: list[Conn]) -> list[Person]:
     """Give each person its session's proxy-seen steps and the race its first poll met."""
-    seqs, rc = sequences(conns), races(conns)
+    seqs, rc, tm = sequences(conns), races(conns), first_poll_timing(conns)
     for p in people:
         p.steps = seqs.get(p.sid, [])
         p.race = rc.get(p.sid, "")
+        p.timing = tm.get(p.sid, {})
         p.timeline = timeline(conns, p.sid)
     return people
 

@@ -359,7 +359,7 @@ class Session:
                 req.rid,
                 resp.status,
                 resp.body,
-                time.monotonic(),
+                resp.received_at or time.monotonic(),  # when read: a browser's release lag is not the server's latency
                 node=node,
                 content_type=resp.headers.get("content-type", ""),
             ),

@@ -16,6 +16,7 @@ import pytest
 from gevent import ssl
 from gevent.server import StreamServer
 
+from locustfiles.sio.transport.lags import NONE
 from locustfiles.sio.transport.net import Endpoint, tls_context
 from locustfiles.sio.transport.pooled import PooledHttpSession
 from targets.tls import make_tls
@@ -86,10 +87,10 @@ def serve(tls_files) -> Iterator:
         srv = StreamServer(("127.0.0.1", 0), script.handle, ssl_context=ctx)
         srv.start()
         servers.append(srv)
-        # no dispatch gap (pool.DISPATCH_GAP_S): requests issued together reach the pool at once, so a test
+        # no browser lags (transport/lags.py): requests issued together reach the pool at once, so a test
         # can hold three before the protocol is known
         http = PooledHttpSession(Endpoint.from_url(f"https://127.0.0.1:{srv.server_port}"), timeout=3.0,
-                                 tls=tls_context(str(tls.ca_file)), dispatch_gap_s=0.0)
+                                 tls=tls_context(str(tls.ca_file)), lags=NONE)
         return script, http
 
     yield start

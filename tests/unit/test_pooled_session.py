@@ -7,6 +7,8 @@ connections are compared.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator
 
 import gevent
@@ -15,6 +17,7 @@ from gevent.server import StreamServer
 
 from locustfiles.sio.transport import TransportError
 from locustfiles.sio.transport.h2pool import BrowserPool
+from locustfiles.sio.transport.lags import CHROMIUM, NONE, BrowserLags
 from locustfiles.sio.transport.net import Endpoint
 from locustfiles.sio.transport.pool import PoolPolicy
 from locustfiles.sio.transport.pooled import PooledHttpSession
@@ -67,12 +70,14 @@ class Script:
 def serve() -> Iterator:
     servers: list[StreamServer] = []
 
-    def start(answers: list[str]) -> tuple[Script, PooledHttpSession]:
+    def start(answers: list[str], lags: BrowserLags = NONE) -> tuple[Script, PooledHttpSession]:
+        """The pool's rules alone by default: no browser lags (transport/lags.py), so nothing races."""
         script = Script(answers)
         srv = StreamServer(("127.0.0.1", 0), script.handle)
         srv.start()
         servers.append(srv)
-        return script, PooledHttpSession(Endpoint.from_url(f"http://127.0.0.1:{srv.server_port}"), timeout=3.0)
+        return script, PooledHttpSession(Endpoint.from_url(f"http://127.0.0.1:{srv.server_port}"), timeout=3.0,
+                                         lags=lags)
 
     yield start
     for s in servers:
@@ -160,16 +165,57 @@ def test_close_wakes_waiting_and_running_requests(serve) -> None:
 
 
 def test_requests_issued_together_reach_the_pool_one_dispatch_gap_apart(serve) -> None:
-    """As from a page's one JS thread (pool.DISPATCH_GAP_S): the second of two requests issued at once
-    asks the pool later; the first's answer (microseconds on loopback) has freed its connection by then,
+    """As from a page's one JS thread (lags.BrowserLags.dispatch_gap): the second of two requests issued at
+    once asks the pool later; the first's answer (microseconds on loopback) has freed its connection by then,
     so no second connection is opened (without the gap the second request started a connect of its own)."""
-    script, http = serve(["ok", "ok", "ok"])
+    script, http = serve(["ok", "ok", "ok"], BrowserLags.fixed(gap_ms=5.0))
     assert _get(http) == b"ok"  # connection 1, now idle
     asked: list[float] = []
     request = http.policy.request
     http.policy.request = lambda rid, now: (asked.append(now), request(rid, now))[1]  # type: ignore[method-assign]
     gs = [gevent.spawn(_get, http) for _ in range(2)]
     gevent.joinall(gs, timeout=3, raise_error=True)
-    assert asked[1] - asked[0] >= http.dispatch_gap_s > 0
+    assert asked[1] - asked[0] >= 0.005
     assert script.accepted == 1 and [c for _, c in http.served] == [1, 1, 1]
+    http.close()
+
+
+def test_a_request_sent_in_reply_to_an_answer_is_not_held_by_the_gap_drawn_before_it(serve) -> None:
+    """The CONNECT POST follows the handshake's answer: the page issues it anew, so the gap drawn when the
+    handshake was sent (meant for a request issued together with it) must not hold it."""
+    _script, http = serve(["ok", "ok"], BrowserLags.fixed(gap_ms=200.0))
+    assert _get(http) == b"ok"
+    t = time.monotonic()
+    assert _get(http) == b"ok"
+    assert time.monotonic() - t < 0.1
+    http.close()
+
+
+def test_a_connection_is_idle_only_a_release_lag_after_its_answer(serve) -> None:
+    """As Chromium's socket goes idle a posted task after the body is read (lags.BrowserLags.release): a
+    request that reaches the pool within the lag finds no idle connection and rides a new one, while the
+    caller of the first gets its answer only after the release, so a request it sends next reuses it; the
+    answer keeps the time it was read (`received_at`), which latency is measured from."""
+    script, http = serve(["ok"] * 5, BrowserLags.fixed(gap_ms=2.0, release_ms=60.0))
+    t0 = time.monotonic()
+    first = http.request("GET", "/x")
+    returned = time.monotonic()
+    assert returned - first.received_at >= 0.06 and first.received_at > t0
+    assert _get(http) == b"ok"  # issued after the answer was handed over: the connection is idle again
+    assert script.accepted == 1 and [c for _, c in http.served] == [1, 1]
+    gs = [gevent.spawn(_get, http) for _ in range(2)]  # the second asks 2 ms after the first, 58 ms early
+    gevent.joinall(gs, timeout=3, raise_error=True)
+    assert script.accepted == 2 and [c for _, c in http.served][2:] == [1, 2]
+    http.close()
+
+
+def test_drawn_lags_come_from_the_sessions_own_random_source(serve) -> None:
+    """A seeded source gives a reproducible user (benchmarks and tests), one per session by default."""
+    _script, http = serve(["ok"])
+    draws = []
+    for _ in range(2):
+        s = PooledHttpSession(http.endpoint, lags=CHROMIUM, rng=random.Random(7))
+        draws.append([s.lags.release.draw_s(s._rng) for _ in range(20)])
+        s.close()
+    assert draws[0] == draws[1] and len(set(draws[0])) > 3  # drawn, not one figure
     http.close()

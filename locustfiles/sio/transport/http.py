@@ -63,6 +63,7 @@ class HttpResponse:
     body: bytes
     set_cookie: list[str] = field(default_factory=list)
     keep_alive: bool = True
+    received_at: float = 0.0  # monotonic time it was read, when a browser lag delays its delivery (transport/lags.py)
 
 
 class _Eof(Exception):

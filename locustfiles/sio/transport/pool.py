@@ -31,7 +31,9 @@ klzgrad/naiveproxy mirror of Chromium's net/ tree):
   in 2020, said 10 s on desktop), and the same 60 s in `HttpStreamPool::Group`
   (`kUnusedIdleStreamSocketTimeout`, the pool behind the HappyEyeballsV3 feature, off by default).
 
-One pool per virtual user and origin = one browser context. Not modelled: priorities (every
+One pool per virtual user and origin = one browser context. The browser's own lags around the pool (the
+page's dispatch gap, the network thread's release of a read connection) are `transport/lags.py`'s, waited
+by the gevent driver (transport/pooled.py). Not modelled: priorities (every
 polling request is an XHR of the same priority, so the queue is FIFO), backup connect jobs
 (250 ms+ after a SYN loss; loopback loses none), the 256-socket global limit. HTTP/2 (one session per origin, when ALPN chooses h2) is
 `transport/h2pool.py`'s, on top of this group.
@@ -53,24 +55,6 @@ UNUSED_IDLE_TIMEOUT_S = 60.0
 10 s on desktop before ~2021) = `HttpStreamPool::Group::kUnusedIdleStreamSocketTimeout`."""
 USED_IDLE_TIMEOUT_S = 300.0
 """`g_used_idle_socket_timeout_s` (client_socket_pool.cc)."""
-DISPATCH_GAP_S = 0.00125
-"""The page's own time between two requests it issues together, before the second reaches the pool.
-
-Why: a page has one JS thread. socket.io-client sends the CONNECT POST, creates the WebSocket probe and
-only then starts the first poll GET; at a ping it sends the pong POST and then the next poll GET. So the GET
-reaches Chromium's pool some renderer time after the POST, and on loopback, where a connect takes
-microseconds, that time decides whether the GET finds the handshake's connection free again (the POST's
-answer came first) or a new one (behind L4 round robin: another node). Without a gap sioscale connected 5 %
-of people where Chromium connected 36 %. A calibration, not a law (docs/protocol.md section 6): against real
-Chromium 156 behind HAProxy L4 round robin, pages from another origin, starts on time and jittered, the
-delay proxy in a process of its own (benchmarks/browser_fidelity.py), 3 runs of 135 a side at 1.25 ms:
-Chromium 35.3 % connected, sioscale 38.8 % (p = 0.31); the next 3 runs 41.0 % against 28.4 % (p < 0.001,
-sioscale's runs 36, 30, 19 %). The page's own send() times were 5.5 ms apart
-(median), so the gap at the pool is not the gap in the page. With the CONNECT answer held +0/+3/+6 ms
-Chromium connected 27/15/2 % and sioscale 32/5/0 % (one run each): both rates answer the nodes' latency
-steeply, the fixed gap likely more than the browser's spread-out one, so the calibration holds on average,
-not run by run (docs/protocol.md section 6). Not part of Chromium's pool: the gevent driver (transport/pooled.py) waits it, in issue
-order, before handing a request to `PoolPolicy.request`."""
 
 
 @dataclass(frozen=True)

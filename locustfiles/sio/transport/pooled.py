@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import random
 import time
 from collections import deque
 from typing import Any
@@ -35,7 +36,7 @@ from gevent import monkey, ssl
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 
-from locustfiles.sio.transport import pool as _pool
+from locustfiles.sio.transport import lags as _lags
 from locustfiles.sio.transport.errors import TransportError, classify_os_error
 from locustfiles.sio.transport.h2link import H2Link, H2Retry
 from locustfiles.sio.transport.h2pool import ALPN_OFFER, H2, HTTP11, BrowserAction, BrowserPool, Stream
@@ -103,7 +104,8 @@ class PooledHttpSession(HttpSession):
         extra_headers: dict[str, str] | None = None,
         policy: PoolPolicy | BrowserPool | None = None,
         http2: bool = True,
-        dispatch_gap_s: float | None = None,
+        lags: _lags.BrowserLags | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__(endpoint, timeout, source_ip, tls, max_connections, extra_headers)
         if isinstance(policy, BrowserPool):
@@ -115,9 +117,11 @@ class PooledHttpSession(HttpSession):
         self._h2_headers = [("user-agent", USER_AGENT), ("accept", "*/*"),
                             *((str(k).lower(), str(v)) for k, v in (extra_headers or {}).items())]
         self._links: dict[int, H2Link] = {}
-        # read at construction, so a calibration run (benchmarks/browser_fidelity --dispatch-gap-ms) can set it
-        self.dispatch_gap_s = _pool.DISPATCH_GAP_S if dispatch_gap_s is None else dispatch_gap_s
-        self._next_dispatch = 0.0  # monotonic time the next request may reach the pool (pool.DISPATCH_GAP_S)
+        # the browser's own lags (transport/lags.py); lags.DEFAULT is read here, not at import, so a
+        # calibration run (benchmarks/browser_fidelity --dispatch-gap-ms) can set it before its users start
+        self.lags = lags or _lags.DEFAULT
+        self._rng = rng or random.Random()
+        self._next_dispatch = 0.0  # monotonic time the next request may reach the pool (lags.dispatch_gap)
         self._dispatch_lock = Semaphore()
         self._conns: dict[int, HttpConnection] = {}
         self._connecting: dict[int, gevent.Greenlet] = {}
@@ -173,12 +177,14 @@ class PooledHttpSession(HttpSession):
                     raise
                 if resp.set_cookie:
                     self.cookies.update(resp.set_cookie)
+                self._answered()
                 return resp
             conn = self._conns[cid]
             self.served.append((method, cid))
             keep = False
             try:
                 resp = conn.roundtrip(raw, method == "HEAD", deadline)
+                resp.received_at = time.monotonic()
                 keep = resp.keep_alive and not self._closed
             except _Eof as e:
                 if reused and not e.got_bytes and attempt == 0:
@@ -196,19 +202,31 @@ class PooledHttpSession(HttpSession):
             except Exception as e:  # noqa: BLE001 - the last net: a reader bug must not kill a user greenlet
                 raise TransportError("protocol_error", f"{method}: {type(e).__name__}: {e}") from None
             finally:
-                self._give_back(cid, keep)
+                try:
+                    if keep and (lag := self.lags.release.draw_s(self._rng)) > 0:
+                        gevent.sleep(lag)  # the connection is idle, and the page has its answer, only then
+                finally:
+                    self._give_back(cid, keep)
             if resp.set_cookie:
                 self.cookies.update(resp.set_cookie)
+            self._answered()
             return resp
         raise AssertionError("unreachable")
 
+    def _answered(self) -> None:
+        """The page has an answer: what it sends in reply is issued anew, not paced after the request it
+        answered (a gap drawn at the handshake must not hold the CONNECT POST), unless a request issued
+        together with another is still waiting its gap."""
+        if not self._dispatch_lock.locked():
+            self._next_dispatch = 0.0
+
     def _pace(self) -> None:
-        """Requests issued together reach the pool one `dispatch_gap_s` apart, in the order issued, as
-        from a page's one JS thread (pool.DISPATCH_GAP_S); a lone request goes at once."""
+        """Requests issued together reach the pool a drawn dispatch gap apart, in the order issued, as
+        from a page's one JS thread (lags.BrowserLags.dispatch_gap); a lone request goes at once."""
         with self._dispatch_lock:  # FIFO: in the order issued (the CONNECT POST before the first poll GET)
             while (now := time.monotonic()) < self._next_dispatch:  # a late hub must not collapse two into one
                 gevent.sleep(self._next_dispatch - now)
-            self._next_dispatch = now + self.dispatch_gap_s
+            self._next_dispatch = now + self.lags.dispatch_gap.draw_s(self._rng)
 
     def _acquire(self) -> tuple[int, bool]:
         """Ask the pool for a connection and wait for the one it hands over: (id, reused)."""
