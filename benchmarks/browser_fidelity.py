@@ -310,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--regimes", type=int, default=0, help="people per side through the 50 ms regimes first")
     ap.add_argument("--pool", default="browser", choices=("browser", "node"))
     ap.add_argument("--dispatch-gap-ms", type=float, default=None,
-                    help="a fixed dispatch gap and no release lag for sioscale this run (default: lags.CHROMIUM's "
-                         "drawn ones; transport/lags.py)")
+                    help="a fixed dispatch gap and no release lag for sioscale this run, as the earlier model had "
+                         "(default: lags.CHROMIUM's drawn ones; transport/lags.py)")
     ap.add_argument("--burst", type=int, default=0, help="people a burst (0: one at a time, --interval apart)")
     ap.add_argument("--bursts", type=int, default=8, help="bursts a side a run (with --burst)")
     ap.add_argument("--burst-together", action="store_true",
@@ -342,20 +342,21 @@ def main(argv: list[str] | None = None) -> int:
           f"window {a.window:g} s, starts jittered by up to {a.jitter:g} x interval, sioscale --sio-http-pool {a.pool} (lags: "
           f"{_lags_said(lag_rules.DEFAULT)}); emit at connect: {a.emit or 'none'}; Chromium's page on "
           f"{'the target' if a.page_origin == 'target' else a.page_origin or 'another origin of the same site'}")
-    everyone: list[tuple[int, Person]] = []
+    everyone: list[Person] = []
     out: dict[str, Any] = {"runs": []}
     try:
         for r in range(1, a.runs + 1):
             a.run_no = r
             people = one_run(cp, a, tls)
-            everyone += [(r, p) for p in people]
+            everyone += people
+            if a.dump:  # run by run: a later run's crash or Ctrl-C keeps the earlier runs' people
+                with open(a.dump, "a" if r > 1 else "w") as f:
+                    f.write("".join(json.dumps({"run": r, **asdict(p)}) + "\n" for p in people))
             out["runs"].append(report(f"run {r}", people))
     finally:
         cp.close()
     if a.runs > 1:
-        out["pooled"] = report(f"pooled, {a.runs} runs", [p for _, p in everyone])
-    if a.dump:
-        Path(a.dump).write_text("".join(json.dumps({"run": r, **asdict(p)}) + "\n" for r, p in everyone))
+        out["pooled"] = report(f"pooled, {a.runs} runs", everyone)
     print(json.dumps(out))
     return 0
 

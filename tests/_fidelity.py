@@ -153,13 +153,15 @@ def first_poll_timing(conns: list[Conn]) -> dict[str, dict[str, float | str | No
             continue
         post = posts[0]
         since = c.requests[0].answered or post.t
-        new = [o for o in conns if o.no != c.no and since - 0.001 <= o.accepted <= post.answered + 0.2
-               and (not o.requests or (o.requests[0].sid == post.sid and "transport=websocket" not in o.requests[0].target))]
         polls = sorted(((r.t, o.no) for o in conns for r in o.requests if r.sid == post.sid and r.method == "GET"
                         and "transport=websocket" not in r.target), key=lambda x: x[0])
         if not polls:
             continue
         t_poll, on = polls[0]
+        # the poll's own new connection, or the one it started and lost: accepted before the poll arrived
+        # (a millisecond of slack), so another person's unused connection, minutes or ms apart, is not taken
+        new = [o for o in conns if o.no != c.no and since - 0.001 <= o.accepted <= t_poll + 0.001
+               and (not o.requests or (o.requests[0].sid == post.sid and "transport=websocket" not in o.requests[0].target))]
         t0 = post.t
         offer = min(o.accepted for o in new) if new else t_poll
         ws = next((o for o in conns if o.requests and o.requests[0].sid == post.sid

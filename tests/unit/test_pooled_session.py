@@ -191,6 +191,28 @@ def test_a_request_sent_in_reply_to_an_answer_is_not_held_by_the_gap_drawn_befor
     http.close()
 
 
+def test_only_the_last_paced_requests_answer_cancels_the_gap(serve) -> None:
+    """An answer to an older request (an emit's, say) must not let a request issued together with a newer
+    one skip its gap: only the answer to the request that set the gap resets it."""
+    _script, http = serve(["ok"], BrowserLags.fixed(gap_ms=200.0))
+    first = http._pace()  # a request was paced: the next one issued with it waits until `due`
+    due = http._next_dispatch
+    http._answered(first - 1)  # an older request's answer
+    assert http._next_dispatch == due
+    http._answered(first)
+    assert http._next_dispatch == 0.0
+    http.close()
+
+
+def test_a_release_lag_never_turns_an_answer_read_in_time_into_a_timeout(serve) -> None:
+    """The release lag waits within the request's own time bound: the answer was read, so it is returned."""
+    _script, http = serve(["ok"], BrowserLags.fixed(gap_ms=0.0, release_ms=2000.0))
+    t = time.monotonic()
+    assert http.request("GET", "/x", timeout=0.3).body == b"ok"
+    assert time.monotonic() - t < 0.5
+    http.close()
+
+
 def test_a_connection_is_idle_only_a_release_lag_after_its_answer(serve) -> None:
     """As Chromium's socket goes idle a posted task after the body is read (lags.BrowserLags.release): a
     request that reaches the pool within the lag finds no idle connection and rides a new one, while the

@@ -59,6 +59,8 @@ from locustfiles.sio.transport.pool import (
 )
 
 _RETRY_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+_RNG = random.Random()
+"""The browser lags' draws, one source per process: seeding a Random per session costs more than the draws."""
 _select = monkey.get_original("select", "select")
 """The OS's select(): a zero-timeout readability check is one syscall; gevent's would go through the hub."""
 
@@ -120,8 +122,9 @@ class PooledHttpSession(HttpSession):
         # the browser's own lags (transport/lags.py); lags.DEFAULT is read here, not at import, so a
         # calibration run (benchmarks/browser_fidelity --dispatch-gap-ms) can set it before its users start
         self.lags = lags or _lags.DEFAULT
-        self._rng = rng or random.Random()
+        self._rng = rng or _RNG
         self._next_dispatch = 0.0  # monotonic time the next request may reach the pool (lags.dispatch_gap)
+        self._paced = 0  # how many requests have been paced: which one set _next_dispatch
         self._dispatch_lock = Semaphore()
         self._conns: dict[int, HttpConnection] = {}
         self._connecting: dict[int, gevent.Greenlet] = {}
@@ -165,7 +168,7 @@ class PooledHttpSession(HttpSession):
 
     def _pooled(self, method: str, raw: bytes, deadline: float, stream: tuple[str, bytes, str | None]) -> HttpResponse:
         for attempt in (0, 1):
-            cid, reused = self._acquire()
+            cid, reused, paced = self._acquire()
             link = self._links.get(cid)
             if link is not None:  # a stream on the origin's HTTP/2 session
                 self.served.append((method, cid))
@@ -177,7 +180,7 @@ class PooledHttpSession(HttpSession):
                     raise
                 if resp.set_cookie:
                     self.cookies.update(resp.set_cookie)
-                self._answered()
+                self._answered(paced)
                 return resp
             conn = self._conns[cid]
             self.served.append((method, cid))
@@ -203,41 +206,47 @@ class PooledHttpSession(HttpSession):
                 raise TransportError("protocol_error", f"{method}: {type(e).__name__}: {e}") from None
             finally:
                 try:
-                    if keep and (lag := self.lags.release.draw_s(self._rng)) > 0:
-                        gevent.sleep(lag)  # the connection is idle, and the page has its answer, only then
+                    # the connection is idle, and the page has its answer, only then; an answer read in time
+                    # is not lost to the request's own time bound while it waits
+                    lag = min(self.lags.release.draw_s(self._rng), deadline - time.monotonic() - 0.005) if keep else 0
+                    if lag > 0:
+                        gevent.sleep(lag)
                 finally:
                     self._give_back(cid, keep)
             if resp.set_cookie:
                 self.cookies.update(resp.set_cookie)
-            self._answered()
+            self._answered(paced)
             return resp
         raise AssertionError("unreachable")
 
-    def _answered(self) -> None:
-        """The page has an answer: what it sends in reply is issued anew, not paced after the request it
-        answered (a gap drawn at the handshake must not hold the CONNECT POST), unless a request issued
-        together with another is still waiting its gap."""
-        if not self._dispatch_lock.locked():
+    def _answered(self, paced: int) -> None:
+        """The page has the answer to the `paced`-th request: what it sends in reply is issued anew, not paced
+        after it (a gap drawn at the handshake must not hold the CONNECT POST). Only when that request was the
+        last one paced: another's answer must not cancel the gap of a request issued after it."""
+        if paced == self._paced and not self._dispatch_lock.locked():
             self._next_dispatch = 0.0
 
-    def _pace(self) -> None:
+    def _pace(self) -> int:
         """Requests issued together reach the pool a drawn dispatch gap apart, in the order issued, as
-        from a page's one JS thread (lags.BrowserLags.dispatch_gap); a lone request goes at once."""
+        from a page's one JS thread (lags.BrowserLags.dispatch_gap); a lone request goes at once. Returns
+        this request's pacing number (`_answered`)."""
         with self._dispatch_lock:  # FIFO: in the order issued (the CONNECT POST before the first poll GET)
             while (now := time.monotonic()) < self._next_dispatch:  # a late hub must not collapse two into one
                 gevent.sleep(self._next_dispatch - now)
             self._next_dispatch = now + self.lags.dispatch_gap.draw_s(self._rng)
+            self._paced += 1
+            return self._paced
 
-    def _acquire(self) -> tuple[int, bool]:
-        """Ask the pool for a connection and wait for the one it hands over: (id, reused)."""
-        self._pace()
+    def _acquire(self) -> tuple[int, bool, int]:
+        """Ask the pool for a connection and wait for the one it hands over: (id, reused, which paced request)."""
+        paced = self._pace()
         self._drop_dead_idle()
         rid = next(self._rids)
         waiter = self._waiters[rid] = AsyncResult()
         try:
             self._run(self.policy.request(rid, time.monotonic()))
             cid, reused = waiter.get()
-            return cid, reused
+            return cid, reused, paced
         except BaseException:
             if waiter.ready() and waiter.successful():  # handed a connection, then cancelled
                 self._give_back(waiter.value[0], True)
