@@ -94,6 +94,7 @@ def _where(conns: list[Conn]) -> dict[str, tuple[int, str]]:
 @pytest.mark.parametrize("pool", ["browser", "node"])
 def test_regime_a_slow_connects(proxy: tuple[DelayProxy, str], pool: str) -> None:
     p, ca = proxy
+    raced = 0
     for _ in range(TRIALS):
         p.reset(connect_delay_s=DELAY_S, hold_first_post_s=0.0)
         ok, conns = _trial(p, ca, pool)
@@ -106,8 +107,24 @@ def test_regime_a_slow_connects(proxy: tuple[DelayProxy, str], pool: str) -> Non
             ws = [c for c in conns if any("transport=websocket" in r.target for r in c.requests)]
             assert ws and all(len(c.requests) == 1 for c in ws), w  # the upgrade: a connection of its own
         else:
+            if w["poll"][0] == w["handshake"][0]:
+                # a loaded machine sent the GET only after the POST's answer: then the node pool, too, reuses
+                # the idle connection; that is its rule, not the case under test
+                assert _poll_after_post_answer(conns), w
+                continue
+            raced += 1
             assert w["poll"][0] != w["handshake"][0], w  # bound to its own new connection
             assert w["poll"][1] != w["handshake"][1] and not ok, w  # L4: another node, session unknown
+    assert pool == "browser" or raced, "no trial sent the first poll while the CONNECT POST was out"
+
+
+def _poll_after_post_answer(conns: list[Conn]) -> bool:
+    """Whether the first poll GET reached the proxy after the CONNECT POST's answer had left it."""
+    reqs = sorted((r for c in conns for r in c.requests if "transport=polling" in r.target and r.sid),
+                  key=lambda r: r.t)
+    post = next((r for r in reqs if r.method == "POST"), None)
+    poll = next((r for r in reqs if r.method == "GET"), None)
+    return bool(post and poll and post.answered and poll.t >= post.answered)
 
 
 @pytest.mark.parametrize("pool", ["browser", "node"])
