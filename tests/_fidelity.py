@@ -159,7 +159,7 @@ def first_poll_timing(conns: list[Conn]) -> dict[str, dict[str, float | str | No
             continue
         t_poll, on = polls[0]
         # the poll's own new connection, or the one it started and lost: accepted before the poll arrived
-        # (a millisecond of slack), so another person's unused connection, minutes or ms apart, is not taken
+        # (a millisecond of slack), so another person's unused connection is taken only if it came in that window
         new = [o for o in conns if o.no != c.no and since - 0.001 <= o.accepted <= t_poll + 0.001
                and (not o.requests or (o.requests[0].sid == post.sid and "transport=websocket" not in o.requests[0].target))]
         t0 = post.t
