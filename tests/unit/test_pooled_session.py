@@ -231,13 +231,26 @@ def test_a_connection_is_idle_only_a_release_lag_after_its_answer(serve) -> None
     http.close()
 
 
-def test_drawn_lags_come_from_the_sessions_own_random_source(serve) -> None:
-    """A seeded source gives a reproducible user (benchmarks and tests), one per session by default."""
-    _script, http = serve(["ok"])
-    draws = []
-    for _ in range(2):
-        s = PooledHttpSession(http.endpoint, lags=CHROMIUM, rng=random.Random(7))
-        draws.append([s.lags.release.draw_s(s._rng) for _ in range(20)])
-        s.close()
-    assert draws[0] == draws[1] and len(set(draws[0])) > 3  # drawn, not one figure
+class _CountingRandom(random.Random):
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.calls = 0
+
+    def random(self) -> float:
+        self.calls += 1
+        return super().random()
+
+
+def test_a_session_draws_its_lags_from_the_source_it_is_given(serve) -> None:
+    """An injected source (a seeded one: a reproducible user) is what the gap and the release lag are drawn
+    from; without one, a session shares the process's."""
+    _script, http = serve(["ok", "ok"])
+    rng = _CountingRandom(7)
+    s = PooledHttpSession(http.endpoint, lags=CHROMIUM, rng=rng)
+    assert s.request("GET", "/x").body == b"ok"
+    assert rng.calls == 2  # one dispatch gap, one release lag
+    s.close()
+    other = PooledHttpSession(http.endpoint, lags=CHROMIUM)
+    assert other._rng is PooledHttpSession(http.endpoint)._rng is not rng
+    other.close()
     http.close()

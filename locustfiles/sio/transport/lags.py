@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,14 @@ class Lag:
     from probability 0 to 1, linear between knots."""
 
     knots: tuple[tuple[float, float], ...]
+    _ps: tuple[float, ...] = field(init=False, repr=False, compare=False)  # the probabilities, for bisect
 
     def __post_init__(self) -> None:
         ps = [p for p, _ in self.knots]
         ms = [m for _, m in self.knots]
         if len(self.knots) < 2 or ps[0] != 0.0 or ps[-1] != 1.0 or ps != sorted(ps) or ms != sorted(ms) or ms[0] < 0:
             raise ValueError(f"Lag knots must rise from probability 0 to 1 with ms >= 0: {self.knots!r}")
+        object.__setattr__(self, "_ps", tuple(ps))  # drawn twice per request: not rebuilt each time
 
     @classmethod
     def fixed(cls, ms: float) -> Lag:
@@ -47,8 +49,7 @@ class Lag:
 
     def quantile(self, p: float) -> float:
         """Milliseconds at cumulative probability `p`."""
-        ps = [k[0] for k in self.knots]
-        i = bisect.bisect_right(ps, p)
+        i = bisect.bisect_right(self._ps, p)
         if i >= len(self.knots):
             return self.knots[-1][1]
         (p0, m0), (p1, m1) = self.knots[i - 1], self.knots[i]
