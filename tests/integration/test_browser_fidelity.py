@@ -49,13 +49,14 @@ HOLD_A_S = 0.04
 """Regime (a) holds the CONNECT POST's answer this long (still far ahead of a new connection, DELAY_S): answered
 at once, a busy CI machine's Chromium sent all 3 people's first poll 6-19 ms after the POST, after its answer,
 so none raced and the test proved nothing about that side."""
-TRIALS = 2  # a trial where a side had no person whose GET raced is run again (a race decides: issue 13, part 3)
+TRIALS = 3  # a trial where a side had no person whose GET raced is run again (a race decides: issue 13, part 3)
+RACE_WINDOW_S = 0.9  # the race regimes' window: room for a slow page, and before the first ping (1 s) can end one
 PING_S = 1.0  # the first pong comes inside the window
 PEOPLE = 3
 INTERVAL_S = 0.3
 WINDOW_S = 2.6  # past the first ping/pong (1 s) and the second
 H2_PEOPLE = 2
-H2_WINDOW_S = 0.8
+H2_WINDOW_S = 1.6  # all of a session rides one node here, so pings end nothing: room for a slow page to connect
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +113,14 @@ def test_race_regimes(chromium: ChromiumPeople, l4: tuple[DelayProxy, str], regi
     for _ in range(TRIALS):
         p.reset(connect_delay_s=DELAY_S if regime == "a" else 0.0,
                 hold_first_post_s=HOLD_A_S if regime == "a" else DELAY_S)
-        people = _both(chromium, p, ca, window=0.5)
-        assert {x.side for x in people} == {"chromium", "sioscale"} and all(x.sid for x in people), _show(people)
-        _connections_as_a_browser(people)
-        for x in people:
+        people = _both(chromium, p, ca, window=RACE_WINDOW_S)
+        assert {x.side for x in people} == {"chromium", "sioscale"}, _show(people)
+        # a person a loaded machine did not take to its first poll within the window says nothing of the race
+        # (Chromium was seen to take 0.7 s to set up the handshake's connection at load 5): the trial's others
+        # are judged, and a trial where a side had no person left is run again (below)
+        ran = [x for x in people if x.sid and x.step("poll") and x.step("post:connect")]
+        _connections_as_a_browser(ran)
+        for x in ran:
             poll = x.step("poll")
             assert poll is not None and x.connected == (poll[2] == "="), _show(people)  # connected iff its node
             if x.race in ("A", "new"):  # the GET asked while the POST was out: it rides whichever was free first
@@ -123,7 +128,7 @@ def test_race_regimes(chromium: ChromiumPeople, l4: tuple[DelayProxy, str], regi
         # the regime decides the race unless the machine overrides it (a node that took 178 ms to answer the
         # CONNECT POST in CI let regime (a)'s late connection win); a trial where a side had no person whose
         # race went the regime's way (or a browser so slow that every GET came after the answer) is run again
-        raced = {x.side for x in people if x.race == ("A" if regime == "a" else "new")}
+        raced = {x.side for x in ran if x.race == ("A" if regime == "a" else "new")}
         if raced == {"chromium", "sioscale"}:
             break
     assert raced == {"chromium", "sioscale"}, _show(people)
@@ -138,7 +143,7 @@ def test_cookie_all_connect_upgrade_and_live(chromium: ChromiumPeople, tls: TLSF
 
 def test_l7_round_robin_none_connect(chromium: ChromiumPeople, tls: TLSFiles) -> None:
     for p, ca in _proxied("l7-round-robin", tls):
-        people = _both(chromium, p, ca, 1.0)
+        people = _both(chromium, p, ca, 1.6)  # no session lives; room for a loaded machine's page to see its end
         assert not any(x.connected for x in people), _show(people)
         for x in people:  # which request meets another node (and is answered first) is a race: both sides end there
             assert x.end_step in {s[0] for s in x.steps if s[0] != "websocket" and s[2] == "x"}, _show(people)
@@ -161,7 +166,10 @@ def test_l4_round_robin_connect_iff_first_poll_on_a(chromium: ChromiumPeople, l4
             assert x.end_step in ("poll", "post:pong", "post:emit", "post"), _show(people)
 
 
-EMIT_WINDOW_S = 1.0  # connections DELAY_S late; before the first ping (1 s) nothing else ends a session
+EMIT_WINDOW_S = 2.0
+"""From the socket's start. A loaded machine's Chromium took 0.7 s to set up the handshake's connection and
+was read before its join's answer (at 0.3 s after the handshake) came back; the first ping (1 s) may then end
+a session whose join met its own node, which the test allows."""
 
 
 def test_l4_join_at_connect_dies_at_its_emit_post(chromium: ChromiumPeople, l4: tuple[DelayProxy, str]) -> None:

@@ -272,8 +272,8 @@ def test_python_lag_probe_sees_a_blocked_loop() -> None:
         return idle, probe.p99_ms()
 
     idle, blocked = asyncio.run(main())
-    assert idle < 20
-    assert blocked >= 60, blocked
+    assert idle < 50, idle  # a loaded machine's idle loop wakes late too (25.8 ms seen at load 5 on 2 cores)
+    assert blocked >= 60 and blocked - idle >= 40, (idle, blocked)  # the 80 ms block shows, above the noise
 
 
 def test_runner_hook_records_a_sampler_that_cannot_start_and_lets_the_run_go_on(tmp_path: Path) -> None:
