@@ -94,6 +94,11 @@ def test_cpu_limited_node_stays_under_its_quota(tmp_path: Path) -> None:
             before = g.cpu_stat()
             samples = _cpu_samples(pid, 3)
             after = g.cpu_stat()
+            for _ in range(6):  # a machine saturated by others can keep the node under its quota for a while
+                if after["nr_throttled"] > before["nr_throttled"]:
+                    break
+                samples += _cpu_samples(pid, 1)
+                after = g.cpu_stat()
         finally:
             stop.set()
             for t in threads:
