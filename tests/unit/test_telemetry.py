@@ -266,14 +266,16 @@ def test_python_lag_probe_sees_a_blocked_loop() -> None:
         probe = LoopLagProbe()
         probe.ensure_started()
         await asyncio.sleep(0.3)
-        idle = probe.p99_ms()
+        idle = min(lag for _, lag in probe.samples)  # the best wake of ~25: a loaded machine delays many of them
         time.sleep(0.08)  # block the loop: the probe wakes ~80 ms late
         await asyncio.sleep(0.05)
         return idle, probe.p99_ms()
 
     idle, blocked = asyncio.run(main())
-    assert idle < 50, idle  # a loaded machine's idle loop wakes late too (25.8 ms seen at load 5 on 2 cores)
-    assert blocked >= 60 and blocked - idle >= 40, (idle, blocked)  # the 80 ms block shows, above the noise
+    # an idle loop wakes on time at least once (the probe reports lateness, not its own 10 ms sleep); its p99
+    # is no good here: a loaded machine's idle loop woke 70 ms late at worst in `make test`
+    assert idle < 10, idle
+    assert blocked >= 60, blocked  # the 80 ms block shows: lateness only adds to it
 
 
 def test_runner_hook_records_a_sampler_that_cannot_start_and_lets_the_run_go_on(tmp_path: Path) -> None:
