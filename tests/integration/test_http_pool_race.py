@@ -15,8 +15,10 @@ carried which request is what is asserted, not the client's idea of it.
   of one node; the browser pool's requests are all streams on the handshake's connection, so the
   first poll GET rides it in both regimes and no second polling connection is ever opened (the
   WebSocket still gets one of its own, over HTTP/1.1).
-Each regime runs until it decided the race three times: every trial must go the way the proxy saw
-the race go (a loaded machine can decide it against the regime: then the free-first connection wins).
+Each regime runs until it decided the race three times (on the proxy's clock, and on the browser pool's
+own record of which connection was free first), and on every trial the GET must have ridden the
+connection that was free first: a loaded machine can decide the race against the regime, and then
+that connection wins (`_regime`).
 """
 
 from __future__ import annotations
