@@ -97,11 +97,12 @@ def _where(conns: list[Conn]) -> dict[str, tuple[int, str]]:
     return out
 
 
-def _race(conns: list[Conn]) -> str:
-    """Which the proxy made free first for the first poll (tests/_fidelity.races): "A", "new", "close", "idle"."""
+def _race(conns: list[Conn]) -> tuple[str, str]:
+    """The trial's sid and which the proxy made free first for its first poll (tests/_fidelity.races): "A",
+    "new", "close" or "idle"."""
     rc = races(conns)
     assert len(rc) == 1, rc  # one person per trial
-    return next(iter(rc.values()))
+    return next(iter(rc.items()))
 
 
 @pytest.fixture
@@ -152,9 +153,9 @@ def _regime(p: DelayProxy, ca: str, pool: str, regime: str, freed: list[tuple[st
             p.reset(connect_delay_s=0.0, hold_first_post_s=delay)
         freed.clear()
         ok, conns = _trial(p, ca, pool, settle_s=0.1 + delay)  # the probe's connection, too, is ready late
-        w, race = _where(conns), _race(conns)
+        (sid, race), w = _race(conns), _where(conns)
         first = _free_first(freed) if pool == "browser" else ""
-        seen.append(f"{race} ({first or '-'}) at {delay * 1000:.0f} ms: {timeline(conns, next(iter(races(conns))))}")
+        seen.append(f"{race} ({first or '-'}) at {delay * 1000:.0f} ms: {timeline(conns, sid)}")
         shown = (w, seen[-1])
         assert w["post"][0] == w["handshake"][0], shown  # both pools: the POST reuses the idle handshake connection
         if race == "idle":  # the GET reached the pool after A was free again: both pools reuse it; no race run
